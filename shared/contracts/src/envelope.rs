@@ -1,0 +1,67 @@
+//! The event envelope: the body of every message on `FLEXCORE_EVENTS`, and its headers.
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Header carrying the event id; JetStream de-duplicates on it.
+pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
+/// Header carrying the event's position in the global log.
+pub const HEADER_GLOBAL_POSITION: &str = "Flexcore-Global-Position";
+/// Header carrying the event's version within its aggregate.
+pub const HEADER_VERSION: &str = "Flexcore-Version";
+/// Header carrying the schema version of the event's `data`.
+pub const HEADER_SCHEMA_VERSION: &str = "Flexcore-Schema-Version";
+/// Header carrying the qualified event type (`pipeline.created`).
+pub const HEADER_EVENT_TYPE: &str = "Flexcore-Event-Type";
+/// W3C trace context header.
+pub const HEADER_TRACEPARENT: &str = "traceparent";
+/// Optional command header: correlation id to stamp on the resulting events.
+pub const HEADER_CORRELATION_ID: &str = "Flexcore-Correlation-Id";
+/// Optional command header: who acts (recorded on every event).
+pub const HEADER_ACTOR: &str = "Flexcore-Actor";
+
+/// An event as published on JetStream and returned by event queries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventEnvelope {
+    /// Unique id of the event (also its `Nats-Msg-Id`).
+    pub event_id: Uuid,
+    /// Qualified event type, e.g. `pipeline.created`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Aggregate type: `plugin`, `pipeline`, `run` or `schedule`.
+    pub aggregate_type: String,
+    /// Id of the aggregate the event belongs to.
+    pub aggregate_id: Uuid,
+    /// Version of the aggregate after this event (1 for the first event).
+    pub version: u64,
+    /// Position in the global log (gap-free order is by transaction, then position).
+    pub global_position: u64,
+    /// Schema version of `data`; older versions are upcast on read.
+    pub schema_version: u32,
+    /// When the event was committed.
+    pub recorded_at: DateTime<Utc>,
+    /// Event payload; its shape is given by `type` (see `schemas/events/`).
+    pub data: serde_json::Value,
+    /// Correlation, causation and actor.
+    pub metadata: EventMetadata,
+}
+
+/// Who and what caused an event.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct EventMetadata {
+    /// Correlation id shared by everything one request caused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// The command id that produced the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<Uuid>,
+    /// The actor (`Flexcore-Actor` header of the command), if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// W3C `traceparent` of the command handling span, to continue the trace downstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+}

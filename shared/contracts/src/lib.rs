@@ -1,0 +1,32 @@
+//! FlexCore message contracts: the public, language-neutral shapes that cross NATS.
+//!
+//! # Layout
+//! - [`subjects`]: every NATS subject and stream name, built only here.
+//! - [`envelope`]: the event envelope published on `FLEXCORE_EVENTS` and its headers.
+//! - [`error`]: error codes and the error body shared by command and query replies.
+//! - [`reply`]: the command reply.
+//! - [`values`]: parse-don't-validate value types (names, versions, digests, refs).
+//! - [`commands`]: one module per aggregate with every command body, plus [`commands::decode`].
+//! - [`events`]: one module per aggregate with every event payload.
+//! - [`queries`]: query requests and replies served by the projection service.
+//! - [`model`]: shared building blocks of commands and events (kinds, limits, policies).
+//! - [`ids`]: deterministic identifiers (plugin id from name@version, run id from a schedule slot).
+//! - [`schema`]: JSON Schema generation for everything above (written to `schemas/`).
+//!
+//! This crate does no I/O.
+
+pub mod commands;
+pub mod envelope;
+pub mod error;
+pub mod events;
+pub mod ids;
+pub mod model;
+pub mod queries;
+pub mod reply;
+pub mod schema;
+pub mod subjects;
+pub mod values;
+
+pub use envelope::{EventEnvelope, EventMetadata};
+pub use error::{ErrorBody, ErrorCode};
+pub use reply::{CommandReply, EventRef};

@@ -1,0 +1,278 @@
+//! Building blocks shared by commands and events: plugin kinds, limits and grants,
+//! pipeline steps and policies, run triggers and errors, schedule policies.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::values::{Digest, PluginRef};
+
+/// What a plugin does in a pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginKind {
+    /// Reads a source and writes Singer messages (a tap).
+    Extractor,
+    /// Reads Singer messages and writes Singer messages.
+    Transformer,
+    /// Reads Singer messages and persists them (a target).
+    Loader,
+}
+
+impl PluginKind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Extractor => "extractor",
+            Self::Transformer => "transformer",
+            Self::Loader => "loader",
+        }
+    }
+}
+
+/// How a plugin is executed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginRuntime {
+    /// A WASI command module run in the wasmtime sandbox (the default).
+    #[default]
+    Wasm,
+    /// A native executable run as a child process: opt-in and NOT sandboxed.
+    Process,
+}
+
+/// Hard resource limits of one plugin execution. Unset fields take the runner's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceLimits {
+    /// Linear memory cap in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// Fuel (instruction budget); unlimited when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
+    /// Wall-clock limit of one execution, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+    /// Cap on the bytes the plugin may write to stdout (and, separately, stderr).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_bytes: Option<u64>,
+}
+
+/// Access granted to a preopened directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DirAccess {
+    /// Read only.
+    ReadOnly,
+    /// Read and write.
+    ReadWrite,
+}
+
+/// A host directory made visible to the plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DirGrant {
+    /// Directory on the runner host.
+    pub host_path: String,
+    /// Path the plugin sees it at.
+    pub guest_path: String,
+    /// Read-only or read-write.
+    pub access: DirAccess,
+}
+
+/// Capabilities a plugin may use. Everything is denied by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// Hosts (`host:port`) the plugin may connect to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_hosts: Vec<String>,
+    /// Environment variable names passed through from the runner.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    /// Preopened directories.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dirs: Vec<DirGrant>,
+}
+
+/// A pipeline step as written by the user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    /// The plugin version to run: `name@version`.
+    pub plugin: PluginRef,
+    /// Step configuration, validated against the plugin's config schema. Secrets appear
+    /// only as `${secret:NAME}` references.
+    #[serde(default)]
+    pub config: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A step as accepted: the plugin resolved and pinned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PinnedStep {
+    /// `name@version` as written.
+    pub plugin: PluginRef,
+    /// The plugin's id.
+    pub plugin_id: Uuid,
+    /// The plugin's kind.
+    pub kind: PluginKind,
+    /// The plugin's runtime.
+    pub runtime: PluginRuntime,
+    /// The module digest (wasm plugins), pinned so a run executes exactly these bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module_digest: Option<Digest>,
+    /// Step configuration (secret references unresolved).
+    pub config: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Retry policy of a pipeline's runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Attempts in all, including the first (1 = never retry).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Back-off before the first retry, in seconds.
+    #[serde(default = "default_initial_backoff")]
+    pub initial_backoff_seconds: u64,
+    /// Upper bound of the back-off, in seconds.
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff_seconds: u64,
+    /// Growth factor of the back-off between attempts.
+    #[serde(default = "default_multiplier")]
+    pub multiplier: f64,
+}
+
+fn default_max_attempts() -> u32 {
+    3
+}
+fn default_initial_backoff() -> u64 {
+    10
+}
+fn default_max_backoff() -> u64 {
+    600
+}
+fn default_multiplier() -> f64 {
+    2.0
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: default_max_attempts(),
+            initial_backoff_seconds: default_initial_backoff(),
+            max_backoff_seconds: default_max_backoff(),
+            multiplier: default_multiplier(),
+        }
+    }
+}
+
+/// A pipeline's executable definition; a new version is kept on every update.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineDefinition {
+    /// One extractor, zero or more transformers, one loader, in that order.
+    pub steps: Vec<PinnedStep>,
+    /// Most runs that may be active at once.
+    pub max_active_runs: u32,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+    /// Wall-clock limit of a run, in seconds.
+    pub run_timeout_seconds: u64,
+}
+
+/// What started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunTrigger {
+    /// An operator (flexctl).
+    Manual,
+    /// A program through the API.
+    Api,
+    /// A schedule's slot (or a backfill).
+    Schedule,
+}
+
+/// Why a run attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunError {
+    /// Machine-readable reason, e.g. `plugin_trap`, `timeout`, `protocol`.
+    pub code: String,
+    /// Human-readable message.
+    pub message: String,
+    /// The step (index) that failed, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<u32>,
+}
+
+/// Why a run attempt was timed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeoutReason {
+    /// The runner stopped heartbeating: the attempt may be retried.
+    LeaseExpired,
+    /// The run exceeded its pipeline's run timeout: final.
+    RunTimeout,
+}
+
+/// Records read per stream.
+pub type StreamCounters = BTreeMap<String, u64>;
+
+/// What to do with a slot that comes due while an earlier run is still active.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OverlapPolicy {
+    /// Skip the slot (recorded as `schedule.slot_skipped`).
+    #[default]
+    Skip,
+    /// Keep one pending slot and start it when the active run ends.
+    BufferOne,
+    /// Start it anyway, up to the pipeline's max active runs.
+    Allow,
+}
+
+/// A schedule's timing and policies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSpec {
+    /// Cron expression, 5 fields (minute precision) or 6 (leading seconds field).
+    pub cron: String,
+    /// IANA time zone the cron is evaluated in (`Europe/Berlin`). Slots in a skipped
+    /// (spring-forward) hour fire once at the transition; a repeated hour fires once.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// Overlap policy.
+    #[serde(default)]
+    pub overlap: OverlapPolicy,
+    /// How far back slots missed while no scheduler ran are still fired, in seconds.
+    #[serde(default = "default_catchup_window")]
+    pub catchup_window_seconds: u64,
+    /// Most missed slots fired on catch-up; older ones are recorded as missed.
+    #[serde(default = "default_catchup_cap")]
+    pub catchup_cap: u32,
+    /// Random delay up to this many seconds added to each fire.
+    #[serde(default)]
+    pub jitter_seconds: u64,
+    /// No slot before this instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<DateTime<Utc>>,
+    /// No slot after this instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_at: Option<DateTime<Utc>>,
+}
+
+fn default_timezone() -> String {
+    "UTC".to_owned()
+}
+fn default_catchup_window() -> u64 {
+    3600
+}
+fn default_catchup_cap() -> u32 {
+    1
+}
