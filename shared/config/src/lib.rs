@@ -1,1 +1,43 @@
-//! placeholder
+//! Layered, typed configuration for every FlexCore binary.
+//!
+//! Layers, later ones winning: `config/base.yaml` → `config/<FLEXCORE_ENV>.yaml` →
+//! `FLEXCORE__SECTION__KEY` environment variables (e.g. `FLEXCORE__DATABASE__URL`).
+//! Unknown keys are errors, so a typo fails at start-up instead of being ignored.
+//!
+//! # Layout
+//! - [`Settings`] (here): the root, one field per section.
+//! - [`sections`]: the section structs and their defaults (equal to `config/base.yaml`).
+//! - [`load`]: finding the config directory and merging the layers
+//!   ([`Settings::load`], [`Settings::load_from`], [`Settings::load_with`]).
+//! - [`secret`]: [`Secret`], a string whose `Debug`/`Display` print `[redacted]`.
+
+pub mod load;
+pub mod secret;
+pub mod sections;
+
+pub use config::ConfigError;
+pub use load::find_config_dir;
+pub use secret::Secret;
+pub use sections::{
+    CommandSettings, DatabaseSettings, LogFormat, NatsSettings, RelaySettings, StreamsSettings, TelemetrySettings,
+};
+
+use serde::Deserialize;
+
+/// All settings of a FlexCore process. `Default` equals `config/base.yaml`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// PostgreSQL, the event store.
+    pub database: DatabaseSettings,
+    /// NATS with JetStream.
+    pub nats: NatsSettings,
+    /// The command service.
+    pub command: CommandSettings,
+    /// The outbox relay.
+    pub relay: RelaySettings,
+    /// The JetStream streams.
+    pub streams: StreamsSettings,
+    /// Logging and tracing.
+    pub telemetry: TelemetrySettings,
+}

@@ -67,7 +67,11 @@ pub struct ErrorBody {
 impl ErrorBody {
     /// An error body without details.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), details: None }
+        Self {
+            code,
+            message: message.into(),
+            details: None,
+        }
     }
 
     /// Adds structured details.

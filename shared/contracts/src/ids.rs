@@ -15,7 +15,10 @@ pub fn plugin_id(name: &str, version: &str) -> Uuid {
 
 /// The id of the run a schedule requests for slot `slot`: every replica derives the same one.
 pub fn scheduled_run_id(schedule_id: Uuid, slot: DateTime<Utc>) -> Uuid {
-    let key = format!("{schedule_id}@{}", slot.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let key = format!(
+        "{schedule_id}@{}",
+        slot.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
     Uuid::new_v5(&SLOT_NAMESPACE, key.as_bytes())
 }
 

@@ -11,7 +11,11 @@ use crate::commands::{Command, CommandMeta};
 pub fn command_schema<T: JsonSchema>() -> Schema {
     let mut schema = schemars::schema_for!(T);
     let meta = schemars::schema_for!(CommandMeta);
-    let meta_props = meta.get("properties").and_then(|p| p.as_object()).cloned().unwrap_or_default();
+    let meta_props = meta
+        .get("properties")
+        .and_then(|p| p.as_object())
+        .cloned()
+        .unwrap_or_default();
     if let Some(props) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) {
         for (k, v) in meta_props {
             props.insert(k, v);
@@ -33,10 +37,25 @@ pub fn all() -> Vec<(String, String)> {
     for (name, schema) in crate::events::all_schemas() {
         push(format!("events/{name}.json"), schema);
     }
-    push("events/envelope.json".into(), schemars::schema_for!(crate::envelope::EventEnvelope));
-    push("replies/command-reply.json".into(), schemars::schema_for!(crate::reply::CommandReply));
-    push("replies/query-reply.json".into(), schemars::schema_for!(crate::queries::QueryReply));
-    push("queries/get.json".into(), schemars::schema_for!(crate::queries::GetById));
-    push("queries/list.json".into(), schemars::schema_for!(crate::queries::ListQuery));
+    push(
+        "events/envelope.json".into(),
+        schemars::schema_for!(crate::envelope::EventEnvelope),
+    );
+    push(
+        "replies/command-reply.json".into(),
+        schemars::schema_for!(crate::reply::CommandReply),
+    );
+    push(
+        "replies/query-reply.json".into(),
+        schemars::schema_for!(crate::queries::QueryReply),
+    );
+    push(
+        "queries/get.json".into(),
+        schemars::schema_for!(crate::queries::GetById),
+    );
+    push(
+        "queries/list.json".into(),
+        schemars::schema_for!(crate::queries::ListQuery),
+    );
     out
 }

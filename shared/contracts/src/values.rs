@@ -16,7 +16,10 @@ fn is_name_char(c: char) -> bool {
 }
 
 fn parse_name(kind: &str, s: &str, max: usize) -> Result<(), ValueError> {
-    let first_ok = s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let first_ok = s
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     if s.is_empty() || s.len() > max || !first_ok || !s.chars().all(is_name_char) {
         return Err(ValueError(format!(
             "{kind} {s:?} is invalid: use 1-{max} characters of a-z, 0-9, '-' and '_', starting with a letter or digit"
@@ -146,12 +149,18 @@ fn parse_semver(s: &str) -> Result<(), ValueError> {
     let err = || ValueError(format!("version {s:?} is not a semantic version like 1.2.3"));
     let core = s.split(['-', '+']).next().unwrap_or("");
     let parts: Vec<&str> = core.split('.').collect();
-    let numeric = |p: &&str| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()) && (p.len() == 1 || !p.starts_with('0'));
+    let numeric =
+        |p: &&str| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()) && (p.len() == 1 || !p.starts_with('0'));
     if parts.len() != 3 || !parts.iter().all(numeric) || s.len() > 64 {
         return Err(err());
     }
     let rest = &s[core.len()..];
-    if !rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '+') || rest == "-" || rest == "+" {
+    if !rest
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '+')
+        || rest == "-"
+        || rest == "+"
+    {
         return Err(err());
     }
     Ok(())

@@ -1,1 +1,27 @@
-//! placeholder
+//! The PostgreSQL event store and its JetStream outbox relay.
+//!
+//! # Layout
+//! - [`model`]: what is appended ([`AppendRequest`], [`NewEvent`]) and read ([`RecordedEvent`]).
+//! - [`store`]: [`EventStore`]: per-aggregate and global (transaction-horizon) reads,
+//!   command-log look-ups, and appends through the group committer.
+//! - [`append`]: the group committer: concurrent appends share one transaction commit.
+//! - [`relay`]: the outbox relay publishing the log to `FLEXCORE_EVENTS` in order; one
+//!   active relay per database through an advisory lock, with fail-over.
+//! - [`streams`]: idempotent creation/update of the JetStream streams at start-up.
+//! - [`error`]: the store error type, [`StoreError`].
+//!
+//! The SQL lives in `migrations/` at the workspace root ([`MIGRATOR`] embeds it).
+
+pub mod append;
+pub mod error;
+pub mod model;
+pub mod relay;
+pub mod store;
+pub mod streams;
+
+pub use error::StoreError;
+pub use model::{AppendOutcome, AppendRequest, Checkpoint, NewEvent, RecordedEvent, SlotClaim, UniqueKey};
+pub use store::{EventStore, StoredCommand};
+
+/// The workspace migrations, embedded at compile time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");

@@ -33,6 +33,7 @@ pub struct CommandMeta {
 macro_rules! commands {
     ($( $variant:ident($ty:ty) = $aggregate:literal . $action:literal ),* $(,)?) => {
         /// Any command, by subject.
+        #[allow(clippy::large_enum_variant)]
         #[derive(Debug, Clone, PartialEq)]
         pub enum Command {
             $(
@@ -107,7 +108,11 @@ commands! {
 }
 
 fn known() -> String {
-    Command::ALL.iter().map(|(a, c)| format!("{a}.{c}")).collect::<Vec<_>>().join(", ")
+    Command::ALL
+        .iter()
+        .map(|(a, c)| format!("{a}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn validation(message: String, details: serde_json::Value) -> ErrorBody {
@@ -136,10 +141,16 @@ pub fn decode(subject: &str, payload: &[u8]) -> Result<(CommandMeta, Command), E
         )
     })?;
     let value: serde_json::Value = serde_json::from_slice(payload).map_err(|e| {
-        validation(format!("malformed JSON: {e}"), serde_json::json!({"reason": "malformed_json", "line": e.line(), "column": e.column()}))
+        validation(
+            format!("malformed JSON: {e}"),
+            serde_json::json!({"reason": "malformed_json", "line": e.line(), "column": e.column()}),
+        )
     })?;
     let serde_json::Value::Object(mut body) = value else {
-        return Err(validation("the command body must be a JSON object".into(), serde_json::json!({"reason": "not_an_object"})));
+        return Err(validation(
+            "the command body must be a JSON object".into(),
+            serde_json::json!({"reason": "not_an_object"}),
+        ));
     };
     let mut meta_fields = serde_json::Map::new();
     for key in ["command_id", "expected_version"] {
@@ -157,8 +168,15 @@ mod tests {
     use super::*;
 
     fn code_and_reason(r: Result<(CommandMeta, Command), ErrorBody>) -> (ErrorCode, String) {
-        let e = r.err().unwrap_or_else(|| ErrorBody::new(ErrorCode::Internal, "decoded"));
-        let reason = e.details.as_ref().and_then(|d| d["reason"].as_str()).unwrap_or("").to_owned();
+        let e = r
+            .err()
+            .unwrap_or_else(|| ErrorBody::new(ErrorCode::Internal, "decoded"));
+        let reason = e
+            .details
+            .as_ref()
+            .and_then(|d| d["reason"].as_str())
+            .unwrap_or("")
+            .to_owned();
         (e.code, reason)
     }
 
@@ -166,7 +184,8 @@ mod tests {
     fn decodes_a_command_with_meta() {
         let id = Uuid::new_v4();
         let body = format!(r#"{{"command_id":"{id}","expected_version":3,"pipeline_id":"{id}"}}"#);
-        let (meta, cmd) = decode("flexcore.cmd.pipeline.resume", body.as_bytes()).unwrap_or_else(|e| unreachable!("{e}"));
+        let (meta, cmd) =
+            decode("flexcore.cmd.pipeline.resume", body.as_bytes()).unwrap_or_else(|e| unreachable!("{e}"));
         assert_eq!(meta.command_id, Some(id));
         assert_eq!(meta.expected_version, Some(3));
         assert_eq!(cmd, Command::ResumePipeline(ResumePipeline { pipeline_id: id }));
@@ -184,21 +203,42 @@ mod tests {
     #[test]
     fn bad_input_is_explained() {
         let id = Uuid::new_v4();
-        assert_eq!(code_and_reason(decode("flexcore.cmd.pipeline.resume", b"{not json")).1, "malformed_json");
-        assert_eq!(code_and_reason(decode("flexcore.cmd.pipeline.resume", b"[1]")).1, "not_an_object");
-        assert_eq!(code_and_reason(decode("flexcore.cmd.pipeline.fly", b"{}")).1, "unknown_subject");
-        assert_eq!(code_and_reason(decode("flexcore.cmd.pipeline", b"{}")).1, "unknown_subject");
+        assert_eq!(
+            code_and_reason(decode("flexcore.cmd.pipeline.resume", b"{not json")).1,
+            "malformed_json"
+        );
+        assert_eq!(
+            code_and_reason(decode("flexcore.cmd.pipeline.resume", b"[1]")).1,
+            "not_an_object"
+        );
+        assert_eq!(
+            code_and_reason(decode("flexcore.cmd.pipeline.fly", b"{}")).1,
+            "unknown_subject"
+        );
+        assert_eq!(
+            code_and_reason(decode("flexcore.cmd.pipeline", b"{}")).1,
+            "unknown_subject"
+        );
         let unknown = format!(r#"{{"pipeline_id":"{id}","colour":"red"}}"#);
         let (code, reason) = code_and_reason(decode("flexcore.cmd.pipeline.resume", unknown.as_bytes()));
         assert_eq!((code, reason.as_str()), (ErrorCode::ValidationFailed, "invalid_field"));
-        let e = decode("flexcore.cmd.pipeline.resume", b"{}").err().map(|e| e.message).unwrap_or_default();
-        assert!(e.contains("missing field `pipeline_id`"), "{e}");
-        let e = decode("flexcore.cmd.pipeline.resume", br#"{"pipeline_id":42}"#).err().map(|e| e.message).unwrap_or_default();
-        assert!(e.starts_with("pipeline_id:"), "{e}");
-        let e = decode("flexcore.cmd.pipeline.resume", format!(r#"{{"pipeline_id":"{id}","command_id":"nope"}}"#).as_bytes())
+        let e = decode("flexcore.cmd.pipeline.resume", b"{}")
             .err()
             .map(|e| e.message)
             .unwrap_or_default();
+        assert!(e.contains("missing field `pipeline_id`"), "{e}");
+        let e = decode("flexcore.cmd.pipeline.resume", br#"{"pipeline_id":42}"#)
+            .err()
+            .map(|e| e.message)
+            .unwrap_or_default();
+        assert!(e.starts_with("pipeline_id:"), "{e}");
+        let e = decode(
+            "flexcore.cmd.pipeline.resume",
+            format!(r#"{{"pipeline_id":"{id}","command_id":"nope"}}"#).as_bytes(),
+        )
+        .err()
+        .map(|e| e.message)
+        .unwrap_or_default();
         assert!(e.starts_with("command_id:"), "{e}");
     }
 }

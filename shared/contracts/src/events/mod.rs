@@ -46,9 +46,16 @@ pub enum EventDecodeError {
 }
 
 /// Brings stored `data` of an older schema version up to [`SCHEMA_VERSION`].
-pub fn upcast(event_type: &str, schema_version: u32, data: serde_json::Value) -> Result<serde_json::Value, EventDecodeError> {
+pub fn upcast(
+    event_type: &str,
+    schema_version: u32,
+    data: serde_json::Value,
+) -> Result<serde_json::Value, EventDecodeError> {
     if schema_version > SCHEMA_VERSION {
-        return Err(EventDecodeError::TooNew { event_type: event_type.to_owned(), version: schema_version });
+        return Err(EventDecodeError::TooNew {
+            event_type: event_type.to_owned(),
+            version: schema_version,
+        });
     }
     // Version 1 is the first published schema; no upcasters exist yet.
     Ok(data)
@@ -57,6 +64,9 @@ pub fn upcast(event_type: &str, schema_version: u32, data: serde_json::Value) ->
 macro_rules! aggregate_events {
     ($(#[$doc:meta])* $enum:ident, $aggregate:literal { $( $variant:ident($ty:ty) = $type:literal ),* $(,)? }) => {
         $(#[$doc])*
+        // Events are built once and moved, not copied around in bulk: boxing the large
+        // variants would only add allocations.
+        #[allow(clippy::large_enum_variant)]
         #[derive(Debug, Clone, PartialEq)]
         pub enum $enum {
             $(

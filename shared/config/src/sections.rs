@@ -1,0 +1,236 @@
+//! The typed sections of [`Settings`](crate::Settings).
+//!
+//! Every `Default` impl here must equal `config/base.yaml` (a test checks it), so a
+//! binary started without any config file behaves exactly like one started with it.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::Secret;
+
+/// PostgreSQL, the event store.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// Connection URL (may carry a password, hence secret).
+    pub url: Secret,
+    /// Size of the connection pool.
+    pub max_connections: u32,
+    /// Apply the SQL migrations at start-up.
+    pub migrate_on_start: bool,
+    /// How long to wait for a pooled connection before failing, in milliseconds.
+    pub acquire_timeout_ms: u64,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("postgres://postgres@127.0.0.1:5432/flexcore"),
+            max_connections: 16,
+            migrate_on_start: true,
+            acquire_timeout_ms: 5000,
+        }
+    }
+}
+
+impl DatabaseSettings {
+    /// [`Self::acquire_timeout_ms`] as a `Duration`.
+    pub fn acquire_timeout(&self) -> Duration {
+        Duration::from_millis(self.acquire_timeout_ms)
+    }
+}
+
+/// NATS with JetStream, the bus.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsSettings {
+    /// Server URL(s), e.g. `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// Timeout of the initial connection, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Timeout of a request/reply round trip, in milliseconds.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for NatsSettings {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".to_owned(),
+            connect_timeout_ms: 5000,
+            request_timeout_ms: 5000,
+        }
+    }
+}
+
+impl NatsSettings {
+    /// [`Self::connect_timeout_ms`] as a `Duration`.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// [`Self::request_timeout_ms`] as a `Duration`.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+/// The command service.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CommandSettings {
+    /// Largest accepted command payload, in bytes.
+    pub max_payload_bytes: usize,
+    /// Commands handled concurrently before new ones wait.
+    pub max_in_flight: usize,
+    /// Parallel appenders (group-commit writers) to the event store.
+    pub writers: usize,
+    /// Most commands committed in one transaction.
+    pub batch_max_commands: usize,
+    /// Aggregates kept in memory between commands.
+    pub aggregate_cache_size: usize,
+    /// Retries of a command after an optimistic-concurrency conflict.
+    pub conflict_retries: u32,
+    /// Time given to in-flight commands at shutdown, in milliseconds.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for CommandSettings {
+    fn default() -> Self {
+        Self {
+            max_payload_bytes: 1_048_576,
+            max_in_flight: 4096,
+            writers: 4,
+            batch_max_commands: 64,
+            aggregate_cache_size: 100_000,
+            conflict_retries: 3,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+impl CommandSettings {
+    /// [`Self::shutdown_grace_ms`] as a `Duration`.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+/// The outbox relay publishing the event log to JetStream.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelaySettings {
+    /// Run the relay in this process.
+    pub enabled: bool,
+    /// Events read and published per round.
+    pub batch_size: i64,
+    /// Poll interval when there is nothing to publish, in milliseconds.
+    pub idle_poll_ms: u64,
+    /// Interval at which a standby relay retries to become leader, in milliseconds.
+    pub leader_retry_ms: u64,
+    /// Timeout of one publish acknowledgement, in milliseconds.
+    pub publish_timeout_ms: u64,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            batch_size: 1000,
+            idle_poll_ms: 500,
+            leader_retry_ms: 1000,
+            publish_timeout_ms: 5000,
+        }
+    }
+}
+
+impl RelaySettings {
+    /// [`Self::idle_poll_ms`] as a `Duration`.
+    pub fn idle_poll(&self) -> Duration {
+        Duration::from_millis(self.idle_poll_ms)
+    }
+
+    /// [`Self::leader_retry_ms`] as a `Duration`.
+    pub fn leader_retry(&self) -> Duration {
+        Duration::from_millis(self.leader_retry_ms)
+    }
+
+    /// [`Self::publish_timeout_ms`] as a `Duration`.
+    pub fn publish_timeout(&self) -> Duration {
+        Duration::from_millis(self.publish_timeout_ms)
+    }
+}
+
+/// The JetStream streams created at start-up.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamsSettings {
+    /// Maximum age of events in the events stream, in days; 0 keeps them forever.
+    pub events_max_age_days: u64,
+    /// Stream replicas (1 on a single server, 3 on a cluster).
+    pub replicas: usize,
+    /// JetStream duplicate-detection window, in seconds.
+    pub duplicate_window_seconds: u64,
+}
+
+impl Default for StreamsSettings {
+    fn default() -> Self {
+        Self {
+            events_max_age_days: 0,
+            replicas: 1,
+            duplicate_window_seconds: 120,
+        }
+    }
+}
+
+impl StreamsSettings {
+    /// [`Self::events_max_age_days`] as a `Duration`; zero means unlimited, which is
+    /// also what JetStream's `max_age` takes for "forever".
+    pub fn events_max_age(&self) -> Duration {
+        Duration::from_secs(self.events_max_age_days.saturating_mul(86_400))
+    }
+
+    /// [`Self::duplicate_window_seconds`] as a `Duration`.
+    pub fn duplicate_window(&self) -> Duration {
+        Duration::from_secs(self.duplicate_window_seconds)
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable text when stderr is a terminal, JSON otherwise.
+    #[default]
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable text.
+    Text,
+}
+
+/// Logging and tracing.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// Log format.
+    pub log_format: LogFormat,
+    /// `tracing` filter directives (`RUST_LOG` wins when set).
+    pub log_filter: String,
+    /// OTLP/gRPC endpoint for span export, e.g. `http://127.0.0.1:4317`; `None` turns
+    /// export off.
+    pub otlp_endpoint: Option<String>,
+    /// `service.instance.id` resource attribute; `None` derives one from host and pid.
+    pub service_instance: Option<String>,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Auto,
+            log_filter: "info".to_owned(),
+            otlp_endpoint: None,
+            service_instance: None,
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! The outbox relay: publishes the event log to `FLEXCORE_EVENTS`.
+//!
+//! Every command-service replica runs a relay candidate; the one holding a session
+//! advisory lock on its dedicated connection is the leader. All its reads and checkpoint
+//! writes go through that same connection, so a leader whose connection dies cannot
+//! publish or advance the checkpoint, and the lock passes to another candidate.
+//! Events are read in (transaction_id, global_position) order below the transaction
+//! horizon, published with `Nats-Msg-Id = event_id` (a re-publish after a crash is
+//! de-duplicated), and the checkpoint is advanced after JetStream acknowledged them.
+//! NOTIFY only wakes the relay; it polls anyway.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use async_nats::HeaderMap;
+use flexcore_contracts::{envelope, subjects};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection, Row};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::StoreError;
+use crate::model::{Checkpoint, RecordedEvent};
+use crate::store::{from_i64, read_all_with, to_i64};
+
+/// Advisory lock key of the relay leader ("flexcore" in ASCII).
+pub const RELAY_LOCK_KEY: i64 = 0x666c_6578_636f_7265;
+/// The NOTIFY channel the append function signals.
+pub const NOTIFY_CHANNEL: &str = "flexcore_events";
+const CHECKPOINT_NAME: &str = "events";
+
+/// Relay tuning.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Events read and published per round.
+    pub batch_size: i64,
+    /// Longest sleep between polls when no NOTIFY arrives.
+    pub idle_poll: Duration,
+    /// Pause before a candidate retries the leader lock or after an error.
+    pub leader_retry: Duration,
+    /// How long to wait for JetStream acknowledgements of a batch.
+    pub publish_timeout: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 1000,
+            idle_poll: Duration::from_millis(500),
+            leader_retry: Duration::from_secs(1),
+            publish_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Runs a relay candidate until `shutdown`: competes for leadership, publishes while
+/// leader, and starts over after any error (connection loss, NATS outage).
+pub async fn run(db: PgConnectOptions, js: jetstream::Context, config: RelayConfig, shutdown: CancellationToken) {
+    let db = db.application_name("flexcore-relay");
+    while !shutdown.is_cancelled() {
+        match lead(&db, &js, &config, &shutdown).await {
+            Ok(()) => {}
+            Err(error) => tracing::warn!(%error, "relay stopped; retrying"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(config.leader_retry) => {}
+        }
+    }
+}
+
+async fn lead(
+    db: &PgConnectOptions,
+    js: &jetstream::Context,
+    config: &RelayConfig,
+    shutdown: &CancellationToken,
+) -> Result<(), StoreError> {
+    let mut conn = db.connect().await?;
+    loop {
+        let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(RELAY_LOCK_KEY)
+            .fetch_one(&mut conn)
+            .await?;
+        if leader {
+            break;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(config.leader_retry) => {}
+        }
+        // A cheap liveness probe, so a candidate notices its own dead connection.
+        conn.ping().await?;
+    }
+    tracing::info!("relay leadership acquired");
+    let listen_pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(db.clone().application_name("flexcore-relay-listen"));
+    let mut listener = match PgListener::connect_with(&listen_pool).await {
+        Ok(mut l) => match l.listen(NOTIFY_CHANNEL).await {
+            Ok(()) => Some(l),
+            Err(error) => {
+                tracing::warn!(%error, "relay LISTEN failed; polling only");
+                None
+            }
+        },
+        Err(error) => {
+            tracing::warn!(%error, "relay listener connection failed; polling only");
+            None
+        }
+    };
+    let mut checkpoint = load_checkpoint(&mut conn).await?;
+    let mut last_wake = Instant::now();
+    while !shutdown.is_cancelled() {
+        let batch = read_all_with(&mut conn, checkpoint, config.batch_size).await?;
+        if let Some(last) = batch.last() {
+            publish(js, &batch, config.publish_timeout).await?;
+            let next = last.checkpoint();
+            save_checkpoint(&mut conn, next).await?;
+            checkpoint = next;
+            continue;
+        }
+        // Nothing readable. Right after a wake-up an older open transaction may still hold
+        // the horizon back, so poll quickly for a moment; otherwise wait for a NOTIFY.
+        let wait = if last_wake.elapsed() < Duration::from_millis(200) {
+            Duration::from_millis(2)
+        } else {
+            config.idle_poll
+        };
+        let woke = match listener.as_mut() {
+            Some(l) => tokio::select! {
+                () = shutdown.cancelled() => false,
+                n = tokio::time::timeout(wait, l.recv()) => match n {
+                    Ok(Ok(_)) => true,
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "relay listener failed; polling only");
+                        listener = None;
+                        false
+                    }
+                    Err(_) => false,
+                },
+            },
+            None => tokio::select! {
+                () = shutdown.cancelled() => false,
+                () = tokio::time::sleep(wait) => false,
+            },
+        };
+        if woke {
+            last_wake = Instant::now();
+        }
+    }
+    // Dropping the connection releases the advisory lock.
+    conn.close().await?;
+    Ok(())
+}
+
+async fn load_checkpoint(conn: &mut PgConnection) -> Result<Checkpoint, StoreError> {
+    let row = sqlx::query(
+        "SELECT transaction_id::text::bigint AS tx, global_position FROM relay_checkpoints WHERE name = $1",
+    )
+    .bind(CHECKPOINT_NAME)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(match row {
+        Some(r) => Checkpoint {
+            transaction_id: from_i64(r.try_get("tx")?),
+            global_position: from_i64(r.try_get("global_position")?),
+        },
+        None => Checkpoint::default(),
+    })
+}
+
+async fn save_checkpoint(conn: &mut PgConnection, cp: Checkpoint) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO relay_checkpoints (name, transaction_id, global_position, updated_at) \
+         VALUES ($1, $2::text::xid8, $3, now()) \
+         ON CONFLICT (name) DO UPDATE SET transaction_id = excluded.transaction_id, \
+             global_position = excluded.global_position, updated_at = now() \
+         WHERE (relay_checkpoints.transaction_id, relay_checkpoints.global_position) \
+             < (excluded.transaction_id, excluded.global_position)",
+    )
+    .bind(CHECKPOINT_NAME)
+    .bind(cp.transaction_id.to_string())
+    .bind(to_i64(cp.global_position))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The relay's checkpoint as stored (for tests and status).
+pub async fn checkpoint(pool: &sqlx::PgPool) -> Result<Checkpoint, StoreError> {
+    let mut conn = pool.acquire().await?;
+    load_checkpoint(&mut conn).await
+}
+
+/// Publishes a batch pipelined (all sent, then all acknowledgements awaited in order).
+async fn publish(js: &jetstream::Context, batch: &[RecordedEvent], timeout: Duration) -> Result<(), StoreError> {
+    let mut acks = Vec::with_capacity(batch.len());
+    for event in batch {
+        let (subject, headers, payload) = message(event)?;
+        let ack = js
+            .publish_with_headers(subject, headers, payload.into())
+            .await
+            .map_err(|e| StoreError::Nats(format!("publish {}: {e}", event.event_id)))?;
+        acks.push(ack);
+    }
+    let all = async {
+        for ack in acks {
+            ack.await.map_err(|e| StoreError::Nats(format!("publish ack: {e}")))?;
+        }
+        Ok::<(), StoreError>(())
+    };
+    tokio::time::timeout(timeout, all)
+        .await
+        .map_err(|_| StoreError::Nats(format!("no JetStream acknowledgement within {timeout:?}")))?
+}
+
+/// Subject, headers and body of an event's JetStream message.
+pub fn message(event: &RecordedEvent) -> Result<(String, HeaderMap, Vec<u8>), StoreError> {
+    let subject = subjects::event(&event.aggregate_type, event.aggregate_id, &event.event_type);
+    let mut headers = HeaderMap::new();
+    headers.insert(envelope::HEADER_MSG_ID, event.event_id.to_string().as_str());
+    headers.insert(
+        envelope::HEADER_GLOBAL_POSITION,
+        event.global_position.to_string().as_str(),
+    );
+    headers.insert(envelope::HEADER_VERSION, event.version.to_string().as_str());
+    headers.insert(
+        envelope::HEADER_SCHEMA_VERSION,
+        event.schema_version.to_string().as_str(),
+    );
+    headers.insert(envelope::HEADER_EVENT_TYPE, event.event_type.as_str());
+    if let Some(tp) = &event.metadata.traceparent {
+        headers.insert(envelope::HEADER_TRACEPARENT, tp.as_str());
+    }
+    let body = serde_json::to_vec(&event.to_envelope()).map_err(|e| StoreError::Protocol(e.to_string()))?;
+    Ok((subject, headers, body))
+}

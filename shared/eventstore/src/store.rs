@@ -1,0 +1,153 @@
+//! [`EventStore`]: reads of the log and appends through the group committer.
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::types::Json;
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use crate::append::{GroupCommitConfig, GroupCommitter};
+use crate::error::StoreError;
+use crate::model::{AppendOutcome, AppendRequest, Checkpoint, RecordedEvent};
+
+/// Columns of a [`RecordedEvent`], with the xid8 cast to a bigint.
+pub(crate) const EVENT_COLUMNS: &str = "global_position, transaction_id::text::bigint AS transaction_id, event_id, \
+     aggregate_type, aggregate_id, version, event_type, schema_version, data, metadata, recorded_at";
+
+/// Reads the global log after `after` in (transaction_id, global_position) order, only
+/// below the oldest running transaction: an event whose transaction is still open blocks
+/// every later one, so none is ever skipped.
+pub(crate) const READ_ALL_SQL: &str =
+    "SELECT global_position, transaction_id::text::bigint AS transaction_id, event_id, \
+     aggregate_type, aggregate_id, version, event_type, schema_version, data, metadata, recorded_at \
+     FROM events \
+     WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
+       AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+     ORDER BY transaction_id, global_position \
+     LIMIT $3";
+
+/// A command-log entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredCommand {
+    /// The command the id was used for.
+    pub command_type: String,
+    /// Hash of its body.
+    pub payload_hash: String,
+    /// Its reply.
+    pub reply: serde_json::Value,
+}
+
+/// The event store. Cheap to clone.
+#[derive(Clone)]
+pub struct EventStore {
+    pool: PgPool,
+    committer: GroupCommitter,
+}
+
+impl EventStore {
+    /// Wraps a pool and starts the group committer.
+    pub fn new(pool: PgPool, config: GroupCommitConfig) -> Self {
+        let committer = GroupCommitter::start(pool.clone(), config);
+        Self { pool, committer }
+    }
+
+    /// The underlying pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Appends one command's writes atomically; concurrent calls share commits.
+    pub async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        self.committer.append(request).await
+    }
+
+    /// Events of one aggregate with a version above `after_version`, in version order.
+    pub async fn read_aggregate(
+        &self,
+        aggregate_id: Uuid,
+        after_version: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql =
+            format!("SELECT {EVENT_COLUMNS} FROM events WHERE aggregate_id = $1 AND version > $2 ORDER BY version");
+        let rows = sqlx::query(&sql)
+            .bind(aggregate_id)
+            .bind(to_i64(after_version))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(recorded_event).collect()
+    }
+
+    /// Up to `limit` events of the global log after `after`, never skipping one that
+    /// commits later with a lower position.
+    pub async fn read_all(&self, after: Checkpoint, limit: i64) -> Result<Vec<RecordedEvent>, StoreError> {
+        read_all_with(&self.pool, after, limit).await
+    }
+
+    /// The command-log entry of `command_id`, if it was processed.
+    pub async fn command(&self, command_id: Uuid) -> Result<Option<StoredCommand>, StoreError> {
+        let row = sqlx::query("SELECT command_type, payload_hash, reply FROM command_log WHERE command_id = $1")
+            .bind(command_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(StoredCommand {
+                command_type: r.try_get("command_type")?,
+                payload_hash: r.try_get("payload_hash")?,
+                reply: r.try_get::<Json<serde_json::Value>, _>("reply")?.0,
+            })
+        })
+        .transpose()
+    }
+
+    /// The highest committed global position (0 when empty).
+    pub async fn head_position(&self) -> Result<u64, StoreError> {
+        let max: Option<i64> = sqlx::query_scalar("SELECT max(global_position) FROM events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(max.map_or(0, from_i64))
+    }
+}
+
+/// [`EventStore::read_all`] on any executor (the relay uses its own connection).
+pub(crate) async fn read_all_with<'e, E>(
+    executor: E,
+    after: Checkpoint,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, StoreError>
+where
+    E: sqlx::PgExecutor<'e>,
+{
+    let rows = sqlx::query(READ_ALL_SQL)
+        .bind(after.transaction_id.to_string())
+        .bind(to_i64(after.global_position))
+        .bind(limit)
+        .fetch_all(executor)
+        .await?;
+    rows.iter().map(recorded_event).collect()
+}
+
+pub(crate) fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn from_i64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+pub(crate) fn recorded_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
+    let metadata: Json<flexcore_contracts::EventMetadata> = row.try_get("metadata")?;
+    let schema_version: i32 = row.try_get("schema_version")?;
+    Ok(RecordedEvent {
+        global_position: from_i64(row.try_get("global_position")?),
+        transaction_id: from_i64(row.try_get("transaction_id")?),
+        event_id: row.try_get("event_id")?,
+        aggregate_type: row.try_get("aggregate_type")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        version: from_i64(row.try_get("version")?),
+        event_type: row.try_get("event_type")?,
+        schema_version: u32::try_from(schema_version).unwrap_or(0),
+        data: row.try_get::<Json<serde_json::Value>, _>("data")?.0,
+        metadata: metadata.0,
+        recorded_at: row.try_get::<DateTime<Utc>, _>("recorded_at")?,
+    })
+}

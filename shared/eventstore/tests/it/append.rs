@@ -1,0 +1,196 @@
+use flexcore_eventstore::{AppendOutcome, SlotClaim, UniqueKey};
+use flexcore_testkit::TestDb;
+use uuid::Uuid;
+
+use crate::{event, request, store};
+
+#[tokio::test]
+async fn append_assigns_positions_and_reads_back_in_version_order() {
+    let db = TestDb::create().await.unwrap();
+    let store = store(&db);
+    let id = Uuid::now_v7();
+    let out = store
+        .append(request(None, vec![event(id, 1), event(id, 2)]))
+        .await
+        .unwrap();
+    let AppendOutcome::Committed { positions, reply } = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(positions.len(), 2);
+    assert!(positions[0] < positions[1]);
+    assert_eq!(reply["global_position"], serde_json::json!(positions[1]));
+    let read = store.read_aggregate(id, 0).await.unwrap();
+    assert_eq!(read.iter().map(|e| e.version).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(store.read_aggregate(id, 1).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn same_version_twice_is_a_conflict_and_writes_nothing() {
+    let db = TestDb::create().await.unwrap();
+    let store = store(&db);
+    let id = Uuid::now_v7();
+    store.append(request(None, vec![event(id, 1)])).await.unwrap();
+    let out = store
+        .append(request(None, vec![event(id, 1), event(id, 2)]))
+        .await
+        .unwrap();
+    assert_eq!(out, AppendOutcome::VersionConflict);
+    assert_eq!(store.read_aggregate(id, 0).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn command_id_is_idempotent_sequentially_and_concurrently() {
+    let db = TestDb::create().await.unwrap();
+    let store = store(&db);
+    let id = Uuid::now_v7();
+    let command_id = Uuid::new_v4();
+    // Concurrently: 8 identical appends race; exactly one commits.
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .append(request(Some(command_id), vec![event(id, 1)]))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut committed = 0;
+    let mut replies = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            AppendOutcome::Committed { reply, .. } => {
+                committed += 1;
+                replies.push(reply);
+            }
+            AppendOutcome::Duplicate(stored) => replies.push(stored.reply),
+            // Lost the version race before reaching the command log: the caller then
+            // consults the command log (the command service does).
+            AppendOutcome::VersionConflict => replies.push(store.command(command_id).await.unwrap().unwrap().reply),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(committed, 1);
+    assert!(replies.windows(2).all(|w| w[0] == w[1]), "{replies:?}");
+    // Sequentially, with a fresh version: still the first reply, no second event.
+    let again = store
+        .append(request(Some(command_id), vec![event(id, 2)]))
+        .await
+        .unwrap();
+    let AppendOutcome::Duplicate(stored) = again else {
+        panic!("{again:?}")
+    };
+    assert_eq!(stored.reply, replies[0]);
+    assert_eq!(store.read_aggregate(id, 0).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn unique_keys_are_claimed_once_and_released() {
+    let db = TestDb::create().await.unwrap();
+    let store = store(&db);
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let claim = |owner| UniqueKey {
+        scope: "pipeline_name".into(),
+        key: "orders".into(),
+        owner,
+    };
+    let mut first = request(None, vec![event(a, 1)]);
+    first.claims.push(claim(a));
+    assert!(matches!(
+        store.append(first).await.unwrap(),
+        AppendOutcome::Committed { .. }
+    ));
+    let mut second = request(None, vec![event(b, 1)]);
+    second.claims.push(claim(b));
+    let out = store.append(second.clone()).await.unwrap();
+    assert_eq!(
+        out,
+        AppendOutcome::UniqueTaken {
+            scope: "pipeline_name".into(),
+            key: "orders".into(),
+            owner: Some(a)
+        }
+    );
+    assert!(
+        store.read_aggregate(b, 0).await.unwrap().is_empty(),
+        "a refused command writes nothing"
+    );
+    let mut release = request(None, vec![event(a, 2)]);
+    release.releases.push(claim(a));
+    assert!(matches!(
+        store.append(release).await.unwrap(),
+        AppendOutcome::Committed { .. }
+    ));
+    second.events = vec![event(b, 1)];
+    assert!(matches!(
+        store.append(second).await.unwrap(),
+        AppendOutcome::Committed { .. }
+    ));
+}
+
+#[tokio::test]
+async fn slot_pools_never_exceed_their_size_under_concurrency() {
+    let db = TestDb::create().await.unwrap();
+    let store = store(&db);
+    let pool = Uuid::now_v7();
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let run = Uuid::now_v7();
+                let mut r = request(None, vec![event(run, 1)]);
+                r.slot_acquire = Some(SlotClaim {
+                    pool,
+                    holder: run,
+                    max: 3,
+                });
+                (run, store.append(r).await.unwrap())
+            })
+        })
+        .collect();
+    let mut holders = Vec::new();
+    for t in tasks {
+        let (run, out) = t.await.unwrap();
+        match out {
+            AppendOutcome::Committed { .. } => holders.push(run),
+            AppendOutcome::SlotsFull { active, max } => assert_eq!((active, max), (3, 3)),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(holders.len(), 3);
+    let mut release = request(None, vec![event(holders[0], 2)]);
+    release.slot_release = Some(SlotClaim {
+        pool,
+        holder: holders[0],
+        max: 0,
+    });
+    store.append(release).await.unwrap();
+    let run = Uuid::now_v7();
+    let mut r = request(None, vec![event(run, 1)]);
+    r.slot_acquire = Some(SlotClaim {
+        pool,
+        holder: run,
+        max: 3,
+    });
+    assert!(matches!(
+        store.append(r).await.unwrap(),
+        AppendOutcome::Committed { .. }
+    ));
+}
+
+#[tokio::test]
+async fn events_cannot_be_updated_or_deleted() {
+    let db = TestDb::create().await.unwrap();
+    let store = store(&db);
+    store
+        .append(request(None, vec![event(Uuid::now_v7(), 1)]))
+        .await
+        .unwrap();
+    let update = sqlx::query("UPDATE events SET event_type = 'x'")
+        .execute(&db.pool)
+        .await;
+    assert!(update.unwrap_err().to_string().contains("append-only"));
+    let delete = sqlx::query("DELETE FROM events").execute(&db.pool).await;
+    assert!(delete.is_err());
+}
