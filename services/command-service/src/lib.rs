@@ -1,1 +1,118 @@
-//! placeholder
+//! `flexcore-command`: validates commands against the aggregates and appends their
+//! events to the Postgres event store; its relay publishes them to JetStream.
+//!
+//! # Layout
+//! - [`domain`]: the aggregates (Plugin, Pipeline, Run, Schedule): pure `decide` and
+//!   `evolve`, no I/O, tested given/when/then.
+//! - [`service`]: the I/O around them: the NATS request loop ([`service::server`]),
+//!   command execution with retries and idempotency ([`service::executor`]), and
+//!   aggregate loading with a cache ([`service::cache`]).
+//! - [`run`]: wires store, relay and server together until shutdown; `main.rs` only
+//!   loads config, telemetry and connections.
+
+pub mod domain;
+pub mod service;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::jetstream;
+use flexcore_config::Settings;
+use flexcore_eventstore::append::GroupCommitConfig;
+use flexcore_eventstore::relay::{self, RelayConfig};
+use flexcore_eventstore::streams::{self, StreamSettings};
+use flexcore_eventstore::{EventStore, MIGRATOR};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use service::executor::Executor;
+use service::server::{self, ServerLimits};
+
+/// Connects to Postgres and NATS as configured.
+pub async fn connect(settings: &Settings) -> anyhow::Result<(PgPool, async_nats::Client)> {
+    let pool = PgPoolOptions::new()
+        .max_connections(settings.database.max_connections)
+        .acquire_timeout(Duration::from_millis(settings.database.acquire_timeout_ms))
+        .connect(settings.database.url.expose())
+        .await
+        .context("cannot connect to Postgres (database.url / FLEXCORE__DATABASE__URL)")?;
+    let nats = async_nats::ConnectOptions::new()
+        .name("flexcore-command")
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_millis(settings.nats.connect_timeout_ms))
+        .request_timeout(Some(Duration::from_millis(settings.nats.request_timeout_ms)))
+        .connect(&settings.nats.url)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot connect to NATS at {} (nats.url / FLEXCORE__NATS__URL)",
+                settings.nats.url
+            )
+        })?;
+    Ok((pool, nats))
+}
+
+/// Runs the command service until `shutdown`: migrations (if configured), streams, the
+/// relay candidate, and the command loop. On shutdown it drains in-flight commands, then
+/// stops the relay.
+pub async fn run(
+    settings: &Settings,
+    nats: async_nats::Client,
+    pool: PgPool,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    if settings.database.migrate_on_start {
+        MIGRATOR.run(&pool).await.context("running migrations")?;
+    }
+    let js = jetstream::new(nats.clone());
+    let stream_settings = StreamSettings {
+        events_max_age: (settings.streams.events_max_age_days > 0)
+            .then(|| Duration::from_secs(settings.streams.events_max_age_days * 86_400)),
+        replicas: settings.streams.replicas,
+        duplicate_window: Duration::from_secs(settings.streams.duplicate_window_seconds),
+    };
+    streams::ensure_streams(&js, &stream_settings)
+        .await
+        .context("creating JetStream streams")?;
+
+    let c = &settings.command;
+    let store = EventStore::new(
+        pool.clone(),
+        GroupCommitConfig {
+            writers: c.writers,
+            batch_max: c.batch_max_commands,
+        },
+    );
+    let executor = Arc::new(Executor::new(store, c.aggregate_cache_size, c.conflict_retries));
+
+    let relay_stop = CancellationToken::new();
+    let relay_task = settings.relay.enabled.then(|| {
+        let r = &settings.relay;
+        let config = RelayConfig {
+            batch_size: r.batch_size,
+            idle_poll: Duration::from_millis(r.idle_poll_ms),
+            leader_retry: Duration::from_millis(r.leader_retry_ms),
+            publish_timeout: Duration::from_millis(r.publish_timeout_ms),
+        };
+        tokio::spawn(relay::run(
+            (*pool.connect_options()).clone(),
+            js.clone(),
+            config,
+            relay_stop.clone(),
+        ))
+    });
+
+    let limits = ServerLimits {
+        max_payload_bytes: c.max_payload_bytes,
+        max_in_flight: c.max_in_flight,
+        shutdown_grace: Duration::from_millis(c.shutdown_grace_ms),
+    };
+    let served = server::serve(nats, executor, limits, shutdown).await;
+    relay_stop.cancel();
+    if let Some(task) = relay_task {
+        let _ = task.await;
+    }
+    served
+}

@@ -1,0 +1,422 @@
+//! The Pipeline aggregate: a named, owned chain of plugin steps with its run policies, its
+//! definition versions and the Singer bookmark the next run resumes from.
+
+use flexcore_contracts::commands::{
+    ArchivePipeline, CommitPipelineState, CreatePipeline, PausePipeline, ResumePipeline, UpdatePipeline,
+};
+use flexcore_contracts::events::{
+    PipelineArchived, PipelineCreated, PipelineEvent, PipelinePaused, PipelineResumed, PipelineStateCommitted,
+    PipelineUpdated,
+};
+use flexcore_contracts::model::{PinnedStep, PipelineDefinition, PluginKind, RetryPolicy, StepSpec};
+use flexcore_contracts::values::{Label, PipelineName};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::plugin::PluginStatus;
+use super::{validation, AggRef, Constraints, Decision, DomainError, Loaded, UniqueKey};
+
+/// Scope of the unique pipeline names in the store.
+pub const NAME_SCOPE: &str = "pipeline_name";
+/// Most tags of a pipeline.
+pub const MAX_TAGS: usize = 50;
+/// Most concurrently active runs a pipeline may allow.
+pub const MAX_ACTIVE_RUNS: u32 = 1000;
+/// Most attempts a retry policy may allow.
+pub const MAX_ATTEMPTS: u32 = 100;
+
+/// Lifecycle of a pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipelineStatus {
+    /// Runs may be requested.
+    Active,
+    /// No new runs until resumed.
+    Paused,
+    /// Final; the name is free again.
+    Archived,
+}
+
+impl PipelineStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Paused => "paused",
+            Self::Archived => "archived",
+        }
+    }
+}
+
+/// A pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pipeline {
+    /// Id.
+    pub id: Uuid,
+    /// Unique name among non-archived pipelines.
+    pub name: PipelineName,
+    /// Owning person or team.
+    pub owner: Label,
+    /// Description.
+    pub description: Option<String>,
+    /// Tags.
+    pub tags: Vec<Label>,
+    /// Lifecycle state.
+    pub status: PipelineStatus,
+    /// The current definition (steps pinned to plugin ids and digests, policies).
+    pub definition: PipelineDefinition,
+    /// Version of `definition`: 1 at creation, +1 on every definition change.
+    pub definition_version: u32,
+    /// Latest committed Singer STATE (`null` until the first commit or after a reset).
+    pub bookmark: Value,
+}
+
+impl Pipeline {
+    /// The state after the first event.
+    pub fn create(event: &PipelineEvent) -> Result<Self, DomainError> {
+        let PipelineEvent::Created(e) = event else {
+            return Err(DomainError::Corrupt(format!(
+                "the first pipeline event must be pipeline.created, not {}",
+                event.event_type()
+            )));
+        };
+        Ok(Self {
+            id: e.pipeline_id,
+            name: e.name.clone(),
+            owner: e.owner.clone(),
+            description: e.description.clone(),
+            tags: e.tags.clone(),
+            status: PipelineStatus::Active,
+            definition: e.definition.clone(),
+            definition_version: 1,
+            bookmark: Value::Null,
+        })
+    }
+
+    /// Folds one later event.
+    pub fn apply(&mut self, event: &PipelineEvent) -> Result<(), DomainError> {
+        match event {
+            PipelineEvent::Created(_) => {
+                return Err(DomainError::Corrupt(format!("pipeline {} is created twice", self.id)))
+            }
+            PipelineEvent::Updated(e) => {
+                self.definition_version = e.definition_version;
+                self.definition = e.definition.clone();
+                self.owner = e.owner.clone();
+                self.description = e.description.clone();
+                self.tags = e.tags.clone();
+            }
+            PipelineEvent::Paused(_) => self.status = PipelineStatus::Paused,
+            PipelineEvent::Resumed(_) => self.status = PipelineStatus::Active,
+            PipelineEvent::Archived(_) => self.status = PipelineStatus::Archived,
+            PipelineEvent::StateCommitted(e) => self.bookmark = e.state.clone(),
+        }
+        Ok(())
+    }
+
+    fn name_key(&self) -> UniqueKey {
+        UniqueKey {
+            scope: NAME_SCOPE.to_owned(),
+            key: self.name.to_string(),
+            owner: self.id,
+        }
+    }
+}
+
+fn load(id: Uuid, loaded: &Loaded) -> Result<&Pipeline, DomainError> {
+    loaded
+        .pipeline(id)
+        .ok_or_else(|| DomainError::NotFound(format!("pipeline {id} does not exist")))
+}
+
+fn not_archived(p: &Pipeline, action: &str) -> Result<(), DomainError> {
+    if p.status == PipelineStatus::Archived {
+        return Err(DomainError::InvalidState(format!(
+            "pipeline {} is archived: it cannot be {action}; create a new pipeline",
+            p.name
+        )));
+    }
+    Ok(())
+}
+
+fn field_error(field: &str, message: String) -> DomainError {
+    DomainError::validation_at(message, json!({"field": field}))
+}
+
+/// Checks tags: at most [`MAX_TAGS`], no duplicates.
+fn check_tags(tags: &[Label]) -> Result<(), DomainError> {
+    if tags.len() > MAX_TAGS {
+        return Err(field_error(
+            "tags",
+            format!("a pipeline has at most {MAX_TAGS} tags, got {}; drop some", tags.len()),
+        ));
+    }
+    for (i, tag) in tags.iter().enumerate() {
+        if tags[..i].contains(tag) {
+            return Err(field_error(
+                "tags",
+                format!("tag {:?} is given twice; list each tag once", tag.as_str()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the run policies of a definition.
+fn check_policies(max_active_runs: u32, retry: &RetryPolicy, run_timeout_seconds: u64) -> Result<(), DomainError> {
+    if !(1..=MAX_ACTIVE_RUNS).contains(&max_active_runs) {
+        return Err(field_error(
+            "max_active_runs",
+            format!("max_active_runs must be between 1 and {MAX_ACTIVE_RUNS}, got {max_active_runs}"),
+        ));
+    }
+    if !(1..=MAX_ATTEMPTS).contains(&retry.max_attempts) {
+        let n = retry.max_attempts;
+        return Err(field_error(
+            "retry.max_attempts",
+            format!("retry.max_attempts must be between 1 (never retry) and {MAX_ATTEMPTS}, got {n}"),
+        ));
+    }
+    if retry.initial_backoff_seconds < 1 {
+        return Err(field_error(
+            "retry.initial_backoff_seconds",
+            "retry.initial_backoff_seconds must be at least 1".to_owned(),
+        ));
+    }
+    if retry.initial_backoff_seconds > retry.max_backoff_seconds {
+        return Err(field_error(
+            "retry.max_backoff_seconds",
+            format!(
+                "retry.initial_backoff_seconds ({}) must not exceed retry.max_backoff_seconds ({})",
+                retry.initial_backoff_seconds, retry.max_backoff_seconds
+            ),
+        ));
+    }
+    if !retry.multiplier.is_finite() || retry.multiplier < 1.0 {
+        return Err(field_error(
+            "retry.multiplier",
+            format!(
+                "retry.multiplier must be a finite number of at least 1.0, got {}",
+                retry.multiplier
+            ),
+        ));
+    }
+    if run_timeout_seconds < 1 {
+        return Err(field_error(
+            "run_timeout_seconds",
+            "run_timeout_seconds must be at least 1".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// Resolves and checks the steps: at least two; every plugin registered and not disabled;
+/// an extractor first, a loader last, transformers in between; every config valid. The
+/// result pins plugin id, kind, runtime and digest so later runs execute exactly these.
+fn pin_steps(steps: &[StepSpec], loaded: &Loaded) -> Result<Vec<PinnedStep>, DomainError> {
+    if steps.len() < 2 {
+        return Err(field_error(
+            "steps",
+            format!(
+                "a pipeline needs at least 2 steps (one extractor, zero or more transformers, one loader), got {}",
+                steps.len()
+            ),
+        ));
+    }
+    let last = steps.len() - 1;
+    let mut pinned = Vec::with_capacity(steps.len());
+    for (i, step) in steps.iter().enumerate() {
+        let reference = step.plugin.as_str();
+        let plugin = loaded.plugin(step.plugin.plugin_id()).ok_or_else(|| {
+            DomainError::NotFound(format!(
+                "step {i}: plugin {reference} is not registered; register it first with plugin.register"
+            ))
+        })?;
+        if plugin.status == PluginStatus::Disabled {
+            return Err(DomainError::validation_at(
+                format!("step {i}: plugin {reference} is disabled; enable it or use another version"),
+                json!({"step": i}),
+            ));
+        }
+        let expected = match i {
+            0 => PluginKind::Extractor,
+            i if i == last => PluginKind::Loader,
+            _ => PluginKind::Transformer,
+        };
+        if plugin.kind != expected {
+            return Err(DomainError::validation_at(
+                format!(
+                    "step {i}: plugin {reference} is a {} but step {i} must be a {}: a pipeline is one extractor, zero or more transformers and one loader, in that order",
+                    plugin.kind.as_str(),
+                    expected.as_str()
+                ),
+                json!({"step": i, "expected": expected.as_str(), "actual": plugin.kind.as_str()}),
+            ));
+        }
+        validation::check_step_config(i, reference, plugin.config_schema.as_ref(), &step.config)?;
+        pinned.push(PinnedStep {
+            plugin: step.plugin.clone(),
+            plugin_id: plugin.id,
+            kind: plugin.kind,
+            runtime: plugin.runtime,
+            module_digest: plugin.module_digest.clone(),
+            config: step.config.clone(),
+        });
+    }
+    Ok(pinned)
+}
+
+/// `pipeline.create`: claims the name in the store so two pipelines never share one.
+pub(crate) fn create(id: Uuid, c: &CreatePipeline, loaded: &Loaded) -> Result<Decision, DomainError> {
+    if let Some(p) = loaded.pipeline(id) {
+        return Err(DomainError::conflict(
+            format!(
+                "pipeline {id} already exists (named {}); omit pipeline_id to create a new one",
+                p.name
+            ),
+            json!({"reason": "exists", "pipeline_id": id}),
+        ));
+    }
+    check_tags(&c.tags)?;
+    check_policies(c.max_active_runs, &c.retry, c.run_timeout_seconds)?;
+    let steps = pin_steps(&c.steps, loaded)?;
+    let definition = PipelineDefinition {
+        steps,
+        max_active_runs: c.max_active_runs,
+        retry: c.retry.clone(),
+        run_timeout_seconds: c.run_timeout_seconds,
+    };
+    let event = PipelineCreated {
+        pipeline_id: id,
+        name: c.name.clone(),
+        owner: c.owner.clone(),
+        description: c.description.clone(),
+        tags: c.tags.clone(),
+        definition,
+    };
+    let claim = UniqueKey {
+        scope: NAME_SCOPE.to_owned(),
+        key: c.name.to_string(),
+        owner: id,
+    };
+    Ok(Decision::one(AggRef::pipeline(id), event).with(Constraints {
+        claim_unique: vec![claim],
+        ..Constraints::default()
+    }))
+}
+
+/// `pipeline.update`: absent fields keep their value; a changed definition gets the next
+/// definition version, a metadata-only change keeps it.
+pub(crate) fn update(c: &UpdatePipeline, loaded: &Loaded) -> Result<Decision, DomainError> {
+    let p = load(c.pipeline_id, loaded)?;
+    not_archived(p, "updated")?;
+    let nothing = c.owner.is_none()
+        && c.description.is_none()
+        && c.tags.is_none()
+        && c.steps.is_none()
+        && c.max_active_runs.is_none()
+        && c.retry.is_none()
+        && c.run_timeout_seconds.is_none();
+    if nothing {
+        return Err(DomainError::validation(
+            "pipeline.update changes nothing: give at least one of owner, description, tags, steps, max_active_runs, retry, run_timeout_seconds",
+        ));
+    }
+    let tags = c.tags.clone().unwrap_or_else(|| p.tags.clone());
+    check_tags(&tags)?;
+    let old = &p.definition;
+    let max_active_runs = c.max_active_runs.unwrap_or(old.max_active_runs);
+    let retry = c.retry.clone().unwrap_or_else(|| old.retry.clone());
+    let run_timeout_seconds = c.run_timeout_seconds.unwrap_or(old.run_timeout_seconds);
+    check_policies(max_active_runs, &retry, run_timeout_seconds)?;
+    // Unchanged steps stay pinned as they were: re-resolving them could only fail on a
+    // plugin disabled since, which should not block an unrelated metadata change.
+    let steps = match &c.steps {
+        Some(steps) => pin_steps(steps, loaded)?,
+        None => old.steps.clone(),
+    };
+    let definition = PipelineDefinition {
+        steps,
+        max_active_runs,
+        retry,
+        run_timeout_seconds,
+    };
+    let definition_version = if definition == *old {
+        p.definition_version
+    } else {
+        p.definition_version + 1
+    };
+    let event = PipelineUpdated {
+        definition_version,
+        definition,
+        owner: c.owner.clone().unwrap_or_else(|| p.owner.clone()),
+        description: c.description.clone().or_else(|| p.description.clone()),
+        tags,
+    };
+    Ok(Decision::one(AggRef::pipeline(p.id), event))
+}
+
+/// `pipeline.pause`: only an active pipeline.
+pub(crate) fn pause(c: &PausePipeline, loaded: &Loaded) -> Result<Decision, DomainError> {
+    let p = load(c.pipeline_id, loaded)?;
+    not_archived(p, "paused")?;
+    if p.status != PipelineStatus::Active {
+        return Err(DomainError::InvalidState(format!(
+            "pipeline {} is already paused; resume it with pipeline.resume",
+            p.name
+        )));
+    }
+    Ok(Decision::one(
+        AggRef::pipeline(p.id),
+        PipelinePaused {
+            reason: c.reason.clone(),
+        },
+    ))
+}
+
+/// `pipeline.resume`: only a paused pipeline.
+pub(crate) fn resume(c: &ResumePipeline, loaded: &Loaded) -> Result<Decision, DomainError> {
+    let p = load(c.pipeline_id, loaded)?;
+    not_archived(p, "resumed")?;
+    if p.status != PipelineStatus::Paused {
+        return Err(DomainError::InvalidState(format!(
+            "pipeline {} is active, not paused: there is nothing to resume",
+            p.name
+        )));
+    }
+    Ok(Decision::one(AggRef::pipeline(p.id), PipelineResumed {}))
+}
+
+/// `pipeline.archive`: final; releases the name so a new pipeline may take it.
+pub(crate) fn archive(c: &ArchivePipeline, loaded: &Loaded) -> Result<Decision, DomainError> {
+    let p = load(c.pipeline_id, loaded)?;
+    if p.status == PipelineStatus::Archived {
+        return Err(DomainError::InvalidState(format!(
+            "pipeline {} is already archived",
+            p.name
+        )));
+    }
+    let release = Constraints {
+        release_unique: vec![p.name_key()],
+        ..Constraints::default()
+    };
+    Ok(Decision::one(
+        AggRef::pipeline(p.id),
+        PipelineArchived {
+            reason: c.reason.clone(),
+        },
+    )
+    .with(release))
+}
+
+/// `pipeline.commit_state`: sets (or with `null` resets) the bookmark by hand.
+pub(crate) fn commit_state(c: &CommitPipelineState, loaded: &Loaded) -> Result<Decision, DomainError> {
+    let p = load(c.pipeline_id, loaded)?;
+    not_archived(p, "given a new state")?;
+    Ok(Decision::one(
+        AggRef::pipeline(p.id),
+        PipelineStateCommitted {
+            state: c.state.clone(),
+            run_id: None,
+        },
+    ))
+}

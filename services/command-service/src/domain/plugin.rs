@@ -1,0 +1,254 @@
+//! The Plugin aggregate: one registered `name@version`, its id derived from both so that
+//! registering the same pair twice addresses the same aggregate (a `conflict`).
+
+use flexcore_contracts::commands::{DeprecatePlugin, DisablePlugin, EnablePlugin, RegisterPlugin};
+use flexcore_contracts::events::{PluginDeprecated, PluginDisabled, PluginEnabled, PluginEvent, PluginRegistered};
+use flexcore_contracts::model::{Grants, PluginKind, PluginRuntime, ResourceLimits};
+use flexcore_contracts::values::{Digest, PluginName, PluginVersion};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::{validation, AggRef, Decision, DomainError, Loaded};
+
+/// Lifecycle of a plugin version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginStatus {
+    /// Usable.
+    Active,
+    /// Usable, but flagged for replacement.
+    Deprecated,
+    /// New pipelines and runs may not use it.
+    Disabled,
+}
+
+impl PluginStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Deprecated => "deprecated",
+            Self::Disabled => "disabled",
+        }
+    }
+}
+
+/// A registered plugin version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plugin {
+    /// Derived from name@version.
+    pub id: Uuid,
+    /// Name.
+    pub name: PluginName,
+    /// Semantic version.
+    pub version: PluginVersion,
+    /// Extractor, transformer or loader: decides where it may sit in a pipeline.
+    pub kind: PluginKind,
+    /// Wasm (sandboxed) or process (native).
+    pub runtime: PluginRuntime,
+    /// sha256 of the module (wasm), pinned into pipelines that use it.
+    pub module_digest: Option<Digest>,
+    /// Absolute path on runner hosts (process).
+    pub executable: Option<String>,
+    /// JSON Schema of step configs; any object when absent.
+    pub config_schema: Option<Value>,
+    /// Resource limits.
+    pub limits: ResourceLimits,
+    /// Capability grants.
+    pub grants: Grants,
+    /// What it does.
+    pub description: Option<String>,
+    /// Lifecycle state.
+    pub status: PluginStatus,
+    /// Reason given with the last deprecation or disabling (cleared on enable).
+    pub status_reason: Option<String>,
+}
+
+impl Plugin {
+    /// `name@version`, as steps refer to it.
+    pub fn reference(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+
+    /// The state after the first event.
+    pub fn create(event: &PluginEvent) -> Result<Self, DomainError> {
+        let PluginEvent::Registered(e) = event else {
+            return Err(DomainError::Corrupt(format!(
+                "the first plugin event must be plugin.registered, not {}",
+                event.event_type()
+            )));
+        };
+        Ok(Self {
+            id: e.plugin_id,
+            name: e.name.clone(),
+            version: e.version.clone(),
+            kind: e.kind,
+            runtime: e.runtime,
+            module_digest: e.module_digest.clone(),
+            executable: e.executable.clone(),
+            config_schema: e.config_schema.clone(),
+            limits: e.limits.clone(),
+            grants: e.grants.clone(),
+            description: e.description.clone(),
+            status: PluginStatus::Active,
+            status_reason: None,
+        })
+    }
+
+    /// Folds one later event.
+    pub fn apply(&mut self, event: &PluginEvent) -> Result<(), DomainError> {
+        match event {
+            PluginEvent::Registered(_) => {
+                return Err(DomainError::Corrupt(format!("plugin {} is registered twice", self.id)))
+            }
+            PluginEvent::Deprecated(e) => {
+                self.status = PluginStatus::Deprecated;
+                self.status_reason = e.reason.clone();
+            }
+            PluginEvent::Disabled(e) => {
+                self.status = PluginStatus::Disabled;
+                self.status_reason = e.reason.clone();
+            }
+            PluginEvent::Enabled(_) => {
+                self.status = PluginStatus::Active;
+                self.status_reason = None;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn load(id: Uuid, loaded: &Loaded) -> Result<&Plugin, DomainError> {
+    loaded
+        .plugin(id)
+        .ok_or_else(|| DomainError::NotFound(format!("plugin {id} does not exist; register it with plugin.register")))
+}
+
+/// `plugin.register`.
+pub(crate) fn register(id: Uuid, c: &RegisterPlugin, loaded: &Loaded) -> Result<Decision, DomainError> {
+    if loaded.plugin(id).is_some() {
+        return Err(DomainError::conflict(
+            format!(
+                "plugin {}@{} is already registered; register a new version instead",
+                c.name, c.version
+            ),
+            json!({"reason": "exists", "plugin_id": id}),
+        ));
+    }
+    match c.runtime {
+        PluginRuntime::Wasm => {
+            if c.module_digest.is_none() {
+                return Err(field_error(
+                    "module_digest",
+                    "a wasm plugin needs module_digest (sha256 of the module uploaded to the plugin store)",
+                ));
+            }
+            if c.executable.is_some() {
+                return Err(field_error(
+                    "executable",
+                    "a wasm plugin has no executable; remove it or use runtime \"process\"",
+                ));
+            }
+        }
+        PluginRuntime::Process => {
+            if c.module_digest.is_some() {
+                return Err(field_error(
+                    "module_digest",
+                    "a process plugin has no module_digest; remove it or use runtime \"wasm\"",
+                ));
+            }
+            match c.executable.as_deref() {
+                None => {
+                    return Err(field_error(
+                        "executable",
+                        "a process plugin needs executable: the absolute path on runner hosts",
+                    ))
+                }
+                Some(path) if !path.starts_with('/') => {
+                    return Err(field_error(
+                        "executable",
+                        &format!("executable {path:?} must be an absolute path like /usr/local/bin/tap-csv"),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    if let Some(schema) = &c.config_schema {
+        validation::compile_config_schema(schema)?;
+    }
+    let limits = [
+        ("limits.memory_bytes", c.limits.memory_bytes),
+        ("limits.fuel", c.limits.fuel),
+        ("limits.timeout_seconds", c.limits.timeout_seconds),
+        ("limits.max_output_bytes", c.limits.max_output_bytes),
+    ];
+    if let Some((field, _)) = limits.iter().find(|(_, v)| *v == Some(0)) {
+        return Err(field_error(
+            field,
+            &format!("{field} must be greater than 0; omit it to use the runner's default"),
+        ));
+    }
+    let event = PluginRegistered {
+        plugin_id: id,
+        name: c.name.clone(),
+        version: c.version.clone(),
+        kind: c.kind,
+        runtime: c.runtime,
+        module_digest: c.module_digest.clone(),
+        executable: c.executable.clone(),
+        config_schema: c.config_schema.clone(),
+        limits: c.limits.clone(),
+        grants: c.grants.clone(),
+        description: c.description.clone(),
+    };
+    Ok(Decision::one(AggRef::plugin(id), event))
+}
+
+fn field_error(field: &str, message: &str) -> DomainError {
+    DomainError::validation_at(message, json!({"field": field}))
+}
+
+fn wrong_state(p: &Plugin, action: &str, allowed: &str) -> DomainError {
+    DomainError::InvalidState(format!(
+        "plugin {} is {}: only {allowed} plugins can be {action}",
+        p.reference(),
+        p.status.as_str()
+    ))
+}
+
+/// `plugin.deprecate`: only from active.
+pub(crate) fn deprecate(c: &DeprecatePlugin, loaded: &Loaded) -> Result<Decision, DomainError> {
+    let p = load(c.plugin_id, loaded)?;
+    if p.status != PluginStatus::Active {
+        return Err(wrong_state(p, "deprecated", "active"));
+    }
+    Ok(Decision::one(
+        AggRef::plugin(p.id),
+        PluginDeprecated {
+            reason: c.reason.clone(),
+        },
+    ))
+}
+
+/// `plugin.disable`: from active or deprecated.
+pub(crate) fn disable(c: &DisablePlugin, loaded: &Loaded) -> Result<Decision, DomainError> {
+    let p = load(c.plugin_id, loaded)?;
+    if p.status == PluginStatus::Disabled {
+        return Err(wrong_state(p, "disabled", "active or deprecated"));
+    }
+    Ok(Decision::one(
+        AggRef::plugin(p.id),
+        PluginDisabled {
+            reason: c.reason.clone(),
+        },
+    ))
+}
+
+/// `plugin.enable`: from deprecated or disabled.
+pub(crate) fn enable(c: &EnablePlugin, loaded: &Loaded) -> Result<Decision, DomainError> {
+    let p = load(c.plugin_id, loaded)?;
+    if p.status == PluginStatus::Active {
+        return Err(wrong_state(p, "enabled", "deprecated or disabled"));
+    }
+    Ok(Decision::one(AggRef::plugin(p.id), PluginEnabled {}))
+}

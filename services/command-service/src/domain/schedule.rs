@@ -1,0 +1,255 @@
+//! The Schedule aggregate: a cron expression in a time zone that fires runs of a pipeline.
+//! Firing itself is the scheduler's job; this aggregate keeps the spec and records slots
+//! that were skipped or missed, so they are visible in the log.
+
+use flexcore_contracts::commands::{
+    CreateSchedule, DeleteSchedule, MissSlots, PauseSchedule, ResumeSchedule, SkipSlot, UpdateSchedule,
+};
+use flexcore_contracts::events::{
+    ScheduleCreated, ScheduleDeleted, ScheduleEvent, SchedulePaused, ScheduleResumed, ScheduleSlotSkipped,
+    ScheduleSlotsMissed, ScheduleUpdated,
+};
+use flexcore_contracts::model::ScheduleSpec;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::pipeline::PipelineStatus;
+use super::{validation, AggRef, Decision, DomainError, Loaded};
+
+/// Lifecycle of a schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleStatus {
+    /// Fires.
+    Active,
+    /// Does not fire; slots passed while paused are not caught up.
+    Paused,
+    /// Final.
+    Deleted,
+}
+
+impl ScheduleStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Paused => "paused",
+            Self::Deleted => "deleted",
+        }
+    }
+}
+
+/// A schedule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schedule {
+    /// Id.
+    pub id: Uuid,
+    /// The pipeline it runs.
+    pub pipeline_id: Uuid,
+    /// Timing and policies.
+    pub spec: ScheduleSpec,
+    /// Lifecycle state.
+    pub status: ScheduleStatus,
+    /// Slots recorded as skipped so far.
+    pub skipped_slots: u64,
+    /// Slots recorded as missed so far.
+    pub missed_slots: u64,
+}
+
+impl Schedule {
+    /// The state after the first event.
+    pub fn create(event: &ScheduleEvent) -> Result<Self, DomainError> {
+        let ScheduleEvent::Created(e) = event else {
+            return Err(DomainError::Corrupt(format!(
+                "the first schedule event must be schedule.created, not {}",
+                event.event_type()
+            )));
+        };
+        Ok(Self {
+            id: e.schedule_id,
+            pipeline_id: e.pipeline_id,
+            spec: e.spec.clone(),
+            status: if e.paused {
+                ScheduleStatus::Paused
+            } else {
+                ScheduleStatus::Active
+            },
+            skipped_slots: 0,
+            missed_slots: 0,
+        })
+    }
+
+    /// Folds one later event.
+    pub fn apply(&mut self, event: &ScheduleEvent) -> Result<(), DomainError> {
+        match event {
+            ScheduleEvent::Created(_) => {
+                return Err(DomainError::Corrupt(format!("schedule {} is created twice", self.id)))
+            }
+            ScheduleEvent::Updated(e) => self.spec = e.spec.clone(),
+            ScheduleEvent::Paused(_) => self.status = ScheduleStatus::Paused,
+            ScheduleEvent::Resumed(_) => self.status = ScheduleStatus::Active,
+            ScheduleEvent::Deleted(_) => self.status = ScheduleStatus::Deleted,
+            ScheduleEvent::SlotSkipped(_) => self.skipped_slots += 1,
+            ScheduleEvent::SlotsMissed(e) => self.missed_slots += e.slots.len() as u64,
+        }
+        Ok(())
+    }
+
+    fn agg(&self) -> AggRef {
+        AggRef::schedule(self.id)
+    }
+
+    fn not_deleted(&self, action: &str) -> Result<(), DomainError> {
+        if self.status == ScheduleStatus::Deleted {
+            return Err(DomainError::InvalidState(format!(
+                "schedule {} is deleted: it cannot be {action}; create a new one",
+                self.id
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn load(id: Uuid, loaded: &Loaded) -> Result<&Schedule, DomainError> {
+    loaded
+        .schedule(id)
+        .ok_or_else(|| DomainError::NotFound(format!("schedule {id} does not exist")))
+}
+
+/// `schedule.create`: a paused pipeline may get schedules (their slots are skipped); an
+/// archived one may not.
+pub(crate) fn create(id: Uuid, c: &CreateSchedule, loaded: &Loaded) -> Result<Decision, DomainError> {
+    if loaded.schedule(id).is_some() {
+        return Err(DomainError::conflict(
+            format!("schedule {id} already exists; omit schedule_id to create a new one"),
+            json!({"reason": "exists", "schedule_id": id}),
+        ));
+    }
+    let p = loaded
+        .pipeline(c.pipeline_id)
+        .ok_or_else(|| DomainError::NotFound(format!("pipeline {} does not exist", c.pipeline_id)))?;
+    if p.status == PipelineStatus::Archived {
+        return Err(DomainError::InvalidState(format!(
+            "pipeline {} is archived: it cannot be scheduled",
+            p.name
+        )));
+    }
+    let spec = c.spec();
+    validation::check_schedule_spec(&spec)?;
+    Ok(Decision::one(
+        AggRef::schedule(id),
+        ScheduleCreated {
+            schedule_id: id,
+            pipeline_id: p.id,
+            spec,
+            paused: c.paused,
+        },
+    ))
+}
+
+/// `schedule.update`: merges the given fields into the spec and checks the result as a
+/// whole (a new `end_at` must still be after the old `start_at`).
+pub(crate) fn update(c: &UpdateSchedule, loaded: &Loaded) -> Result<Decision, DomainError> {
+    let s = load(c.schedule_id, loaded)?;
+    s.not_deleted("updated")?;
+    let nothing = c.cron.is_none()
+        && c.timezone.is_none()
+        && c.overlap.is_none()
+        && c.catchup_window_seconds.is_none()
+        && c.catchup_cap.is_none()
+        && c.jitter_seconds.is_none()
+        && c.start_at.is_none()
+        && c.end_at.is_none();
+    if nothing {
+        return Err(DomainError::validation(
+            "schedule.update changes nothing: give at least one of cron, timezone, overlap, catchup_window_seconds, catchup_cap, jitter_seconds, start_at, end_at",
+        ));
+    }
+    let old = &s.spec;
+    let spec = ScheduleSpec {
+        cron: c.cron.clone().unwrap_or_else(|| old.cron.clone()),
+        timezone: c.timezone.clone().unwrap_or_else(|| old.timezone.clone()),
+        overlap: c.overlap.unwrap_or(old.overlap),
+        catchup_window_seconds: c.catchup_window_seconds.unwrap_or(old.catchup_window_seconds),
+        catchup_cap: c.catchup_cap.unwrap_or(old.catchup_cap),
+        jitter_seconds: c.jitter_seconds.unwrap_or(old.jitter_seconds),
+        start_at: c.start_at.or(old.start_at),
+        end_at: c.end_at.or(old.end_at),
+    };
+    validation::check_schedule_spec(&spec)?;
+    Ok(Decision::one(s.agg(), ScheduleUpdated { spec }))
+}
+
+/// `schedule.pause`: only an active schedule.
+pub(crate) fn pause(c: &PauseSchedule, loaded: &Loaded) -> Result<Decision, DomainError> {
+    let s = load(c.schedule_id, loaded)?;
+    s.not_deleted("paused")?;
+    if s.status != ScheduleStatus::Active {
+        return Err(DomainError::InvalidState(format!(
+            "schedule {} is already paused; resume it with schedule.resume",
+            s.id
+        )));
+    }
+    Ok(Decision::one(
+        s.agg(),
+        SchedulePaused {
+            reason: c.reason.clone(),
+        },
+    ))
+}
+
+/// `schedule.resume`: only a paused schedule.
+pub(crate) fn resume(c: &ResumeSchedule, loaded: &Loaded) -> Result<Decision, DomainError> {
+    let s = load(c.schedule_id, loaded)?;
+    s.not_deleted("resumed")?;
+    if s.status != ScheduleStatus::Paused {
+        return Err(DomainError::InvalidState(format!(
+            "schedule {} is active, not paused: there is nothing to resume",
+            s.id
+        )));
+    }
+    Ok(Decision::one(s.agg(), ScheduleResumed {}))
+}
+
+/// `schedule.delete`: final.
+pub(crate) fn delete(c: &DeleteSchedule, loaded: &Loaded) -> Result<Decision, DomainError> {
+    let s = load(c.schedule_id, loaded)?;
+    if s.status == ScheduleStatus::Deleted {
+        return Err(DomainError::InvalidState(format!(
+            "schedule {} is already deleted",
+            s.id
+        )));
+    }
+    Ok(Decision::one(s.agg(), ScheduleDeleted {}))
+}
+
+/// `schedule.skip_slot`: records a slot the scheduler did not fire, and why.
+pub(crate) fn skip_slot(c: &SkipSlot, loaded: &Loaded) -> Result<Decision, DomainError> {
+    let s = load(c.schedule_id, loaded)?;
+    s.not_deleted("given skipped slots")?;
+    if c.reason.trim().is_empty() {
+        return Err(DomainError::validation_at(
+            "reason must say why the slot was skipped (e.g. overlap, pipeline_paused)",
+            json!({"field": "reason"}),
+        ));
+    }
+    Ok(Decision::one(
+        s.agg(),
+        ScheduleSlotSkipped {
+            slot: c.slot,
+            reason: c.reason.clone(),
+        },
+    ))
+}
+
+/// `schedule.miss_slots`: records slots that fell outside the catch-up window or cap.
+pub(crate) fn miss_slots(c: &MissSlots, loaded: &Loaded) -> Result<Decision, DomainError> {
+    let s = load(c.schedule_id, loaded)?;
+    s.not_deleted("given missed slots")?;
+    if c.slots.is_empty() {
+        return Err(DomainError::validation_at(
+            "slots is empty: list at least one missed slot",
+            json!({"field": "slots"}),
+        ));
+    }
+    Ok(Decision::one(s.agg(), ScheduleSlotsMissed { slots: c.slots.clone() }))
+}

@@ -1,0 +1,253 @@
+//! Schedule: create (cron, zone, bounds), update, pause, resume, delete, skip_slot,
+//! miss_slots.
+
+use flexcore_contracts::ErrorCode;
+use serde_json::json;
+
+use super::*;
+use crate::domain::schedule::ScheduleStatus;
+
+fn update(extra: Value) -> Command {
+    let mut body = json!({"schedule_id": SCHEDULE});
+    if let (Some(b), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(extra.clone());
+    }
+    cmd("schedule.update", body)
+}
+
+fn by_id(action: &str) -> Command {
+    cmd(&format!("schedule.{action}"), json!({"schedule_id": SCHEDULE}))
+}
+
+fn skip(reason: &str) -> Command {
+    cmd(
+        "schedule.skip_slot",
+        json!({"schedule_id": SCHEDULE, "slot": "2025-01-01T10:00:00Z", "reason": reason}),
+    )
+}
+
+fn miss(slots: Value) -> Command {
+    cmd("schedule.miss_slots", json!({"schedule_id": SCHEDULE, "slots": slots}))
+}
+
+#[test]
+fn create_records_the_spec_with_defaults() {
+    let mut world = with_pipeline();
+    let (d, data) = then_one(
+        world.when(create_schedule(json!({"timezone": "Europe/Berlin"}))),
+        SCHEDULE,
+        "schedule.created",
+    );
+    assert_eq!(
+        data,
+        json!({
+            "schedule_id": SCHEDULE, "pipeline_id": PIPELINE, "paused": false,
+            "spec": {"cron": "0 * * * *", "timezone": "Europe/Berlin", "overlap": "skip", "catchup_window_seconds": 3600, "catchup_cap": 1, "jitter_seconds": 0}
+        })
+    );
+    world.fold(d.events);
+    let s = world.schedule(SCHEDULE);
+    assert_eq!(
+        (s.status, s.pipeline_id, s.spec.timezone.as_str()),
+        (ScheduleStatus::Active, PIPELINE, "Europe/Berlin")
+    );
+}
+
+#[test]
+fn create_accepts_six_fields_bounds_and_a_paused_start_on_a_paused_pipeline() {
+    let mut world = with_pipeline().with([cmd("pipeline.pause", json!({"pipeline_id": PIPELINE}))]);
+    let c = create_schedule(json!({
+        "cron": "30 0 9 * * MON-FRI", "paused": true, "overlap": "buffer_one",
+        "start_at": "2025-01-01T00:00:00Z", "end_at": "2026-01-01T00:00:00Z", "catchup_cap": 1000, "jitter_seconds": 86400
+    }));
+    world.exec(c);
+    assert_eq!(world.schedule(SCHEDULE).status, ScheduleStatus::Paused);
+}
+
+#[test]
+fn create_refuses_duplicates_and_missing_or_archived_pipelines() {
+    let e = then_error(with_schedule().when(create_schedule(json!({}))), ErrorCode::Conflict);
+    assert!(e.to_string().contains("already exists"), "{e}");
+    let e = then_error(with_plugins().when(create_schedule(json!({}))), ErrorCode::NotFound);
+    assert!(
+        e.to_string().contains(&format!("pipeline {PIPELINE} does not exist")),
+        "{e}"
+    );
+    let archived = with_pipeline().with([cmd("pipeline.archive", json!({"pipeline_id": PIPELINE}))]);
+    let e = then_error(archived.when(create_schedule(json!({}))), ErrorCode::InvalidState);
+    assert!(e.to_string().contains("archived"), "{e}");
+}
+
+#[test]
+fn cron_must_have_five_or_six_valid_fields() {
+    let world = with_pipeline();
+    for cron in [
+        "* * * *",
+        "0 0 * * * * 2030",
+        "@daily",
+        "",
+        "61 * * * *",
+        "* * 32 * *",
+        "0 * * * fri-xyz",
+    ] {
+        let e = then_error(
+            world.when(create_schedule(json!({"cron": cron}))),
+            ErrorCode::ValidationFailed,
+        );
+        assert!(e.to_string().starts_with(&format!("cron {cron:?} is invalid: ")), "{e}");
+        assert_eq!(details(&e)["field"], json!("cron"));
+    }
+}
+
+#[test]
+fn timezone_must_be_an_iana_name() {
+    let e = then_error(
+        with_pipeline().when(create_schedule(json!({"timezone": "Mars/Base"}))),
+        ErrorCode::ValidationFailed,
+    );
+    assert_eq!(
+        e.to_string(),
+        "unknown time zone \"Mars/Base\": use an IANA name like Europe/Berlin"
+    );
+    assert_eq!(details(&e)["field"], json!("timezone"));
+}
+
+#[test]
+fn bounds_caps_and_jitter_are_checked() {
+    let world = with_pipeline();
+    let cases = [
+        (
+            json!({"start_at": "2025-02-01T00:00:00Z", "end_at": "2025-01-01T00:00:00Z"}),
+            "end_at",
+        ),
+        (
+            json!({"start_at": "2025-01-01T00:00:00Z", "end_at": "2025-01-01T00:00:00Z"}),
+            "end_at",
+        ),
+        (json!({"catchup_cap": 1001}), "catchup_cap"),
+        (json!({"jitter_seconds": 86401}), "jitter_seconds"),
+    ];
+    for (extra, field) in cases {
+        let e = then_error(world.when(create_schedule(extra.clone())), ErrorCode::ValidationFailed);
+        assert_eq!(details(&e)["field"], json!(field), "{extra}: {e}");
+    }
+}
+
+#[test]
+fn update_merges_and_checks_the_whole_spec() {
+    let mut world = with_pipeline().with([create_schedule(json!({"start_at": "2025-01-01T00:00:00Z"}))]);
+    let (_, data) = then_one(
+        world.when(update(json!({"cron": "*/5 * * * *", "jitter_seconds": 30}))),
+        SCHEDULE,
+        "schedule.updated",
+    );
+    assert_eq!(data["spec"]["start_at"], json!("2025-01-01T00:00:00Z"));
+    world.exec(update(
+        json!({"cron": "*/5 * * * *", "jitter_seconds": 30, "overlap": "allow"}),
+    ));
+    let s = world.schedule(SCHEDULE);
+    assert_eq!(
+        (s.spec.cron.as_str(), s.spec.jitter_seconds, s.spec.catchup_cap),
+        ("*/5 * * * *", 30, 1)
+    );
+    // A new end before the kept start is refused.
+    let e = then_error(
+        world.when(update(json!({"end_at": "2024-01-01T00:00:00Z"}))),
+        ErrorCode::ValidationFailed,
+    );
+    assert!(e.to_string().contains("end_at"), "{e}");
+    then_error(
+        world.when(update(json!({"timezone": "Nowhere/Land"}))),
+        ErrorCode::ValidationFailed,
+    );
+    then_error(world.when(update(json!({"cron": "nope"}))), ErrorCode::ValidationFailed);
+    let e = then_error(world.when(update(json!({}))), ErrorCode::ValidationFailed);
+    assert!(e.to_string().contains("changes nothing"), "{e}");
+}
+
+#[test]
+fn pause_and_resume_toggle() {
+    let mut world = with_schedule();
+    let e = then_error(world.when(by_id("resume")), ErrorCode::InvalidState);
+    assert!(e.to_string().contains("is active, not paused"), "{e}");
+    let (_, data) = then_one(
+        world.when(cmd(
+            "schedule.pause",
+            json!({"schedule_id": SCHEDULE, "reason": "holiday"}),
+        )),
+        SCHEDULE,
+        "schedule.paused",
+    );
+    assert_eq!(data, json!({"reason": "holiday"}));
+    world.exec(by_id("pause"));
+    assert_eq!(world.schedule(SCHEDULE).status, ScheduleStatus::Paused);
+    then_error(world.when(by_id("pause")), ErrorCode::InvalidState);
+    then_one(world.when(by_id("resume")), SCHEDULE, "schedule.resumed");
+    world.exec(by_id("resume"));
+    assert_eq!(world.schedule(SCHEDULE).status, ScheduleStatus::Active);
+}
+
+#[test]
+fn delete_is_final() {
+    let mut world = with_schedule().with([by_id("pause")]);
+    then_one(world.when(by_id("delete")), SCHEDULE, "schedule.deleted");
+    world.exec(by_id("delete"));
+    assert_eq!(world.schedule(SCHEDULE).status, ScheduleStatus::Deleted);
+    for c in [
+        by_id("delete"),
+        by_id("pause"),
+        by_id("resume"),
+        update(json!({"cron": "* * * * *"})),
+        skip("overlap"),
+        miss(json!(["2025-01-01T00:00:00Z"])),
+    ] {
+        let name = c.name();
+        let e = then_error(world.when(c), ErrorCode::InvalidState);
+        assert!(e.to_string().contains("deleted"), "{name}: {e}");
+    }
+}
+
+#[test]
+fn skipped_and_missed_slots_are_recorded() {
+    let mut world = with_schedule().with([by_id("pause")]);
+    let (_, data) = then_one(world.when(skip("pipeline_paused")), SCHEDULE, "schedule.slot_skipped");
+    assert_eq!(
+        data,
+        json!({"slot": "2025-01-01T10:00:00Z", "reason": "pipeline_paused"})
+    );
+    world.exec(skip("overlap"));
+    let slots = json!(["2025-01-01T08:00:00Z", "2025-01-01T09:00:00Z"]);
+    let (_, data) = then_one(world.when(miss(slots.clone())), SCHEDULE, "schedule.slots_missed");
+    assert_eq!(data, json!({"slots": slots}));
+    world.exec(miss(slots));
+    let s = world.schedule(SCHEDULE);
+    assert_eq!((s.skipped_slots, s.missed_slots), (1, 2));
+}
+
+#[test]
+fn skip_needs_a_reason_and_miss_needs_slots() {
+    let world = with_schedule();
+    let e = then_error(world.when(skip("  ")), ErrorCode::ValidationFailed);
+    assert_eq!(details(&e)["field"], json!("reason"));
+    let e = then_error(world.when(miss(json!([]))), ErrorCode::ValidationFailed);
+    assert_eq!(details(&e)["field"], json!("slots"));
+}
+
+#[test]
+fn commands_on_an_unknown_schedule_are_not_found() {
+    let world = with_pipeline();
+    for c in [
+        by_id("pause"),
+        by_id("resume"),
+        by_id("delete"),
+        update(json!({"cron": "* * * * *"})),
+        skip("overlap"),
+        miss(json!(["2025-01-01T00:00:00Z"])),
+    ] {
+        let e = then_error(world.when(c), ErrorCode::NotFound);
+        assert!(
+            e.to_string().contains(&format!("schedule {SCHEDULE} does not exist")),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,83 @@
+//! Loads aggregates: a bounded in-memory cache of folded states plus the tail of their
+//! events from Postgres. The addressed aggregate may be decided on the cached state
+//! without a read (optimistic): the append's version check catches a stale cache, and the
+//! executor then reloads and decides again.
+
+use std::num::NonZeroUsize;
+
+use flexcore_eventstore::{EventStore, StoreError};
+use lru::LruCache;
+use parking_lot::Mutex;
+use uuid::Uuid;
+
+use crate::domain::{AggregateState, AnyEvent, DomainError, Versioned};
+
+/// Why an aggregate could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored event could not be folded.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+}
+
+/// Aggregate loader with an LRU cache of folded states.
+pub struct AggregateCache {
+    store: EventStore,
+    states: Mutex<LruCache<Uuid, Versioned>>,
+}
+
+impl AggregateCache {
+    /// A cache holding at most `capacity` aggregates.
+    pub fn new(store: EventStore, capacity: usize) -> Self {
+        let capacity = NonZeroUsize::new(capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            store,
+            states: Mutex::new(LruCache::new(capacity)),
+        }
+    }
+
+    /// The cached state, without touching the database.
+    pub fn cached(&self, id: Uuid) -> Option<Versioned> {
+        self.states.lock().get(&id).cloned()
+    }
+
+    /// The current state: the cached state brought up to date with the events appended
+    /// since. `None` when the aggregate has no events.
+    pub async fn load_fresh(&self, id: Uuid) -> Result<Option<Versioned>, LoadError> {
+        let cached = self.cached(id);
+        let after = cached.as_ref().map_or(0, |v| v.version);
+        let events = self.store.read_aggregate(id, after).await?;
+        if events.is_empty() {
+            return Ok(cached);
+        }
+        let mut state = cached.map(|v| v.state);
+        let mut version = after;
+        for e in &events {
+            let event = AnyEvent::from_stored(&e.aggregate_type, &e.event_type, e.schema_version, e.data.clone())?;
+            state = Some(AggregateState::evolve(state, &event)?);
+            version = e.version;
+        }
+        let loaded = state.map(|state| Versioned { version, state });
+        if let Some(v) = &loaded {
+            self.states.lock().put(id, v.clone());
+        }
+        Ok(loaded)
+    }
+
+    /// Records states this service just committed, so the next command on them needs no read.
+    pub fn store_committed(&self, id: Uuid, versioned: Versioned) {
+        let mut states = self.states.lock();
+        // Never move a cached state backwards (a concurrent load may have seen more).
+        if states.peek(&id).is_none_or(|cur| cur.version < versioned.version) {
+            states.put(id, versioned);
+        }
+    }
+
+    /// Forgets an aggregate (after a version conflict).
+    pub fn invalidate(&self, id: Uuid) {
+        self.states.lock().pop(&id);
+    }
+}

@@ -1,0 +1,400 @@
+//! Executes one decoded command: load what the decision needs, decide, append through
+//! the group committer, and turn the outcome into the reply. Version conflicts are
+//! retried (reload, decide again) a bounded number of times when the client gave no
+//! `expected_version`; a known `command_id` returns its first reply.
+
+use std::collections::HashMap;
+
+use flexcore_contracts::commands::{Command, CommandMeta};
+use flexcore_contracts::reply::{Accepted, EventRef};
+use flexcore_contracts::{CommandReply, ErrorBody, ErrorCode, EventMetadata};
+use flexcore_eventstore::{AppendOutcome, AppendRequest, EventStore, NewEvent, SlotClaim, StoreError, UniqueKey};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::cache::{AggregateCache, LoadError};
+use crate::domain::{self, AggRef, AggregateState, Decision, DomainError, Loaded, Versioned};
+
+/// Who sent the command, from its headers.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    /// `Flexcore-Correlation-Id`.
+    pub correlation_id: Option<String>,
+    /// `Flexcore-Actor`.
+    pub actor: Option<String>,
+    /// `traceparent`.
+    pub traceparent: Option<String>,
+}
+
+/// Stripes of the per-aggregate lock: commands on one aggregate are serialised inside a
+/// replica (so they never race each other), unrelated ones rarely share a stripe.
+const LOCK_STRIPES: usize = 4096;
+
+/// Decides and appends commands.
+pub struct Executor {
+    store: EventStore,
+    cache: AggregateCache,
+    conflict_retries: u32,
+    locks: Vec<tokio::sync::Mutex<()>>,
+}
+
+enum Attempt {
+    Done(CommandReply),
+    Retry,
+}
+
+impl Executor {
+    /// An executor over `store` with an aggregate cache of `cache_size` entries.
+    pub fn new(store: EventStore, cache_size: usize, conflict_retries: u32) -> Self {
+        let cache = AggregateCache::new(store.clone(), cache_size);
+        let locks = (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect();
+        Self {
+            store,
+            cache,
+            conflict_retries,
+            locks,
+        }
+    }
+
+    /// Handles one command; every outcome is a reply (store failures become
+    /// `unavailable`/`internal`).
+    #[tracing::instrument(skip_all, fields(command = command.name(), aggregate_id = tracing::field::Empty), err(level = "debug"))]
+    pub async fn execute(
+        &self,
+        meta: CommandMeta,
+        mut command: Command,
+        ctx: RequestContext,
+    ) -> Result<CommandReply, ErrorBody> {
+        // Hash before ids are filled in, so a retried create without an id matches itself.
+        let payload_hash = hex::encode(Sha256::digest(command.body().to_string().as_bytes()));
+        let target = domain::target(&mut command);
+        tracing::Span::current().record("aggregate_id", tracing::field::display(target.id));
+        let stripe = usize::try_from(target.id.as_u128() % LOCK_STRIPES as u128).unwrap_or(0);
+        let _serialised = self.locks[stripe].lock().await;
+        let mut fresh = false;
+        for retry in 0..=self.conflict_retries {
+            if retry > 0 {
+                // Another replica wrote the same aggregate: back off a little, with jitter,
+                // so competing replicas do not collide again in lock step.
+                let jitter = u64::from(rand_u8()) % (2 << retry.min(5));
+                tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
+            }
+            match self
+                .attempt(&meta, &command, &ctx, target, &payload_hash, fresh)
+                .await?
+            {
+                Attempt::Done(reply) => return Ok(reply),
+                Attempt::Retry => fresh = true,
+            }
+        }
+        Err(ErrorBody::new(
+            ErrorCode::Conflict,
+            format!(
+                "{} lost {} optimistic-concurrency races in a row; retry later",
+                command.name(),
+                self.conflict_retries + 1
+            ),
+        ))
+    }
+
+    async fn attempt(
+        &self,
+        meta: &CommandMeta,
+        command: &Command,
+        ctx: &RequestContext,
+        target: AggRef,
+        payload_hash: &str,
+        fresh: bool,
+    ) -> Result<Attempt, ErrorBody> {
+        let (mut loaded, mut from_cache) = self.load(command, target, fresh).await?;
+        let decision = loop {
+            let current = loaded.states.get(&target.id).map_or(0, |v| v.version);
+            let verdict = match meta.expected_version {
+                Some(expected) if expected != current => Err(DomainError::Conflict {
+                    message: format!(
+                        "expected version {expected} but {} {} is at version {current}",
+                        target.kind.as_str(),
+                        target.id
+                    ),
+                    details: Some(
+                        serde_json::json!({"reason": "version", "expected_version": expected, "current_version": current}),
+                    ),
+                }),
+                _ => domain::decide(command, &loaded),
+            };
+            match verdict {
+                Ok(decision) => break decision,
+                // A refusal may come from a stale cached state: confirm it on fresh data.
+                Err(_) if from_cache => {
+                    (loaded, from_cache) = self.load(command, target, true).await?;
+                }
+                Err(error) => {
+                    return Ok(Attempt::Done(
+                        self.refuse(meta, command, payload_hash, error.to_error_body()).await?,
+                    ))
+                }
+            }
+        };
+        let (request, new_states) = self.build(meta, command, ctx, target, payload_hash, &loaded, decision)?;
+        let outcome = self.store.append(request).await.map_err(store_error)?;
+        Ok(Attempt::Done(match outcome {
+            AppendOutcome::Committed { reply, .. } => {
+                for (id, versioned) in new_states {
+                    self.cache.store_committed(id, versioned);
+                }
+                parse_reply(reply)?
+            }
+            AppendOutcome::Duplicate(stored) => duplicate(
+                command,
+                payload_hash,
+                &stored.command_type,
+                &stored.payload_hash,
+                stored.reply,
+            )?,
+            AppendOutcome::VersionConflict => {
+                for id in new_states.keys() {
+                    self.cache.invalidate(*id);
+                }
+                if meta.expected_version.is_some() {
+                    let error = ErrorBody::new(
+                        ErrorCode::Conflict,
+                        format!(
+                            "{} {} was changed concurrently; reload it and decide again",
+                            target.kind.as_str(),
+                            target.id
+                        ),
+                    )
+                    .with_details(serde_json::json!({"reason": "version"}));
+                    return Ok(Attempt::Done(self.refuse(meta, command, payload_hash, error).await?));
+                }
+                return Ok(Attempt::Retry);
+            }
+            AppendOutcome::UniqueTaken { scope, key, owner } => {
+                let owner = owner
+                    .map(|o| o.to_string())
+                    .unwrap_or_else(|| "another aggregate".into());
+                let error = ErrorBody::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "{} {key:?} is already used by {owner}; choose another",
+                        scope.replace('_', " ")
+                    ),
+                )
+                .with_details(serde_json::json!({"reason": "unique", "scope": scope, "key": key, "owner": owner}));
+                self.refuse(meta, command, payload_hash, error).await?
+            }
+            AppendOutcome::SlotsFull { active, max } => {
+                let error = ErrorBody::new(
+                    ErrorCode::Conflict,
+                    format!("the pipeline already has {active} active run(s) and allows {max} (max_active_runs); wait for one to finish or raise the limit"),
+                )
+                .with_details(serde_json::json!({"reason": "max_active_runs", "active": active, "max": max}));
+                self.refuse(meta, command, payload_hash, error).await?
+            }
+        }))
+    }
+
+    /// Loads every aggregate the decision needs. The target comes from the cache unless
+    /// `fresh`; referenced aggregates are always brought up to date. Also says whether
+    /// the target was served from the cache (unconfirmed).
+    async fn load(&self, command: &Command, target: AggRef, fresh: bool) -> Result<(Loaded, bool), ErrorBody> {
+        let mut loaded = Loaded::default();
+        let mut from_cache = false;
+        let mut seen = Vec::new();
+        // `required` grows as references are discovered (a run needs its pipeline, then
+        // the pipeline's plugins); a few rounds always suffice.
+        for _ in 0..4 {
+            let wanted: Vec<AggRef> = domain::required(command, &loaded)
+                .into_iter()
+                .filter(|r| !seen.contains(&r.id))
+                .collect();
+            if wanted.is_empty() {
+                break;
+            }
+            for r in wanted {
+                seen.push(r.id);
+                let cached = if r.id == target.id && !fresh {
+                    self.cache.cached(r.id)
+                } else {
+                    None
+                };
+                let state = match cached {
+                    Some(v) => {
+                        from_cache = true;
+                        Some(v)
+                    }
+                    None => self.cache.load_fresh(r.id).await.map_err(load_error)?,
+                };
+                if let Some(v) = state {
+                    if v.state.kind() == r.kind {
+                        loaded.states.insert(r.id, v);
+                    }
+                }
+            }
+        }
+        Ok((loaded, from_cache))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        &self,
+        meta: &CommandMeta,
+        command: &Command,
+        ctx: &RequestContext,
+        target: AggRef,
+        payload_hash: &str,
+        loaded: &Loaded,
+        decision: Decision,
+    ) -> Result<(AppendRequest, HashMap<Uuid, Versioned>), ErrorBody> {
+        let metadata = EventMetadata {
+            correlation_id: ctx
+                .correlation_id
+                .clone()
+                .or_else(|| meta.command_id.map(|c| c.to_string())),
+            causation_id: meta.command_id,
+            actor: ctx.actor.clone(),
+            traceparent: ctx.traceparent.clone(),
+        };
+        let mut states: HashMap<Uuid, Versioned> = HashMap::new();
+        let mut events = Vec::with_capacity(decision.events.len());
+        let mut refs = Vec::with_capacity(decision.events.len());
+        for (agg, event) in decision.events {
+            let entry = match states.remove(&agg.id) {
+                Some(v) => Some(v),
+                None => loaded.states.get(&agg.id).cloned(),
+            };
+            let version = entry.as_ref().map_or(0, |v| v.version) + 1;
+            let state = AggregateState::evolve(entry.map(|v| v.state), &event).map_err(|e| e.to_error_body())?;
+            states.insert(agg.id, Versioned { version, state });
+            let event_id = Uuid::now_v7();
+            refs.push(EventRef {
+                event_id,
+                event_type: event.event_type().to_owned(),
+                aggregate_id: (agg.id != target.id).then_some(agg.id),
+                version,
+            });
+            events.push(NewEvent {
+                event_id,
+                aggregate_type: agg.kind.as_str().to_owned(),
+                aggregate_id: agg.id,
+                version,
+                event_type: event.event_type().to_owned(),
+                schema_version: flexcore_contracts::events::SCHEMA_VERSION,
+                data: event.data(),
+                metadata: metadata.clone(),
+            });
+        }
+        let version = states
+            .get(&target.id)
+            .or_else(|| loaded.states.get(&target.id))
+            .map_or(0, |v| v.version);
+        let reply = Accepted {
+            ok: true,
+            aggregate_id: target.id,
+            version,
+            global_position: 0,
+            events: refs,
+        };
+        let c = decision.constraints;
+        let key = |k: domain::UniqueKey| UniqueKey {
+            scope: k.scope,
+            key: k.key,
+            owner: k.owner,
+        };
+        let slot = |s: domain::SlotClaim| SlotClaim {
+            pool: s.pool,
+            holder: s.holder,
+            max: s.max,
+        };
+        let request = AppendRequest {
+            command_id: meta.command_id,
+            command_type: command.name().to_owned(),
+            payload_hash: payload_hash.to_owned(),
+            events,
+            claims: c.claim_unique.into_iter().map(key).collect(),
+            releases: c.release_unique.into_iter().map(key).collect(),
+            slot_acquire: c.acquire_slot.map(slot),
+            slot_release: c.release_slot.map(slot),
+            reply: serde_json::to_value(CommandReply::Accepted(reply)).map_err(|e| internal(e.to_string()))?,
+        };
+        Ok((request, states))
+    }
+
+    /// A refusal, unless the command id was already processed: then its first reply.
+    async fn refuse(
+        &self,
+        meta: &CommandMeta,
+        command: &Command,
+        payload_hash: &str,
+        error: ErrorBody,
+    ) -> Result<CommandReply, ErrorBody> {
+        if let Some(id) = meta.command_id {
+            if let Some(stored) = self.store.command(id).await.map_err(store_error)? {
+                return duplicate(
+                    command,
+                    payload_hash,
+                    &stored.command_type,
+                    &stored.payload_hash,
+                    stored.reply,
+                );
+            }
+        }
+        Ok(CommandReply::rejected(error))
+    }
+}
+
+/// A cheap random byte for retry jitter (no cryptographic need).
+fn rand_u8() -> u8 {
+    Uuid::new_v4().as_bytes()[0]
+}
+
+fn duplicate(
+    command: &Command,
+    payload_hash: &str,
+    stored_type: &str,
+    stored_hash: &str,
+    reply: serde_json::Value,
+) -> Result<CommandReply, ErrorBody> {
+    if stored_type != command.name() || stored_hash != payload_hash {
+        return Ok(CommandReply::rejected(
+            ErrorBody::new(
+                ErrorCode::Conflict,
+                format!("command_id was already used for a different command ({stored_type}); use a new id"),
+            )
+            .with_details(serde_json::json!({"reason": "command_id_reused"})),
+        ));
+    }
+    parse_reply(reply)
+}
+
+fn parse_reply(reply: serde_json::Value) -> Result<CommandReply, ErrorBody> {
+    serde_json::from_value(reply).map_err(|e| internal(format!("stored reply unreadable: {e}")))
+}
+
+fn internal(message: String) -> ErrorBody {
+    ErrorBody::new(ErrorCode::Internal, message)
+}
+
+fn store_error(error: StoreError) -> ErrorBody {
+    match &error {
+        StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed)
+        | StoreError::Closed => ErrorBody::new(
+            ErrorCode::Unavailable,
+            format!("the event store is unavailable ({error}); retry later"),
+        ),
+        _ => {
+            tracing::error!(%error, "event store failure");
+            internal(format!("event store failure: {error}"))
+        }
+    }
+}
+
+fn load_error(error: LoadError) -> ErrorBody {
+    match error {
+        LoadError::Store(e) => store_error(e),
+        LoadError::Domain(e) => {
+            tracing::error!(error = %e, "stored events cannot be folded");
+            e.to_error_body()
+        }
+    }
+}

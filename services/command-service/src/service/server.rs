@@ -1,0 +1,128 @@
+//! The NATS side: a queue-group subscription on `flexcore.cmd.>`, one task per request
+//! (bounded), a reply for every request, and a graceful drain on shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::{Client, Message};
+use bytes::Bytes;
+use flexcore_contracts::commands;
+use flexcore_contracts::{envelope, subjects, CommandReply, ErrorBody, ErrorCode};
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::executor::{Executor, RequestContext};
+
+/// Limits of the request loop.
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    /// Largest accepted command payload in bytes.
+    pub max_payload_bytes: usize,
+    /// Most requests handled at once.
+    pub max_in_flight: usize,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+}
+
+/// Serves commands until `shutdown`, then stops taking new ones and waits (bounded) for
+/// those in flight to be answered.
+pub async fn serve(
+    client: Client,
+    executor: Arc<Executor>,
+    limits: ServerLimits,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut subscriber = client
+        .queue_subscribe(subjects::COMMANDS_WILDCARD, subjects::COMMAND_QUEUE_GROUP.to_owned())
+        .await?;
+    tracing::info!(
+        subject = subjects::COMMANDS_WILDCARD,
+        queue = subjects::COMMAND_QUEUE_GROUP,
+        "serving commands"
+    );
+    let permits = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
+    let mut draining = false;
+    loop {
+        let message = tokio::select! {
+            () = shutdown.cancelled(), if !draining => {
+                // Stop new deliveries; what is already buffered is still taken and answered.
+                draining = true;
+                if let Err(error) = subscriber.drain().await {
+                    tracing::warn!(%error, "drain failed; buffered commands may go unanswered");
+                    break;
+                }
+                continue;
+            }
+            m = subscriber.next() => match m {
+                Some(m) => m,
+                None => break,
+            },
+        };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        let client = client.clone();
+        let executor = executor.clone();
+        let max = limits.max_payload_bytes;
+        tokio::spawn(async move {
+            handle(&client, &executor, message, max).await;
+            drop(permit);
+        });
+    }
+    let all = u32::try_from(limits.max_in_flight.max(1)).unwrap_or(u32::MAX);
+    match tokio::time::timeout(limits.shutdown_grace, permits.acquire_many(all)).await {
+        Ok(_) => tracing::info!("in-flight commands drained"),
+        Err(_) => tracing::warn!(grace = ?limits.shutdown_grace, "shutdown grace elapsed with commands in flight"),
+    }
+    client.flush().await?;
+    Ok(())
+}
+
+async fn handle(client: &Client, executor: &Executor, message: Message, max_payload: usize) {
+    let Some(reply_to) = message.reply.clone() else {
+        tracing::warn!(subject = %message.subject, "command without a reply subject dropped: send it as a request");
+        return;
+    };
+    let reply = answer(executor, &message, max_payload).await;
+    let body = serde_json::to_vec(&reply)
+        .unwrap_or_else(|_| br#"{"ok":false,"error":{"code":"internal","message":"reply encoding failed"}}"#.to_vec());
+    if let Err(error) = client.publish(reply_to, Bytes::from(body)).await {
+        tracing::warn!(%error, "reply could not be sent");
+    }
+}
+
+async fn answer(executor: &Executor, message: &Message, max_payload: usize) -> CommandReply {
+    if message.payload.len() > max_payload {
+        return CommandReply::rejected(
+            ErrorBody::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "the command is {} bytes; the limit is {max_payload} bytes",
+                    message.payload.len()
+                ),
+            )
+            .with_details(serde_json::json!({"size": message.payload.len(), "limit": max_payload})),
+        );
+    }
+    let (meta, command) = match commands::decode(message.subject.as_str(), &message.payload) {
+        Ok(decoded) => decoded,
+        Err(error) => return CommandReply::rejected(error),
+    };
+    let header = |name: &str| {
+        message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_owned())
+    };
+    let ctx = RequestContext {
+        correlation_id: header(envelope::HEADER_CORRELATION_ID),
+        actor: header(envelope::HEADER_ACTOR),
+        traceparent: header(envelope::HEADER_TRACEPARENT),
+    };
+    executor
+        .execute(meta, command, ctx)
+        .await
+        .unwrap_or_else(CommandReply::rejected)
+}
