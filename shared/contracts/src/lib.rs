@@ -11,6 +11,7 @@
 //! - [`queries`]: query requests and replies served by the projection service.
 //! - [`model`]: shared building blocks of commands and events (kinds, limits, policies).
 //! - [`ids`]: deterministic identifiers (plugin id from name@version, run id from a schedule slot).
+//! - [`work`]: run work items on `FLEXCORE_WORK`.
 //! - [`schema`]: JSON Schema generation for everything above (written to `schemas/`).
 //!
 //! This crate does no I/O.
@@ -26,6 +27,7 @@ pub mod reply;
 pub mod schema;
 pub mod subjects;
 pub mod values;
+pub mod work;
 
 pub use envelope::{EventEnvelope, EventMetadata};
 pub use error::{ErrorBody, ErrorCode};

@@ -50,6 +50,10 @@ pub fn all() -> Vec<(String, String)> {
         schemars::schema_for!(crate::queries::QueryReply),
     );
     push(
+        "work/work-item.json".into(),
+        schemars::schema_for!(crate::work::WorkItem),
+    );
+    push(
         "queries/get.json".into(),
         schemars::schema_for!(crate::queries::GetById),
     );

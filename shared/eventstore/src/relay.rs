@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use async_nats::HeaderMap;
+use flexcore_contracts::work::WorkItem;
 use flexcore_contracts::{envelope, subjects};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, Row};
@@ -192,6 +193,8 @@ pub async fn checkpoint(pool: &sqlx::PgPool) -> Result<Checkpoint, StoreError> {
 }
 
 /// Publishes a batch pipelined (all sent, then all acknowledgements awaited in order).
+/// Right after a `run.requested` or `run.retried` event comes the attempt's work item on
+/// `FLEXCORE_WORK`: this is where requested runs are handed to the runners.
 async fn publish(js: &jetstream::Context, batch: &[RecordedEvent], timeout: Duration) -> Result<(), StoreError> {
     let mut acks = Vec::with_capacity(batch.len());
     for event in batch {
@@ -201,6 +204,13 @@ async fn publish(js: &jetstream::Context, batch: &[RecordedEvent], timeout: Dura
             .await
             .map_err(|e| StoreError::Nats(format!("publish {}: {e}", event.event_id)))?;
         acks.push(ack);
+        if let Some((subject, headers, payload)) = work_message(event)? {
+            let ack = js
+                .publish_with_headers(subject, headers, payload.into())
+                .await
+                .map_err(|e| StoreError::Nats(format!("publish work for {}: {e}", event.aggregate_id)))?;
+            acks.push(ack);
+        }
     }
     let all = async {
         for ack in acks {
@@ -211,6 +221,39 @@ async fn publish(js: &jetstream::Context, batch: &[RecordedEvent], timeout: Dura
     tokio::time::timeout(timeout, all)
         .await
         .map_err(|_| StoreError::Nats(format!("no JetStream acknowledgement within {timeout:?}")))?
+}
+
+/// The work item that follows a `run.requested` / `run.retried` event, if it is one.
+pub fn work_message(event: &RecordedEvent) -> Result<Option<(String, HeaderMap, Vec<u8>)>, StoreError> {
+    if event.event_type != "run.requested" && event.event_type != "run.retried" {
+        return Ok(None);
+    }
+    let field = |name: &str| {
+        event
+            .data
+            .get(name)
+            .ok_or_else(|| StoreError::Protocol(format!("{} without {name}", event.event_type)))
+    };
+    let attempt = field("attempt")?
+        .as_u64()
+        .and_then(|a| u32::try_from(a).ok())
+        .ok_or_else(|| StoreError::Protocol("bad attempt".into()))?;
+    let pipeline_id = field("pipeline_id")?
+        .as_str()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| StoreError::Protocol("bad pipeline_id".into()))?;
+    let item = WorkItem {
+        run_id: event.aggregate_id,
+        attempt,
+        pipeline_id,
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(envelope::HEADER_MSG_ID, item.msg_id().as_str());
+    if let Some(tp) = &event.metadata.traceparent {
+        headers.insert(envelope::HEADER_TRACEPARENT, tp.as_str());
+    }
+    let body = serde_json::to_vec(&item).map_err(|e| StoreError::Protocol(e.to_string()))?;
+    Ok(Some((subjects::work_run(item.run_id), headers, body)))
 }
 
 /// Subject, headers and body of an event's JetStream message.

@@ -46,9 +46,25 @@ pub fn events_stream_config(settings: &StreamSettings) -> stream::Config {
     }
 }
 
+/// The configuration of `FLEXCORE_WORK`: a work queue (a message is removed once a
+/// runner acknowledges it), de-duplicated per run attempt.
+pub fn work_stream_config(settings: &StreamSettings) -> stream::Config {
+    stream::Config {
+        name: subjects::WORK_STREAM.to_owned(),
+        description: Some("FlexCore run attempts waiting for a runner".to_owned()),
+        subjects: vec![subjects::WORK_WILDCARD.to_owned()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        duplicate_window: settings.duplicate_window,
+        num_replicas: settings.replicas.max(1),
+        ..Default::default()
+    }
+}
+
 /// Creates the streams that do not exist and updates those whose settings differ.
 pub async fn ensure_streams(js: &jetstream::Context, settings: &StreamSettings) -> Result<(), StoreError> {
-    ensure(js, events_stream_config(settings)).await
+    ensure(js, events_stream_config(settings)).await?;
+    ensure(js, work_stream_config(settings)).await
 }
 
 async fn ensure(js: &jetstream::Context, config: stream::Config) -> Result<(), StoreError> {

@@ -393,7 +393,13 @@ pub(crate) fn retry(c: &RetryRun, loaded: &Loaded) -> Result<Decision, DomainErr
     let r = load(c.run_id, loaded)?;
     r.check_attempt(c.failed_attempt)?;
     r.check_status(&[RunStatus::AwaitingRetry], "retried")?;
-    Ok(Decision::one(r.agg(), RunRetried { attempt: r.attempt + 1 }))
+    Ok(Decision::one(
+        r.agg(),
+        RunRetried {
+            attempt: r.attempt + 1,
+            pipeline_id: r.pipeline_id,
+        },
+    ))
 }
 
 /// `run.cancel`: final from any non-terminal state; frees the slot.

@@ -79,6 +79,23 @@ async fn a_run_goes_through_its_lifecycle_and_checkpoints_the_pipeline_bookmark(
         .ok("run.request", json!({"pipeline_id": pipeline, "trigger": "manual"}))
         .await;
     let run_id = run["aggregate_id"].as_str().unwrap().to_owned();
+    // The relay hands the requested attempt to the runners on FLEXCORE_WORK.
+    let work = jetstream::new(app.client.clone())
+        .get_stream("FLEXCORE_WORK")
+        .await
+        .unwrap();
+    let subject = format!("flexcore.work.run.{run_id}");
+    flexcore_testkit::wait_until(Duration::from_secs(10), "work item published", || async {
+        work.get_last_raw_message_by_subject(&subject).await.is_ok()
+    })
+    .await
+    .unwrap();
+    let item = work.get_last_raw_message_by_subject(&subject).await.unwrap();
+    let item: flexcore_contracts::work::WorkItem = serde_json::from_slice(&item.payload).unwrap();
+    assert_eq!(
+        (item.run_id.to_string(), item.attempt, item.pipeline_id),
+        (run_id.clone(), 1, pipeline)
+    );
     // max_active_runs = 1: a second request is refused while the first is active.
     let second = app.send("run.request", json!({"pipeline_id": pipeline})).await;
     assert_eq!(second["error"]["code"], json!("conflict"), "{second}");

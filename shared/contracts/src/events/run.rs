@@ -87,6 +87,8 @@ pub struct RunFailed {
 pub struct RunRetried {
     /// The new attempt's number.
     pub attempt: u32,
+    /// The run's pipeline (so the attempt's work item can name it).
+    pub pipeline_id: Uuid,
 }
 
 /// The run was cancelled (final).
