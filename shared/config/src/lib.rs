@@ -19,7 +19,8 @@ pub use config::ConfigError;
 pub use load::find_config_dir;
 pub use secret::Secret;
 pub use sections::{
-    CommandSettings, DatabaseSettings, LogFormat, NatsSettings, RelaySettings, StreamsSettings, TelemetrySettings,
+    CommandSettings, DatabaseSettings, LogFormat, NatsSettings, RelaySettings, RunnerSettings, StreamsSettings,
+    TelemetrySettings,
 };
 
 use serde::Deserialize;
@@ -40,4 +41,6 @@ pub struct Settings {
     pub streams: StreamsSettings,
     /// Logging and tracing.
     pub telemetry: TelemetrySettings,
+    /// The plugin runner.
+    pub runner: RunnerSettings,
 }

@@ -234,3 +234,40 @@ impl Default for TelemetrySettings {
         }
     }
 }
+
+/// The plugin runner (`flexcore-runner`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunnerSettings {
+    /// Id recorded in `run.claimed`; null derives `<host>-<pid>`.
+    pub runner_id: Option<String>,
+    /// Run attempts executed at once.
+    pub slots: usize,
+    /// Lease of a claimed attempt (work AckWait) in seconds; heartbeats every third.
+    pub lease_seconds: u64,
+    /// Deliveries of one work item before JetStream gives up on it.
+    pub max_deliver: i64,
+    /// Where `${secret:NAME}` values come from: `env` or `dir`.
+    pub secrets_source: String,
+    /// Prefix of secret environment variables (source `env`).
+    pub secrets_env_prefix: String,
+    /// Directory with one file per secret (source `dir`).
+    pub secrets_dir: Option<String>,
+    /// Days run logs are kept.
+    pub log_retention_days: u64,
+}
+
+impl Default for RunnerSettings {
+    fn default() -> Self {
+        Self {
+            runner_id: None,
+            slots: 8,
+            lease_seconds: 30,
+            max_deliver: 10,
+            secrets_source: "env".to_owned(),
+            secrets_env_prefix: "FLEXCORE_SECRET_".to_owned(),
+            secrets_dir: None,
+            log_retention_days: 7,
+        }
+    }
+}

@@ -54,6 +54,10 @@ pub fn all() -> Vec<(String, String)> {
         schemars::schema_for!(crate::work::WorkItem),
     );
     push(
+        "work/run-log-line.json".into(),
+        schemars::schema_for!(crate::work::RunLogLine),
+    );
+    push(
         "queries/get.json".into(),
         schemars::schema_for!(crate::queries::GetById),
     );

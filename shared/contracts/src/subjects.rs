@@ -23,6 +23,16 @@ pub const WORK_STREAM: &str = "FLEXCORE_WORK";
 /// Wildcard of every run work item (the subjects of [`WORK_STREAM`]).
 pub const WORK_WILDCARD: &str = "flexcore.work.run.*";
 
+/// JetStream stream holding plugin log lines of runs (`flexcore.log.run.<run_id>`).
+pub const LOGS_STREAM: &str = "FLEXCORE_LOGS";
+/// Wildcard of every run log subject.
+pub const LOGS_WILDCARD: &str = "flexcore.log.run.*";
+
+/// Subject of a run's plugin log lines: `flexcore.log.run.<run_id>`.
+pub fn run_logs(run_id: Uuid) -> String {
+    format!("{ROOT}.log.run.{run_id}")
+}
+
 /// Subject of a command: `flexcore.cmd.<aggregate>.<action>`.
 pub fn command(aggregate: &str, action: &str) -> String {
     format!("{ROOT}.cmd.{aggregate}.{action}")

@@ -27,3 +27,22 @@ impl WorkItem {
         format!("{}-{}", self.run_id, self.attempt)
     }
 }
+
+/// One line a plugin wrote to stderr during a run (`flexcore.log.run.<run_id>`), with
+/// resolved secret values scrubbed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunLogLine {
+    /// The run.
+    pub run_id: Uuid,
+    /// The attempt that logged it.
+    pub attempt: u32,
+    /// The step (0-based) whose plugin logged it.
+    pub step: usize,
+    /// `name@version` of the plugin.
+    pub plugin: String,
+    /// The line (at most 4 KiB).
+    pub line: String,
+    /// When the runner read it.
+    pub at: chrono::DateTime<chrono::Utc>,
+}
