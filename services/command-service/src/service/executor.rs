@@ -38,6 +38,15 @@ pub struct Executor {
     locks: Vec<tokio::sync::Mutex<()>>,
 }
 
+/// One command being executed: what every step of it needs.
+struct Job<'a> {
+    meta: &'a CommandMeta,
+    command: &'a Command,
+    ctx: &'a RequestContext,
+    target: AggRef,
+    payload_hash: String,
+}
+
 enum Attempt {
     Done(CommandReply),
     Retry,
@@ -69,6 +78,13 @@ impl Executor {
         let payload_hash = hex::encode(Sha256::digest(command.body().to_string().as_bytes()));
         let target = domain::target(&mut command);
         tracing::Span::current().record("aggregate_id", tracing::field::display(target.id));
+        let job = Job {
+            meta: &meta,
+            command: &command,
+            ctx: &ctx,
+            target,
+            payload_hash,
+        };
         let stripe = usize::try_from(target.id.as_u128() % LOCK_STRIPES as u128).unwrap_or(0);
         let _serialised = self.locks[stripe].lock().await;
         let mut fresh = false;
@@ -79,10 +95,7 @@ impl Executor {
                 let jitter = u64::from(rand_u8()) % (2 << retry.min(5));
                 tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
             }
-            match self
-                .attempt(&meta, &command, &ctx, target, &payload_hash, fresh)
-                .await?
-            {
+            match self.attempt(&job, fresh).await? {
                 Attempt::Done(reply) => return Ok(reply),
                 Attempt::Retry => fresh = true,
             }
@@ -97,15 +110,10 @@ impl Executor {
         ))
     }
 
-    async fn attempt(
-        &self,
-        meta: &CommandMeta,
-        command: &Command,
-        ctx: &RequestContext,
-        target: AggRef,
-        payload_hash: &str,
-        fresh: bool,
-    ) -> Result<Attempt, ErrorBody> {
+    async fn attempt(&self, job: &Job<'_>, fresh: bool) -> Result<Attempt, ErrorBody> {
+        let Job {
+            meta, command, target, ..
+        } = *job;
         let (mut loaded, mut from_cache) = self.load(command, target, fresh).await?;
         let decision = loop {
             let current = loaded.states.get(&target.id).map_or(0, |v| v.version);
@@ -128,14 +136,10 @@ impl Executor {
                 Err(_) if from_cache => {
                     (loaded, from_cache) = self.load(command, target, true).await?;
                 }
-                Err(error) => {
-                    return Ok(Attempt::Done(
-                        self.refuse(meta, command, payload_hash, error.to_error_body()).await?,
-                    ))
-                }
+                Err(error) => return Ok(Attempt::Done(self.refuse(job, error.to_error_body()).await?)),
             }
         };
-        let (request, new_states) = self.build(meta, command, ctx, target, payload_hash, &loaded, decision)?;
+        let (request, new_states) = self.build(job, &loaded, decision)?;
         let outcome = self.store.append(request).await.map_err(store_error)?;
         Ok(Attempt::Done(match outcome {
             AppendOutcome::Committed { reply, .. } => {
@@ -144,13 +148,9 @@ impl Executor {
                 }
                 parse_reply(reply)?
             }
-            AppendOutcome::Duplicate(stored) => duplicate(
-                command,
-                payload_hash,
-                &stored.command_type,
-                &stored.payload_hash,
-                stored.reply,
-            )?,
+            AppendOutcome::Duplicate(stored) => {
+                duplicate(job, &stored.command_type, &stored.payload_hash, stored.reply)?
+            }
             AppendOutcome::VersionConflict => {
                 for id in new_states.keys() {
                     self.cache.invalidate(*id);
@@ -165,7 +165,7 @@ impl Executor {
                         ),
                     )
                     .with_details(serde_json::json!({"reason": "version"}));
-                    return Ok(Attempt::Done(self.refuse(meta, command, payload_hash, error).await?));
+                    return Ok(Attempt::Done(self.refuse(job, error).await?));
                 }
                 return Ok(Attempt::Retry);
             }
@@ -181,7 +181,7 @@ impl Executor {
                     ),
                 )
                 .with_details(serde_json::json!({"reason": "unique", "scope": scope, "key": key, "owner": owner}));
-                self.refuse(meta, command, payload_hash, error).await?
+                self.refuse(job, error).await?
             }
             AppendOutcome::SlotsFull { active, max } => {
                 let error = ErrorBody::new(
@@ -189,7 +189,7 @@ impl Executor {
                     format!("the pipeline already has {active} active run(s) and allows {max} (max_active_runs); wait for one to finish or raise the limit"),
                 )
                 .with_details(serde_json::json!({"reason": "max_active_runs", "active": active, "max": max}));
-                self.refuse(meta, command, payload_hash, error).await?
+                self.refuse(job, error).await?
             }
         }))
     }
@@ -235,17 +235,19 @@ impl Executor {
         Ok((loaded, from_cache))
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn build(
         &self,
-        meta: &CommandMeta,
-        command: &Command,
-        ctx: &RequestContext,
-        target: AggRef,
-        payload_hash: &str,
+        job: &Job<'_>,
         loaded: &Loaded,
         decision: Decision,
     ) -> Result<(AppendRequest, HashMap<Uuid, Versioned>), ErrorBody> {
+        let Job {
+            meta,
+            command,
+            ctx,
+            target,
+            ..
+        } = *job;
         let metadata = EventMetadata {
             correlation_id: ctx
                 .correlation_id
@@ -309,7 +311,7 @@ impl Executor {
         let request = AppendRequest {
             command_id: meta.command_id,
             command_type: command.name().to_owned(),
-            payload_hash: payload_hash.to_owned(),
+            payload_hash: job.payload_hash.clone(),
             events,
             claims: c.claim_unique.into_iter().map(key).collect(),
             releases: c.release_unique.into_iter().map(key).collect(),
@@ -321,22 +323,10 @@ impl Executor {
     }
 
     /// A refusal, unless the command id was already processed: then its first reply.
-    async fn refuse(
-        &self,
-        meta: &CommandMeta,
-        command: &Command,
-        payload_hash: &str,
-        error: ErrorBody,
-    ) -> Result<CommandReply, ErrorBody> {
-        if let Some(id) = meta.command_id {
+    async fn refuse(&self, job: &Job<'_>, error: ErrorBody) -> Result<CommandReply, ErrorBody> {
+        if let Some(id) = job.meta.command_id {
             if let Some(stored) = self.store.command(id).await.map_err(store_error)? {
-                return duplicate(
-                    command,
-                    payload_hash,
-                    &stored.command_type,
-                    &stored.payload_hash,
-                    stored.reply,
-                );
+                return duplicate(job, &stored.command_type, &stored.payload_hash, stored.reply);
             }
         }
         Ok(CommandReply::rejected(error))
@@ -349,13 +339,12 @@ fn rand_u8() -> u8 {
 }
 
 fn duplicate(
-    command: &Command,
-    payload_hash: &str,
+    job: &Job<'_>,
     stored_type: &str,
     stored_hash: &str,
     reply: serde_json::Value,
 ) -> Result<CommandReply, ErrorBody> {
-    if stored_type != command.name() || stored_hash != payload_hash {
+    if stored_type != job.command.name() || stored_hash != job.payload_hash {
         return Ok(CommandReply::rejected(
             ErrorBody::new(
                 ErrorCode::Conflict,
