@@ -1,15 +1,19 @@
-//! The command line.
+//! The command line (clap derive) and dispatch to the subcommands.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use flexcore_config::{LogFormat, TelemetrySettings};
+
+use crate::bench::{self, BenchConfig, Phases};
+use crate::duration::parse_duration;
 
 /// FlexCore operator CLI.
 #[derive(Debug, Parser)]
 #[command(name = "flexctl", version, about = "FlexCore operator CLI")]
 pub struct Cli {
-    /// NATS server URL.
+    /// NATS server the FlexCore services listen on.
     #[arg(
         long,
         global = true,
@@ -17,15 +21,17 @@ pub struct Cli {
         default_value = "nats://127.0.0.1:4222"
     )]
     pub nats_url: String,
-    /// Postgres URL (benchmarks' raw ceiling only; flexctl never reads FlexCore's tables).
+    /// PostgreSQL server (used by the benchmark's raw ceiling; flexctl never reads
+    /// FlexCore's own tables).
     #[arg(
         long,
         global = true,
         env = "FLEXCORE__DATABASE__URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/flexcore"
+        default_value = "postgres://postgres@127.0.0.1:5432/flexcore",
+        hide_env_values = true
     )]
     pub database_url: String,
-    /// Output format.
+    /// Output format of results (progress always goes to stderr).
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,
     /// What to do.
@@ -33,12 +39,12 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Output format.
+/// Output format of results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
-    /// Human-readable.
+    /// Human-readable lines.
     Text,
-    /// One JSON document, for scripts.
+    /// One JSON object, for scripts.
     Json,
 }
 
@@ -48,58 +54,95 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
 }
 
-/// Benchmarks.
+/// `flexctl plugin …`.
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Upload a module (content-addressed, sha256) and register name@version.
+    Register(crate::plugin::RegisterArgs),
+}
+
+/// `flexctl bench …`.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
-    /// Command throughput and latency against a running flexcore-command, and the raw
-    /// single-event INSERT+COMMIT ceiling of the same Postgres at the same concurrency.
-    Commands(CommandsBench),
+    /// Command throughput and latency of a running flexcore-command (N clients toggling
+    /// their own pipeline with pipeline.pause / pipeline.resume), then the raw
+    /// single-row INSERT+COMMIT ceiling of the same Postgres at the same concurrency.
+    Commands(CommandsArgs),
 }
 
 /// Options of `flexctl bench commands`.
-#[derive(Debug, clap::Args)]
-pub struct CommandsBench {
-    /// Concurrent clients.
-    #[arg(long, default_value_t = 64)]
-    pub clients: usize,
-    /// Measured duration (e.g. 30s, 2m, 500ms).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+#[derive(Debug, Clone, Args)]
+pub struct CommandsArgs {
+    /// Concurrent clients (and Postgres connections in the raw phase).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub clients: u32,
+    /// Measured duration of each phase, e.g. 30s, 2m, 500ms.
+    #[arg(long, default_value = "30s", value_parser = parse_positive_duration)]
     pub duration: Duration,
-    /// Unmeasured warm-up before the measured window.
+    /// Unmeasured warm-up before each phase's measured window.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub warmup: Duration,
-    /// Skip the raw Postgres ceiling.
+    /// Skip the raw Postgres ceiling (phase 2).
     #[arg(long, conflicts_with = "raw_only")]
     pub skip_raw: bool,
-    /// Only measure the raw Postgres ceiling.
+    /// Run only the raw Postgres ceiling (no NATS, no command service needed).
     #[arg(long)]
     pub raw_only: bool,
-    /// Append the result as a Markdown table row to this file (e.g. docs/benchmarks.md).
-    #[arg(long)]
+    /// Append the results as a Markdown table row to this file, e.g. docs/benchmarks.md.
+    #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
 }
 
-/// Parses `500ms`, `30s`, `2m`, `1h` (a bare number is seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 30s, 2m or 500ms"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        other => return Err(format!("unknown duration unit {other:?} in {s:?}: use ms, s, m or h")),
-    };
-    if !seconds.is_finite() || seconds < 0.0 {
-        return Err(format!("{s:?} is not a valid duration"));
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err("the measured duration must be more than zero".to_owned());
     }
-    Ok(Duration::from_secs_f64(seconds))
+    Ok(d)
+}
+
+/// Logging of the CLI: human-readable text on stderr, quiet dependencies.
+pub fn telemetry_settings() -> TelemetrySettings {
+    TelemetrySettings {
+        log_format: LogFormat::Text,
+        log_filter: "info,async_nats=warn,sqlx=warn".to_owned(),
+        ..TelemetrySettings::default()
+    }
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Plugin(PluginCommand::Register(args)) => {
+            crate::plugin::register(&cli.nats_url, args, cli.output).await
+        }
+        Command::Bench(BenchCommand::Commands(args)) => {
+            let config = BenchConfig {
+                nats_url: cli.nats_url.clone(),
+                database_url: cli.database_url.clone(),
+                clients: usize::try_from(args.clients)?,
+                duration: args.duration,
+                warmup: args.warmup,
+                phases: Phases {
+                    commands: !args.raw_only,
+                    raw: !args.skip_raw,
+                },
+            };
+            let report = bench::run(&config).await?;
+            bench::report::print(&report, cli.output)?;
+            if let Some(path) = &args.record {
+                let command_line = bench::record::command_line(std::env::args());
+                bench::record::append(path, &report, &command_line)?;
+                tracing::info!(file = %path.display(), "recorded the results");
+            }
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]
@@ -107,18 +150,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("fast").is_err());
+    fn the_cli_is_well_formed() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
     }
 
     #[test]
-    fn the_cli_is_well_formed() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
+    fn bench_commands_parses_its_options() {
+        let cli = Cli::try_parse_from([
+            "flexctl",
+            "bench",
+            "commands",
+            "--clients",
+            "8",
+            "--duration",
+            "3s",
+            "--warmup",
+            "0s",
+            "--raw-only",
+            "--output",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(cli.output, Output::Json);
+        let Command::Bench(BenchCommand::Commands(args)) = cli.command else {
+            panic!("not bench commands")
+        };
+        assert_eq!(args.clients, 8);
+        assert_eq!(args.duration, Duration::from_secs(3));
+        assert_eq!(args.warmup, Duration::ZERO);
+        assert!(args.raw_only && !args.skip_raw);
+    }
+
+    #[test]
+    fn contradictions_and_zero_durations_are_refused() {
+        let parse = |extra: &[&str]| Cli::try_parse_from([&["flexctl", "bench", "commands"], extra].concat());
+        assert!(parse(&["--raw-only", "--skip-raw"]).is_err());
+        assert!(parse(&["--duration", "0s"]).is_err());
+        assert!(parse(&["--clients", "0"]).is_err());
+        assert!(parse(&["--duration", "30"]).is_err());
     }
 }

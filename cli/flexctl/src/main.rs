@@ -1,32 +1,26 @@
-//! `flexctl`: the FlexCore operator CLI.
-//!
-//! # Layout
-//! - [`cli`]: the command line (clap), shared options, duration parsing.
-//! - [`bench`]: benchmarks (`flexctl bench commands`): the NATS command phase, the raw
-//!   Postgres ceiling, and the report.
+//! `flexctl`: parses the command line, installs logging (stderr), runs the command.
+//! Everything else lives in the library (see its `# Layout`).
 
-mod bench;
-mod cli;
+use std::process::ExitCode;
 
-use clap::Parser;
+use clap::Parser as _;
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
-    let cli = cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "flexctl=info,warn".into()),
-        )
-        .init();
-    let result = match &cli.command {
-        cli::Command::Bench(cli::BenchCommand::Commands(args)) => bench::commands(&cli, args).await,
-    };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+async fn main() -> ExitCode {
+    let cli = flexctl::cli::Cli::parse();
+    let _telemetry = match flexcore_telemetry::init("flexctl", &flexctl::cli::telemetry_settings()) {
+        Ok(guard) => guard,
         Err(error) => {
+            eprintln!("error: cannot initialise logging: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match flexctl::cli::run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // The user-facing outcome, printed even when logging is filtered out.
             eprintln!("error: {error:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }

@@ -1,96 +1,110 @@
-//! `flexctl bench …`.
+//! `flexctl bench commands`: the command-throughput benchmark.
 //!
-//! - [`nats_phase`]: N clients sending commands to flexcore-command over NATS.
-//! - [`raw`]: N connections doing single-event INSERT+COMMIT on the same Postgres.
-//! - [`report`]: latency summaries, text/JSON output, the Markdown record.
+//! Phase 0 registers two plugins and gives every client its own pipeline (not timed).
+//! Phase 1 has N clients toggle their pipeline with `pipeline.pause` / `pipeline.resume`
+//! over NATS for a warm-up, then a measured window. Phase 2 has N Postgres connections do
+//! single-row INSERT+COMMIT into a scratch table shaped like `events`, with the same
+//! warm-up and window: the ceiling one-event-per-transaction writes could reach.
 
-mod nats_phase;
-mod raw;
-mod report;
+pub mod commands;
+pub mod raw;
+pub mod record;
+pub mod report;
+pub mod setup;
+pub mod stats;
 
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
+use crate::bench::report::Report;
 
-use crate::cli::{Cli, CommandsBench};
-
-/// What one timed phase measured.
-pub struct Phase {
-    /// Operations that succeeded inside the measured window.
-    pub ok: u64,
-    /// Refusals by error code, and transport errors under `transport`.
-    pub errors: std::collections::BTreeMap<String, u64>,
-    /// Latency of measured operations, in microseconds.
-    pub latency: Histogram<u64>,
-    /// Length of the measured window.
-    pub window: Duration,
+/// What to benchmark, and where.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// NATS server of the command service.
+    pub nats_url: String,
+    /// PostgreSQL server of the raw phase.
+    pub database_url: String,
+    /// Concurrent clients (raw phase: connections).
+    pub clients: usize,
+    /// Measured window of each phase.
+    pub duration: Duration,
+    /// Unmeasured warm-up before each window.
+    pub warmup: Duration,
+    /// Which phases run.
+    pub phases: Phases,
 }
 
-impl Phase {
-    fn new(window: Duration) -> anyhow::Result<Self> {
-        Ok(Self {
-            ok: 0,
-            errors: Default::default(),
-            latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
-            window,
-        })
-    }
-
-    fn merge(&mut self, other: Phase) -> anyhow::Result<()> {
-        self.ok += other.ok;
-        for (k, v) in other.errors {
-            *self.errors.entry(k).or_default() += v;
-        }
-        self.latency.add(other.latency)?;
-        Ok(())
-    }
+/// Which timed phases run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Phases {
+    /// Phases 0 and 1: commands over NATS.
+    pub commands: bool,
+    /// Phase 2: the raw Postgres ceiling.
+    pub raw: bool,
 }
 
-/// The measured window of a phase: operations that start in it are measured.
-#[derive(Clone, Copy)]
+/// The measured window of a phase: operations that complete inside it are counted.
+#[derive(Debug, Clone, Copy)]
 pub struct Window {
-    /// Start of measurement (after warm-up).
-    pub from: Instant,
-    /// End of the phase.
-    pub until: Instant,
+    /// End of the warm-up, start of measurement.
+    pub start: Instant,
+    /// End of measurement; clients stop sending.
+    pub end: Instant,
 }
 
 impl Window {
-    fn starting_now(warmup: Duration, duration: Duration) -> Self {
-        let from = Instant::now() + warmup;
+    /// A window opening after `warmup` from now and lasting `duration`.
+    pub fn after_warmup(warmup: Duration, duration: Duration) -> Self {
+        let start = Instant::now() + warmup;
         Self {
-            from,
-            until: from + duration,
+            start,
+            end: start + duration,
         }
+    }
+
+    /// Whether an operation that completed at `at` is measured.
+    pub fn measures(&self, at: Instant) -> bool {
+        at >= self.start && at <= self.end
+    }
+
+    /// Whether the phase is over at `at` (no operation starts from then on).
+    pub fn is_over(&self, at: Instant) -> bool {
+        at >= self.end
+    }
+
+    /// Length of the measured window.
+    pub fn length(&self) -> Duration {
+        self.end - self.start
     }
 }
 
-/// `flexctl bench commands`.
-pub async fn commands(cli: &Cli, args: &CommandsBench) -> anyhow::Result<()> {
-    let clients = args.clients.max(1);
-    let commands = if args.raw_only {
-        None
+/// Runs the configured phases in order and reports on them.
+pub async fn run(config: &BenchConfig) -> anyhow::Result<Report> {
+    let commands = if config.phases.commands {
+        Some(commands::run(&config.nats_url, config.clients, config.warmup, config.duration).await?)
     } else {
-        eprintln!(
-            "commands: {clients} clients, {:?} warm-up, {:?} measured …",
-            args.warmup, args.duration
-        );
-        Some(nats_phase::run(&cli.nats_url, clients, args.warmup, args.duration).await?)
-    };
-    let raw = if args.skip_raw {
         None
-    } else {
-        eprintln!(
-            "raw INSERT+COMMIT ceiling: {clients} connections, {:?} measured …",
-            args.duration
-        );
-        Some(raw::run(&cli.database_url, clients, args.warmup, args.duration).await?)
     };
-    let summary = report::Summary::new(clients, args.duration, commands.as_ref(), raw.as_ref());
-    report::print(&summary, cli.output)?;
-    if let Some(path) = &args.record {
-        report::record(path, &summary)?;
-        eprintln!("recorded in {}", path.display());
+    let raw = if config.phases.raw {
+        Some(raw::run(&config.database_url, config.clients, config.warmup, config.duration).await?)
+    } else {
+        None
+    };
+    Ok(Report::new(config, commands.as_ref(), raw.as_ref()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_measures_completions_between_warmup_and_end() {
+        let w = Window::after_warmup(Duration::from_secs(1), Duration::from_secs(2));
+        assert_eq!(w.length(), Duration::from_secs(2));
+        assert!(!w.measures(w.start - Duration::from_millis(1)));
+        assert!(w.measures(w.start));
+        assert!(w.measures(w.end));
+        assert!(!w.measures(w.end + Duration::from_millis(1)));
+        assert!(!w.is_over(w.start) && w.is_over(w.end));
     }
-    Ok(())
 }

@@ -1,218 +1,260 @@
-//! Summaries, output and the Markdown record of a benchmark run.
+//! The benchmark report: figures per phase and their ratio, as text or one JSON object.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::Path;
-use std::time::Duration;
+use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::Phase;
+use super::record::Machine;
+use super::stats::{LatencySummary, PhaseStats};
+use super::BenchConfig;
 use crate::cli::Output;
+use crate::duration::format_duration;
 
-/// Figures of one phase.
+/// Everything a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// When the report was made (UTC, RFC 3339).
+    pub date: String,
+    /// The machine the benchmark ran on.
+    pub machine: Machine,
+    /// Concurrent clients (raw phase: connections).
+    pub clients: usize,
+    /// Measured window of each phase, in seconds.
+    pub duration_seconds: f64,
+    /// Warm-up before each window, in seconds.
+    pub warmup_seconds: f64,
+    /// Phase 1, unless `--raw-only`.
+    pub commands: Option<CommandFigures>,
+    /// Phase 2, unless `--skip-raw`.
+    pub raw: Option<RawFigures>,
+    /// Accepted commands/s as a percentage of raw inserts/s, when both ran.
+    pub commands_to_raw_percent: Option<f64>,
+}
+
+/// Phase 1 figures.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Stats {
-    /// Successful operations per second in the measured window.
+pub struct CommandFigures {
+    /// Commands accepted in the measured window.
+    pub accepted: u64,
+    /// Accepted commands per second of the window.
     pub per_second: f64,
-    /// Median latency, ms.
-    pub p50_ms: f64,
-    /// 95th percentile latency, ms.
-    pub p95_ms: f64,
-    /// 99th percentile latency, ms.
-    pub p99_ms: f64,
-    /// Worst latency, ms.
-    pub max_ms: f64,
-    /// Successful operations.
-    pub ok: u64,
-    /// Failures by code.
+    /// Latency of every request answered in the window (accepted or refused).
+    pub latency: LatencySummary,
+    /// Refusals by error code.
+    pub rejected: BTreeMap<String, u64>,
+    /// Requests without a usable reply, by kind (`timed_out`, `no_responders`, …).
+    pub transport_errors: BTreeMap<String, u64>,
+}
+
+/// Phase 2 figures.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RawFigures {
+    /// Inserts committed in the measured window.
+    pub inserts: u64,
+    /// Inserts per second of the window.
+    pub per_second: f64,
+    /// Latency of the committed inserts.
+    pub latency: LatencySummary,
+    /// Failed inserts by SQLSTATE or kind.
     pub errors: BTreeMap<String, u64>,
 }
 
-impl Stats {
-    /// Summarises a phase.
-    pub fn of(phase: &Phase) -> Self {
-        let ms = |us: u64| us as f64 / 1000.0;
-        let h = &phase.latency;
+impl CommandFigures {
+    /// The figures of phase 1's statistics.
+    pub fn of(stats: &PhaseStats) -> Self {
         Self {
-            per_second: phase.ok as f64 / phase.window.as_secs_f64().max(f64::EPSILON),
-            p50_ms: ms(h.value_at_quantile(0.50)),
-            p95_ms: ms(h.value_at_quantile(0.95)),
-            p99_ms: ms(h.value_at_quantile(0.99)),
-            max_ms: ms(h.max()),
-            ok: phase.ok,
-            errors: phase.errors.clone(),
+            accepted: stats.ok,
+            per_second: stats.per_second(),
+            latency: stats.latency(),
+            rejected: stats.rejected.clone(),
+            transport_errors: stats.failed.clone(),
         }
     }
 }
 
-/// The whole run.
-#[derive(Debug, Clone, Serialize)]
-pub struct Summary {
-    /// UTC date and time.
-    pub date: String,
-    /// CPU, cores, memory, kernel.
-    pub machine: String,
-    /// Concurrency.
-    pub clients: usize,
-    /// Measured seconds per phase.
-    pub duration_seconds: f64,
-    /// Commands over NATS.
-    pub commands: Option<Stats>,
-    /// Raw INSERT+COMMIT ceiling.
-    pub raw: Option<Stats>,
-    /// commands/s ÷ raw inserts/s.
-    pub ratio: Option<f64>,
+impl RawFigures {
+    /// The figures of phase 2's statistics.
+    pub fn of(stats: &PhaseStats) -> Self {
+        Self {
+            inserts: stats.ok,
+            per_second: stats.per_second(),
+            latency: stats.latency(),
+            errors: stats.failed.clone(),
+        }
+    }
 }
 
-impl Summary {
-    /// Builds the summary.
-    pub fn new(clients: usize, duration: Duration, commands: Option<&Phase>, raw: Option<&Phase>) -> Self {
-        let commands = commands.map(Stats::of);
-        let raw = raw.map(Stats::of);
-        let ratio = match (&commands, &raw) {
-            (Some(c), Some(r)) if r.per_second > 0.0 => Some(c.per_second / r.per_second),
+impl Report {
+    /// The report of a run of `config` (now, on this machine).
+    pub fn new(config: &BenchConfig, commands: Option<&PhaseStats>, raw: Option<&PhaseStats>) -> Self {
+        let commands = commands.map(CommandFigures::of);
+        let raw = raw.map(RawFigures::of);
+        let commands_to_raw_percent = match (&commands, &raw) {
+            (Some(c), Some(r)) if r.per_second > 0.0 => Some(100.0 * c.per_second / r.per_second),
             _ => None,
         };
         Self {
-            date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
-            machine: machine(),
-            clients,
-            duration_seconds: duration.as_secs_f64(),
+            date: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            machine: Machine::detect(),
+            clients: config.clients,
+            duration_seconds: config.duration.as_secs_f64(),
+            warmup_seconds: config.warmup.as_secs_f64(),
             commands,
             raw,
-            ratio,
+            commands_to_raw_percent,
         }
     }
 
-    /// Human-readable lines.
+    /// The compact human-readable report.
     pub fn text(&self) -> String {
+        let seconds = |s: f64| format_duration(std::time::Duration::from_secs_f64(s));
         let mut out = format!(
-            "{} clients, {:.0} s measured per phase, {}\n",
-            self.clients, self.duration_seconds, self.machine
+            "flexctl bench commands: {} clients, {} measured after {} warm-up\nmachine   {}\n",
+            self.clients,
+            seconds(self.duration_seconds),
+            seconds(self.warmup_seconds),
+            self.machine.describe()
         );
-        let line = |name: &str, s: &Stats, unit: &str| {
-            let errors = if s.errors.is_empty() {
-                String::new()
-            } else {
-                format!("  errors {:?}", s.errors)
-            };
-            format!(
-                "{name:<9} {:>9.0} {unit}/s   p50 {:.2} ms   p95 {:.2} ms   p99 {:.2} ms   max {:.2} ms{errors}\n",
-                s.per_second, s.p50_ms, s.p95_ms, s.p99_ms, s.max_ms
-            )
-        };
         if let Some(c) = &self.commands {
-            out += &line("commands", c, "commands");
+            out += &phase_line(
+                "commands",
+                c.per_second,
+                &c.latency,
+                &format!("{} accepted", c.accepted),
+            );
+            let errors = c.rejected.iter().chain(&c.transport_errors);
+            out += &errors_line(errors);
         }
         if let Some(r) = &self.raw {
-            out += &line("raw", r, "inserts");
+            out += &phase_line("raw", r.per_second, &r.latency, &format!("{} inserts", r.inserts));
+            out += &errors_line(r.errors.iter());
         }
-        if let Some(ratio) = self.ratio {
-            out += &format!(
-                "ratio     {:.0}% of the raw single-event INSERT+COMMIT ceiling\n",
-                ratio * 100.0
-            );
+        if let Some(ratio) = self.commands_to_raw_percent {
+            let _ = writeln!(out, "ratio     {ratio:.1} % (accepted commands/s ÷ raw inserts/s)");
         }
         out
     }
+}
 
-    /// One Markdown table row.
-    pub fn markdown_row(&self) -> String {
-        let cell = |s: &Option<Stats>| match s {
-            Some(s) => format!(
-                "{:.0}/s, p50 {:.2} / p95 {:.2} / p99 {:.2} ms",
-                s.per_second, s.p50_ms, s.p95_ms, s.p99_ms
-            ),
-            None => "—".into(),
-        };
-        let ratio = self.ratio.map_or("—".into(), |r| format!("{:.0}%", r * 100.0));
-        format!(
-            "| {} | {} | {} | {:.0} s | {} | {} | {} |\n",
-            self.date,
-            self.machine,
-            self.clients,
-            self.duration_seconds,
-            cell(&self.commands),
-            cell(&self.raw),
-            ratio
-        )
+/// `name  N/s  p50 … p95 … p99 … max …  (count)`.
+fn phase_line(name: &str, per_second: f64, l: &LatencySummary, count: &str) -> String {
+    format!(
+        "{name:<9} {per_second:>8.0} /s   p50 {:.2} ms   p95 {:.2} ms   p99 {:.2} ms   max {:.2} ms   ({count})\n",
+        l.p50_ms, l.p95_ms, l.p99_ms, l.max_ms
+    )
+}
+
+/// `          errors: code n, …` when there are any.
+fn errors_line<'a>(errors: impl Iterator<Item = (&'a String, &'a u64)>) -> String {
+    let listed = errors.map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>();
+    if listed.is_empty() {
+        String::new()
+    } else {
+        format!("          errors: {}\n", listed.join(", "))
     }
 }
 
-/// Prints the summary to stdout.
-#[allow(clippy::print_stdout)]
-pub fn print(summary: &Summary, output: Output) -> anyhow::Result<()> {
+/// Prints the report to stdout in the chosen format.
+#[allow(clippy::print_stdout)] // The report is the command's output.
+pub fn print(report: &Report, output: Output) -> anyhow::Result<()> {
     match output {
-        Output::Text => print!("{}", summary.text()),
-        Output::Json => println!("{}", serde_json::to_string_pretty(summary)?),
+        Output::Text => print!("{}", report.text()),
+        Output::Json => println!("{}", serde_json::to_string(report)?),
     }
     Ok(())
-}
-
-/// Appends the summary as a Markdown row.
-pub fn record(path: &Path, summary: &Summary) -> anyhow::Result<()> {
-    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-    file.write_all(summary.markdown_row().as_bytes())?;
-    Ok(())
-}
-
-fn machine() -> String {
-    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-    let cpu = read("/proc/cpuinfo")
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .and_then(|r| r.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mem_gib = read("/proc/meminfo")
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("MemTotal:")
-                .map(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().unwrap_or(0.0))
-        })
-        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
-    let kernel = read("/proc/sys/kernel/osrelease").trim().to_owned();
-    format!("{cpu}, {cores} cores, {mem_gib:.0} GiB, Linux {kernel}")
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::bench::Phases;
 
-    fn phase(latencies_us: &[u64], ok: u64) -> Phase {
-        let mut p = Phase::new(Duration::from_secs(2)).unwrap();
-        for l in latencies_us {
-            p.latency.record(*l).unwrap();
+    pub(crate) fn config() -> BenchConfig {
+        BenchConfig {
+            nats_url: "nats://127.0.0.1:4222".to_owned(),
+            database_url: "postgres://postgres@127.0.0.1:5432/flexcore".to_owned(),
+            clients: 64,
+            duration: Duration::from_secs(2),
+            warmup: Duration::from_secs(1),
+            phases: Phases {
+                commands: true,
+                raw: true,
+            },
         }
-        p.ok = ok;
-        p
+    }
+
+    /// `ok` successes in a 2 s window, with latencies of 1..=100 ms.
+    pub(crate) fn stats(ok: u64) -> PhaseStats {
+        let mut s = PhaseStats::new(Duration::from_secs(2)).unwrap();
+        for ms in 1..=100 {
+            s.record_ok(Duration::from_millis(ms));
+        }
+        s.ok = ok;
+        s
+    }
+
+    /// A report with 500 commands/s and 2000 inserts/s.
+    pub(crate) fn report() -> Report {
+        let mut commands = stats(1000);
+        commands.record_rejected("invalid_state", Duration::from_millis(1));
+        commands.record_failed("timed_out");
+        let mut report = Report::new(&config(), Some(&commands), Some(&stats(4000)));
+        report.machine = Machine {
+            cpu: "AMD EPYC".to_owned(),
+            cores: 2,
+            memory_gib: 23.54,
+            kernel: "6.1.0".to_owned(),
+        };
+        report
     }
 
     #[test]
-    fn stats_give_rate_and_percentiles() {
-        let latencies: Vec<u64> = (1..=100).map(|i| i * 1000).collect();
-        let s = Stats::of(&phase(&latencies, 1000));
-        assert!((s.per_second - 500.0).abs() < 1e-9);
-        assert!((s.p50_ms - 50.0).abs() < 0.1, "{}", s.p50_ms);
-        assert!((s.p99_ms - 99.0).abs() < 0.1, "{}", s.p99_ms);
-        assert!((s.max_ms - 100.0).abs() < 0.1);
+    fn the_ratio_compares_rates() {
+        let r = report();
+        assert_eq!(r.commands.as_ref().map(|c| c.per_second), Some(500.0));
+        assert_eq!(r.raw.as_ref().map(|c| c.per_second), Some(2000.0));
+        assert_eq!(r.commands_to_raw_percent, Some(25.0));
+        let raw_only = Report::new(&config(), None, Some(&stats(4000)));
+        assert_eq!(raw_only.commands_to_raw_percent, None);
     }
 
     #[test]
-    fn summary_reports_the_ratio_and_renders() {
-        let c = phase(&[2000], 100);
-        let r = phase(&[1000], 400);
-        let s = Summary::new(64, Duration::from_secs(2), Some(&c), Some(&r));
-        assert_eq!(s.ratio, Some(0.25));
-        assert!(s.text().contains("25% of the raw"));
-        let row = s.markdown_row();
-        assert!(row.starts_with("| ") && row.ends_with("| 25% |\n"), "{row}");
-        let only_raw = Summary::new(8, Duration::from_secs(2), None, Some(&r));
-        assert_eq!(only_raw.ratio, None);
-        assert!(only_raw.markdown_row().contains("| — |"));
+    fn text_shows_rates_percentiles_errors_and_ratio() {
+        let text = report().text();
+        assert!(
+            text.starts_with(
+                "flexctl bench commands: 64 clients, 2s measured after 1s warm-up\n\
+                 machine   AMD EPYC, 2 cores, 24 GiB, Linux 6.1.0\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("commands       500 /s   p50 50.02 ms"), "{text}");
+        assert!(
+            text.contains("p99 99.01 ms   max 100.03 ms   (1000 accepted)"),
+            "{text}"
+        );
+        assert!(text.contains("errors: invalid_state 1, timed_out 1"), "{text}");
+        assert!(text.contains("raw           2000 /s"), "{text}");
+        assert!(text.contains("ratio     25.0 %"), "{text}");
+    }
+
+    #[test]
+    fn json_is_one_object_with_every_figure() {
+        let json: serde_json::Value = serde_json::to_value(report()).unwrap();
+        assert_eq!(json["clients"], 64);
+        assert_eq!(json["commands"]["accepted"], 1000);
+        assert_eq!(json["commands"]["rejected"]["invalid_state"], 1);
+        assert_eq!(json["commands"]["transport_errors"]["timed_out"], 1);
+        assert_eq!(json["raw"]["inserts"], 4000);
+        assert_eq!(json["commands_to_raw_percent"], 25.0);
+        for phase in ["commands", "raw"] {
+            for key in ["p50_ms", "p95_ms", "p99_ms", "max_ms", "samples"] {
+                assert!(json[phase]["latency"][key].is_number(), "{phase}.latency.{key}");
+            }
+        }
+        assert!(json["machine"]["cores"].is_number());
     }
 }

@@ -1,0 +1,284 @@
+//! Phases 0 and 1: plugins and one pipeline per client (not timed), then N clients
+//! toggling their own pipeline with `pipeline.pause` / `pipeline.resume` over NATS.
+//!
+//! Every request carries a fresh `command_id`, so every one is a new command that
+//! appends one event; the bodies are plain JSON, as any language would send them.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use async_nats::{Client, ConnectOptions, RequestErrorKind, Subject};
+use bytes::Bytes;
+use flexcore_contracts::commands::{CommandMeta, PausePipeline, ResumePipeline};
+use flexcore_contracts::{subjects, CommandReply, ErrorBody, ErrorCode};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::setup;
+use super::stats::PhaseStats;
+use super::Window;
+
+/// How long one command request waits for its reply.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// What a run without a command service says.
+pub const NO_SERVICE: &str = "no command service answers on flexcore.cmd.>: start flexcore-command first";
+/// Benchmark clients sharing one NATS connection.
+pub const CLIENTS_PER_CONNECTION: usize = 16;
+/// Pause of a client whose request found no responder, so a vanished service is not
+/// hammered in a tight loop.
+const NO_RESPONDERS_BACKOFF: Duration = Duration::from_millis(100);
+/// Why a request got no usable reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No reply within [`REQUEST_TIMEOUT`].
+    TimedOut,
+    /// Nobody listens on the subject.
+    NoResponders,
+    /// A reply that is not a command reply.
+    MalformedReply,
+    /// Anything else (connection lost, …).
+    Other,
+}
+
+impl Failure {
+    /// The name errors are counted under.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TimedOut => "timed_out",
+            Self::NoResponders => "no_responders",
+            Self::MalformedReply => "malformed_reply",
+            Self::Other => "transport",
+        }
+    }
+}
+
+/// What became of one command request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// `{"ok":true,…}`.
+    Accepted,
+    /// `{"ok":false,"error":…}`.
+    Rejected(ErrorBody),
+    /// No usable reply.
+    Failed(Failure, String),
+}
+
+/// The two commands a client alternates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Toggle {
+    /// `pipeline.pause`.
+    Pause,
+    /// `pipeline.resume`.
+    Resume,
+}
+
+impl Toggle {
+    /// The other command.
+    pub fn flipped(self) -> Self {
+        match self {
+            Self::Pause => Self::Resume,
+            Self::Resume => Self::Pause,
+        }
+    }
+
+    /// The command to send after this one ended in `outcome`. An `invalid_state` refusal
+    /// means the pipeline already is where this command would put it (an earlier request
+    /// timed out here but committed there), so the client flips to re-synchronise; after
+    /// any other refusal or failure it tries the same command again.
+    pub fn after(self, outcome: &Outcome) -> Self {
+        match outcome {
+            Outcome::Accepted => self.flipped(),
+            Outcome::Rejected(e) if e.code == ErrorCode::InvalidState => self.flipped(),
+            Outcome::Rejected(_) | Outcome::Failed(..) => self,
+        }
+    }
+}
+
+/// A command body with its common fields (`command_id`), as sent on the wire.
+#[derive(Serialize)]
+struct Body<'a, T> {
+    #[serde(flatten)]
+    meta: CommandMeta,
+    #[serde(flatten)]
+    command: &'a T,
+}
+
+/// Encodes `command` with a fresh `command_id`.
+pub fn encode<T: Serialize>(command: &T) -> anyhow::Result<Bytes> {
+    let body = Body {
+        meta: CommandMeta {
+            command_id: Some(Uuid::new_v4()),
+            expected_version: None,
+        },
+        command,
+    };
+    Ok(Bytes::from(serde_json::to_vec(&body).context("encoding a command")?))
+}
+
+/// Sends one command request and classifies the reply.
+pub async fn send(client: &Client, subject: Subject, body: Bytes) -> Outcome {
+    match client.request(subject, body).await {
+        Ok(message) => match serde_json::from_slice::<CommandReply>(&message.payload) {
+            Ok(CommandReply::Accepted(_)) => Outcome::Accepted,
+            Ok(CommandReply::Rejected(rejected)) => Outcome::Rejected(rejected.error),
+            Err(error) => Outcome::Failed(
+                Failure::MalformedReply,
+                format!(
+                    "unreadable reply ({error}): {}",
+                    String::from_utf8_lossy(&message.payload)
+                        .chars()
+                        .take(300)
+                        .collect::<String>()
+                ),
+            ),
+        },
+        Err(error) => {
+            let failure = match error.kind() {
+                RequestErrorKind::TimedOut => Failure::TimedOut,
+                RequestErrorKind::NoResponders => Failure::NoResponders,
+                _ => Failure::Other,
+            };
+            Outcome::Failed(failure, error.to_string())
+        }
+    }
+}
+
+/// Phases 0 and 1 against the command service reachable at `nats_url`: the accepted
+/// commands, refusals and latencies of the measured window.
+pub async fn run(nats_url: &str, clients: usize, warmup: Duration, duration: Duration) -> anyhow::Result<PhaseStats> {
+    let connections = connect(nats_url, clients).await?;
+    tracing::info!(
+        clients,
+        "phase 0: registering the bench plugins and one pipeline per client"
+    );
+    let first = connections.first().context("no NATS connection")?;
+    setup::register_plugins(first).await?;
+    let pipelines = setup::create_pipelines(&connections, clients).await?;
+
+    tracing::info!(
+        clients,
+        warmup = %crate::duration::format_duration(warmup),
+        duration = %crate::duration::format_duration(duration),
+        "phase 1: toggling pipelines (pipeline.pause / pipeline.resume)"
+    );
+    let window = Window::after_warmup(warmup, duration);
+    let tasks: Vec<_> = pipelines
+        .iter()
+        .enumerate()
+        .map(|(i, &pipeline_id)| {
+            let client = connections[i / CLIENTS_PER_CONNECTION].clone();
+            tokio::spawn(toggle(client, pipeline_id, window))
+        })
+        .collect();
+    let mut total = PhaseStats::new(window.length())?;
+    for task in tasks {
+        total.merge(&task.await.context("a benchmark client stopped unexpectedly")??)?;
+    }
+
+    setup::archive_pipelines(&connections, &pipelines).await;
+    if total.ok == 0 {
+        bail!(
+            "no command was accepted in the measured window ({} errors); first failure: {}",
+            total.errors(),
+            total.first_failure.as_deref().unwrap_or("none")
+        );
+    }
+    Ok(total)
+}
+
+/// One connection per [`CLIENTS_PER_CONNECTION`] clients (at least one).
+pub async fn connect(nats_url: &str, clients: usize) -> anyhow::Result<Vec<Client>> {
+    let count = clients.div_ceil(CLIENTS_PER_CONNECTION).max(1);
+    let mut connections = Vec::with_capacity(count);
+    for _ in 0..count {
+        let client = ConnectOptions::new()
+            .name("flexctl-bench")
+            .connection_timeout(REQUEST_TIMEOUT)
+            .request_timeout(Some(REQUEST_TIMEOUT))
+            .connect(nats_url)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot connect to NATS at {nats_url} (--nats-url / FLEXCORE__NATS__URL): is nats-server running?"
+                )
+            })?;
+        connections.push(client);
+    }
+    Ok(connections)
+}
+
+/// One client: alternates pause and resume on its pipeline until the window ends.
+async fn toggle(client: Client, pipeline_id: Uuid, window: Window) -> anyhow::Result<PhaseStats> {
+    let mut stats = PhaseStats::new(window.length())?;
+    let pause = Subject::from(subjects::command("pipeline", "pause"));
+    let resume = Subject::from(subjects::command("pipeline", "resume"));
+    let mut next = Toggle::Pause;
+    while !window.is_over(Instant::now()) {
+        let (subject, body) = match next {
+            Toggle::Pause => (
+                pause.clone(),
+                encode(&PausePipeline {
+                    pipeline_id,
+                    reason: None,
+                })?,
+            ),
+            Toggle::Resume => (resume.clone(), encode(&ResumePipeline { pipeline_id })?),
+        };
+        let started = Instant::now();
+        let outcome = send(&client, subject, body).await;
+        let finished = Instant::now();
+        if window.measures(finished) {
+            match &outcome {
+                Outcome::Accepted => stats.record_ok(finished - started),
+                Outcome::Rejected(e) => stats.record_rejected(e.code.as_str(), finished - started),
+                Outcome::Failed(failure, _) => stats.record_failed(failure.as_str()),
+            }
+        }
+        match &outcome {
+            Outcome::Accepted => {}
+            Outcome::Rejected(e) => stats.remember_failure(|| format!("{pipeline_id}: {e}")),
+            Outcome::Failed(failure, detail) => {
+                stats.remember_failure(|| format!("{pipeline_id}: {}: {detail}", failure.as_str()));
+                if *failure == Failure::NoResponders {
+                    tokio::time::sleep(NO_RESPONDERS_BACKOFF).await;
+                }
+            }
+        }
+        next = next.after(&outcome);
+    }
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejected(code: ErrorCode) -> Outcome {
+        Outcome::Rejected(ErrorBody::new(code, "no"))
+    }
+
+    #[test]
+    fn clients_flip_on_success_and_resynchronise_on_invalid_state() {
+        assert_eq!(Toggle::Pause.after(&Outcome::Accepted), Toggle::Resume);
+        assert_eq!(Toggle::Resume.after(&Outcome::Accepted), Toggle::Pause);
+        assert_eq!(Toggle::Pause.after(&rejected(ErrorCode::InvalidState)), Toggle::Resume);
+        assert_eq!(Toggle::Pause.after(&rejected(ErrorCode::Unavailable)), Toggle::Pause);
+        let timed_out = Outcome::Failed(Failure::TimedOut, String::new());
+        assert_eq!(Toggle::Resume.after(&timed_out), Toggle::Resume);
+    }
+
+    #[test]
+    fn bodies_carry_a_fresh_command_id_and_decode_as_the_contract_says() {
+        let pipeline_id = Uuid::new_v4();
+        let command = PausePipeline {
+            pipeline_id,
+            reason: None,
+        };
+        let (a, b) = (encode(&command).unwrap(), encode(&command).unwrap());
+        assert_ne!(a, b, "command ids must differ");
+        let subject = subjects::command("pipeline", "pause");
+        let (meta, decoded) = flexcore_contracts::commands::decode(&subject, &a).unwrap();
+        assert!(meta.command_id.is_some());
+        assert_eq!(decoded, flexcore_contracts::commands::Command::PausePipeline(command));
+    }
+}

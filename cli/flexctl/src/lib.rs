@@ -1,0 +1,22 @@
+//! `flexctl`: the FlexCore operator CLI, as a library so tests drive it without a process.
+//!
+//! # Layout
+//! - [`cli`]: the command line (clap derive), its global options, and dispatch.
+//! - [`duration`]: the `30s` / `2m` / `500ms` parser used by duration options.
+//! - [`plugin`]: `flexctl plugin register` (upload + register).
+//! - [`bench`]: `flexctl bench commands`, the command-throughput benchmark:
+//!   - `bench/mod.rs`: [`bench::BenchConfig`], [`bench::run`] (phase order) and the
+//!     measured [`bench::Window`];
+//!   - `bench/setup.rs`: phase 0 (plugins and one pipeline per client, not timed) and
+//!     the clean-up that archives those pipelines;
+//!   - `bench/commands.rs`: phase 1, N clients sending pause/resume requests over NATS;
+//!   - `bench/raw.rs`: phase 2, the raw single-row INSERT+COMMIT ceiling of the same
+//!     Postgres;
+//!   - `bench/stats.rs`: per-phase counters and latency histograms, percentile extraction;
+//!   - `bench/report.rs`: the report (text and JSON);
+//!   - `bench/record.rs`: machine facts and the Markdown row appended by `--record`.
+
+pub mod bench;
+pub mod cli;
+pub mod duration;
+pub mod plugin;

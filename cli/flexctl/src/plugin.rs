@@ -1,0 +1,262 @@
+//! `flexctl plugin register`: uploads a module content-addressed to the plugin object
+//! store, then registers `name@version` with its digest, limits and grants.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use async_nats::Subject;
+use clap::{Args, ValueEnum};
+use flexcore_contracts::commands::RegisterPlugin;
+use flexcore_contracts::model::{DirAccess, DirGrant, Grants, PluginKind, PluginRuntime, ResourceLimits};
+use flexcore_contracts::{ids, subjects, ErrorCode};
+
+use crate::bench::commands::{connect, encode, send, Outcome};
+use crate::cli::Output;
+
+/// Options of `flexctl plugin register`.
+#[derive(Debug, Clone, Args)]
+pub struct RegisterArgs {
+    /// The WASI module (`.wasm`); omit for `--runtime process`.
+    pub file: Option<PathBuf>,
+    /// Plugin name (a-z, 0-9, '-', '_').
+    #[arg(long)]
+    pub name: String,
+    /// Semantic version, e.g. 1.0.0.
+    #[arg(long)]
+    pub version: String,
+    /// What the plugin does.
+    #[arg(long, value_enum)]
+    pub kind: Kind,
+    /// `wasm` (sandboxed) or `process` (native executable, NOT sandboxed).
+    #[arg(long, value_enum, default_value_t = Runtime::Wasm)]
+    pub runtime: Runtime,
+    /// Executable on runner hosts (process runtime).
+    #[arg(long)]
+    pub executable: Option<String>,
+    /// JSON Schema file that step configs must satisfy.
+    #[arg(long, value_name = "FILE")]
+    pub config_schema: Option<PathBuf>,
+    /// Capability grant, repeatable: `dir:HOST_PATH:GUEST_PATH[:ro|rw]`, `env:NAME`, `host:HOST:PORT`.
+    #[arg(long = "grant", value_name = "GRANT")]
+    pub grants: Vec<String>,
+    /// Resource limit, repeatable: `memory=256MiB`, `timeout=60s`, `fuel=1000000`, `output=10MiB`.
+    #[arg(long = "limit", value_name = "LIMIT")]
+    pub limits: Vec<String>,
+    /// Description.
+    #[arg(long)]
+    pub description: Option<String>,
+}
+
+/// Plugin kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    /// A tap.
+    Extractor,
+    /// Messages in, messages out.
+    Transformer,
+    /// A target.
+    Loader,
+}
+
+/// Plugin runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Runtime {
+    /// WASI module in the wasmtime sandbox.
+    Wasm,
+    /// Native executable, unsandboxed.
+    Process,
+}
+
+/// Parses `--grant` values into grants.
+pub fn parse_grants(values: &[String]) -> anyhow::Result<Grants> {
+    let mut grants = Grants::default();
+    for v in values {
+        match v.split(':').collect::<Vec<_>>().as_slice() {
+            ["dir", host, guest] | ["dir", host, guest, "ro"] => {
+                grants.dirs.push(dir(host, guest, DirAccess::ReadOnly))
+            }
+            ["dir", host, guest, "rw"] => grants.dirs.push(dir(host, guest, DirAccess::ReadWrite)),
+            ["env", name] if !name.is_empty() => grants.env.push((*name).to_owned()),
+            ["host", host, port] if port.parse::<u16>().is_ok() => grants.allowed_hosts.push(format!("{host}:{port}")),
+            _ => bail!("--grant {v:?} is not dir:HOST_PATH:GUEST_PATH[:ro|rw], env:NAME or host:HOST:PORT"),
+        }
+    }
+    Ok(grants)
+}
+
+fn dir(host: &str, guest: &str, access: DirAccess) -> DirGrant {
+    DirGrant {
+        host_path: host.to_owned(),
+        guest_path: guest.to_owned(),
+        access,
+    }
+}
+
+/// Parses `--limit` values into limits.
+pub fn parse_limits(values: &[String]) -> anyhow::Result<ResourceLimits> {
+    let mut limits = ResourceLimits::default();
+    for v in values {
+        let (key, value) = v
+            .split_once('=')
+            .with_context(|| format!("--limit {v:?} is not KEY=VALUE"))?;
+        match key {
+            "memory" => limits.memory_bytes = Some(bytes(value)?),
+            "output" => limits.max_output_bytes = Some(bytes(value)?),
+            "fuel" => {
+                limits.fuel = Some(
+                    value
+                        .parse()
+                        .with_context(|| format!("fuel {value:?} is not a number"))?,
+                )
+            }
+            "timeout" => {
+                limits.timeout_seconds = Some(
+                    crate::duration::parse_duration(value)
+                        .map_err(anyhow::Error::msg)?
+                        .as_secs()
+                        .max(1),
+                )
+            }
+            other => bail!("unknown limit {other:?}: use memory, output, fuel or timeout"),
+        }
+    }
+    Ok(limits)
+}
+
+fn bytes(v: &str) -> anyhow::Result<u64> {
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (n, unit) = v.split_at(split);
+    let n: u64 = n.parse().with_context(|| format!("{v:?} is not a size like 256MiB"))?;
+    let factor = match unit {
+        "" | "B" => 1,
+        "KiB" | "K" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        other => bail!("unknown size unit {other:?} in {v:?}: use B, KiB, MiB or GiB"),
+    };
+    Ok(n * factor)
+}
+
+/// Uploads (wasm) and registers the plugin.
+pub async fn register(nats_url: &str, args: &RegisterArgs, output: Output) -> anyhow::Result<()> {
+    let client = connect(nats_url, 1).await?.remove(0);
+    let js = async_nats::jetstream::new(client.clone());
+    let digest = match (args.runtime, &args.file) {
+        (Runtime::Wasm, Some(file)) => {
+            let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+            anyhow::ensure!(
+                bytes.starts_with(b"\0asm"),
+                "{} is not a WebAssembly module",
+                file.display()
+            );
+            Some(flexcore_plugin_store::upload(&js, &bytes).await?)
+        }
+        (Runtime::Wasm, None) => bail!("a wasm plugin needs its module file: flexctl plugin register FILE.wasm …"),
+        (Runtime::Process, _) => None,
+    };
+    let config_schema = args.config_schema.as_deref().map(read_json).transpose()?;
+    let command = RegisterPlugin {
+        name: args.name.parse()?,
+        version: args.version.parse()?,
+        kind: match args.kind {
+            Kind::Extractor => PluginKind::Extractor,
+            Kind::Transformer => PluginKind::Transformer,
+            Kind::Loader => PluginKind::Loader,
+        },
+        runtime: match args.runtime {
+            Runtime::Wasm => PluginRuntime::Wasm,
+            Runtime::Process => PluginRuntime::Process,
+        },
+        module_digest: digest.clone(),
+        executable: args.executable.clone(),
+        config_schema,
+        limits: parse_limits(&args.limits)?,
+        grants: parse_grants(&args.grants)?,
+        description: args.description.clone(),
+    };
+    let id = ids::plugin_id(&args.name, &args.version);
+    match send(
+        &client,
+        Subject::from(subjects::command("plugin", "register")),
+        encode(&command)?,
+    )
+    .await
+    {
+        Outcome::Accepted => {}
+        Outcome::Rejected(e) if e.code == ErrorCode::Conflict => {
+            bail!(
+                "plugin {}@{} is already registered; versions are immutable, register a new version",
+                args.name,
+                args.version
+            )
+        }
+        Outcome::Rejected(e) => bail!("{}: {}", e.code, e.message),
+        Outcome::Failed(_, why) => bail!("{why}"),
+    }
+    let digest = digest.map(|d| d.to_string());
+    match output {
+        Output::Json => {
+            let out = serde_json::json!({"plugin_id": id, "name": args.name, "version": args.version, "module_digest": digest});
+            write_stdout(&serde_json::to_string(&out)?)
+        }
+        Output::Text => write_stdout(&format!(
+            "registered plugin {}@{} (id {id}{})",
+            args.name,
+            args.version,
+            digest.map(|d| format!(", module {d}")).unwrap_or_default()
+        )),
+    }
+}
+
+fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
+}
+
+#[allow(clippy::print_stdout)]
+fn write_stdout(line: &str) -> anyhow::Result<()> {
+    println!("{line}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants_parse_and_bad_ones_are_explained() {
+        let g = parse_grants(&[
+            "dir:/data/in:/input".into(),
+            "dir:/data/out:/output:rw".into(),
+            "env:TZ".into(),
+            "host:db:5432".into(),
+        ])
+        .unwrap();
+        assert_eq!(g.dirs[0].access, DirAccess::ReadOnly);
+        assert_eq!(g.dirs[1].access, DirAccess::ReadWrite);
+        assert_eq!(g.env, vec!["TZ"]);
+        assert_eq!(g.allowed_hosts, vec!["db:5432"]);
+        assert!(parse_grants(&["dir:/only-one".into()])
+            .unwrap_err()
+            .to_string()
+            .contains("dir:HOST_PATH"));
+        assert!(parse_grants(&["host:db:notaport".into()]).is_err());
+    }
+
+    #[test]
+    fn limits_parse_with_units() {
+        let l = parse_limits(&[
+            "memory=256MiB".into(),
+            "timeout=2m".into(),
+            "fuel=1000".into(),
+            "output=10MiB".into(),
+        ])
+        .unwrap();
+        assert_eq!(l.memory_bytes, Some(256 << 20));
+        assert_eq!(l.timeout_seconds, Some(120));
+        assert_eq!(l.fuel, Some(1000));
+        assert_eq!(l.max_output_bytes, Some(10 << 20));
+        assert!(parse_limits(&["memory=12XB".into()]).is_err());
+        assert!(parse_limits(&["speed=9".into()]).is_err());
+    }
+}
