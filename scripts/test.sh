@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
 # The test command of the README: formatting, lints (warnings denied), every test.
 # Needs PostgreSQL on 127.0.0.1:5432 (trust auth; override with FLEXCORE_TEST_DATABASE_URL)
-# and the nats-server binary (tests start private servers on random ports).
+# and the nats-server binary (tests start private servers on random ports), Python 3 with
+# venv/pip (for target-jsonl), and the wasm32-wasip1 Rust target (installed here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The plugin runner's tests build the example plugins for wasm32-wasip1 and run a real
+# Singer target from PyPI (target-jsonl) as a process plugin.
+rustup target add wasm32-wasip1 >/dev/null 2>&1 || rustup target list --installed | grep -qx wasm32-wasip1
+if [ ! -x .flexcore/singer/bin/target-jsonl ]; then
+  python3 -m venv .flexcore/singer
+  .flexcore/singer/bin/pip install --quiet --disable-pip-version-check target-jsonl==0.1.4
+fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 if cargo nextest --version >/dev/null 2>&1; then

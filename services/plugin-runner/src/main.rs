@@ -1,0 +1,47 @@
+//! `flexcore-runner`: config, telemetry, NATS, the wasmtime sandbox, then the work loop
+//! ([`flexcore_runner::worker::run`]) until SIGINT/SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = flexcore_config::Settings::load().context("loading configuration")?;
+    let _telemetry = flexcore_telemetry::init("flexcore-runner", &settings.telemetry)?;
+    let config = flexcore_runner::worker::config_from(&settings.runner)?;
+    let sandbox =
+        Arc::new(flexcore_runner::sandbox::Sandbox::new(Default::default()).context("starting the wasmtime sandbox")?);
+    let client = async_nats::ConnectOptions::new()
+        .name("flexcore-runner")
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_millis(settings.nats.connect_timeout_ms))
+        .request_timeout(Some(Duration::from_millis(settings.nats.request_timeout_ms)))
+        .connect(&settings.nats.url)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot connect to NATS at {} (nats.url / FLEXCORE__NATS__URL)",
+                settings.nats.url
+            )
+        })?;
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        stop.cancel();
+    });
+    #[cfg(unix)]
+    {
+        let stop = shutdown.clone();
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::spawn(async move {
+                term.recv().await;
+                stop.cancel();
+            });
+        }
+    }
+    flexcore_runner::worker::run(client, sandbox, config, shutdown).await
+}

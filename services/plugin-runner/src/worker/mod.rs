@@ -1,0 +1,153 @@
+//! The runner's NATS side: pulls run attempts from `FLEXCORE_WORK` (durable consumer
+//! `flexcore-runner`, shared by every runner; AckWait = lease), one per free slot, and
+//! drives each through [`attempt::process`].
+//!
+//! - [`attempt`]: claim → run → checkpoints → outcome, heartbeats, cancellation.
+//! - [`definition`]: the attempt's definition from the event stream.
+//! - [`secrets`]: `${secret:NAME}` resolution and log scrubbing.
+
+pub mod attempt;
+pub mod definition;
+pub mod secrets;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer, stream};
+use flexcore_contracts::subjects;
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::sandbox::Sandbox;
+pub use secrets::SecretSource;
+
+/// Durable consumer name shared by all runners.
+pub const CONSUMER: &str = "flexcore-runner";
+
+/// Runner settings.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// This runner's id (recorded in `run.claimed`).
+    pub runner_id: String,
+    /// Attempts run at once.
+    pub slots: usize,
+    /// Lease: AckWait of the work consumer; heartbeats every third of it.
+    pub lease: Duration,
+    /// Deliveries of one work item before JetStream gives up on it.
+    pub max_deliver: i64,
+    /// Where secrets come from.
+    pub secrets: SecretSource,
+    /// How long run logs are kept.
+    pub log_retention: Duration,
+}
+
+/// Runs until `shutdown`: takes work while slots are free; on shutdown stops taking work
+/// and stops the attempts in flight (they are handed back for another runner).
+pub async fn run(
+    client: async_nats::Client,
+    sandbox: Arc<Sandbox>,
+    config: RunnerConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let js = jetstream::new(client.clone());
+    js.get_or_create_stream(stream::Config {
+        name: subjects::LOGS_STREAM.to_owned(),
+        subjects: vec![subjects::LOGS_WILDCARD.to_owned()],
+        max_age: config.log_retention,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .context("creating the run log stream")?;
+    let work = js.get_stream(subjects::WORK_STREAM).await.with_context(|| {
+        format!(
+            "stream {} is missing: start flexcore-command first (it creates the streams)",
+            subjects::WORK_STREAM
+        )
+    })?;
+    let consumer: consumer::PullConsumer = work
+        .get_or_create_consumer(
+            CONSUMER,
+            consumer::pull::Config {
+                durable_name: Some(CONSUMER.to_owned()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: config.lease,
+                max_deliver: config.max_deliver,
+                ..Default::default()
+            },
+        )
+        .await
+        .context("creating the work consumer")?;
+    let ctx = Arc::new(attempt::Context {
+        client,
+        js,
+        sandbox,
+        runner_id: config.runner_id.clone(),
+        lease: config.lease,
+        secrets: config.secrets.clone(),
+        modules: Default::default(),
+        shutdown: shutdown.clone(),
+    });
+    let slots = Arc::new(Semaphore::new(config.slots.max(1)));
+    tracing::info!(runner_id = %config.runner_id, slots = config.slots, "taking run work");
+    loop {
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => break,
+            p = slots.clone().acquire_owned() => p?,
+        };
+        let batch = consumer
+            .fetch()
+            .max_messages(1)
+            .expires(Duration::from_secs(1))
+            .messages()
+            .await;
+        let mut batch = match batch {
+            Ok(b) => b,
+            Err(error) => {
+                tracing::warn!(%error, "fetching work failed");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        if let Some(Ok(message)) = batch.next().await {
+            tokio::spawn(attempt::process(ctx.clone(), message, permit));
+        }
+    }
+    // Wait for the attempts to hand their work back (bounded).
+    let all = u32::try_from(config.slots.max(1)).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(Duration::from_secs(10), slots.acquire_many(all)).await;
+    Ok(())
+}
+
+/// The runner settings of `settings`, with the runner id derived when unset.
+pub fn config_from(settings: &flexcore_config::RunnerSettings) -> anyhow::Result<RunnerConfig> {
+    let secrets = match settings.secrets_source.as_str() {
+        "env" => SecretSource::Env {
+            prefix: settings.secrets_env_prefix.clone(),
+        },
+        "dir" => SecretSource::Dir(
+            settings
+                .secrets_dir
+                .clone()
+                .context("runner.secrets_source is dir but runner.secrets_dir is not set")?
+                .into(),
+        ),
+        other => anyhow::bail!("runner.secrets_source must be env or dir, not {other:?}"),
+    };
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "runner".into());
+    Ok(RunnerConfig {
+        runner_id: settings
+            .runner_id
+            .clone()
+            .unwrap_or_else(|| format!("{host}-{}", std::process::id())),
+        slots: settings.slots,
+        lease: Duration::from_secs(settings.lease_seconds.max(1)),
+        max_deliver: settings.max_deliver,
+        secrets,
+        log_retention: Duration::from_secs(settings.log_retention_days.max(1) * 86_400),
+    })
+}

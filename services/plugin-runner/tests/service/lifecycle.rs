@@ -1,0 +1,305 @@
+use std::time::{Duration, Instant};
+
+use flexcore_contracts::model::{DirAccess, Grants};
+use flexcore_runner::worker::SecretSource;
+use serde_json::json;
+
+use crate::{dir_grant, runner_config, stack};
+
+fn env_secrets() -> SecretSource {
+    SecretSource::Env {
+        prefix: "FLEXCORE_TEST_SECRET_".into(),
+    }
+}
+
+/// CSV extractor → mapper → JSONL loader, run by command: the output file, per-stream
+/// counts on `run.succeeded`, and a second run that reads only the new rows.
+#[tokio::test]
+async fn a_three_step_pipeline_runs_and_resumes_from_its_bookmark() {
+    let s = stack(Some(runner_config(Duration::from_secs(10), env_secrets()))).await;
+    let input = tempfile::tempdir().unwrap();
+    let output = tempfile::tempdir().unwrap();
+    std::fs::write(
+        input.path().join("orders.csv"),
+        "id,amount,customer\n1,10,ada\n2,20,bob\n",
+    )
+    .unwrap();
+    let csv = s
+        .register(
+            "flexcore-plugin-csv",
+            "csv",
+            "extractor",
+            dir_grant(input.path(), "/input", DirAccess::ReadOnly),
+            json!({}),
+        )
+        .await;
+    let mapper = s
+        .register(
+            "flexcore-plugin-mapper",
+            "mapper",
+            "transformer",
+            Grants::default(),
+            json!({}),
+        )
+        .await;
+    let jsonl = s
+        .register(
+            "flexcore-plugin-jsonl",
+            "jsonl",
+            "loader",
+            dir_grant(output.path(), "/output", DirAccess::ReadWrite),
+            json!({}),
+        )
+        .await;
+    let pipeline = s
+        .ok(
+            "pipeline.create",
+            json!({"name": "orders", "owner": "data", "steps": [
+                {"plugin": csv, "config": {"path": "/input/orders.csv", "replication_key": "id"}},
+                {"plugin": mapper, "config": {"streams": {"orders": {"rename": {"customer": "client"}}}}},
+                {"plugin": jsonl, "config": {"directory": "/output"}}
+            ]}),
+        )
+        .await["aggregate_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let run = s
+        .ok("run.request", json!({"pipeline_id": pipeline, "trigger": "manual"}))
+        .await;
+    let run_id = run["aggregate_id"].as_str().unwrap();
+    let done = s.wait_event(run_id, "run.succeeded", Duration::from_secs(60)).await;
+    assert_eq!(done["counters"], json!({"orders": 2}), "{done}");
+    let out = std::fs::read_to_string(output.path().join("orders.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines[0]["client"], json!("ada"));
+    assert!(lines[0].get("customer").is_none());
+    assert!(
+        !s.run_events(run_id, "run.checkpointed").await.is_empty(),
+        "the loader's STATE was committed"
+    );
+
+    // New rows arrive; the next run resumes from the committed bookmark.
+    std::fs::write(
+        input.path().join("orders.csv"),
+        "id,amount,customer\n1,10,ada\n2,20,bob\n3,30,cy\n",
+    )
+    .unwrap();
+    let run2 = s.ok("run.request", json!({"pipeline_id": pipeline})).await;
+    let run2_id = run2["aggregate_id"].as_str().unwrap();
+    let done2 = s.wait_event(run2_id, "run.succeeded", Duration::from_secs(60)).await;
+    assert_eq!(
+        done2["counters"],
+        json!({"orders": 1}),
+        "only the new row is read: {done2}"
+    );
+    let out = std::fs::read_to_string(output.path().join("orders.jsonl")).unwrap();
+    assert_eq!(out.lines().count(), 3, "{out}");
+    s.shutdown.cancel();
+}
+
+/// `run.cancel` during a run: the run is cancelled and the runner stops its plugins and
+/// frees the slot within about a second.
+#[tokio::test]
+async fn cancel_stops_a_running_pipeline_within_a_second() {
+    let s = stack(Some(runner_config(Duration::from_secs(10), env_secrets()))).await;
+    let sleepy = s
+        .register(
+            "flexcore-plugin-misbehave",
+            "sleepy",
+            "extractor",
+            Grants::default(),
+            json!({}),
+        )
+        .await;
+    let discard = s
+        .register(
+            "flexcore-plugin-discard",
+            "discard",
+            "loader",
+            Grants::default(),
+            json!({}),
+        )
+        .await;
+    let pipeline = s
+        .ok(
+            "pipeline.create",
+            json!({"name": "sleepy", "owner": "o", "steps": [
+            {"plugin": sleepy, "config": {"mode": "sleep"}}, {"plugin": discard}]}),
+        )
+        .await["aggregate_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let run = s.ok("run.request", json!({"pipeline_id": pipeline})).await;
+    let run_id = run["aggregate_id"].as_str().unwrap();
+    s.wait_event(run_id, "run.claimed", Duration::from_secs(30)).await;
+    let consumer_busy = || async {
+        let mut c: async_nats::jetstream::consumer::PullConsumer =
+            s.js.get_stream("FLEXCORE_WORK")
+                .await
+                .unwrap()
+                .get_consumer("flexcore-runner")
+                .await
+                .unwrap();
+        c.info().await.unwrap().num_ack_pending
+    };
+    assert_eq!(consumer_busy().await, 1, "the attempt is running");
+    let cancelled_at = Instant::now();
+    s.ok("run.cancel", json!({"run_id": run_id, "reason": "test"})).await;
+    flexcore_testkit::wait_until(Duration::from_secs(5), "the runner let go of the attempt", || async {
+        consumer_busy().await == 0
+    })
+    .await
+    .unwrap();
+    let stopped = cancelled_at.elapsed();
+    assert!(stopped < Duration::from_millis(1500), "stopped after {stopped:?}");
+    assert!(
+        s.run_events(run_id, "run.failed").await.is_empty(),
+        "a cancelled run is not reported as failed"
+    );
+    s.shutdown.cancel();
+}
+
+/// A module whose stored bytes were tampered with is refused with a digest error.
+#[tokio::test]
+async fn a_tampered_module_is_refused_with_a_digest_error() {
+    let s = stack(Some(runner_config(Duration::from_secs(10), env_secrets()))).await;
+    let generator = s
+        .register(
+            "flexcore-plugin-generator",
+            "gen",
+            "extractor",
+            Grants::default(),
+            json!({}),
+        )
+        .await;
+    let discard = s
+        .register(
+            "flexcore-plugin-discard",
+            "discard",
+            "loader",
+            Grants::default(),
+            json!({}),
+        )
+        .await;
+    let digest = flexcore_plugin_store::digest_of(&crate::wasm("flexcore-plugin-generator"));
+    let store = flexcore_plugin_store::ensure_bucket(&s.js).await.unwrap();
+    let mut evil: &[u8] = b"\0asm\x01\0\0\0";
+    store.put(digest.as_str(), &mut evil).await.unwrap();
+    let pipeline = s
+        .ok(
+            "pipeline.create",
+            json!({"name": "gen", "owner": "o", "steps": [
+            {"plugin": generator, "config": {"records": 10}}, {"plugin": discard}]}),
+        )
+        .await["aggregate_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let run = s.ok("run.request", json!({"pipeline_id": pipeline})).await;
+    let failed = s
+        .wait_event(
+            run["aggregate_id"].as_str().unwrap(),
+            "run.failed",
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(failed["error"]["code"], json!("digest"), "{failed}");
+    assert!(
+        failed["error"]["message"].as_str().unwrap().contains("tampered"),
+        "{failed}"
+    );
+    s.shutdown.cancel();
+}
+
+/// Kill -9 a runner mid-run: its lease lapses, the work is redelivered to another runner,
+/// which times the stale attempt out and runs the next attempt from the last committed
+/// state; the stale attempt's late commands are refused.
+#[tokio::test]
+async fn a_killed_runner_is_replaced_and_the_next_attempt_resumes() {
+    let s = stack(None).await;
+    let generator = s
+        .register(
+            "flexcore-plugin-generator",
+            "gen",
+            "extractor",
+            Grants::default(),
+            json!({}),
+        )
+        .await;
+    let discard = s
+        .register(
+            "flexcore-plugin-discard",
+            "discard",
+            "loader",
+            Grants::default(),
+            json!({}),
+        )
+        .await;
+    let pipeline = s
+        .ok(
+            "pipeline.create",
+            json!({"name": "long", "owner": "o", "steps": [
+            {"plugin": generator, "config": {"records": 200_000_000u64, "state_every": 20_000}}, {"plugin": discard}]}),
+        )
+        .await["aggregate_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let spawn_runner = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_flexcore-runner"))
+            .env("FLEXCORE__NATS__URL", &s.nats.url)
+            .env("FLEXCORE__RUNNER__LEASE_SECONDS", "2")
+            .env("FLEXCORE__TELEMETRY__LOG_FORMAT", "text")
+            .env("FLEXCORE_CONFIG_DIR", crate::workspace().join("config"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = spawn_runner();
+    let run = s.ok("run.request", json!({"pipeline_id": pipeline})).await;
+    let run_id = run["aggregate_id"].as_str().unwrap();
+    s.wait_event(run_id, "run.checkpointed", Duration::from_secs(60)).await;
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+
+    let mut second = spawn_runner();
+    flexcore_testkit::wait_until(Duration::from_secs(60), "attempt 2 claimed", || async {
+        s.run_events(run_id, "run.claimed")
+            .await
+            .iter()
+            .any(|c| c["attempt"] == json!(2))
+    })
+    .await
+    .unwrap();
+    let timed_out = s.run_events(run_id, "run.timed_out").await;
+    assert_eq!(timed_out[0]["attempt"], json!(1));
+    assert_eq!(timed_out[0]["reason"], json!("lease_expired"));
+    let last_state = s.run_events(run_id, "run.checkpointed").await.last().unwrap()["state"].clone();
+    let claim2 = s
+        .run_events(run_id, "run.claimed")
+        .await
+        .into_iter()
+        .find(|c| c["attempt"] == json!(2))
+        .unwrap();
+    assert_eq!(
+        claim2["resume_state"], last_state,
+        "attempt 2 resumes from attempt 1's last committed state"
+    );
+    // The dead attempt's late commands are fenced off.
+    let late = s
+        .send(
+            "run.checkpoint",
+            json!({"run_id": run_id, "attempt": 1, "state": {"late": true}}),
+        )
+        .await;
+    assert_eq!(late["error"]["code"], json!("conflict"), "{late}");
+    s.ok("run.cancel", json!({"run_id": run_id})).await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+    s.shutdown.cancel();
+}
