@@ -73,6 +73,28 @@ pub enum BenchCommand {
     /// their own pipeline with pipeline.pause / pipeline.resume), then the raw
     /// single-row INSERT+COMMIT ceiling of the same Postgres at the same concurrency.
     Commands(CommandsArgs),
+    /// Plugin runner throughput in-process: generator → mapper → discard as wasm and as
+    /// the same plugins compiled natively (same wiring), small-run latency, concurrent
+    /// small runs and peak RSS. Needs plugins/build.sh and
+    /// `cargo build --release -p flexcore-plugin-generator -p flexcore-plugin-mapper -p flexcore-plugin-discard`.
+    Pipeline(PipelineArgs),
+}
+
+/// Options of `flexctl bench pipeline`.
+#[derive(Debug, Clone, Args)]
+pub struct PipelineArgs {
+    /// Records through the throughput pipeline.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub records: u64,
+    /// Cargo target directory with wasm32-wasip1/release/*.wasm and release/* plugins.
+    #[arg(long, env = "CARGO_TARGET_DIR", default_value = "target")]
+    pub target_dir: PathBuf,
+    /// 1-record executions timed for the latency figure.
+    #[arg(long, default_value_t = 1000)]
+    pub small_runs: u32,
+    /// Small executions run at once.
+    #[arg(long, default_value_t = 100)]
+    pub concurrent: usize,
 }
 
 /// Options of `flexctl bench commands`.
@@ -115,11 +137,30 @@ pub fn telemetry_settings() -> TelemetrySettings {
     }
 }
 
+#[allow(clippy::print_stdout)]
+fn print_stdout(text: &str) {
+    print!("{text}");
+}
+
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Plugin(PluginCommand::Register(args)) => {
             crate::plugin::register(&cli.nats_url, args, cli.output).await
+        }
+        Command::Bench(BenchCommand::Pipeline(args)) => {
+            let config = bench::pipeline::PipelineBench {
+                records: args.records,
+                target_dir: args.target_dir.clone(),
+                small_runs: args.small_runs,
+                concurrent: args.concurrent,
+            };
+            let report = bench::pipeline::run_bench(&config).await?;
+            match cli.output {
+                Output::Text => print_stdout(&report.text()),
+                Output::Json => print_stdout(&format!("{}\n", serde_json::to_string_pretty(&report)?)),
+            }
+            Ok(())
         }
         Command::Bench(BenchCommand::Commands(args)) => {
             let config = BenchConfig {

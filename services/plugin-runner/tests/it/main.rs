@@ -2,7 +2,6 @@
 //! plugins from `plugins/` (built for wasm32-wasip1 on first use) and a few WAT modules.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod bench;
 mod helpers;
 mod isolation;
 mod limits;
