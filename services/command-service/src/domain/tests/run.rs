@@ -243,7 +243,7 @@ fn a_failure_is_final_when_not_retryable_or_on_the_last_attempt() {
 fn retry_starts_the_next_attempt() {
     let mut world = with_running().with([fail(1, true)]);
     let (_, data) = then_one(world.when(retry(1)), RUN, "run.retried");
-    assert_eq!(data, json!({"attempt": 2}));
+    assert_eq!(data, json!({"attempt": 2, "pipeline_id": PIPELINE}));
     world.exec(retry(1));
     let r = world.run(RUN);
     assert_eq!((r.status, r.attempt), (RunStatus::Requested, 2));
