@@ -147,21 +147,12 @@ async fn best_of_three(
     Ok(best)
 }
 
-fn small(target: &Path) -> anyhow::Result<Vec<Stage>> {
-    Ok(vec![
-        stage(
-            "generator",
-            PluginKind::Extractor,
-            wasm(target, "flexcore-plugin-generator")?,
-            json!({"records": 1}),
-        ),
-        stage(
-            "discard",
-            PluginKind::Loader,
-            wasm(target, "flexcore-plugin-discard")?,
-            json!({}),
-        ),
-    ])
+/// A 1-record generator → discard execution of already-loaded modules.
+fn small(generator: &Program, discard: &Program) -> Vec<Stage> {
+    vec![
+        stage("generator", PluginKind::Extractor, generator.clone(), json!({"records": 1})),
+        stage("discard", PluginKind::Loader, discard.clone(), json!({})),
+    ]
 }
 
 fn peak_rss_mib() -> f64 {
@@ -176,7 +167,9 @@ fn peak_rss_mib() -> f64 {
 /// Runs the benchmark.
 pub async fn run_bench(config: &PipelineBench) -> anyhow::Result<PipelineReport> {
     let sandbox = Arc::new(Sandbox::new(Default::default()).context("starting the wasmtime sandbox")?);
-    let target = config.target_dir.clone();
+    // Native stages run in their own working directory: use absolute paths.
+    let target = std::fs::canonicalize(&config.target_dir)
+        .with_context(|| format!("target directory {} not found", config.target_dir.display()))?;
     tracing::info!(records = config.records, "throughput: wasm");
     let wasm_rate = best_of_three(&sandbox, config.records, &|p| wasm(&target, p)).await?;
     tracing::info!(records = config.records, "throughput: native (same wiring)");
@@ -184,10 +177,11 @@ pub async fn run_bench(config: &PipelineBench) -> anyhow::Result<PipelineReport>
 
     tracing::info!(runs = config.small_runs, "latency of 1-record executions");
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    run(&sandbox, small(&target)?).await?; // compiles and caches both modules
+    let (generator, discard) = (wasm(&target, "flexcore-plugin-generator")?, wasm(&target, "flexcore-plugin-discard")?);
+    run(&sandbox, small(&generator, &discard)).await?; // compiles and caches both modules
     for _ in 0..config.small_runs {
         let started = Instant::now();
-        run(&sandbox, small(&target)?).await?;
+        run(&sandbox, small(&generator, &discard)).await?;
         latency.record(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX).max(1))?;
     }
 
@@ -196,8 +190,8 @@ pub async fn run_bench(config: &PipelineBench) -> anyhow::Result<PipelineReport>
     let tasks: Vec<_> = (0..config.concurrent)
         .map(|_| {
             let sandbox = sandbox.clone();
-            let stages = small(&target);
-            tokio::spawn(async move { run(&sandbox, stages?).await })
+            let stages = small(&generator, &discard);
+            tokio::spawn(async move { run(&sandbox, stages).await })
         })
         .collect();
     let mut ok = 0;

@@ -61,12 +61,19 @@ pub async fn run(
     })
     .await
     .context("creating the run log stream")?;
-    let work = js.get_stream(subjects::WORK_STREAM).await.with_context(|| {
-        format!(
-            "stream {} is missing: start flexcore-command first (it creates the streams)",
-            subjects::WORK_STREAM
-        )
-    })?;
+    // The command service creates the work stream; a runner started first waits for it.
+    let work = loop {
+        match js.get_stream(subjects::WORK_STREAM).await {
+            Ok(stream) => break stream,
+            Err(error) => {
+                tracing::warn!(%error, stream = subjects::WORK_STREAM, "work stream not there yet (is flexcore-command running?); retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
+            }
+        }
+    };
     let consumer: consumer::PullConsumer = work
         .get_or_create_consumer(
             CONSUMER,
