@@ -150,7 +150,12 @@ async fn best_of_three(
 /// A 1-record generator → discard execution of already-loaded modules.
 fn small(generator: &Program, discard: &Program) -> Vec<Stage> {
     vec![
-        stage("generator", PluginKind::Extractor, generator.clone(), json!({"records": 1})),
+        stage(
+            "generator",
+            PluginKind::Extractor,
+            generator.clone(),
+            json!({"records": 1}),
+        ),
         stage("discard", PluginKind::Loader, discard.clone(), json!({})),
     ]
 }
@@ -177,7 +182,10 @@ pub async fn run_bench(config: &PipelineBench) -> anyhow::Result<PipelineReport>
 
     tracing::info!(runs = config.small_runs, "latency of 1-record executions");
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let (generator, discard) = (wasm(&target, "flexcore-plugin-generator")?, wasm(&target, "flexcore-plugin-discard")?);
+    let (generator, discard) = (
+        wasm(&target, "flexcore-plugin-generator")?,
+        wasm(&target, "flexcore-plugin-discard")?,
+    );
     run(&sandbox, small(&generator, &discard)).await?; // compiles and caches both modules
     for _ in 0..config.small_runs {
         let started = Instant::now();

@@ -52,18 +52,12 @@ async fn a_three_step_pipeline_runs_and_resumes_from_its_bookmark() {
         )
         .await;
     let pipeline = s
-        .ok(
-            "pipeline.create",
-            json!({"name": "orders", "owner": "data", "steps": [
-                {"plugin": csv, "config": {"path": "/input/orders.csv", "replication_key": "id"}},
-                {"plugin": mapper, "config": {"streams": {"orders": {"rename": {"customer": "client"}}}}},
-                {"plugin": jsonl, "config": {"directory": "/output"}}
-            ]}),
-        )
-        .await["aggregate_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .pipeline(json!({"name": "orders", "owner": "data", "steps": [
+            {"plugin": csv, "config": {"path": "/input/orders.csv", "replication_key": "id"}},
+            {"plugin": mapper, "config": {"streams": {"orders": {"rename": {"customer": "client"}}}}},
+            {"plugin": jsonl, "config": {"directory": "/output"}}
+        ]}))
+        .await;
 
     let run = s
         .ok("run.request", json!({"pipeline_id": pipeline, "trigger": "manual"}))
@@ -124,15 +118,9 @@ async fn cancel_stops_a_running_pipeline_within_a_second() {
         )
         .await;
     let pipeline = s
-        .ok(
-            "pipeline.create",
-            json!({"name": "sleepy", "owner": "o", "steps": [
-            {"plugin": sleepy, "config": {"mode": "sleep"}}, {"plugin": discard}]}),
-        )
-        .await["aggregate_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .pipeline(json!({"name": "sleepy", "owner": "o", "steps": [
+            {"plugin": sleepy, "config": {"mode": "sleep"}}, {"plugin": discard}]}))
+        .await;
     let run = s.ok("run.request", json!({"pipeline_id": pipeline})).await;
     let run_id = run["aggregate_id"].as_str().unwrap();
     s.wait_event(run_id, "run.claimed", Duration::from_secs(30)).await;
@@ -190,15 +178,9 @@ async fn a_tampered_module_is_refused_with_a_digest_error() {
     let mut evil: &[u8] = b"\0asm\x01\0\0\0";
     store.put(digest.as_str(), &mut evil).await.unwrap();
     let pipeline = s
-        .ok(
-            "pipeline.create",
-            json!({"name": "gen", "owner": "o", "steps": [
-            {"plugin": generator, "config": {"records": 10}}, {"plugin": discard}]}),
-        )
-        .await["aggregate_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .pipeline(json!({"name": "gen", "owner": "o", "steps": [
+            {"plugin": generator, "config": {"records": 10}}, {"plugin": discard}]}))
+        .await;
     let run = s.ok("run.request", json!({"pipeline_id": pipeline})).await;
     let failed = s
         .wait_event(
@@ -240,15 +222,9 @@ async fn a_killed_runner_is_replaced_and_the_next_attempt_resumes() {
         )
         .await;
     let pipeline = s
-        .ok(
-            "pipeline.create",
-            json!({"name": "long", "owner": "o", "steps": [
-            {"plugin": generator, "config": {"records": 200_000_000u64, "state_every": 20_000}}, {"plugin": discard}]}),
-        )
-        .await["aggregate_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .pipeline(json!({"name": "long", "owner": "o", "steps": [
+            {"plugin": generator, "config": {"records": 200_000_000u64, "state_every": 20_000}}, {"plugin": discard}]}))
+        .await;
     let spawn_runner = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_flexcore-runner"))
             .env("FLEXCORE__NATS__URL", &s.nats.url)

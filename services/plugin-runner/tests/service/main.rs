@@ -148,6 +148,14 @@ impl Stack {
         reply
     }
 
+    /// Creates a pipeline and returns its id.
+    pub async fn pipeline(&self, body: Value) -> String {
+        self.ok("pipeline.create", body).await["aggregate_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     /// Uploads a plugin module and registers it.
     pub async fn register(&self, package: &str, name: &str, kind: &str, grants: Grants, limits: Value) -> String {
         let digest = flexcore_plugin_store::upload(&self.js, &wasm(package)).await.unwrap();

@@ -47,16 +47,10 @@ async fn a_real_singer_target_from_pypi_runs_as_a_process_plugin() {
     .await;
     let out = tempfile::tempdir().unwrap();
     let pipeline = s
-        .ok(
-            "pipeline.create",
-            json!({"name": "pypi", "owner": "o", "steps": [
+        .pipeline(json!({"name": "pypi", "owner": "o", "steps": [
             {"plugin": generator, "config": {"records": 250, "state_every": 100}},
-            {"plugin": "target-jsonl@0.1.4", "config": {"destination_path": out.path().display().to_string()}}]}),
-        )
-        .await["aggregate_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+            {"plugin": "target-jsonl@0.1.4", "config": {"destination_path": out.path().display().to_string()}}]}))
+        .await;
     let run = s.ok("run.request", json!({"pipeline_id": pipeline})).await;
     let run_id = run["aggregate_id"].as_str().unwrap();
     let done = s.wait_event(run_id, "run.succeeded", Duration::from_secs(60)).await;
@@ -106,15 +100,9 @@ async fn secrets_are_resolved_at_run_time_and_never_recorded() {
         )
         .await;
     let pipeline = s
-        .ok(
-            "pipeline.create",
-            json!({"name": "leaky", "owner": "o", "steps": [
-            {"plugin": leaky, "config": {"mode": "escape", "path": "${secret:API_PATH}"}}, {"plugin": discard}]}),
-        )
-        .await["aggregate_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .pipeline(json!({"name": "leaky", "owner": "o", "steps": [
+            {"plugin": leaky, "config": {"mode": "escape", "path": "${secret:API_PATH}"}}, {"plugin": discard}]}))
+        .await;
     let logs = s.js.get_stream("FLEXCORE_LOGS").await;
     let run = s.ok("run.request", json!({"pipeline_id": pipeline})).await;
     let run_id = run["aggregate_id"].as_str().unwrap();
