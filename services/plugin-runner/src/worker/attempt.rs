@@ -82,6 +82,16 @@ pub async fn process(ctx: Arc<Context>, message: jetstream::Message, _slot: Owne
     let span = tracing::info_span!("attempt", run_id = %item.run_id, attempt = item.attempt);
     let _entered = span.enter();
     let redelivered = message.info().map(|i| i.delivered > 1).unwrap_or(false);
+    // Listen for cancellation before claiming, so a cancel right after the claim is not missed.
+    let cancel = ctx.shutdown.child_token();
+    let Ok(run_events) = ctx
+        .client
+        .subscribe(subjects::events_of_aggregate("run", item.run_id))
+        .await
+    else {
+        let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(2)))).await;
+        return;
+    };
     let claim = json!({"run_id": item.run_id, "attempt": item.attempt, "runner_id": ctx.runner_id, "lease_seconds": ctx.lease.as_secs().max(1)});
     match send(&ctx, "run.claim", claim).await {
         Ok(()) => {}
@@ -111,9 +121,8 @@ pub async fn process(ctx: Arc<Context>, message: jetstream::Message, _slot: Owne
             return;
         }
     }
-    let cancel = ctx.shutdown.child_token();
     let heartbeat = tokio::spawn(heartbeat(message.clone(), ctx.lease, cancel.clone()));
-    let watch = tokio::spawn(watch_cancellation(ctx.client.clone(), item.run_id, cancel.clone()));
+    let watch = tokio::spawn(watch_cancellation(run_events, cancel.clone()));
     let outcome = run_attempt(&ctx, &item, cancel.clone()).await;
     cancel.cancel();
     heartbeat.abort();
@@ -325,11 +334,7 @@ async fn heartbeat(message: jetstream::Message, lease: Duration, stop: Cancellat
 }
 
 /// Cancels the attempt when the run is cancelled or timed out by command.
-async fn watch_cancellation(client: async_nats::Client, run_id: uuid::Uuid, cancel: CancellationToken) {
-    let subject = subjects::events_of_aggregate("run", run_id);
-    let Ok(mut events) = client.subscribe(subject).await else {
-        return;
-    };
+async fn watch_cancellation(mut events: async_nats::Subscriber, cancel: CancellationToken) {
     while let Some(m) = events.next().await {
         if m.subject.ends_with(".cancelled") || m.subject.ends_with(".timed_out") {
             tracing::info!("run cancelled by command; stopping plugins");
