@@ -1,6 +1,6 @@
 use std::time::{Duration, Instant};
 
-use flexcore_contracts::model::{DirAccess, Grants};
+use flexcore_contracts::model::DirAccess;
 use flexcore_runner::worker::SecretSource;
 use serde_json::json;
 
@@ -34,13 +34,7 @@ async fn a_three_step_pipeline_runs_and_resumes_from_its_bookmark() {
         )
         .await;
     let mapper = s
-        .register(
-            "flexcore-plugin-mapper",
-            "mapper",
-            "transformer",
-            Grants::default(),
-            json!({}),
-        )
+        .register_plain("flexcore-plugin-mapper", "mapper", "transformer")
         .await;
     let jsonl = s
         .register(
@@ -100,23 +94,9 @@ async fn a_three_step_pipeline_runs_and_resumes_from_its_bookmark() {
 async fn cancel_stops_a_running_pipeline_within_a_second() {
     let s = stack(Some(runner_config(Duration::from_secs(10), env_secrets()))).await;
     let sleepy = s
-        .register(
-            "flexcore-plugin-misbehave",
-            "sleepy",
-            "extractor",
-            Grants::default(),
-            json!({}),
-        )
+        .register_plain("flexcore-plugin-misbehave", "sleepy", "extractor")
         .await;
-    let discard = s
-        .register(
-            "flexcore-plugin-discard",
-            "discard",
-            "loader",
-            Grants::default(),
-            json!({}),
-        )
-        .await;
+    let discard = s.register_plain("flexcore-plugin-discard", "discard", "loader").await;
     let pipeline = s
         .pipeline(json!({"name": "sleepy", "owner": "o", "steps": [
             {"plugin": sleepy, "config": {"mode": "sleep"}}, {"plugin": discard}]}))
@@ -155,24 +135,8 @@ async fn cancel_stops_a_running_pipeline_within_a_second() {
 #[tokio::test]
 async fn a_tampered_module_is_refused_with_a_digest_error() {
     let s = stack(Some(runner_config(Duration::from_secs(10), env_secrets()))).await;
-    let generator = s
-        .register(
-            "flexcore-plugin-generator",
-            "gen",
-            "extractor",
-            Grants::default(),
-            json!({}),
-        )
-        .await;
-    let discard = s
-        .register(
-            "flexcore-plugin-discard",
-            "discard",
-            "loader",
-            Grants::default(),
-            json!({}),
-        )
-        .await;
+    let generator = s.register_plain("flexcore-plugin-generator", "gen", "extractor").await;
+    let discard = s.register_plain("flexcore-plugin-discard", "discard", "loader").await;
     let digest = flexcore_plugin_store::digest_of(&crate::wasm("flexcore-plugin-generator"));
     let store = flexcore_plugin_store::ensure_bucket(&s.js).await.unwrap();
     let mut evil: &[u8] = b"\0asm\x01\0\0\0";
@@ -203,24 +167,8 @@ async fn a_tampered_module_is_refused_with_a_digest_error() {
 #[tokio::test]
 async fn a_killed_runner_is_replaced_and_the_next_attempt_resumes() {
     let s = stack(None).await;
-    let generator = s
-        .register(
-            "flexcore-plugin-generator",
-            "gen",
-            "extractor",
-            Grants::default(),
-            json!({}),
-        )
-        .await;
-    let discard = s
-        .register(
-            "flexcore-plugin-discard",
-            "discard",
-            "loader",
-            Grants::default(),
-            json!({}),
-        )
-        .await;
+    let generator = s.register_plain("flexcore-plugin-generator", "gen", "extractor").await;
+    let discard = s.register_plain("flexcore-plugin-discard", "discard", "loader").await;
     let pipeline = s
         .pipeline(json!({"name": "long", "owner": "o", "steps": [
             {"plugin": generator, "config": {"records": 200_000_000u64, "state_every": 20_000}}, {"plugin": discard}]}))

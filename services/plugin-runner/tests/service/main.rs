@@ -167,6 +167,11 @@ impl Stack {
         format!("{name}@1.0.0")
     }
 
+    /// Uploads and registers a plugin without grants or limits.
+    pub async fn register_plain(&self, package: &str, name: &str, kind: &str) -> String {
+        self.register(package, name, kind, Grants::default(), json!({})).await
+    }
+
     /// The data of the run's events of `event_type`, in order.
     pub async fn run_events(&self, run_id: &str, event_type: &str) -> Vec<Value> {
         sqlx::query_scalar("SELECT data FROM events WHERE aggregate_id = $1::uuid AND event_type = $2 ORDER BY version")

@@ -1,7 +1,6 @@
 use std::time::Duration;
 
 use async_nats::jetstream::consumer;
-use flexcore_contracts::model::Grants;
 use flexcore_contracts::work::RunLogLine;
 use flexcore_runner::worker::SecretSource;
 use futures::StreamExt;
@@ -30,15 +29,7 @@ async fn a_real_singer_target_from_pypi_runs_as_a_process_plugin() {
         },
     )))
     .await;
-    let generator = s
-        .register(
-            "flexcore-plugin-generator",
-            "gen",
-            "extractor",
-            Grants::default(),
-            json!({}),
-        )
-        .await;
+    let generator = s.register_plain("flexcore-plugin-generator", "gen", "extractor").await;
     s.ok(
         "plugin.register",
         json!({"name": "target-jsonl", "version": "0.1.4", "kind": "loader", "runtime": "process",
@@ -82,23 +73,9 @@ async fn secrets_are_resolved_at_run_time_and_never_recorded() {
     .await;
     // `escape` mode opens `path` and reports the failure, path included, on stderr.
     let leaky = s
-        .register(
-            "flexcore-plugin-misbehave",
-            "leaky",
-            "extractor",
-            Grants::default(),
-            json!({}),
-        )
+        .register_plain("flexcore-plugin-misbehave", "leaky", "extractor")
         .await;
-    let discard = s
-        .register(
-            "flexcore-plugin-discard",
-            "discard",
-            "loader",
-            Grants::default(),
-            json!({}),
-        )
-        .await;
+    let discard = s.register_plain("flexcore-plugin-discard", "discard", "loader").await;
     let pipeline = s
         .pipeline(json!({"name": "leaky", "owner": "o", "steps": [
             {"plugin": leaky, "config": {"mode": "escape", "path": "${secret:API_PATH}"}}, {"plugin": discard}]}))
