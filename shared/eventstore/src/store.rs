@@ -10,21 +10,34 @@ use crate::append::{GroupCommitConfig, GroupCommitter};
 use crate::error::StoreError;
 use crate::model::{AppendOutcome, AppendRequest, Checkpoint, RecordedEvent};
 
-/// Columns of a [`RecordedEvent`], with the xid8 cast to a bigint.
-pub(crate) const EVENT_COLUMNS: &str = "global_position, transaction_id::text::bigint AS transaction_id, event_id, \
-     aggregate_type, aggregate_id, version, event_type, schema_version, data, metadata, recorded_at";
+/// Columns of a [`RecordedEvent`], with the xid8 cast to a bigint (a macro so the
+/// statements below are assembled at compile time).
+macro_rules! event_columns {
+    () => {
+        "global_position, transaction_id::text::bigint AS transaction_id, event_id, \
+         aggregate_type, aggregate_id, version, event_type, schema_version, data, metadata, recorded_at"
+    };
+}
+
+/// One aggregate's events after a version, in version order.
+const READ_AGGREGATE_SQL: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM events WHERE aggregate_id = $1 AND version > $2 ORDER BY version"
+);
 
 /// Reads the global log after `after` in (transaction_id, global_position) order, only
 /// below the oldest running transaction: an event whose transaction is still open blocks
 /// every later one, so none is ever skipped.
-pub(crate) const READ_ALL_SQL: &str =
-    "SELECT global_position, transaction_id::text::bigint AS transaction_id, event_id, \
-     aggregate_type, aggregate_id, version, event_type, schema_version, data, metadata, recorded_at \
-     FROM events \
+const READ_ALL_SQL: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM events \
      WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
        AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
      ORDER BY transaction_id, global_position \
-     LIMIT $3";
+     LIMIT $3"
+);
 
 /// A command-log entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,9 +80,7 @@ impl EventStore {
         aggregate_id: Uuid,
         after_version: u64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let sql =
-            format!("SELECT {EVENT_COLUMNS} FROM events WHERE aggregate_id = $1 AND version > $2 ORDER BY version");
-        let rows = sqlx::query(&sql)
+        let rows = sqlx::query(READ_AGGREGATE_SQL)
             .bind(aggregate_id)
             .bind(to_i64(after_version))
             .fetch_all(&self.pool)

@@ -4,15 +4,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use sha2::{Digest as _, Sha256};
 use tokio::sync::OnceCell;
 use wasmtime::{Engine, InstancePre, Linker, Module};
 
 use super::{SandboxError, StageState};
 
-/// `sha256:<hex>` of `bytes`, the form plugin digests take.
+/// `sha256:<hex>` of `bytes`, the form plugin digests take (computed by the plugin store,
+/// which stores modules under the same digest).
 pub fn digest_of(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+    flexcore_plugin_store::digest_of(bytes).into()
 }
 
 /// A module compiled and pre-linked with WASI preview 1, ready to instantiate.
