@@ -15,6 +15,9 @@ pub const HEADER_VERSION: &str = "Flexcore-Version";
 pub const HEADER_SCHEMA_VERSION: &str = "Flexcore-Schema-Version";
 /// Header carrying the qualified event type (`pipeline.created`).
 pub const HEADER_EVENT_TYPE: &str = "Flexcore-Event-Type";
+/// Header carrying the writing transaction's id (xid8): with the global position it gives
+/// the log's reading order, `(transaction_id, global_position)`.
+pub const HEADER_TRANSACTION_ID: &str = "Flexcore-Transaction-Id";
 /// W3C trace context header.
 pub const HEADER_TRACEPARENT: &str = "traceparent";
 /// Optional command header: correlation id to stamp on the resulting events.

@@ -12,6 +12,7 @@
 //! - [`model`]: shared building blocks of commands and events (kinds, limits, policies).
 //! - [`ids`]: deterministic identifiers (plugin id from name@version, run id from a schedule slot).
 //! - [`work`]: run work items on `FLEXCORE_WORK`.
+//! - [`views`]: the read models returned by queries.
 //! - [`schema`]: JSON Schema generation for everything above (written to `schemas/`).
 //!
 //! This crate does no I/O.
@@ -27,6 +28,7 @@ pub mod reply;
 pub mod schema;
 pub mod subjects;
 pub mod values;
+pub mod views;
 pub mod work;
 
 pub use envelope::{EventEnvelope, EventMetadata};

@@ -36,6 +36,42 @@ pub enum SortOrder {
     Desc,
 }
 
+/// What a list is sorted by.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SortKey {
+    /// Creation (runs: request) time; events: global position.
+    #[default]
+    Time,
+    /// Last change.
+    Updated,
+    /// Name (plugins and pipelines only).
+    Name,
+}
+
+/// `stats.get`: system statistics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatsQuery {
+    /// Wait until the views have processed this global position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_position: Option<u64>,
+}
+
+/// `projection.list`: every projection's position, lag and rebuild progress.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectionsQuery {}
+
+/// `projection.rebuild`: replay one projection from the event store into fresh tables
+/// and swap them in when caught up; progress shows in `projection.list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RebuildRequest {
+    /// Projection name (`plugins`, `pipelines`, `runs`, `schedules`, `audit`).
+    pub name: String,
+}
+
 /// `<view>.list`: a filtered, sorted page.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -73,7 +109,10 @@ pub struct ListQuery {
     /// Only items before this instant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<DateTime<Utc>>,
-    /// Sort direction (by time; default newest first).
+    /// What to sort by (default `time`: creation or request time; events by position).
+    #[serde(default)]
+    pub sort_by: SortKey,
+    /// Sort direction (default newest first).
     #[serde(default)]
     pub order: SortOrder,
     /// Page size (default 100, at most 1,000).

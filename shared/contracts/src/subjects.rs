@@ -18,6 +18,10 @@ pub const EVENTS_WILDCARD: &str = "flexcore.evt.>";
 pub const EVENTS_STREAM: &str = "FLEXCORE_EVENTS";
 /// Wildcard served by the projection service.
 pub const QUERIES_WILDCARD: &str = "flexcore.qry.>";
+/// Queue group shared by every projection-service replica.
+pub const QUERY_QUEUE_GROUP: &str = "flexcore-projection";
+/// Wildcard of the projection services' position announcements.
+pub const PROJECTION_POSITIONS_WILDCARD: &str = "flexcore.sys.projection.*.position";
 /// JetStream work-queue stream of runs to execute.
 pub const WORK_STREAM: &str = "FLEXCORE_WORK";
 /// Wildcard of every run work item (the subjects of [`WORK_STREAM`]).
@@ -72,6 +76,23 @@ pub fn events_of_aggregate(aggregate_type: &str, aggregate_id: Uuid) -> String {
 /// Subject of a query: `flexcore.qry.<view>.<operation>`.
 pub fn query(view: &str, operation: &str) -> String {
     format!("{ROOT}.qry.{view}.{operation}")
+}
+
+/// Splits a query subject into `(view, operation)`; `None` when it is not one.
+pub fn parse_query(subject: &str) -> Option<(&str, &str)> {
+    let rest = subject.strip_prefix("flexcore.qry.")?;
+    let (view, operation) = rest.split_once('.')?;
+    if view.is_empty() || operation.is_empty() || operation.contains('.') {
+        return None;
+    }
+    Some((view, operation))
+}
+
+/// Subject on which a projection's leader announces its new checkpoint after each commit:
+/// `flexcore.sys.projection.<name>.position` (core NATS; replicas use it to answer
+/// `min_position` waits without polling).
+pub fn projection_position(name: &str) -> String {
+    format!("{ROOT}.sys.projection.{name}.position")
 }
 
 /// Subject of a run's work item: `flexcore.work.run.<run_id>`.

@@ -271,6 +271,10 @@ pub fn message(event: &RecordedEvent) -> Result<(String, HeaderMap, Vec<u8>), St
         event.schema_version.to_string().as_str(),
     );
     headers.insert(envelope::HEADER_EVENT_TYPE, event.event_type.as_str());
+    headers.insert(
+        envelope::HEADER_TRANSACTION_ID,
+        event.transaction_id.to_string().as_str(),
+    );
     if let Some(tp) = &event.metadata.traceparent {
         headers.insert(envelope::HEADER_TRACEPARENT, tp.as_str());
     }
