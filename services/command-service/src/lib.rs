@@ -23,7 +23,6 @@ use flexcore_eventstore::append::GroupCommitConfig;
 use flexcore_eventstore::relay::{self, RelayConfig};
 use flexcore_eventstore::streams::{self, StreamSettings};
 use flexcore_eventstore::{EventStore, MIGRATOR};
-use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -32,25 +31,8 @@ use service::server::{self, ServerLimits};
 
 /// Connects to Postgres and NATS as configured.
 pub async fn connect(settings: &Settings) -> anyhow::Result<(PgPool, async_nats::Client)> {
-    let pool = PgPoolOptions::new()
-        .max_connections(settings.database.max_connections)
-        .acquire_timeout(Duration::from_millis(settings.database.acquire_timeout_ms))
-        .connect(settings.database.url.expose())
-        .await
-        .context("cannot connect to Postgres (database.url / FLEXCORE__DATABASE__URL)")?;
-    let nats = async_nats::ConnectOptions::new()
-        .name("flexcore-command")
-        .max_reconnects(None)
-        .connection_timeout(Duration::from_millis(settings.nats.connect_timeout_ms))
-        .request_timeout(Some(Duration::from_millis(settings.nats.request_timeout_ms)))
-        .connect(&settings.nats.url)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot connect to NATS at {} (nats.url / FLEXCORE__NATS__URL)",
-                settings.nats.url
-            )
-        })?;
+    let pool = flexcore_eventstore::connect::postgres(&settings.database).await?;
+    let nats = flexcore_eventstore::connect::nats("flexcore-command", &settings.nats).await?;
     Ok((pool, nats))
 }
 

@@ -2,7 +2,6 @@
 //! ([`flexcore_runner::worker::run`]) until SIGINT/SIGTERM.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
@@ -14,19 +13,7 @@ async fn main() -> anyhow::Result<()> {
     let config = flexcore_runner::worker::config_from(&settings.runner)?;
     let sandbox =
         Arc::new(flexcore_runner::sandbox::Sandbox::new(Default::default()).context("starting the wasmtime sandbox")?);
-    let client = async_nats::ConnectOptions::new()
-        .name("flexcore-runner")
-        .max_reconnects(None)
-        .connection_timeout(Duration::from_millis(settings.nats.connect_timeout_ms))
-        .request_timeout(Some(Duration::from_millis(settings.nats.request_timeout_ms)))
-        .connect(&settings.nats.url)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot connect to NATS at {} (nats.url / FLEXCORE__NATS__URL)",
-                settings.nats.url
-            )
-        })?;
+    let client = flexcore_eventstore::connect::nats("flexcore-runner", &settings.nats).await?;
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {

@@ -19,8 +19,8 @@ pub use config::ConfigError;
 pub use load::find_config_dir;
 pub use secret::Secret;
 pub use sections::{
-    CommandSettings, DatabaseSettings, LogFormat, NatsSettings, RelaySettings, RunnerSettings, StreamsSettings,
-    TelemetrySettings,
+    CommandSettings, DatabaseSettings, LogFormat, NatsSettings, ProjectionSettings, RelaySettings, RunnerSettings,
+    StreamsSettings, TelemetrySettings,
 };
 
 use serde::Deserialize;
@@ -43,4 +43,6 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     /// The plugin runner.
     pub runner: RunnerSettings,
+    /// The projection service.
+    pub projection: ProjectionSettings,
 }

@@ -161,6 +161,63 @@ impl RelaySettings {
     }
 }
 
+/// The projection service.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProjectionSettings {
+    /// Run projection workers in this process (one leader per projection across replicas).
+    pub workers_enabled: bool,
+    /// Most events applied in one read-model transaction.
+    pub batch_size: usize,
+    /// Events read from the event store per transaction during catch-up and rebuild.
+    pub replay_batch_size: i64,
+    /// Queries handled concurrently before new ones wait.
+    pub max_in_flight: usize,
+    /// Largest accepted query payload in bytes.
+    pub max_payload_bytes: usize,
+    /// Longest wait of a query for its `min_position`, in milliseconds (then `stale`).
+    pub min_position_timeout_ms: u64,
+    /// Interval at which a standby worker retries to become leader, in milliseconds.
+    pub leader_retry_ms: u64,
+    /// JetStream AckWait of the projection consumers, in seconds.
+    pub ack_wait_seconds: u64,
+    /// Time given to in-flight queries at shutdown, in milliseconds.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ProjectionSettings {
+    fn default() -> Self {
+        Self {
+            workers_enabled: true,
+            batch_size: 1000,
+            replay_batch_size: 5000,
+            max_in_flight: 1024,
+            max_payload_bytes: 65_536,
+            min_position_timeout_ms: 5000,
+            leader_retry_ms: 1000,
+            ack_wait_seconds: 30,
+            shutdown_grace_ms: 5000,
+        }
+    }
+}
+
+impl ProjectionSettings {
+    /// [`Self::min_position_timeout_ms`] as a `Duration`.
+    pub fn min_position_timeout(&self) -> Duration {
+        Duration::from_millis(self.min_position_timeout_ms)
+    }
+
+    /// [`Self::leader_retry_ms`] as a `Duration`.
+    pub fn leader_retry(&self) -> Duration {
+        Duration::from_millis(self.leader_retry_ms)
+    }
+
+    /// [`Self::shutdown_grace_ms`] as a `Duration`.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
 /// The JetStream streams created at start-up.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]

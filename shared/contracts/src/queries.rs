@@ -160,3 +160,44 @@ pub struct QueryErr {
     /// Why.
     pub error: ErrorBody,
 }
+
+/// Decodes a query body. An empty body is `{}`. Errors are `validation_failed` with the
+/// reason: malformed JSON (line and column), an unknown or missing field, a wrong type.
+pub fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, ErrorBody> {
+    let value = if payload.iter().all(u8::is_ascii_whitespace) {
+        serde_json::Value::Object(serde_json::Map::new())
+    } else {
+        crate::commands::parse_json(payload)?
+    };
+    if !value.is_object() {
+        return Err(crate::commands::validation(
+            "the query body must be a JSON object".into(),
+            serde_json::json!({"reason": "not_an_object"}),
+        ));
+    }
+    crate::commands::typed(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+
+    #[test]
+    fn empty_body_is_an_empty_object_and_bad_bodies_are_explained() {
+        assert_eq!(decode::<StatsQuery>(b""), Ok(StatsQuery::default()));
+        let e = decode::<ListQuery>(b"{\"limit\": \"ten\"}")
+            .err()
+            .map(|e| (e.code, e.message));
+        assert!(
+            matches!(e, Some((ErrorCode::ValidationFailed, ref m)) if m.starts_with("limit:")),
+            "{e:?}"
+        );
+        let e = decode::<GetById>(b"{not json").err().map(|e| e.code);
+        assert_eq!(e, Some(ErrorCode::ValidationFailed));
+        let e = decode::<GetById>(b"[1]").err().map(|e| e.message);
+        assert_eq!(e.as_deref(), Some("the query body must be a JSON object"));
+        let e = decode::<StatsQuery>(b"{\"bogus\": 1}").err().map(|e| e.code);
+        assert_eq!(e, Some(ErrorCode::ValidationFailed));
+    }
+}

@@ -77,11 +77,23 @@ pub fn all() -> Vec<(String, String)> {
         "queries/rebuild.json".into(),
         schemars::schema_for!(crate::queries::RebuildRequest),
     );
-    push("views/plugin.json".into(), schemars::schema_for!(crate::views::PluginView));
-    push("views/pipeline.json".into(), schemars::schema_for!(crate::views::PipelineView));
+    push(
+        "views/plugin.json".into(),
+        schemars::schema_for!(crate::views::PluginView),
+    );
+    push(
+        "views/pipeline.json".into(),
+        schemars::schema_for!(crate::views::PipelineView),
+    );
     push("views/run.json".into(), schemars::schema_for!(crate::views::RunView));
-    push("views/schedule.json".into(), schemars::schema_for!(crate::views::ScheduleView));
-    push("views/stats.json".into(), schemars::schema_for!(crate::views::StatsView));
+    push(
+        "views/schedule.json".into(),
+        schemars::schema_for!(crate::views::ScheduleView),
+    );
+    push(
+        "views/stats.json".into(),
+        schemars::schema_for!(crate::views::StatsView),
+    );
     push(
         "views/projection-status.json".into(),
         schemars::schema_for!(crate::views::ProjectionStatus),

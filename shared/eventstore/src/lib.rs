@@ -8,11 +8,13 @@
 //! - [`relay`]: the outbox relay publishing the log to `FLEXCORE_EVENTS` in order; one
 //!   active relay per database through an advisory lock, with fail-over.
 //! - [`streams`]: idempotent creation/update of the JetStream streams at start-up.
+//! - [`connect`]: the Postgres pool and NATS client every service opens from config.
 //! - [`error`]: the store error type, [`StoreError`].
 //!
 //! The SQL lives in `migrations/` at the workspace root ([`MIGRATOR`] embeds it).
 
 pub mod append;
+pub mod connect;
 pub mod error;
 pub mod model;
 pub mod relay;
@@ -21,7 +23,7 @@ pub mod streams;
 
 pub use error::StoreError;
 pub use model::{AppendOutcome, AppendRequest, Checkpoint, NewEvent, RecordedEvent, SlotClaim, UniqueKey};
-pub use store::{EventStore, StoredCommand};
+pub use store::{read_all_with, EventStore, StoredCommand};
 
 /// The workspace migrations, embedded at compile time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");

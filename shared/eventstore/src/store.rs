@@ -119,12 +119,9 @@ impl EventStore {
     }
 }
 
-/// [`EventStore::read_all`] on any executor (the relay uses its own connection).
-pub(crate) async fn read_all_with<'e, E>(
-    executor: E,
-    after: Checkpoint,
-    limit: i64,
-) -> Result<Vec<RecordedEvent>, StoreError>
+/// [`EventStore::read_all`] on any executor (the relay and the projections use their own
+/// connections).
+pub async fn read_all_with<'e, E>(executor: E, after: Checkpoint, limit: i64) -> Result<Vec<RecordedEvent>, StoreError>
 where
     E: sqlx::PgExecutor<'e>,
 {

@@ -115,16 +115,26 @@ fn known() -> String {
         .join(", ")
 }
 
-fn validation(message: String, details: serde_json::Value) -> ErrorBody {
+pub(crate) fn validation(message: String, details: serde_json::Value) -> ErrorBody {
     ErrorBody::new(ErrorCode::ValidationFailed, message).with_details(details)
 }
 
-fn typed<T: serde::de::DeserializeOwned>(body: serde_json::Value) -> Result<T, ErrorBody> {
+pub(crate) fn typed<T: serde::de::DeserializeOwned>(body: serde_json::Value) -> Result<T, ErrorBody> {
     serde_path_to_error::deserialize(body).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
         let message = if path == "." { inner } else { format!("{path}: {inner}") };
         validation(message, serde_json::json!({"reason": "invalid_field", "path": path}))
+    })
+}
+
+/// Parses a request body, refusing malformed JSON with its line and column.
+pub(crate) fn parse_json(payload: &[u8]) -> Result<serde_json::Value, ErrorBody> {
+    serde_json::from_slice(payload).map_err(|e| {
+        validation(
+            format!("malformed JSON: {e}"),
+            serde_json::json!({"reason": "malformed_json", "line": e.line(), "column": e.column()}),
+        )
     })
 }
 
@@ -140,12 +150,7 @@ pub fn decode(subject: &str, payload: &[u8]) -> Result<(CommandMeta, Command), E
             serde_json::json!({"reason": "unknown_subject"}),
         )
     })?;
-    let value: serde_json::Value = serde_json::from_slice(payload).map_err(|e| {
-        validation(
-            format!("malformed JSON: {e}"),
-            serde_json::json!({"reason": "malformed_json", "line": e.line(), "column": e.column()}),
-        )
-    })?;
+    let value = parse_json(payload)?;
     let serde_json::Value::Object(mut body) = value else {
         return Err(validation(
             "the command body must be a JSON object".into(),

@@ -1,0 +1,94 @@
+//! `flexcore-projection`: read models built from the event stream, and the query API.
+//!
+//! # Layout
+//! - [`projection`]: the projections (plugins, pipelines, runs, schedules, audit) and the
+//!   engine that folds a batch of events into their rows; `views` holds each entity's fold.
+//! - [`tables`]: table layouts and generations (blue/green), [`store`]: the checkpoint row
+//!   and the exactly-once batch transaction.
+//! - [`worker`]: per projection, leadership, catch-up from Postgres and the live JetStream
+//!   consumer; [`rebuild`]: replays into a new generation and swaps it in.
+//! - [`positions`]: every replica's view of each projection's checkpoint (for `min_position`).
+//! - [`query`]: the NATS query API.
+//! - [`run`]: wires them together until shutdown; `main.rs` only loads config and connects.
+
+pub mod error;
+pub mod positions;
+pub mod projection;
+pub mod query;
+pub mod rebuild;
+pub mod store;
+pub mod tables;
+mod views;
+pub mod worker;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use flexcore_config::Settings;
+use flexcore_eventstore::MIGRATOR;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use positions::Positions;
+use projection::Kind;
+use query::QueryContext;
+use worker::Shared;
+
+/// Connects to Postgres and NATS as configured.
+pub async fn connect(settings: &Settings) -> anyhow::Result<(PgPool, async_nats::Client)> {
+    let pool = flexcore_eventstore::connect::postgres(&settings.database).await?;
+    let nats = flexcore_eventstore::connect::nats("flexcore-projection", &settings.nats).await?;
+    Ok((pool, nats))
+}
+
+/// Runs the projection service until `shutdown`: migrations (if configured), read-model
+/// set-up, the projection workers (if enabled), position tracking and the query loop.
+pub async fn run(
+    settings: &Settings,
+    nats: async_nats::Client,
+    pool: PgPool,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    if settings.database.migrate_on_start {
+        MIGRATOR.run(&pool).await.context("running migrations")?;
+    }
+    store::init(&pool).await.context("setting up the read models")?;
+    let positions = Arc::new(Positions::default());
+    positions
+        .refresh(&pool)
+        .await
+        .context("reading projection checkpoints")?;
+
+    let stop = CancellationToken::new();
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn({
+        let (positions, nats, pool, stop) = (positions.clone(), nats.clone(), pool.clone(), stop.clone());
+        async move {
+            if let Err(error) = positions::follow(positions, nats, pool, stop).await {
+                tracing::warn!(%error, "position tracking stopped");
+            }
+        }
+    }));
+    if settings.projection.workers_enabled {
+        let shared = Shared {
+            pool: pool.clone(),
+            nats: nats.clone(),
+            positions: positions.clone(),
+            settings: settings.projection.clone(),
+        };
+        for kind in Kind::ALL {
+            tasks.push(tokio::spawn(worker::run(kind, shared.clone(), stop.clone())));
+        }
+    }
+    let ctx = Arc::new(QueryContext {
+        pool,
+        positions,
+        settings: settings.projection.clone(),
+    });
+    let served = query::serve(nats, ctx, shutdown).await;
+    stop.cancel();
+    for task in tasks {
+        let _ = task.await;
+    }
+    served
+}

@@ -1,0 +1,280 @@
+//! The projections: which tables each owns and how a batch of events changes them.
+//!
+//! The four entity projections (plugins, pipelines, runs, schedules) share one engine
+//! ([`apply_entities`]): load the rows a batch touches in one query, fold the events into
+//! them in memory (skipping any event at or below a row's aggregate version), then upsert
+//! the changed rows and the per-state counts with one statement each. The audit
+//! projection inserts every event. Both are pure row work inside a caller's transaction;
+//! checkpoints are the worker's business.
+
+use std::collections::{BTreeMap, HashMap};
+
+use flexcore_eventstore::RecordedEvent;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sqlx::types::Json;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::error::ProjectionError;
+use crate::tables::TableSpec;
+
+/// One projection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// The plugin catalogue.
+    Plugins,
+    /// Pipelines.
+    Pipelines,
+    /// Runs.
+    Runs,
+    /// Schedules.
+    Schedules,
+    /// Every event, by aggregate, type and time.
+    Audit,
+}
+
+impl Kind {
+    /// Every projection.
+    pub const ALL: [Kind; 5] = [Kind::Plugins, Kind::Pipelines, Kind::Runs, Kind::Schedules, Kind::Audit];
+
+    /// Its name (in `read.projections`, subjects and `flexctl projection rebuild`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Plugins => "plugins",
+            Kind::Pipelines => "pipelines",
+            Kind::Runs => "runs",
+            Kind::Schedules => "schedules",
+            Kind::Audit => "audit",
+        }
+    }
+
+    /// The projection called `name`.
+    pub fn parse(name: &str) -> Option<Kind> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Its table.
+    pub fn table(self) -> &'static TableSpec {
+        match self {
+            Kind::Plugins => &<contracts_views::PluginView as Entity>::SPEC,
+            Kind::Pipelines => &<contracts_views::PipelineView as Entity>::SPEC,
+            Kind::Runs => &<contracts_views::RunView as Entity>::SPEC,
+            Kind::Schedules => &<contracts_views::ScheduleView as Entity>::SPEC,
+            Kind::Audit => &AUDIT,
+        }
+    }
+
+    /// Session advisory-lock key of its leader.
+    pub fn lock_key(self) -> i64 {
+        // "fxproj" + the projection's index: distinct from the relay's key.
+        0x6678_7072_6f6a_0000 + self as i64
+    }
+
+    /// Applies a batch (in reading order) to generation `generation`; returns how many
+    /// events changed something.
+    pub async fn apply(
+        self,
+        conn: &mut PgConnection,
+        generation: u32,
+        events: &[RecordedEvent],
+    ) -> Result<u64, ProjectionError> {
+        match self {
+            Kind::Plugins => apply_entities::<contracts_views::PluginView>(conn, generation, events).await,
+            Kind::Pipelines => apply_entities::<contracts_views::PipelineView>(conn, generation, events).await,
+            Kind::Runs => apply_entities::<contracts_views::RunView>(conn, generation, events).await,
+            Kind::Schedules => apply_entities::<contracts_views::ScheduleView>(conn, generation, events).await,
+            Kind::Audit => apply_audit(conn, generation, events).await,
+        }
+    }
+}
+
+use flexcore_contracts::views as contracts_views;
+
+/// A read-model row type folded from one aggregate's events.
+pub trait Entity: Serialize + DeserializeOwned + Send + Sync + Unpin + Sized + 'static {
+    /// Its table. The JSON of a row supplies the columns by name, plus `doc` (itself).
+    const SPEC: TableSpec;
+    /// The aggregate whose events build it.
+    const AGGREGATE: &'static str;
+    /// The row created by an aggregate's first event.
+    fn create(event: &RecordedEvent) -> Result<Self, String>;
+    /// Folds a later event.
+    fn apply(&mut self, event: &RecordedEvent) -> Result<(), String>;
+    /// Its id (the key column).
+    fn id(&self) -> Uuid;
+    /// Its state (for the per-state counts).
+    fn state(&self) -> &str;
+    /// The aggregate version it reflects.
+    fn aggregate_version(&self) -> u64;
+}
+
+fn event_error(event: &RecordedEvent, message: String) -> ProjectionError {
+    ProjectionError::Event {
+        position: event.global_position,
+        event_type: event.event_type.clone(),
+        message,
+    }
+}
+
+/// The load → fold → upsert engine of the entity projections.
+pub async fn apply_entities<E: Entity>(
+    conn: &mut PgConnection,
+    generation: u32,
+    events: &[RecordedEvent],
+) -> Result<u64, ProjectionError> {
+    let relevant: Vec<&RecordedEvent> = events.iter().filter(|e| e.aggregate_type == E::AGGREGATE).collect();
+    if relevant.is_empty() {
+        return Ok(0);
+    }
+    let mut ids: Vec<Uuid> = relevant.iter().map(|e| e.aggregate_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let spec = &E::SPEC;
+    let loaded: Vec<Json<E>> = sqlx::query_scalar(&format!(
+        "SELECT doc FROM {} WHERE {} = ANY($1)",
+        spec.table(generation),
+        spec.key
+    ))
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut rows: HashMap<Uuid, E> = HashMap::with_capacity(ids.len());
+    let mut old_states: HashMap<Uuid, String> = HashMap::with_capacity(ids.len());
+    for Json(row) in loaded {
+        let id = row.id();
+        old_states.insert(id, row.state().to_owned());
+        rows.insert(id, row);
+    }
+    let mut dirty: Vec<Uuid> = Vec::new();
+    let mut applied = 0;
+    for event in relevant {
+        let id = event.aggregate_id;
+        match rows.get_mut(&id) {
+            Some(row) => {
+                if event.version <= row.aggregate_version() {
+                    continue; // already reflected: a redelivery or an overlap after a swap
+                }
+                row.apply(event).map_err(|m| event_error(event, m))?;
+            }
+            None => {
+                if event.version != 1 {
+                    return Err(event_error(
+                        event,
+                        format!(
+                            "no {} row for aggregate {id} before version {}",
+                            E::AGGREGATE,
+                            event.version
+                        ),
+                    ));
+                }
+                let row = E::create(event).map_err(|m| event_error(event, m))?;
+                rows.insert(id, row);
+            }
+        }
+        applied += 1;
+        if !dirty.contains(&id) {
+            dirty.push(id);
+        }
+    }
+    if dirty.is_empty() {
+        return Ok(0);
+    }
+    let mut docs = Vec::with_capacity(dirty.len());
+    let mut deltas: BTreeMap<String, i64> = BTreeMap::new();
+    for id in &dirty {
+        let Some(row) = rows.get(id) else { continue };
+        let mut value = serde_json::to_value(row)?;
+        let doc = value.clone();
+        if let Some(object) = value.as_object_mut() {
+            object.insert("doc".into(), doc);
+        }
+        docs.push(value);
+        let new_state = row.state();
+        match old_states.get(id) {
+            Some(old) if old == new_state => {}
+            Some(old) => {
+                *deltas.entry(old.clone()).or_default() -= 1;
+                *deltas.entry(new_state.to_owned()).or_default() += 1;
+            }
+            None => *deltas.entry(new_state.to_owned()).or_default() += 1,
+        }
+    }
+    sqlx::query(&spec.upsert_sql(generation))
+        .bind(Json(docs))
+        .execute(&mut *conn)
+        .await?;
+    deltas.retain(|_, d| *d != 0);
+    if !deltas.is_empty() {
+        let counts = spec.counts_table(generation);
+        let (states, changes): (Vec<String>, Vec<i64>) = deltas.into_iter().unzip();
+        sqlx::query(&format!(
+            "INSERT INTO {counts} (state, count) SELECT * FROM unnest($1::text[], $2::bigint[]) \
+             ON CONFLICT (state) DO UPDATE SET count = {counts}.count + EXCLUDED.count"
+        ))
+        .bind(&states)
+        .bind(&changes)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(applied)
+}
+
+/// The audit log: every event, by aggregate, type and time.
+pub const AUDIT: TableSpec = TableSpec {
+    base: "events",
+    key: "global_position",
+    columns: &[
+        ("global_position", "bigint NOT NULL"),
+        ("transaction_id", "bigint NOT NULL"),
+        ("event_id", "uuid NOT NULL"),
+        ("aggregate_type", "text NOT NULL"),
+        ("aggregate_id", "uuid NOT NULL"),
+        ("version", "bigint NOT NULL"),
+        ("event_type", "text NOT NULL"),
+        ("recorded_at", "timestamptz NOT NULL"),
+        ("doc", "jsonb NOT NULL"),
+    ],
+    indexes: &[
+        "(aggregate_id, global_position)",
+        "(aggregate_type, global_position)",
+        "(event_type, global_position)",
+        "(recorded_at, global_position)",
+    ],
+    counts: false,
+};
+
+async fn apply_audit(
+    conn: &mut PgConnection,
+    generation: u32,
+    events: &[RecordedEvent],
+) -> Result<u64, ProjectionError> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let rows: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "global_position": e.global_position,
+                "transaction_id": e.transaction_id,
+                "event_id": e.event_id,
+                "aggregate_type": e.aggregate_type,
+                "aggregate_id": e.aggregate_id,
+                "version": e.version,
+                "event_type": e.event_type,
+                "recorded_at": e.recorded_at,
+                "doc": e.to_envelope(),
+            })
+        })
+        .collect();
+    let table = AUDIT.table(generation);
+    let done = sqlx::query(&format!(
+        "INSERT INTO {table} SELECT * FROM jsonb_populate_recordset(NULL::{table}, $1) \
+         ON CONFLICT (global_position) DO NOTHING"
+    ))
+    .bind(Json(rows))
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}

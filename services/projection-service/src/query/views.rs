@@ -1,0 +1,415 @@
+//! Handlers of the entity views, statistics and projection administration.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use croner::parser::{CronParser, Seconds};
+use flexcore_contracts::model::ScheduleSpec;
+use flexcore_contracts::queries::ListQuery;
+use flexcore_contracts::views::{PipelineView, ProjectionStatus, RebuildStatus, RunSummary, ScheduleView, StatsView};
+use flexcore_contracts::{ErrorBody, ErrorCode};
+use sqlx::types::Json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::db_error;
+use super::list::{self, ListSpec};
+use crate::positions::checkpoint;
+use crate::projection::Kind;
+use crate::store;
+
+/// An entity view addressed by a query subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// `plugin.*`
+    Plugin,
+    /// `pipeline.*`
+    Pipeline,
+    /// `run.*`
+    Run,
+    /// `schedule.*`
+    Schedule,
+}
+
+impl Target {
+    /// The target of a subject's view token.
+    pub fn parse(view: &str) -> Option<Self> {
+        match view {
+            "plugin" => Some(Self::Plugin),
+            "pipeline" => Some(Self::Pipeline),
+            "run" => Some(Self::Run),
+            "schedule" => Some(Self::Schedule),
+            _ => None,
+        }
+    }
+
+    /// The projection that owns it.
+    pub fn kind(self) -> Kind {
+        match self {
+            Self::Plugin => Kind::Plugins,
+            Self::Pipeline => Kind::Pipelines,
+            Self::Run => Kind::Runs,
+            Self::Schedule => Kind::Schedules,
+        }
+    }
+
+    /// Every projection its answers read (pipelines show their last run and next fire).
+    pub fn reads(self) -> &'static [Kind] {
+        match self {
+            Self::Plugin => &[Kind::Plugins],
+            Self::Pipeline => &[Kind::Pipelines, Kind::Runs, Kind::Schedules],
+            Self::Run => &[Kind::Runs],
+            Self::Schedule => &[Kind::Schedules],
+        }
+    }
+
+    fn spec(self) -> &'static ListSpec {
+        match self {
+            Self::Plugin => &PLUGINS,
+            Self::Pipeline => &PIPELINES,
+            Self::Run => &RUNS,
+            Self::Schedule => &SCHEDULES,
+        }
+    }
+}
+
+const PLUGINS: ListSpec = ListSpec {
+    name: "plugins",
+    view: "read.plugins",
+    key: ("plugin_id", "uuid"),
+    time: ("created_at", "timestamptz"),
+    updated: Some("updated_at"),
+    name_column: Some("name"),
+    window: "created_at",
+    filters: &["state", "name", "kind", "since", "until"],
+};
+
+const PIPELINES: ListSpec = ListSpec {
+    name: "pipelines",
+    view: "read.pipelines",
+    key: ("pipeline_id", "uuid"),
+    time: ("created_at", "timestamptz"),
+    updated: Some("updated_at"),
+    name_column: Some("name"),
+    window: "created_at",
+    filters: &["state", "name", "owner", "tag", "since", "until"],
+};
+
+const RUNS: ListSpec = ListSpec {
+    name: "runs",
+    view: "read.runs",
+    key: ("run_id", "uuid"),
+    time: ("requested_at", "timestamptz"),
+    updated: Some("updated_at"),
+    name_column: None,
+    window: "requested_at",
+    filters: &["state", "pipeline_id", "since", "until"],
+};
+
+const SCHEDULES: ListSpec = ListSpec {
+    name: "schedules",
+    view: "read.schedules",
+    key: ("schedule_id", "uuid"),
+    time: ("created_at", "timestamptz"),
+    updated: Some("updated_at"),
+    name_column: None,
+    window: "created_at",
+    filters: &["state", "pipeline_id", "since", "until"],
+};
+
+/// The audit log.
+pub const EVENTS: ListSpec = ListSpec {
+    name: "events",
+    view: "read.events",
+    key: ("global_position", "bigint"),
+    time: ("global_position", "bigint"),
+    updated: None,
+    name_column: None,
+    window: "recorded_at",
+    filters: &["aggregate_id", "aggregate_type", "event_type", "since", "until"],
+};
+
+/// `<view>.get`.
+pub async fn get(pool: &PgPool, target: Target, id: Uuid) -> Result<serde_json::Value, ErrorBody> {
+    let spec = target.spec();
+    let doc: Option<Json<serde_json::Value>> =
+        sqlx::query_scalar(&format!("SELECT doc FROM {} WHERE {} = $1", spec.view, spec.key.0))
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .map_err(db_error)?;
+    let Some(Json(doc)) = doc else {
+        return Err(ErrorBody::new(
+            ErrorCode::NotFound,
+            format!(
+                "no {} with id {id} (ids are case-insensitive UUIDs; list them with {}.list)",
+                spec.name.trim_end_matches('s'),
+                spec.name.trim_end_matches('s')
+            ),
+        ));
+    };
+    let mut docs = vec![doc];
+    enrich(pool, target, &mut docs).await?;
+    Ok(docs.pop().unwrap_or_default())
+}
+
+/// `<view>.list`.
+pub async fn list(
+    pool: &PgPool,
+    target: Target,
+    q: &ListQuery,
+) -> Result<(Vec<serde_json::Value>, Option<String>), ErrorBody> {
+    let (mut docs, next) = list::page(pool, target.spec(), q).await?;
+    enrich(pool, target, &mut docs).await?;
+    Ok((docs, next))
+}
+
+/// Adds what is computed at query time: a pipeline's last run and next fire, a
+/// schedule's next fire.
+async fn enrich(pool: &PgPool, target: Target, docs: &mut [serde_json::Value]) -> Result<(), ErrorBody> {
+    let now = Utc::now();
+    match target {
+        Target::Schedule => {
+            for doc in docs.iter_mut() {
+                let view: Option<ScheduleView> = serde_json::from_value(doc.clone()).ok();
+                if let Some(next) = view.and_then(|v| (v.state == "active").then(|| next_fire(&v.spec, now)).flatten())
+                {
+                    doc["next_fire"] = serde_json::json!(next);
+                }
+            }
+        }
+        Target::Pipeline => {
+            let ids: Vec<Uuid> = docs
+                .iter()
+                .filter_map(|d| {
+                    d.get("pipeline_id")
+                        .and_then(|v| v.as_str())
+                        .and_then(|s| s.parse().ok())
+                })
+                .collect();
+            if ids.is_empty() {
+                return Ok(());
+            }
+            type LastRun = (Uuid, Uuid, String, DateTime<Utc>, Option<DateTime<Utc>>);
+            let last: Vec<LastRun> = sqlx::query_as(
+                "SELECT p.id, r.run_id, r.state, r.requested_at, r.finished_at \
+                 FROM unnest($1::uuid[]) AS p(id) CROSS JOIN LATERAL \
+                 (SELECT run_id, state, requested_at, finished_at FROM read.runs \
+                  WHERE pipeline_id = p.id ORDER BY requested_at DESC, run_id DESC LIMIT 1) r",
+            )
+            .bind(&ids)
+            .fetch_all(pool)
+            .await
+            .map_err(db_error)?;
+            let last: HashMap<Uuid, RunSummary> = last
+                .into_iter()
+                .map(|(p, run_id, state, requested_at, finished_at)| {
+                    (
+                        p,
+                        RunSummary {
+                            run_id,
+                            state,
+                            requested_at,
+                            finished_at,
+                        },
+                    )
+                })
+                .collect();
+            let schedules: Vec<(Uuid, Json<ScheduleSpec>)> = sqlx::query_as(
+                "SELECT pipeline_id, doc->'spec' FROM read.schedules WHERE pipeline_id = ANY($1) AND state = 'active'",
+            )
+            .bind(&ids)
+            .fetch_all(pool)
+            .await
+            .map_err(db_error)?;
+            let mut next: HashMap<Uuid, DateTime<Utc>> = HashMap::new();
+            for (pipeline, Json(spec)) in schedules {
+                if let Some(t) = next_fire(&spec, now) {
+                    let e = next.entry(pipeline).or_insert(t);
+                    *e = (*e).min(t);
+                }
+            }
+            for doc in docs.iter_mut() {
+                let Some(id) = doc
+                    .get("pipeline_id")
+                    .and_then(|v| v.as_str())
+                    .and_then(|s| s.parse::<Uuid>().ok())
+                else {
+                    continue;
+                };
+                let Ok(mut view) = serde_json::from_value::<PipelineView>(doc.clone()) else {
+                    continue;
+                };
+                view.last_run = last.get(&id).cloned();
+                view.next_fire = if view.state == "active" {
+                    next.get(&id).copied()
+                } else {
+                    None
+                };
+                if let Ok(v) = serde_json::to_value(view) {
+                    *doc = v;
+                }
+            }
+        }
+        Target::Plugin | Target::Run => {}
+    }
+    Ok(())
+}
+
+/// The first slot of `spec` after `now` within its bounds (the scheduler's rule: 5 or 6
+/// fields, evaluated in the schedule's IANA zone).
+pub fn next_fire(spec: &ScheduleSpec, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let cron = CronParser::builder()
+        .seconds(Seconds::Optional)
+        .build()
+        .parse(&spec.cron)
+        .ok()?;
+    let tz: Tz = spec.timezone.parse().ok()?;
+    let from = spec.start_at.map_or(now, |s| s.max(now));
+    let next = cron
+        .find_next_occurrence(&from.with_timezone(&tz), false)
+        .ok()?
+        .with_timezone(&Utc);
+    match spec.end_at {
+        Some(end) if next > end => None,
+        _ => Some(next),
+    }
+}
+
+/// `stats.get`.
+pub async fn stats(pool: &PgPool) -> Result<StatsView, ErrorBody> {
+    let counts = |view: &'static str| async move {
+        let rows: Vec<(String, i64)> = sqlx::query_as(&format!("SELECT state, count FROM {view} WHERE count <> 0"))
+            .fetch_all(pool)
+            .await
+            .map_err(db_error)?;
+        Ok::<BTreeMap<String, u64>, ErrorBody>(
+            rows.into_iter()
+                .map(|(s, c)| (s, u64::try_from(c).unwrap_or_default()))
+                .collect(),
+        )
+    };
+    let (hour, day, finished, failed): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT \
+           (SELECT count(*) FROM read.runs WHERE requested_at >= now() - interval '1 hour'), \
+           (SELECT count(*) FROM read.runs WHERE requested_at >= now() - interval '1 day'), \
+           (SELECT count(*) FROM read.runs WHERE finished_at >= now() - interval '1 day'), \
+           (SELECT count(*) FROM read.runs WHERE finished_at >= now() - interval '1 day' \
+              AND state IN ('failed', 'timed_out'))",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(db_error)?;
+    let u = |v: i64| u64::try_from(v).unwrap_or_default();
+    Ok(StatsView {
+        plugins: counts("read.plugins_counts").await?,
+        pipelines: counts("read.pipelines_counts").await?,
+        runs: counts("read.runs_counts").await?,
+        schedules: counts("read.schedules_counts").await?,
+        runs_last_hour: u(hour),
+        runs_last_day: u(day),
+        finished_last_day: u(finished),
+        failed_last_day: u(failed),
+        failure_rate_last_day: if finished > 0 {
+            failed as f64 / finished as f64
+        } else {
+            0.0
+        },
+    })
+}
+
+/// `projection.list`: position, lag and rebuild progress of every projection.
+pub async fn projections(pool: &PgPool) -> Result<Vec<ProjectionStatus>, ErrorBody> {
+    type Row = (String, i32, i64, i64, i64, DateTime<Utc>, Option<Json<RebuildStatus>>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT name, generation, transaction_id::text::bigint, global_position, events_applied, updated_at, rebuild \
+         FROM read.projections ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(db_error)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (name, generation, tx, pos, applied, updated_at, rebuild) in rows {
+        let cp = checkpoint(tx, pos);
+        let (lag_events, lag_ms): (i64, Option<f64>) = sqlx::query_as(
+            "SELECT \
+               (SELECT count(*) FROM (SELECT 1 FROM events \
+                  WHERE (transaction_id, global_position) > ($1::text::xid8, $2) LIMIT 1000000) s), \
+               (SELECT extract(epoch FROM now() - recorded_at) * 1000 FROM events \
+                  WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
+                  ORDER BY transaction_id, global_position LIMIT 1)::float8",
+        )
+        .bind(cp.transaction_id.to_string())
+        .bind(pos)
+        .fetch_one(pool)
+        .await
+        .map_err(db_error)?;
+        out.push(ProjectionStatus {
+            name,
+            generation: u32::try_from(generation).unwrap_or_default(),
+            position: cp.global_position,
+            lag_events: u64::try_from(lag_events).unwrap_or_default(),
+            lag_ms: lag_ms.map_or(0, |ms| ms.max(0.0) as u64),
+            events_applied: u64::try_from(applied).unwrap_or_default(),
+            updated_at,
+            rebuild: rebuild.map(|r| r.0),
+        });
+    }
+    Ok(out)
+}
+
+/// `projection.rebuild`.
+pub async fn request_rebuild(pool: &PgPool, name: &str) -> Result<RebuildStatus, ErrorBody> {
+    let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+    let kind = Kind::parse(name).ok_or_else(|| {
+        ErrorBody::new(
+            ErrorCode::ValidationFailed,
+            format!("no projection named {name:?}; use one of: {}", names.join(", ")),
+        )
+    })?;
+    match store::request_rebuild(pool, kind).await {
+        Ok(Some(status)) => Ok(status),
+        Ok(None) => Err(ErrorBody::new(
+            ErrorCode::Conflict,
+            format!("a rebuild of {name} is already requested or running; follow it with projection.list"),
+        )),
+        Err(crate::error::ProjectionError::Database(e)) => Err(db_error(e)),
+        Err(other) => Err(ErrorBody::new(ErrorCode::Internal, other.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flexcore_contracts::model::OverlapPolicy;
+
+    fn spec(cron: &str, tz: &str) -> ScheduleSpec {
+        ScheduleSpec {
+            cron: cron.into(),
+            timezone: tz.into(),
+            overlap: OverlapPolicy::default(),
+            catchup_window_seconds: 0,
+            catchup_cap: 0,
+            jitter_seconds: 0,
+            start_at: None,
+            end_at: None,
+        }
+    }
+
+    #[test]
+    fn next_fire_honours_zone_and_bounds() {
+        let now = DateTime::parse_from_rfc3339("2026-11-24T10:15:00Z").map(|t| t.with_timezone(&Utc));
+        let now = now.unwrap_or_default();
+        // 12:00 in Berlin (UTC+1 in November) is 11:00 UTC.
+        let next = next_fire(&spec("0 12 * * *", "Europe/Berlin"), now);
+        assert_eq!(
+            next.map(|t| t.to_rfc3339()),
+            Some("2026-11-24T11:00:00+00:00".to_owned())
+        );
+        let mut ended = spec("0 12 * * *", "Europe/Berlin");
+        ended.end_at = Some(now);
+        assert_eq!(next_fire(&ended, now), None);
+        assert_eq!(next_fire(&spec("not cron", "UTC"), now), None);
+    }
+}

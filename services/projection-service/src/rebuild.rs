@@ -1,0 +1,187 @@
+//! Blue/green rebuilds: replay a projection from the Postgres event store (not JetStream,
+//! whose retention may be shorter) into the tables of a new generation while the current
+//! one keeps serving, then — with the live worker paused for the last stretch — move the
+//! checkpoint and re-point the views in one transaction, and drop the old tables.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use flexcore_contracts::views::RebuildStatus;
+use flexcore_eventstore::{Checkpoint, RecordedEvent};
+use sqlx::PgPool;
+use tokio::sync::Mutex;
+
+use crate::error::ProjectionError;
+use crate::positions::announce;
+use crate::projection::Kind;
+use crate::store::{self, Live};
+use crate::tables;
+use crate::worker::Shared;
+
+/// Whether a rebuild of `kind` waits to be run.
+pub async fn requested(pool: &PgPool, kind: Kind) -> Result<bool, ProjectionError> {
+    Ok(store::rebuild_status(pool, kind)
+        .await?
+        .is_some_and(|s| s.state == "requested"))
+}
+
+/// A rebuild left `running` by a leader that died is requested again (its half-built
+/// tables are replaced when it restarts).
+pub async fn resume_interrupted(pool: &PgPool, kind: Kind) -> Result<(), ProjectionError> {
+    if let Some(mut status) = store::rebuild_status(pool, kind).await? {
+        if status.state == "running" {
+            tracing::warn!(
+                projection = kind.name(),
+                "restarting a rebuild interrupted by a leader change"
+            );
+            status.state = "requested".into();
+            status.error = Some("interrupted by a leader change; restarted".into());
+            let mut conn = pool.acquire().await?;
+            store::save_rebuild_status(&mut conn, kind, &status).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs the requested rebuild of `kind`; failures are recorded in its status.
+pub async fn run(kind: Kind, shared: Shared, live: Arc<Mutex<Live>>) {
+    let Ok(Some(mut status)) = store::rebuild_status(&shared.pool, kind).await else {
+        return;
+    };
+    let from = live.lock().await.generation;
+    if let Err(error) = rebuild(kind, &shared, &live, &mut status).await {
+        tracing::error!(projection = kind.name(), %error, "rebuild failed");
+        status.state = "failed".into();
+        status.error = Some(error.to_string());
+        status.finished_at = Some(Utc::now());
+        if let Ok(mut conn) = shared.pool.acquire().await {
+            let _ = store::save_rebuild_status(&mut conn, kind, &status).await;
+            if let Some(generation) = status.generation.filter(|g| *g != from) {
+                let _ = tables::drop_generation(&mut conn, kind.table(), generation).await;
+            }
+        }
+    }
+}
+
+async fn rebuild(
+    kind: Kind,
+    shared: &Shared,
+    live: &Mutex<Live>,
+    status: &mut RebuildStatus,
+) -> Result<(), ProjectionError> {
+    let spec = kind.table();
+    let old = live.lock().await.generation;
+    let generation = old + 1;
+    let target: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&shared.pool)
+        .await?;
+    let started = Instant::now();
+    status.state = "running".into();
+    status.generation = Some(generation);
+    status.processed = 0;
+    status.target = u64::try_from(target).unwrap_or_default();
+    status.started_at = Some(Utc::now());
+    status.error = None;
+    let mut conn = shared.pool.acquire().await?;
+    store::save_rebuild_status(&mut conn, kind, status).await?;
+    tracing::info!(projection = kind.name(), generation, target, "rebuild started");
+    tables::create_generation(&mut conn, spec, generation, false).await?;
+
+    let mut checkpoint = Checkpoint::default();
+    let mut last_report = Instant::now();
+    let batch_size = shared.settings.replay_batch_size;
+    loop {
+        let batch = flexcore_eventstore::read_all_with(&shared.pool, checkpoint, batch_size).await?;
+        replay(kind, shared, generation, &batch, &mut checkpoint).await?;
+        status.processed += batch.len() as u64;
+        if last_report.elapsed().as_secs() >= 1 {
+            last_report = Instant::now();
+            status.events_per_second = Some(rate(status.processed, started));
+            store::save_rebuild_status(&mut conn, kind, status).await?;
+        }
+        if (batch.len() as i64) < batch_size {
+            break;
+        }
+    }
+    tables::index_generation(&mut conn, spec, generation).await?;
+
+    // The last stretch with the live worker paused, then the swap.
+    let mut live = live.lock().await;
+    loop {
+        let batch = flexcore_eventstore::read_all_with(&shared.pool, checkpoint, batch_size).await?;
+        if batch.is_empty() {
+            if checkpoint >= live.checkpoint {
+                break;
+            }
+            return Err(ProjectionError::Invariant(format!(
+                "the replay ended at {checkpoint:?}, behind the live checkpoint {:?}",
+                live.checkpoint
+            )));
+        }
+        replay(kind, shared, generation, &batch, &mut checkpoint).await?;
+        status.processed += batch.len() as u64;
+    }
+    let mut tx = shared.pool.begin().await?;
+    let stored = store::load(&mut tx, kind, true).await?;
+    if stored.generation != old {
+        return Err(ProjectionError::Invariant(format!(
+            "generation moved from {old} to {} during the rebuild",
+            stored.generation
+        )));
+    }
+    status.state = "done".into();
+    status.finished_at = Some(Utc::now());
+    status.events_per_second = Some(rate(status.processed, started));
+    sqlx::query(
+        "UPDATE read.projections SET generation = $2, transaction_id = $3::text::xid8, global_position = $4, \
+         events_applied = $5, updated_at = now() WHERE name = $1",
+    )
+    .bind(kind.name())
+    .bind(i32::try_from(generation).unwrap_or(i32::MAX))
+    .bind(checkpoint.transaction_id.to_string())
+    .bind(i64::try_from(checkpoint.global_position).unwrap_or(i64::MAX))
+    .bind(i64::try_from(status.processed).unwrap_or(i64::MAX))
+    .execute(&mut *tx)
+    .await?;
+    store::save_rebuild_status(&mut tx, kind, status).await?;
+    tables::swap_views(&mut tx, spec, generation).await?;
+    tx.commit().await?;
+    *live = Live { generation, checkpoint };
+    drop(live);
+    shared.positions.advance(kind, checkpoint);
+    announce(&shared.nats, kind, checkpoint).await;
+    tracing::info!(
+        projection = kind.name(),
+        generation,
+        events = status.processed,
+        events_per_second = status.events_per_second,
+        "rebuild swapped in"
+    );
+    tables::drop_generation(&mut conn, spec, old).await?;
+    Ok(())
+}
+
+async fn replay(
+    kind: Kind,
+    shared: &Shared,
+    generation: u32,
+    batch: &[RecordedEvent],
+    checkpoint: &mut Checkpoint,
+) -> Result<(), ProjectionError> {
+    let Some(last) = batch.last() else { return Ok(()) };
+    let mut tx = shared.pool.begin().await?;
+    kind.apply(&mut tx, generation, batch).await?;
+    tx.commit().await?;
+    *checkpoint = last.checkpoint();
+    Ok(())
+}
+
+fn rate(events: u64, since: Instant) -> f64 {
+    let secs = since.elapsed().as_secs_f64();
+    if secs > 0.0 {
+        (events as f64 / secs).round()
+    } else {
+        0.0
+    }
+}

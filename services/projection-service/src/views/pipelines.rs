@@ -1,0 +1,103 @@
+use flexcore_contracts::events::PipelineEvent;
+use flexcore_contracts::views::PipelineView;
+use flexcore_eventstore::RecordedEvent;
+use uuid::Uuid;
+
+use super::typed;
+use crate::projection::Entity;
+use crate::tables::TableSpec;
+
+impl Entity for PipelineView {
+    const SPEC: TableSpec = TableSpec {
+        base: "pipelines",
+        key: "pipeline_id",
+        columns: &[
+            ("pipeline_id", "uuid NOT NULL"),
+            ("name", "text NOT NULL"),
+            ("owner", "text NOT NULL"),
+            ("state", "text NOT NULL"),
+            ("created_at", "timestamptz NOT NULL"),
+            ("updated_at", "timestamptz NOT NULL"),
+            ("doc", "jsonb NOT NULL"),
+        ],
+        indexes: &[
+            "(name, pipeline_id)",
+            "(created_at, pipeline_id)",
+            "(updated_at, pipeline_id)",
+            "(owner)",
+            "(state)",
+        ],
+        counts: true,
+    };
+    const AGGREGATE: &'static str = PipelineEvent::AGGREGATE_TYPE;
+
+    fn create(event: &RecordedEvent) -> Result<Self, String> {
+        let PipelineEvent::Created(e) = typed(event, PipelineEvent::from_stored)? else {
+            return Err("the first pipeline event must be pipeline.created".into());
+        };
+        Ok(PipelineView {
+            pipeline_id: e.pipeline_id,
+            name: e.name.to_string(),
+            owner: e.owner.to_string(),
+            description: e.description,
+            tags: e.tags.iter().map(ToString::to_string).collect(),
+            state: "active".into(),
+            state_reason: None,
+            definition_version: 1,
+            definition: e.definition,
+            bookmark: serde_json::Value::Null,
+            bookmark_run_id: None,
+            bookmark_at: None,
+            last_run: None,
+            next_fire: None,
+            created_at: event.recorded_at,
+            updated_at: event.recorded_at,
+            aggregate_version: event.version,
+        })
+    }
+
+    fn apply(&mut self, event: &RecordedEvent) -> Result<(), String> {
+        match typed(event, PipelineEvent::from_stored)? {
+            PipelineEvent::Created(_) => return Err("pipeline created twice".into()),
+            PipelineEvent::Updated(e) => {
+                self.definition_version = e.definition_version;
+                self.definition = e.definition;
+                self.owner = e.owner.to_string();
+                self.description = e.description;
+                self.tags = e.tags.iter().map(ToString::to_string).collect();
+            }
+            PipelineEvent::Paused(e) => {
+                self.state = "paused".into();
+                self.state_reason = e.reason;
+            }
+            PipelineEvent::Resumed(_) => {
+                self.state = "active".into();
+                self.state_reason = None;
+            }
+            PipelineEvent::Archived(e) => {
+                self.state = "archived".into();
+                self.state_reason = e.reason;
+            }
+            PipelineEvent::StateCommitted(e) => {
+                self.bookmark = e.state;
+                self.bookmark_run_id = e.run_id;
+                self.bookmark_at = Some(event.recorded_at);
+            }
+        }
+        self.updated_at = event.recorded_at;
+        self.aggregate_version = event.version;
+        Ok(())
+    }
+
+    fn id(&self) -> Uuid {
+        self.pipeline_id
+    }
+
+    fn state(&self) -> &str {
+        &self.state
+    }
+
+    fn aggregate_version(&self) -> u64 {
+        self.aggregate_version
+    }
+}

@@ -1,0 +1,87 @@
+use flexcore_contracts::events::ScheduleEvent;
+use flexcore_contracts::views::{ScheduleView, SkippedSlot};
+use flexcore_eventstore::RecordedEvent;
+use uuid::Uuid;
+
+use super::typed;
+use crate::projection::Entity;
+use crate::tables::TableSpec;
+
+impl Entity for ScheduleView {
+    const SPEC: TableSpec = TableSpec {
+        base: "schedules",
+        key: "schedule_id",
+        columns: &[
+            ("schedule_id", "uuid NOT NULL"),
+            ("pipeline_id", "uuid NOT NULL"),
+            ("state", "text NOT NULL"),
+            ("created_at", "timestamptz NOT NULL"),
+            ("updated_at", "timestamptz NOT NULL"),
+            ("doc", "jsonb NOT NULL"),
+        ],
+        indexes: &[
+            "(pipeline_id)",
+            "(created_at, schedule_id)",
+            "(updated_at, schedule_id)",
+            "(state)",
+        ],
+        counts: true,
+    };
+    const AGGREGATE: &'static str = ScheduleEvent::AGGREGATE_TYPE;
+
+    fn create(event: &RecordedEvent) -> Result<Self, String> {
+        let ScheduleEvent::Created(e) = typed(event, ScheduleEvent::from_stored)? else {
+            return Err("the first schedule event must be schedule.created".into());
+        };
+        Ok(ScheduleView {
+            schedule_id: e.schedule_id,
+            pipeline_id: e.pipeline_id,
+            spec: e.spec,
+            state: if e.paused { "paused" } else { "active" }.into(),
+            slots_skipped: 0,
+            last_skipped: None,
+            slots_missed: 0,
+            last_missed: None,
+            next_fire: None,
+            created_at: event.recorded_at,
+            updated_at: event.recorded_at,
+            aggregate_version: event.version,
+        })
+    }
+
+    fn apply(&mut self, event: &RecordedEvent) -> Result<(), String> {
+        match typed(event, ScheduleEvent::from_stored)? {
+            ScheduleEvent::Created(_) => return Err("schedule created twice".into()),
+            ScheduleEvent::Updated(e) => self.spec = e.spec,
+            ScheduleEvent::Paused(_) => self.state = "paused".into(),
+            ScheduleEvent::Resumed(_) => self.state = "active".into(),
+            ScheduleEvent::Deleted(_) => self.state = "deleted".into(),
+            ScheduleEvent::SlotSkipped(e) => {
+                self.slots_skipped += 1;
+                self.last_skipped = Some(SkippedSlot {
+                    slot: e.slot,
+                    reason: e.reason,
+                });
+            }
+            ScheduleEvent::SlotsMissed(e) => {
+                self.slots_missed += e.slots.len() as u64;
+                self.last_missed = e.slots.iter().copied().max().max(self.last_missed);
+            }
+        }
+        self.updated_at = event.recorded_at;
+        self.aggregate_version = event.version;
+        Ok(())
+    }
+
+    fn id(&self) -> Uuid {
+        self.schedule_id
+    }
+
+    fn state(&self) -> &str {
+        &self.state
+    }
+
+    fn aggregate_version(&self) -> u64 {
+        self.aggregate_version
+    }
+}

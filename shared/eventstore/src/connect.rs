@@ -1,0 +1,50 @@
+//! Connections every service opens the same way: the Postgres pool and the NATS client,
+//! from the `database` and `nats` config sections, with errors naming the setting to fix.
+
+use std::time::Duration;
+
+use flexcore_config::{DatabaseSettings, NatsSettings};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+
+/// A connection that could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Postgres.
+    #[error("cannot connect to Postgres (database.url / FLEXCORE__DATABASE__URL): {0}")]
+    Postgres(#[source] sqlx::Error),
+    /// NATS.
+    #[error("cannot connect to NATS at {url} (nats.url / FLEXCORE__NATS__URL): {source}")]
+    Nats {
+        /// The URL tried.
+        url: String,
+        /// Why.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+}
+
+/// The Postgres pool of `database`.
+pub async fn postgres(settings: &DatabaseSettings) -> Result<PgPool, ConnectError> {
+    PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+        .connect(settings.url.expose())
+        .await
+        .map_err(ConnectError::Postgres)
+}
+
+/// A NATS client named `name` (shown by the server's monitoring), reconnecting forever.
+pub async fn nats(name: &str, settings: &NatsSettings) -> Result<async_nats::Client, ConnectError> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_millis(settings.connect_timeout_ms))
+        .request_timeout(Some(Duration::from_millis(settings.request_timeout_ms)))
+        .connect(&settings.url)
+        .await
+        .map_err(|source| ConnectError::Nats {
+            url: settings.url.clone(),
+            source,
+        })
+}
