@@ -78,6 +78,61 @@ pub enum BenchCommand {
     /// small runs and peak RSS. Needs plugins/build.sh and
     /// `cargo build --release -p flexcore-plugin-generator -p flexcore-plugin-mapper -p flexcore-plugin-discard`.
     Pipeline(PipelineArgs),
+    /// Event → read-model lag: open-loop pipeline toggles at a fixed rate, each followed
+    /// by a `pipeline.get` with `min_position` (needs flexcore-command and
+    /// flexcore-projection running).
+    Lag(LagArgs),
+    /// Query throughput and latency: `pipeline.get` by random id, then `pipeline.list`
+    /// pages of 100, from N clients.
+    Queries(QueriesArgs),
+    /// Projection rebuild speed; seeds the event log with pipeline toggles first when it
+    /// holds fewer than --events events.
+    Rebuild(RebuildArgs),
+}
+
+/// Options of `flexctl bench lag`.
+#[derive(Debug, Clone, Args)]
+pub struct LagArgs {
+    /// Commands (events) per second, sustained.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate: u32,
+    /// Pipelines toggled (each at rate/pipelines per second).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub pipelines: u32,
+    /// Measured duration, e.g. 30s.
+    #[arg(long, default_value = "30s", value_parser = parse_positive_duration)]
+    pub duration: Duration,
+    /// Unmeasured warm-up.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub warmup: Duration,
+}
+
+/// Options of `flexctl bench queries`.
+#[derive(Debug, Clone, Args)]
+pub struct QueriesArgs {
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub clients: u32,
+    /// Pipelines created to query.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub pipelines: u32,
+    /// Measured duration of each phase.
+    #[arg(long, default_value = "20s", value_parser = parse_positive_duration)]
+    pub duration: Duration,
+    /// Unmeasured warm-up before each phase.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub warmup: Duration,
+}
+
+/// Options of `flexctl bench rebuild`.
+#[derive(Debug, Clone, Args)]
+pub struct RebuildArgs {
+    /// Events the log should hold before rebuilding (seeded with pipeline toggles).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+    /// Projections to rebuild, one after the other.
+    #[arg(long = "projection", default_values_t = ["audit".to_owned(), "pipelines".to_owned()])]
+    pub projections: Vec<String>,
 }
 
 /// Options of `flexctl bench pipeline`.
@@ -142,6 +197,14 @@ fn print_stdout(text: &str) {
     print!("{text}");
 }
 
+fn print_figures(figures: &[bench::projection::Figures], output: Output) -> anyhow::Result<()> {
+    match output {
+        Output::Text => figures.iter().for_each(|f| print_stdout(&f.text())),
+        Output::Json => print_stdout(&format!("{}\n", serde_json::to_string_pretty(figures)?)),
+    }
+    Ok(())
+}
+
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
@@ -159,6 +222,43 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             match cli.output {
                 Output::Text => print_stdout(&report.text()),
                 Output::Json => print_stdout(&format!("{}\n", serde_json::to_string_pretty(&report)?)),
+            }
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Lag(args)) => {
+            let figures = bench::projection::lag(
+                &cli.nats_url,
+                args.rate,
+                usize::try_from(args.pipelines)?,
+                args.warmup,
+                args.duration,
+            )
+            .await?;
+            print_figures(&[figures], cli.output)
+        }
+        Command::Bench(BenchCommand::Queries(args)) => {
+            let figures = bench::projection::queries(
+                &cli.nats_url,
+                usize::try_from(args.clients)?,
+                usize::try_from(args.pipelines)?,
+                args.warmup,
+                args.duration,
+            )
+            .await?;
+            print_figures(&figures, cli.output)
+        }
+        Command::Bench(BenchCommand::Rebuild(args)) => {
+            let figures = bench::projection::rebuild(&cli.nats_url, &args.projections, args.events).await?;
+            match cli.output {
+                Output::Text => {
+                    for f in &figures {
+                        print_stdout(&format!(
+                            "rebuild {:<10} {:>9} events  {:>7.1} s wall  {:>9.0} events/s replay\n",
+                            f.name, f.events, f.seconds, f.events_per_second
+                        ));
+                    }
+                }
+                Output::Json => print_stdout(&format!("{}\n", serde_json::to_string_pretty(&figures)?)),
             }
             Ok(())
         }

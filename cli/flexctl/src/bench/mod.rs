@@ -8,6 +8,7 @@
 
 pub mod commands;
 pub mod pipeline;
+pub mod projection;
 pub mod raw;
 pub mod record;
 pub mod report;

@@ -1,0 +1,392 @@
+//! `flexctl bench lag|queries|rebuild`: the projection service's benchmarks, over NATS
+//! only, against a running stack (command + projection services).
+//!
+//! - `lag`: open-loop `pipeline.pause`/`resume` at a fixed rate; after each accepted
+//!   command a `pipeline.get` with `min_position` = the reply's global position. The
+//!   figure is the time from the command's reply to the query's answer: how long after a
+//!   commit the read model shows it (the service answers as soon as the projections
+//!   covering pipelines, runs and schedules have applied that position).
+//! - `queries`: N clients issuing `pipeline.get` for random ids, then `pipeline.list`
+//!   pages of 100, each phase after a warm-up.
+//! - `rebuild`: optionally seeds the log with toggles until it holds `--events` events,
+//!   then rebuilds projections and reports their replay speed from `projection.list`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use async_nats::{Client, Subject};
+use bytes::Bytes;
+use flexcore_contracts::commands::{PausePipeline, ResumePipeline};
+use flexcore_contracts::queries::QueryReply;
+use flexcore_contracts::views::ProjectionStatus;
+use flexcore_contracts::{subjects, CommandReply};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::commands::{connect, encode, CLIENTS_PER_CONNECTION};
+use super::setup;
+use super::stats::LatencySummary;
+use super::Window;
+
+/// Latency figures of one phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figures {
+    /// What was measured.
+    pub name: String,
+    /// Operations completed in the measured window.
+    pub operations: u64,
+    /// Per second.
+    pub per_second: f64,
+    /// Errors in the window.
+    pub errors: u64,
+    /// Latency percentiles.
+    pub latency: LatencySummary,
+}
+
+impl Figures {
+    fn of(name: &str, histogram: &Histogram<u64>, errors: u64, window: Duration) -> Self {
+        Self {
+            name: name.to_owned(),
+            operations: histogram.len(),
+            per_second: histogram.len() as f64 / window.as_secs_f64(),
+            errors,
+            latency: LatencySummary::of(histogram),
+        }
+    }
+
+    /// One human-readable line.
+    pub fn text(&self) -> String {
+        let l = &self.latency;
+        format!(
+            "{:<28} {:>9} ops  {:>10.0}/s  errors {:>4}  p50 {:>7.2} ms  p95 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms\n",
+            self.name, self.operations, self.per_second, self.errors, l.p50_ms, l.p95_ms, l.p99_ms, l.max_ms
+        )
+    }
+}
+
+fn histogram() -> anyhow::Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).context("histogram")
+}
+
+async fn query(client: &Client, subject: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    let reply = client
+        .request(
+            Subject::from(subject.to_owned()),
+            Bytes::from(serde_json::to_vec(&body)?),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{subject}: {e} (is flexcore-projection running?)"))?;
+    match serde_json::from_slice::<QueryReply>(&reply.payload)? {
+        QueryReply::Ok(ok) => Ok(ok.data),
+        QueryReply::Err(e) => bail!("{subject}: {}", e.error),
+    }
+}
+
+/// Every projection's status.
+pub async fn projections(client: &Client) -> anyhow::Result<Vec<ProjectionStatus>> {
+    Ok(serde_json::from_value(
+        query(client, &subjects::query("projection", "list"), json!({})).await?,
+    )?)
+}
+
+/// Waits until no projection lags.
+pub async fn wait_caught_up(client: &Client, within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        if projections(client).await?.iter().all(|p| p.lag_events == 0) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the projections did not catch up within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `flexctl bench lag`.
+pub async fn lag(
+    nats_url: &str,
+    rate: u32,
+    pipelines: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<Figures> {
+    let connections = connect(nats_url, pipelines).await?;
+    let first = connections.first().context("no NATS connection")?.clone();
+    setup::register_plugins(&first).await?;
+    let ids = setup::create_pipelines(&connections, pipelines).await?;
+    wait_caught_up(&first, Duration::from_secs(60)).await?;
+    tracing::info!(rate, pipelines, "measuring event → read model lag");
+    let window = Window::after_warmup(warmup, duration);
+    let interval = Duration::from_secs_f64(pipelines as f64 / f64::from(rate.max(1)));
+    let results = Recorder::new()?;
+    let tasks: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, &pipeline_id)| {
+            let client = connections[i / CLIENTS_PER_CONNECTION].clone();
+            let results = results.clone();
+            // Spread the clients' phases over one interval.
+            let offset = interval.mul_f64(i as f64 / pipelines as f64);
+            tokio::spawn(async move { toggle_and_read(client, pipeline_id, interval, offset, window, results).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    setup::archive_pipelines(&connections, &ids).await;
+    let (h, errors) = results.take()?;
+    Ok(Figures::of(
+        &format!("lag at {rate}/s (reply→visible)"),
+        &h,
+        errors,
+        window.length(),
+    ))
+}
+
+async fn toggle_and_read(
+    client: Client,
+    pipeline_id: Uuid,
+    interval: Duration,
+    offset: Duration,
+    window: Window,
+    results: Arc<Recorder>,
+) -> anyhow::Result<()> {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + offset, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut pause = true;
+    let get = subjects::query("pipeline", "get");
+    while !window.is_over(Instant::now()) {
+        ticker.tick().await;
+        let (subject, body) = if pause {
+            (
+                subjects::command("pipeline", "pause"),
+                encode(&PausePipeline {
+                    pipeline_id,
+                    reason: None,
+                })?,
+            )
+        } else {
+            (
+                subjects::command("pipeline", "resume"),
+                encode(&ResumePipeline { pipeline_id })?,
+            )
+        };
+        let Ok(reply) = client.request(Subject::from(subject), body).await else {
+            results.error(window.measures(Instant::now()));
+            continue;
+        };
+        let position = match serde_json::from_slice::<CommandReply>(&reply.payload) {
+            Ok(CommandReply::Accepted(a)) => a.global_position,
+            Ok(CommandReply::Rejected(_)) | Err(_) => {
+                pause = !pause;
+                results.error(window.measures(Instant::now()));
+                continue;
+            }
+        };
+        pause = !pause;
+        let replied = Instant::now();
+        let seen = query(&client, &get, json!({"id": pipeline_id, "min_position": position})).await;
+        let visible = Instant::now();
+        if window.measures(visible) {
+            match seen {
+                Ok(_) => results.record(visible - replied),
+                Err(_) => results.error(true),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `flexctl bench queries`: get-by-id, then list pages.
+pub async fn queries(
+    nats_url: &str,
+    clients: usize,
+    pipelines: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<Vec<Figures>> {
+    let connections = connect(nats_url, clients.max(pipelines)).await?;
+    let first = connections.first().context("no NATS connection")?.clone();
+    setup::register_plugins(&first).await?;
+    let ids = Arc::new(setup::create_pipelines(&connections, pipelines).await?);
+    wait_caught_up(&first, Duration::from_secs(120)).await?;
+    let mut figures = Vec::new();
+    for phase in ["pipeline.get", "pipeline.list (100/page)"] {
+        tracing::info!(clients, phase, "measuring queries");
+        let window = Window::after_warmup(warmup, duration);
+        let results = Recorder::new()?;
+        let tasks: Vec<_> = (0..clients)
+            .map(|i| {
+                let client = connections[i / CLIENTS_PER_CONNECTION].clone();
+                let (results, ids) = (results.clone(), ids.clone());
+                let list = phase.starts_with("pipeline.list");
+                tokio::spawn(async move {
+                    let get = subjects::query("pipeline", "get");
+                    let list_subject = subjects::query("pipeline", "list");
+                    let mut n = i;
+                    while !window.is_over(Instant::now()) {
+                        n = n
+                            .wrapping_mul(6_364_136_223_846_793_005)
+                            .wrapping_add(1_442_695_040_888_963_407);
+                        let started = Instant::now();
+                        let answer = if list {
+                            query(&client, &list_subject, json!({"limit": 100})).await
+                        } else {
+                            let id = ids[(n >> 33) % ids.len()];
+                            query(&client, &get, json!({"id": id})).await
+                        };
+                        let done = Instant::now();
+                        if window.measures(done) {
+                            match answer {
+                                Ok(_) => results.record(done - started),
+                                Err(_) => results.error(true),
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await?;
+        }
+        let (h, errors) = results.take()?;
+        figures.push(Figures::of(phase, &h, errors, window.length()));
+    }
+    setup::archive_pipelines(&connections, &ids).await;
+    Ok(figures)
+}
+
+/// Result of `flexctl bench rebuild`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RebuildFigures {
+    /// Projection.
+    pub name: String,
+    /// Events replayed.
+    pub events: u64,
+    /// Wall time from request to swap.
+    pub seconds: f64,
+    /// Replay speed reported by the service.
+    pub events_per_second: f64,
+}
+
+/// `flexctl bench rebuild`.
+pub async fn rebuild(nats_url: &str, names: &[String], events: u64) -> anyhow::Result<Vec<RebuildFigures>> {
+    let connections = connect(nats_url, 64).await?;
+    let first = connections.first().context("no NATS connection")?.clone();
+    let logged = |all: &[ProjectionStatus]| all.iter().find(|p| p.name == "audit").map_or(0, |p| p.position);
+    if logged(&projections(&first).await?) < events {
+        tracing::info!(events, "seeding the event log with pipeline toggles");
+        setup::register_plugins(&first).await?;
+        let ids = setup::create_pipelines(&connections, 64).await?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tasks: Vec<_> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, &pipeline_id)| {
+                let client = connections[i / CLIENTS_PER_CONNECTION].clone();
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let mut pause = true;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let (subject, body) = if pause {
+                            (
+                                subjects::command("pipeline", "pause"),
+                                encode(&PausePipeline {
+                                    pipeline_id,
+                                    reason: None,
+                                })?,
+                            )
+                        } else {
+                            (
+                                subjects::command("pipeline", "resume"),
+                                encode(&ResumePipeline { pipeline_id })?,
+                            )
+                        };
+                        if client.request(Subject::from(subject), body).await.is_ok() {
+                            pause = !pause;
+                        }
+                    }
+                    anyhow::Ok(())
+                })
+            })
+            .collect();
+        let started = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let at = logged(&projections(&first).await?);
+            tracing::info!(at, of = events, elapsed = ?started.elapsed(), "seeding");
+            if at >= events {
+                break;
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for task in tasks {
+            task.await??;
+        }
+        setup::archive_pipelines(&connections, &ids).await;
+    }
+    wait_caught_up(&first, Duration::from_secs(600)).await?;
+    let mut out = Vec::new();
+    for name in names {
+        let started = Instant::now();
+        query(&first, &subjects::query("projection", "rebuild"), json!({"name": name})).await?;
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let all = projections(&first).await?;
+            let status = all
+                .iter()
+                .find(|p| &p.name == name)
+                .and_then(|p| p.rebuild.clone())
+                .with_context(|| format!("no rebuild status for {name}"))?;
+            match status.state.as_str() {
+                "done" => {
+                    out.push(RebuildFigures {
+                        name: name.clone(),
+                        events: status.processed,
+                        seconds: started.elapsed().as_secs_f64(),
+                        events_per_second: status.events_per_second.unwrap_or_default(),
+                    });
+                    break;
+                }
+                "failed" => bail!("the rebuild of {name} failed: {}", status.error.unwrap_or_default()),
+                _ => tracing::info!(name, processed = status.processed, target = status.target, "rebuilding"),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A histogram and an error count shared by the clients of a phase.
+struct Recorder(std::sync::Mutex<(Histogram<u64>, u64)>);
+
+impl Recorder {
+    fn new() -> anyhow::Result<Arc<Self>> {
+        Ok(Arc::new(Self(std::sync::Mutex::new((histogram()?, 0)))))
+    }
+
+    fn record(&self, latency: Duration) {
+        if let Ok(mut g) = self.0.lock() {
+            let _ = g.0.record(latency.as_micros().max(1) as u64);
+        }
+    }
+
+    fn error(&self, counted: bool) {
+        if counted {
+            if let Ok(mut g) = self.0.lock() {
+                g.1 += 1;
+            }
+        }
+    }
+
+    fn take(&self) -> anyhow::Result<(Histogram<u64>, u64)> {
+        let g = self
+            .0
+            .lock()
+            .map_err(|_| anyhow::anyhow!("a benchmark client panicked"))?;
+        Ok((g.0.clone(), g.1))
+    }
+}
