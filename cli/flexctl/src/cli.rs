@@ -99,6 +99,9 @@ pub struct LagArgs {
     /// Pipelines toggled (each at rate/pipelines per second).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub pipelines: u32,
+    /// Check the read-your-write latency of every N-th command.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub sample: u64,
     /// Measured duration, e.g. 30s.
     #[arg(long, default_value = "30s", value_parser = parse_positive_duration)]
     pub duration: Duration,
@@ -230,6 +233,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 &cli.nats_url,
                 args.rate,
                 usize::try_from(args.pipelines)?,
+                args.sample,
                 args.warmup,
                 args.duration,
             )

@@ -111,7 +111,7 @@ pub async fn commit_batch(
     events: &[RecordedEvent],
     verified: bool,
 ) -> Result<Committed, ProjectionError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = begin(pool).await?;
     let stored = load(&mut tx, kind, true).await?;
     if stored != *live {
         *live = stored;
@@ -146,6 +146,18 @@ pub async fn commit_batch(
     tx.commit().await?;
     live.checkpoint = last;
     Ok(Committed::Applied(changed))
+}
+
+/// Begins a read-model transaction without waiting for its WAL flush at commit
+/// (`synchronous_commit = off`). Safe for projections: the rows and the checkpoint are in
+/// the same transaction, so a Postgres crash can only lose whole recent transactions,
+/// which are re-applied identically from the older checkpoint; never half of one.
+pub async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, ProjectionError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
 }
 
 /// The latest rebuild status of `kind`.
