@@ -196,7 +196,7 @@ async fn toggle_and_read(
         };
         pause = !pause;
         sent += 1;
-        if sent % sample != 0 {
+        if !sent.is_multiple_of(sample) {
             continue;
         }
         let replied = Instant::now();
