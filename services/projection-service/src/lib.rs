@@ -36,7 +36,11 @@ use worker::Shared;
 
 /// Connects to Postgres and NATS as configured.
 pub async fn connect(settings: &Settings) -> anyhow::Result<(PgPool, async_nats::Client)> {
-    let pool = flexcore_eventstore::connect::postgres(&settings.database).await?;
+    // Read-model transactions need not wait for their WAL flush: rows and checkpoint
+    // commit together, so a Postgres crash can only lose whole recent transactions, which
+    // are re-applied identically from the older checkpoint (never half of one).
+    let pool =
+        flexcore_eventstore::connect::postgres_with(&settings.database, &[("synchronous_commit", "off")]).await?;
     let nats = flexcore_eventstore::connect::nats("flexcore-projection", &settings.nats).await?;
     Ok((pool, nats))
 }

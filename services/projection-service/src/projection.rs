@@ -71,6 +71,18 @@ impl Kind {
         0x6678_7072_6f6a_0000 + self as i64
     }
 
+    /// Whether any of `events` changes this projection's rows.
+    pub fn concerns(self, events: &[RecordedEvent]) -> bool {
+        let aggregate = match self {
+            Kind::Plugins => "plugin",
+            Kind::Pipelines => "pipeline",
+            Kind::Runs => "run",
+            Kind::Schedules => "schedule",
+            Kind::Audit => return !events.is_empty(),
+        };
+        events.iter().any(|e| e.aggregate_type == aggregate)
+    }
+
     /// Applies a batch (in reading order) to generation `generation`; returns how many
     /// events changed something.
     pub async fn apply(

@@ -170,7 +170,7 @@ async fn replay(
     checkpoint: &mut Checkpoint,
 ) -> Result<(), ProjectionError> {
     let Some(last) = batch.last() else { return Ok(()) };
-    let mut tx = store::begin(&shared.pool).await?;
+    let mut tx = shared.pool.begin().await?;
     kind.apply(&mut tx, generation, batch).await?;
     tx.commit().await?;
     *checkpoint = last.checkpoint();

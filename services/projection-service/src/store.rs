@@ -77,33 +77,48 @@ pub async fn load(conn: &mut PgConnection, kind: Kind, lock: bool) -> Result<Liv
     })
 }
 
-/// Whether the log holds exactly `count` events in `(after, upto]`: a batch read from
-/// JetStream is applied only when nothing in between is missing. Every event up to
-/// `upto` is committed (the relay read it below the transaction horizon), so the count
-/// is exact.
-async fn contiguous(
-    conn: &mut PgConnection,
-    after: Checkpoint,
-    upto: Checkpoint,
+/// Moves the checkpoint from `from` to `to` by `count` events, only if it still is at
+/// `from` in `generation` and — unless `verified` — the log holds exactly `count` events
+/// in `(from, to]`: a batch read from JetStream is applied only when nothing in between
+/// is missing. Every event up to `to` is committed (the relay read it below the
+/// transaction horizon), so the count is exact. One statement, so a batch that changes
+/// no row costs one round trip. False when it did not move.
+async fn advance<'e, E: sqlx::PgExecutor<'e>>(
+    executor: E,
+    kind: Kind,
+    generation: u32,
+    from: Checkpoint,
+    to: Checkpoint,
     count: usize,
+    verified: bool,
 ) -> Result<bool, ProjectionError> {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM events \
-         WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
-           AND (transaction_id, global_position) <= ($3::text::xid8, $4)",
+    let count = i64::try_from(count).unwrap_or(i64::MAX);
+    let moved = sqlx::query(
+        "UPDATE read.projections SET transaction_id = $5::text::xid8, global_position = $6, \
+           events_applied = events_applied + $7, updated_at = now() \
+         WHERE name = $1 AND generation = $2 AND transaction_id = $3::text::xid8 AND global_position = $4 \
+           AND ($8 OR (SELECT count(*) FROM events \
+                WHERE (transaction_id, global_position) > ($3::text::xid8, $4) \
+                  AND (transaction_id, global_position) <= ($5::text::xid8, $6)) = $7)",
     )
-    .bind(after.transaction_id.to_string())
-    .bind(i64::try_from(after.global_position).unwrap_or(i64::MAX))
-    .bind(upto.transaction_id.to_string())
-    .bind(i64::try_from(upto.global_position).unwrap_or(i64::MAX))
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(usize::try_from(n).is_ok_and(|n| n == count))
+    .bind(kind.name())
+    .bind(i32::try_from(generation).unwrap_or(i32::MAX))
+    .bind(from.transaction_id.to_string())
+    .bind(i64::try_from(from.global_position).unwrap_or(i64::MAX))
+    .bind(to.transaction_id.to_string())
+    .bind(i64::try_from(to.global_position).unwrap_or(i64::MAX))
+    .bind(count)
+    .bind(verified)
+    .execute(executor)
+    .await?
+    .rows_affected();
+    Ok(moved == 1)
 }
 
 /// Applies the events after `live.checkpoint` and moves the checkpoint, in one
-/// transaction that first locks the projection's row. `verified` batches come from the
-/// event store (contiguous by construction); others are checked for gaps.
+/// transaction whose last statement moves the checkpoint only if nobody else moved it and
+/// nothing is missing before the batch (see [`advance`]); otherwise it rolls back.
+/// `verified` batches come from the event store (contiguous by construction).
 pub async fn commit_batch(
     pool: &PgPool,
     kind: Kind,
@@ -111,12 +126,6 @@ pub async fn commit_batch(
     events: &[RecordedEvent],
     verified: bool,
 ) -> Result<Committed, ProjectionError> {
-    let mut tx = begin(pool).await?;
-    let stored = load(&mut tx, kind, true).await?;
-    if stored != *live {
-        *live = stored;
-        return Ok(Committed::Resync);
-    }
     // In reading order, without anything at or below the checkpoint or repeated.
     let mut fresh: Vec<RecordedEvent> = Vec::with_capacity(events.len());
     let mut last = live.checkpoint;
@@ -129,35 +138,32 @@ pub async fn commit_batch(
     if fresh.is_empty() {
         return Ok(Committed::Skipped);
     }
-    if !verified && !contiguous(&mut tx, live.checkpoint, last, fresh.len()).await? {
-        return Ok(Committed::Gap);
+    let (from, generation) = (live.checkpoint, live.generation);
+    let (moved, changed) = if kind.concerns(&fresh) {
+        let mut tx = pool.begin().await?;
+        let changed = kind.apply(&mut tx, generation, &fresh).await?;
+        let moved = advance(&mut *tx, kind, generation, from, last, fresh.len(), verified).await?;
+        if moved {
+            tx.commit().await?;
+        }
+        (moved, changed)
+    } else {
+        (
+            advance(pool, kind, generation, from, last, fresh.len(), verified).await?,
+            0,
+        )
+    };
+    if moved {
+        live.checkpoint = last;
+        return Ok(Committed::Applied(changed));
     }
-    let changed = kind.apply(&mut tx, live.generation, &fresh).await?;
-    sqlx::query(
-        "UPDATE read.projections SET transaction_id = $2::text::xid8, global_position = $3, \
-         events_applied = events_applied + $4, updated_at = now() WHERE name = $1",
-    )
-    .bind(kind.name())
-    .bind(last.transaction_id.to_string())
-    .bind(i64::try_from(last.global_position).unwrap_or(i64::MAX))
-    .bind(i64::try_from(fresh.len()).unwrap_or(i64::MAX))
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    live.checkpoint = last;
-    Ok(Committed::Applied(changed))
-}
-
-/// Begins a read-model transaction without waiting for its WAL flush at commit
-/// (`synchronous_commit = off`). Safe for projections: the rows and the checkpoint are in
-/// the same transaction, so a Postgres crash can only lose whole recent transactions,
-/// which are re-applied identically from the older checkpoint; never half of one.
-pub async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, ProjectionError> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET LOCAL synchronous_commit = off")
-        .execute(&mut *tx)
-        .await?;
-    Ok(tx)
+    let mut conn = pool.acquire().await?;
+    let stored = load(&mut conn, kind, false).await?;
+    if stored != *live {
+        *live = stored;
+        return Ok(Committed::Resync);
+    }
+    Ok(Committed::Gap)
 }
 
 /// The latest rebuild status of `kind`.

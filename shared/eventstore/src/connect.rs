@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use flexcore_config::{DatabaseSettings, NatsSettings};
-use sqlx::postgres::PgPoolOptions;
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
 /// A connection that could not be opened.
@@ -26,10 +28,19 @@ pub enum ConnectError {
 
 /// The Postgres pool of `database`.
 pub async fn postgres(settings: &DatabaseSettings) -> Result<PgPool, ConnectError> {
+    postgres_with(settings, &[]).await
+}
+
+/// The Postgres pool of `database`, with run-time parameters set on every connection
+/// (e.g. `synchronous_commit`).
+pub async fn postgres_with(settings: &DatabaseSettings, parameters: &[(&str, &str)]) -> Result<PgPool, ConnectError> {
+    let options = PgConnectOptions::from_str(settings.url.expose())
+        .map_err(ConnectError::Postgres)?
+        .options(parameters.iter().copied());
     PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
-        .connect(settings.url.expose())
+        .connect_with(options)
         .await
         .map_err(ConnectError::Postgres)
 }

@@ -27,6 +27,31 @@ pub struct ListSpec {
     pub window: &'static str,
     /// Filters this view accepts (field names of [`ListQuery`]).
     pub filters: &'static [&'static str],
+    /// Extra jsonb columns computed per row (`(sql expression over alias v, name)`); each
+    /// lands in the row's document under its name for the handler to fold in.
+    pub extra: &'static [(&'static str, &'static str)],
+}
+
+impl ListSpec {
+    /// `, <expr> AS <name>` for every extra column.
+    pub fn extra_sql(&self) -> String {
+        self.extra
+            .iter()
+            .map(|(expr, name)| format!(", {expr} AS {name}"))
+            .collect()
+    }
+
+    /// The row's `doc` with the extra columns added under their names.
+    pub fn doc(&self, row: &sqlx::postgres::PgRow) -> Result<serde_json::Value, ErrorBody> {
+        let Json(mut doc): Json<serde_json::Value> = row.try_get("doc").map_err(super::db_error)?;
+        for (_, name) in self.extra {
+            let value: Option<Json<serde_json::Value>> = row.try_get(*name).map_err(super::db_error)?;
+            if let (Some(object), Some(Json(value))) = (doc.as_object_mut(), value) {
+                object.insert((*name).to_owned(), value);
+            }
+        }
+        Ok(doc)
+    }
 }
 
 fn invalid(message: String) -> ErrorBody {
@@ -130,7 +155,8 @@ pub async fn page(
         SortOrder::Desc => ("<", "DESC"),
     };
     let mut b: QueryBuilder<Postgres> = QueryBuilder::new(format!(
-        "SELECT doc, {sort_col}::text AS sort_value, {key_col}::text AS key_value FROM {} WHERE true",
+        "SELECT doc, {sort_col}::text AS sort_value, {key_col}::text AS key_value{} FROM {} AS v WHERE true",
+        spec.extra_sql(),
         spec.view
     ));
     if let Some(state) = &q.state {
@@ -184,8 +210,7 @@ pub async fn page(
     let mut docs = Vec::with_capacity(rows.len().min(limit as usize));
     let mut next = None;
     for (i, row) in rows.iter().enumerate().take(limit as usize) {
-        let Json(doc): Json<serde_json::Value> = row.try_get("doc").map_err(super::db_error)?;
-        docs.push(doc);
+        docs.push(spec.doc(row)?);
         if more && i + 1 == limit as usize {
             let value: String = row.try_get("sort_value").map_err(super::db_error)?;
             let key: String = row.try_get("key_value").map_err(super::db_error)?;

@@ -1,13 +1,13 @@
 //! Handlers of the entity views, statistics and projection administration.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds};
 use flexcore_contracts::model::ScheduleSpec;
 use flexcore_contracts::queries::ListQuery;
-use flexcore_contracts::views::{PipelineView, ProjectionStatus, RebuildStatus, RunSummary, ScheduleView, StatsView};
+use flexcore_contracts::views::{ProjectionStatus, RebuildStatus, RunSummary, ScheduleView, StatsView};
 use flexcore_contracts::{ErrorBody, ErrorCode};
 use sqlx::types::Json;
 use sqlx::PgPool;
@@ -83,6 +83,7 @@ const PLUGINS: ListSpec = ListSpec {
     name_column: Some("name"),
     window: "created_at",
     filters: &["state", "name", "kind", "since", "until"],
+    extra: &[],
 };
 
 const PIPELINES: ListSpec = ListSpec {
@@ -94,6 +95,19 @@ const PIPELINES: ListSpec = ListSpec {
     name_column: Some("name"),
     window: "created_at",
     filters: &["state", "name", "owner", "tag", "since", "until"],
+    extra: &[
+        (
+            "(SELECT jsonb_build_object('run_id', r.run_id, 'state', r.state, 'requested_at', r.requested_at, \
+               'finished_at', r.finished_at) FROM read.runs r WHERE r.pipeline_id = v.pipeline_id \
+               ORDER BY r.requested_at DESC, r.run_id DESC LIMIT 1)",
+            "x_last_run",
+        ),
+        (
+            "(SELECT jsonb_agg(s.doc->'spec') FROM read.schedules s \
+               WHERE s.pipeline_id = v.pipeline_id AND s.state = 'active')",
+            "x_schedules",
+        ),
+    ],
 };
 
 const RUNS: ListSpec = ListSpec {
@@ -105,6 +119,7 @@ const RUNS: ListSpec = ListSpec {
     name_column: None,
     window: "requested_at",
     filters: &["state", "pipeline_id", "since", "until"],
+    extra: &[],
 };
 
 const SCHEDULES: ListSpec = ListSpec {
@@ -116,6 +131,7 @@ const SCHEDULES: ListSpec = ListSpec {
     name_column: None,
     window: "created_at",
     filters: &["state", "pipeline_id", "since", "until"],
+    extra: &[],
 };
 
 /// The audit log.
@@ -128,29 +144,31 @@ pub const EVENTS: ListSpec = ListSpec {
     name_column: None,
     window: "recorded_at",
     filters: &["aggregate_id", "aggregate_type", "event_type", "since", "until"],
+    extra: &[],
 };
 
-/// `<view>.get`.
+/// `<view>.get`: one statement (a pipeline's last run and schedules come with it).
 pub async fn get(pool: &PgPool, target: Target, id: Uuid) -> Result<serde_json::Value, ErrorBody> {
     let spec = target.spec();
-    let doc: Option<Json<serde_json::Value>> =
-        sqlx::query_scalar(&format!("SELECT doc FROM {} WHERE {} = $1", spec.view, spec.key.0))
-            .bind(id)
-            .fetch_optional(pool)
-            .await
-            .map_err(db_error)?;
-    let Some(Json(doc)) = doc else {
+    let row = sqlx::query(&format!(
+        "SELECT doc{} FROM {} AS v WHERE {} = $1",
+        spec.extra_sql(),
+        spec.view,
+        spec.key.0
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map_err(db_error)?;
+    let Some(row) = row else {
+        let what = spec.name.trim_end_matches('s');
         return Err(ErrorBody::new(
             ErrorCode::NotFound,
-            format!(
-                "no {} with id {id} (ids are case-insensitive UUIDs; list them with {}.list)",
-                spec.name.trim_end_matches('s'),
-                spec.name.trim_end_matches('s')
-            ),
+            format!("no {what} with id {id}; list them with {what}.list"),
         ));
     };
-    let mut docs = vec![doc];
-    enrich(pool, target, &mut docs).await?;
+    let mut docs = vec![spec.doc(&row)?];
+    enrich(target, &mut docs);
     Ok(docs.pop().unwrap_or_default())
 }
 
@@ -161,100 +179,48 @@ pub async fn list(
     q: &ListQuery,
 ) -> Result<(Vec<serde_json::Value>, Option<String>), ErrorBody> {
     let (mut docs, next) = list::page(pool, target.spec(), q).await?;
-    enrich(pool, target, &mut docs).await?;
+    enrich(target, &mut docs);
     Ok((docs, next))
 }
 
-/// Adds what is computed at query time: a pipeline's last run and next fire, a
-/// schedule's next fire.
-async fn enrich(pool: &PgPool, target: Target, docs: &mut [serde_json::Value]) -> Result<(), ErrorBody> {
+/// Adds what is computed at query time: a pipeline's last run (from its `x_last_run`
+/// column) and next fire (from its active schedules, `x_schedules`), a schedule's next fire.
+fn enrich(target: Target, docs: &mut [serde_json::Value]) {
     let now = Utc::now();
-    match target {
-        Target::Schedule => {
-            for doc in docs.iter_mut() {
+    for doc in docs.iter_mut() {
+        match target {
+            Target::Schedule => {
                 let view: Option<ScheduleView> = serde_json::from_value(doc.clone()).ok();
                 if let Some(next) = view.and_then(|v| (v.state == "active").then(|| next_fire(&v.spec, now)).flatten())
                 {
                     doc["next_fire"] = serde_json::json!(next);
                 }
             }
-        }
-        Target::Pipeline => {
-            let ids: Vec<Uuid> = docs
-                .iter()
-                .filter_map(|d| {
-                    d.get("pipeline_id")
-                        .and_then(|v| v.as_str())
-                        .and_then(|s| s.parse().ok())
-                })
-                .collect();
-            if ids.is_empty() {
-                return Ok(());
-            }
-            type LastRun = (Uuid, Uuid, String, DateTime<Utc>, Option<DateTime<Utc>>);
-            let last: Vec<LastRun> = sqlx::query_as(
-                "SELECT p.id, r.run_id, r.state, r.requested_at, r.finished_at \
-                 FROM unnest($1::uuid[]) AS p(id) CROSS JOIN LATERAL \
-                 (SELECT run_id, state, requested_at, finished_at FROM read.runs \
-                  WHERE pipeline_id = p.id ORDER BY requested_at DESC, run_id DESC LIMIT 1) r",
-            )
-            .bind(&ids)
-            .fetch_all(pool)
-            .await
-            .map_err(db_error)?;
-            let last: HashMap<Uuid, RunSummary> = last
-                .into_iter()
-                .map(|(p, run_id, state, requested_at, finished_at)| {
-                    (
-                        p,
-                        RunSummary {
-                            run_id,
-                            state,
-                            requested_at,
-                            finished_at,
-                        },
-                    )
-                })
-                .collect();
-            let schedules: Vec<(Uuid, Json<ScheduleSpec>)> = sqlx::query_as(
-                "SELECT pipeline_id, doc->'spec' FROM read.schedules WHERE pipeline_id = ANY($1) AND state = 'active'",
-            )
-            .bind(&ids)
-            .fetch_all(pool)
-            .await
-            .map_err(db_error)?;
-            let mut next: HashMap<Uuid, DateTime<Utc>> = HashMap::new();
-            for (pipeline, Json(spec)) in schedules {
-                if let Some(t) = next_fire(&spec, now) {
-                    let e = next.entry(pipeline).or_insert(t);
-                    *e = (*e).min(t);
+            Target::Pipeline => {
+                let Some(object) = doc.as_object_mut() else { continue };
+                let last_run = object
+                    .remove("x_last_run")
+                    .and_then(|r| serde_json::from_value::<RunSummary>(r).ok());
+                let schedules = object
+                    .remove("x_schedules")
+                    .and_then(|s| serde_json::from_value::<Vec<ScheduleSpec>>(s).ok())
+                    .unwrap_or_default();
+                let active = object.get("state").and_then(|s| s.as_str()) == Some("active");
+                let next = schedules
+                    .iter()
+                    .filter_map(|s| next_fire(s, now))
+                    .min()
+                    .filter(|_| active);
+                if let Some(run) = last_run.and_then(|r| serde_json::to_value(r).ok()) {
+                    object.insert("last_run".into(), run);
+                }
+                if let Some(next) = next {
+                    object.insert("next_fire".into(), serde_json::json!(next));
                 }
             }
-            for doc in docs.iter_mut() {
-                let Some(id) = doc
-                    .get("pipeline_id")
-                    .and_then(|v| v.as_str())
-                    .and_then(|s| s.parse::<Uuid>().ok())
-                else {
-                    continue;
-                };
-                let Ok(mut view) = serde_json::from_value::<PipelineView>(doc.clone()) else {
-                    continue;
-                };
-                view.last_run = last.get(&id).cloned();
-                view.next_fire = if view.state == "active" {
-                    next.get(&id).copied()
-                } else {
-                    None
-                };
-                if let Ok(v) = serde_json::to_value(view) {
-                    *doc = v;
-                }
-            }
+            Target::Plugin | Target::Run => {}
         }
-        Target::Plugin | Target::Run => {}
     }
-    Ok(())
 }
 
 /// The first slot of `spec` after `now` within its bounds (the scheduler's rule: 5 or 6

@@ -39,7 +39,9 @@ pub fn settings(db: &TestDb, nats: &TestNats) -> Settings {
     s.relay.idle_poll_ms = 50;
     s.relay.leader_retry_ms = 100;
     s.projection.leader_retry_ms = 100;
-    s.projection.min_position_timeout_ms = 1000;
+    // Two services per test and tests in parallel share the local Postgres's 100 connections.
+    s.database.max_connections = 8;
+    s.projection.min_position_timeout_ms = 3000;
     s
 }
 
@@ -88,6 +90,7 @@ impl Stack {
             .env("FLEXCORE__DATABASE__URL", &self.db.url)
             .env("FLEXCORE__NATS__URL", &self.nats.url)
             .env("FLEXCORE__PROJECTION__LEADER_RETRY_MS", "100")
+            .env("FLEXCORE__DATABASE__MAX_CONNECTIONS", "8")
             .env("FLEXCORE__PROJECTION__ACK_WAIT_SECONDS", "2")
             .env("FLEXCORE__TELEMETRY__LOG_FORMAT", "text")
             .env("FLEXCORE_CONFIG_DIR", workspace().join("config"))
