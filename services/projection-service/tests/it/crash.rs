@@ -1,6 +1,7 @@
 //! Kill -9 the projection service mid-burst and restart it: no event lost, none applied
 //! twice.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
@@ -13,8 +14,18 @@ async fn a_killed_projection_service_resumes_exactly_once() {
     let s = stack(false).await;
     s.register_plugins().await;
     let mut first = s.spawn_projection_process();
+    let restarted = AtomicBool::new(false);
+    // Bursts keep coming until the service was killed and restarted, then one more.
     let load = async {
-        burst(&s, "k", 60, 12).await;
+        let mut round = 0;
+        loop {
+            let last = restarted.load(Ordering::SeqCst);
+            burst(&s, &format!("k{round}"), 12, 12).await;
+            round += 1;
+            if last {
+                break;
+            }
+        }
     };
     let chaos = async {
         // Kill it once it has applied part of the burst.
@@ -33,7 +44,9 @@ async fn a_killed_projection_service_resumes_exactly_once() {
         first.wait().unwrap();
         let at_kill = s.event_count().await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        (s.spawn_projection_process(), at_kill)
+        let second = s.spawn_projection_process();
+        restarted.store(true, Ordering::SeqCst);
+        (second, at_kill)
     };
     let ((), (mut second, at_kill)) = tokio::join!(load, chaos);
     assert!(s.event_count().await > at_kill, "the kill happened mid-burst");
