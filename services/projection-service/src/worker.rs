@@ -1,6 +1,7 @@
 //! One worker per projection per replica. Workers compete for a session advisory lock;
 //! the leader catches up from the event store, then applies the live event stream from
-//! its durable JetStream consumer in batches, and runs requested rebuilds.
+//! its durable JetStream consumer (no acknowledgements) in batches, and runs requested
+//! rebuilds.
 //!
 //! Correctness never rests on JetStream or on leadership: every batch is applied in a
 //! transaction that locks the projection's row, drops what is at or below the checkpoint,
@@ -92,20 +93,26 @@ async fn lead(
         .await
         .map_err(ProjectionError::nats)?;
     let durable = format!("projection-{}", kind.name());
+    let config = consumer::pull::Config {
+        durable_name: Some(durable.clone()),
+        description: Some(format!("flexcore-projection: the {} read model", kind.name())),
+        // Older events come from Postgres on catch-up; the stream only feeds the tail.
+        deliver_policy: consumer::DeliverPolicy::New,
+        // No acknowledgements: what a crashed leader had received is found missing by the
+        // next batch's contiguity check and read from Postgres, so redelivery adds nothing
+        // but acks would cost one message per event per projection.
+        ack_policy: consumer::AckPolicy::None,
+        ..Default::default()
+    };
+    // A consumer left by an older version with another ack policy is replaced.
+    if let Ok(mut existing) = stream.get_consumer::<consumer::pull::Config>(&durable).await {
+        let info = existing.info().await.map_err(ProjectionError::nats)?;
+        if info.config.ack_policy != consumer::AckPolicy::None {
+            stream.delete_consumer(&durable).await.map_err(ProjectionError::nats)?;
+        }
+    }
     let consumer: consumer::PullConsumer = stream
-        .get_or_create_consumer(
-            &durable,
-            consumer::pull::Config {
-                durable_name: Some(durable.clone()),
-                description: Some(format!("flexcore-projection: the {} read model", kind.name())),
-                // Older events come from Postgres on catch-up; the stream only feeds the tail.
-                deliver_policy: consumer::DeliverPolicy::New,
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(shared.settings.ack_wait_seconds),
-                max_ack_pending: 100_000,
-                ..Default::default()
-            },
-        )
+        .get_or_create_consumer(&durable, config)
         .await
         .map_err(ProjectionError::nats)?;
     let mut messages = consumer
@@ -178,17 +185,13 @@ async fn apply_chunk(
     chunk: Vec<Result<jetstream::Message, consumer::pull::MessagesError>>,
 ) -> Result<(), ProjectionError> {
     let mut events = Vec::with_capacity(chunk.len());
-    let mut received = Vec::with_capacity(chunk.len());
     for item in chunk {
         let message = item.map_err(ProjectionError::nats)?;
         match decode(&message) {
             Ok(event) => events.push(event),
-            // The gap check notices the hole and the event store fills it.
-            Err(why) => {
-                tracing::warn!(projection = kind.name(), subject = %message.subject, why, "undecodable event message")
-            }
+            // The contiguity check notices the hole and the event store fills it.
+            Err(why) => tracing::warn!(projection = kind.name(), subject = %message.subject, why, "undecodable event message"),
         }
-        received.push(message);
     }
     {
         let mut live = live.lock().await;
@@ -209,11 +212,6 @@ async fn apply_chunk(
         }
         shared.positions.advance(kind, live.checkpoint);
         announce(&shared.nats, kind, live.checkpoint).await;
-    }
-    for message in received {
-        if let Err(error) = message.ack().await {
-            tracing::debug!(%error, "ack failed; the event will be redelivered and skipped");
-        }
     }
     Ok(())
 }

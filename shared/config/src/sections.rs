@@ -179,8 +179,6 @@ pub struct ProjectionSettings {
     pub min_position_timeout_ms: u64,
     /// Interval at which a standby worker retries to become leader, in milliseconds.
     pub leader_retry_ms: u64,
-    /// JetStream AckWait of the projection consumers, in seconds.
-    pub ack_wait_seconds: u64,
     /// Time given to in-flight queries at shutdown, in milliseconds.
     pub shutdown_grace_ms: u64,
 }
@@ -195,7 +193,6 @@ impl Default for ProjectionSettings {
             max_payload_bytes: 65_536,
             min_position_timeout_ms: 5000,
             leader_retry_ms: 1000,
-            ack_wait_seconds: 30,
             shutdown_grace_ms: 5000,
         }
     }

@@ -56,7 +56,12 @@ impl Default for RelayConfig {
 /// Runs a relay candidate until `shutdown`: competes for leadership, publishes while
 /// leader, and starts over after any error (connection loss, NATS outage).
 pub async fn run(db: PgConnectOptions, js: jetstream::Context, config: RelayConfig, shutdown: CancellationToken) {
-    let db = db.application_name("flexcore-relay");
+    // The checkpoint need not wait for its WAL flush: one lost to a Postgres crash only
+    // makes the relay publish again, and `Nats-Msg-Id` de-duplicates (consumers also skip
+    // what they have applied).
+    let db = db
+        .application_name("flexcore-relay")
+        .options([("synchronous_commit", "off")]);
     while !shutdown.is_cancelled() {
         match lead(&db, &js, &config, &shutdown).await {
             Ok(()) => {}

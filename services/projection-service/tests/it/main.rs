@@ -91,7 +91,6 @@ impl Stack {
             .env("FLEXCORE__NATS__URL", &self.nats.url)
             .env("FLEXCORE__PROJECTION__LEADER_RETRY_MS", "100")
             .env("FLEXCORE__DATABASE__MAX_CONNECTIONS", "8")
-            .env("FLEXCORE__PROJECTION__ACK_WAIT_SECONDS", "2")
             .env("FLEXCORE__TELEMETRY__LOG_FORMAT", "text")
             .env("FLEXCORE_CONFIG_DIR", workspace().join("config"))
             .stdout(std::process::Stdio::null())
