@@ -15,4 +15,12 @@ CREATE TABLE read.projections (
     updated_at      timestamptz NOT NULL DEFAULT now(),
     -- The latest rebuild's request and progress (contracts::views::RebuildStatus).
     rebuild         jsonb
+) WITH (
+    -- Each projection's row is updated with every batch (thousands of times a second
+    -- under load). Only non-indexed columns change, so with room on the page every
+    -- update is HOT and pruned in place; without it the row's versions pile up faster
+    -- than autovacuum removes them and every checkpoint update slows down.
+    fillfactor = 10,
+    autovacuum_vacuum_scale_factor = 0,
+    autovacuum_vacuum_threshold = 10000
 );

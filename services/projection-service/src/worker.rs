@@ -1,6 +1,6 @@
 //! One worker per projection per replica. Workers compete for a session advisory lock;
 //! the leader catches up from the event store, then applies the live event stream from
-//! its durable JetStream consumer (no acknowledgements) in batches, and runs requested
+//! its durable JetStream consumer (one cumulative ack per chunk) in batches, and runs requested
 //! rebuilds.
 //!
 //! Correctness never rests on JetStream or on leadership: every batch is applied in a
@@ -98,16 +98,17 @@ async fn lead(
         description: Some(format!("flexcore-projection: the {} read model", kind.name())),
         // Older events come from Postgres on catch-up; the stream only feeds the tail.
         deliver_policy: consumer::DeliverPolicy::New,
-        // No acknowledgements: what a crashed leader had received is found missing by the
-        // next batch's contiguity check and read from Postgres, so redelivery adds nothing
-        // but acks would cost one message per event per projection.
-        ack_policy: consumer::AckPolicy::None,
+        // One cumulative acknowledgement per applied chunk. Redelivery is no safety net
+        // here: what a crashed leader had received is found missing by the next batch's
+        // contiguity check and read from Postgres.
+        ack_policy: consumer::AckPolicy::All,
+        max_ack_pending: 100_000,
         ..Default::default()
     };
     // A consumer left by an older version with another ack policy is replaced.
     if let Ok(mut existing) = stream.get_consumer::<consumer::pull::Config>(&durable).await {
         let info = existing.info().await.map_err(ProjectionError::nats)?;
-        if info.config.ack_policy != consumer::AckPolicy::None {
+        if info.config.ack_policy != consumer::AckPolicy::All {
             stream.delete_consumer(&durable).await.map_err(ProjectionError::nats)?;
         }
     }
@@ -185,6 +186,7 @@ async fn apply_chunk(
     chunk: Vec<Result<jetstream::Message, consumer::pull::MessagesError>>,
 ) -> Result<(), ProjectionError> {
     let mut events = Vec::with_capacity(chunk.len());
+    let mut last = None;
     for item in chunk {
         let message = item.map_err(ProjectionError::nats)?;
         match decode(&message) {
@@ -192,6 +194,7 @@ async fn apply_chunk(
             // The contiguity check notices the hole and the event store fills it.
             Err(why) => tracing::warn!(projection = kind.name(), subject = %message.subject, why, "undecodable event message"),
         }
+        last = Some(message);
     }
     {
         let mut live = live.lock().await;
@@ -212,6 +215,12 @@ async fn apply_chunk(
         }
         shared.positions.advance(kind, live.checkpoint);
         announce(&shared.nats, kind, live.checkpoint).await;
+    }
+    // Acknowledges the whole chunk (AckPolicy::All).
+    if let Some(message) = last {
+        if let Err(error) = message.ack().await {
+            tracing::debug!(%error, "ack failed; the chunk will be redelivered and skipped");
+        }
     }
     Ok(())
 }
