@@ -192,7 +192,9 @@ async fn apply_chunk(
         match decode(&message) {
             Ok(event) => events.push(event),
             // The contiguity check notices the hole and the event store fills it.
-            Err(why) => tracing::warn!(projection = kind.name(), subject = %message.subject, why, "undecodable event message"),
+            Err(why) => {
+                tracing::warn!(projection = kind.name(), subject = %message.subject, why, "undecodable event message")
+            }
         }
         last = Some(message);
     }
