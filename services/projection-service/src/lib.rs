@@ -41,7 +41,9 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<(PgPool, async_nats:
     // are re-applied identically from the older checkpoint (never half of one).
     let pool =
         flexcore_eventstore::connect::postgres_with(&settings.database, &[("synchronous_commit", "off")]).await?;
-    let nats = flexcore_eventstore::connect::nats("flexcore-projection", &settings.nats).await?;
+    // No echo: a leader's position announcements are for the other replicas; this process
+    // updates its own positions directly.
+    let nats = flexcore_eventstore::connect::nats_with("flexcore-projection", &settings.nats, |o| o.no_echo()).await?;
     Ok((pool, nats))
 }
 

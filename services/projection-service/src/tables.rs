@@ -74,7 +74,14 @@ impl TableSpec {
             .join(", ");
         let mut sql = vec![
             format!("DROP TABLE IF EXISTS {table}"),
-            format!("CREATE TABLE {table} ({columns}, PRIMARY KEY ({}))", self.key),
+            // Rows of busy aggregates are rewritten with every batch (their indexed
+            // state/updated_at change, so updates are not HOT): vacuum them by dead-row
+            // count, not by a fraction of a table that may hold few live rows.
+            format!(
+                "CREATE TABLE {table} ({columns}, PRIMARY KEY ({})) \
+                 WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000)",
+                self.key
+            ),
         ];
         if self.counts {
             let counts = self.counts_table(generation);

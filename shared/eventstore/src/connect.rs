@@ -47,11 +47,21 @@ pub async fn postgres_with(settings: &DatabaseSettings, parameters: &[(&str, &st
 
 /// A NATS client named `name` (shown by the server's monitoring), reconnecting forever.
 pub async fn nats(name: &str, settings: &NatsSettings) -> Result<async_nats::Client, ConnectError> {
-    async_nats::ConnectOptions::new()
+    nats_with(name, settings, |options| options).await
+}
+
+/// Like [`nats`], with further options (e.g. `no_echo`).
+pub async fn nats_with(
+    name: &str,
+    settings: &NatsSettings,
+    more: impl FnOnce(async_nats::ConnectOptions) -> async_nats::ConnectOptions,
+) -> Result<async_nats::Client, ConnectError> {
+    let options = async_nats::ConnectOptions::new()
         .name(name)
         .max_reconnects(None)
         .connection_timeout(Duration::from_millis(settings.connect_timeout_ms))
-        .request_timeout(Some(Duration::from_millis(settings.request_timeout_ms)))
+        .request_timeout(Some(Duration::from_millis(settings.request_timeout_ms)));
+    more(options)
         .connect(&settings.url)
         .await
         .map_err(|source| ConnectError::Nats {
