@@ -1,12 +1,12 @@
 //! One worker per projection per replica. Workers compete for a session advisory lock;
 //! the leader catches up from the event store, then applies the live event stream from
-//! its durable JetStream consumer (one cumulative ack per chunk) in batches, and runs requested
-//! rebuilds.
+//! its durable JetStream consumer (one cumulative ack per chunk) in batches, and runs
+//! requested rebuilds.
 //!
 //! Correctness never rests on JetStream or on leadership: every batch is applied in a
-//! transaction that locks the projection's row, drops what is at or below the checkpoint,
-//! and refuses a batch that does not follow the checkpoint directly (then the missing
-//! events are read from Postgres, the source of truth). So a redelivery, a duplicate, a
+//! transaction that drops what is at or below the checkpoint and commits only if the
+//! checkpoint row still holds the batch's starting point and nothing is missing in
+//! between (otherwise the missing events are read from Postgres, the source of truth). So a redelivery, a duplicate, a
 //! message lost to stream limits or two workers that both think they lead can neither
 //! skip nor double-apply an event.
 
