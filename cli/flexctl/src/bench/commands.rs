@@ -81,6 +81,23 @@ impl Toggle {
         }
     }
 
+    /// Subject and body (with a fresh `command_id`) of this command for `pipeline_id`.
+    pub fn request(self, pipeline_id: Uuid) -> anyhow::Result<(Subject, Bytes)> {
+        Ok(match self {
+            Self::Pause => (
+                Subject::from(subjects::command("pipeline", "pause")),
+                encode(&PausePipeline {
+                    pipeline_id,
+                    reason: None,
+                })?,
+            ),
+            Self::Resume => (
+                Subject::from(subjects::command("pipeline", "resume")),
+                encode(&ResumePipeline { pipeline_id })?,
+            ),
+        })
+    }
+
     /// The command to send after this one ended in `outcome`. An `invalid_state` refusal
     /// means the pipeline already is where this command would put it (an earlier request
     /// timed out here but committed there), so the client flips to re-synchronise; after
@@ -210,20 +227,9 @@ pub async fn connect(nats_url: &str, clients: usize) -> anyhow::Result<Vec<Clien
 /// One client: alternates pause and resume on its pipeline until the window ends.
 async fn toggle(client: Client, pipeline_id: Uuid, window: Window) -> anyhow::Result<PhaseStats> {
     let mut stats = PhaseStats::new(window.length())?;
-    let pause = Subject::from(subjects::command("pipeline", "pause"));
-    let resume = Subject::from(subjects::command("pipeline", "resume"));
     let mut next = Toggle::Pause;
     while !window.is_over(Instant::now()) {
-        let (subject, body) = match next {
-            Toggle::Pause => (
-                pause.clone(),
-                encode(&PausePipeline {
-                    pipeline_id,
-                    reason: None,
-                })?,
-            ),
-            Toggle::Resume => (resume.clone(), encode(&ResumePipeline { pipeline_id })?),
-        };
+        let (subject, body) = next.request(pipeline_id)?;
         let started = Instant::now();
         let outcome = send(&client, subject, body).await;
         let finished = Instant::now();

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use async_nats::{Client, Subject};
 use bytes::Bytes;
-use flexcore_contracts::commands::{PausePipeline, ResumePipeline};
 use flexcore_contracts::queries::QueryReply;
 use flexcore_contracts::views::ProjectionStatus;
 use flexcore_contracts::{subjects, CommandReply};
@@ -27,7 +26,7 @@ use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::commands::{connect, encode, CLIENTS_PER_CONNECTION};
+use super::commands::{connect, Toggle, CLIENTS_PER_CONNECTION};
 use super::setup;
 use super::stats::LatencySummary;
 use super::Window;
@@ -163,38 +162,25 @@ async fn toggle_and_read(
 ) -> anyhow::Result<()> {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + offset, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut pause = true;
+    let mut next = Toggle::Pause;
     let mut sent: u64 = 0;
     let get = subjects::query("pipeline", "get");
     while !window.is_over(Instant::now()) {
         ticker.tick().await;
-        let (subject, body) = if pause {
-            (
-                subjects::command("pipeline", "pause"),
-                encode(&PausePipeline {
-                    pipeline_id,
-                    reason: None,
-                })?,
-            )
-        } else {
-            (
-                subjects::command("pipeline", "resume"),
-                encode(&ResumePipeline { pipeline_id })?,
-            )
-        };
-        let Ok(reply) = client.request(Subject::from(subject), body).await else {
+        let (subject, body) = next.request(pipeline_id)?;
+        let Ok(reply) = client.request(subject, body).await else {
             results.error(window.measures(Instant::now()));
             continue;
         };
         let position = match serde_json::from_slice::<CommandReply>(&reply.payload) {
             Ok(CommandReply::Accepted(a)) => a.global_position,
             Ok(CommandReply::Rejected(_)) | Err(_) => {
-                pause = !pause;
+                next = next.flipped();
                 results.error(window.measures(Instant::now()));
                 continue;
             }
         };
-        pause = !pause;
+        next = next.flipped();
         sent += 1;
         if !sent.is_multiple_of(sample) {
             continue;
@@ -307,24 +293,11 @@ pub async fn rebuild(nats_url: &str, names: &[String], events: u64) -> anyhow::R
                 let client = connections[i / CLIENTS_PER_CONNECTION].clone();
                 let stop = stop.clone();
                 tokio::spawn(async move {
-                    let mut pause = true;
+                    let mut next = Toggle::Pause;
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        let (subject, body) = if pause {
-                            (
-                                subjects::command("pipeline", "pause"),
-                                encode(&PausePipeline {
-                                    pipeline_id,
-                                    reason: None,
-                                })?,
-                            )
-                        } else {
-                            (
-                                subjects::command("pipeline", "resume"),
-                                encode(&ResumePipeline { pipeline_id })?,
-                            )
-                        };
-                        if client.request(Subject::from(subject), body).await.is_ok() {
-                            pause = !pause;
+                        let (subject, body) = next.request(pipeline_id)?;
+                        if client.request(subject, body).await.is_ok() {
+                            next = next.flipped();
                         }
                     }
                     anyhow::Ok(())
