@@ -72,7 +72,7 @@ impl Kind {
     }
 
     /// Whether any of `events` changes this projection's rows.
-    pub fn concerns(self, events: &[RecordedEvent]) -> bool {
+    pub fn concerns(self, events: &[&RecordedEvent]) -> bool {
         let aggregate = match self {
             Kind::Plugins => "plugin",
             Kind::Pipelines => "pipeline",
@@ -89,7 +89,7 @@ impl Kind {
         self,
         conn: &mut PgConnection,
         generation: u32,
-        events: &[RecordedEvent],
+        events: &[&RecordedEvent],
     ) -> Result<u64, ProjectionError> {
         match self {
             Kind::Plugins => apply_entities::<contracts_views::PluginView>(conn, generation, events).await,
@@ -133,9 +133,13 @@ fn event_error(event: &RecordedEvent, message: String) -> ProjectionError {
 pub async fn apply_entities<E: Entity>(
     conn: &mut PgConnection,
     generation: u32,
-    events: &[RecordedEvent],
+    events: &[&RecordedEvent],
 ) -> Result<u64, ProjectionError> {
-    let relevant: Vec<&RecordedEvent> = events.iter().filter(|e| e.aggregate_type == E::AGGREGATE).collect();
+    let relevant: Vec<&RecordedEvent> = events
+        .iter()
+        .copied()
+        .filter(|e| e.aggregate_type == E::AGGREGATE)
+        .collect();
     if relevant.is_empty() {
         return Ok(0);
     }
@@ -259,7 +263,7 @@ pub const AUDIT: TableSpec = TableSpec {
 async fn apply_audit(
     conn: &mut PgConnection,
     generation: u32,
-    events: &[RecordedEvent],
+    events: &[&RecordedEvent],
 ) -> Result<u64, ProjectionError> {
     if events.is_empty() {
         return Ok(0);

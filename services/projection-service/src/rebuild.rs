@@ -171,7 +171,8 @@ async fn replay(
 ) -> Result<(), ProjectionError> {
     let Some(last) = batch.last() else { return Ok(()) };
     let mut tx = shared.pool.begin().await?;
-    kind.apply(&mut tx, generation, batch).await?;
+    let events: Vec<&RecordedEvent> = batch.iter().collect();
+    kind.apply(&mut tx, generation, &events).await?;
     tx.commit().await?;
     *checkpoint = last.checkpoint();
     Ok(())

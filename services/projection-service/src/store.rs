@@ -127,12 +127,12 @@ pub async fn commit_batch(
     verified: bool,
 ) -> Result<Committed, ProjectionError> {
     // In reading order, without anything at or below the checkpoint or repeated.
-    let mut fresh: Vec<RecordedEvent> = Vec::with_capacity(events.len());
+    let mut fresh: Vec<&RecordedEvent> = Vec::with_capacity(events.len());
     let mut last = live.checkpoint;
     for event in events {
         if event.checkpoint() > last {
             last = event.checkpoint();
-            fresh.push(event.clone());
+            fresh.push(event);
         }
     }
     if fresh.is_empty() {
