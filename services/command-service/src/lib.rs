@@ -31,8 +31,8 @@ use service::server::{self, ServerLimits};
 
 /// Connects to Postgres and NATS as configured.
 pub async fn connect(settings: &Settings) -> anyhow::Result<(PgPool, async_nats::Client)> {
-    let pool = flexcore_eventstore::connect::postgres(&settings.database).await?;
-    let nats = flexcore_eventstore::connect::nats("flexcore-command", &settings.nats).await?;
+    let pool = flexcore_service::connect::postgres(&settings.database).await?;
+    let nats = flexcore_service::connect::nats("flexcore-command", &settings.nats).await?;
     Ok((pool, nats))
 }
 

@@ -13,22 +13,8 @@ async fn main() -> anyhow::Result<()> {
     let config = flexcore_runner::worker::config_from(&settings.runner)?;
     let sandbox =
         Arc::new(flexcore_runner::sandbox::Sandbox::new(Default::default()).context("starting the wasmtime sandbox")?);
-    let client = flexcore_eventstore::connect::nats("flexcore-runner", &settings.nats).await?;
+    let client = flexcore_service::connect::nats("flexcore-runner", &settings.nats).await?;
     let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        stop.cancel();
-    });
-    #[cfg(unix)]
-    {
-        let stop = shutdown.clone();
-        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            tokio::spawn(async move {
-                term.recv().await;
-                stop.cancel();
-            });
-        }
-    }
+    tokio::spawn(flexcore_service::stop_on_signal(shutdown.clone()));
     flexcore_runner::worker::run(client, sandbox, config, shutdown).await
 }

@@ -39,11 +39,10 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<(PgPool, async_nats:
     // Read-model transactions need not wait for their WAL flush: rows and checkpoint
     // commit together, so a Postgres crash can only lose whole recent transactions, which
     // are re-applied identically from the older checkpoint (never half of one).
-    let pool =
-        flexcore_eventstore::connect::postgres_with(&settings.database, &[("synchronous_commit", "off")]).await?;
+    let pool = flexcore_service::connect::postgres_with(&settings.database, &[("synchronous_commit", "off")]).await?;
     // No echo: a leader's position announcements are for the other replicas; this process
     // updates its own positions directly.
-    let nats = flexcore_eventstore::connect::nats_with("flexcore-projection", &settings.nats, |o| o.no_echo()).await?;
+    let nats = flexcore_service::connect::nats_with("flexcore-projection", &settings.nats, |o| o.no_echo()).await?;
     Ok((pool, nats))
 }
 

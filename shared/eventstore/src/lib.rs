@@ -8,13 +8,11 @@
 //! - [`relay`]: the outbox relay publishing the log to `FLEXCORE_EVENTS` in order; one
 //!   active relay per database through an advisory lock, with fail-over.
 //! - [`streams`]: idempotent creation/update of the JetStream streams at start-up.
-//! - [`connect`]: the Postgres pool and NATS client every service opens from config.
 //! - [`error`]: the store error type, [`StoreError`].
 //!
 //! The SQL lives in `migrations/` at the workspace root ([`MIGRATOR`] embeds it).
 
 pub mod append;
-pub mod connect;
 pub mod error;
 pub mod model;
 pub mod relay;

@@ -8,8 +8,6 @@ use async_nats::{Client, Message};
 use bytes::Bytes;
 use flexcore_contracts::commands;
 use flexcore_contracts::{envelope, subjects, CommandReply, ErrorBody, ErrorCode};
-use futures::StreamExt;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::executor::{Executor, RequestContext};
@@ -33,50 +31,25 @@ pub async fn serve(
     limits: ServerLimits,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut subscriber = client
-        .queue_subscribe(subjects::COMMANDS_WILDCARD, subjects::COMMAND_QUEUE_GROUP.to_owned())
-        .await?;
-    tracing::info!(
-        subject = subjects::COMMANDS_WILDCARD,
-        queue = subjects::COMMAND_QUEUE_GROUP,
-        "serving commands"
-    );
-    let permits = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
-    let mut draining = false;
-    loop {
-        let message = tokio::select! {
-            () = shutdown.cancelled(), if !draining => {
-                // Stop new deliveries; what is already buffered is still taken and answered.
-                draining = true;
-                if let Err(error) = subscriber.drain().await {
-                    tracing::warn!(%error, "drain failed; buffered commands may go unanswered");
-                    break;
-                }
-                continue;
-            }
-            m = subscriber.next() => match m {
-                Some(m) => m,
-                None => break,
-            },
-        };
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            break;
-        };
-        let client = client.clone();
-        let executor = executor.clone();
-        let max = limits.max_payload_bytes;
-        tokio::spawn(async move {
-            handle(&client, &executor, message, max).await;
-            drop(permit);
-        });
-    }
-    let all = u32::try_from(limits.max_in_flight.max(1)).unwrap_or(u32::MAX);
-    match tokio::time::timeout(limits.shutdown_grace, permits.acquire_many(all)).await {
-        Ok(_) => tracing::info!("in-flight commands drained"),
-        Err(_) => tracing::warn!(grace = ?limits.shutdown_grace, "shutdown grace elapsed with commands in flight"),
-    }
-    client.flush().await?;
-    Ok(())
+    let bounds = flexcore_service::ServeLimits {
+        max_in_flight: limits.max_in_flight,
+        shutdown_grace: limits.shutdown_grace,
+    };
+    let max = limits.max_payload_bytes;
+    let replies = client.clone();
+    flexcore_service::serve(
+        client,
+        subjects::COMMANDS_WILDCARD,
+        subjects::COMMAND_QUEUE_GROUP,
+        "commands",
+        bounds,
+        shutdown,
+        move |message| {
+            let (client, executor) = (replies.clone(), executor.clone());
+            async move { handle(&client, &executor, message, max).await }
+        },
+    )
+    .await
 }
 
 async fn handle(client: &Client, executor: &Executor, message: Message, max_payload: usize) {

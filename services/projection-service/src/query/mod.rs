@@ -19,9 +19,7 @@ use flexcore_contracts::queries::{
     self, GetById, ListQuery, ProjectionsQuery, QueryErr, QueryOk, QueryReply, RebuildRequest, StatsQuery,
 };
 use flexcore_contracts::{subjects, ErrorBody, ErrorCode};
-use futures::StreamExt;
 use sqlx::PgPool;
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -58,51 +56,24 @@ pub const KNOWN: &[&str] = &[
 
 /// Serves queries until `shutdown`, then drains and waits (bounded) for those in flight.
 pub async fn serve(client: Client, ctx: Arc<QueryContext>, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mut subscriber = client
-        .queue_subscribe(subjects::QUERIES_WILDCARD, subjects::QUERY_QUEUE_GROUP.to_owned())
-        .await?;
-    tracing::info!(
-        subject = subjects::QUERIES_WILDCARD,
-        queue = subjects::QUERY_QUEUE_GROUP,
-        "serving queries"
-    );
-    let max_in_flight = ctx.settings.max_in_flight.max(1);
-    let permits = Arc::new(Semaphore::new(max_in_flight));
-    let mut draining = false;
-    loop {
-        let message = tokio::select! {
-            () = shutdown.cancelled(), if !draining => {
-                draining = true;
-                if let Err(error) = subscriber.drain().await {
-                    tracing::warn!(%error, "drain failed; buffered queries may go unanswered");
-                    break;
-                }
-                continue;
-            }
-            m = subscriber.next() => match m {
-                Some(m) => m,
-                None => break,
-            },
-        };
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            break;
-        };
-        let client = client.clone();
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            handle(&client, &ctx, message).await;
-            drop(permit);
-        });
-    }
-    let all = u32::try_from(max_in_flight).unwrap_or(u32::MAX);
-    if tokio::time::timeout(ctx.settings.shutdown_grace(), permits.acquire_many(all))
-        .await
-        .is_err()
-    {
-        tracing::warn!("shutdown grace elapsed with queries in flight");
-    }
-    client.flush().await?;
-    Ok(())
+    let limits = flexcore_service::ServeLimits {
+        max_in_flight: ctx.settings.max_in_flight,
+        shutdown_grace: ctx.settings.shutdown_grace(),
+    };
+    let replies = client.clone();
+    flexcore_service::serve(
+        client,
+        subjects::QUERIES_WILDCARD,
+        subjects::QUERY_QUEUE_GROUP,
+        "queries",
+        limits,
+        shutdown,
+        move |message| {
+            let (client, ctx) = (replies.clone(), ctx.clone());
+            async move { handle(&client, &ctx, message).await }
+        },
+    )
+    .await
 }
 
 async fn handle(client: &Client, ctx: &QueryContext, message: Message) {
