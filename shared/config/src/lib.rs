@@ -20,7 +20,7 @@ pub use load::find_config_dir;
 pub use secret::Secret;
 pub use sections::{
     CommandSettings, DatabaseSettings, LogFormat, NatsSettings, ProjectionSettings, RelaySettings, RunnerSettings,
-    StreamsSettings, TelemetrySettings,
+    SchedulerSettings, StreamsSettings, TelemetrySettings,
 };
 
 use serde::Deserialize;
@@ -45,4 +45,6 @@ pub struct Settings {
     pub runner: RunnerSettings,
     /// The projection service.
     pub projection: ProjectionSettings,
+    /// The scheduler.
+    pub scheduler: SchedulerSettings,
 }

@@ -215,6 +215,48 @@ impl ProjectionSettings {
     }
 }
 
+/// The scheduler.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulerSettings {
+    /// This replica's id in presence announcements and logs; empty = `<hostname>-<pid>`.
+    pub instance_id: String,
+    /// How long a replica waits past a slot or timer that another live replica owns before
+    /// acting on it itself, in milliseconds.
+    pub takeover_grace_ms: u64,
+    /// Interval of presence announcements, in milliseconds; a replica unheard for three
+    /// intervals is taken as gone and its share is taken over.
+    pub presence_interval_ms: u64,
+    /// Commands in flight at once.
+    pub max_in_flight: usize,
+    /// Most past slots of one schedule examined on catch-up (older ones are not recorded).
+    pub max_catchup_slots: usize,
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> Self {
+        Self {
+            instance_id: String::new(),
+            takeover_grace_ms: 2000,
+            presence_interval_ms: 1000,
+            max_in_flight: 512,
+            max_catchup_slots: 10_000,
+        }
+    }
+}
+
+impl SchedulerSettings {
+    /// [`Self::takeover_grace_ms`] as a `Duration`.
+    pub fn takeover_grace(&self) -> Duration {
+        Duration::from_millis(self.takeover_grace_ms)
+    }
+
+    /// [`Self::presence_interval_ms`] as a `Duration`.
+    pub fn presence_interval(&self) -> Duration {
+        Duration::from_millis(self.presence_interval_ms)
+    }
+}
+
 /// The JetStream streams created at start-up.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -161,6 +161,21 @@ fn default_multiplier() -> f64 {
     2.0
 }
 
+impl RetryPolicy {
+    /// The back-off after attempt `failed_attempt` (1-based) of run `run_id` failed:
+    /// `initial × multiplier^(failed_attempt − 1)` with ±20 % jitter, capped at the maximum.
+    /// The jitter is derived from the run and attempt, so every scheduler replica computes
+    /// the same delay and the retry time follows from the failure event alone.
+    pub fn backoff(&self, failed_attempt: u32, run_id: Uuid) -> std::time::Duration {
+        let exponent = i32::try_from(failed_attempt.saturating_sub(1)).unwrap_or(i32::MAX);
+        let base = self.initial_backoff_seconds as f64 * self.multiplier.max(1.0).powi(exponent);
+        let key = Uuid::new_v5(&run_id, &failed_attempt.to_be_bytes());
+        let unit = (key.as_u128() >> 64) as f64 / u64::MAX as f64;
+        let jittered = base * (0.8 + 0.4 * unit);
+        std::time::Duration::from_secs_f64(jittered.min(self.max_backoff_seconds as f64).max(0.0))
+    }
+}
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
@@ -194,8 +209,10 @@ pub enum RunTrigger {
     Manual,
     /// A program through the API.
     Api,
-    /// A schedule's slot (or a backfill).
+    /// A schedule's slot.
     Schedule,
+    /// A past slot requested by `flexctl schedule backfill`.
+    Backfill,
 }
 
 /// Why a run attempt failed.
@@ -275,4 +292,28 @@ fn default_catchup_window() -> u64 {
 }
 fn default_catchup_cap() -> u32 {
     1
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_within_jitter_and_is_capped() {
+        let policy = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff_seconds: 10,
+            max_backoff_seconds: 60,
+            multiplier: 2.0,
+        };
+        let run = Uuid::from_u128(42);
+        for (attempt, base) in [(1u32, 10.0f64), (2, 20.0), (3, 40.0)] {
+            let d = policy.backoff(attempt, run).as_secs_f64();
+            assert!(d >= base * 0.8 && d <= base * 1.2, "attempt {attempt}: {d}");
+            assert_eq!(policy.backoff(attempt, run), policy.backoff(attempt, run));
+        }
+        assert!(policy.backoff(4, run).as_secs_f64() <= 60.0);
+        assert!(policy.backoff(30, run).as_secs_f64() <= 60.0);
+        assert_ne!(policy.backoff(1, run), policy.backoff(1, Uuid::from_u128(43)));
+    }
 }

@@ -58,6 +58,14 @@ pub fn all() -> Vec<(String, String)> {
         schemars::schema_for!(crate::work::RunLogLine),
     );
     push(
+        "work/run-heartbeat.json".into(),
+        schemars::schema_for!(crate::work::RunHeartbeat),
+    );
+    push(
+        "work/scheduler-presence.json".into(),
+        schemars::schema_for!(crate::work::SchedulerPresence),
+    );
+    push(
         "queries/get.json".into(),
         schemars::schema_for!(crate::queries::GetById),
     );

@@ -95,6 +95,19 @@ pub fn projection_position(name: &str) -> String {
     format!("{ROOT}.sys.projection.{name}.position")
 }
 
+/// Subject of a runner's heartbeat for a claimed attempt: `flexcore.sys.run.<run_id>.heartbeat`
+/// (core NATS; schedulers time out attempts whose heartbeats stop).
+pub fn run_heartbeat(run_id: Uuid) -> String {
+    format!("{ROOT}.sys.run.{run_id}.heartbeat")
+}
+
+/// Wildcard of every run heartbeat.
+pub const RUN_HEARTBEATS_WILDCARD: &str = "flexcore.sys.run.*.heartbeat";
+
+/// Subject on which every scheduler replica announces itself (core NATS): replicas share
+/// slots and timers out among the replicas they hear.
+pub const SCHEDULER_PRESENCE: &str = "flexcore.sys.scheduler.presence";
+
 /// Subject of a run's work item: `flexcore.work.run.<run_id>`.
 pub fn work_run(run_id: Uuid) -> String {
     format!("{ROOT}.work.run.{run_id}")

@@ -46,3 +46,26 @@ pub struct RunLogLine {
     /// When the runner read it.
     pub at: chrono::DateTime<chrono::Utc>,
 }
+
+/// A runner's sign of life for the attempt it holds (`flexcore.sys.run.<run_id>.heartbeat`),
+/// sent every third of its lease; the scheduler times out attempts whose heartbeats stop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunHeartbeat {
+    /// The run.
+    pub run_id: Uuid,
+    /// The attempt held.
+    pub attempt: u32,
+    /// The runner instance.
+    pub runner_id: String,
+}
+
+/// A scheduler replica's announcement on `flexcore.sys.scheduler.presence`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerPresence {
+    /// The replica's instance id.
+    pub instance: String,
+    /// False in the replica's last announcement, sent when it stops.
+    pub alive: bool,
+}

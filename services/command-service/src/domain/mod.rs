@@ -201,7 +201,13 @@ pub fn target(cmd: &mut Command) -> AggRef {
             AggRef::plugin(flexcore_contracts::ids::plugin_id(c.name.as_str(), c.version.as_str()))
         }
         Command::CreatePipeline(c) => AggRef::pipeline(*c.pipeline_id.get_or_insert_with(Uuid::now_v7)),
-        Command::RequestRun(c) => AggRef::run(*c.run_id.get_or_insert_with(Uuid::now_v7)),
+        Command::RequestRun(c) => {
+            let derived = c
+                .schedule_id
+                .zip(c.scheduled_for)
+                .map(|(s, t)| flexcore_contracts::ids::scheduled_run_id(s, t));
+            AggRef::run(*c.run_id.get_or_insert_with(|| derived.unwrap_or_else(Uuid::now_v7)))
+        }
         Command::CreateSchedule(c) => AggRef::schedule(*c.schedule_id.get_or_insert_with(Uuid::now_v7)),
         // Every other command names its aggregate, so `addressed` always answers; the nil
         // fallback only keeps this function total.
@@ -261,6 +267,7 @@ pub fn required(cmd: &Command, loaded: &Loaded) -> Vec<AggRef> {
         }
         Command::RequestRun(c) => {
             refs.push(AggRef::pipeline(c.pipeline_id));
+            refs.extend(c.schedule_id.map(AggRef::schedule));
             if let Some(p) = loaded.pipeline(c.pipeline_id) {
                 refs.extend(p.definition.steps.iter().map(|s| AggRef::plugin(s.plugin_id)));
             }
@@ -271,6 +278,10 @@ pub fn required(cmd: &Command, loaded: &Loaded) -> Vec<AggRef> {
             }
         }
         Command::CreateSchedule(c) => refs.push(AggRef::pipeline(c.pipeline_id)),
+        Command::SkipSlot(c) => refs.push(AggRef::run(flexcore_contracts::ids::scheduled_run_id(
+            c.schedule_id,
+            c.slot,
+        ))),
         _ => {}
     }
     let mut seen = std::collections::HashSet::new();

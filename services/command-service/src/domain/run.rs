@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::pipeline::PipelineStatus;
 use super::plugin::PluginStatus;
+use super::schedule::ScheduleStatus;
 use super::{AggRef, Constraints, Decision, DomainError, Loaded, Pipeline, SlotClaim};
 
 /// Where a run is.
@@ -263,6 +264,7 @@ pub(crate) fn request(id: Uuid, c: &RequestRun, loaded: &Loaded) -> Result<Decis
         ));
     }
     let p = load_pipeline(c.pipeline_id, loaded)?;
+    check_slot(id, c, p.id, loaded)?;
     match p.status {
         PipelineStatus::Active => {}
         PipelineStatus::Paused => {
@@ -312,6 +314,47 @@ pub(crate) fn request(id: Uuid, c: &RequestRun, loaded: &Loaded) -> Result<Decis
         acquire_slot: Some(slot),
         ..Constraints::default()
     }))
+}
+
+/// A scheduled or backfilled run names its schedule and slot, and its id is the one derived
+/// from them (so every replica and every backfill of a slot address one run).
+fn check_slot(id: Uuid, c: &RequestRun, pipeline_id: Uuid, loaded: &Loaded) -> Result<(), DomainError> {
+    let from_schedule = matches!(c.trigger, RunTrigger::Schedule | RunTrigger::Backfill);
+    let (schedule_id, slot) = match (c.schedule_id, c.scheduled_for) {
+        (Some(s), Some(t)) => (s, t),
+        (None, None) if !from_schedule => return Ok(()),
+        _ => {
+            return Err(DomainError::validation_at(
+                "schedule_id and scheduled_for go together, and runs triggered by schedule or backfill need both",
+                json!({"field": if c.schedule_id.is_none() { "schedule_id" } else { "scheduled_for" }}),
+            ))
+        }
+    };
+    let schedule = loaded
+        .schedule(schedule_id)
+        .ok_or_else(|| DomainError::NotFound(format!("schedule {schedule_id} does not exist")))?;
+    if schedule.pipeline_id != pipeline_id {
+        return Err(DomainError::validation_at(
+            format!(
+                "schedule {schedule_id} runs pipeline {}, not {pipeline_id}",
+                schedule.pipeline_id
+            ),
+            json!({"field": "pipeline_id"}),
+        ));
+    }
+    if schedule.status == ScheduleStatus::Deleted {
+        return Err(DomainError::InvalidState(format!(
+            "schedule {schedule_id} is deleted: it requests no more runs"
+        )));
+    }
+    let derived = flexcore_contracts::ids::scheduled_run_id(schedule_id, slot);
+    if id != derived {
+        return Err(DomainError::validation_at(
+            format!("the run of slot {slot} of schedule {schedule_id} has id {derived}; omit run_id or give that one"),
+            json!({"field": "run_id", "expected": derived}),
+        ));
+    }
+    Ok(())
 }
 
 /// `run.claim`: a runner takes the pending attempt and resumes from the pipeline's bookmark.

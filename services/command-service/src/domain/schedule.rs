@@ -222,10 +222,21 @@ pub(crate) fn delete(c: &DeleteSchedule, loaded: &Loaded) -> Result<Decision, Do
     Ok(Decision::one(s.agg(), ScheduleDeleted {}))
 }
 
-/// `schedule.skip_slot`: records a slot the scheduler did not fire, and why.
+/// `schedule.skip_slot`: records a slot the scheduler did not fire, and why; refused when
+/// the slot's run exists (another replica fired it), so a slot never has both outcomes.
 pub(crate) fn skip_slot(c: &SkipSlot, loaded: &Loaded) -> Result<Decision, DomainError> {
     let s = load(c.schedule_id, loaded)?;
     s.not_deleted("given skipped slots")?;
+    let run_id = flexcore_contracts::ids::scheduled_run_id(s.id, c.slot);
+    if loaded.run(run_id).is_some() {
+        return Err(DomainError::conflict(
+            format!(
+                "slot {} of schedule {} was fired (run {run_id}): it cannot be skipped",
+                c.slot, s.id
+            ),
+            json!({"reason": "slot_fired", "run_id": run_id}),
+        ));
+    }
     if c.reason.trim().is_empty() {
         return Err(DomainError::validation_at(
             "reason must say why the slot was skipped (e.g. overlap, pipeline_paused)",

@@ -2,9 +2,6 @@
 //! references, cron expressions and time zones. Every error says what is wrong and how to
 //! fix it, and never echoes a value that might be a secret.
 
-use chrono_tz::Tz;
-use croner::parser::{CronParser, Seconds};
-use croner::Cron;
 use flexcore_contracts::model::ScheduleSpec;
 use serde_json::{json, Map, Value};
 
@@ -270,38 +267,10 @@ fn check_secret_properties(
     Ok(())
 }
 
-/// Parses a cron expression of exactly 5 fields (minute precision) or 6 (a leading
-/// seconds field), the way the scheduler evaluates it.
-pub fn parse_cron(expr: &str) -> Result<Cron, DomainError> {
-    let invalid =
-        |why: String| DomainError::validation_at(format!("cron {expr:?} is invalid: {why}"), json!({"field": "cron"}));
-    let fields = expr.split_whitespace().count();
-    if fields != 5 && fields != 6 {
-        return Err(invalid(format!(
-            "it has {fields} field(s); use 5 (minute hour day-of-month month day-of-week) or 6 (with a leading seconds field)"
-        )));
-    }
-    CronParser::builder()
-        .seconds(Seconds::Optional)
-        .build()
-        .parse(expr)
-        .map_err(|e| invalid(e.to_string()))
-}
-
-/// Parses an IANA time zone name.
-pub fn parse_timezone(name: &str) -> Result<Tz, DomainError> {
-    name.parse::<Tz>().map_err(|_| {
-        DomainError::validation_at(
-            format!("unknown time zone {name:?}: use an IANA name like Europe/Berlin"),
-            json!({"field": "timezone"}),
-        )
-    })
-}
-
 /// Checks a whole schedule spec (also after an update merged new fields in).
 pub fn check_schedule_spec(spec: &ScheduleSpec) -> Result<(), DomainError> {
-    parse_cron(&spec.cron)?;
-    parse_timezone(&spec.timezone)?;
+    flexcore_cron::Calendar::new(spec)
+        .map_err(|e| DomainError::validation_at(e.to_string(), json!({"field": e.field()})))?;
     if let (Some(start), Some(end)) = (spec.start_at, spec.end_at) {
         if end <= start {
             return Err(DomainError::validation_at(

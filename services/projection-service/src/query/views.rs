@@ -3,8 +3,6 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
-use croner::parser::{CronParser, Seconds};
 use flexcore_contracts::model::ScheduleSpec;
 use flexcore_contracts::queries::ListQuery;
 use flexcore_contracts::views::{ProjectionStatus, RebuildStatus, RunSummary, ScheduleView, StatsView};
@@ -226,21 +224,7 @@ fn enrich(target: Target, docs: &mut [serde_json::Value]) {
 /// The first slot of `spec` after `now` within its bounds (the scheduler's rule: 5 or 6
 /// fields, evaluated in the schedule's IANA zone).
 pub fn next_fire(spec: &ScheduleSpec, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let cron = CronParser::builder()
-        .seconds(Seconds::Optional)
-        .build()
-        .parse(&spec.cron)
-        .ok()?;
-    let tz: Tz = spec.timezone.parse().ok()?;
-    let from = spec.start_at.map_or(now, |s| s.max(now));
-    let next = cron
-        .find_next_occurrence(&from.with_timezone(&tz), false)
-        .ok()?
-        .with_timezone(&Utc);
-    match spec.end_at {
-        Some(end) if next > end => None,
-        _ => Some(next),
-    }
+    flexcore_cron::Calendar::new(spec).ok()?.next_after(now)
 }
 
 /// `stats.get`.

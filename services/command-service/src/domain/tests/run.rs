@@ -65,15 +65,19 @@ fn running_with_attempts(max_attempts: u32) -> World {
 
 #[test]
 fn request_pins_the_definition_and_takes_a_slot() {
-    let world = with_pipeline().with([cmd(
+    let world = with_schedule().with([cmd(
         "pipeline.update",
         json!({"pipeline_id": PIPELINE, "max_active_runs": 3}),
     )]);
-    let c = cmd(
+    let at = "2025-03-01T10:00:00Z".parse().unwrap();
+    let run = flexcore_contracts::ids::scheduled_run_id(SCHEDULE, at);
+    // No run_id: the service derives it from the slot.
+    let mut c = cmd(
         "run.request",
-        json!({"run_id": RUN, "pipeline_id": PIPELINE, "trigger": "schedule", "schedule_id": SCHEDULE, "scheduled_for": "2025-03-01T10:00:00Z"}),
+        json!({"pipeline_id": PIPELINE, "trigger": "schedule", "schedule_id": SCHEDULE, "scheduled_for": at}),
     );
-    let (d, _) = then_one(world.when(c), RUN, "run.requested");
+    assert_eq!(crate::domain::target(&mut c), AggRef::run(run));
+    let (d, _) = then_one(world.when(c), run, "run.requested");
     let p = world.pipeline(PIPELINE);
     let AnyEvent::Run(RunEvent::Requested(e)) = &d.events[0].1 else {
         panic!("not requested")
@@ -81,7 +85,7 @@ fn request_pins_the_definition_and_takes_a_slot() {
     assert_eq!(
         *e,
         RunRequested {
-            run_id: RUN,
+            run_id: run,
             pipeline_id: PIPELINE,
             pipeline_name: p.name.clone(),
             definition_version: 2,
@@ -95,13 +99,13 @@ fn request_pins_the_definition_and_takes_a_slot() {
     assert_eq!(
         d.constraints,
         Constraints {
-            acquire_slot: Some(slot(3)),
+            acquire_slot: Some(SlotClaim { holder: run, ..slot(3) }),
             ..Constraints::default()
         }
     );
     let mut world = world;
     world.fold(d.events);
-    let r = world.run(RUN);
+    let r = world.run(run);
     assert_eq!(
         (r.status, r.attempt, r.runner_id.clone()),
         (RunStatus::Requested, 1, None)
@@ -395,4 +399,30 @@ fn a_full_run_folds_to_the_expected_state() {
     // requested, claimed, checkpointed, failed, retried, claimed, checkpointed, succeeded
     assert_eq!(world.state(RUN).version, 8);
     assert_eq!(world.pipeline(PIPELINE).bookmark, json!({"c": 2}));
+}
+
+#[test]
+fn scheduled_runs_name_an_existing_schedule_of_their_pipeline_and_use_the_slot_id() {
+    let world = with_schedule();
+    let request = |body: Value| cmd("run.request", body);
+    let slot = "2025-03-01T10:00:00Z";
+    // Half a slot reference.
+    let e = world
+        .when(request(
+            json!({"run_id": RUN, "pipeline_id": PIPELINE, "trigger": "schedule", "schedule_id": SCHEDULE}),
+        ))
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::ValidationFailed, "{e}");
+    // Another id than the slot's.
+    let e = world
+        .when(request(json!({"run_id": RUN, "pipeline_id": PIPELINE, "trigger": "backfill", "schedule_id": SCHEDULE, "scheduled_for": slot})))
+        .unwrap_err();
+    assert!(e.to_string().contains("omit run_id"), "{e}");
+    // An unknown schedule.
+    let other = Uuid::from_u128(0x0399);
+    let derived = flexcore_contracts::ids::scheduled_run_id(other, slot.parse().unwrap());
+    let e = world
+        .when(request(json!({"run_id": derived, "pipeline_id": PIPELINE, "trigger": "schedule", "schedule_id": other, "scheduled_for": slot})))
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotFound, "{e}");
 }

@@ -251,3 +251,15 @@ fn commands_on_an_unknown_schedule_are_not_found() {
         );
     }
 }
+
+#[test]
+fn a_fired_slot_cannot_be_skipped() {
+    let slot: chrono::DateTime<chrono::Utc> = "2025-01-01T10:00:00Z".parse().unwrap();
+    let world = with_schedule().with([cmd(
+        "run.request",
+        json!({"pipeline_id": PIPELINE, "trigger": "schedule", "schedule_id": SCHEDULE, "scheduled_for": slot}),
+    )]);
+    let e = world.when(skip("overlap")).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Conflict, "{e}");
+    assert!(e.to_string().contains("was fired"), "{e}");
+}

@@ -1,0 +1,315 @@
+//! When a schedule fires: cron slots in an IANA time zone, with one explicit rule for
+//! daylight-saving transitions, start/end bounds and deterministic jitter. Pure functions:
+//! the command service validates with them, the scheduler fires by them, the projection
+//! shows the next fire and `flexctl schedule backfill` enumerates past slots by them, so all
+//! four agree on every slot.
+//!
+//! # The DST rule
+//! The cron expression is matched against local wall-clock time in the schedule's zone.
+//! - A local time that does not exist (the hour skipped when clocks spring forward) fires
+//!   once, at the transition instant (02:30 Europe/Berlin on the spring-forward day fires
+//!   at 03:00 CEST). Several such slots collapse into that one instant.
+//! - A local time that exists twice (the hour repeated when clocks fall back) fires once,
+//!   at its first occurrence; the repeated hour fires nothing a second time.
+
+use chrono::{DateTime, Duration, LocalResult, NaiveDateTime, Offset, TimeZone, Utc};
+use chrono_tz::Tz;
+use croner::parser::{CronParser, Seconds};
+use croner::Cron;
+use flexcore_contracts::model::ScheduleSpec;
+use uuid::Uuid;
+
+/// Why a schedule's timing is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CalendarError {
+    /// The cron expression does not parse.
+    #[error("cron {expr:?} is invalid: {why}")]
+    Cron {
+        /// The expression.
+        expr: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The time zone is not an IANA name.
+    #[error("unknown time zone {0:?}: use an IANA name like Europe/Berlin")]
+    Zone(String),
+}
+
+impl CalendarError {
+    /// The spec field at fault (`cron` or `timezone`).
+    pub fn field(&self) -> &'static str {
+        match self {
+            Self::Cron { .. } => "cron",
+            Self::Zone(_) => "timezone",
+        }
+    }
+}
+
+/// Parses a cron expression of exactly 5 fields (minute precision) or 6 (a leading
+/// seconds field).
+pub fn parse_cron(expr: &str) -> Result<Cron, CalendarError> {
+    let invalid = |why: String| CalendarError::Cron {
+        expr: expr.to_owned(),
+        why,
+    };
+    let fields = expr.split_whitespace().count();
+    if fields != 5 && fields != 6 {
+        return Err(invalid(format!(
+            "it has {fields} field(s); use 5 (minute hour day-of-month month day-of-week) or 6 (with a leading seconds field)"
+        )));
+    }
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .build()
+        .parse(expr)
+        .map_err(|e| invalid(e.to_string()))
+}
+
+/// Parses an IANA time zone name.
+pub fn parse_zone(name: &str) -> Result<Tz, CalendarError> {
+    name.parse::<Tz>().map_err(|_| CalendarError::Zone(name.to_owned()))
+}
+
+/// Most cron matches examined for one slot (a per-second cron inside a repeated hour
+/// needs 3,600); beyond it the schedule is treated as having no further slot.
+const MAX_STEPS: usize = 100_000;
+
+/// The slots of one schedule.
+#[derive(Debug, Clone)]
+pub struct Calendar {
+    cron: Cron,
+    tz: Tz,
+    start_at: Option<DateTime<Utc>>,
+    end_at: Option<DateTime<Utc>>,
+}
+
+impl Calendar {
+    /// The calendar of a schedule spec.
+    pub fn new(spec: &ScheduleSpec) -> Result<Self, CalendarError> {
+        Ok(Self {
+            cron: parse_cron(&spec.cron)?,
+            tz: parse_zone(&spec.timezone)?,
+            start_at: spec.start_at,
+            end_at: spec.end_at,
+        })
+    }
+
+    /// The first slot strictly after `after`, within the bounds (`start_at` inclusive,
+    /// `end_at` inclusive); `None` when the schedule has ended.
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let after = match self.start_at {
+            Some(start) if after < start => start - Duration::nanoseconds(1),
+            _ => after,
+        };
+        // Slots are whole seconds: strictly after `after` is strictly after its second.
+        let after = after - Duration::nanoseconds(i64::from(after.timestamp_subsec_nanos()));
+        let mut from = Utc.from_utc_datetime(&after.with_timezone(&self.tz).naive_local());
+        for _ in 0..MAX_STEPS {
+            let local = self.cron.find_next_occurrence(&from, false).ok()?.naive_utc();
+            let slot = self.instant(local)?;
+            if slot > after {
+                return match self.end_at {
+                    Some(end) if slot > end => None,
+                    _ => Some(slot),
+                };
+            }
+            from = Utc.from_utc_datetime(&local);
+        }
+        None
+    }
+
+    /// The slots in `(after, until]`, oldest first, at most `limit` of them.
+    pub fn slots_between(&self, after: DateTime<Utc>, until: DateTime<Utc>, limit: usize) -> Vec<DateTime<Utc>> {
+        let mut slots = Vec::new();
+        let mut cursor = after;
+        while slots.len() < limit {
+            match self.next_after(cursor) {
+                Some(slot) if slot <= until => {
+                    slots.push(slot);
+                    cursor = slot;
+                }
+                _ => break,
+            }
+        }
+        slots
+    }
+
+    /// The instant of local wall-clock time `local` under the DST rule.
+    fn instant(&self, local: NaiveDateTime) -> Option<DateTime<Utc>> {
+        match self.tz.from_local_datetime(&local) {
+            LocalResult::Single(t) => Some(t.with_timezone(&Utc)),
+            LocalResult::Ambiguous(first, _) => Some(first.with_timezone(&Utc)),
+            LocalResult::None => self.transition_after_gap(local),
+        }
+    }
+
+    /// The instant clocks jumped over `local` (which does not exist): found by bisecting
+    /// between a day before (the old offset) and `local` read with the old offset (already
+    /// past the jump).
+    fn transition_after_gap(&self, local: NaiveDateTime) -> Option<DateTime<Utc>> {
+        let offset_at = |t: DateTime<Utc>| self.tz.offset_from_utc_datetime(&t.naive_utc()).fix();
+        let before = Utc.from_utc_datetime(&(local - Duration::days(1)));
+        let old = offset_at(before);
+        let (mut lo, mut hi) = (
+            before.timestamp(),
+            local.and_utc().timestamp() - i64::from(old.local_minus_utc()),
+        );
+        let at = |secs: i64| Utc.timestamp_opt(secs, 0).single();
+        if offset_at(at(hi)?) == old {
+            return None;
+        }
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if offset_at(at(mid)?) == old {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        at(hi)
+    }
+}
+
+/// The delay of slot `slot` of schedule `schedule_id` within `[0, jitter_seconds]`,
+/// to the millisecond: derived from the pair, so every replica fires it at the same moment.
+pub fn jitter(schedule_id: Uuid, slot: DateTime<Utc>, jitter_seconds: u64) -> Duration {
+    if jitter_seconds == 0 {
+        return Duration::zero();
+    }
+    let key = Uuid::new_v5(&schedule_id, &slot.timestamp_millis().to_be_bytes());
+    let range = jitter_seconds.saturating_mul(1000).saturating_add(1);
+    let millis = (key.as_u128() % u128::from(range)) as i64;
+    Duration::milliseconds(millis)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn spec(cron: &str, tz: &str) -> ScheduleSpec {
+        ScheduleSpec {
+            cron: cron.to_owned(),
+            timezone: tz.to_owned(),
+            overlap: Default::default(),
+            catchup_window_seconds: 3600,
+            catchup_cap: 1,
+            jitter_seconds: 0,
+            start_at: None,
+            end_at: None,
+        }
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn daily(cal: &Calendar, from: &str, to: &str) -> Vec<String> {
+        cal.slots_between(at(from), at(to), 100)
+            .into_iter()
+            .map(|t| t.to_rfc3339())
+            .collect()
+    }
+
+    #[test]
+    fn spring_forward_fires_once_at_the_transition() {
+        let cal = Calendar::new(&spec("30 2 * * *", "Europe/Berlin")).unwrap();
+        assert_eq!(
+            daily(&cal, "2027-03-27T00:00:00Z", "2027-03-30T00:00:00Z"),
+            [
+                "2027-03-27T01:30:00+00:00", // 02:30 CET
+                "2027-03-28T01:00:00+00:00", // 02:30 does not exist: 03:00 CEST, the jump
+                "2027-03-29T00:30:00+00:00", // 02:30 CEST
+            ]
+        );
+    }
+
+    #[test]
+    fn fall_back_fires_once_in_the_first_pass() {
+        let cal = Calendar::new(&spec("30 2 * * *", "Europe/Berlin")).unwrap();
+        assert_eq!(
+            daily(&cal, "2027-10-30T00:00:00Z", "2027-11-02T00:00:00Z"),
+            [
+                "2027-10-30T00:30:00+00:00", // 02:30 CEST
+                "2027-10-31T00:30:00+00:00", // first 02:30 (CEST); the CET one does not fire
+                "2027-11-01T01:30:00+00:00", // 02:30 CET
+            ]
+        );
+        // Asked from inside the repeated hour's second pass, the next slot is the next day.
+        assert_eq!(
+            cal.next_after(at("2027-10-31T01:10:00Z")).map(|t| t.to_rfc3339()),
+            Some("2027-11-01T01:30:00+00:00".to_owned())
+        );
+    }
+
+    #[test]
+    fn slots_inside_the_gap_collapse_into_one() {
+        let cal = Calendar::new(&spec("*/30 * * * *", "Europe/Berlin")).unwrap();
+        // 01:30 CET, then 02:00, 02:30 (skipped) and 03:00 CEST are the same instant.
+        assert_eq!(
+            daily(&cal, "2027-03-28T00:15:00Z", "2027-03-28T01:45:00Z"),
+            [
+                "2027-03-28T00:30:00+00:00",
+                "2027-03-28T01:00:00+00:00",
+                "2027-03-28T01:30:00+00:00"
+            ]
+        );
+    }
+
+    #[test]
+    fn every_minute_through_the_repeated_hour_fires_sixty_times_not_120() {
+        let cal = Calendar::new(&spec("* * * * *", "Europe/Berlin")).unwrap();
+        // 00:00Z..02:00Z on fall-back day covers local 02:00 CEST .. 02:00 CET twice over.
+        let slots = cal.slots_between(at("2027-10-31T00:00:00Z"), at("2027-10-31T02:00:00Z"), 1000);
+        // 00:01Z..00:59Z (first pass), then 01:00Z is the second 02:00, skipped, so the
+        // next is 03:00 CET = 02:00Z.
+        assert_eq!(slots.len(), 60);
+        assert_eq!(
+            slots.last().map(|t| t.to_rfc3339()),
+            Some("2027-10-31T02:00:00+00:00".to_owned())
+        );
+    }
+
+    #[test]
+    fn six_fields_fire_on_seconds_and_bounds_hold() {
+        let mut s = spec("*/10 * * * * *", "UTC");
+        s.start_at = Some(at("2026-11-24T10:00:05Z"));
+        s.end_at = Some(at("2026-11-24T10:00:40Z"));
+        let cal = Calendar::new(&s).unwrap();
+        let slots = cal.slots_between(at("2026-11-24T09:00:00Z"), at("2026-11-24T11:00:00Z"), 100);
+        let secs: Vec<u32> = slots.iter().map(|t| chrono::Timelike::second(t)).collect();
+        assert_eq!(secs, [10, 20, 30, 40]);
+        assert_eq!(cal.next_after(at("2026-11-24T10:00:40Z")), None);
+        // start_at itself is a slot when it matches.
+        s.start_at = Some(at("2026-11-24T10:00:10Z"));
+        let cal = Calendar::new(&s).unwrap();
+        assert_eq!(
+            cal.next_after(at("2026-11-24T09:00:00Z")),
+            Some(at("2026-11-24T10:00:10Z"))
+        );
+    }
+
+    #[test]
+    fn bad_specs_name_the_field() {
+        let e = Calendar::new(&spec("61 * * * *", "UTC")).unwrap_err();
+        assert_eq!(e.field(), "cron");
+        let e = Calendar::new(&spec("* * * *", "UTC")).unwrap_err();
+        assert!(e.to_string().contains("4 field(s)"), "{e}");
+        let e = Calendar::new(&spec("* * * * *", "Mars/Olympus")).unwrap_err();
+        assert_eq!(e.field(), "timezone");
+    }
+
+    #[test]
+    fn jitter_is_deterministic_and_bounded() {
+        let id = Uuid::from_u128(7);
+        let slot = at("2026-11-24T10:00:00Z");
+        assert_eq!(jitter(id, slot, 0), Duration::zero());
+        let j = jitter(id, slot, 30);
+        assert_eq!(j, jitter(id, slot, 30));
+        assert!(j >= Duration::zero() && j <= Duration::seconds(30));
+        let distinct: std::collections::HashSet<i64> = (0..50)
+            .map(|m| jitter(id, slot + Duration::minutes(m), 30).num_milliseconds())
+            .collect();
+        assert!(distinct.len() > 40, "jitter barely varies: {distinct:?}");
+    }
+}
