@@ -1,0 +1,680 @@
+//! The scheduler's state and decisions, without I/O: events and heartbeats go in, timers
+//! are armed, and due timers turn into [`Action`]s (commands to send). Everything it knows
+//! is derived from the event log (plus heartbeats, which only ever postpone a lease expiry),
+//! so a restarted replica that replays the log arrives at the same timers.
+//!
+//! # Slots
+//! Each schedule has a cursor: every slot at or before it has an outcome (a run, a skip, a
+//! miss) or predates the schedule's creation, last resume or last spec change. The next
+//! slot after the cursor is armed at `slot + jitter`. When several slots are due at once
+//! (after downtime), those older than the catch-up window are missed, and of the rest the
+//! latest `catchup_cap` fire and the older ones are missed; missed slots are recorded.
+//!
+//! # Overlap (counted over the pipeline's active runs, whatever started them)
+//! - `skip`: a slot that finds a run active is skipped (`schedule.slot_skipped`, `overlap`).
+//! - `buffer_one`: the first such slot waits and fires when the pipeline is idle; further
+//!   ones are skipped. The buffer lives in memory: after a restart the waiting slot is
+//!   treated like any slot without outcome (caught up under the catch-up rules).
+//! - `allow`: fires; the command service refuses beyond `max_active_runs`, and the slot is
+//!   then skipped with reason `max_active_runs`.
+//!
+//! # Runs
+//! A running attempt whose last sign of life (claim, checkpoint, heartbeat) is older than its
+//! lease is timed out (`lease_expired`); a run awaiting retry is retried at the failure's
+//! `recorded_at` plus the pipeline's back-off ([`RetryPolicy::backoff`]); a run older than
+//! its pipeline's `run_timeout_seconds` (counted from its request) is timed out for good.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use chrono::{DateTime, Duration, Utc};
+use flexcore_contracts::envelope::EventEnvelope;
+use flexcore_contracts::events::{PipelineEvent, RunEvent, ScheduleEvent};
+use flexcore_contracts::ids::scheduled_run_id;
+use flexcore_contracts::model::{OverlapPolicy, RetryPolicy, RunTrigger, ScheduleSpec, TimeoutReason};
+use flexcore_cron::Calendar;
+use uuid::Uuid;
+
+use crate::members::Members;
+use crate::timers::{Key, Timers};
+
+/// A command the scheduler wants sent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// `run.request` for a slot (the run id derives from it).
+    Fire {
+        /// The schedule.
+        schedule_id: Uuid,
+        /// Its pipeline.
+        pipeline_id: Uuid,
+        /// The slot.
+        slot: DateTime<Utc>,
+    },
+    /// `schedule.skip_slot`.
+    Skip {
+        /// The schedule.
+        schedule_id: Uuid,
+        /// The slot.
+        slot: DateTime<Utc>,
+        /// Why.
+        reason: &'static str,
+    },
+    /// `schedule.miss_slots`.
+    Miss {
+        /// The schedule.
+        schedule_id: Uuid,
+        /// The slots, oldest first.
+        slots: Vec<DateTime<Utc>>,
+    },
+    /// `run.time_out`.
+    TimeOut {
+        /// The run.
+        run_id: Uuid,
+        /// Its current attempt.
+        attempt: u32,
+        /// Lease or run timeout.
+        reason: TimeoutReason,
+    },
+    /// `run.retry`.
+    Retry {
+        /// The run.
+        run_id: Uuid,
+        /// The attempt that failed.
+        failed_attempt: u32,
+    },
+}
+
+/// How a sent command ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Accepted (or an identical earlier command's reply).
+    Done,
+    /// Refused because the pipeline is at `max_active_runs`.
+    PoolFull,
+    /// Refused for another reason (someone else acted first, the aggregate moved on).
+    Refused(String),
+    /// Not delivered (no command service, timeouts) after retries.
+    Failed(String),
+}
+
+/// Missed slots per `schedule.miss_slots` command.
+pub const MISS_CHUNK: usize = 500;
+
+/// Tunables of the core.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// How long non-owners wait past a deadline before acting.
+    pub takeover_grace: Duration,
+    /// How long after acting the same key is checked again if the log shows no effect.
+    pub recheck_after: Duration,
+    /// Most past slots examined per schedule per due timer.
+    pub max_catchup_slots: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PipelineStatus {
+    Active,
+    Paused,
+    Archived,
+}
+
+#[derive(Debug)]
+struct Pipeline {
+    status: PipelineStatus,
+    /// Runs of the pipeline that are not finished.
+    active: HashSet<Uuid>,
+    /// Runs this replica asked for whose `run.requested` has not been seen yet.
+    requesting: HashSet<Uuid>,
+}
+
+impl Pipeline {
+    fn new() -> Self {
+        Self {
+            status: PipelineStatus::Active,
+            active: HashSet::new(),
+            requesting: HashSet::new(),
+        }
+    }
+
+    fn busy(&self) -> bool {
+        !self.active.is_empty() || !self.requesting.is_empty()
+    }
+}
+
+#[derive(Debug)]
+struct Schedule {
+    pipeline_id: Uuid,
+    spec: ScheduleSpec,
+    calendar: Option<Calendar>,
+    active: bool,
+    cursor: DateTime<Utc>,
+    buffered: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunStatus {
+    Requested,
+    Running,
+    AwaitingRetry,
+}
+
+#[derive(Debug)]
+struct Run {
+    pipeline_id: Uuid,
+    attempt: u32,
+    status: RunStatus,
+    retry: RetryPolicy,
+    timeout_at: Option<DateTime<Utc>>,
+    lease: Duration,
+    last_seen: DateTime<Utc>,
+    retry_at: Option<DateTime<Utc>>,
+}
+
+/// Everything one replica knows.
+#[derive(Debug)]
+pub struct Core {
+    tuning: Tuning,
+    members: Members,
+    schedules: HashMap<Uuid, Schedule>,
+    pipelines: HashMap<Uuid, Pipeline>,
+    runs: HashMap<Uuid, Run>,
+    timers: Timers,
+    live: bool,
+}
+
+impl Core {
+    /// An empty core; timers stay disarmed until [`Core::go_live`].
+    pub fn new(tuning: Tuning, members: Members) -> Self {
+        Self {
+            tuning,
+            members,
+            schedules: HashMap::new(),
+            pipelines: HashMap::new(),
+            runs: HashMap::new(),
+            timers: Timers::default(),
+            live: false,
+        }
+    }
+
+    /// True once the log has been replayed.
+    pub fn is_live(&self) -> bool {
+        self.live
+    }
+
+    /// The earliest armed deadline.
+    pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
+        self.timers.next()
+    }
+
+    /// Schedules, active runs and armed timers (for logs and tests).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        (self.schedules.len(), self.runs.len(), self.timers.len())
+    }
+
+    /// The membership view.
+    pub fn members(&self) -> &Members {
+        &self.members
+    }
+
+    /// The log is replayed: running attempts get a full lease from now (their heartbeats
+    /// were not watched while this replica was down) and every timer is armed.
+    pub fn go_live(&mut self, now: DateTime<Utc>) {
+        self.live = true;
+        for run in self.runs.values_mut() {
+            if run.status == RunStatus::Running {
+                run.last_seen = run.last_seen.max(now);
+            }
+        }
+        self.rearm_all();
+    }
+
+    /// A presence announcement.
+    pub fn heard(&mut self, instance: &str, alive: bool, now: Instant) {
+        if self.members.heard(instance, alive, now) {
+            self.rearm_all();
+        }
+    }
+
+    /// Drops silent replicas.
+    pub fn expire_members(&mut self, now: Instant) {
+        if self.members.expire(now) {
+            self.rearm_all();
+        }
+    }
+
+    /// A runner's heartbeat for `attempt` of `run_id`.
+    pub fn heartbeat(&mut self, run_id: Uuid, attempt: u32, now: DateTime<Utc>) {
+        if let Some(run) = self.runs.get_mut(&run_id) {
+            if run.attempt == attempt && run.status == RunStatus::Running {
+                run.last_seen = run.last_seen.max(now);
+                self.rearm(Key::Run(run_id));
+            }
+        }
+    }
+
+    /// Folds one event of the log. Unknown or undecodable events are ignored (other
+    /// services validate what they write; the scheduler only reads what it needs).
+    pub fn apply(&mut self, e: &EventEnvelope) {
+        match e.aggregate_type.as_str() {
+            "schedule" => {
+                if let Ok(event) = ScheduleEvent::from_stored(&e.event_type, e.schema_version, e.data.clone()) {
+                    self.apply_schedule(e.aggregate_id, e.recorded_at, event);
+                    self.rearm(Key::Schedule(e.aggregate_id));
+                }
+            }
+            "pipeline" => {
+                if let Ok(event) = PipelineEvent::from_stored(&e.event_type, e.schema_version, e.data.clone()) {
+                    self.apply_pipeline(e.aggregate_id, event);
+                }
+            }
+            "run" => {
+                if let Ok(event) = RunEvent::from_stored(&e.event_type, e.schema_version, e.data.clone()) {
+                    self.apply_run(e.aggregate_id, e.recorded_at, event);
+                    self.rearm(Key::Run(e.aggregate_id));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn apply_schedule(&mut self, id: Uuid, at: DateTime<Utc>, event: ScheduleEvent) {
+        if let ScheduleEvent::Created(c) = &event {
+            self.schedules.insert(
+                id,
+                Schedule {
+                    pipeline_id: c.pipeline_id,
+                    calendar: Calendar::new(&c.spec).ok(),
+                    spec: c.spec.clone(),
+                    active: !c.paused,
+                    cursor: at,
+                    buffered: None,
+                },
+            );
+            return;
+        }
+        let Some(s) = self.schedules.get_mut(&id) else {
+            return;
+        };
+        match event {
+            ScheduleEvent::Created(_) => {}
+            // A changed spec starts from now: the old spec's last slot is not re-run.
+            ScheduleEvent::Updated(u) => {
+                s.calendar = Calendar::new(&u.spec).ok();
+                s.spec = u.spec;
+                s.cursor = s.cursor.max(at);
+            }
+            ScheduleEvent::Paused(_) => {
+                s.active = false;
+                s.buffered = None;
+            }
+            // Slots passed while paused are not caught up.
+            ScheduleEvent::Resumed(_) => {
+                s.active = true;
+                s.cursor = s.cursor.max(at);
+            }
+            ScheduleEvent::Deleted(_) => {
+                self.schedules.remove(&id);
+            }
+            ScheduleEvent::SlotSkipped(k) => s.cursor = s.cursor.max(k.slot),
+            ScheduleEvent::SlotsMissed(m) => {
+                if let Some(last) = m.slots.iter().max() {
+                    s.cursor = s.cursor.max(*last);
+                }
+            }
+        }
+    }
+
+    fn apply_pipeline(&mut self, id: Uuid, event: PipelineEvent) {
+        let status = match event {
+            PipelineEvent::Created(_) | PipelineEvent::Resumed(_) => PipelineStatus::Active,
+            PipelineEvent::Paused(_) => PipelineStatus::Paused,
+            PipelineEvent::Archived(_) => PipelineStatus::Archived,
+            _ => return,
+        };
+        self.pipelines.entry(id).or_insert_with(Pipeline::new).status = status;
+    }
+
+    fn apply_run(&mut self, id: Uuid, at: DateTime<Utc>, event: RunEvent) {
+        if let RunEvent::Requested(r) = &event {
+            let pipeline = self.pipelines.entry(r.pipeline_id).or_insert_with(Pipeline::new);
+            pipeline.active.insert(id);
+            pipeline.requesting.remove(&id);
+            if let (Some(schedule_id), Some(slot), RunTrigger::Schedule) = (r.schedule_id, r.scheduled_for, r.trigger) {
+                if let Some(s) = self.schedules.get_mut(&schedule_id) {
+                    s.cursor = s.cursor.max(slot);
+                    if s.buffered == Some(slot) {
+                        s.buffered = None;
+                    }
+                }
+            }
+            let timeout = r.definition.run_timeout_seconds;
+            self.runs.insert(
+                id,
+                Run {
+                    pipeline_id: r.pipeline_id,
+                    attempt: r.attempt,
+                    status: RunStatus::Requested,
+                    retry: r.definition.retry.clone(),
+                    timeout_at: (timeout > 0).then(|| at + seconds(timeout)),
+                    lease: Duration::zero(),
+                    last_seen: at,
+                    retry_at: None,
+                },
+            );
+            return;
+        }
+        let Some(run) = self.runs.get_mut(&id) else {
+            return;
+        };
+        let finished = match event {
+            RunEvent::Requested(_) => false,
+            RunEvent::Claimed(c) => {
+                run.attempt = c.attempt;
+                run.status = RunStatus::Running;
+                run.lease = seconds(c.lease_seconds);
+                run.last_seen = at;
+                false
+            }
+            RunEvent::Checkpointed(_) => {
+                run.last_seen = run.last_seen.max(at);
+                false
+            }
+            RunEvent::Failed(f) => {
+                run.await_retry(id, f.attempt, at);
+                f.is_final
+            }
+            RunEvent::TimedOut(t) => {
+                run.await_retry(id, t.attempt, at);
+                t.is_final
+            }
+            RunEvent::Retried(r) => {
+                run.attempt = r.attempt;
+                run.status = RunStatus::Requested;
+                run.retry_at = None;
+                false
+            }
+            RunEvent::Succeeded(_) | RunEvent::Cancelled(_) => true,
+        };
+        if finished {
+            let pipeline_id = run.pipeline_id;
+            self.runs.remove(&id);
+            let idle = self.pipelines.get_mut(&pipeline_id).is_some_and(|p| {
+                p.active.remove(&id);
+                !p.busy()
+            });
+            if idle {
+                self.release_buffered(pipeline_id);
+            }
+        }
+    }
+
+    /// The pipeline became idle: its schedules' buffered slots are due now.
+    fn release_buffered(&mut self, pipeline_id: Uuid) {
+        let waiting: Vec<Uuid> = self
+            .schedules
+            .iter()
+            .filter(|(_, s)| s.pipeline_id == pipeline_id && s.buffered.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in waiting {
+            self.rearm(Key::Schedule(id));
+        }
+    }
+
+    /// A command sent for `action` ended with `outcome`; returns follow-up actions.
+    pub fn outcome(&mut self, action: &Action, outcome: &Outcome, now: DateTime<Utc>) -> Vec<Action> {
+        if let Action::Fire {
+            schedule_id,
+            pipeline_id,
+            slot,
+        } = action
+        {
+            if outcome != &Outcome::Done {
+                if let Some(p) = self.pipelines.get_mut(pipeline_id) {
+                    p.requesting.remove(&scheduled_run_id(*schedule_id, *slot));
+                }
+            }
+            if outcome == &Outcome::PoolFull {
+                return vec![Action::Skip {
+                    schedule_id: *schedule_id,
+                    slot: *slot,
+                    reason: "max_active_runs",
+                }];
+            }
+        }
+        if let Outcome::Failed(_) = outcome {
+            // Not delivered: put the slots back and try again soon (commands are idempotent).
+            match action {
+                Action::Fire { schedule_id, slot, .. } | Action::Skip { schedule_id, slot, .. } => {
+                    self.rewind(*schedule_id, *slot)
+                }
+                Action::Miss { schedule_id, slots } => {
+                    if let Some(first) = slots.first() {
+                        self.rewind(*schedule_id, *first);
+                    }
+                }
+                Action::TimeOut { .. } | Action::Retry { .. } => {}
+            }
+            self.timers.set(action_key(action), Some(now + Duration::seconds(1)));
+        }
+        Vec::new()
+    }
+
+    /// Puts a slot whose command could not be delivered back in front of the cursor.
+    fn rewind(&mut self, schedule_id: Uuid, slot: DateTime<Utc>) {
+        if let Some(s) = self.schedules.get_mut(&schedule_id) {
+            s.cursor = s.cursor.min(slot - Duration::seconds(1));
+        }
+    }
+
+    /// Everything due at `now`, as commands to send.
+    pub fn due(&mut self, now: DateTime<Utc>) -> Vec<Action> {
+        let mut actions = Vec::new();
+        for key in self.timers.take_due(now) {
+            match key {
+                Key::Schedule(id) => self.schedule_due(id, now, &mut actions),
+                Key::Run(id) => self.run_due(id, now, &mut actions),
+            }
+            // A schedule's cursor moved past what was acted on; a run's state changes only
+            // when the log shows the effect, so it is checked again a while later.
+            let acted = actions.last().is_some_and(|a| action_key(a) == key);
+            let next = match key {
+                Key::Run(_) if acted => Some(now + self.tuning.recheck_after),
+                _ => self.deadline(key).map(|d| d.max(now)),
+            };
+            self.timers.set(key, next);
+        }
+        actions
+    }
+
+    fn schedule_due(&mut self, id: Uuid, now: DateTime<Utc>, actions: &mut Vec<Action>) {
+        let grace = self.tuning.takeover_grace;
+        let limit = self.tuning.max_catchup_slots;
+        let Some(s) = self.schedules.get_mut(&id) else {
+            return;
+        };
+        if !s.active {
+            return;
+        }
+        let Some(calendar) = &s.calendar else {
+            return;
+        };
+        let pipeline = self.pipelines.entry(s.pipeline_id).or_insert_with(Pipeline::new);
+        // A buffered slot fires once the pipeline is idle.
+        if let Some(slot) = s.buffered {
+            if !pipeline.busy() {
+                s.buffered = None;
+                pipeline.requesting.insert(scheduled_run_id(id, slot));
+                actions.push(Action::Fire {
+                    schedule_id: id,
+                    pipeline_id: s.pipeline_id,
+                    slot,
+                });
+            }
+        }
+        let jitter = |t: DateTime<Utc>| t + flexcore_cron::jitter(id, t, s.spec.jitter_seconds);
+        let mut due: Vec<DateTime<Utc>> = calendar.slots_between(s.cursor, now, limit);
+        if let Some(first_not_due) = due.iter().position(|t| jitter(*t) > now) {
+            due.truncate(first_not_due);
+        }
+        let Some(&last) = due.last() else {
+            return;
+        };
+        s.cursor = last;
+        let horizon = now - seconds(s.spec.catchup_window_seconds) - grace;
+        let cap = s.spec.catchup_cap.max(1) as usize;
+        let mut missed: Vec<DateTime<Utc>> = due.iter().copied().filter(|t| *t < horizon).collect();
+        let mut fire: Vec<DateTime<Utc>> = due.into_iter().filter(|t| *t >= horizon).collect();
+        if fire.len() > cap {
+            missed.extend(fire.drain(..fire.len() - cap));
+            missed.sort();
+        }
+        for chunk in missed.chunks(MISS_CHUNK) {
+            actions.push(Action::Miss {
+                schedule_id: id,
+                slots: chunk.to_vec(),
+            });
+        }
+        for slot in fire {
+            let skip = |reason| Action::Skip {
+                schedule_id: id,
+                slot,
+                reason,
+            };
+            let action = match pipeline.status {
+                PipelineStatus::Paused => skip("pipeline_paused"),
+                PipelineStatus::Archived => skip("pipeline_archived"),
+                PipelineStatus::Active => match s.spec.overlap {
+                    OverlapPolicy::Skip if pipeline.busy() => skip("overlap"),
+                    OverlapPolicy::BufferOne if pipeline.busy() => {
+                        if s.buffered.is_none() {
+                            s.buffered = Some(slot);
+                            continue;
+                        }
+                        skip("overlap")
+                    }
+                    _ => {
+                        pipeline.requesting.insert(scheduled_run_id(id, slot));
+                        Action::Fire {
+                            schedule_id: id,
+                            pipeline_id: s.pipeline_id,
+                            slot,
+                        }
+                    }
+                },
+            };
+            actions.push(action);
+        }
+    }
+
+    fn run_due(&mut self, id: Uuid, now: DateTime<Utc>, actions: &mut Vec<Action>) {
+        let Some(run) = self.runs.get(&id) else {
+            return;
+        };
+        let (run_id, attempt) = (id, run.attempt);
+        if run.timeout_at.is_some_and(|t| t <= now) {
+            actions.push(Action::TimeOut {
+                run_id,
+                attempt,
+                reason: TimeoutReason::RunTimeout,
+            });
+        } else if run.status == RunStatus::Running && run.last_seen + run.lease <= now {
+            actions.push(Action::TimeOut {
+                run_id,
+                attempt,
+                reason: TimeoutReason::LeaseExpired,
+            });
+        } else if run.status == RunStatus::AwaitingRetry && run.retry_at.is_some_and(|t| t <= now) {
+            actions.push(Action::Retry {
+                run_id,
+                failed_attempt: attempt,
+            });
+        }
+    }
+
+    /// When `key` needs attention next, shifted by the grace when another replica owns it.
+    fn deadline(&self, key: Key) -> Option<DateTime<Utc>> {
+        if !self.live {
+            return None;
+        }
+        let at = match key {
+            Key::Schedule(id) => {
+                let s = self.schedules.get(&id)?;
+                if !s.active {
+                    return None;
+                }
+                let idle = self.pipelines.get(&s.pipeline_id).is_none_or(|p| !p.busy());
+                match s.buffered {
+                    Some(slot) if idle => slot,
+                    _ => {
+                        let next = s.calendar.as_ref()?.next_after(s.cursor)?;
+                        next + flexcore_cron::jitter(id, next, s.spec.jitter_seconds)
+                    }
+                }
+            }
+            Key::Run(id) => {
+                let run = self.runs.get(&id)?;
+                let lease = (run.status == RunStatus::Running).then(|| run.last_seen + run.lease);
+                let retry = run.retry_at.filter(|_| run.status == RunStatus::AwaitingRetry);
+                min_opt(min_opt(lease, retry), run.timeout_at)?
+            }
+        };
+        Some(if self.members.owns(key.id()) {
+            at
+        } else {
+            at + self.tuning.takeover_grace
+        })
+    }
+
+    fn rearm(&mut self, key: Key) {
+        let at = self.deadline(key);
+        self.timers.set(key, at);
+    }
+
+    fn rearm_all(&mut self) {
+        let keys: Vec<Key> = self
+            .schedules
+            .keys()
+            .map(|id| Key::Schedule(*id))
+            .chain(self.runs.keys().map(|id| Key::Run(*id)))
+            .collect();
+        for key in keys {
+            self.rearm(key);
+        }
+    }
+}
+
+impl Run {
+    /// After a failure or timeout of `attempt`: retry at `at` plus the back-off, unless
+    /// the event was final (the caller removes the run then).
+    fn await_retry(&mut self, id: Uuid, attempt: u32, at: DateTime<Utc>) {
+        self.status = RunStatus::AwaitingRetry;
+        let backoff = Duration::from_std(self.retry.backoff(attempt, id)).unwrap_or(Duration::MAX);
+        self.retry_at = Some(at.checked_add_signed(backoff).unwrap_or(DateTime::<Utc>::MAX_UTC));
+    }
+}
+
+fn action_key(a: &Action) -> Key {
+    match a {
+        Action::Fire { schedule_id, .. } | Action::Skip { schedule_id, .. } | Action::Miss { schedule_id, .. } => {
+            Key::Schedule(*schedule_id)
+        }
+        Action::TimeOut { run_id, .. } | Action::Retry { run_id, .. } => Key::Run(*run_id),
+    }
+}
+
+fn seconds(s: u64) -> Duration {
+    Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1000))
+}
+
+fn min_opt(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+#[cfg(test)]
+#[path = "core_tests.rs"]
+mod tests;

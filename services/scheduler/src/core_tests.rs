@@ -1,0 +1,310 @@
+//! The core's decisions on hand-made event sequences.
+#![allow(clippy::unwrap_used)]
+
+use serde_json::{json, Value};
+
+use super::*;
+
+const SCHEDULE: Uuid = Uuid::from_u128(0x51);
+const PIPELINE: Uuid = Uuid::from_u128(0x52);
+const RUN: Uuid = Uuid::from_u128(0x53);
+
+fn t(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+fn core() -> Core {
+    let tuning = Tuning {
+        takeover_grace: Duration::seconds(2),
+        recheck_after: Duration::seconds(10),
+        max_catchup_slots: 10_000,
+    };
+    Core::new(tuning, Members::new("me".into(), std::time::Duration::from_secs(3)))
+}
+
+fn event(core: &mut Core, aggregate: &str, id: Uuid, event_type: &str, data: Value, at: DateTime<Utc>) {
+    core.apply(&EventEnvelope {
+        event_id: Uuid::new_v4(),
+        event_type: event_type.into(),
+        aggregate_type: aggregate.into(),
+        aggregate_id: id,
+        version: 1,
+        global_position: 1,
+        schema_version: 1,
+        recorded_at: at,
+        data,
+        metadata: Default::default(),
+    });
+}
+
+fn schedule(core: &mut Core, spec: Value, at: DateTime<Utc>) {
+    let mut full = json!({"cron": "* * * * *", "timezone": "UTC", "overlap": "skip", "catchup_window_seconds": 3600, "catchup_cap": 1, "jitter_seconds": 0});
+    full.as_object_mut().unwrap().extend(spec.as_object().unwrap().clone());
+    event(core, "pipeline", PIPELINE, "pipeline.created", json!({}), at);
+    event(
+        core,
+        "schedule",
+        SCHEDULE,
+        "schedule.created",
+        json!({"schedule_id": SCHEDULE, "pipeline_id": PIPELINE, "spec": full, "paused": false}),
+        at,
+    );
+}
+
+fn request(core: &mut Core, run: Uuid, at: DateTime<Utc>) {
+    requested(core, run, json!({"trigger": "manual"}), at);
+}
+
+fn requested(core: &mut Core, run: Uuid, trigger: Value, at: DateTime<Utc>) {
+    let mut data = json!({"run_id": run, "pipeline_id": PIPELINE, "pipeline_name": "orders", "definition_version": 1,
+           "definition": {"steps": [], "max_active_runs": 5, "run_timeout_seconds": 3600,
+                          "retry": {"max_attempts": 3, "initial_backoff_seconds": 10, "max_backoff_seconds": 600, "multiplier": 2.0}},
+           "attempt": 1});
+    data.as_object_mut()
+        .unwrap()
+        .extend(trigger.as_object().unwrap().clone());
+    event(core, "run", run, "run.requested", data, at);
+}
+
+fn fired(actions: &[Action]) -> Vec<DateTime<Utc>> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Fire { slot, .. } => Some(*slot),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn nothing_is_armed_before_the_log_is_replayed_then_the_next_slot_is() {
+    let mut c = core();
+    schedule(&mut c, json!({}), t("2026-11-24T10:00:30Z"));
+    assert_eq!(c.next_deadline(), None);
+    c.go_live(t("2026-11-24T10:00:31Z"));
+    assert_eq!(c.next_deadline(), Some(t("2026-11-24T10:01:00Z")));
+    assert!(c.due(t("2026-11-24T10:00:59Z")).is_empty());
+    let actions = c.due(t("2026-11-24T10:01:00Z"));
+    assert_eq!(fired(&actions), [t("2026-11-24T10:01:00Z")]);
+    assert_eq!(c.next_deadline(), Some(t("2026-11-24T10:02:00Z")));
+}
+
+#[test]
+fn after_downtime_the_latest_cap_slots_fire_and_older_ones_are_missed() {
+    let mut c = core();
+    schedule(
+        &mut c,
+        json!({"overlap": "allow", "catchup_cap": 3}),
+        t("2026-11-24T10:00:30Z"),
+    );
+    // Down until 10:10:30: slots 10:01 … 10:10 (ten) are due at once.
+    c.go_live(t("2026-11-24T10:10:30Z"));
+    let actions = c.due(t("2026-11-24T10:10:30Z"));
+    let missed: Vec<DateTime<Utc>> = actions
+        .iter()
+        .flat_map(|a| match a {
+            Action::Miss { slots, .. } => slots.clone(),
+            _ => Vec::new(),
+        })
+        .collect();
+    assert_eq!(missed.len(), 7);
+    assert_eq!(missed[0], t("2026-11-24T10:01:00Z"));
+    assert_eq!(
+        fired(&actions),
+        [
+            t("2026-11-24T10:08:00Z"),
+            t("2026-11-24T10:09:00Z"),
+            t("2026-11-24T10:10:00Z")
+        ]
+    );
+}
+
+#[test]
+fn slots_older_than_the_window_are_missed_even_under_the_cap() {
+    let mut c = core();
+    schedule(
+        &mut c,
+        json!({"overlap": "allow", "catchup_cap": 100, "catchup_window_seconds": 120}),
+        t("2026-11-24T10:00:30Z"),
+    );
+    c.go_live(t("2026-11-24T10:10:30Z"));
+    let actions = c.due(t("2026-11-24T10:10:30Z"));
+    // Window 120 s plus the 2 s grace: 10:09 and 10:10 fire.
+    assert_eq!(fired(&actions), [t("2026-11-24T10:09:00Z"), t("2026-11-24T10:10:00Z")]);
+}
+
+#[test]
+fn skip_policy_records_the_slot_while_a_run_is_active() {
+    let mut c = core();
+    schedule(&mut c, json!({}), t("2026-11-24T10:00:30Z"));
+    request(&mut c, RUN, t("2026-11-24T10:00:40Z"));
+    c.go_live(t("2026-11-24T10:00:41Z"));
+    let actions = c.due(t("2026-11-24T10:01:00Z"));
+    assert_eq!(
+        actions,
+        [Action::Skip {
+            schedule_id: SCHEDULE,
+            slot: t("2026-11-24T10:01:00Z"),
+            reason: "overlap"
+        }]
+    );
+}
+
+#[test]
+fn buffer_one_keeps_one_slot_until_the_pipeline_is_idle() {
+    let mut c = core();
+    schedule(&mut c, json!({"overlap": "buffer_one"}), t("2026-11-24T10:00:30Z"));
+    request(&mut c, RUN, t("2026-11-24T10:00:40Z"));
+    c.go_live(t("2026-11-24T10:00:41Z"));
+    assert!(c.due(t("2026-11-24T10:01:00Z")).is_empty(), "10:01 is buffered");
+    let second = c.due(t("2026-11-24T10:02:00Z"));
+    assert!(
+        matches!(second[..], [Action::Skip { reason: "overlap", .. }]),
+        "{second:?}"
+    );
+    event(
+        &mut c,
+        "run",
+        RUN,
+        "run.cancelled",
+        json!({"attempt": 1}),
+        t("2026-11-24T10:02:10Z"),
+    );
+    let actions = c.due(t("2026-11-24T10:02:10Z"));
+    assert_eq!(fired(&actions), [t("2026-11-24T10:01:00Z")]);
+}
+
+#[test]
+fn a_failed_attempt_is_retried_after_its_back_off_and_a_final_one_never() {
+    let mut c = core();
+    c.go_live(t("2026-11-24T10:00:00Z"));
+    request(&mut c, RUN, t("2026-11-24T10:00:00Z"));
+    event(
+        &mut c,
+        "run",
+        RUN,
+        "run.claimed",
+        json!({"attempt": 1, "runner_id": "r1", "lease_seconds": 30, "resume_state": null}),
+        t("2026-11-24T10:00:01Z"),
+    );
+    let failed_at = t("2026-11-24T10:00:05Z");
+    event(
+        &mut c,
+        "run",
+        RUN,
+        "run.failed",
+        json!({"attempt": 1, "error": {"code": "x", "message": "y"}, "retryable": true, "final": false, "counters": {}}),
+        failed_at,
+    );
+    let backoff = RetryPolicy {
+        max_attempts: 3,
+        initial_backoff_seconds: 10,
+        max_backoff_seconds: 600,
+        multiplier: 2.0,
+    }
+    .backoff(1, RUN);
+    let due_at = failed_at + Duration::from_std(backoff).unwrap();
+    assert_eq!(c.next_deadline(), Some(due_at));
+    assert!(c.due(due_at - Duration::milliseconds(1)).is_empty());
+    assert_eq!(
+        c.due(due_at),
+        [Action::Retry {
+            run_id: RUN,
+            failed_attempt: 1
+        }]
+    );
+    // Acting does not repeat at once; the re-check comes later.
+    assert!(c.due(due_at + Duration::seconds(1)).is_empty());
+    event(
+        &mut c,
+        "run",
+        RUN,
+        "run.retried",
+        json!({"attempt": 2, "pipeline_id": PIPELINE}),
+        due_at,
+    );
+    event(
+        &mut c,
+        "run",
+        RUN,
+        "run.claimed",
+        json!({"attempt": 2, "runner_id": "r1", "lease_seconds": 30, "resume_state": null}),
+        due_at,
+    );
+    event(
+        &mut c,
+        "run",
+        RUN,
+        "run.failed",
+        json!({"attempt": 2, "error": {"code": "x", "message": "y"}, "retryable": false, "final": true, "counters": {}}),
+        due_at,
+    );
+    assert_eq!(c.counts().1, 0, "a finally failed run is forgotten");
+}
+
+#[test]
+fn heartbeats_hold_the_lease_and_silence_times_the_attempt_out() {
+    let mut c = core();
+    c.go_live(t("2026-11-24T10:00:00Z"));
+    request(&mut c, RUN, t("2026-11-24T10:00:00Z"));
+    event(
+        &mut c,
+        "run",
+        RUN,
+        "run.claimed",
+        json!({"attempt": 1, "runner_id": "r1", "lease_seconds": 10, "resume_state": null}),
+        t("2026-11-24T10:00:00Z"),
+    );
+    c.heartbeat(RUN, 1, t("2026-11-24T10:00:08Z"));
+    c.heartbeat(RUN, 7, t("2026-11-24T10:00:30Z")); // another attempt's: ignored
+    assert!(c.due(t("2026-11-24T10:00:17Z")).is_empty());
+    assert_eq!(
+        c.due(t("2026-11-24T10:00:18Z")),
+        [Action::TimeOut {
+            run_id: RUN,
+            attempt: 1,
+            reason: TimeoutReason::LeaseExpired
+        }]
+    );
+}
+
+#[test]
+fn a_run_past_its_timeout_is_timed_out_for_good() {
+    let mut c = core();
+    c.go_live(t("2026-11-24T10:00:00Z"));
+    request(&mut c, RUN, t("2026-11-24T10:00:00Z"));
+    assert_eq!(c.next_deadline(), Some(t("2026-11-24T11:00:00Z")));
+    assert!(matches!(
+        c.due(t("2026-11-24T11:00:00Z"))[..],
+        [Action::TimeOut {
+            reason: TimeoutReason::RunTimeout,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn a_replica_that_does_not_own_a_key_waits_the_grace_and_then_only_if_nothing_happened() {
+    let mut c = core();
+    let now = std::time::Instant::now();
+    // Add peers until one of them owns the schedule.
+    let mut n = 0;
+    while c.members().owns(SCHEDULE) {
+        c.heard(&format!("peer-{n}"), true, now);
+        n += 1;
+    }
+    schedule(&mut c, json!({}), t("2026-11-24T10:00:30Z"));
+    c.go_live(t("2026-11-24T10:00:31Z"));
+    assert_eq!(c.next_deadline(), Some(t("2026-11-24T10:01:02Z")));
+    // The owner fired in time: the run appears and nothing is left to do.
+    let slot = t("2026-11-24T10:01:00Z");
+    requested(
+        &mut c,
+        scheduled_run_id(SCHEDULE, slot),
+        json!({"trigger": "schedule", "schedule_id": SCHEDULE, "scheduled_for": slot}),
+        slot,
+    );
+    assert!(c.due(t("2026-11-24T10:01:02Z")).is_empty());
+    // Its next deadline is the next slot plus the grace.
+    assert_eq!(c.next_deadline(), Some(t("2026-11-24T10:02:02Z")));
+}

@@ -1,0 +1,27 @@
+//! `flexcore-scheduler`: config, telemetry, NATS, then [`flexcore_scheduler::run`] until
+//! SIGINT/SIGTERM.
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = flexcore_config::Settings::load().context("loading configuration")?;
+    let _telemetry = flexcore_telemetry::init("flexcore-scheduler", &settings.telemetry)?;
+    let nats = flexcore_service::connect::nats("flexcore-scheduler", &settings.nats).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(flexcore_service::stop_on_signal(shutdown.clone()));
+    let result = flexcore_scheduler::run(
+        &settings.scheduler,
+        nats,
+        settings.nats.request_timeout(),
+        flexcore_scheduler::Clock::System,
+        shutdown,
+    )
+    .await;
+    match &result {
+        Ok(()) => tracing::info!("flexcore-scheduler stopped"),
+        Err(error) => tracing::error!(error = format!("{error:#}"), "flexcore-scheduler failed"),
+    }
+    result
+}

@@ -1,0 +1,325 @@
+//! The scheduler's I/O: replays and follows `FLEXCORE_EVENTS` with an ordered consumer,
+//! listens to run heartbeats and replica presence, sleeps until the next deadline, and sends
+//! the commands [`Core`] decides on with bounded concurrency; replies come back as
+//! [`Outcome`]s.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_nats::jetstream::{self, consumer::DeliverPolicy};
+use chrono::Utc;
+use flexcore_config::SchedulerSettings;
+use flexcore_contracts::envelope::{EventEnvelope, HEADER_ACTOR};
+use flexcore_contracts::ids::scheduled_run_id;
+use flexcore_contracts::work::{RunHeartbeat, SchedulerPresence};
+use flexcore_contracts::{subjects, CommandReply, ErrorCode};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::clock::Clock;
+use crate::core::{Action, Core, Outcome, Tuning};
+use crate::members::Members;
+
+/// How long after acting on a key the scheduler checks it again if the log shows nothing.
+const RECHECK_AFTER: Duration = Duration::from_secs(10);
+/// Deliveries of one command before it is reported as failed.
+const SEND_ATTEMPTS: u32 = 5;
+
+/// Runs one scheduler replica until `shutdown`.
+pub async fn run(
+    settings: &SchedulerSettings,
+    client: async_nats::Client,
+    request_timeout: Duration,
+    clock: Clock,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let instance = instance_id(settings);
+    let span = tracing::info_span!("scheduler", instance = %instance);
+    let _entered = span.enter();
+    let js = jetstream::new(client.clone());
+    let Some(stream) = events_stream(&js, &shutdown).await else {
+        return Ok(());
+    };
+    let replay_to = stream
+        .get_info()
+        .await
+        .context("reading the events stream's state")?
+        .state
+        .last_sequence;
+    let mut heartbeats = client.subscribe(subjects::RUN_HEARTBEATS_WILDCARD).await?;
+    let mut presence = client.subscribe(subjects::SCHEDULER_PRESENCE).await?;
+    let tuning = Tuning {
+        takeover_grace: chrono::Duration::from_std(settings.takeover_grace()).unwrap_or(chrono::Duration::MAX),
+        recheck_after: chrono::Duration::from_std(RECHECK_AFTER).unwrap_or(chrono::Duration::MAX),
+        max_catchup_slots: settings.max_catchup_slots.max(1),
+    };
+    let members = Members::new(instance.clone(), settings.presence_interval() * 3);
+    let mut core = Core::new(tuning, members);
+    let (outcomes_tx, mut outcomes) = mpsc::channel::<(Action, Outcome)>(4096);
+    let sender = Sender {
+        client: client.clone(),
+        permits: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
+        outcomes: outcomes_tx,
+        timeout: request_timeout,
+        actor: format!("flexcore-scheduler/{instance}"),
+    };
+    let mut last_sequence = 0u64;
+    let mut events = follow(&stream, last_sequence).await?;
+    if replay_to == 0 {
+        core.go_live(clock.now());
+    }
+    announce(&client, &instance, true).await;
+    let mut tick = tokio::time::interval(settings.presence_interval());
+    tracing::info!(replay_to, "scheduler started; replaying the event log");
+    loop {
+        let deadline = core.next_deadline();
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            message = events.next() => match message {
+                Some(Ok(message)) => {
+                    let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(last_sequence + 1);
+                    last_sequence = sequence;
+                    match serde_json::from_slice::<EventEnvelope>(&message.payload) {
+                        Ok(event) => core.apply(&event),
+                        Err(error) => tracing::warn!(%error, subject = %message.subject, "unreadable event skipped"),
+                    }
+                    if !core.is_live() && sequence >= replay_to {
+                        core.go_live(clock.now());
+                        let (schedules, runs, timers) = core.counts();
+                        tracing::info!(schedules, runs, timers, "log replayed; firing");
+                    }
+                }
+                Some(Err(error)) => tracing::warn!(%error, "event stream error"),
+                None => {
+                    tracing::warn!(last_sequence, "event consumer ended; following again");
+                    events = follow(&stream, last_sequence).await?;
+                }
+            },
+            Some(message) = heartbeats.next() => {
+                if let Ok(beat) = serde_json::from_slice::<RunHeartbeat>(&message.payload) {
+                    core.heartbeat(beat.run_id, beat.attempt, clock.now());
+                }
+            }
+            Some(message) = presence.next() => {
+                if let Ok(p) = serde_json::from_slice::<SchedulerPresence>(&message.payload) {
+                    core.heard(&p.instance, p.alive, Instant::now());
+                }
+            }
+            _ = tick.tick() => {
+                announce(&client, &instance, true).await;
+                core.expire_members(Instant::now());
+            }
+            Some((action, outcome)) = outcomes.recv() => {
+                if let Outcome::Failed(why) = &outcome {
+                    tracing::warn!(?action, %why, "command not delivered; will try again");
+                }
+                for follow_up in core.outcome(&action, &outcome, clock.now()) {
+                    sender.send(follow_up);
+                }
+            }
+            () = sleep_until(&clock, deadline) => {
+                let now = clock.now();
+                for action in core.due(now) {
+                    if let Action::Fire { slot, .. } = &action {
+                        let lag = (now - *slot).num_milliseconds();
+                        tracing::debug!(?action, lag_ms = lag, "firing");
+                    }
+                    sender.send(action);
+                }
+            }
+        }
+    }
+    announce(&client, &instance, false).await;
+    let _ = client.flush().await;
+    tracing::info!("scheduler stopped");
+    Ok(())
+}
+
+async fn sleep_until(clock: &Clock, deadline: Option<chrono::DateTime<Utc>>) {
+    match deadline {
+        Some(at) => clock.sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The events stream, waiting for the command service to create it.
+async fn events_stream(js: &jetstream::Context, shutdown: &CancellationToken) -> Option<jetstream::stream::Stream> {
+    loop {
+        match js.get_stream(subjects::EVENTS_STREAM).await {
+            Ok(stream) => return Some(stream),
+            Err(error) => {
+                tracing::warn!(%error, stream = subjects::EVENTS_STREAM, "events stream not there yet (is flexcore-command running?); retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return None,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// An ordered consumer of every event after stream sequence `after`.
+async fn follow(stream: &jetstream::stream::Stream, after: u64) -> anyhow::Result<jetstream::consumer::pull::Ordered> {
+    let deliver_policy = if after == 0 {
+        DeliverPolicy::All
+    } else {
+        DeliverPolicy::ByStartSequence {
+            start_sequence: after + 1,
+        }
+    };
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            filter_subject: subjects::EVENTS_WILDCARD.to_owned(),
+            deliver_policy,
+            ..Default::default()
+        })
+        .await
+        .context("creating the scheduler's ordered consumer")?;
+    consumer.messages().await.context("following the events stream")
+}
+
+async fn announce(client: &async_nats::Client, instance: &str, alive: bool) {
+    let presence = SchedulerPresence {
+        instance: instance.to_owned(),
+        alive,
+    };
+    if let Ok(body) = serde_json::to_vec(&presence) {
+        if let Err(error) = client.publish(subjects::SCHEDULER_PRESENCE, body.into()).await {
+            tracing::warn!(%error, "presence not announced");
+        }
+    }
+}
+
+fn instance_id(settings: &SchedulerSettings) -> String {
+    if !settings.instance_id.is_empty() {
+        return settings.instance_id.clone();
+    }
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "scheduler".to_owned());
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        &Uuid::new_v4().simple().to_string()[..6]
+    )
+}
+
+/// Sends commands with bounded concurrency and reports how each ended.
+struct Sender {
+    client: async_nats::Client,
+    permits: Arc<Semaphore>,
+    outcomes: mpsc::Sender<(Action, Outcome)>,
+    timeout: Duration,
+    actor: String,
+}
+
+impl Sender {
+    fn send(&self, action: Action) {
+        let (command, body) = command_of(&action);
+        let client = self.client.clone();
+        let permits = self.permits.clone();
+        let outcomes = self.outcomes.clone();
+        let timeout = self.timeout;
+        let actor = self.actor.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return;
+            };
+            let outcome = deliver(&client, command, &body, timeout, &actor).await;
+            if let Outcome::Refused(why) = &outcome {
+                tracing::debug!(?action, %why, "command refused");
+            }
+            let _ = outcomes.send((action, outcome)).await;
+        });
+    }
+}
+
+async fn deliver(client: &async_nats::Client, command: &str, body: &Value, timeout: Duration, actor: &str) -> Outcome {
+    let (aggregate, action) = command.split_once('.').unwrap_or((command, ""));
+    let subject = subjects::command(aggregate, action);
+    let Ok(payload) = serde_json::to_vec(body) else {
+        return Outcome::Failed("unencodable command".into());
+    };
+    let mut why = String::new();
+    for attempt in 0..SEND_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+        }
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(HEADER_ACTOR, actor);
+        let request = async_nats::Request::new()
+            .payload(payload.clone().into())
+            .headers(headers)
+            .timeout(Some(timeout));
+        match client.send_request(subject.clone(), request).await {
+            Ok(reply) => match serde_json::from_slice::<CommandReply>(&reply.payload) {
+                Ok(CommandReply::Accepted(_)) => return Outcome::Done,
+                Ok(CommandReply::Rejected(r)) => match r.error.code {
+                    ErrorCode::Conflict
+                        if r.error.details.as_ref().and_then(|d| d.get("reason"))
+                            == Some(&json!("max_active_runs")) =>
+                    {
+                        return Outcome::PoolFull
+                    }
+                    ErrorCode::Internal | ErrorCode::Unavailable => why = r.error.to_string(),
+                    _ => return Outcome::Refused(r.error.to_string()),
+                },
+                Err(e) => why = format!("unreadable reply: {e}"),
+            },
+            Err(e) => why = format!("{command}: {e}"),
+        }
+    }
+    Outcome::Failed(why)
+}
+
+/// The command for an action, with a `command_id` derived from what it does, so every
+/// replica sending it sends the same command and the command service applies it once.
+fn command_of(action: &Action) -> (&'static str, Value) {
+    let id = |base: Uuid, what: String| Uuid::new_v5(&base, what.as_bytes());
+    match action {
+        Action::Fire {
+            schedule_id,
+            pipeline_id,
+            slot,
+        } => {
+            let run_id = scheduled_run_id(*schedule_id, *slot);
+            (
+                "run.request",
+                json!({"command_id": id(run_id, "request".into()), "run_id": run_id, "pipeline_id": pipeline_id,
+                       "trigger": "schedule", "schedule_id": schedule_id, "scheduled_for": slot}),
+            )
+        }
+        Action::Skip {
+            schedule_id,
+            slot,
+            reason,
+        } => (
+            "schedule.skip_slot",
+            json!({"command_id": id(scheduled_run_id(*schedule_id, *slot), format!("skip:{reason}")),
+                   "schedule_id": schedule_id, "slot": slot, "reason": reason}),
+        ),
+        Action::Miss { schedule_id, slots } => {
+            let span = format!("miss:{:?}:{:?}:{}", slots.first(), slots.last(), slots.len());
+            (
+                "schedule.miss_slots",
+                json!({"command_id": id(*schedule_id, span), "schedule_id": schedule_id, "slots": slots}),
+            )
+        }
+        Action::TimeOut {
+            run_id,
+            attempt,
+            reason,
+        } => (
+            "run.time_out",
+            json!({"command_id": id(*run_id, format!("time_out:{attempt}:{reason:?}")), "run_id": run_id,
+                   "attempt": attempt, "reason": reason}),
+        ),
+        Action::Retry { run_id, failed_attempt } => (
+            "run.retry",
+            json!({"command_id": id(*run_id, format!("retry:{failed_attempt}")), "run_id": run_id,
+                   "failed_attempt": failed_attempt}),
+        ),
+    }
+}
