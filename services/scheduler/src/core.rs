@@ -490,6 +490,8 @@ impl Core {
     fn schedule_due(&mut self, id: Uuid, now: DateTime<Utc>, actions: &mut Vec<Action>) {
         let grace = self.tuning.takeover_grace;
         let limit = self.tuning.max_catchup_slots;
+        // Another replica's slots are taken over only once they are a grace late.
+        let now = now - self.lateness(id);
         let Some(s) = self.schedules.get_mut(&id) else {
             return;
         };
@@ -568,6 +570,7 @@ impl Core {
     }
 
     fn run_due(&mut self, id: Uuid, now: DateTime<Utc>, actions: &mut Vec<Action>) {
+        let now = now - self.lateness(id);
         let Some(run) = self.runs.get(&id) else {
             return;
         };
@@ -619,11 +622,16 @@ impl Core {
                 min_opt(min_opt(lease, retry), run.timeout_at)?
             }
         };
-        Some(if self.members.owns(key.id()) {
-            at
+        Some(at + self.lateness(key.id()))
+    }
+
+    /// How late this replica acts on `id`: at once when it owns it, else after the grace.
+    fn lateness(&self, id: Uuid) -> Duration {
+        if self.members.owns(id) {
+            Duration::zero()
         } else {
-            at + self.tuning.takeover_grace
-        })
+            self.tuning.takeover_grace
+        }
     }
 
     fn rearm(&mut self, key: Key) {

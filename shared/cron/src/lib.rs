@@ -277,7 +277,7 @@ mod tests {
         s.end_at = Some(at("2026-11-24T10:00:40Z"));
         let cal = Calendar::new(&s).unwrap();
         let slots = cal.slots_between(at("2026-11-24T09:00:00Z"), at("2026-11-24T11:00:00Z"), 100);
-        let secs: Vec<u32> = slots.iter().map(|t| chrono::Timelike::second(t)).collect();
+        let secs: Vec<u32> = slots.iter().map(chrono::Timelike::second).collect();
         assert_eq!(secs, [10, 20, 30, 40]);
         assert_eq!(cal.next_after(at("2026-11-24T10:00:40Z")), None);
         // start_at itself is a slot when it matches.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind};
 use flexcore_contracts::model::{PluginRuntime, RunError, StreamCounters};
 use flexcore_contracts::values::Digest;
-use flexcore_contracts::work::{RunLogLine, WorkItem};
+use flexcore_contracts::work::{RunHeartbeat, RunLogLine, WorkItem};
 use flexcore_contracts::{subjects, CommandReply, ErrorCode};
 use futures::StreamExt;
 use parking_lot::Mutex;
@@ -98,17 +98,11 @@ pub async fn process(ctx: Arc<Context>, message: jetstream::Message, _slot: Owne
         Err(Refusal::Fenced(why)) => {
             if redelivered {
                 // The lease of whoever claimed it lapsed (JetStream redelivered the work):
-                // time that attempt out and ask for the next one. Both are fenced by the
-                // attempt number, so racing runners or the scheduler cannot double them.
+                // time that attempt out, fenced by the attempt number, so racing runners or
+                // the scheduler record one timeout. The scheduler retries it after back-off.
                 let timed_out = json!({"run_id": item.run_id, "attempt": item.attempt, "reason": "lease_expired"});
                 if send(&ctx, "run.time_out", timed_out).await.is_ok() {
-                    let _ = send(
-                        &ctx,
-                        "run.retry",
-                        json!({"run_id": item.run_id, "failed_attempt": item.attempt}),
-                    )
-                    .await;
-                    tracing::warn!("previous holder's lease lapsed; attempt timed out and retried");
+                    tracing::warn!("previous holder's lease lapsed; attempt timed out");
                 }
             }
             tracing::info!(%why, "attempt not claimable; work dropped");
@@ -121,7 +115,18 @@ pub async fn process(ctx: Arc<Context>, message: jetstream::Message, _slot: Owne
             return;
         }
     }
-    let heartbeat = tokio::spawn(heartbeat(message.clone(), ctx.lease, cancel.clone()));
+    let beat = RunHeartbeat {
+        run_id: item.run_id,
+        attempt: item.attempt,
+        runner_id: ctx.runner_id.clone(),
+    };
+    let heartbeat = tokio::spawn(heartbeat(
+        ctx.client.clone(),
+        message.clone(),
+        beat,
+        ctx.lease,
+        cancel.clone(),
+    ));
     let watch = tokio::spawn(watch_cancellation(run_events, cancel.clone()));
     let outcome = run_attempt(&ctx, &item, cancel.clone()).await;
     cancel.cancel();
@@ -318,15 +323,27 @@ async fn module(ctx: &Context, digest: &Digest) -> Result<Arc<[u8]>, flexcore_pl
     Ok(bytes)
 }
 
-/// Keeps the lease: AckProgress well within AckWait.
-async fn heartbeat(message: jetstream::Message, lease: Duration, stop: CancellationToken) {
+/// Keeps the lease: AckProgress well within AckWait (so JetStream does not redeliver) and a
+/// heartbeat for the schedulers (so they do not time the attempt out).
+async fn heartbeat(
+    client: async_nats::Client,
+    message: jetstream::Message,
+    beat: RunHeartbeat,
+    lease: Duration,
+    stop: CancellationToken,
+) {
     let every = (lease / 3).max(Duration::from_millis(200));
+    let subject = subjects::run_heartbeat(beat.run_id);
+    let body: bytes::Bytes = serde_json::to_vec(&beat).unwrap_or_default().into();
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(every) => {
                 if let Err(error) = message.ack_with(AckKind::Progress).await {
                     tracing::warn!(%error, "heartbeat failed");
+                }
+                if let Err(error) = client.publish(subject.clone(), body.clone()).await {
+                    tracing::warn!(%error, "heartbeat not published");
                 }
             }
         }

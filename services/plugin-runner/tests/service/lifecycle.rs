@@ -161,17 +161,32 @@ async fn a_tampered_module_is_refused_with_a_digest_error() {
     s.shutdown.cancel();
 }
 
-/// Kill -9 a runner mid-run: its lease lapses, the work is redelivered to another runner,
-/// which times the stale attempt out and runs the next attempt from the last committed
-/// state; the stale attempt's late commands are refused.
+/// Kill -9 a runner mid-run: its lease lapses, the stale attempt is timed out (by the
+/// scheduler, whose heartbeats stopped, or by the runner that receives the redelivered
+/// work), the scheduler retries after the back-off, and the next attempt runs from the last
+/// committed state; the stale attempt's late commands are refused.
 #[tokio::test]
 async fn a_killed_runner_is_replaced_and_the_next_attempt_resumes() {
     let s = stack(None).await;
+    let scheduler = flexcore_config::SchedulerSettings::default();
+    let (client, stop) = (s.client.clone(), s.shutdown.clone());
+    tokio::spawn(async move {
+        flexcore_scheduler::run(
+            &scheduler,
+            client,
+            Duration::from_secs(5),
+            flexcore_scheduler::Clock::System,
+            stop,
+        )
+        .await
+    });
     let generator = s.register_plain("flexcore-plugin-generator", "gen", "extractor").await;
     let discard = s.register_plain("flexcore-plugin-discard", "discard", "loader").await;
     let pipeline = s
-        .pipeline(json!({"name": "long", "owner": "o", "steps": [
-            {"plugin": generator, "config": {"records": 200_000_000u64, "state_every": 20_000}}, {"plugin": discard}]}))
+        .pipeline(
+            json!({"name": "long", "owner": "o", "retry": {"initial_backoff_seconds": 1}, "steps": [
+            {"plugin": generator, "config": {"records": 200_000_000u64, "state_every": 20_000}}, {"plugin": discard}]}),
+        )
         .await;
     let spawn_runner = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_flexcore-runner"))

@@ -1,0 +1,240 @@
+//! Cron fires: exactly once across replicas, DST, overlap, catch-up, invalid specs.
+
+use chrono::Duration;
+use serde_json::json;
+
+use super::*;
+
+/// Six per-second schedules fire every slot exactly once while three replicas run, the
+/// replica owning the first schedule is killed (no goodbye: the others notice its silence)
+/// and later restarted; the others take its slots over meanwhile and it takes them back.
+#[tokio::test]
+async fn three_replicas_fire_every_slot_once_through_a_kill_and_a_restart() {
+    let s = stack().await;
+    let pipeline = s.pipeline("every-second", json!({"max_active_runs": 1000})).await;
+    let mut schedules = Vec::new();
+    for _ in 0..6 {
+        let spec = json!({"cron": "* * * * * *", "overlap": "allow", "catchup_cap": 10});
+        schedules.push(s.schedule(pipeline, spec).await);
+    }
+    let names = ["a", "b", "c"];
+    let owner = names
+        .iter()
+        .position(|me| {
+            let mut view =
+                flexcore_scheduler::members::Members::new((*me).to_owned(), std::time::Duration::from_secs(3));
+            names.iter().for_each(|n| {
+                view.heard(n, true, std::time::Instant::now());
+            });
+            view.owns(schedules[0])
+        })
+        .unwrap();
+    let start = whole_second(chrono::Utc::now()) + Duration::seconds(1);
+    s.clock.set(start);
+    let mut replicas: Vec<Option<Replica>> = names.iter().map(|n| Some(s.replica(n))).collect();
+    s.settle().await;
+    for i in 1..=30 {
+        if i == 10 {
+            replicas[owner].take().unwrap().kill();
+        }
+        if i == 20 {
+            replicas[owner] = Some(s.replica(names[owner]));
+            s.settle().await;
+        }
+        let slot = start + Duration::seconds(i);
+        s.clock.set(slot);
+        for schedule in &schedules {
+            s.wait_fired(*schedule, slot).await;
+        }
+    }
+    s.settle().await;
+    for schedule in &schedules {
+        let fired: Vec<_> = s.fired(*schedule).await.into_iter().filter(|t| *t > start).collect();
+        let expected: Vec<_> = (1..=30).map(|i| start + Duration::seconds(i)).collect();
+        assert_eq!(fired, expected, "every slot once, none twice, none missing");
+        assert!(s.schedule_events(*schedule, "schedule.slot_skipped").await.is_empty());
+        assert!(s.schedule_events(*schedule, "schedule.slots_missed").await.is_empty());
+    }
+    // Who fired the first schedule's slots: its owner, others while it was dead, its owner
+    // again after the restart.
+    let actors: Vec<(String, String)> = sqlx::query_as(
+        "SELECT data->>'scheduled_for', metadata->>'actor' FROM events WHERE event_type = 'run.requested' \
+         AND data->>'schedule_id' = $1 ORDER BY (data->>'scheduled_for')::timestamptz",
+    )
+    .bind(schedules[0].to_string())
+    .fetch_all(&s.db.pool)
+    .await
+    .unwrap();
+    let by = |i: i64| {
+        let slot = start + Duration::seconds(i);
+        let (_, actor) = actors.iter().find(|(t, _)| at(t) == slot).unwrap();
+        actor.rsplit('/').next().unwrap().to_owned()
+    };
+    let owner = names[owner];
+    assert!((1..=9).all(|i| by(i) == owner), "{actors:?}");
+    assert!((11..=19).all(|i| by(i) != owner), "{actors:?}");
+    assert!((21..=30).all(|i| by(i) == owner), "{actors:?}");
+    for r in replicas.into_iter().flatten() {
+        r.stop().await;
+    }
+    s.stop();
+}
+
+/// 02:30 Europe/Berlin fires once on every day around both transitions: at 03:00 CEST
+/// when 02:30 does not exist, at the first 02:30 when it exists twice.
+#[tokio::test]
+async fn dst_days_fire_exactly_once() {
+    let s = stack().await;
+    let pipeline = s.pipeline("nightly", json!({"max_active_runs": 100})).await;
+    let spring = s
+        .schedule(
+            pipeline,
+            json!({"cron": "30 2 * * *", "timezone": "Europe/Berlin", "overlap": "allow",
+                   "start_at": "2027-03-27T00:00:00Z", "end_at": "2027-03-30T00:00:00Z"}),
+        )
+        .await;
+    let autumn = s
+        .schedule(
+            pipeline,
+            json!({"cron": "30 2 * * *", "timezone": "Europe/Berlin", "overlap": "allow",
+                   "start_at": "2027-10-30T00:00:00Z", "end_at": "2027-11-02T00:00:00Z"}),
+        )
+        .await;
+    let replica = s.replica("solo");
+    for (schedule, from, expected) in [
+        (
+            spring,
+            "2027-03-27T00:00:00Z",
+            ["2027-03-27T01:30:00Z", "2027-03-28T01:00:00Z", "2027-03-29T00:30:00Z"],
+        ),
+        (
+            autumn,
+            "2027-10-30T00:00:00Z",
+            ["2027-10-30T00:30:00Z", "2027-10-31T00:30:00Z", "2027-11-01T01:30:00Z"],
+        ),
+    ] {
+        // Walk the days in 30-minute steps, so every fire is on time (no catch-up).
+        let mut now = at(from);
+        let end = now + Duration::days(3);
+        let expected: Vec<_> = expected.iter().map(|t| at(t)).collect();
+        while now <= end {
+            s.clock.set(now);
+            for slot in expected.iter().filter(|t| **t <= now) {
+                s.wait_fired(schedule, *slot).await;
+            }
+            now += Duration::minutes(30);
+        }
+        s.settle().await;
+        assert_eq!(s.fired(schedule).await, expected);
+        assert!(s.schedule_events(schedule, "schedule.slot_skipped").await.is_empty());
+        assert!(s.schedule_events(schedule, "schedule.slots_missed").await.is_empty());
+    }
+    replica.stop().await;
+    s.stop();
+}
+
+/// With `overlap: skip`, a slot that finds the previous run still active is skipped, and
+/// the skip is an event.
+#[tokio::test]
+async fn overlap_skip_records_the_skipped_slot() {
+    let s = stack().await;
+    let pipeline = s.pipeline("slow", json!({})).await;
+    let schedule = s.schedule(pipeline, json!({"cron": "* * * * *"})).await;
+    let replica = s.replica("solo");
+    let next_minute = whole_second(chrono::Utc::now()) + Duration::minutes(1);
+    let first = next_minute - Duration::seconds(i64::from(chrono::Timelike::second(&next_minute)));
+    s.clock.set(first);
+    s.wait_fired(schedule, first).await;
+    // The first run is still requested (no runner): the next slot is skipped.
+    let second = first + Duration::minutes(1);
+    s.clock.set(second);
+    let (skip, _) = s.wait_event(schedule, "schedule.slot_skipped").await;
+    assert_eq!(skip["reason"], json!("overlap"));
+    assert_eq!(at(skip["slot"].as_str().unwrap()), second);
+    assert_eq!(s.fired(schedule).await, vec![first]);
+    // Once the run is over, the next slot fires again.
+    let run = flexcore_contracts::ids::scheduled_run_id(schedule, first);
+    s.ok("run.cancel", json!({"run_id": run})).await;
+    s.settle().await;
+    let third = second + Duration::minutes(1);
+    s.clock.set(third);
+    s.wait_fired(schedule, third).await;
+    replica.stop().await;
+    s.stop();
+}
+
+/// The scheduler is down for ten slots, catch-up cap 3: on restart the three latest slots
+/// fire and the seven older ones are recorded as missed.
+#[tokio::test]
+async fn catch_up_after_downtime_fires_the_cap_and_records_the_rest_as_missed() {
+    let s = stack().await;
+    let pipeline = s.pipeline("catchup", json!({"max_active_runs": 100})).await;
+    let schedule = s
+        .schedule(
+            pipeline,
+            json!({"cron": "* * * * * *", "overlap": "allow", "catchup_cap": 3, "catchup_window_seconds": 3600}),
+        )
+        .await;
+    let start = whole_second(chrono::Utc::now()) + Duration::seconds(1);
+    s.clock.set(start);
+    let replica = s.replica("first");
+    s.wait_fired(schedule, start).await;
+    replica.stop().await;
+    let before = s.fired(schedule).await.len();
+
+    s.clock.set(start + Duration::seconds(10));
+    let replica = s.replica("second");
+    let missed = s.wait_event(schedule, "schedule.slots_missed").await.0;
+    let missed: Vec<_> = missed["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| at(t.as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        missed,
+        (1..=7).map(|i| start + Duration::seconds(i)).collect::<Vec<_>>()
+    );
+    for i in 8..=10 {
+        s.wait_fired(schedule, start + Duration::seconds(i)).await;
+    }
+    s.settle().await;
+    assert_eq!(s.fired(schedule).await.len(), before + 3);
+    replica.stop().await;
+    s.stop();
+}
+
+/// Bad cron, unknown zone, end before start: refused by the command service, naming the
+/// field, and nothing is written.
+#[tokio::test]
+async fn invalid_schedules_are_refused_with_the_field_at_fault() {
+    let s = stack().await;
+    let pipeline = s.pipeline("target", json!({})).await;
+    for (spec, field, says) in [
+        (json!({"cron": "61 * * * *"}), "cron", "invalid"),
+        (json!({"cron": "* * * *"}), "cron", "4 field(s)"),
+        (
+            json!({"cron": "* * * * *", "timezone": "Mars/Olympus"}),
+            "timezone",
+            "IANA",
+        ),
+        (
+            json!({"cron": "* * * * *", "start_at": "2027-01-02T00:00:00Z", "end_at": "2027-01-01T00:00:00Z"}),
+            "end_at",
+            "after start_at",
+        ),
+    ] {
+        let mut body = json!({"pipeline_id": pipeline});
+        body.as_object_mut().unwrap().extend(spec.as_object().unwrap().clone());
+        let reply = s.send("schedule.create", body.clone()).await;
+        assert_eq!(reply["error"]["code"], json!("validation_failed"), "{body} -> {reply}");
+        assert_eq!(reply["error"]["details"]["field"], json!(field), "{reply}");
+        assert!(reply["error"]["message"].as_str().unwrap().contains(says), "{reply}");
+    }
+    let schedules: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = 'schedule'")
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(schedules, 0);
+    s.stop();
+}
