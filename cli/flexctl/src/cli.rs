@@ -57,6 +57,17 @@ pub enum Command {
     /// Plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Schedules.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+}
+
+/// `flexctl schedule …`.
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Request the runs of a schedule's past slots between --from and --to (idempotent:
+    /// slots whose run exists are left alone), with the backfill's own overlap policy.
+    Backfill(crate::schedule::BackfillArgs),
 }
 
 /// `flexctl plugin …`.
@@ -213,6 +224,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Plugin(PluginCommand::Register(args)) => {
             crate::plugin::register(&cli.nats_url, args, cli.output).await
+        }
+        Command::Schedule(ScheduleCommand::Backfill(args)) => {
+            crate::schedule::backfill(&cli.nats_url, args, cli.output).await
         }
         Command::Bench(BenchCommand::Pipeline(args)) => {
             let config = bench::pipeline::PipelineBench {

@@ -4,6 +4,7 @@
 //! - [`cli`]: the command line (clap derive), its global options, and dispatch.
 //! - [`duration`]: the `30s` / `2m` / `500ms` parser used by duration options.
 //! - [`plugin`]: `flexctl plugin register` (upload + register).
+//! - [`schedule`]: `flexctl schedule backfill`.
 //! - [`bench`]: `flexctl bench commands`, the command-throughput benchmark:
 //!   - `bench/mod.rs`: [`bench::BenchConfig`], [`bench::run`] (phase order) and the
 //!     measured [`bench::Window`];
@@ -20,3 +21,19 @@ pub mod bench;
 pub mod cli;
 pub mod duration;
 pub mod plugin;
+pub mod schedule;
+
+/// One NATS connection (a clear error when the server is unreachable).
+pub async fn connect_one(nats_url: &str) -> anyhow::Result<async_nats::Client> {
+    bench::commands::connect(nats_url, 1)
+        .await?
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("no connection to {nats_url}"))
+}
+
+/// Prints one result line on stdout.
+#[allow(clippy::print_stdout)]
+pub fn write_stdout(line: &str) -> anyhow::Result<()> {
+    println!("{line}");
+    Ok(())
+}

@@ -12,6 +12,7 @@ use flexcore_contracts::{ids, subjects, ErrorCode};
 
 use crate::bench::commands::{connect, encode, send, Outcome};
 use crate::cli::Output;
+use crate::write_stdout;
 
 /// Options of `flexctl plugin register`.
 #[derive(Debug, Clone, Args)]
@@ -211,12 +212,6 @@ pub async fn register(nats_url: &str, args: &RegisterArgs, output: Output) -> an
 fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
-}
-
-#[allow(clippy::print_stdout)]
-fn write_stdout(line: &str) -> anyhow::Result<()> {
-    println!("{line}");
-    Ok(())
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 mod bench;
 mod plugin;
+mod schedule;
 
 use std::time::Duration;
 
