@@ -99,6 +99,21 @@ pub enum BenchCommand {
     /// Projection rebuild speed; seeds the event log with pipeline toggles first when it
     /// holds fewer than --events events.
     Rebuild(RebuildArgs),
+    /// Scheduler fire lag: N schedules firing every minute for M minutes (needs
+    /// flexcore-command and one or more flexcore-scheduler running); reports fire lag,
+    /// duplicate and missing runs, and the schedulers' RSS.
+    Schedules(SchedulesArgs),
+}
+
+/// Options of `flexctl bench schedules`.
+#[derive(Debug, Clone, Args)]
+pub struct SchedulesArgs {
+    /// Schedules (each on its own pipeline).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub schedules: u32,
+    /// Minutes of firing (slots per schedule).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=60))]
+    pub minutes: u32,
 }
 
 /// Options of `flexctl bench lag`.
@@ -264,6 +279,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await?;
             print_figures(&figures, cli.output)
+        }
+        Command::Bench(BenchCommand::Schedules(args)) => {
+            let figures = bench::schedules::run(&cli.nats_url, usize::try_from(args.schedules)?, args.minutes).await?;
+            match cli.output {
+                Output::Text => print_stdout(&figures.text()),
+                Output::Json => print_stdout(&format!("{}\n", serde_json::to_string_pretty(&figures)?)),
+            }
+            Ok(())
         }
         Command::Bench(BenchCommand::Rebuild(args)) => {
             let figures = bench::projection::rebuild(&cli.nats_url, &args.projections, args.events).await?;

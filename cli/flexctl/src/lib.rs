@@ -15,7 +15,9 @@
 //!     Postgres;
 //!   - `bench/stats.rs`: per-phase counters and latency histograms, percentile extraction;
 //!   - `bench/report.rs`: the report (text and JSON);
-//!   - `bench/record.rs`: machine facts and the Markdown row appended by `--record`.
+//!   - `bench/record.rs`: machine facts and the Markdown row appended by `--record`;
+//!   - `bench/projection.rs`: `bench lag|queries|rebuild`;
+//!   - `bench/schedules.rs`: `bench schedules` (scheduler fire lag).
 
 pub mod bench;
 pub mod cli;

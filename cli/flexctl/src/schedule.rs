@@ -6,7 +6,7 @@
 //! The backfill has its own overlap policy (the schedule's is not used):
 //! - `allow`: as many slots at once as the pipeline's `max_active_runs` allows; the others
 //!   wait for a run to end.
-//! - `buffer_one`: one slot at a time; each waits until the previous run has ended.
+//! - `buffer-one`: one slot at a time; each waits until the previous run has ended.
 //! - `skip`: a slot that finds the pipeline at `max_active_runs` is recorded as skipped
 //!   (`schedule.slot_skipped`, reason `backfill_overlap`) and not run.
 

@@ -19,11 +19,15 @@ macro_rules! event_columns {
     };
 }
 
-/// One aggregate's events after a version, in version order.
-const READ_AGGREGATE_SQL: &str = concat!(
-    "SELECT ",
+/// Several aggregates' events, each after its own version, in (aggregate, version) order.
+/// LATERAL keeps the plan an index lookup per aggregate, also as a generic prepared plan
+/// (a join against `unnest` may turn into a scan of the whole log).
+const READ_AGGREGATES_SQL: &str = concat!(
+    "SELECT e.* FROM unnest($1::uuid[], $2::bigint[]) WITH ORDINALITY AS wanted(wanted_id, wanted_after, n) \
+     CROSS JOIN LATERAL (SELECT ",
     event_columns!(),
-    " FROM events WHERE aggregate_id = $1 AND version > $2 ORDER BY version"
+    " FROM events WHERE aggregate_id = wanted.wanted_id AND version > wanted.wanted_after ORDER BY version) e \
+     ORDER BY wanted.n, e.version"
 );
 
 /// Reads the global log after `after` in (transaction_id, global_position) order, only
@@ -80,9 +84,17 @@ impl EventStore {
         aggregate_id: Uuid,
         after_version: u64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let rows = sqlx::query(READ_AGGREGATE_SQL)
-            .bind(aggregate_id)
-            .bind(to_i64(after_version))
+        self.read_aggregates(&[(aggregate_id, after_version)]).await
+    }
+
+    /// The events of several aggregates, each above its own version, in one round trip;
+    /// grouped by aggregate in the order asked, then by version.
+    pub async fn read_aggregates(&self, wanted: &[(Uuid, u64)]) -> Result<Vec<RecordedEvent>, StoreError> {
+        let ids: Vec<Uuid> = wanted.iter().map(|(id, _)| *id).collect();
+        let after: Vec<i64> = wanted.iter().map(|(_, v)| to_i64(*v)).collect();
+        let rows = sqlx::query(READ_AGGREGATES_SQL)
+            .bind(ids)
+            .bind(after)
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(recorded_event).collect()

@@ -170,7 +170,7 @@ pub async fn run(nats_url: &str, clients: usize, warmup: Duration, duration: Dur
     );
     let first = connections.first().context("no NATS connection")?;
     setup::register_plugins(first).await?;
-    let pipelines = setup::create_pipelines(&connections, clients).await?;
+    let pipelines = setup::create_pipelines(&connections, clients, 1).await?;
 
     tracing::info!(
         clients,

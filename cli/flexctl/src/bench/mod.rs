@@ -12,6 +12,7 @@ pub mod projection;
 pub mod raw;
 pub mod record;
 pub mod report;
+pub mod schedules;
 pub mod setup;
 pub mod stats;
 

@@ -119,7 +119,7 @@ pub async fn lag(
     let connections = connect(nats_url, pipelines).await?;
     let first = connections.first().context("no NATS connection")?.clone();
     setup::register_plugins(&first).await?;
-    let ids = setup::create_pipelines(&connections, pipelines).await?;
+    let ids = setup::create_pipelines(&connections, pipelines, 1).await?;
     wait_caught_up(&first, Duration::from_secs(60)).await?;
     tracing::info!(rate, pipelines, "measuring event → read model lag");
     let window = Window::after_warmup(warmup, duration);
@@ -215,7 +215,7 @@ pub async fn queries(
     let connections = connect(nats_url, clients.max(pipelines)).await?;
     let first = connections.first().context("no NATS connection")?.clone();
     setup::register_plugins(&first).await?;
-    let ids = Arc::new(setup::create_pipelines(&connections, pipelines).await?);
+    let ids = Arc::new(setup::create_pipelines(&connections, pipelines, 1).await?);
     wait_caught_up(&first, Duration::from_secs(120)).await?;
     let mut figures = Vec::new();
     for phase in ["pipeline.get", "pipeline.list (100/page)"] {
@@ -284,7 +284,7 @@ pub async fn rebuild(nats_url: &str, names: &[String], events: u64) -> anyhow::R
     if logged(&projections(&first).await?) < events {
         tracing::info!(events, "seeding the event log with pipeline toggles");
         setup::register_plugins(&first).await?;
-        let ids = setup::create_pipelines(&connections, 64).await?;
+        let ids = setup::create_pipelines(&connections, 64, 1).await?;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let tasks: Vec<_> = ids
             .iter()

@@ -75,8 +75,13 @@ pub async fn register_plugins(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates one pipeline per client, named `bench-<run>-<client>`; returns their ids.
-pub async fn create_pipelines(connections: &[Client], clients: usize) -> anyhow::Result<Vec<Uuid>> {
+/// Creates one pipeline per client, named `bench-<run>-<client>`, each allowing
+/// `max_active_runs` runs at once; returns their ids.
+pub async fn create_pipelines(
+    connections: &[Client],
+    clients: usize,
+    max_active_runs: u32,
+) -> anyhow::Result<Vec<Uuid>> {
     let run: String = Uuid::new_v4().simple().to_string().chars().take(8).collect();
     let steps = PLUGINS
         .iter()
@@ -101,7 +106,7 @@ pub async fn create_pipelines(connections: &[Client], clients: usize) -> anyhow:
                 description: Some("Toggled by flexctl bench commands.".to_owned()),
                 tags: Vec::new(),
                 steps,
-                max_active_runs: 1,
+                max_active_runs,
                 retry: RetryPolicy::default(),
                 run_timeout_seconds: 3600,
             };

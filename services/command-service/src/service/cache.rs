@@ -3,6 +3,7 @@
 //! without a read (optimistic): the append's version check catches a stale cache, and the
 //! executor then reloads and decides again.
 
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 
 use flexcore_eventstore::{EventStore, StoreError};
@@ -47,24 +48,40 @@ impl AggregateCache {
     /// The current state: the cached state brought up to date with the events appended
     /// since. `None` when the aggregate has no events.
     pub async fn load_fresh(&self, id: Uuid) -> Result<Option<Versioned>, LoadError> {
-        let cached = self.cached(id);
-        let after = cached.as_ref().map_or(0, |v| v.version);
-        let events = self.store.read_aggregate(id, after).await?;
-        if events.is_empty() {
-            return Ok(cached);
-        }
-        let mut state = cached.map(|v| v.state);
-        let mut version = after;
+        Ok(self.load_fresh_many(&[id]).await?.remove(&id))
+    }
+
+    /// [`Self::load_fresh`] for several aggregates in one round trip; aggregates without
+    /// events are absent from the map.
+    pub async fn load_fresh_many(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Versioned>, LoadError> {
+        let mut states: HashMap<Uuid, Versioned> = ids.iter().filter_map(|id| Some((*id, self.cached(*id)?))).collect();
+        let wanted: Vec<(Uuid, u64)> = ids
+            .iter()
+            .map(|id| (*id, states.get(id).map_or(0, |v| v.version)))
+            .collect();
+        let events = self.store.read_aggregates(&wanted).await?;
+        let mut changed = Vec::new();
         for e in &events {
             let event = AnyEvent::from_stored(&e.aggregate_type, &e.event_type, e.schema_version, e.data.clone())?;
-            state = Some(AggregateState::evolve(state, &event)?);
-            version = e.version;
+            let current = states.remove(&e.aggregate_id).map(|v| v.state);
+            let state = AggregateState::evolve(current, &event)?;
+            states.insert(
+                e.aggregate_id,
+                Versioned {
+                    version: e.version,
+                    state,
+                },
+            );
+            changed.push(e.aggregate_id);
         }
-        let loaded = state.map(|state| Versioned { version, state });
-        if let Some(v) = &loaded {
-            self.states.lock().put(id, v.clone());
+        changed.dedup();
+        let mut cache = self.states.lock();
+        for id in changed {
+            if let Some(v) = states.get(&id) {
+                cache.put(id, v.clone());
+            }
         }
-        Ok(loaded)
+        Ok(states)
     }
 
     /// Records states this service just committed, so the next command on them needs no read.

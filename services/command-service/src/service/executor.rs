@@ -204,31 +204,47 @@ impl Executor {
         // `required` grows as references are discovered (a run needs its pipeline, then
         // the pipeline's plugins); a few rounds always suffice.
         for _ in 0..4 {
-            let wanted: Vec<AggRef> = domain::required(command, &loaded)
+            // References are discovered from cached states too (a cached pipeline names
+            // its plugins), so one round usually reads everything; the fresh states then
+            // confirm them, and a reference only the fresh state has costs another round.
+            let mut hinted = loaded.clone();
+            for r in domain::required(command, &loaded) {
+                if let Some(v) = self.cache.cached(r.id).filter(|_| !hinted.states.contains_key(&r.id)) {
+                    hinted.states.insert(r.id, v);
+                }
+            }
+            let mut wanted: Vec<AggRef> = domain::required(command, &hinted)
                 .into_iter()
+                .chain(domain::required(command, &loaded))
                 .filter(|r| !seen.contains(&r.id))
                 .collect();
+            let mut unique = std::collections::HashSet::new();
+            wanted.retain(|r| unique.insert(r.id));
             if wanted.is_empty() {
                 break;
             }
-            for r in wanted {
+            // The addressed aggregate may come from the cache; everything else is read
+            // fresh, all of this round in one query.
+            let mut to_read = Vec::with_capacity(wanted.len());
+            for r in &wanted {
                 seen.push(r.id);
-                let cached = if r.id == target.id && !fresh {
-                    self.cache.cached(r.id)
-                } else {
-                    None
-                };
-                let state = match cached {
+                match (r.id == target.id && !fresh).then(|| self.cache.cached(r.id)).flatten() {
                     Some(v) => {
                         from_cache = true;
-                        Some(v)
+                        if v.state.kind() == r.kind {
+                            loaded.states.insert(r.id, v);
+                        }
                     }
-                    None => self.cache.load_fresh(r.id).await.map_err(load_error)?,
-                };
-                if let Some(v) = state {
-                    if v.state.kind() == r.kind {
-                        loaded.states.insert(r.id, v);
-                    }
+                    None => to_read.push(r.id),
+                }
+            }
+            if to_read.is_empty() {
+                continue;
+            }
+            let mut read = self.cache.load_fresh_many(&to_read).await.map_err(load_error)?;
+            for r in wanted {
+                if let Some(v) = read.remove(&r.id).filter(|v| v.state.kind() == r.kind) {
+                    loaded.states.insert(r.id, v);
                 }
             }
         }

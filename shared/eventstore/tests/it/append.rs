@@ -25,6 +25,23 @@ async fn append_assigns_positions_and_reads_back_in_version_order() {
 }
 
 #[tokio::test]
+async fn several_aggregates_read_in_one_query_come_back_grouped_in_the_order_asked() {
+    let db = TestDb::create().await.unwrap();
+    let store = store(&db);
+    let (a, b, missing) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    store
+        .append(request(
+            None,
+            vec![event(a, 1), event(a, 2), event(b, 1), event(b, 2), event(b, 3)],
+        ))
+        .await
+        .unwrap();
+    let read = store.read_aggregates(&[(b, 1), (missing, 0), (a, 0)]).await.unwrap();
+    let got: Vec<(Uuid, u64)> = read.iter().map(|e| (e.aggregate_id, e.version)).collect();
+    assert_eq!(got, vec![(b, 2), (b, 3), (a, 1), (a, 2)]);
+}
+
+#[tokio::test]
 async fn same_version_twice_is_a_conflict_and_writes_nothing() {
     let db = TestDb::create().await.unwrap();
     let store = store(&db);
