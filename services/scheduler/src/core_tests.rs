@@ -308,3 +308,87 @@ fn a_replica_that_does_not_own_a_key_waits_the_grace_and_then_only_if_nothing_ha
     // Its next deadline is the next slot plus the grace.
     assert_eq!(c.next_deadline(), Some(t("2026-11-24T10:02:02Z")));
 }
+
+#[test]
+fn a_paused_schedule_fires_nothing_and_resuming_does_not_catch_up() {
+    let mut c = core();
+    schedule(&mut c, json!({"catchup_cap": 100}), t("2026-11-24T10:00:30Z"));
+    c.go_live(t("2026-11-24T10:00:31Z"));
+    event(
+        &mut c,
+        "schedule",
+        SCHEDULE,
+        "schedule.paused",
+        json!({}),
+        t("2026-11-24T10:00:40Z"),
+    );
+    assert_eq!(c.next_deadline(), None);
+    assert!(c.due(t("2026-11-24T10:05:00Z")).is_empty());
+    event(
+        &mut c,
+        "schedule",
+        SCHEDULE,
+        "schedule.resumed",
+        json!({}),
+        t("2026-11-24T10:05:10Z"),
+    );
+    // 10:01 … 10:05 passed while paused: not fired, not recorded; 10:06 is next.
+    assert_eq!(c.next_deadline(), Some(t("2026-11-24T10:06:00Z")));
+    assert_eq!(fired(&c.due(t("2026-11-24T10:06:00Z"))), [t("2026-11-24T10:06:00Z")]);
+}
+
+#[test]
+fn a_changed_cron_does_not_re_run_the_last_slot() {
+    let mut c = core();
+    schedule(&mut c, json!({}), t("2026-11-24T10:00:30Z"));
+    c.go_live(t("2026-11-24T10:00:31Z"));
+    let spec = json!({"cron": "*/10 * * * *", "timezone": "UTC", "overlap": "skip", "catchup_window_seconds": 3600, "catchup_cap": 1, "jitter_seconds": 0});
+    event(
+        &mut c,
+        "schedule",
+        SCHEDULE,
+        "schedule.updated",
+        json!({"spec": spec}),
+        t("2026-11-24T10:03:00Z"),
+    );
+    assert_eq!(c.next_deadline(), Some(t("2026-11-24T10:10:00Z")));
+}
+
+#[test]
+fn allow_fires_and_a_full_pool_turns_the_slot_into_a_recorded_skip() {
+    let mut c = core();
+    schedule(&mut c, json!({"overlap": "allow"}), t("2026-11-24T10:00:30Z"));
+    request(&mut c, RUN, t("2026-11-24T10:00:40Z"));
+    c.go_live(t("2026-11-24T10:00:41Z"));
+    let actions = c.due(t("2026-11-24T10:01:00Z"));
+    assert_eq!(
+        fired(&actions),
+        [t("2026-11-24T10:01:00Z")],
+        "allow fires despite the active run"
+    );
+    let follow_up = c.outcome(&actions[0], &Outcome::PoolFull, t("2026-11-24T10:01:00Z"));
+    assert_eq!(
+        follow_up,
+        [Action::Skip {
+            schedule_id: SCHEDULE,
+            slot: t("2026-11-24T10:01:00Z"),
+            reason: "max_active_runs"
+        }]
+    );
+}
+
+#[test]
+fn an_undelivered_fire_is_tried_again() {
+    let mut c = core();
+    schedule(&mut c, json!({"overlap": "allow"}), t("2026-11-24T10:00:30Z"));
+    c.go_live(t("2026-11-24T10:00:31Z"));
+    let actions = c.due(t("2026-11-24T10:01:00Z"));
+    assert!(c
+        .outcome(
+            &actions[0],
+            &Outcome::Failed("no responders".into()),
+            t("2026-11-24T10:01:00Z")
+        )
+        .is_empty());
+    assert_eq!(fired(&c.due(t("2026-11-24T10:01:01Z"))), [t("2026-11-24T10:01:00Z")]);
+}
