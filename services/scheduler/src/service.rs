@@ -18,6 +18,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::clock::Clock;
@@ -39,17 +40,30 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let instance = instance_id(settings);
     let span = tracing::info_span!("scheduler", instance = %instance);
-    let _entered = span.enter();
+    replica(settings, client, request_timeout, clock, shutdown, instance)
+        .instrument(span)
+        .await
+}
+
+async fn replica(
+    settings: &SchedulerSettings,
+    client: async_nats::Client,
+    request_timeout: Duration,
+    clock: Clock,
+    shutdown: CancellationToken,
+    instance: String,
+) -> anyhow::Result<()> {
     let js = jetstream::new(client.clone());
     let Some(stream) = events_stream(&js, &shutdown).await else {
         return Ok(());
     };
-    let replay_to = stream
+    let state = stream
         .get_info()
         .await
         .context("reading the events stream's state")?
-        .state
-        .last_sequence;
+        .state;
+    // Replayed once the message that was last at start is applied (or nothing is pending).
+    let replay_to = if state.messages == 0 { 0 } else { state.last_sequence };
     let mut heartbeats = client.subscribe(subjects::RUN_HEARTBEATS_WILDCARD).await?;
     let mut presence = client.subscribe(subjects::SCHEDULER_PRESENCE).await?;
     let tuning = Tuning {
@@ -81,13 +95,16 @@ pub async fn run(
             () = shutdown.cancelled() => break,
             message = events.next() => match message {
                 Some(Ok(message)) => {
-                    let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(last_sequence + 1);
+                    let (sequence, pending) = message
+                        .info()
+                        .map(|i| (i.stream_sequence, i.pending))
+                        .unwrap_or((last_sequence + 1, 1));
                     last_sequence = sequence;
                     match serde_json::from_slice::<EventEnvelope>(&message.payload) {
                         Ok(event) => core.apply(&event),
                         Err(error) => tracing::warn!(%error, subject = %message.subject, "unreadable event skipped"),
                     }
-                    if !core.is_live() && sequence >= replay_to {
+                    if !core.is_live() && (sequence >= replay_to || pending == 0) {
                         core.go_live(clock.now());
                         let (schedules, runs, timers) = core.counts();
                         tracing::info!(schedules, runs, timers, "log replayed; firing");
