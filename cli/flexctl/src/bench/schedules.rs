@@ -110,8 +110,9 @@ pub async fn run(nats_url: &str, schedules: usize, minutes: u32) -> anyhow::Resu
         let created = chunk.iter().enumerate().map(|(i, pipeline)| {
             let client = &connections[i / CLIENTS_PER_CONNECTION % connections.len()];
             async move {
+                // end_at half a minute after the last slot: after start_at even for one minute.
                 let body = json!({"pipeline_id": pipeline, "cron": "* * * * *", "overlap": "allow",
-                                  "start_at": first, "end_at": last});
+                                  "start_at": first, "end_at": last + chrono::Duration::seconds(30)});
                 match send(
                     client,
                     Subject::from(subjects::command("schedule", "create")),
