@@ -178,6 +178,9 @@ pub struct Core {
     schedules: HashMap<Uuid, Schedule>,
     pipelines: HashMap<Uuid, Pipeline>,
     runs: HashMap<Uuid, Run>,
+    /// Schedules that buffered a slot (a superset: entries are dropped when found empty),
+    /// so an idle pipeline does not scan every schedule.
+    buffering: HashSet<Uuid>,
     timers: Timers,
     live: bool,
 }
@@ -191,6 +194,7 @@ impl Core {
             schedules: HashMap::new(),
             pipelines: HashMap::new(),
             runs: HashMap::new(),
+            buffering: HashSet::new(),
             timers: Timers::default(),
             live: false,
         }
@@ -410,11 +414,14 @@ impl Core {
 
     /// The pipeline became idle: its schedules' buffered slots are due now.
     fn release_buffered(&mut self, pipeline_id: Uuid) {
+        let schedules = &self.schedules;
+        self.buffering
+            .retain(|id| schedules.get(id).is_some_and(|s| s.buffered.is_some()));
         let waiting: Vec<Uuid> = self
-            .schedules
+            .buffering
             .iter()
-            .filter(|(_, s)| s.pipeline_id == pipeline_id && s.buffered.is_some())
-            .map(|(id, _)| *id)
+            .filter(|id| schedules.get(*id).is_some_and(|s| s.pipeline_id == pipeline_id))
+            .copied()
             .collect();
         for id in waiting {
             self.rearm(Key::Schedule(id));
@@ -551,6 +558,7 @@ impl Core {
                     OverlapPolicy::BufferOne if pipeline.busy() => {
                         if s.buffered.is_none() {
                             s.buffered = Some(slot);
+                            self.buffering.insert(id);
                             continue;
                         }
                         skip("overlap")
