@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod firing;
+mod process;
 mod runs;
 
 use std::sync::Arc;
