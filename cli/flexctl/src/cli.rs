@@ -31,7 +31,8 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub database_url: String,
-    /// Output format of results (progress always goes to stderr).
+    /// Output format of results: aligned text for people, JSON for scripts (progress and
+    /// logs always go to stderr).
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,
     /// What to do.
@@ -51,30 +52,43 @@ pub enum Output {
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a whole local FlexCore: Postgres and NATS (found or started), the four
+    /// services, the example plugins, a demo pipeline and schedule. Ctrl-C stops it.
+    Dev(crate::dev::DevArgs),
+    /// Plugins: register, list, show, deprecate, disable, enable.
+    #[command(subcommand)]
+    Plugin(crate::plugin::PluginCommand),
+    /// Pipelines: create -f FILE, list, show, update, pause, resume, archive.
+    #[command(subcommand)]
+    Pipeline(crate::pipeline::PipelineCommand),
+    /// Runs: start [--follow], list, show, cancel, logs.
+    #[command(subcommand)]
+    Run(crate::run::RunCommand),
+    /// Schedules: create, list, pause, resume, delete, backfill.
+    #[command(subcommand)]
+    Schedule(crate::schedule::ScheduleCommand),
+    /// Events, live from the event stream.
+    #[command(subcommand)]
+    Events(EventsCommand),
+    /// Services seen, projection lag, queue depth, runner slots.
+    Status,
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Plugins.
-    #[command(subcommand)]
-    Plugin(PluginCommand),
-    /// Schedules.
-    #[command(subcommand)]
-    Schedule(ScheduleCommand),
+    /// Print a shell completion script, e.g. `flexctl completions bash > /etc/bash_completion.d/flexctl`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
-/// `flexctl schedule …`.
+/// `flexctl events …`.
 #[derive(Debug, Subcommand)]
-pub enum ScheduleCommand {
-    /// Request the runs of a schedule's past slots between --from and --to (idempotent:
-    /// slots whose run exists are left alone), with the backfill's own overlap policy.
-    Backfill(crate::schedule::BackfillArgs),
-}
-
-/// `flexctl plugin …`.
-#[derive(Debug, Subcommand)]
-pub enum PluginCommand {
-    /// Upload a module (content-addressed, sha256) and register name@version.
-    Register(crate::plugin::RegisterArgs),
+pub enum EventsCommand {
+    /// Print events as they are appended (optionally the last N first), filtered by
+    /// aggregate and type.
+    Tail(crate::events::TailArgs),
 }
 
 /// `flexctl bench …`.
@@ -237,11 +251,17 @@ fn print_figures(figures: &[bench::projection::Figures], output: Output) -> anyh
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
-        Command::Plugin(PluginCommand::Register(args)) => {
-            crate::plugin::register(&cli.nats_url, args, cli.output).await
-        }
-        Command::Schedule(ScheduleCommand::Backfill(args)) => {
-            crate::schedule::backfill(&cli.nats_url, args, cli.output).await
+        Command::Dev(args) => crate::dev::run(&cli, args).await,
+        Command::Plugin(command) => crate::plugin::run(&cli.nats_url, command, cli.output).await,
+        Command::Pipeline(command) => crate::pipeline::run(&cli.nats_url, command, cli.output).await,
+        Command::Run(command) => crate::run::run(&cli.nats_url, command, cli.output).await,
+        Command::Schedule(command) => crate::schedule::run(&cli.nats_url, command, cli.output).await,
+        Command::Events(EventsCommand::Tail(args)) => crate::events::tail(&cli.nats_url, args, cli.output).await,
+        Command::Status => crate::status::run(&cli.nats_url, cli.output).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(*shell, &mut Cli::command(), "flexctl", &mut std::io::stdout());
+            Ok(())
         }
         Command::Bench(BenchCommand::Pipeline(args)) => {
             let config = bench::pipeline::PipelineBench {

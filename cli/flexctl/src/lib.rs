@@ -19,11 +19,20 @@
 //!   - `bench/projection.rs`: `bench lag|queries|rebuild`;
 //!   - `bench/schedules.rs`: `bench schedules` (scheduler fire lag).
 
+pub mod api;
 pub mod bench;
 pub mod cli;
+pub mod dev;
 pub mod duration;
+pub mod events;
+pub mod pipeline;
+pub mod pipeline_file;
 pub mod plugin;
+pub mod run;
 pub mod schedule;
+pub mod status;
+pub mod table;
+pub mod yaml;
 
 /// One NATS connection (a clear error when the server is unreachable).
 pub async fn connect_one(nats_url: &str) -> anyhow::Result<async_nats::Client> {

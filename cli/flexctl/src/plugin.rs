@@ -8,6 +8,7 @@ use async_nats::Subject;
 use clap::{Args, ValueEnum};
 use flexcore_contracts::commands::RegisterPlugin;
 use flexcore_contracts::model::{DirAccess, DirGrant, Grants, PluginKind, PluginRuntime, ResourceLimits};
+use flexcore_contracts::views::PluginView;
 use flexcore_contracts::{ids, subjects, ErrorCode};
 
 use crate::bench::commands::{connect, encode, send, Outcome};
@@ -138,9 +139,44 @@ fn bytes(v: &str) -> anyhow::Result<u64> {
     Ok(n * factor)
 }
 
+/// What [`submit`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Submitted {
+    /// Registered now (with the module's digest, for wasm).
+    Registered(Option<String>),
+    /// name@version was registered before (versions are immutable).
+    AlreadyRegistered,
+}
+
 /// Uploads (wasm) and registers the plugin.
 pub async fn register(nats_url: &str, args: &RegisterArgs, output: Output) -> anyhow::Result<()> {
     let client = connect(nats_url, 1).await?.remove(0);
+    let digest = match submit(&client, args).await? {
+        Submitted::Registered(digest) => digest,
+        Submitted::AlreadyRegistered => bail!(
+            "plugin {}@{} is already registered; versions are immutable, register a new version",
+            args.name,
+            args.version
+        ),
+    };
+    let id = ids::plugin_id(&args.name, &args.version);
+    match output {
+        Output::Json => {
+            let out = serde_json::json!({"plugin_id": id, "name": args.name, "version": args.version, "module_digest": digest});
+            write_stdout(&serde_json::to_string(&out)?)
+        }
+        Output::Text => write_stdout(&format!(
+            "registered plugin {}@{} (id {id}{})",
+            args.name,
+            args.version,
+            digest.map(|d| format!(", module {d}")).unwrap_or_default()
+        )),
+    }
+}
+
+/// Uploads the module (content-addressed, so a repeat upload is a no-op) and sends
+/// `plugin.register`.
+pub async fn submit(client: &async_nats::Client, args: &RegisterArgs) -> anyhow::Result<Submitted> {
     let js = async_nats::jetstream::new(client.clone());
     let digest = match (args.runtime, &args.file) {
         (Runtime::Wasm, Some(file)) => {
@@ -175,38 +211,160 @@ pub async fn register(nats_url: &str, args: &RegisterArgs, output: Output) -> an
         grants: parse_grants(&args.grants)?,
         description: args.description.clone(),
     };
-    let id = ids::plugin_id(&args.name, &args.version);
     match send(
-        &client,
+        client,
         Subject::from(subjects::command("plugin", "register")),
         encode(&command)?,
     )
     .await
     {
-        Outcome::Accepted => {}
-        Outcome::Rejected(e) if e.code == ErrorCode::Conflict => {
-            bail!(
-                "plugin {}@{} is already registered; versions are immutable, register a new version",
-                args.name,
-                args.version
-            )
-        }
-        Outcome::Rejected(e) => bail!("{}: {}", e.code, e.message),
+        Outcome::Accepted => Ok(Submitted::Registered(digest.map(|d| d.to_string()))),
+        Outcome::Rejected(e) if e.code == ErrorCode::Conflict => Ok(Submitted::AlreadyRegistered),
+        Outcome::Rejected(e) => bail!("plugin.register refused ({}): {}", e.code, e.message),
         Outcome::Failed(_, why) => bail!("{why}"),
     }
-    let digest = digest.map(|d| d.to_string());
-    match output {
-        Output::Json => {
-            let out = serde_json::json!({"plugin_id": id, "name": args.name, "version": args.version, "module_digest": digest});
-            write_stdout(&serde_json::to_string(&out)?)
-        }
-        Output::Text => write_stdout(&format!(
-            "registered plugin {}@{} (id {id}{})",
-            args.name,
-            args.version,
-            digest.map(|d| format!(", module {d}")).unwrap_or_default()
-        )),
+}
+
+/// `flexctl plugin …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum PluginCommand {
+    /// Upload a module (content-addressed, sha256) and register name@version.
+    Register(RegisterArgs),
+    /// List plugins.
+    List(ListArgs),
+    /// Show one plugin (id or name@version).
+    Show(PluginTarget),
+    /// Deprecate: existing pipelines keep working, new pipelines get a warning.
+    Deprecate(ReasonArgs),
+    /// Disable: no pipeline may use it and runs using it fail.
+    Disable(ReasonArgs),
+    /// Enable a disabled or deprecated plugin again.
+    Enable(PluginTarget),
+}
+
+/// A plugin by id or name@version.
+#[derive(Debug, Clone, Args)]
+pub struct PluginTarget {
+    /// Plugin id or name@version.
+    pub plugin: String,
+}
+
+/// A plugin and a reason.
+#[derive(Debug, Clone, Args)]
+pub struct ReasonArgs {
+    /// Plugin id or name@version.
+    pub plugin: String,
+    /// Why (recorded in the event).
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+/// `plugin list` filters.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Only this kind (extractor, transformer, loader).
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only this state (active, deprecated, disabled).
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Only names matching (exact, or a prefix ending in `*`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// At most this many.
+    #[arg(long, default_value_t = 200)]
+    pub limit: usize,
+}
+
+/// Runs a `plugin` subcommand.
+pub async fn run(nats_url: &str, command: &PluginCommand, output: Output) -> anyhow::Result<()> {
+    if let PluginCommand::Register(args) = command {
+        return register(nats_url, args, output).await;
     }
+    let api = crate::api::Api::connect(nats_url).await?;
+    let simple = |action: &'static str, plugin: String, reason: Option<String>| {
+        let api = api.clone();
+        async move {
+            let id = api.plugin_id(&plugin).await?;
+            let body = crate::pipeline::strip_nulls(serde_json::json!({"plugin_id": id, "reason": reason}));
+            let accepted = api.command(&format!("plugin.{action}"), &body).await?;
+            let result = serde_json::json!({"plugin_id": id, "action": action, "version": accepted.version});
+            crate::table::emit(output, &result, || format!("plugin {plugin}: {action} done"))
+        }
+    };
+    match command {
+        PluginCommand::Register(_) => Ok(()),
+        PluginCommand::List(a) => {
+            let filter = serde_json::json!({"kind": a.kind, "state": a.state, "name": a.name, "sort_by": "name",
+                                            "order": "asc", "limit": a.limit.clamp(1, 1000)});
+            let items: Vec<PluginView> = api
+                .list_all("plugin.list", &crate::pipeline::strip_nulls(filter), a.limit)
+                .await?;
+            crate::table::emit(output, &items, || list_text(&items))
+        }
+        PluginCommand::Show(t) => {
+            let id = api.plugin_id(&t.plugin).await?;
+            let p: PluginView = api.query("plugin.get", &serde_json::json!({"id": id})).await?;
+            crate::table::emit(output, &p, || show_text(&p))
+        }
+        PluginCommand::Deprecate(a) => simple("deprecate", a.plugin.clone(), a.reason.clone()).await,
+        PluginCommand::Disable(a) => simple("disable", a.plugin.clone(), a.reason.clone()).await,
+        PluginCommand::Enable(t) => simple("enable", t.plugin.clone(), None).await,
+    }
+}
+
+fn lower<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn list_text(items: &[PluginView]) -> String {
+    let mut t = crate::table::Table::new(&["NAME", "VERSION", "KIND", "RUNTIME", "STATE", "DIGEST", "ID"]);
+    for p in items {
+        t.row(vec![
+            p.name.clone(),
+            p.version.clone(),
+            lower(&p.kind),
+            lower(&p.runtime),
+            p.state.clone(),
+            p.module_digest
+                .as_deref()
+                .map_or_else(|| "-".to_owned(), |d| d.chars().take(19).collect()),
+            p.plugin_id.to_string(),
+        ]);
+    }
+    t.render("no plugins (register one: flexctl plugin register FILE.wasm --name … --version … --kind …)")
+}
+
+fn show_text(p: &PluginView) -> String {
+    crate::table::fields(&[
+        ("plugin", format!("{}@{}", p.name, p.version)),
+        ("id", p.plugin_id.to_string()),
+        ("kind", lower(&p.kind)),
+        ("runtime", lower(&p.runtime)),
+        (
+            "state",
+            format!(
+                "{}{}",
+                p.state,
+                p.state_reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
+            ),
+        ),
+        ("module", p.module_digest.clone().unwrap_or_else(|| "-".into())),
+        ("executable", p.executable.clone().unwrap_or_else(|| "-".into())),
+        ("limits", serde_json::to_string(&p.limits).unwrap_or_default()),
+        ("grants", serde_json::to_string(&p.grants).unwrap_or_default()),
+        (
+            "config schema",
+            p.config_schema
+                .as_ref()
+                .map_or_else(|| "-".into(), |s| serde_json::to_string(s).unwrap_or_default()),
+        ),
+        ("description", p.description.clone().unwrap_or_default()),
+        ("registered", crate::table::time(Some(p.created_at))),
+    ])
 }
 
 fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {

@@ -17,13 +17,13 @@ use async_nats::Client;
 use chrono::{DateTime, Utc};
 use clap::{Args, ValueEnum};
 use flexcore_contracts::ids::scheduled_run_id;
-use flexcore_contracts::queries::QueryReply;
 use flexcore_contracts::views::{RunView, ScheduleView};
-use flexcore_contracts::{subjects, CommandReply, ErrorBody, ErrorCode};
+use flexcore_contracts::ErrorCode;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use uuid::Uuid;
 
+use crate::api::Api;
 use crate::cli::Output;
 
 /// Most slots one backfill requests.
@@ -115,7 +115,9 @@ pub async fn run_backfill(client: &Client, args: &BackfillArgs) -> anyhow::Resul
             args.to
         );
     }
-    let schedule: ScheduleView = query(client, "schedule.get", json!({"id": args.schedule_id}))
+    let api = Api::new(client.clone());
+    let schedule: ScheduleView = api
+        .query("schedule.get", &json!({"id": args.schedule_id}))
         .await
         .with_context(|| format!("reading schedule {}", args.schedule_id))?;
     if schedule.state == "deleted" {
@@ -140,26 +142,26 @@ pub async fn run_backfill(client: &Client, args: &BackfillArgs) -> anyhow::Resul
         let run_id = scheduled_run_id(args.schedule_id, slot);
         if args.overlap == BackfillOverlap::BufferOne {
             if let Some(run) = previous {
-                wait_finished(client, run).await?;
+                wait_finished(&api, run).await?;
             }
         }
         let body = json!({"run_id": run_id, "pipeline_id": schedule.pipeline_id, "trigger": "backfill",
                           "schedule_id": args.schedule_id, "scheduled_for": slot});
         let result = loop {
-            match command(client, "run.request", &body).await? {
-                Ok(()) => break SlotResult::Requested,
-                Err(e) if reason(&e) == Some("exists") => break SlotResult::Existed,
-                Err(e) if reason(&e) == Some("max_active_runs") => match args.overlap {
+            match api.command("run.request", &body).await {
+                Ok(_) => break SlotResult::Requested,
+                Err(e) if e.reason() == Some("exists") => break SlotResult::Existed,
+                Err(e) if e.reason() == Some("max_active_runs") => match args.overlap {
                     BackfillOverlap::Skip => {
                         let skip = json!({"schedule_id": args.schedule_id, "slot": slot, "reason": "backfill_overlap"});
-                        match command(client, "schedule.skip_slot", &skip).await? {
-                            Ok(()) => break SlotResult::Skipped,
-                            Err(e) => bail!("slot {slot}: recording the skip: {}: {}", e.code, e.message),
+                        match api.command("schedule.skip_slot", &skip).await {
+                            Ok(_) => break SlotResult::Skipped,
+                            Err(e) => bail!("slot {slot}: recording the skip: {e}"),
                         }
                     }
                     BackfillOverlap::BufferOne | BackfillOverlap::Allow => tokio::time::sleep(POLL).await,
                 },
-                Err(e) => bail!("slot {slot}: {}: {}", e.code, e.message),
+                Err(e) => bail!("slot {slot}: {e}"),
             }
         };
         tracing::info!(%slot, %run_id, ?result, "backfill slot");
@@ -169,50 +171,187 @@ pub async fn run_backfill(client: &Client, args: &BackfillArgs) -> anyhow::Resul
     Ok(lines)
 }
 
-fn reason(e: &ErrorBody) -> Option<&str> {
-    (e.code == ErrorCode::Conflict)
-        .then(|| e.details.as_ref()?.get("reason")?.as_str())
-        .flatten()
-}
-
 /// Waits until the run has ended (any final state).
-async fn wait_finished(client: &Client, run_id: Uuid) -> anyhow::Result<()> {
+async fn wait_finished(api: &Api, run_id: Uuid) -> anyhow::Result<()> {
     loop {
-        match query::<RunView>(client, "run.get", json!({"id": run_id})).await {
+        match api.query::<RunView>("run.get", &json!({"id": run_id})).await {
             Ok(run) if matches!(run.state.as_str(), "succeeded" | "failed" | "cancelled" | "timed_out") => {
                 return Ok(())
             }
             Ok(_) => {}
             // Not projected yet.
-            Err(e) if e.to_string().contains("not_found") => {}
-            Err(e) => return Err(e),
+            Err(e) if e.is(ErrorCode::NotFound) => {}
+            Err(e) => return Err(e.into()),
         }
         tokio::time::sleep(POLL).await;
     }
 }
 
-/// Sends a command; `Ok(Err(…))` is a refusal, `Err` a transport failure.
-async fn command(client: &Client, name: &str, body: &Value) -> anyhow::Result<Result<(), ErrorBody>> {
-    let (aggregate, action) = name.split_once('.').unwrap_or((name, ""));
-    let reply = client
-        .request(subjects::command(aggregate, action), serde_json::to_vec(body)?.into())
-        .await
-        .with_context(|| format!("{name}: no reply (is flexcore-command running?)"))?;
-    match serde_json::from_slice::<CommandReply>(&reply.payload).with_context(|| format!("{name}: unreadable reply"))? {
-        CommandReply::Accepted(_) => Ok(Ok(())),
-        CommandReply::Rejected(r) => Ok(Err(r.error)),
+/// `flexctl schedule …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ScheduleCommand {
+    /// Create a schedule on a pipeline.
+    Create(CreateArgs),
+    /// List schedules.
+    List(ListArgs),
+    /// Pause a schedule: its slots are not fired (nor caught up) while paused.
+    Pause(ScheduleTarget),
+    /// Resume a paused schedule.
+    Resume(ScheduleTarget),
+    /// Delete a schedule for good.
+    Delete(ScheduleTarget),
+    /// Request the runs of a schedule's past slots between --from and --to (idempotent:
+    /// slots whose run exists are left alone), with the backfill's own overlap policy.
+    Backfill(BackfillArgs),
+}
+
+/// A schedule by id.
+#[derive(Debug, Clone, Args)]
+pub struct ScheduleTarget {
+    /// Schedule id.
+    pub schedule_id: Uuid,
+}
+
+/// `schedule list` filters.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Only schedules of this pipeline (id or name).
+    #[arg(long)]
+    pub pipeline: Option<String>,
+    /// Only this state (active, paused, deleted).
+    #[arg(long)]
+    pub state: Option<String>,
+    /// At most this many.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+}
+
+/// `schedule create`.
+#[derive(Debug, Clone, Args)]
+pub struct CreateArgs {
+    /// Pipeline id or name.
+    #[arg(long)]
+    pub pipeline: String,
+    /// Cron expression: 5 fields (minute hour day month weekday) or 6 (with seconds first).
+    #[arg(long)]
+    pub cron: String,
+    /// IANA time zone the cron is read in, e.g. Europe/Berlin.
+    #[arg(long, default_value = "UTC")]
+    pub timezone: String,
+    /// What a slot does while a run is still active.
+    #[arg(long, value_enum, default_value_t = Overlap::Skip)]
+    pub overlap: Overlap,
+    /// After downtime, slots this far back (seconds) are caught up; older ones are recorded missed.
+    #[arg(long, default_value_t = 3600)]
+    pub catchup_window: u64,
+    /// At most this many slots are caught up; the rest are recorded missed.
+    #[arg(long, default_value_t = 1)]
+    pub catchup_cap: u32,
+    /// Delay each fire by up to this many seconds (the same delay for the same slot).
+    #[arg(long, default_value_t = 0)]
+    pub jitter: u64,
+    /// No slot before this instant (RFC 3339).
+    #[arg(long)]
+    pub start_at: Option<DateTime<Utc>>,
+    /// No slot after this instant (RFC 3339).
+    #[arg(long)]
+    pub end_at: Option<DateTime<Utc>>,
+    /// Create it paused.
+    #[arg(long)]
+    pub paused: bool,
+}
+
+/// Overlap policy on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Overlap {
+    /// Record the slot as skipped.
+    Skip,
+    /// Keep one pending slot; start it when the active run ends.
+    BufferOne,
+    /// Start anyway, up to the pipeline's max active runs.
+    Allow,
+}
+
+/// Runs a `schedule` subcommand.
+pub async fn run(nats_url: &str, command: &ScheduleCommand, output: Output) -> anyhow::Result<()> {
+    if let ScheduleCommand::Backfill(args) = command {
+        return backfill(nats_url, args, output).await;
+    }
+    let api = Api::connect(nats_url).await?;
+    match command {
+        ScheduleCommand::Create(a) => {
+            let pipeline_id = api.pipeline_id(&a.pipeline).await?;
+            let overlap = match a.overlap {
+                Overlap::Skip => "skip",
+                Overlap::BufferOne => "buffer_one",
+                Overlap::Allow => "allow",
+            };
+            let body = crate::pipeline::strip_nulls(json!({
+                "pipeline_id": pipeline_id, "cron": a.cron, "timezone": a.timezone, "overlap": overlap,
+                "catchup_window_seconds": a.catchup_window, "catchup_cap": a.catchup_cap, "jitter_seconds": a.jitter,
+                "start_at": a.start_at, "end_at": a.end_at, "paused": a.paused,
+            }));
+            let accepted = api.command("schedule.create", &body).await?;
+            let id = accepted.aggregate_id;
+            let result = json!({"schedule_id": id, "pipeline_id": pipeline_id});
+            crate::table::emit(output, &result, || {
+                format!("created schedule {id} ({} in {})", a.cron, a.timezone)
+            })
+        }
+        ScheduleCommand::List(a) => {
+            let pipeline_id = match &a.pipeline {
+                Some(p) => Some(api.pipeline_id(p).await?),
+                None => None,
+            };
+            let filter = json!({"pipeline_id": pipeline_id, "state": a.state, "limit": a.limit.clamp(1, 1000)});
+            let items: Vec<ScheduleView> = api
+                .list_all("schedule.list", &crate::pipeline::strip_nulls(filter), a.limit)
+                .await?;
+            crate::table::emit(output, &items, || table(&items))
+        }
+        ScheduleCommand::Pause(t) => simple(&api, "pause", t.schedule_id, output).await,
+        ScheduleCommand::Resume(t) => simple(&api, "resume", t.schedule_id, output).await,
+        ScheduleCommand::Delete(t) => simple(&api, "delete", t.schedule_id, output).await,
+        ScheduleCommand::Backfill(_) => Ok(()),
     }
 }
 
-/// Sends a query and decodes its `data`.
-pub async fn query<T: serde::de::DeserializeOwned>(client: &Client, name: &str, body: Value) -> anyhow::Result<T> {
-    let (view, operation) = name.split_once('.').unwrap_or((name, ""));
-    let reply = client
-        .request(subjects::query(view, operation), serde_json::to_vec(&body)?.into())
-        .await
-        .with_context(|| format!("{name}: no reply (is flexcore-projection running?)"))?;
-    match serde_json::from_slice::<QueryReply>(&reply.payload).with_context(|| format!("{name}: unreadable reply"))? {
-        QueryReply::Ok(ok) => serde_json::from_value(ok.data).with_context(|| format!("{name}: unexpected data")),
-        QueryReply::Err(e) => bail!("{}: {}", e.error.code, e.error.message),
+async fn simple(api: &Api, action: &str, id: Uuid, output: Output) -> anyhow::Result<()> {
+    let accepted = api
+        .command(&format!("schedule.{action}"), &json!({"schedule_id": id}))
+        .await?;
+    let result = json!({"schedule_id": id, "action": action, "version": accepted.version});
+    crate::table::emit(output, &result, || format!("schedule {id}: {action} done"))
+}
+
+/// Schedules as a table.
+pub fn table(items: &[ScheduleView]) -> String {
+    let mut t = crate::table::Table::new(&[
+        "SCHEDULE",
+        "STATE",
+        "CRON",
+        "ZONE",
+        "OVERLAP",
+        "NEXT FIRE",
+        "SKIPPED",
+        "MISSED",
+        "PIPELINE",
+    ]);
+    for s in items {
+        t.row(vec![
+            s.schedule_id.to_string(),
+            s.state.clone(),
+            s.spec.cron.clone(),
+            s.spec.timezone.clone(),
+            serde_json::to_value(s.spec.overlap)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            crate::table::time(s.next_fire),
+            s.slots_skipped.to_string(),
+            s.slots_missed.to_string(),
+            crate::table::short(s.pipeline_id),
+        ]);
     }
+    t.render("no schedules")
 }

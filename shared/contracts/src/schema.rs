@@ -66,6 +66,10 @@ pub fn all() -> Vec<(String, String)> {
         schemars::schema_for!(crate::work::SchedulerPresence),
     );
     push(
+        "work/runner-presence.json".into(),
+        schemars::schema_for!(crate::work::RunnerPresence),
+    );
+    push(
         "queries/get.json".into(),
         schemars::schema_for!(crate::queries::GetById),
     );

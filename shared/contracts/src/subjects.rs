@@ -108,6 +108,9 @@ pub const RUN_HEARTBEATS_WILDCARD: &str = "flexcore.sys.run.*.heartbeat";
 /// slots and timers out among the replicas they hear.
 pub const SCHEDULER_PRESENCE: &str = "flexcore.sys.scheduler.presence";
 
+/// Subject on which every runner announces its slots (core NATS), for `flexctl status`.
+pub const RUNNER_PRESENCE: &str = "flexcore.sys.runner.presence";
+
 /// Subject of a run's work item: `flexcore.work.run.<run_id>`.
 pub fn work_run(run_id: Uuid) -> String {
     format!("{ROOT}.work.run.{run_id}")

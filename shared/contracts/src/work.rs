@@ -69,3 +69,17 @@ pub struct SchedulerPresence {
     /// False in the replica's last announcement, sent when it stops.
     pub alive: bool,
 }
+
+/// A runner's announcement on `flexcore.sys.runner.presence`, every two seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerPresence {
+    /// The runner's id (as in `run.claimed`).
+    pub runner_id: String,
+    /// Attempts it runs at once.
+    pub slots: u32,
+    /// Slots busy now.
+    pub busy: u32,
+    /// False in the runner's last announcement, sent when it stops.
+    pub alive: bool,
+}

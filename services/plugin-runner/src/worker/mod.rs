@@ -99,6 +99,13 @@ pub async fn run(
     });
     let slots = Arc::new(Semaphore::new(config.slots.max(1)));
     tracing::info!(runner_id = %config.runner_id, slots = config.slots, "taking run work");
+    let presence = tokio::spawn(announce(
+        ctx.client.clone(),
+        config.runner_id.clone(),
+        config.slots.max(1),
+        slots.clone(),
+        shutdown.clone(),
+    ));
     loop {
         let permit = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -125,7 +132,46 @@ pub async fn run(
     // Wait for the attempts to hand their work back (bounded).
     let all = u32::try_from(config.slots.max(1)).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(Duration::from_secs(10), slots.acquire_many(all)).await;
+    let _ = presence.await;
     Ok(())
+}
+
+/// How often a runner announces its slots on [`subjects::RUNNER_PRESENCE`].
+pub const PRESENCE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Announces this runner's slots every [`PRESENCE_INTERVAL`] until `shutdown`, then once
+/// more with `alive: false`.
+async fn announce(
+    client: async_nats::Client,
+    runner_id: String,
+    slots: usize,
+    free: Arc<Semaphore>,
+    shutdown: CancellationToken,
+) {
+    let total = u32::try_from(slots).unwrap_or(u32::MAX);
+    let mut tick = tokio::time::interval(PRESENCE_INTERVAL);
+    loop {
+        let alive = tokio::select! {
+            () = shutdown.cancelled() => false,
+            _ = tick.tick() => true,
+        };
+        let busy = slots.saturating_sub(free.available_permits());
+        let presence = flexcore_contracts::work::RunnerPresence {
+            runner_id: runner_id.clone(),
+            slots: total,
+            busy: u32::try_from(busy).unwrap_or(u32::MAX),
+            alive,
+        };
+        if let Ok(payload) = serde_json::to_vec(&presence) {
+            if let Err(error) = client.publish(subjects::RUNNER_PRESENCE, payload.into()).await {
+                tracing::debug!(%error, "announcing runner presence failed");
+            }
+        }
+        if !alive {
+            let _ = client.flush().await;
+            return;
+        }
+    }
 }
 
 /// The runner settings of `settings`, with the runner id derived when unset.

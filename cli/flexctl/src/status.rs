@@ -1,0 +1,250 @@
+//! `flexctl status`: what is running and how far behind it is, all over NATS — the
+//! command and projection services by a probe request, schedulers and runners by their
+//! presence announcements, projection lag by `projection.list`, queue depth from the work
+//! consumer.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use flexcore_contracts::views::{ProjectionStatus, StatsView};
+use flexcore_contracts::work::{RunnerPresence, SchedulerPresence};
+use flexcore_contracts::{subjects, ErrorCode};
+use futures::StreamExt as _;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::api::Api;
+use crate::cli::Output;
+use crate::table::{self, Table};
+
+/// How long presence announcements are listened for (runners announce every 2 s,
+/// schedulers every second by default).
+const LISTEN: Duration = Duration::from_millis(2500);
+
+/// A service answering requests.
+#[derive(Debug, Clone, Serialize)]
+pub struct Probe {
+    /// Whether it answered.
+    pub up: bool,
+    /// Round trip, when it answered.
+    pub latency_ms: Option<f64>,
+    /// What went wrong, when it did not.
+    pub error: Option<String>,
+}
+
+/// The work queue.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Queue {
+    /// Work items not yet taken by a runner.
+    pub waiting: u64,
+    /// Work items taken and not yet finished (attempts running).
+    pub in_progress: u64,
+}
+
+/// Everything `flexctl status` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// NATS server version.
+    pub nats_version: String,
+    /// flexcore-command.
+    pub command: Probe,
+    /// flexcore-projection.
+    pub projection: Probe,
+    /// Scheduler replicas heard.
+    pub schedulers: Vec<String>,
+    /// Runners heard, with their slots.
+    pub runners: Vec<RunnerPresence>,
+    /// Projections: position and lag.
+    pub projections: Vec<ProjectionStatus>,
+    /// The work queue, if the work stream exists.
+    pub queue: Option<Queue>,
+    /// Counts from the read models.
+    pub stats: Option<StatsView>,
+}
+
+/// Gathers the status.
+pub async fn gather(api: &Api) -> anyhow::Result<Status> {
+    let client = api.client();
+    let mut schedulers = client.subscribe(subjects::SCHEDULER_PRESENCE).await?;
+    let mut runners = client.subscribe(subjects::RUNNER_PRESENCE).await?;
+    let listen = async {
+        let mut heard_schedulers = BTreeMap::new();
+        let mut heard_runners = BTreeMap::new();
+        let deadline = tokio::time::sleep(LISTEN);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                () = &mut deadline => break,
+                Some(m) = schedulers.next() => {
+                    if let Ok(p) = serde_json::from_slice::<SchedulerPresence>(&m.payload) {
+                        heard_schedulers.insert(p.instance.clone(), p.alive);
+                    }
+                }
+                Some(m) = runners.next() => {
+                    if let Ok(p) = serde_json::from_slice::<RunnerPresence>(&m.payload) {
+                        heard_runners.insert(p.runner_id.clone(), p);
+                    }
+                }
+            }
+        }
+        let schedulers: Vec<String> = heard_schedulers
+            .into_iter()
+            .filter_map(|(k, alive)| alive.then_some(k))
+            .collect();
+        let runners: Vec<RunnerPresence> = heard_runners.into_values().filter(|p| p.alive).collect();
+        (schedulers, runners)
+    };
+    let command = async {
+        // An empty plugin.enable is refused by validation: any answer proves it is up.
+        let started = Instant::now();
+        match api.command("plugin.enable", &json!({})).await {
+            Ok(_) => probe_up(started),
+            Err(e) if e.is(ErrorCode::ValidationFailed) => probe_up(started),
+            Err(e) => probe_down(e.to_string()),
+        }
+    };
+    let projection = async {
+        let started = Instant::now();
+        match api.query::<Vec<ProjectionStatus>>("projection.list", &json!({})).await {
+            Ok(p) => (probe_up(started), p),
+            Err(e) => (probe_down(e.to_string()), Vec::new()),
+        }
+    };
+    let stats = async { api.query::<StatsView>("stats.get", &json!({})).await.ok() };
+    let queue = async {
+        let js = jetstream::new(client.clone());
+        let mut consumer: jetstream::consumer::PullConsumer = js
+            .get_consumer_from_stream(flexcore_runner::worker::CONSUMER, subjects::WORK_STREAM)
+            .await
+            .ok()?;
+        let info = consumer.info().await.ok()?;
+        Some(Queue {
+            waiting: info.num_pending,
+            in_progress: u64::try_from(info.num_ack_pending).unwrap_or(0),
+        })
+    };
+    let ((schedulers, runners), command, (projection, projections), stats, queue) =
+        tokio::join!(listen, command, projection, stats, queue);
+    Ok(Status {
+        nats_version: client.server_info().version,
+        command,
+        projection,
+        schedulers,
+        runners,
+        projections,
+        queue,
+        stats,
+    })
+}
+
+fn probe_up(started: Instant) -> Probe {
+    Probe {
+        up: true,
+        latency_ms: Some(started.elapsed().as_secs_f64() * 1000.0),
+        error: None,
+    }
+}
+
+fn probe_down(error: String) -> Probe {
+    Probe {
+        up: false,
+        latency_ms: None,
+        error: Some(error),
+    }
+}
+
+impl Status {
+    /// True when every service kind is present.
+    pub fn healthy(&self) -> bool {
+        self.command.up && self.projection.up && !self.schedulers.is_empty() && !self.runners.is_empty()
+    }
+
+    /// Human text.
+    pub fn text(&self) -> String {
+        let probe = |p: &Probe| match (p.up, p.latency_ms) {
+            (true, Some(ms)) => format!("up ({ms:.1} ms)"),
+            _ => format!("DOWN: {}", p.error.clone().unwrap_or_default()),
+        };
+        let busy: u32 = self.runners.iter().map(|r| r.busy).sum();
+        let slots: u32 = self.runners.iter().map(|r| r.slots).sum();
+        let mut text = table::fields(&[
+            ("nats", format!("up (nats-server {})", self.nats_version)),
+            ("flexcore-command", probe(&self.command)),
+            ("flexcore-projection", probe(&self.projection)),
+            (
+                "flexcore-scheduler",
+                if self.schedulers.is_empty() {
+                    "DOWN: no replica announced itself".to_owned()
+                } else {
+                    format!("{} replica(s): {}", self.schedulers.len(), self.schedulers.join(", "))
+                },
+            ),
+            (
+                "flexcore-runner",
+                if self.runners.is_empty() {
+                    "DOWN: no runner announced itself".to_owned()
+                } else {
+                    format!("{} runner(s), {busy}/{slots} slots busy", self.runners.len())
+                },
+            ),
+            (
+                "work queue",
+                self.queue.as_ref().map_or_else(
+                    || "no work stream yet".to_owned(),
+                    |q| format!("{} waiting, {} in progress", q.waiting, q.in_progress),
+                ),
+            ),
+        ]);
+        if let Some(stats) = &self.stats {
+            let counts =
+                |m: &BTreeMap<String, u64>| m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
+            text.push_str(&table::fields(&[
+                ("pipelines", counts(&stats.pipelines)),
+                ("runs", counts(&stats.runs)),
+                (
+                    "last 24 h",
+                    format!(
+                        "{} finished, {} failed ({:.1} %)",
+                        stats.finished_last_day,
+                        stats.failed_last_day,
+                        stats.failure_rate_last_day * 100.0
+                    ),
+                ),
+            ]));
+        }
+        let mut t = Table::new(&["PROJECTION", "POSITION", "LAG EVENTS", "LAG", "REBUILD"]);
+        for p in &self.projections {
+            t.row(vec![
+                p.name.clone(),
+                p.position.to_string(),
+                p.lag_events.to_string(),
+                format!("{} ms", p.lag_ms),
+                p.rebuild.as_ref().map_or_else(|| "-".to_owned(), |r| r.state.clone()),
+            ]);
+        }
+        text.push('\n');
+        text.push_str(&t.render("no projections reported"));
+        let mut r = Table::new(&["RUNNER", "SLOTS", "BUSY"]);
+        for p in &self.runners {
+            r.row(vec![p.runner_id.clone(), p.slots.to_string(), p.busy.to_string()]);
+        }
+        if !self.runners.is_empty() {
+            text.push('\n');
+            text.push_str(&r.render(""));
+        }
+        text
+    }
+}
+
+/// Runs `flexctl status`; the exit status is non-zero when a service kind is missing.
+pub async fn run(nats_url: &str, output: Output) -> anyhow::Result<()> {
+    let api = Api::connect(nats_url).await?;
+    let status = gather(&api).await?;
+    table::emit(output, &status, || status.text())?;
+    if status.healthy() {
+        Ok(())
+    } else {
+        anyhow::bail!("not every FlexCore service is running (see above)")
+    }
+}

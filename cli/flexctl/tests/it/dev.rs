@@ -1,0 +1,346 @@
+//! `flexctl dev` as a user runs it: the real flexctl binary starts a private nats-server
+//! and the four service binaries, registers the example plugins, creates and runs the
+//! demo; then every flexctl command is used against that stack as a process (JSON
+//! output parsed), Ctrl-C (SIGTERM) stops it all, and a second `flexctl dev` reuses
+//! what exists.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use flexcore_testkit::TestDb;
+use serde_json::Value;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `<target>/plugins`, where plugins/build.sh puts the modules (next to `<target>/debug`).
+fn plugins_dir() -> PathBuf {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_flexctl"));
+    let dir = exe.parent().and_then(Path::parent).unwrap().join("plugins");
+    assert!(
+        dir.join("generator.wasm").is_file(),
+        "{} has no example plugins: run `bash plugins/build.sh` first",
+        dir.display()
+    );
+    dir
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Dev {
+    nats_url: String,
+    db: TestDb,
+    state: tempfile::TempDir,
+    admin_port: u16,
+}
+
+impl Dev {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_flexctl"));
+        c.args(["--nats-url", &self.nats_url, "--database-url", &self.db.url])
+            .args(args)
+            .env("FLEXCORE_CONFIG_DIR", workspace().join("config"))
+            .env_remove("FLEXCORE__NATS__URL")
+            .env_remove("FLEXCORE__DATABASE__URL")
+            .current_dir(workspace());
+        c
+    }
+
+    fn dev(&self, extra: &[&str], log: &Path) -> Command {
+        let plugins = plugins_dir();
+        let state = self.state.path().to_str().unwrap().to_owned();
+        let admin = self.admin_port.to_string();
+        let mut args = vec![
+            "dev",
+            "--state-dir",
+            &state,
+            "--plugins-dir",
+            plugins.to_str().unwrap(),
+            "--admin-port",
+            &admin,
+        ];
+        args.extend_from_slice(extra);
+        let mut c = self.command(&args);
+        let file = std::fs::File::create(log).unwrap();
+        c.stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file));
+        c
+    }
+
+    /// Runs flexctl with `--output json`; returns the parsed stdout, or panics with stderr.
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self.run(&[args, &["--output", "json"]].concat());
+        assert!(
+            out.status.success(),
+            "flexctl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "flexctl {args:?}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    flexcore_testkit::wait_until(timeout, what, || std::future::ready(check()))
+        .await
+        .unwrap();
+}
+
+fn log_text(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn flexctl_dev_runs_the_stack_and_every_command_works_against_it() {
+    flexcore_testkit::init_tracing();
+    let dev = Dev {
+        nats_url: format!("nats://127.0.0.1:{}", free_port()),
+        db: TestDb::create_empty().await.unwrap(),
+        state: tempfile::tempdir().unwrap(),
+        admin_port: free_port(),
+    };
+    let log = dev.state.path().join("dev.log");
+    let mut stack = dev.dev(&[], &log).spawn().unwrap();
+
+    // The demo run ends, then flexctl dev says what to try next.
+    wait_for("the demo to finish", Duration::from_secs(240), || {
+        let text = log_text(&log);
+        assert!(!text.contains("Error:"), "flexctl dev failed:\n{text}");
+        text.contains("try next")
+    })
+    .await;
+    let text = log_text(&log);
+    assert!(text.contains("starting"), "a private nats-server was started:\n{text}");
+    assert!(text.contains("demo run") && text.contains("succeeded"), "{text}");
+    for service in ["command |", "projection |", "scheduler |", "runner |"] {
+        assert!(text.contains(service), "{service} lines are prefixed:\n{text}");
+    }
+    let output = dev.state.path().join("demo-output/demo/orders.jsonl");
+    let lines = std::fs::read_to_string(&output).unwrap().lines().count();
+    assert_eq!(lines, 10_000, "the demo wrote every record to {}", output.display());
+
+    // status: every service seen.
+    let status = dev.json(&["status"]);
+    assert_eq!(status["command"]["up"], Value::Bool(true), "{status}");
+    assert_eq!(status["projection"]["up"], Value::Bool(true), "{status}");
+    assert_eq!(status["schedulers"].as_array().unwrap().len(), 1, "{status}");
+    assert_eq!(status["runners"][0]["slots"], 4, "{status}");
+    assert!(status["projections"].as_array().unwrap().len() >= 4, "{status}");
+
+    // plugins
+    let plugins = dev.json(&["plugin", "list"]);
+    let names: Vec<&str> = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["csv", "discard", "generator", "jsonl", "mapper"]);
+    let shown = dev.json(&["plugin", "show", "jsonl@0.1.0"]);
+    assert_eq!(shown["grants"]["dirs"][0]["guest_path"], "/output");
+    dev.json(&["plugin", "deprecate", "csv@0.1.0", "--reason", "test"]);
+    wait_for("csv deprecated", Duration::from_secs(10), || {
+        dev.json(&["plugin", "show", "csv@0.1.0"])["state"] == "deprecated"
+    })
+    .await;
+
+    // pipelines
+    let pipelines = dev.json(&["pipeline", "list"]);
+    assert_eq!(pipelines[0]["name"], "demo");
+    let shown = dev.json(&["pipeline", "show", "demo"]);
+    assert_eq!(shown["schedules"][0]["spec"]["timezone"], "Europe/Berlin");
+    assert_eq!(shown["pipeline"]["definition"]["steps"].as_array().unwrap().len(), 3);
+
+    // A bad file: refused locally with its line, nothing sent.
+    let bad = dev.state.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "name: broken\nowner: me\nsteps:\n  - plugin: generator@0.1.0\n    confg: {}\n",
+    )
+    .unwrap();
+    let out = dev.run(&["pipeline", "create", "-f", bad.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("bad.yaml:5:") && stderr.contains("confg"), "{stderr}");
+    // A file the service refuses (config not matching the plugin's schema): the line too.
+    std::fs::write(
+        &bad,
+        "name: wrong-config\nowner: me\nsteps:\n  - plugin: generator@0.1.0\n    config:\n      records: many\n  - plugin: discard@0.1.0\n",
+    )
+    .unwrap();
+    let out = dev.run(&["pipeline", "create", "-f", bad.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("bad.yaml:6:") && stderr.contains("records"), "{stderr}");
+
+    // A good file: created, then updated, paused, resumed.
+    let good = dev.state.path().join("small.yaml");
+    let small = "name: small\nowner: me\nsteps:\n  - plugin: generator@0.1.0\n    config: {records: 5}\n  - plugin: discard@0.1.0\n";
+    std::fs::write(&good, small).unwrap();
+    let created = dev.json(&["pipeline", "create", "-f", good.to_str().unwrap()]);
+    assert_eq!(created["name"], "small");
+    let again = dev.run(&["pipeline", "create", "-f", good.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("pipeline update small"));
+    std::fs::write(&good, small.replace("records: 5", "records: 7")).unwrap();
+    dev.json(&["pipeline", "update", "small", "-f", good.to_str().unwrap()]);
+    dev.json(&["pipeline", "pause", "small", "--reason", "test"]);
+    let refused = dev.run(&["run", "start", "small"]);
+    assert!(!refused.status.success(), "a paused pipeline starts no run");
+    dev.json(&["pipeline", "resume", "small"]);
+
+    // runs: start and follow to the end.
+    let run = dev.json(&["run", "start", "small", "--follow", "--timeout", "2m"]);
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["counters"]["gen"], 7, "{run}");
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+    wait_for("run projected", Duration::from_secs(10), || {
+        dev.run(&["run", "show", &run_id, "--output", "json"]).status.success()
+    })
+    .await;
+    let shown = dev.json(&["run", "show", &run_id]);
+    assert_eq!(shown["records_total"], 7);
+    let runs = dev.json(&["run", "list", "--pipeline", "small"]);
+    assert_eq!(runs.as_array().unwrap().len(), 1);
+    let logs = dev.run(&["run", "logs", &run_id]);
+    assert!(logs.status.success(), "{}", String::from_utf8_lossy(&logs.stderr));
+
+    // events: the last events of that run, then stop.
+    let tail = dev.run(&[
+        "events",
+        "tail",
+        "--aggregate",
+        &run_id,
+        "--all",
+        "--count",
+        "3",
+        "--output",
+        "json",
+    ]);
+    let events: Vec<Value> = String::from_utf8_lossy(&tail.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types[0], "run.requested", "{types:?}");
+
+    // schedules
+    let schedules = dev.json(&["schedule", "list", "--pipeline", "demo"]);
+    let schedule = schedules[0]["schedule_id"].as_str().unwrap().to_owned();
+    dev.json(&["schedule", "pause", &schedule]);
+    dev.json(&["schedule", "resume", &schedule]);
+    let created = dev.json(&[
+        "schedule",
+        "create",
+        "--pipeline",
+        "small",
+        "--cron",
+        "0 3 * * *",
+        "--paused",
+    ]);
+    let bad = dev.run(&[
+        "schedule",
+        "create",
+        "--pipeline",
+        "small",
+        "--cron",
+        "0 3 * * *",
+        "--timezone",
+        "Mars/Base",
+    ]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("Mars/Base"));
+    dev.json(&["schedule", "delete", created["schedule_id"].as_str().unwrap()]);
+
+    // Ctrl-C: everything stops, cleanly.
+    let pid = rustix::process::Pid::from_raw(i32::try_from(stack.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let status = tokio::task::spawn_blocking(move || stack.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "flexctl dev exited {status}:\n{}", log_text(&log));
+    let port = dev.nats_url.rsplit(':').next().unwrap();
+    assert!(
+        std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err(),
+        "the private nats-server stopped"
+    );
+
+    // Again, to the end of the demo: what exists is reused.
+    let log2 = dev.state.path().join("dev2.log");
+    let status = dev.dev(&["--exit-after-demo"], &log2).status().unwrap();
+    let text = log_text(&log2);
+    assert!(status.success(), "{text}");
+    assert!(
+        text.contains("already registered") && text.contains("pipeline demo already exists"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_service_binary_is_explained() {
+    let dev = Dev {
+        nats_url: "nats://127.0.0.1:4222".to_owned(),
+        db: TestDb::create_empty().await.unwrap(),
+        state: tempfile::tempdir().unwrap(),
+        admin_port: free_port(),
+    };
+    let empty = tempfile::tempdir().unwrap();
+    let out = dev
+        .command(&["dev", "--bin-dir", empty.path().to_str().unwrap(), "--state-dir"])
+        .arg(dev.state.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("cargo build --release --bins"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_nats_server_without_jetstream_is_explained() {
+    let port = free_port();
+    let mut server = Command::new(if Path::new("/usr/sbin/nats-server").is_file() {
+        "/usr/sbin/nats-server"
+    } else {
+        "nats-server"
+    })
+    .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let dev = Dev {
+        nats_url: format!("nats://127.0.0.1:{port}"),
+        db: TestDb::create_empty().await.unwrap(),
+        state: tempfile::tempdir().unwrap(),
+        admin_port: free_port(),
+    };
+    wait_for("nats-server up", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .await;
+    let out = dev
+        .command(&["dev", "--state-dir"])
+        .arg(dev.state.path())
+        .output()
+        .unwrap();
+    server.kill().unwrap();
+    let _ = server.wait();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("JetStream is off"), "{stderr}");
+}
