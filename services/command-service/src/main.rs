@@ -16,6 +16,10 @@ async fn main() -> anyhow::Result<()> {
     let (pool, nats) = flexcore_command::connect(&settings).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(flexcore_service::stop_on_signal(shutdown.clone()));
+    let checks = flexcore_service::admin::Checks::new()
+        .nats(nats.clone())
+        .postgres(pool.clone());
+    flexcore_service::admin::spawn(&settings.admin.listen, "flexcore-command", checks, shutdown.clone()).await?;
     let result = flexcore_command::run(&settings, nats, pool, shutdown).await;
     match &result {
         Ok(()) => tracing::info!("flexcore-command stopped"),

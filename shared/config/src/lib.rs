@@ -19,8 +19,8 @@ pub use config::ConfigError;
 pub use load::find_config_dir;
 pub use secret::Secret;
 pub use sections::{
-    CommandSettings, DatabaseSettings, LogFormat, NatsSettings, ProjectionSettings, RelaySettings, RunnerSettings,
-    SchedulerSettings, StreamsSettings, TelemetrySettings,
+    AdminSettings, CommandSettings, DatabaseSettings, LogFormat, NatsSettings, ProjectionSettings, RelaySettings,
+    RunnerSettings, SchedulerSettings, StreamsSettings, TelemetrySettings,
 };
 
 use serde::Deserialize;
@@ -47,4 +47,6 @@ pub struct Settings {
     pub projection: ProjectionSettings,
     /// The scheduler.
     pub scheduler: SchedulerSettings,
+    /// The admin HTTP server (health endpoints).
+    pub admin: AdminSettings,
 }

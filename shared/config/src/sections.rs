@@ -257,6 +257,22 @@ impl SchedulerSettings {
     }
 }
 
+/// The per-service admin HTTP server (`/health/live`, `/health/ready`).
+// `Default` derived (clippy::derivable_impls): `listen` empty, as in `config/base.yaml`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Address to listen on, `host:port` (e.g. `0.0.0.0:9090`); empty = no admin server.
+    pub listen: String,
+}
+
+impl AdminSettings {
+    /// Whether an admin server is to be started ([`Self::listen`] is not empty).
+    pub fn enabled(&self) -> bool {
+        !self.listen.trim().is_empty()
+    }
+}
+
 /// The JetStream streams created at start-up.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]

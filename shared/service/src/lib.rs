@@ -4,7 +4,9 @@
 //! - [`serve`]: the request loop of a queue-group service (bounded concurrency, a drain
 //!   on shutdown, a grace period for requests in flight).
 //! - [`stop_on_signal`]: cancels a token on SIGINT or SIGTERM.
+//! - [`admin`]: the admin HTTP server (`/health/live`, `/health/ready`).
 
+pub mod admin;
 pub mod connect;
 
 use std::future::Future;

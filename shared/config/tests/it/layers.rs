@@ -28,6 +28,7 @@ fn variables_override_files() {
             ("FLEXCORE__RELAY__BATCH_SIZE", "-1"),
             ("FLEXCORE__TELEMETRY__LOG_FORMAT", "json"),
             ("FLEXCORE__TELEMETRY__OTLP_ENDPOINT", "http://collector:4317"),
+            ("FLEXCORE__ADMIN__LISTEN", "0.0.0.0:9090"),
             // Empty means unset: the default stays.
             ("FLEXCORE__TELEMETRY__SERVICE_INSTANCE", ""),
             // Not ours: no double underscore after the prefix.
@@ -44,9 +45,13 @@ fn variables_override_files() {
     assert_eq!(loaded.telemetry.log_format, LogFormat::Json);
     assert_eq!(loaded.telemetry.otlp_endpoint.as_deref(), Some("http://collector:4317"));
     assert_eq!(loaded.telemetry.service_instance, None);
+    assert_eq!(loaded.admin.listen, "0.0.0.0:9090");
+    assert!(loaded.admin.enabled());
     // Untouched keys keep their defaults.
     assert_eq!(loaded.command.max_in_flight, 4096);
     assert_eq!(loaded.nats, Settings::default().nats);
+    // No admin server unless configured.
+    assert!(!Settings::default().admin.enabled());
 }
 
 #[test]
