@@ -4,6 +4,7 @@
 
 mod lifecycle;
 mod process_and_secrets;
+mod python_example;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
