@@ -2,7 +2,8 @@
 //!
 //! 1. **Postgres**: used if reachable at `--database-url` (the database is created if
 //!    missing); otherwise a private cluster is initialised with `initdb` into
-//!    `.flexcore/postgres` and started with `pg_ctl` on port 55432.
+//!    `.flexcore/postgres` and started with `pg_ctl` on the URL's port (as the
+//!    `postgres` user when flexctl runs as root, which Postgres refuses).
 //! 2. **NATS**: used if reachable at `--nats-url` (JetStream must be on); otherwise
 //!    `nats-server -js` is started with its store in `.flexcore/nats`.
 //!    A missing binary stops here with the exact command that installs it.
@@ -32,8 +33,6 @@ use crate::api::Api;
 use crate::cli::{Cli, Output};
 use crate::plugin::{Kind, RegisterArgs, Runtime, Submitted};
 
-/// Port of a Postgres cluster `flexctl dev` starts itself.
-pub const PRIVATE_PG_PORT: u16 = 55432;
 /// The services, in start order.
 pub const SERVICES: [&str; 4] = [
     "flexcore-command",
@@ -147,7 +146,7 @@ async fn stack(
 struct Servers {
     services: Vec<Started>,
     nats: Option<Started>,
-    postgres_dir: Option<PathBuf>,
+    postgres: Option<(PathBuf, PgRunner)>,
 }
 
 impl Servers {
@@ -158,8 +157,9 @@ impl Servers {
         if let Some(nats) = self.nats.as_mut() {
             terminate(nats).await;
         }
-        if let Some(dir) = &self.postgres_dir {
-            let _ = Command::new(pg_tool("pg_ctl"))
+        if let Some((dir, runner)) = &self.postgres {
+            let _ = runner
+                .command(&pg_tool("pg_ctl"))
                 .args(["-D"])
                 .arg(dir)
                 .args(["-m", "fast", "-w", "stop"])
@@ -202,29 +202,33 @@ fn redact(url: &str) -> String {
     }
 }
 
-/// Uses the Postgres at `url` (creating the database) or starts a private one.
+/// Uses the Postgres at `url` (creating the database) or starts a private one on the
+/// URL's port with the URL's database.
 async fn postgres(url: &str, state_dir: &Path, servers: &mut Servers) -> anyhow::Result<String> {
     if let Some(url) = ensure_database(url).await? {
         say(&format!("using Postgres at {}", redact(&url)));
         return Ok(url);
     }
-    say(&format!("no Postgres at {}; starting a private one", redact(url)));
     let initdb = pg_tool("initdb");
-    if !initdb.exists() && which("initdb").is_none() {
+    if !initdb.is_file() {
         bail!(
             "Postgres is not reachable at {} and initdb is not installed.\n  Debian/Ubuntu: sudo apt-get install -y postgresql\n  macOS:         brew install postgresql@16\nor point --database-url / FLEXCORE__DATABASE__URL at a running server.",
             redact(url)
         );
     }
-    if rustix::process::geteuid().is_root() {
-        bail!(
-            "Postgres is not reachable at {} and initdb refuses to run as root: run flexctl dev as a normal user, or start a Postgres server and point --database-url at it",
-            redact(url)
-        );
-    }
+    let (port, database) = port_and_database(url)?;
+    let runner = PgRunner::new()?;
     let dir = state_dir.join("postgres");
+    say(&format!(
+        "no Postgres at {}; starting a private one in {} on port {port}",
+        redact(url),
+        dir.display()
+    ));
     if !dir.join("PG_VERSION").exists() {
-        let status = Command::new(&initdb)
+        std::fs::create_dir_all(&dir)?;
+        runner.own(&dir).await?;
+        let status = runner
+            .command(&initdb)
             .arg("-D")
             .arg(&dir)
             .args(["-U", "postgres", "--auth=trust", "-E", "UTF8"])
@@ -236,12 +240,10 @@ async fn postgres(url: &str, state_dir: &Path, servers: &mut Servers) -> anyhow:
             bail!("initdb into {} failed ({status})", dir.display());
         }
     }
-    let log = state_dir.join("postgres.log");
-    let options = format!(
-        "-p {PRIVATE_PG_PORT} -c listen_addresses=127.0.0.1 -k {}",
-        state_dir.display()
-    );
-    let status = Command::new(pg_tool("pg_ctl"))
+    let log = dir.join("postgres.log");
+    let options = format!("-p {port} -c listen_addresses=127.0.0.1 -k {}", dir.display());
+    let status = runner
+        .command(&pg_tool("pg_ctl"))
         .arg("-D")
         .arg(&dir)
         .args(["-o", &options, "-l"])
@@ -253,14 +255,88 @@ async fn postgres(url: &str, state_dir: &Path, servers: &mut Servers) -> anyhow:
     if !status.success() {
         bail!("pg_ctl start failed ({status}); see {}", log.display());
     }
-    servers.postgres_dir = Some(dir);
-    let private = format!("postgres://postgres@127.0.0.1:{PRIVATE_PG_PORT}/flexcore");
+    servers.postgres = Some((dir, runner));
+    let private = format!("postgres://postgres@127.0.0.1:{port}/{database}");
     ensure_database(&private).await?.ok_or_else(|| {
         anyhow::anyhow!(
             "the private Postgres started but does not answer; see {}",
             log.display()
         )
     })
+}
+
+/// The port (default 5432) and database of a Postgres URL.
+fn port_and_database(url: &str) -> anyhow::Result<(u16, String)> {
+    let (server, database) = url
+        .rsplit_once('/')
+        .filter(|(s, d)| s.contains("://") && !d.is_empty() && !d.contains('?'))
+        .with_context(|| format!("--database-url {} does not end in /DATABASE", redact(url)))?;
+    let host = server.rsplit('@').next().unwrap_or(server);
+    let port = match host.rsplit_once(':') {
+        Some((_, p)) if !p.contains('/') => p
+            .parse()
+            .with_context(|| format!("--database-url {}: bad port {p:?}", redact(url)))?,
+        _ => 5432,
+    };
+    Ok((port, database.to_owned()))
+}
+
+/// Runs the Postgres tools: directly, or (when flexctl runs as root, which initdb and
+/// postgres refuse) as the `postgres` system user through `runuser`.
+#[derive(Debug, Clone)]
+struct PgRunner {
+    as_user: Option<&'static str>,
+}
+
+impl PgRunner {
+    fn new() -> anyhow::Result<Self> {
+        if !rustix::process::geteuid().is_root() {
+            return Ok(Self { as_user: None });
+        }
+        if which("runuser").is_none() || !std::path::Path::new("/etc/passwd").is_file() {
+            bail!("flexctl dev runs as root and Postgres refuses root: run it as a normal user, or point --database-url at a running server");
+        }
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        if !passwd.lines().any(|l| l.starts_with("postgres:")) {
+            bail!("flexctl dev runs as root, Postgres refuses root, and there is no `postgres` user to run it as: run flexctl dev as a normal user");
+        }
+        Ok(Self {
+            as_user: Some("postgres"),
+        })
+    }
+
+    fn command(&self, tool: &Path) -> Command {
+        match self.as_user {
+            None => Command::new(tool),
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(tool);
+                c
+            }
+        }
+    }
+
+    /// Hands `dir` to the user the server runs as (and lets it through the state
+    /// directory above it).
+    async fn own(&self, dir: &Path) -> anyhow::Result<()> {
+        if let Some(user) = self.as_user {
+            if let Some(parent) = dir.parent() {
+                use std::os::unix::fs::PermissionsExt as _;
+                let mut permissions = std::fs::metadata(parent)?.permissions();
+                permissions.set_mode(permissions.mode() | 0o111);
+                std::fs::set_permissions(parent, permissions)?;
+            }
+            let status = Command::new("chown")
+                .args(["-R", &format!("{user}:")])
+                .arg(dir)
+                .status()
+                .await?;
+            if !status.success() {
+                bail!("chown of {} to {user} failed ({status})", dir.display());
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Connects to the server of `url` and creates its database if missing; `None` when
@@ -586,6 +662,17 @@ fn next_steps(args: &DevArgs, state_dir: &Path, nats_url: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ports_and_databases_come_from_the_url() {
+        assert_eq!(
+            port_and_database("postgres://u:p@127.0.0.1:6543/fc").unwrap(),
+            (6543, "fc".to_owned())
+        );
+        assert_eq!(port_and_database("postgres://h/fc").unwrap(), (5432, "fc".to_owned()));
+        assert!(port_and_database("postgres://h:x/fc").is_err());
+        assert!(port_and_database("postgres://h:5432").is_err());
+    }
 
     #[test]
     fn passwords_are_redacted_from_urls() {

@@ -344,3 +344,28 @@ async fn a_nats_server_without_jetstream_is_explained() {
     assert!(!out.status.success());
     assert!(stderr.contains("JetStream is off"), "{stderr}");
 }
+
+#[tokio::test]
+async fn without_a_reachable_postgres_flexctl_dev_starts_a_private_one_and_stops_it() {
+    let pg_port = free_port();
+    let mut dev = Dev {
+        nats_url: format!("nats://127.0.0.1:{}", free_port()),
+        db: TestDb::create_empty().await.unwrap(),
+        state: tempfile::tempdir().unwrap(),
+        admin_port: free_port(),
+    };
+    dev.db.url = format!("postgres://postgres@127.0.0.1:{pg_port}/flexcore");
+    for round in ["first", "second"] {
+        let log = dev.state.path().join(format!("{round}.log"));
+        let status = dev.dev(&["--no-demo", "--exit-after-demo"], &log).status().unwrap();
+        let text = log_text(&log);
+        assert!(status.success(), "{round} run:\n{text}");
+        assert!(text.contains("starting a private one"), "{text}");
+        assert!(text.contains("stopped the private Postgres"), "{text}");
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", pg_port)).is_err(),
+            "the private Postgres stopped"
+        );
+    }
+    assert!(dev.state.path().join("postgres/PG_VERSION").is_file());
+}
