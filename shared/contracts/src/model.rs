@@ -219,7 +219,7 @@ pub enum RunTrigger {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunError {
-    /// Machine-readable reason, e.g. `plugin_trap`, `timeout`, `protocol`.
+    /// Machine-readable reason, e.g. `trap`, `timeout`, `protocol`.
     pub code: String,
     /// Human-readable message.
     pub message: String,
