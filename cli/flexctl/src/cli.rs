@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use flexcore_config::{LogFormat, TelemetrySettings};
+use flexcore_config::{LogFormat, Secret, TelemetrySettings};
 
 use crate::bench::{self, BenchConfig, Phases};
 use crate::duration::parse_duration;
@@ -21,6 +21,13 @@ pub struct Cli {
         default_value = "nats://127.0.0.1:4222"
     )]
     pub nats_url: String,
+    /// NATS user to log in as (e.g. `flexctl` of deploy/nats/accounts.conf); without it,
+    /// credentials in the URL (`nats://user:password@host:4222`) are used, if any.
+    #[arg(long, global = true, env = "FLEXCORE__NATS__USER")]
+    pub nats_user: Option<String>,
+    /// Password of the NATS user.
+    #[arg(long, global = true, env = "FLEXCORE__NATS__PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<Secret>,
     /// PostgreSQL server (used by the benchmark's raw ceiling; flexctl never reads
     /// FlexCore's own tables).
     #[arg(
@@ -250,6 +257,11 @@ fn print_figures(figures: &[bench::projection::Figures], output: Output) -> anyh
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Every NATS connection of this process logs in with these (bench::commands::connect).
+    bench::commands::set_nats_login(
+        cli.nats_user.clone().unwrap_or_default(),
+        cli.nats_password.clone().unwrap_or_else(|| Secret::new("")),
+    );
     match &cli.command {
         Command::Dev(args) => crate::dev::run(&cli, args).await,
         Command::Plugin(command) => crate::plugin::run(&cli.nats_url, command, cli.output).await,
@@ -382,6 +394,22 @@ mod tests {
         assert_eq!(args.duration, Duration::from_secs(3));
         assert_eq!(args.warmup, Duration::ZERO);
         assert!(args.raw_only && !args.skip_raw);
+    }
+
+    #[test]
+    fn nats_credentials_are_global_options_and_the_password_never_prints() {
+        let cli = Cli::try_parse_from([
+            "flexctl",
+            "status",
+            "--nats-user",
+            "flexctl",
+            "--nats-password",
+            "hunter2",
+        ])
+        .unwrap();
+        assert_eq!(cli.nats_user.as_deref(), Some("flexctl"));
+        assert_eq!(cli.nats_password.as_ref().map(Secret::expose), Some("hunter2"));
+        assert!(!format!("{cli:?}").contains("hunter2"));
     }
 
     #[test]

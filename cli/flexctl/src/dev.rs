@@ -69,6 +69,9 @@ pub struct DevArgs {
     /// First admin (health) port; the services get this and the next three.
     #[arg(long, default_value_t = 9181)]
     pub admin_port: u16,
+    /// Log format of the services: text, or json (one object per line, as in production).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
 }
 
 /// Something `flexctl dev` started and stops at the end.
@@ -112,7 +115,8 @@ async fn stack(
     let (exited_tx, mut exited) = tokio::sync::mpsc::unbounded_channel::<(&'static str, String)>();
     for (i, (name, binary)) in SERVICES.iter().zip(&binaries).enumerate() {
         let admin = args.admin_port.saturating_add(u16::try_from(i).unwrap_or(0));
-        let child = spawn_service(name, binary, &database_url, &nats_url, admin, i, exited_tx.clone())?;
+        let urls = (database_url.as_str(), nats_url.as_str());
+        let child = spawn_service(name, binary, urls, admin, &args.log_format, i, exited_tx.clone())?;
         servers.services.push(Started { name, child });
     }
     let api = Api::connect(&nats_url).await?;
@@ -467,9 +471,9 @@ const COLOURS: [&str; 5] = ["\x1b[36m", "\x1b[35m", "\x1b[33m", "\x1b[32m", "\x1
 fn spawn_service(
     name: &'static str,
     binary: &Path,
-    database_url: &str,
-    nats_url: &str,
+    (database_url, nats_url): (&str, &str),
     admin_port: u16,
+    log_format: &str,
     colour: usize,
     exited: tokio::sync::mpsc::UnboundedSender<(&'static str, String)>,
 ) -> anyhow::Result<Child> {
@@ -477,7 +481,7 @@ fn spawn_service(
     command
         .env("FLEXCORE__DATABASE__URL", database_url)
         .env("FLEXCORE__NATS__URL", nats_url)
-        .env("FLEXCORE__TELEMETRY__LOG_FORMAT", "text")
+        .env("FLEXCORE__TELEMETRY__LOG_FORMAT", log_format)
         .env("FLEXCORE__TELEMETRY__LOG_FILTER", "info,sqlx=warn,async_nats=warn")
         .env("FLEXCORE__ADMIN__LISTEN", format!("127.0.0.1:{admin_port}"));
     if name == "flexcore-runner" {

@@ -10,13 +10,17 @@
 //! - [`load`]: finding the config directory and merging the layers
 //!   ([`Settings::load`], [`Settings::load_from`], [`Settings::load_with`]).
 //! - [`secret`]: [`Secret`], a string whose `Debug`/`Display` print `[redacted]`.
+//! - [`nats_login`]: [`NatsLogin`], the NATS URL without credentials and the user and
+//!   password to log in with ([`NatsSettings::login`]).
 
 pub mod load;
+pub mod nats_login;
 pub mod secret;
 pub mod sections;
 
 pub use config::ConfigError;
 pub use load::find_config_dir;
+pub use nats_login::NatsLogin;
 pub use secret::Secret;
 pub use sections::{
     AdminSettings, CommandSettings, DatabaseSettings, LogFormat, NatsSettings, ProjectionSettings, RelaySettings,

@@ -3,6 +3,7 @@
 //! Every `Default` impl here must equal `config/base.yaml` (a test checks it), so a
 //! binary started without any config file behaves exactly like one started with it.
 
+use std::fmt;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -42,11 +43,20 @@ impl DatabaseSettings {
 }
 
 /// NATS with JetStream, the bus.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+///
+/// `Debug` shows a password in [`Self::url`] as `[redacted]`; [`Self::login`] resolves
+/// the credentials to connect with.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NatsSettings {
-    /// Server URL(s), e.g. `nats://127.0.0.1:4222`.
+    /// Server URL, e.g. `nats://127.0.0.1:4222`. Credentials in it
+    /// (`nats://user:password@host:4222`, percent-encoded) apply where [`Self::user`] /
+    /// [`Self::password`] are empty.
     pub url: String,
+    /// User to log in as; empty = the URL's user, if any, else no authentication.
+    pub user: String,
+    /// Password of [`Self::user`] (secret).
+    pub password: Secret,
     /// Timeout of the initial connection, in milliseconds.
     pub connect_timeout_ms: u64,
     /// Timeout of a request/reply round trip, in milliseconds.
@@ -57,9 +67,23 @@ impl Default for NatsSettings {
     fn default() -> Self {
         Self {
             url: "nats://127.0.0.1:4222".to_owned(),
+            user: String::new(),
+            password: Secret::new(""),
             connect_timeout_ms: 5000,
             request_timeout_ms: 5000,
         }
+    }
+}
+
+impl fmt::Debug for NatsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsSettings")
+            .field("url", &crate::nats_login::redacted_url(&self.url))
+            .field("user", &self.user)
+            .field("password", &self.password)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .finish()
     }
 }
 
@@ -257,13 +281,24 @@ impl SchedulerSettings {
     }
 }
 
-/// The per-service admin HTTP server (`/health/live`, `/health/ready`).
-// `Default` derived (clippy::derivable_impls): `listen` empty, as in `config/base.yaml`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+/// The per-service admin HTTP server (`/health/live`, `/health/ready`, `/metrics`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminSettings {
     /// Address to listen on, `host:port` (e.g. `0.0.0.0:9090`); empty = no admin server.
     pub listen: String,
+    /// The projection service is ready only while no projection is more than this many
+    /// events behind the event log.
+    pub ready_max_lag_events: u64,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self {
+            listen: String::new(),
+            ready_max_lag_events: 10_000,
+        }
+    }
 }
 
 impl AdminSettings {

@@ -16,10 +16,16 @@ pub enum ConnectError {
     #[error("cannot connect to Postgres (database.url / FLEXCORE__DATABASE__URL): {0}")]
     Postgres(#[source] sqlx::Error),
     /// NATS.
-    #[error("cannot connect to NATS at {url} (nats.url / FLEXCORE__NATS__URL): {source}")]
+    #[error(
+        "cannot connect to NATS at {url}{} (nats.url / FLEXCORE__NATS__URL; credentials: \
+         nats.user, nats.password): {source}",
+        user.as_deref().map(|user| format!(" as user {user:?}")).unwrap_or_default()
+    )]
     Nats {
-        /// The URL tried.
+        /// The URL tried, without credentials.
         url: String,
+        /// The user logged in as, if any (never the password).
+        user: Option<String>,
         /// Why.
         #[source]
         source: async_nats::ConnectError,
@@ -45,7 +51,10 @@ pub async fn postgres_with(settings: &DatabaseSettings, parameters: &[(&str, &st
         .map_err(ConnectError::Postgres)
 }
 
-/// A NATS client named `name` (shown by the server's monitoring), reconnecting forever.
+/// A NATS client named `name` (shown by the server's monitoring), reconnecting forever,
+/// logged in with the credentials of [`NatsSettings::login`]: `nats.user` and
+/// `nats.password`, else those in `nats.url` (which async-nats would ignore,
+/// nats-io/nats.rs#1623, so they are taken out of the URL and passed explicitly).
 pub async fn nats(name: &str, settings: &NatsSettings) -> Result<async_nats::Client, ConnectError> {
     nats_with(name, settings, |options| options).await
 }
@@ -56,16 +65,21 @@ pub async fn nats_with(
     settings: &NatsSettings,
     more: impl FnOnce(async_nats::ConnectOptions) -> async_nats::ConnectOptions,
 ) -> Result<async_nats::Client, ConnectError> {
-    let options = async_nats::ConnectOptions::new()
+    let login = settings.login();
+    let mut options = async_nats::ConnectOptions::new()
         .name(name)
         .max_reconnects(None)
         .connection_timeout(Duration::from_millis(settings.connect_timeout_ms))
         .request_timeout(Some(Duration::from_millis(settings.request_timeout_ms)));
+    if let Some((user, password)) = &login.credentials {
+        options = options.user_and_password(user.clone(), password.expose().to_owned());
+    }
     more(options)
-        .connect(&settings.url)
+        .connect(login.url.as_str())
         .await
         .map_err(|source| ConnectError::Nats {
-            url: settings.url.clone(),
+            user: login.user().map(str::to_owned),
+            url: login.url,
             source,
         })
 }

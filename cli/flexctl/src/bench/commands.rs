@@ -4,11 +4,13 @@
 //! Every request carries a fresh `command_id`, so every one is a new command that
 //! appends one event; the bodies are plain JSON, as any language would send them.
 
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use async_nats::{Client, ConnectOptions, RequestErrorKind, Subject};
 use bytes::Bytes;
+use flexcore_config::{NatsLogin, Secret};
 use flexcore_contracts::commands::{CommandMeta, PausePipeline, ResumePipeline};
 use flexcore_contracts::{subjects, CommandReply, ErrorBody, ErrorCode};
 use serde::Serialize;
@@ -203,22 +205,42 @@ pub async fn run(nats_url: &str, clients: usize, warmup: Duration, duration: Dur
     Ok(total)
 }
 
-/// One connection per [`CLIENTS_PER_CONNECTION`] clients (at least one).
+/// The NATS user and password of every connection this process opens (`--nats-user`,
+/// `--nats-password`): process-wide, so the many `connect(nats_url, …)` callers need not
+/// carry them. Set by `cli::run`; unset or empty, the URL's credentials apply, if any.
+static NATS_LOGIN: Mutex<Option<(String, Secret)>> = Mutex::new(None);
+
+/// Sets the user and password [`connect`] logs in with (empty user: those of the URL).
+pub fn set_nats_login(user: String, password: Secret) {
+    *NATS_LOGIN.lock().unwrap_or_else(PoisonError::into_inner) = Some((user, password));
+}
+
+/// One connection per [`CLIENTS_PER_CONNECTION`] clients (at least one), logged in as
+/// [`set_nats_login`] says, else with the credentials in `nats_url` (which async-nats
+/// would ignore, so they are taken out of the URL; errors show it without them).
 pub async fn connect(nats_url: &str, clients: usize) -> anyhow::Result<Vec<Client>> {
+    let login = match &*NATS_LOGIN.lock().unwrap_or_else(PoisonError::into_inner) {
+        Some((user, password)) => NatsLogin::resolve(nats_url, user, password),
+        None => NatsLogin::resolve(nats_url, "", &Secret::new("")),
+    };
     let count = clients.div_ceil(CLIENTS_PER_CONNECTION).max(1);
     let mut connections = Vec::with_capacity(count);
     for _ in 0..count {
-        let client = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .name("flexctl-bench")
             .connection_timeout(REQUEST_TIMEOUT)
-            .request_timeout(Some(REQUEST_TIMEOUT))
-            .connect(nats_url)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot connect to NATS at {nats_url} (--nats-url / FLEXCORE__NATS__URL): is nats-server running?"
-                )
-            })?;
+            .request_timeout(Some(REQUEST_TIMEOUT));
+        if let Some((user, password)) = &login.credentials {
+            options = options.user_and_password(user.clone(), password.expose().to_owned());
+        }
+        let client = options.connect(login.url.as_str()).await.with_context(|| {
+            let as_user = login.user().map(|u| format!(" as user {u:?}")).unwrap_or_default();
+            format!(
+                "cannot connect to NATS at {}{as_user} (--nats-url / FLEXCORE__NATS__URL; credentials: \
+                 --nats-user, --nats-password; is nats-server running?)",
+                login.url
+            )
+        })?;
         connections.push(client);
     }
     Ok(connections)

@@ -369,3 +369,88 @@ async fn without_a_reachable_postgres_flexctl_dev_starts_a_private_one_and_stops
     }
     assert!(dev.state.path().join("postgres/PG_VERSION").is_file());
 }
+
+/// Issue 7: a secret referenced by a pipeline never appears in any log line of any
+/// service, even at debug level, while the plugin did receive it (its own stderr line,
+/// stored as a run log line, shows it redacted); every service logs JSON lines naming
+/// the service.
+#[tokio::test]
+async fn a_referenced_secret_never_appears_in_any_log_line() {
+    let secret = format!("/nonexistent/s3cr3t-{}", uuid::Uuid::new_v4().simple());
+    let dev = Dev {
+        nats_url: format!("nats://127.0.0.1:{}", free_port()),
+        db: TestDb::create_empty().await.unwrap(),
+        state: tempfile::tempdir().unwrap(),
+        admin_port: free_port(),
+    };
+    let log = dev.state.path().join("dev.log");
+    let mut stack = dev
+        .dev(&["--no-demo", "--log-format", "json"], &log)
+        .env("FLEXCORE_SECRET_API_PATH", &secret)
+        .env("RUST_LOG", "debug,h2=info,hyper=info,tower=info,sqlx=info,async_nats=info")
+        .spawn()
+        .unwrap();
+    wait_for("the stack", Duration::from_secs(120), || {
+        let text = log_text(&log);
+        assert!(!text.contains("Error:"), "flexctl dev failed:\n{text}");
+        text.contains("try next")
+    })
+    .await;
+    let plugins = plugins_dir();
+    for (file, name, kind) in [("misbehave", "leaky", "extractor"), ("discard", "discard", "loader")] {
+        let module = plugins.join(format!("{file}.wasm"));
+        let out = dev.run(&[
+            "plugin",
+            "register",
+            module.to_str().unwrap(),
+            "--name",
+            name,
+            "--version",
+            "1.0.0",
+            "--kind",
+            kind,
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let file = dev.state.path().join("leaky.yaml");
+    std::fs::write(
+        &file,
+        "name: leaky\nowner: me\nsteps:\n  - plugin: leaky@1.0.0\n    config: {mode: escape, path: '${secret:API_PATH}'}\n  - plugin: discard@1.0.0\n",
+    )
+    .unwrap();
+    dev.json(&["pipeline", "create", "-f", file.to_str().unwrap()]);
+    let out = dev.run(&["run", "start", "leaky", "--follow", "--timeout", "2m", "--output", "json"]);
+    let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(run["state"], "failed", "escape mode fails on the missing path: {run}");
+    let run_id = run["run_id"].as_str().unwrap();
+    let logs = dev.run(&["run", "logs", run_id]);
+    let run_log = String::from_utf8_lossy(&logs.stdout);
+    assert!(run_log.contains("[redacted]"), "the plugin saw the value: {run_log}");
+
+    let pid = rustix::process::Pid::from_raw(i32::try_from(stack.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    tokio::task::spawn_blocking(move || stack.wait()).await.unwrap().unwrap();
+
+    let text = log_text(&log);
+    let leaks: Vec<&str> = text.lines().filter(|l| l.contains("s3cr3t")).collect();
+    assert!(leaks.is_empty(), "log lines leaked the secret: {leaks:#?}");
+    assert!(!run_log.contains("s3cr3t") && !String::from_utf8_lossy(&out.stderr).contains("s3cr3t"));
+    // The services' lines are JSON naming the service; the attempt's lines carry its run id.
+    let mut services = std::collections::BTreeSet::new();
+    let mut with_run_id = 0;
+    for line in text.lines() {
+        let Some((_, json)) = line.split_once(" |\u{1b}[0m ") else { continue };
+        let Ok(entry) = serde_json::from_str::<Value>(json) else { continue };
+        if let Some(service) = entry["service"].as_str() {
+            services.insert(service.to_owned());
+        }
+        if entry.to_string().contains(run_id) {
+            with_run_id += 1;
+        }
+    }
+    assert_eq!(
+        services.into_iter().collect::<Vec<_>>(),
+        ["flexcore-command", "flexcore-projection", "flexcore-runner", "flexcore-scheduler"]
+    );
+    assert!(with_run_id > 0, "no log line names the run");
+}

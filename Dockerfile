@@ -1,0 +1,80 @@
+# syntax=docker/dockerfile:1.7
+#
+# One image for every FlexCore binary; the command picks the service:
+#
+#   docker build -t flexcore:local .
+#   docker run --rm flexcore:local flexcore-scheduler      # or flexcore-command (default),
+#                                                          # flexcore-projection, flexcore-runner, flexctl
+#
+# Configuration: /etc/flexcore/base.yaml (a copy of config/, found through
+# FLEXCORE_CONFIG_DIR), overridden by FLEXCORE__SECTION__KEY environment variables.
+# The SQL migrations are embedded in the binaries (sqlx::migrate!), so the image carries
+# none. Example wasm plugins: /usr/share/flexcore/plugins/<name>.wasm.
+
+############################################################################ builder
+FROM rust:1.95-bookworm AS builder
+
+# Plugins are WASI command modules (plugins/build.sh builds them for this target).
+RUN rustup target add wasm32-wasip1
+
+WORKDIR /src
+COPY . .
+
+# The registry and target directories are cache mounts (kept between builds, not in any
+# layer), so the artefacts are copied out to /out within the same RUN. build.sh leaves
+# every module in target/plugins/<name>.wasm; misbehave exists only for the runner's
+# sandbox tests and is not shipped.
+RUN --mount=type=cache,id=flexcore-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
+    --mount=type=cache,id=flexcore-cargo-git,target=/usr/local/cargo/git,sharing=locked \
+    --mount=type=cache,id=flexcore-target,target=/src/target,sharing=locked \
+    set -eux; \
+    cargo build --release --locked \
+        -p flexcore-command -p flexcore-projection -p flexcore-scheduler -p flexcore-runner -p flexctl; \
+    bash plugins/build.sh --locked; \
+    mkdir -p /out/bin /out/plugins; \
+    for bin in flexcore-command flexcore-projection flexcore-scheduler flexcore-runner flexctl; do \
+        install -m 0755 "target/release/$bin" /out/bin/; \
+    done; \
+    for wasm in target/plugins/*.wasm; do \
+        [ "$(basename "$wasm")" = misbehave.wasm ] || install -m 0644 "$wasm" /out/plugins/; \
+    done; \
+    ls -l /out/bin /out/plugins
+
+############################################################################ runtime
+FROM debian:bookworm-slim AS runtime
+
+# ca-certificates: TLS to NATS / OTLP endpoints; curl: container health checks on the
+# admin port; tini: PID 1 that forwards SIGTERM and reaps the children of `process`
+# plugins (the services themselves drain on SIGTERM). Package versions are not pinned:
+# bookworm's security updates replace them, and pinned versions would stop building.
+# hadolint ignore=DL3008
+RUN set -eux; \
+    apt-get update; \
+    apt-get install -y --no-install-recommends ca-certificates curl tini; \
+    rm -rf /var/lib/apt/lists/*; \
+    groupadd --system --gid 10001 flexcore; \
+    useradd --system --uid 10001 --gid flexcore --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin flexcore
+
+COPY --from=builder /out/bin/ /usr/local/bin/
+COPY --from=builder /out/plugins/ /usr/share/flexcore/plugins/
+COPY config/ /etc/flexcore/
+
+# FLEXCORE_CONFIG_DIR (not a FLEXCORE__ override) names the directory holding base.yaml;
+# FLEXCORE_ENV=<name> would layer /etc/flexcore/<name>.yaml on top.
+ENV FLEXCORE_CONFIG_DIR=/etc/flexcore
+
+LABEL org.opencontainers.image.title="flexcore" \
+      org.opencontainers.image.description="FlexCore services (command, projection, scheduler, runner) and flexctl" \
+      org.opencontainers.image.licenses="Apache-2.0"
+
+# Numeric, so Kubernetes' runAsNonRoot can verify it.
+USER 10001:10001
+WORKDIR /
+# The admin server (FLEXCORE__ADMIN__LISTEN=0.0.0.0:9090): /health/live, /health/ready.
+EXPOSE 9090
+
+# The entrypoint stays tini; the command (docker-compose `command:`, Kubernetes `args:`)
+# names the binary.
+ENTRYPOINT ["/usr/bin/tini", "--"]
+CMD ["flexcore-command"]
