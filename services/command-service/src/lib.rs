@@ -5,8 +5,9 @@
 //! - [`domain`]: the aggregates (Plugin, Pipeline, Run, Schedule): pure `decide` and
 //!   `evolve`, no I/O, tested given/when/then.
 //! - [`service`]: the I/O around them: the NATS request loop ([`service::server`]),
-//!   command execution with retries and idempotency ([`service::executor`]), and
-//!   aggregate loading with a cache ([`service::cache`]).
+//!   command execution with retries and idempotency ([`service::executor`]),
+//!   aggregate loading with a cache ([`service::cache`]), and the metrics and readiness
+//!   checks the admin server shows ([`service::metrics`]).
 //! - [`run`]: wires store, relay and server together until shutdown; `main.rs` only
 //!   loads config, telemetry and connections.
 
@@ -45,6 +46,7 @@ pub async fn run(
     pool: PgPool,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    service::metrics::install();
     if settings.database.migrate_on_start {
         MIGRATOR.run(&pool).await.context("running migrations")?;
     }

@@ -16,9 +16,7 @@ async fn main() -> anyhow::Result<()> {
     let (pool, nats) = flexcore_command::connect(&settings).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(flexcore_service::stop_on_signal(shutdown.clone()));
-    let checks = flexcore_service::admin::Checks::new()
-        .nats(nats.clone())
-        .postgres(pool.clone());
+    let checks = flexcore_command::service::metrics::checks(&nats, &pool);
     flexcore_service::admin::spawn(&settings.admin.listen, "flexcore-command", checks, shutdown.clone()).await?;
     let result = flexcore_command::run(&settings, nats, pool, shutdown).await;
     match &result {

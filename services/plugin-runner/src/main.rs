@@ -16,7 +16,7 @@ async fn main() -> anyhow::Result<()> {
     let client = flexcore_service::connect::nats("flexcore-runner", &settings.nats).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(flexcore_service::stop_on_signal(shutdown.clone()));
-    let checks = flexcore_service::admin::Checks::new().nats(client.clone());
+    let checks = flexcore_runner::worker::metrics::checks(&client);
     flexcore_service::admin::spawn(&settings.admin.listen, "flexcore-runner", checks, shutdown.clone()).await?;
     flexcore_runner::worker::run(client, sandbox, config, shutdown).await
 }

@@ -9,9 +9,11 @@
 //!   consumer; [`rebuild`]: replays into a new generation and swaps it in.
 //! - [`positions`]: every replica's view of each projection's checkpoint (for `min_position`).
 //! - [`query`]: the NATS query API.
+//! - [`metrics`]: projection lag and query metrics, and the readiness checks.
 //! - [`run`]: wires them together until shutdown; `main.rs` only loads config and connects.
 
 pub mod error;
+pub mod metrics;
 pub mod positions;
 pub mod projection;
 pub mod query;
@@ -66,6 +68,7 @@ pub async fn run(
 
     let stop = CancellationToken::new();
     let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(metrics::sample(pool.clone(), stop.clone())));
     tasks.push(tokio::spawn({
         let (positions, nats, pool, stop) = (positions.clone(), nats.clone(), pool.clone(), stop.clone());
         async move {

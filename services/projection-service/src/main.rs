@@ -11,9 +11,7 @@ async fn main() -> anyhow::Result<()> {
     let (pool, nats) = flexcore_projection::connect(&settings).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(flexcore_service::stop_on_signal(shutdown.clone()));
-    let checks = flexcore_service::admin::Checks::new()
-        .nats(nats.clone())
-        .postgres(pool.clone());
+    let checks = flexcore_projection::metrics::checks(&settings, &nats, &pool);
     flexcore_service::admin::spawn(&settings.admin.listen, "flexcore-projection", checks, shutdown.clone()).await?;
     let result = flexcore_projection::run(&settings, nats, pool, shutdown).await;
     match &result {

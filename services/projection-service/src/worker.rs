@@ -16,6 +16,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer};
 use flexcore_contracts::{envelope, subjects, EventEnvelope};
 use flexcore_eventstore::RecordedEvent;
+use flexcore_telemetry::propagation;
 use futures::StreamExt;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgPool};
@@ -187,10 +188,18 @@ async fn apply_chunk(
 ) -> Result<(), ProjectionError> {
     let mut events = Vec::with_capacity(chunk.len());
     let mut last = None;
+    // While spans are exported: one per traced event this projection applies, open until
+    // the batch is committed.
+    let mut spans = Vec::new();
     for item in chunk {
         let message = item.map_err(ProjectionError::nats)?;
         match decode(&message) {
-            Ok(event) => events.push(event),
+            Ok(event) => {
+                if propagation::carried(message.headers.as_ref()) && kind.concerns(&[&event]) {
+                    spans.push(apply_span(kind, &event, &message));
+                }
+                events.push(event);
+            }
             // The contiguity check notices the hole and the event store fills it.
             Err(why) => {
                 tracing::warn!(projection = kind.name(), subject = %message.subject, why, "undecodable event message")
@@ -218,6 +227,7 @@ async fn apply_chunk(
         shared.positions.advance(kind, live.checkpoint);
         announce(&shared.nats, kind, live.checkpoint).await;
     }
+    drop(spans);
     // Acknowledges the whole chunk (AckPolicy::All).
     if let Some(message) = last {
         if let Err(error) = message.ack().await {
@@ -225,6 +235,20 @@ async fn apply_chunk(
         }
     }
     Ok(())
+}
+
+/// The `projection.apply` span of one event: a child of the span that published it (the
+/// message's `traceparent`).
+fn apply_span(kind: Kind, event: &RecordedEvent, message: &jetstream::Message) -> tracing::Span {
+    let span = tracing::info_span!(
+        "projection.apply",
+        projection = kind.name(),
+        event_type = %event.event_type,
+        aggregate_id = %event.aggregate_id,
+        global_position = event.global_position,
+    );
+    propagation::set_parent(&span, message.headers.as_ref());
+    span
 }
 
 /// An event message as a [`RecordedEvent`].

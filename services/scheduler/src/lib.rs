@@ -6,12 +6,14 @@
 //!
 //! - [`core`]: state and decisions, no I/O (the DST rule lives in `flexcore-cron`).
 //! - [`service`]: the event consumer, heartbeats, presence, timers and command sending.
+//! - [`metrics`]: the readiness checks (the fire-lag histogram is observed in [`service`]).
 //! - [`members`]: which replica acts first on what (rendezvous hashing over the replicas
 //!   heard); [`timers`]: deadlines; [`clock`]: system or manual time.
 
 pub mod clock;
 pub mod core;
 pub mod members;
+pub mod metrics;
 pub mod service;
 pub mod timers;
 

@@ -11,7 +11,7 @@ async fn main() -> anyhow::Result<()> {
     let nats = flexcore_service::connect::nats("flexcore-scheduler", &settings.nats).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(flexcore_service::stop_on_signal(shutdown.clone()));
-    let checks = flexcore_service::admin::Checks::new().nats(nats.clone());
+    let checks = flexcore_scheduler::metrics::checks(&nats);
     flexcore_service::admin::spawn(&settings.admin.listen, "flexcore-scheduler", checks, shutdown.clone()).await?;
     let result = flexcore_scheduler::run(
         &settings.scheduler,

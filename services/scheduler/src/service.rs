@@ -14,6 +14,7 @@ use flexcore_contracts::envelope::{EventEnvelope, HEADER_ACTOR};
 use flexcore_contracts::ids::scheduled_run_id;
 use flexcore_contracts::work::{RunHeartbeat, SchedulerPresence};
 use flexcore_contracts::{subjects, CommandReply, ErrorCode};
+use flexcore_telemetry::propagation;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, Semaphore};
@@ -38,6 +39,8 @@ pub async fn run(
     clock: Clock,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Registered now, so `/metrics` shows the (empty) fire-lag histogram from the start.
+    flexcore_service::metrics::scheduler();
     let instance = instance_id(settings);
     let span = tracing::info_span!("scheduler", instance = %instance);
     replica(settings, client, request_timeout, clock, shutdown, instance)
@@ -101,6 +104,18 @@ async fn replica(
                         .unwrap_or((last_sequence + 1, 1));
                     last_sequence = sequence;
                     match serde_json::from_slice::<EventEnvelope>(&message.payload) {
+                        // Live events only: a replay would add spans to old traces.
+                        Ok(event) if core.is_live() && propagation::carried(message.headers.as_ref()) => {
+                            // The scheduler's part in the trace of what wrote the event.
+                            let span = tracing::info_span!(
+                                parent: None,
+                                "scheduler.apply",
+                                event_type = %event.event_type,
+                                aggregate_id = %event.aggregate_id
+                            );
+                            propagation::set_parent(&span, message.headers.as_ref());
+                            span.in_scope(|| core.apply(&event));
+                        }
                         Ok(event) => core.apply(&event),
                         Err(error) => tracing::warn!(%error, subject = %message.subject, "unreadable event skipped"),
                     }
@@ -144,6 +159,7 @@ async fn replica(
                     if let Action::Fire { slot, .. } = &action {
                         let lag = (now - *slot).num_milliseconds();
                         tracing::debug!(?action, lag_ms = lag, "firing");
+                        flexcore_service::metrics::scheduler().fired(lag as f64 / 1000.0);
                     }
                     sender.send(action);
                 }
@@ -240,11 +256,17 @@ impl Sender {
         let outcomes = self.outcomes.clone();
         let timeout = self.timeout;
         let actor = self.actor.clone();
+        // Each command starts a trace of its own, which the command service continues.
+        let span = if propagation::enabled() {
+            tracing::info_span!(parent: None, "scheduler.command", command)
+        } else {
+            tracing::Span::none()
+        };
         tokio::spawn(async move {
             let Ok(_permit) = permits.acquire_owned().await else {
                 return;
             };
-            let outcome = deliver(&client, command, &body, timeout, &actor).await;
+            let outcome = deliver(&client, command, &body, timeout, &actor).instrument(span).await;
             if let Outcome::Refused(why) = &outcome {
                 tracing::debug!(?action, %why, "command refused");
             }
@@ -266,6 +288,7 @@ async fn deliver(client: &async_nats::Client, command: &str, body: &Value, timeo
         }
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(HEADER_ACTOR, actor);
+        propagation::inject(&tracing::Span::current(), &mut headers);
         let request = async_nats::Request::new()
             .payload(payload.clone().into())
             .headers(headers)

@@ -5,10 +5,12 @@
 
 use std::sync::Arc;
 
+use flexcore_telemetry::propagation;
 use serde::Deserialize;
 use sqlx::types::Json;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Mutex};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::error::StoreError;
@@ -33,11 +35,14 @@ impl Default for GroupCommitConfig {
 }
 
 type Reply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
+/// A queued append: what to write, where its outcome goes, and its span (`Span::none()`
+/// unless spans are exported).
+type Queued = (AppendRequest, Reply, tracing::Span);
 
 /// Handle to the writer tasks; cheap to clone.
 #[derive(Clone)]
 pub struct GroupCommitter {
-    tx: mpsc::Sender<(AppendRequest, Reply)>,
+    tx: mpsc::Sender<Queued>,
 }
 
 impl GroupCommitter {
@@ -51,15 +56,32 @@ impl GroupCommitter {
         Self { tx }
     }
 
-    /// Appends one command's writes; resolves when its batch has committed.
+    /// Appends one command's writes; resolves when its batch has committed. While spans
+    /// are exported this is an `eventstore.append` span (a child of the caller's), and
+    /// the batch's `eventstore.commit` span is a child of the first append in it and
+    /// linked to the others.
     pub async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        let span = if propagation::enabled() {
+            tracing::info_span!(
+                "eventstore.append",
+                command_type = %request.command_type,
+                events = request.events.len()
+            )
+        } else {
+            tracing::Span::none()
+        };
         let (reply, rx) = oneshot::channel();
-        self.tx.send((request, reply)).await.map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        let queued = (request, reply, span.clone());
+        async move {
+            self.tx.send(queued).await.map_err(|_| StoreError::Closed)?;
+            rx.await.map_err(|_| StoreError::Closed)?
+        }
+        .instrument(span)
+        .await
     }
 }
 
-async fn writer(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<(AppendRequest, Reply)>>>, batch_max: usize) {
+async fn writer(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Queued>>>, batch_max: usize) {
     loop {
         let mut batch = Vec::with_capacity(batch_max);
         {
@@ -77,9 +99,17 @@ async fn writer(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<(AppendRequest, Reply
                 }
             }
         }
-        let (requests, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        match write_batch(&pool, &requests).await {
+        let mut requests = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut spans = Vec::with_capacity(batch.len());
+        for (request, reply, span) in batch {
+            requests.push(request);
+            replies.push(reply);
+            spans.push(span);
+        }
+        match write_batch(&pool, &requests).instrument(commit_span(&spans)).await {
             Ok(outcomes) => {
+                crate::metrics::committed(&requests, &outcomes);
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
                 }
@@ -92,6 +122,9 @@ async fn writer(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<(AppendRequest, Reply
                     let outcome = write_batch(&pool, std::slice::from_ref(&request))
                         .await
                         .and_then(|mut o| o.pop().ok_or_else(|| StoreError::Protocol("empty result".into())));
+                    if let Ok(outcome) = &outcome {
+                        crate::metrics::committed(std::slice::from_ref(&request), std::slice::from_ref(outcome));
+                    }
                     let _ = reply.send(outcome);
                 }
             }
@@ -102,6 +135,20 @@ async fn writer(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<(AppendRequest, Reply
             }
         }
     }
+}
+
+/// The span of one batch's transaction: a child of its first traced append, linked to
+/// the other appends (`Span::none()` when none is traced).
+fn commit_span(appends: &[tracing::Span]) -> tracing::Span {
+    let mut traced = appends.iter().filter(|span| !span.is_none());
+    let Some(first) = traced.next() else {
+        return tracing::Span::none();
+    };
+    let span = tracing::info_span!(parent: first, "eventstore.commit", commands = appends.len());
+    for other in traced {
+        span.follows_from(other);
+    }
+    span
 }
 
 #[derive(Deserialize)]

@@ -9,11 +9,13 @@
 //!   active relay per database through an advisory lock, with fail-over.
 //! - [`streams`]: idempotent creation/update of the JetStream streams at start-up.
 //! - [`error`]: the store error type, [`StoreError`].
+//! - [`metrics`]: hooks through which a service counts appends and sees the relay's lag.
 //!
 //! The SQL lives in `migrations/` at the workspace root ([`MIGRATOR`] embeds it).
 
 pub mod append;
 pub mod error;
+pub mod metrics;
 pub mod model;
 pub mod relay;
 pub mod store;

@@ -15,11 +15,13 @@ use async_nats::jetstream;
 use async_nats::HeaderMap;
 use flexcore_contracts::work::WorkItem;
 use flexcore_contracts::{envelope, subjects};
+use flexcore_telemetry::propagation;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, Row};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::StoreError;
+use crate::metrics::RelayProgress;
 use crate::model::{Checkpoint, RecordedEvent};
 use crate::store::{from_i64, read_all_with, to_i64};
 
@@ -89,6 +91,7 @@ async fn lead(
         if leader {
             break;
         }
+        crate::metrics::relay(RelayProgress::Standby);
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             () = tokio::time::sleep(config.leader_retry) => {}
@@ -118,9 +121,13 @@ async fn lead(
     while !shutdown.is_cancelled() {
         let batch = read_all_with(&mut conn, checkpoint, config.batch_size).await?;
         if let Some(last) = batch.last() {
+            if let Some(oldest) = batch.iter().map(|e| e.recorded_at).min() {
+                crate::metrics::relay(RelayProgress::Pending(oldest));
+            }
             publish(js, &batch, config.publish_timeout).await?;
             let next = last.checkpoint();
             save_checkpoint(&mut conn, next).await?;
+            crate::metrics::relay(RelayProgress::Published(last.recorded_at));
             checkpoint = next;
             continue;
         }
@@ -199,23 +206,34 @@ pub async fn checkpoint(pool: &sqlx::PgPool) -> Result<Checkpoint, StoreError> {
 
 /// Publishes a batch pipelined (all sent, then all acknowledgements awaited in order).
 /// Right after a `run.requested` or `run.retried` event comes the attempt's work item on
-/// `FLEXCORE_WORK`: this is where requested runs are handed to the runners.
+/// `FLEXCORE_WORK`: this is where requested runs are handed to the runners. While spans
+/// are exported, each traced event gets a `relay.publish` span (until its batch is
+/// acknowledged) whose context its message and work item carry.
 async fn publish(js: &jetstream::Context, batch: &[RecordedEvent], timeout: Duration) -> Result<(), StoreError> {
     let mut acks = Vec::with_capacity(batch.len());
+    let mut spans = Vec::new();
     for event in batch {
-        let (subject, headers, payload) = message(event)?;
+        let (subject, mut headers, payload) = message(event)?;
+        let span = publish_span(event);
+        if let Some(span) = &span {
+            propagation::inject(span, &mut headers);
+        }
         let ack = js
             .publish_with_headers(subject, headers, payload.into())
             .await
             .map_err(|e| StoreError::Nats(format!("publish {}: {e}", event.event_id)))?;
         acks.push(ack);
-        if let Some((subject, headers, payload)) = work_message(event)? {
+        if let Some((subject, mut headers, payload)) = work_message(event)? {
+            if let Some(span) = &span {
+                propagation::inject(span, &mut headers);
+            }
             let ack = js
                 .publish_with_headers(subject, headers, payload.into())
                 .await
                 .map_err(|e| StoreError::Nats(format!("publish work for {}: {e}", event.aggregate_id)))?;
             acks.push(ack);
         }
+        spans.extend(span);
     }
     let all = async {
         for ack in acks {
@@ -223,9 +241,28 @@ async fn publish(js: &jetstream::Context, batch: &[RecordedEvent], timeout: Dura
         }
         Ok::<(), StoreError>(())
     };
-    tokio::time::timeout(timeout, all)
+    let acknowledged = tokio::time::timeout(timeout, all)
         .await
-        .map_err(|_| StoreError::Nats(format!("no JetStream acknowledgement within {timeout:?}")))?
+        .map_err(|_| StoreError::Nats(format!("no JetStream acknowledgement within {timeout:?}")))?;
+    drop(spans);
+    acknowledged
+}
+
+/// The `relay.publish` span of an event: a child of the command handling that wrote it
+/// (its stored `traceparent`). `None` unless spans are exported and the event has one.
+fn publish_span(event: &RecordedEvent) -> Option<tracing::Span> {
+    if !propagation::enabled() {
+        return None;
+    }
+    let traceparent = event.metadata.traceparent.as_deref()?;
+    let span = tracing::info_span!(
+        "relay.publish",
+        event_type = %event.event_type,
+        aggregate_id = %event.aggregate_id,
+        global_position = event.global_position,
+    );
+    propagation::set_parent_traceparent(&span, Some(traceparent));
+    Some(span)
 }
 
 /// The work item that follows a `run.requested` / `run.retried` event, if it is one.

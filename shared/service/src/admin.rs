@@ -3,10 +3,11 @@
 //! - `GET /health/live`: `200 {"status":"up","service":"flexcore-…"}` while the process runs.
 //! - `GET /health/ready`: `200` when every [`Check`] passes, `503` otherwise, with
 //!   `{"status":"ready"|"unready","service":…,"checks":[{"name":…,"ok":…,"detail":…},…]}`.
+//! - `GET /metrics`: the process's Prometheus metrics ([`crate::metrics`]), text format 0.0.4.
 //!
-//! A service builds its [`Checks`] (NATS, Postgres, its own) and calls [`spawn`] after
-//! connecting; the server stops on the service's shutdown token. [`router`] is public so
-//! more endpoints (e.g. `/metrics`) can be merged in later.
+//! A service builds its [`Checks`] (NATS, Postgres, its JetStream streams and consumers,
+//! its own) and calls [`spawn`] after connecting; the server stops on the service's
+//! shutdown token. [`router`] is public so more endpoints can be merged in.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -105,6 +106,62 @@ impl Check for PostgresCheck {
     }
 }
 
+/// A JetStream stream, or a durable consumer of it: ok while the server knows it (a
+/// service whose stream or consumer is gone can take no work, though NATS is connected).
+#[derive(Debug, Clone)]
+pub struct JetStreamCheck {
+    name: String,
+    js: async_nats::jetstream::Context,
+    stream: String,
+    consumer: Option<String>,
+}
+
+impl JetStreamCheck {
+    /// The stream `stream` (check name `stream:<stream>`).
+    pub fn stream(client: async_nats::Client, stream: &str) -> Self {
+        Self {
+            name: format!("stream:{stream}"),
+            js: async_nats::jetstream::new(client),
+            stream: stream.to_owned(),
+            consumer: None,
+        }
+    }
+
+    /// The durable consumer `consumer` of `stream` (check name `consumer:<stream>/<consumer>`).
+    pub fn consumer(client: async_nats::Client, stream: &str, consumer: &str) -> Self {
+        Self {
+            name: format!("consumer:{stream}/{consumer}"),
+            js: async_nats::jetstream::new(client),
+            stream: stream.to_owned(),
+            consumer: Some(consumer.to_owned()),
+        }
+    }
+}
+
+impl Check for JetStreamCheck {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn check(&self) -> BoxFuture<'_, CheckOutcome> {
+        Box::pin(async move {
+            match &self.consumer {
+                None => match self.js.get_stream(&self.stream).await {
+                    Ok(_) => CheckOutcome::ok("exists"),
+                    Err(error) => CheckOutcome::failed(error.to_string()),
+                },
+                Some(consumer) => match self.js.get_stream_no_info(&self.stream).await {
+                    Ok(stream) => match stream.consumer_info(consumer).await {
+                        Ok(_) => CheckOutcome::ok("exists"),
+                        Err(error) => CheckOutcome::failed(error.to_string()),
+                    },
+                    Err(error) => CheckOutcome::failed(error.to_string()),
+                },
+            }
+        })
+    }
+}
+
 /// A check made of a name and a closure.
 struct FnCheck<F> {
     name: String,
@@ -166,6 +223,17 @@ impl Checks {
     /// Adds the Postgres `SELECT 1` check ([`PostgresCheck`]).
     pub fn postgres(self, pool: PgPool) -> Self {
         self.with(PostgresCheck(pool))
+    }
+
+    /// Adds a check that the JetStream stream `stream` exists ([`JetStreamCheck::stream`]).
+    pub fn stream(self, client: async_nats::Client, stream: &str) -> Self {
+        self.with(JetStreamCheck::stream(client, stream))
+    }
+
+    /// Adds a check that the durable consumer `consumer` of `stream` exists
+    /// ([`JetStreamCheck::consumer`]).
+    pub fn consumer(self, client: async_nats::Client, stream: &str, consumer: &str) -> Self {
+        self.with(JetStreamCheck::consumer(client, stream, consumer))
     }
 
     /// Adds a check.
@@ -248,12 +316,21 @@ struct AdminState {
     checks: Checks,
 }
 
-/// The admin routes (`/health/live`, `/health/ready`) of `service`.
+/// The admin routes (`/health/live`, `/health/ready`, `/metrics`) of `service`.
 pub fn router(service: &'static str, checks: Checks) -> Router {
     Router::new()
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
         .with_state(AdminState { service, checks })
+}
+
+async fn metrics() -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    match crate::metrics::render() {
+        Ok(text) => ([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "encoding the metrics failed\n").into_response(),
+    }
 }
 
 async fn live(State(state): State<AdminState>) -> Json<Liveness> {
@@ -312,6 +389,6 @@ pub async fn spawn(
             Err(error) => tracing::error!(%addr, %error, "admin server failed"),
         }
     });
-    tracing::info!(%addr, service, "admin server listening (/health/live, /health/ready)");
+    tracing::info!(%addr, service, "admin server listening (/health/live, /health/ready, /metrics)");
     Ok(Some(addr))
 }

@@ -4,10 +4,12 @@
 //! - [`serve`]: the request loop of a queue-group service (bounded concurrency, a drain
 //!   on shutdown, a grace period for requests in flight).
 //! - [`stop_on_signal`]: cancels a token on SIGINT or SIGTERM.
-//! - [`admin`]: the admin HTTP server (`/health/live`, `/health/ready`).
+//! - [`admin`]: the admin HTTP server (`/health/live`, `/health/ready`, `/metrics`).
+//! - [`metrics`]: the process's Prometheus metrics, by service.
 
 pub mod admin;
 pub mod connect;
+pub mod metrics;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -5,12 +5,15 @@
 //! - [`init`] and [`TelemetryGuard`] (here): install the global subscriber once; the
 //!   guard flushes and stops span export when dropped.
 //! - `otlp`: the OTLP pipeline (resource, exporter, the runtime exports run on).
+//! - [`propagation`]: W3C trace context in NATS headers (inject on send, parent on
+//!   receipt), a no-op unless spans are exported.
 //!
 //! The W3C trace-context propagator is installed globally by [`init`], so code that
 //! injects or extracts trace context in NATS headers uses
-//! `opentelemetry::global::get_text_map_propagator`.
+//! `opentelemetry::global::get_text_map_propagator` (through [`propagation`]).
 
 mod otlp;
+pub mod propagation;
 
 use std::io::IsTerminal as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -89,13 +92,7 @@ pub fn init(service_name: &str, settings: &TelemetrySettings) -> anyhow::Result<
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let json_layer = json.then(|| {
-        tracing_subscriber::fmt::layer()
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_writer(std::io::stderr)
-    });
+    let json_layer = json.then(|| json_logs(service_name, std::io::stderr));
     let text_layer = (!json).then(|| {
         tracing_subscriber::fmt::layer()
             .with_ansi(std::io::stderr().is_terminal())
@@ -116,8 +113,11 @@ pub fn init(service_name: &str, settings: &TelemetrySettings) -> anyhow::Result<
     let otel_layer = otlp.as_ref().map(|pipeline| {
         tracing_opentelemetry::layer()
             .with_tracer(pipeline.provider().tracer("flexcore"))
-            // The exporter's own transport logs would otherwise feed back into export.
-            .with_filter(filter_fn(|meta| !is_exporter_internal(meta.target())))
+            // The exporter's own transport logs would otherwise feed back into export; the
+            // sandbox's spans (one per WASI call of a plugin) would swamp every run's trace.
+            .with_filter(filter_fn(|meta| {
+                !is_exporter_internal(meta.target()) && !is_per_plugin_call(meta.target())
+            }))
     });
 
     let installed = tracing_subscriber::registry()
@@ -135,9 +135,63 @@ pub fn init(service_name: &str, settings: &TelemetrySettings) -> anyhow::Result<
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     if let Some(pipeline) = &otlp {
         opentelemetry::global::set_tracer_provider(pipeline.provider().clone());
+        propagation::enable();
         tracing::info!(service = service_name, "exporting spans over OTLP");
     }
     Ok(TelemetryGuard { otlp })
+}
+
+/// The JSON log layer: one object per line with `service`, the event's fields, the
+/// current span and every enclosing span's fields (`spans`: correlation, aggregate and
+/// run ids set on the command, run and attempt spans show on every line logged inside
+/// them).
+pub fn json_logs<S, W>(service: &str, writer: W) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let inner = tracing_subscriber::fmt::format()
+        .json()
+        .with_current_span(true)
+        .with_span_list(true);
+    tracing_subscriber::fmt::layer()
+        .json()
+        .event_format(WithService {
+            prefix: format!("{{\"service\":{},", serde_json::Value::from(service)),
+            inner,
+        })
+        .with_writer(writer)
+}
+
+/// Puts `"service":"<name>"` first in every JSON log line.
+struct WithService<F> {
+    prefix: String,
+    inner: F,
+}
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for WithService<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let mut line = String::with_capacity(256);
+        self.inner
+            .format_event(ctx, tracing_subscriber::fmt::format::Writer::new(&mut line), event)?;
+        match line.strip_prefix('{') {
+            Some(rest) => {
+                writer.write_str(&self.prefix)?;
+                writer.write_str(rest)
+            }
+            None => writer.write_str(&line),
+        }
+    }
 }
 
 /// `RUST_LOG` (when set and not blank) wins over the configured directives.
@@ -153,6 +207,11 @@ fn is_exporter_internal(target: &str) -> bool {
     ["opentelemetry", "tonic", "h2", "hyper", "tower"]
         .iter()
         .any(|prefix| target.starts_with(prefix))
+}
+
+/// Targets of wasmtime's WASI host functions, which open a span per plugin system call.
+fn is_per_plugin_call(target: &str) -> bool {
+    ["wasmtime", "wiggle"].iter().any(|prefix| target.starts_with(prefix))
 }
 
 /// `<host>-<pid>`: unique per process, and recognisable in a trace backend.
@@ -173,6 +232,41 @@ fn default_instance_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_lines_carry_the_service_and_the_ids_of_every_enclosing_span() {
+        let buffer = Buffer::default();
+        let sink = buffer.clone();
+        let subscriber = tracing_subscriber::registry().with(json_logs("flexcore-test", move || sink.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            let command = tracing::info_span!("command", correlation_id = "c-1", aggregate_id = "a-1");
+            let _c = command.enter();
+            let step = tracing::info_span!("step", run_id = "r-1");
+            let _s = step.enter();
+            tracing::info!(records = 3, "stage done");
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["service"], "flexcore-test", "{line}");
+        assert_eq!(line["fields"]["message"], "stage done");
+        assert_eq!(line["fields"]["records"], 3);
+        assert_eq!(line["span"]["run_id"], "r-1");
+        assert_eq!(line["spans"][0]["correlation_id"], "c-1", "{line}");
+        assert_eq!(line["spans"][0]["aggregate_id"], "a-1");
+    }
 
     #[test]
     fn rust_log_wins_over_the_configured_filter() {
@@ -197,5 +291,11 @@ mod tests {
         assert!(is_exporter_internal("h2::codec"));
         assert!(is_exporter_internal("opentelemetry_sdk"));
         assert!(!is_exporter_internal("flexcore_command"));
+    }
+
+    #[test]
+    fn wasi_call_spans_are_not_exported() {
+        assert!(is_per_plugin_call("wasmtime_wasi::p1"));
+        assert!(!is_per_plugin_call("flexcore_runner::executor"));
     }
 }

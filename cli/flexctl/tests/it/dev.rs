@@ -387,7 +387,10 @@ async fn a_referenced_secret_never_appears_in_any_log_line() {
     let mut stack = dev
         .dev(&["--no-demo", "--log-format", "json"], &log)
         .env("FLEXCORE_SECRET_API_PATH", &secret)
-        .env("RUST_LOG", "debug,h2=info,hyper=info,tower=info,sqlx=info,async_nats=info")
+        .env(
+            "RUST_LOG",
+            "debug,h2=info,hyper=info,tower=info,sqlx=info,async_nats=info",
+        )
         .spawn()
         .unwrap();
     wait_for("the stack", Duration::from_secs(120), || {
@@ -419,7 +422,16 @@ async fn a_referenced_secret_never_appears_in_any_log_line() {
     )
     .unwrap();
     dev.json(&["pipeline", "create", "-f", file.to_str().unwrap()]);
-    let out = dev.run(&["run", "start", "leaky", "--follow", "--timeout", "2m", "--output", "json"]);
+    let out = dev.run(&[
+        "run",
+        "start",
+        "leaky",
+        "--follow",
+        "--timeout",
+        "2m",
+        "--output",
+        "json",
+    ]);
     let run: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(run["state"], "failed", "escape mode fails on the missing path: {run}");
     let run_id = run["run_id"].as_str().unwrap();
@@ -429,7 +441,10 @@ async fn a_referenced_secret_never_appears_in_any_log_line() {
 
     let pid = rustix::process::Pid::from_raw(i32::try_from(stack.id()).unwrap()).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
-    tokio::task::spawn_blocking(move || stack.wait()).await.unwrap().unwrap();
+    tokio::task::spawn_blocking(move || stack.wait())
+        .await
+        .unwrap()
+        .unwrap();
 
     let text = log_text(&log);
     let leaks: Vec<&str> = text.lines().filter(|l| l.contains("s3cr3t")).collect();
@@ -439,8 +454,12 @@ async fn a_referenced_secret_never_appears_in_any_log_line() {
     let mut services = std::collections::BTreeSet::new();
     let mut with_run_id = 0;
     for line in text.lines() {
-        let Some((_, json)) = line.split_once(" |\u{1b}[0m ") else { continue };
-        let Ok(entry) = serde_json::from_str::<Value>(json) else { continue };
+        let Some((_, json)) = line.split_once(" |\u{1b}[0m ") else {
+            continue;
+        };
+        let Ok(entry) = serde_json::from_str::<Value>(json) else {
+            continue;
+        };
         if let Some(service) = entry["service"].as_str() {
             services.insert(service.to_owned());
         }
@@ -450,7 +469,12 @@ async fn a_referenced_secret_never_appears_in_any_log_line() {
     }
     assert_eq!(
         services.into_iter().collect::<Vec<_>>(),
-        ["flexcore-command", "flexcore-projection", "flexcore-runner", "flexcore-scheduler"]
+        [
+            "flexcore-command",
+            "flexcore-projection",
+            "flexcore-runner",
+            "flexcore-scheduler"
+        ]
     );
     assert!(with_run_id > 0, "no log line names the run");
 }

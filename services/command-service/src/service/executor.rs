@@ -22,7 +22,8 @@ pub struct RequestContext {
     pub correlation_id: Option<String>,
     /// `Flexcore-Actor`.
     pub actor: Option<String>,
-    /// `traceparent`.
+    /// W3C `traceparent` stored on the events: the command handling span's when spans
+    /// are exported, else the request's `traceparent` header.
     pub traceparent: Option<String>,
 }
 
@@ -66,8 +67,8 @@ impl Executor {
     }
 
     /// Handles one command; every outcome is a reply (store failures become
-    /// `unavailable`/`internal`).
-    #[tracing::instrument(skip_all, fields(command = command.name(), aggregate_id = tracing::field::Empty), err(level = "debug"))]
+    /// `unavailable`/`internal`). Runs inside the caller's `command` span (the server's,
+    /// a child of the request's trace context), whose `aggregate_id` it records.
     pub async fn execute(
         &self,
         meta: CommandMeta,

@@ -1,6 +1,8 @@
 //! The command service's I/O: NATS request loop ([`server`]), command execution
-//! ([`executor`]) and aggregate loading ([`cache`]).
+//! ([`executor`]), aggregate loading ([`cache`]), and metrics and readiness checks
+//! ([`metrics`]).
 
 pub mod cache;
 pub mod executor;
+pub mod metrics;
 pub mod server;

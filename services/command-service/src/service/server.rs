@@ -8,7 +8,10 @@ use async_nats::{Client, Message};
 use bytes::Bytes;
 use flexcore_contracts::commands;
 use flexcore_contracts::{envelope, subjects, CommandReply, ErrorBody, ErrorCode};
+use flexcore_telemetry::propagation;
 use tokio_util::sync::CancellationToken;
+use tracing::field::Empty;
+use tracing::Instrument as _;
 
 use super::executor::{Executor, RequestContext};
 
@@ -57,7 +60,17 @@ async fn handle(client: &Client, executor: &Executor, message: Message, max_payl
         tracing::warn!(subject = %message.subject, "command without a reply subject dropped: send it as a request");
         return;
     };
-    let reply = answer(executor, &message, max_payload).await;
+    // A child of the sender's span (its `traceparent` header), else a new trace.
+    let span = tracing::info_span!(
+        "command",
+        command_type = Empty,
+        aggregate_id = Empty,
+        correlation_id = Empty
+    );
+    propagation::set_parent(&span, message.headers.as_ref());
+    let started = std::time::Instant::now();
+    let reply = answer(executor, &message, max_payload).instrument(span).await;
+    super::metrics::record(message.subject.as_str(), &reply, started.elapsed());
     let body = serde_json::to_vec(&reply)
         .unwrap_or_else(|_| br#"{"ok":false,"error":{"code":"internal","message":"reply encoding failed"}}"#.to_vec());
     if let Err(error) = client.publish(reply_to, Bytes::from(body)).await {
@@ -89,13 +102,23 @@ async fn answer(executor: &Executor, message: &Message, max_payload: usize) -> C
             .and_then(|h| h.get(name))
             .map(|v| v.as_str().to_owned())
     };
+    let span = tracing::Span::current();
+    span.record("command_type", command.name());
     let ctx = RequestContext {
         correlation_id: header(envelope::HEADER_CORRELATION_ID),
         actor: header(envelope::HEADER_ACTOR),
-        traceparent: header(envelope::HEADER_TRACEPARENT),
+        // This span's context, so what the events cause (relay, projections, the run)
+        // continues under the command handling; the client's own when spans are not exported.
+        traceparent: propagation::traceparent(&span).or_else(|| header(envelope::HEADER_TRACEPARENT)),
     };
-    executor
-        .execute(meta, command, ctx)
-        .await
-        .unwrap_or_else(CommandReply::rejected)
+    // The correlation id the events get (see the executor): the header's, else the command id.
+    if let Some(correlation) = &ctx.correlation_id {
+        span.record("correlation_id", correlation.as_str());
+    } else if let Some(command_id) = meta.command_id {
+        span.record("correlation_id", tracing::field::display(command_id));
+    }
+    executor.execute(meta, command, ctx).await.unwrap_or_else(|error| {
+        tracing::debug!(%error, "command refused");
+        CommandReply::rejected(error)
+    })
 }

@@ -31,6 +31,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 pub use failure::{code, ExecFailure};
 pub use stage::{Program, Stage};
@@ -138,7 +139,8 @@ pub async fn execute(
     let mut prepared = Vec::with_capacity(stages.len());
     for (index, stage) in stages.into_iter().enumerate() {
         tokio::select! {
-            stage = prepare(sandbox, index, stage, state.as_ref(), root.path()) => prepared.push(stage?),
+            stage = prepare(sandbox, index, stage, state.as_ref(), root.path())
+                .instrument(tracing::info_span!("stage.prepare", step = index)) => prepared.push(stage?),
             () = cancel.cancelled() => return Err(ExecFailure::cancelled()),
         }
     }
@@ -242,7 +244,9 @@ fn spawn_all(
 
         let (ctl, engine) = (ctl.clone(), sandbox.engine().clone());
         let (fuel_metering, max_memory_bytes) = (sandbox.config().fuel_metering, sandbox.config().max_memory_bytes);
-        tasks.spawn(async move {
+        // Spawned tasks do not inherit the current span: each stage is one, under `execute`.
+        let span = tracing::info_span!("stage", step = i, plugin = %stage.name);
+        let stage_task = async move {
             let abort = ctl.abort_token().clone();
             let result = match &stage.runnable {
                 Runnable::Wasm(module) => {
@@ -266,7 +270,8 @@ fn spawn_all(
             ctl.report(&result);
             drop((stdin, stdout, stderr));
             result.map(|()| Output::Done)
-        });
+        };
+        tasks.spawn(stage_task.instrument(span));
     }
     tasks
 }

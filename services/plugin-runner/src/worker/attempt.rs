@@ -11,11 +11,13 @@ use flexcore_contracts::model::{PluginRuntime, RunError, StreamCounters};
 use flexcore_contracts::values::Digest;
 use flexcore_contracts::work::{RunHeartbeat, RunLogLine, WorkItem};
 use flexcore_contracts::{subjects, CommandReply, ErrorCode};
+use flexcore_telemetry::propagation;
 use futures::StreamExt;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::definition::{self, AttemptDefinition};
 use super::secrets::{self, SecretSource};
@@ -52,11 +54,13 @@ enum Refusal {
 async fn send(ctx: &Context, command: &str, body: Value) -> Result<(), Refusal> {
     let (aggregate, action) = command.split_once('.').unwrap_or((command, ""));
     let payload = serde_json::to_vec(&body).map_err(|e| Refusal::Transient(e.to_string()))?;
-    let reply = ctx
-        .client
-        .request(subjects::command(aggregate, action), payload.into())
-        .await
-        .map_err(|e| Refusal::Transient(format!("{command}: {e}")))?;
+    let subject = subjects::command(aggregate, action);
+    // The attempt's trace context, so the command service continues the run's trace.
+    let reply = match propagation::headers(&tracing::Span::current()) {
+        Some(headers) => ctx.client.request_with_headers(subject, headers, payload.into()).await,
+        None => ctx.client.request(subject, payload.into()).await,
+    }
+    .map_err(|e| Refusal::Transient(format!("{command}: {e}")))?;
     match serde_json::from_slice::<CommandReply>(&reply.payload) {
         Ok(CommandReply::Accepted(_)) => Ok(()),
         Ok(CommandReply::Rejected(r)) => match r.error.code {
@@ -79,8 +83,15 @@ pub async fn process(ctx: Arc<Context>, message: jetstream::Message, _slot: Owne
             return;
         }
     };
-    let span = tracing::info_span!("attempt", run_id = %item.run_id, attempt = item.attempt);
-    let _entered = span.enter();
+    let span = tracing::info_span!("run.attempt", run_id = %item.run_id, attempt = item.attempt);
+    // A child of the relay's publish of the work item (its `traceparent`): the run joins
+    // the trace of the command that requested it.
+    propagation::set_parent(&span, message.headers.as_ref());
+    attempt(ctx, message, item).instrument(span).await;
+}
+
+/// Claims, runs and reports one work item.
+async fn attempt(ctx: Arc<Context>, message: jetstream::Message, item: WorkItem) {
     let redelivered = message.info().map(|i| i.delivered > 1).unwrap_or(false);
     // Listen for cancellation before claiming, so a cancel right after the claim is not missed.
     let cancel = ctx.shutdown.child_token();
@@ -196,10 +207,12 @@ async fn run_attempt(ctx: &Context, item: &WorkItem, cancel: CancellationToken) 
         .map(|p| format!("{}@{}", p.name, p.version))
         .collect();
     let mut fenced = None;
+    let mut delivered = StreamCounters::new();
     let result = loop {
         tokio::select! {
             result = &mut exec => break result,
             Some(event) = events.recv() => {
+                super::metrics::observe(&event, &mut delivered);
                 if let Some(why) = on_event(ctx, item, &plugins, &revealed, event).await {
                     fenced.get_or_insert(why);
                     cancel.cancel();
@@ -209,10 +222,12 @@ async fn run_attempt(ctx: &Context, item: &WorkItem, cancel: CancellationToken) 
     };
     // Checkpoints still queued were produced before the end: commit them in order.
     while let Ok(event) = events.try_recv() {
+        super::metrics::observe(&event, &mut delivered);
         if let Some(why) = on_event(ctx, item, &plugins, &revealed, event).await {
             fenced.get_or_insert(why);
         }
     }
+    super::metrics::attempt_finished(&def, &result, &delivered);
     if let Some(why) = fenced {
         return Err(failure("fenced", why, None, false));
     }

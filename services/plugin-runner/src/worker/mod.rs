@@ -5,11 +5,14 @@
 //! - [`attempt`]: claim → run → checkpoints → outcome, heartbeats, cancellation.
 //! - [`definition`]: the attempt's definition from the event stream.
 //! - [`secrets`]: `${secret:NAME}` resolution and log scrubbing.
+//! - [`metrics`]: slots, plugin executions and records for `/metrics`; readiness checks.
 
 pub mod attempt;
 pub mod definition;
+pub mod metrics;
 pub mod secrets;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,12 +101,15 @@ pub async fn run(
         shutdown: shutdown.clone(),
     });
     let slots = Arc::new(Semaphore::new(config.slots.max(1)));
+    let _offered = flexcore_service::metrics::runner().offer(config.slots.max(1));
     tracing::info!(runner_id = %config.runner_id, slots = config.slots, "taking run work");
+    // Attempts in flight in this runner (the fetch loop's own permit is not one).
+    let in_flight = Arc::new(AtomicUsize::new(0));
     let presence = tokio::spawn(announce(
         ctx.client.clone(),
         config.runner_id.clone(),
         config.slots.max(1),
-        slots.clone(),
+        in_flight.clone(),
         shutdown.clone(),
     ));
     loop {
@@ -126,7 +132,15 @@ pub async fn run(
             }
         };
         if let Some(Ok(message)) = batch.next().await {
-            tokio::spawn(attempt::process(ctx.clone(), message, permit));
+            let busy = flexcore_service::metrics::runner().busy();
+            in_flight.fetch_add(1, Ordering::Relaxed);
+            let in_flight = in_flight.clone();
+            let attempt = attempt::process(ctx.clone(), message, permit);
+            tokio::spawn(async move {
+                attempt.await;
+                in_flight.fetch_sub(1, Ordering::Relaxed);
+                drop(busy);
+            });
         }
     }
     // Wait for the attempts to hand their work back (bounded).
@@ -145,7 +159,7 @@ async fn announce(
     client: async_nats::Client,
     runner_id: String,
     slots: usize,
-    free: Arc<Semaphore>,
+    in_flight: Arc<AtomicUsize>,
     shutdown: CancellationToken,
 ) {
     let total = u32::try_from(slots).unwrap_or(u32::MAX);
@@ -155,7 +169,7 @@ async fn announce(
             () = shutdown.cancelled() => false,
             _ = tick.tick() => true,
         };
-        let busy = slots.saturating_sub(free.available_permits());
+        let busy = in_flight.load(Ordering::Relaxed).min(slots);
         let presence = flexcore_contracts::work::RunnerPresence {
             runner_id: runner_id.clone(),
             slots: total,

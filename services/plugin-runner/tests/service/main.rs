@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod lifecycle;
+mod metrics;
 mod process_and_secrets;
 mod python_example;
 

@@ -19,9 +19,11 @@ use flexcore_contracts::queries::{
     self, GetById, ListQuery, ProjectionsQuery, QueryErr, QueryOk, QueryReply, RebuildRequest, StatsQuery,
 };
 use flexcore_contracts::{subjects, ErrorBody, ErrorCode};
+use flexcore_telemetry::propagation;
 use sqlx::PgPool;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::positions::{checkpoint, Positions};
 use crate::projection::Kind;
@@ -81,10 +83,20 @@ async fn handle(client: &Client, ctx: &QueryContext, message: Message) {
         tracing::debug!(subject = %message.subject, "query without a reply subject dropped: send it as a request");
         return;
     };
-    let reply = match answer(ctx, &message).await {
+    // Only worth a span while spans are exported: a child of the sender's (its
+    // `traceparent` header), else a new trace.
+    let span = if propagation::enabled() {
+        let span = tracing::info_span!("query", subject = %message.subject);
+        propagation::set_parent(&span, message.headers.as_ref());
+        span
+    } else {
+        tracing::Span::none()
+    };
+    let reply = match answer(ctx, &message).instrument(span).await {
         Ok(ok) => QueryReply::Ok(ok),
         Err(error) => QueryReply::Err(QueryErr { ok: false, error }),
     };
+    crate::metrics::record_query(message.subject.as_str(), &reply);
     let body = serde_json::to_vec(&reply)
         .unwrap_or_else(|_| br#"{"ok":false,"error":{"code":"internal","message":"reply encoding failed"}}"#.to_vec());
     if let Err(error) = client.publish(reply_to, Bytes::from(body)).await {

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_yaml::Value;
 
-use crate::kustomize::{binary, containers, data_of, deploy_yaml_files, flexcore_env, layers};
+use crate::kustomize::{binary, containers, data_of, deploy_yaml_files, flexcore_env, layers, stack_layers};
 use crate::{assert_loads, assert_service_env, at, documents, root, seq_at, service_of, str_at, ADMIN_PORT, SERVICES};
 
 /// The repository part of an image reference (`registry:5000/a/b:tag` → `registry:5000/a/b`).
@@ -96,7 +96,7 @@ fn every_yaml_under_deploy_parses_and_kustomizations_name_what_exists() {
 
 #[test]
 fn deployments_have_probes_resources_one_image_and_no_root() {
-    for layer in layers() {
+    for layer in stack_layers() {
         let here = layer.dir.display();
         let mut binaries = BTreeSet::new();
         let mut repositories = BTreeSet::new();
@@ -148,7 +148,7 @@ fn deployments_have_probes_resources_one_image_and_no_root() {
 
 #[test]
 fn kubernetes_environment_is_accepted_by_the_config_loader() {
-    for layer in layers() {
+    for layer in stack_layers() {
         let here = layer.dir.display();
         for deployment in layer.of_kind("Deployment") {
             let what = format!("{here}: {}", deployment.what());
@@ -180,7 +180,7 @@ fn kubernetes_environment_is_accepted_by_the_config_loader() {
 
 #[test]
 fn autoscalers_budgets_and_services_target_existing_deployments() {
-    for layer in layers() {
+    for layer in stack_layers() {
         let here = layer.dir.display();
         let mut scaled = BTreeSet::new();
         for hpa in layer.of_kind("HorizontalPodAutoscaler") {

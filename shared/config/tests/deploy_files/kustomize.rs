@@ -243,6 +243,15 @@ pub(crate) fn layers() -> Vec<Layer> {
         .collect()
 }
 
+/// The kustomizations that deploy FlexCore (their Deployments); optional layers such as
+/// `deploy/observability` hold none.
+pub(crate) fn stack_layers() -> Vec<Layer> {
+    layers()
+        .into_iter()
+        .filter(|l| l.of_kind("Deployment").next().is_some())
+        .collect()
+}
+
 pub(crate) fn containers(deployment: &Value) -> &[Value] {
     seq_at(deployment, &["spec", "template", "spec", "containers"])
 }

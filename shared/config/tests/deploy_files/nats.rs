@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::kustomize::{binary, containers, layers, Source};
+use crate::kustomize::{binary, containers, stack_layers, Source};
 use crate::{read, root, service_of, SERVICES};
 
 /// `pub const NAME: &str = "value";` of a source file.
@@ -47,7 +47,7 @@ fn user_block<'a>(conf: &'a str, user: &str) -> &'a str {
 #[test]
 fn deployments_log_in_as_their_nats_user_from_a_secret() {
     let conf = read(&root().join("deploy/nats/accounts.conf"));
-    for layer in layers() {
+    for layer in stack_layers() {
         for deployment in layer.of_kind("Deployment") {
             let what = format!("{}: {}", layer.dir.display(), deployment.what());
             for container in containers(&deployment.value) {

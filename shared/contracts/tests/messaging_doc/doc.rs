@@ -287,7 +287,7 @@ fn headers_section() -> String {
     };
     let msg_id = placeholder(item.msg_id(), "run_id").replace("-0", "-<attempt>");
     out.push_str(&format!(
-        "\nA work item on `FLEXCORE_WORK` carries `{}: {msg_id}` and, when the request had one, `{}`.\n\n",
+        "\nA work item on `FLEXCORE_WORK` carries `{}: {msg_id}` and `{}` (the relay publish span's context while spans are exported, else the command request's, when it had one).\n\n",
         envelope::HEADER_MSG_ID,
         envelope::HEADER_TRACEPARENT
     ));

@@ -42,7 +42,7 @@ pub const COMMAND_HEADERS: &[(&str, &str)] = &[
     ),
     (
         "traceparent",
-        "W3C trace context; recorded on the events (`metadata.traceparent`) and forwarded on their JetStream messages.",
+        "W3C trace context: the command handling span continues it; that span's context is recorded on the events (`metadata.traceparent`), and the relay's publish span is sent as `traceparent` on the events' JetStream messages and work items (while spans are exported).",
     ),
 ];
 
@@ -60,7 +60,7 @@ pub const EVENT_HEADERS: &[(&str, &str)] = &[
         "Flexcore-Transaction-Id",
         "The writing transaction's id (xid8). The log's order is `(transaction_id, global_position)`: positions become visible out of order, transactions do not (ADR 0001).",
     ),
-    ("traceparent", "The trace context of the command that wrote the event, when it had one."),
+    ("traceparent", "The relay publish span's trace context (a child of the command that wrote the event) while spans are exported; else the command request's own, when it had one."),
 ];
 
 /// Introduction of the replies section.

@@ -1,0 +1,57 @@
+//! What the store reports for metrics (`flexcore_events_appended_total`,
+//! `flexcore_relay_lag_seconds`), through [`Hooks`] a service installs once: the store has
+//! no metrics dependency, and without hooks (tools, most tests) a report costs one atomic
+//! load.
+
+use std::sync::OnceLock;
+
+use chrono::{DateTime, Utc};
+
+use crate::model::{AppendOutcome, AppendRequest};
+
+/// Where this process's relay candidate stands, reported as it changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayProgress {
+    /// Another candidate leads: this one reports no lag.
+    Standby,
+    /// Events wait to be published; the oldest of them was recorded at this time.
+    Pending(DateTime<Utc>),
+    /// JetStream acknowledged a batch; its last event was recorded at this time.
+    Published(DateTime<Utc>),
+}
+
+/// The functions the store calls.
+#[derive(Debug, Clone, Copy)]
+pub struct Hooks {
+    /// Once per committed event, after its transaction committed.
+    pub appended: fn(aggregate_type: &str, event_type: &str),
+    /// By the relay as its progress changes.
+    pub relay: fn(RelayProgress),
+}
+
+static HOOKS: OnceLock<Hooks> = OnceLock::new();
+
+/// Installs the hooks for the rest of the process. The first call wins; later ones
+/// return `false` and change nothing (several services in one test process).
+pub fn install(hooks: Hooks) -> bool {
+    HOOKS.set(hooks).is_ok()
+}
+
+/// Reports the events of the committed requests among `requests` (paired with `outcomes`).
+pub(crate) fn committed(requests: &[AppendRequest], outcomes: &[AppendOutcome]) {
+    let Some(hooks) = HOOKS.get() else { return };
+    for (request, outcome) in requests.iter().zip(outcomes) {
+        if matches!(outcome, AppendOutcome::Committed { .. }) {
+            for event in &request.events {
+                (hooks.appended)(&event.aggregate_type, &event.event_type);
+            }
+        }
+    }
+}
+
+/// Reports the relay's progress.
+pub(crate) fn relay(progress: RelayProgress) {
+    if let Some(hooks) = HOOKS.get() {
+        (hooks.relay)(progress);
+    }
+}
