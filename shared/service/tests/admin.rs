@@ -10,33 +10,18 @@ use flexcore_service::admin::{self, CheckOutcome, Checks};
 use flexcore_testkit::{wait_until, TestDb, TestNats};
 use serde_json::{json, Value};
 use sqlx::postgres::PgPoolOptions;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_util::sync::CancellationToken;
 
 const SERVICE: &str = "flexcore-test";
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A plain HTTP/1.1 `GET`: the status code and the body parsed as JSON (`Null` if empty
-/// or not JSON).
+#[path = "support/scrape.rs"]
+mod scrape;
+
+/// `GET path`: the status code and the body parsed as JSON (`Null` if empty or not JSON).
 async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, Value)> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await?;
-        let response = String::from_utf8(response)?;
-        let (head, body) = response
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| anyhow::anyhow!("no end of headers in {response:?}"))?;
-        let status: u16 = head
-            .split(' ')
-            .nth(1)
-            .ok_or_else(|| anyhow::anyhow!("no status in {head:?}"))?
-            .parse()?;
-        Ok::<_, anyhow::Error>((status, serde_json::from_str(body).unwrap_or(Value::Null)))
-    };
-    tokio::time::timeout(Duration::from_secs(10), exchange).await?
+    let (status, _, body) = scrape::get(addr, path).await?;
+    Ok((status, serde_json::from_str(&body).unwrap_or(Value::Null)))
 }
 
 /// The `checks` entry named `name`.
