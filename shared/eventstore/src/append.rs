@@ -57,12 +57,21 @@ impl GroupCommitter {
     }
 
     /// Appends one command's writes; resolves when its batch has committed. While spans
-    /// are exported this is an `eventstore.append` span (a child of the caller's), and
-    /// the batch's `eventstore.commit` span is a child of the first append in it and
-    /// linked to the others.
+    /// are exported and the events carry the `traceparent` of a sampled trace, this is an
+    /// `eventstore.append` span (a child of the caller's), and the batch's
+    /// `eventstore.commit` span is a child of the first append in it and linked to the
+    /// others.
     pub async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
-        let span = if propagation::enabled() {
+        let sampled = || {
+            request
+                .events
+                .first()
+                .and_then(|event| event.metadata.traceparent.as_deref())
+                .is_some_and(propagation::sampled)
+        };
+        let span = if propagation::enabled() && sampled() {
             tracing::info_span!(
+                target: flexcore_telemetry::TRACE_ONLY,
                 "eventstore.append",
                 command_type = %request.command_type,
                 events = request.events.len()
@@ -144,7 +153,12 @@ fn commit_span(appends: &[tracing::Span]) -> tracing::Span {
     let Some(first) = traced.next() else {
         return tracing::Span::none();
     };
-    let span = tracing::info_span!(parent: first, "eventstore.commit", commands = appends.len());
+    let span = tracing::info_span!(
+        target: flexcore_telemetry::TRACE_ONLY,
+        parent: first,
+        "eventstore.commit",
+        commands = appends.len()
+    );
     for other in traced {
         span.follows_from(other);
     }
@@ -160,6 +174,9 @@ enum RawOutcome {
     },
     Duplicate(StoredCommandRef),
     Conflict {},
+    Stale {
+        aggregate_id: Uuid,
+    },
     UniqueTaken {
         scope: String,
         key: String,
@@ -189,6 +206,7 @@ async fn write_batch(pool: &PgPool, requests: &[AppendRequest]) -> Result<Vec<Ap
             RawOutcome::Ok { positions, reply } => AppendOutcome::Committed { positions, reply },
             RawOutcome::Duplicate(stored) => AppendOutcome::Duplicate(stored),
             RawOutcome::Conflict {} => AppendOutcome::VersionConflict,
+            RawOutcome::Stale { aggregate_id } => AppendOutcome::StaleRead { aggregate_id },
             RawOutcome::UniqueTaken { scope, key, owner } => AppendOutcome::UniqueTaken { scope, key, owner },
             RawOutcome::SlotFull { active, max } => AppendOutcome::SlotsFull { active, max },
         })

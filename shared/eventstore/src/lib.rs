@@ -22,7 +22,9 @@ pub mod store;
 pub mod streams;
 
 pub use error::StoreError;
-pub use model::{AppendOutcome, AppendRequest, Checkpoint, NewEvent, RecordedEvent, SlotClaim, UniqueKey};
+pub use model::{
+    AppendOutcome, AppendRequest, Checkpoint, NewEvent, RecordedEvent, SlotClaim, UniqueKey, VersionCheck,
+};
 pub use store::{read_all_with, EventStore, StoredCommand};
 
 /// The workspace migrations, embedded at compile time.

@@ -48,6 +48,16 @@ pub struct SlotClaim {
     pub max: u32,
 }
 
+/// A version an aggregate the decision read (without writing it) must still be at when
+/// the command commits: the decision used a cached state of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct VersionCheck {
+    /// The aggregate.
+    pub aggregate_id: Uuid,
+    /// Its version as the decision saw it (0: it did not exist).
+    pub version: u64,
+}
+
 /// Everything one command writes, atomically.
 #[derive(Debug, Clone, Serialize)]
 pub struct AppendRequest {
@@ -69,6 +79,9 @@ pub struct AppendRequest {
     pub slot_release: Option<SlotClaim>,
     /// The reply to store in the command log; `global_position` is filled in by the store.
     pub reply: serde_json::Value,
+    /// Versions of aggregates read from a cache, checked before anything is written.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<VersionCheck>,
 }
 
 /// What became of one append.
@@ -85,6 +98,12 @@ pub enum AppendOutcome {
     Duplicate(StoredCommandRef),
     /// Another writer appended to one of the aggregates first (optimistic concurrency).
     VersionConflict,
+    /// An aggregate in [`AppendRequest::checks`] is no longer at the version checked:
+    /// nothing was written; decide again on fresh state.
+    StaleRead {
+        /// The first aggregate that moved on.
+        aggregate_id: Uuid,
+    },
     /// A unique key is held by another aggregate.
     UniqueTaken {
         /// Scope of the key.

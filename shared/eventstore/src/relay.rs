@@ -249,13 +249,18 @@ async fn publish(js: &jetstream::Context, batch: &[RecordedEvent], timeout: Dura
 }
 
 /// The `relay.publish` span of an event: a child of the command handling that wrote it
-/// (its stored `traceparent`). `None` unless spans are exported and the event has one.
+/// (its stored `traceparent`). `None` unless spans are exported and the event has one of
+/// a sampled trace (an unsampled one travels on in the headers as stored).
 fn publish_span(event: &RecordedEvent) -> Option<tracing::Span> {
     if !propagation::enabled() {
         return None;
     }
     let traceparent = event.metadata.traceparent.as_deref()?;
+    if !propagation::sampled(traceparent) {
+        return None;
+    }
     let span = tracing::info_span!(
+        target: flexcore_telemetry::TRACE_ONLY,
         "relay.publish",
         event_type = %event.event_type,
         aggregate_id = %event.aggregate_id,

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use flexcore_contracts::commands::{Command, CommandMeta};
 use flexcore_contracts::reply::{Accepted, EventRef};
 use flexcore_contracts::{CommandReply, ErrorBody, ErrorCode, EventMetadata};
-use flexcore_eventstore::{AppendOutcome, AppendRequest, EventStore, NewEvent, SlotClaim, StoreError, UniqueKey};
+use flexcore_eventstore::{
+    AppendOutcome, AppendRequest, EventStore, NewEvent, SlotClaim, StoreError, UniqueKey, VersionCheck,
+};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -39,6 +41,46 @@ pub struct Executor {
     locks: Vec<tokio::sync::Mutex<()>>,
 }
 
+/// A decoded command made ready to execute: its ids filled in and the aggregate it
+/// addresses known (for the handling span, before anything runs).
+#[derive(Debug)]
+pub struct Prepared {
+    meta: CommandMeta,
+    command: Command,
+    target: AggRef,
+    payload_hash: String,
+}
+
+impl Prepared {
+    /// Hashes the command as sent (so a retried create without an id matches itself),
+    /// then fills in the ids it left out and finds the aggregate it addresses.
+    pub fn new(meta: CommandMeta, mut command: Command) -> Self {
+        let payload_hash = hex::encode(Sha256::digest(command.body().to_string().as_bytes()));
+        let target = domain::target(&mut command);
+        Self {
+            meta,
+            command,
+            target,
+            payload_hash,
+        }
+    }
+
+    /// The command.
+    pub fn command(&self) -> &Command {
+        &self.command
+    }
+
+    /// The client's `command_id`, if it gave one.
+    pub fn command_id(&self) -> Option<Uuid> {
+        self.meta.command_id
+    }
+
+    /// The id of the aggregate the command addresses (filled in when the command left it out).
+    pub fn aggregate_id(&self) -> Uuid {
+        self.target.id
+    }
+}
+
 /// One command being executed: what every step of it needs.
 struct Job<'a> {
     meta: &'a CommandMeta,
@@ -46,6 +88,19 @@ struct Job<'a> {
     ctx: &'a RequestContext,
     target: AggRef,
     payload_hash: String,
+}
+
+/// What a decision is made on.
+#[derive(Default)]
+struct Load {
+    loaded: Loaded,
+    /// Some state came from the cache (or the target was taken to be new): a refusal is
+    /// confirmed on fresh state before it is given.
+    from_cache: bool,
+    /// The target was not cached and is taken not to exist yet.
+    assumed_new: bool,
+    /// Versions of the cached states read, for the append to check.
+    checks: Vec<VersionCheck>,
 }
 
 enum Attempt {
@@ -67,18 +122,14 @@ impl Executor {
     }
 
     /// Handles one command; every outcome is a reply (store failures become
-    /// `unavailable`/`internal`). Runs inside the caller's `command` span (the server's,
-    /// a child of the request's trace context), whose `aggregate_id` it records.
-    pub async fn execute(
-        &self,
-        meta: CommandMeta,
-        mut command: Command,
-        ctx: RequestContext,
-    ) -> Result<CommandReply, ErrorBody> {
-        // Hash before ids are filled in, so a retried create without an id matches itself.
-        let payload_hash = hex::encode(Sha256::digest(command.body().to_string().as_bytes()));
-        let target = domain::target(&mut command);
-        tracing::Span::current().record("aggregate_id", tracing::field::display(target.id));
+    /// `unavailable`/`internal`).
+    pub async fn execute(&self, prepared: Prepared, ctx: RequestContext) -> Result<CommandReply, ErrorBody> {
+        let Prepared {
+            meta,
+            command,
+            target,
+            payload_hash,
+        } = prepared;
         let job = Job {
             meta: &meta,
             command: &command,
@@ -115,8 +166,9 @@ impl Executor {
         let Job {
             meta, command, target, ..
         } = *job;
-        let (mut loaded, mut from_cache) = self.load(command, target, fresh).await?;
+        let mut load = self.load(command, target, fresh).await?;
         let decision = loop {
+            let Load { loaded, from_cache, .. } = &load;
             let current = loaded.states.get(&target.id).map_or(0, |v| v.version);
             let verdict = match meta.expected_version {
                 Some(expected) if expected != current => Err(DomainError::Conflict {
@@ -129,18 +181,23 @@ impl Executor {
                         serde_json::json!({"reason": "version", "expected_version": expected, "current_version": current}),
                     ),
                 }),
-                _ => domain::decide(command, &loaded),
+                _ => domain::decide(command, loaded),
             };
             match verdict {
+                // Taking the target to be new holds only for a decision that creates it
+                // (the append's version 1 then proves it); anything else is decided again.
+                Ok(decision) if load.assumed_new && !decision.events.iter().any(|(agg, _)| agg.id == target.id) => {
+                    load = self.load(command, target, true).await?;
+                }
                 Ok(decision) => break decision,
                 // A refusal may come from a stale cached state: confirm it on fresh data.
-                Err(_) if from_cache => {
-                    (loaded, from_cache) = self.load(command, target, true).await?;
+                Err(_) if *from_cache => {
+                    load = self.load(command, target, true).await?;
                 }
                 Err(error) => return Ok(Attempt::Done(self.refuse(job, error.to_error_body()).await?)),
             }
         };
-        let (request, new_states) = self.build(job, &loaded, decision)?;
+        let (request, new_states) = self.build(job, &load, decision)?;
         let outcome = self.store.append(request).await.map_err(store_error)?;
         Ok(Attempt::Done(match outcome {
             AppendOutcome::Committed { reply, .. } => {
@@ -151,6 +208,11 @@ impl Executor {
             }
             AppendOutcome::Duplicate(stored) => {
                 duplicate(job, &stored.command_type, &stored.payload_hash, stored.reply)?
+            }
+            AppendOutcome::StaleRead { aggregate_id } => {
+                // A cached state the decision read has moved on (another replica wrote it).
+                self.cache.invalidate(aggregate_id);
+                return Ok(Attempt::Retry);
             }
             AppendOutcome::VersionConflict => {
                 for id in new_states.keys() {
@@ -195,46 +257,55 @@ impl Executor {
         }))
     }
 
-    /// Loads every aggregate the decision needs. The target comes from the cache unless
-    /// `fresh`; referenced aggregates are always brought up to date. Also says whether
-    /// the target was served from the cache (unconfirmed).
-    async fn load(&self, command: &Command, target: AggRef, fresh: bool) -> Result<(Loaded, bool), ErrorBody> {
-        let mut loaded = Loaded::default();
-        let mut from_cache = false;
+    /// Loads every aggregate the decision needs. Unless `fresh`, cached states are used
+    /// as they are: the addressed aggregate's are proven by the append's version check
+    /// (and when it is not cached it is taken to be new, which only a decision creating it
+    /// may rely on), every other one's by a [`VersionCheck`] the append makes before it
+    /// writes. Only aggregates missing from the cache are read, all of a round in one query.
+    async fn load(&self, command: &Command, target: AggRef, fresh: bool) -> Result<Load, ErrorBody> {
+        let mut load = Load::default();
         let mut seen = Vec::new();
         // `required` grows as references are discovered (a run needs its pipeline, then
         // the pipeline's plugins); a few rounds always suffice.
         for _ in 0..4 {
-            // References are discovered from cached states too (a cached pipeline names
-            // its plugins), so one round usually reads everything; the fresh states then
-            // confirm them, and a reference only the fresh state has costs another round.
-            let mut hinted = loaded.clone();
-            for r in domain::required(command, &loaded) {
-                if let Some(v) = self.cache.cached(r.id).filter(|_| !hinted.states.contains_key(&r.id)) {
-                    hinted.states.insert(r.id, v);
+            let mut wanted: Vec<AggRef> = domain::required(command, &load.loaded);
+            if fresh {
+                // References are discovered from cached states too (a cached pipeline
+                // names its plugins), so one round usually reads everything; the fresh
+                // states then confirm them, and a reference only they have costs a round.
+                let mut hinted = load.loaded.clone();
+                for r in &wanted {
+                    if let Some(v) = self.cache.cached(r.id).filter(|_| !hinted.states.contains_key(&r.id)) {
+                        hinted.states.insert(r.id, v);
+                    }
                 }
+                wanted.extend(domain::required(command, &hinted));
             }
-            let mut wanted: Vec<AggRef> = domain::required(command, &hinted)
-                .into_iter()
-                .chain(domain::required(command, &loaded))
-                .filter(|r| !seen.contains(&r.id))
-                .collect();
+            wanted.retain(|r| !seen.contains(&r.id));
             let mut unique = std::collections::HashSet::new();
             wanted.retain(|r| unique.insert(r.id));
             if wanted.is_empty() {
                 break;
             }
-            // The addressed aggregate may come from the cache; everything else is read
-            // fresh, all of this round in one query.
             let mut to_read = Vec::with_capacity(wanted.len());
             for r in &wanted {
                 seen.push(r.id);
-                match (r.id == target.id && !fresh).then(|| self.cache.cached(r.id)).flatten() {
+                match (!fresh).then(|| self.cache.cached(r.id)).flatten() {
                     Some(v) => {
-                        from_cache = true;
-                        if v.state.kind() == r.kind {
-                            loaded.states.insert(r.id, v);
+                        load.from_cache = true;
+                        if r.id != target.id {
+                            load.checks.push(VersionCheck {
+                                aggregate_id: r.id,
+                                version: v.version,
+                            });
                         }
+                        if v.state.kind() == r.kind {
+                            load.loaded.states.insert(r.id, v);
+                        }
+                    }
+                    None if !fresh && r.id == target.id => {
+                        load.from_cache = true;
+                        load.assumed_new = true;
                     }
                     None => to_read.push(r.id),
                 }
@@ -245,19 +316,20 @@ impl Executor {
             let mut read = self.cache.load_fresh_many(&to_read).await.map_err(load_error)?;
             for r in wanted {
                 if let Some(v) = read.remove(&r.id).filter(|v| v.state.kind() == r.kind) {
-                    loaded.states.insert(r.id, v);
+                    load.loaded.states.insert(r.id, v);
                 }
             }
         }
-        Ok((loaded, from_cache))
+        Ok(load)
     }
 
     fn build(
         &self,
         job: &Job<'_>,
-        loaded: &Loaded,
+        load: &Load,
         decision: Decision,
     ) -> Result<(AppendRequest, HashMap<Uuid, Versioned>), ErrorBody> {
+        let loaded = &load.loaded;
         let Job {
             meta,
             command,
@@ -335,6 +407,13 @@ impl Executor {
             slot_acquire: c.acquire_slot.map(slot),
             slot_release: c.release_slot.map(slot),
             reply: serde_json::to_value(CommandReply::Accepted(reply)).map_err(|e| internal(e.to_string()))?,
+            // Aggregates this command writes are proven by their new versions.
+            checks: load
+                .checks
+                .iter()
+                .filter(|c| !states.contains_key(&c.aggregate_id))
+                .copied()
+                .collect(),
         };
         Ok((request, states))
     }

@@ -10,10 +10,9 @@ use flexcore_contracts::commands;
 use flexcore_contracts::{envelope, subjects, CommandReply, ErrorBody, ErrorCode};
 use flexcore_telemetry::propagation;
 use tokio_util::sync::CancellationToken;
-use tracing::field::Empty;
 use tracing::Instrument as _;
 
-use super::executor::{Executor, RequestContext};
+use super::executor::{Executor, Prepared, RequestContext};
 
 /// Limits of the request loop.
 #[derive(Debug, Clone)]
@@ -60,16 +59,8 @@ async fn handle(client: &Client, executor: &Executor, message: Message, max_payl
         tracing::warn!(subject = %message.subject, "command without a reply subject dropped: send it as a request");
         return;
     };
-    // A child of the sender's span (its `traceparent` header), else a new trace.
-    let span = tracing::info_span!(
-        "command",
-        command_type = Empty,
-        aggregate_id = Empty,
-        correlation_id = Empty
-    );
-    propagation::set_parent(&span, message.headers.as_ref());
     let started = std::time::Instant::now();
-    let reply = answer(executor, &message, max_payload).instrument(span).await;
+    let reply = answer(executor, &message, max_payload).await;
     super::metrics::record(message.subject.as_str(), &reply, started.elapsed());
     let body = serde_json::to_vec(&reply)
         .unwrap_or_else(|_| br#"{"ok":false,"error":{"code":"internal","message":"reply encoding failed"}}"#.to_vec());
@@ -79,22 +70,6 @@ async fn handle(client: &Client, executor: &Executor, message: Message, max_payl
 }
 
 async fn answer(executor: &Executor, message: &Message, max_payload: usize) -> CommandReply {
-    if message.payload.len() > max_payload {
-        return CommandReply::rejected(
-            ErrorBody::new(
-                ErrorCode::PayloadTooLarge,
-                format!(
-                    "the command is {} bytes; the limit is {max_payload} bytes",
-                    message.payload.len()
-                ),
-            )
-            .with_details(serde_json::json!({"size": message.payload.len(), "limit": max_payload})),
-        );
-    }
-    let (meta, command) = match commands::decode(message.subject.as_str(), &message.payload) {
-        Ok(decoded) => decoded,
-        Err(error) => return CommandReply::rejected(error),
-    };
     let header = |name: &str| {
         message
             .headers
@@ -102,23 +77,58 @@ async fn answer(executor: &Executor, message: &Message, max_payload: usize) -> C
             .and_then(|h| h.get(name))
             .map(|v| v.as_str().to_owned())
     };
-    let span = tracing::Span::current();
-    span.record("command_type", command.name());
+    let prepared = match decode(message, max_payload) {
+        Ok((meta, command)) => Prepared::new(meta, command),
+        Err(error) => {
+            // Refused before it is understood; still a span in the sender's trace.
+            let span = tracing::info_span!("command", subject = %message.subject, error = error.code.as_str());
+            propagation::set_parent(&span, message.headers.as_ref());
+            tracing::debug!(parent: &span, reason = %error.message, "command refused");
+            return CommandReply::rejected(error);
+        }
+    };
+    let correlation_id = header(envelope::HEADER_CORRELATION_ID);
+    // The correlation id the events get (see the executor): the header's, else the command id.
+    let correlation = correlation_id
+        .clone()
+        .or_else(|| prepared.command_id().map(|id| id.to_string()));
+    // A child of the sender's span (its `traceparent` header), else a new trace. Every
+    // field is known here: a field recorded later would re-format the span's fields.
+    let span = tracing::info_span!(
+        "command",
+        command_type = prepared.command().name(),
+        aggregate_id = %prepared.aggregate_id(),
+        correlation_id = correlation.as_deref(),
+    );
+    propagation::set_parent(&span, message.headers.as_ref());
     let ctx = RequestContext {
-        correlation_id: header(envelope::HEADER_CORRELATION_ID),
+        correlation_id,
         actor: header(envelope::HEADER_ACTOR),
         // This span's context, so what the events cause (relay, projections, the run)
         // continues under the command handling; the client's own when spans are not exported.
         traceparent: propagation::traceparent(&span).or_else(|| header(envelope::HEADER_TRACEPARENT)),
     };
-    // The correlation id the events get (see the executor): the header's, else the command id.
-    if let Some(correlation) = &ctx.correlation_id {
-        span.record("correlation_id", correlation.as_str());
-    } else if let Some(command_id) = meta.command_id {
-        span.record("correlation_id", tracing::field::display(command_id));
+    async {
+        executor.execute(prepared, ctx).await.unwrap_or_else(|error| {
+            tracing::debug!(%error, "command refused");
+            CommandReply::rejected(error)
+        })
     }
-    executor.execute(meta, command, ctx).await.unwrap_or_else(|error| {
-        tracing::debug!(%error, "command refused");
-        CommandReply::rejected(error)
-    })
+    .instrument(span)
+    .await
+}
+
+/// The command in `message`, or why it is refused unread (too large, not a command).
+fn decode(message: &Message, max_payload: usize) -> Result<(commands::CommandMeta, commands::Command), ErrorBody> {
+    if message.payload.len() > max_payload {
+        return Err(ErrorBody::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "the command is {} bytes; the limit is {max_payload} bytes",
+                message.payload.len()
+            ),
+        )
+        .with_details(serde_json::json!({"size": message.payload.len(), "limit": max_payload})));
+    }
+    commands::decode(message.subject.as_str(), &message.payload)
 }

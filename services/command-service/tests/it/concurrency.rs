@@ -1,7 +1,7 @@
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::spawn_app;
+use crate::{spawn_app, spawn_app_on};
 
 #[tokio::test]
 async fn the_same_command_id_yields_one_event_and_identical_replies() {
@@ -145,4 +145,56 @@ async fn concurrent_commands_without_expected_version_all_succeed_in_order() {
         .unwrap();
     assert_eq!(versions, (1..=11).collect::<Vec<i64>>());
     app.stop().await;
+}
+
+/// Replicas decide on cached states: one whose cache missed another replica's writes
+/// must not act on what it remembers. Replica A caches a pipeline; B changes it; A's run
+/// then pins B's definition, and once B pauses it A refuses the run. Aggregates A never
+/// saw are decided on fresh state too.
+#[tokio::test]
+async fn a_replica_never_decides_on_what_another_replica_changed_since() {
+    let mut a = spawn_app().await;
+    a.register_plugins().await;
+    let pipeline = a.create_pipeline("two-replicas").await;
+    let mut b = spawn_app_on(a.db.clone()).await;
+
+    b.ok(
+        "pipeline.update",
+        json!({"pipeline_id": pipeline, "run_timeout_seconds": 77}),
+    )
+    .await;
+    let run = a.ok("run.request", json!({"pipeline_id": pipeline})).await;
+    let requested: serde_json::Value =
+        sqlx::query_scalar("SELECT data FROM events WHERE aggregate_id = $1 AND event_type = 'run.requested'")
+            .bind(run["aggregate_id"].as_str().unwrap().parse::<Uuid>().unwrap())
+            .fetch_one(&a.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(requested["definition_version"], json!(2), "{requested}");
+    assert_eq!(requested["definition"]["run_timeout_seconds"], json!(77), "{requested}");
+
+    b.ok("pipeline.pause", json!({"pipeline_id": pipeline})).await;
+    let refused = a.send("run.request", json!({"pipeline_id": pipeline})).await;
+    assert_eq!(refused["ok"], json!(false), "{refused}");
+    assert!(
+        refused["error"]["message"].as_str().unwrap().contains("paused"),
+        "{refused}"
+    );
+
+    // A pipeline only B created: A has nothing cached and still finds it.
+    let other = b.create_pipeline("made-by-b").await;
+    a.ok("pipeline.pause", json!({"pipeline_id": other})).await;
+    // A plugin only B registered (its id follows from name@version): A refuses the duplicate.
+    let digest = format!("sha256:{}", "cd".repeat(32));
+    let register = json!({"name": "only-b", "version": "1.0.0", "kind": "loader", "module_digest": digest});
+    b.ok("plugin.register", register.clone()).await;
+    let duplicate = a.send("plugin.register", register).await;
+    assert_eq!(duplicate["error"]["code"], json!("conflict"), "{duplicate}");
+    let registered: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'plugin.registered'")
+        .fetch_one(&a.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(registered, 3);
+    b.stop().await;
+    a.stop().await;
 }

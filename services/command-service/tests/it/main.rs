@@ -7,6 +7,7 @@ mod concurrency;
 mod lifecycle;
 mod outage;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use flexcore_config::Settings;
@@ -17,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub struct App {
-    pub db: TestDb,
+    /// Shared by replicas started with [`spawn_app_on`].
+    pub db: Arc<TestDb>,
     pub nats: TestNats,
     pub client: async_nats::Client,
     pub shutdown: CancellationToken,
@@ -36,8 +38,13 @@ pub fn settings(db: &TestDb, nats: &TestNats) -> Settings {
 }
 
 pub async fn spawn_app() -> App {
+    spawn_app_on(Arc::new(TestDb::create().await.unwrap())).await
+}
+
+/// A command service on `db` with its own NATS server: another replica, which receives
+/// only what the test sends it.
+pub async fn spawn_app_on(db: Arc<TestDb>) -> App {
     flexcore_testkit::init_tracing();
-    let db = TestDb::create().await.unwrap();
     let nats = TestNats::start().await.unwrap();
     let client = nats.client().await.unwrap();
     let shutdown = CancellationToken::new();

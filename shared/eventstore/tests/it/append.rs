@@ -1,4 +1,4 @@
-use flexcore_eventstore::{AppendOutcome, SlotClaim, UniqueKey};
+use flexcore_eventstore::{AppendOutcome, SlotClaim, UniqueKey, VersionCheck};
 use flexcore_testkit::TestDb;
 use uuid::Uuid;
 
@@ -53,6 +53,63 @@ async fn same_version_twice_is_a_conflict_and_writes_nothing() {
         .unwrap();
     assert_eq!(out, AppendOutcome::VersionConflict);
     assert_eq!(store.read_aggregate(id, 0).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_checked_version_that_moved_on_is_stale_and_writes_nothing() {
+    let db = TestDb::create().await.unwrap();
+    let store = store(&db);
+    let read = Uuid::now_v7();
+    store.append(request(None, vec![event(read, 1)])).await.unwrap();
+    let written = Uuid::now_v7();
+    let check = |aggregate_id, version| VersionCheck { aggregate_id, version };
+    let with_checks = |checks: Vec<VersionCheck>| {
+        let mut r = request(Some(Uuid::new_v4()), vec![event(written, 1)]);
+        r.checks = checks;
+        r
+    };
+    // The checked aggregate is at version 1, not 0: nothing is written, not even the
+    // command log entry (the same command id can be decided again).
+    let stale = with_checks(vec![check(read, 1), check(Uuid::now_v7(), 0), check(read, 0)]);
+    let command_id = stale.command_id;
+    assert_eq!(
+        store.append(stale.clone()).await.unwrap(),
+        AppendOutcome::StaleRead { aggregate_id: read }
+    );
+    assert!(store.read_aggregate(written, 0).await.unwrap().is_empty());
+    assert!(store.command(command_id.unwrap()).await.unwrap().is_none());
+    // At the versions checked (an absent aggregate at 0), the command commits.
+    let mut fresh = stale;
+    fresh.checks = vec![check(read, 1), check(Uuid::now_v7(), 0)];
+    assert!(matches!(
+        store.append(fresh).await.unwrap(),
+        AppendOutcome::Committed { .. }
+    ));
+    assert_eq!(store.read_aggregate(written, 0).await.unwrap().len(), 1);
+    // A stale command in a batch does not hold back the others.
+    let others: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            let checks = if i % 2 == 0 {
+                vec![check(read, 7)]
+            } else {
+                vec![check(read, 1)]
+            };
+            tokio::spawn(async move {
+                let mut r = request(None, vec![event(Uuid::now_v7(), 1)]);
+                r.checks = checks;
+                (i, store.append(r).await.unwrap())
+            })
+        })
+        .collect();
+    for task in others {
+        let (i, outcome) = task.await.unwrap();
+        if i % 2 == 0 {
+            assert_eq!(outcome, AppendOutcome::StaleRead { aggregate_id: read });
+        } else {
+            assert!(matches!(outcome, AppendOutcome::Committed { .. }), "{outcome:?}");
+        }
+    }
 }
 
 #[tokio::test]

@@ -45,5 +45,6 @@ pub fn request(command_id: Option<Uuid>, events: Vec<NewEvent>) -> AppendRequest
         slot_acquire: None,
         slot_release: None,
         reply: serde_json::json!({"ok": true, "aggregate_id": aggregate_id}),
+        checks: vec![],
     }
 }
