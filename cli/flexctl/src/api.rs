@@ -10,8 +10,10 @@ use async_nats::{Client, RequestErrorKind};
 use flexcore_contracts::queries::QueryReply;
 use flexcore_contracts::reply::Accepted;
 use flexcore_contracts::{subjects, CommandReply, ErrorBody, ErrorCode};
+use flexcore_telemetry::propagation;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 /// Why a command or query did not succeed.
@@ -177,7 +179,16 @@ impl Api {
 
     async fn request(&self, subject: String, body: &Value, name: &str, service: &str) -> Result<Vec<u8>, ApiError> {
         let payload = serde_json::to_vec(body).map_err(|e| ApiError::Transport(e.into()))?;
-        match self.client.request(subject, payload.into()).await {
+        // The root of the request's trace when spans are exported (`--otlp-endpoint`).
+        let span = tracing::info_span!("flexctl.request", request = name);
+        let headers = propagation::headers(&span);
+        let sent = async {
+            match headers {
+                Some(headers) => self.client.request_with_headers(subject, headers, payload.into()).await,
+                None => self.client.request(subject, payload.into()).await,
+            }
+        };
+        match sent.instrument(span).await {
             Ok(reply) => Ok(reply.payload.to_vec()),
             Err(e) if e.kind() == RequestErrorKind::NoResponders => Err(ApiError::Transport(anyhow::anyhow!(
                 "{name}: no {service} is listening on NATS; start it (or the whole stack with `flexctl dev`)"

@@ -8,7 +8,10 @@ use clap::Parser as _;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = flexctl::cli::Cli::parse();
-    let _telemetry = match flexcore_telemetry::init("flexctl", &flexctl::cli::telemetry_settings()) {
+    let _telemetry = match flexcore_telemetry::init(
+        "flexctl",
+        &flexctl::cli::telemetry_settings(cli.otlp_endpoint.as_deref()),
+    ) {
         Ok(guard) => guard,
         Err(error) => {
             eprintln!("error: cannot initialise logging: {error:#}");

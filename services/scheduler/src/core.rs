@@ -74,6 +74,9 @@ pub enum Action {
         attempt: u32,
         /// Lease or run timeout.
         reason: TimeoutReason,
+        /// The W3C `traceparent` of the run's latest event, so the command continues the
+        /// run's trace (`None`: a trace of its own).
+        traceparent: Option<String>,
     },
     /// `run.retry`.
     Retry {
@@ -81,7 +84,19 @@ pub enum Action {
         run_id: Uuid,
         /// The attempt that failed.
         failed_attempt: u32,
+        /// As for [`Action::TimeOut`]: the retry shows in the failed attempt's trace.
+        traceparent: Option<String>,
     },
+}
+
+impl Action {
+    /// The trace this action's command continues, if any.
+    pub fn traceparent(&self) -> Option<&str> {
+        match self {
+            Self::TimeOut { traceparent, .. } | Self::Retry { traceparent, .. } => traceparent.as_deref(),
+            Self::Fire { .. } | Self::Skip { .. } | Self::Miss { .. } => None,
+        }
+    }
 }
 
 /// How a sent command ended.
@@ -168,6 +183,8 @@ struct Run {
     lease: Duration,
     last_seen: DateTime<Utc>,
     retry_at: Option<DateTime<Utc>>,
+    /// `traceparent` of the latest event that carried one.
+    traceparent: Option<String>,
 }
 
 /// Everything one replica knows.
@@ -274,6 +291,11 @@ impl Core {
             "run" => {
                 if let Ok(event) = RunEvent::from_stored(&e.event_type, e.schema_version, e.data.clone()) {
                     self.apply_run(e.aggregate_id, e.recorded_at, event);
+                    if let (Some(run), Some(traceparent)) =
+                        (self.runs.get_mut(&e.aggregate_id), &e.metadata.traceparent)
+                    {
+                        run.traceparent = Some(traceparent.clone());
+                    }
                     self.rearm(Key::Run(e.aggregate_id));
                 }
             }
@@ -363,6 +385,7 @@ impl Core {
                     lease: Duration::zero(),
                     last_seen: at,
                     retry_at: None,
+                    traceparent: None,
                 },
             );
             return;
@@ -582,23 +605,26 @@ impl Core {
         let Some(run) = self.runs.get(&id) else {
             return;
         };
-        let (run_id, attempt) = (id, run.attempt);
+        let (run_id, attempt, traceparent) = (id, run.attempt, run.traceparent.clone());
         if run.timeout_at.is_some_and(|t| t <= now) {
             actions.push(Action::TimeOut {
                 run_id,
                 attempt,
                 reason: TimeoutReason::RunTimeout,
+                traceparent,
             });
         } else if run.status == RunStatus::Running && run.last_seen + run.lease <= now {
             actions.push(Action::TimeOut {
                 run_id,
                 attempt,
                 reason: TimeoutReason::LeaseExpired,
+                traceparent,
             });
         } else if run.status == RunStatus::AwaitingRetry && run.retry_at.is_some_and(|t| t <= now) {
             actions.push(Action::Retry {
                 run_id,
                 failed_attempt: attempt,
+                traceparent,
             });
         }
     }

@@ -23,6 +23,19 @@ fn core() -> Core {
 }
 
 fn event(core: &mut Core, aggregate: &str, id: Uuid, event_type: &str, data: Value, at: DateTime<Utc>) {
+    traced(core, aggregate, id, event_type, data, at, None);
+}
+
+/// [`event`] written under the trace `traceparent`.
+fn traced(
+    core: &mut Core,
+    aggregate: &str,
+    id: Uuid,
+    event_type: &str,
+    data: Value,
+    at: DateTime<Utc>,
+    traceparent: Option<&str>,
+) {
     core.apply(&EventEnvelope {
         event_id: Uuid::new_v4(),
         event_type: event_type.into(),
@@ -33,7 +46,10 @@ fn event(core: &mut Core, aggregate: &str, id: Uuid, event_type: &str, data: Val
         schema_version: 1,
         recorded_at: at,
         data,
-        metadata: Default::default(),
+        metadata: flexcore_contracts::envelope::EventMetadata {
+            traceparent: traceparent.map(str::to_owned),
+            ..Default::default()
+        },
     });
 }
 
@@ -175,6 +191,67 @@ fn buffer_one_keeps_one_slot_until_the_pipeline_is_idle() {
 }
 
 #[test]
+fn a_retry_continues_the_trace_of_the_failure_and_a_time_out_that_of_the_claim() {
+    const CLAIMED: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    const FAILED: &str = "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01";
+    let mut c = core();
+    c.go_live(t("2026-11-24T10:00:00Z"));
+    request(&mut c, RUN, t("2026-11-24T10:00:00Z"));
+    let claim = json!({"attempt": 1, "runner_id": "r1", "lease_seconds": 30, "resume_state": null});
+    traced(
+        &mut c,
+        "run",
+        RUN,
+        "run.claimed",
+        claim,
+        t("2026-11-24T10:00:01Z"),
+        Some(CLAIMED),
+    );
+    // The lease lapses: the time-out continues the claim's trace.
+    let lapsed = c.due(t("2026-11-24T10:01:00Z"));
+    assert!(
+        matches!(
+            lapsed.as_slice(),
+            [Action::TimeOut {
+                reason: TimeoutReason::LeaseExpired,
+                ..
+            }]
+        ),
+        "{lapsed:?}"
+    );
+    assert_eq!(lapsed[0].traceparent(), Some(CLAIMED));
+
+    // A retryable failure: the retry continues the failure's trace.
+    let failure = json!({"attempt": 1, "error": {"code": "x", "message": "y"}, "retryable": true, "final": false, "counters": {}});
+    traced(
+        &mut c,
+        "run",
+        RUN,
+        "run.failed",
+        failure,
+        t("2026-11-24T10:00:05Z"),
+        Some(FAILED),
+    );
+    let due = c.next_deadline().unwrap();
+    let retried = c.due(due);
+    assert!(
+        matches!(retried.as_slice(), [Action::Retry { failed_attempt: 1, .. }]),
+        "{retried:?}"
+    );
+    assert_eq!(retried[0].traceparent(), Some(FAILED));
+    // Slots fired by the calendar start traces of their own.
+    assert_eq!(
+        Action::Fire {
+            schedule_id: SCHEDULE,
+            pipeline_id: PIPELINE,
+            slot: due
+        }
+        .traceparent(),
+        None
+    );
+}
+
+#[test]
 fn a_failed_attempt_is_retried_after_its_back_off_and_a_final_one_never() {
     let mut c = core();
     c.go_live(t("2026-11-24T10:00:00Z"));
@@ -210,7 +287,8 @@ fn a_failed_attempt_is_retried_after_its_back_off_and_a_final_one_never() {
         c.due(due_at),
         [Action::Retry {
             run_id: RUN,
-            failed_attempt: 1
+            failed_attempt: 1,
+            traceparent: None,
         }]
     );
     // Acting does not repeat at once; the re-check comes later.
@@ -263,7 +341,8 @@ fn heartbeats_hold_the_lease_and_silence_times_the_attempt_out() {
         [Action::TimeOut {
             run_id: RUN,
             attempt: 1,
-            reason: TimeoutReason::LeaseExpired
+            reason: TimeoutReason::LeaseExpired,
+            traceparent: None,
         }]
     );
 }

@@ -108,6 +108,7 @@ async fn replica(
                         Ok(event) if core.is_live() && propagation::carried(message.headers.as_ref()) => {
                             // The scheduler's part in the trace of what wrote the event.
                             let span = tracing::info_span!(
+                                target: flexcore_telemetry::TRACE_ONLY,
                                 parent: None,
                                 "scheduler.apply",
                                 event_type = %event.event_type,
@@ -256,9 +257,13 @@ impl Sender {
         let outcomes = self.outcomes.clone();
         let timeout = self.timeout;
         let actor = self.actor.clone();
-        // Each command starts a trace of its own, which the command service continues.
+        // A fired slot starts a trace of its own; a retry or time-out continues the run's.
+        // The command service continues either.
         let span = if propagation::enabled() {
-            tracing::info_span!(parent: None, "scheduler.command", command)
+            let span =
+                tracing::info_span!(target: flexcore_telemetry::TRACE_ONLY, parent: None, "scheduler.command", command);
+            propagation::set_parent_traceparent(&span, action.traceparent());
+            span
         } else {
             tracing::Span::none()
         };
@@ -351,12 +356,15 @@ fn command_of(action: &Action) -> (&'static str, Value) {
             run_id,
             attempt,
             reason,
+            ..
         } => (
             "run.time_out",
             json!({"command_id": id(*run_id, format!("time_out:{attempt}:{reason:?}")), "run_id": run_id,
                    "attempt": attempt, "reason": reason}),
         ),
-        Action::Retry { run_id, failed_attempt } => (
+        Action::Retry {
+            run_id, failed_attempt, ..
+        } => (
             "run.retry",
             json!({"command_id": id(*run_id, format!("retry:{failed_attempt}")), "run_id": run_id,
                    "failed_attempt": failed_attempt}),

@@ -24,7 +24,7 @@ pub use nats_login::NatsLogin;
 pub use secret::Secret;
 pub use sections::{
     AdminSettings, CommandSettings, DatabaseSettings, LogFormat, NatsSettings, ProjectionSettings, RelaySettings,
-    RunnerSettings, SchedulerSettings, StreamsSettings, TelemetrySettings,
+    RunnerSettings, SampleRatio, SchedulerSettings, StreamsSettings, TelemetrySettings,
 };
 
 use serde::Deserialize;

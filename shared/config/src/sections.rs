@@ -369,6 +369,38 @@ pub struct TelemetrySettings {
     pub otlp_endpoint: Option<String>,
     /// `service.instance.id` resource attribute; `None` derives one from host and pid.
     pub service_instance: Option<String>,
+    /// Share of traces exported (0.0–1.0), decided where a trace starts and followed by
+    /// every service it reaches (parent-based, on the trace id).
+    pub trace_sample_ratio: SampleRatio,
+}
+
+/// A ratio in `0.0..=1.0` (never NaN, so it is `Eq`).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(try_from = "f64")]
+pub struct SampleRatio(f64);
+
+impl SampleRatio {
+    /// Every trace.
+    pub const ALL: Self = Self(1.0);
+
+    /// The ratio as a number in `0.0..=1.0`.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl Eq for SampleRatio {}
+
+impl TryFrom<f64> for SampleRatio {
+    type Error = String;
+
+    fn try_from(value: f64) -> Result<Self, Self::Error> {
+        if (0.0..=1.0).contains(&value) {
+            Ok(Self(value))
+        } else {
+            Err(format!("a sample ratio is between 0.0 and 1.0, not {value}"))
+        }
+    }
 }
 
 impl Default for TelemetrySettings {
@@ -378,6 +410,7 @@ impl Default for TelemetrySettings {
             log_filter: "info".to_owned(),
             otlp_endpoint: None,
             service_instance: None,
+            trace_sample_ratio: SampleRatio::ALL,
         }
     }
 }

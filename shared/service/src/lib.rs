@@ -70,7 +70,11 @@ where
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
-        let handling = handle(message);
+        // Boxed: a handler's future can be kilobytes (every await point's state), and
+        // tokio moves a task's future several times while spawning and completing it; a
+        // box is moved instead (measured: a third of flexcore-command's instructions were
+        // those copies, docs/benchmarks.md).
+        let handling = Box::pin(handle(message));
         tokio::spawn(async move {
             handling.await;
             drop(permit);

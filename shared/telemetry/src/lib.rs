@@ -7,11 +7,15 @@
 //! - `otlp`: the OTLP pipeline (resource, exporter, the runtime exports run on).
 //! - [`propagation`]: W3C trace context in NATS headers (inject on send, parent on
 //!   receipt), a no-op unless spans are exported.
+//! - [`collector`] (feature `collector`): an OTLP/gRPC trace receiver, for tests and the
+//!   `otlp_sink` example.
 //!
 //! The W3C trace-context propagator is installed globally by [`init`], so code that
 //! injects or extracts trace context in NATS headers uses
 //! `opentelemetry::global::get_text_map_propagator` (through [`propagation`]).
 
+#[cfg(feature = "collector")]
+pub mod collector;
 mod otlp;
 pub mod propagation;
 
@@ -92,11 +96,14 @@ pub fn init(service_name: &str, settings: &TelemetrySettings) -> anyhow::Result<
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let json_layer = json.then(|| json_logs(service_name, std::io::stderr));
+    // Trace-only spans are kept out of the log layers, which would otherwise format their
+    // fields on creation for log lines that never come.
+    let json_layer = json.then(|| json_logs(service_name, std::io::stderr).with_filter(filter_fn(not_trace_only)));
     let text_layer = (!json).then(|| {
         tracing_subscriber::fmt::layer()
             .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
+            .with_filter(filter_fn(not_trace_only))
     });
 
     let otlp = match &settings.otlp_endpoint {
@@ -106,7 +113,12 @@ pub fn init(service_name: &str, settings: &TelemetrySettings) -> anyhow::Result<
                 version: env!("CARGO_PKG_VERSION"),
                 instance: settings.service_instance.clone().unwrap_or_else(default_instance_id),
             };
-            Some(OtlpPipeline::new(endpoint, &service, EXPORT_TIMEOUT)?)
+            Some(OtlpPipeline::new(
+                endpoint,
+                &service,
+                EXPORT_TIMEOUT,
+                settings.trace_sample_ratio.get(),
+            )?)
         }
         None => None,
     };
@@ -139,6 +151,18 @@ pub fn init(service_name: &str, settings: &TelemetrySettings) -> anyhow::Result<
         tracing::info!(service = service_name, "exporting spans over OTLP");
     }
     Ok(TelemetryGuard { otlp })
+}
+
+/// The target of spans that only matter to an exported trace (the event store's append
+/// and commit, the relay's publish, the scheduler's apply and command): they exist only
+/// while spans are exported, and the log layers leave them out, so log lines show the
+/// spans that carry their context (command, run, attempt, stage) and creating a
+/// trace-only span formats nothing.
+pub const TRACE_ONLY: &str = "flexcore::trace";
+
+/// Whether `meta` is anything but a trace-only span ([`TRACE_ONLY`]).
+fn not_trace_only(meta: &tracing::Metadata<'_>) -> bool {
+    !(meta.is_span() && meta.target() == TRACE_ONLY)
 }
 
 /// The JSON log layer: one object per line with `service`, the event's fields, the

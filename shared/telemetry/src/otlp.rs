@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter};
 use opentelemetry_sdk::Resource;
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::RwLock;
@@ -38,7 +38,14 @@ pub(crate) struct OtlpPipeline {
 
 impl OtlpPipeline {
     /// Builds the pipeline; nothing is sent until spans end.
-    pub(crate) fn new(endpoint: &str, service: &ServiceIdentity<'_>, export_timeout: Duration) -> anyhow::Result<Self> {
+    /// Traces are sampled at `sample_ratio` where they start (by trace id); a span with a
+    /// remote or local parent follows its parent's decision.
+    pub(crate) fn new(
+        endpoint: &str,
+        service: &ServiceIdentity<'_>,
+        export_timeout: Duration,
+        sample_ratio: f64,
+    ) -> anyhow::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("flexcore-otlp")
@@ -68,6 +75,7 @@ impl OtlpPipeline {
                 runtime: runtime.handle().clone(),
             })
             .with_resource(resource)
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(sample_ratio))))
             .build();
         Ok(Self {
             provider,
@@ -163,7 +171,7 @@ mod tests {
     async fn spans_are_sent_from_a_current_thread_runtime() {
         let collector = TcpListener::bind("127.0.0.1:0").unwrap();
         let endpoint = format!("http://{}", collector.local_addr().unwrap());
-        let mut pipeline = OtlpPipeline::new(&endpoint, &identity(), Duration::from_millis(500)).unwrap();
+        let mut pipeline = OtlpPipeline::new(&endpoint, &identity(), Duration::from_millis(500), 1.0).unwrap();
         pipeline.provider().tracer("test").in_span("work", |_cx| {});
         // The silent "collector" never answers, so the export times out, after connecting.
         let _ = pipeline.provider().force_flush();
@@ -176,7 +184,8 @@ mod tests {
 
     #[test]
     fn an_unreachable_collector_does_not_block_shutdown_without_a_runtime() {
-        let mut pipeline = OtlpPipeline::new("http://127.0.0.1:1", &identity(), Duration::from_millis(500)).unwrap();
+        let mut pipeline =
+            OtlpPipeline::new("http://127.0.0.1:1", &identity(), Duration::from_millis(500), 1.0).unwrap();
         pipeline.provider().tracer("test").in_span("work", |_cx| {});
         let started = Instant::now();
         pipeline.shutdown();

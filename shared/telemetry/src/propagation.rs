@@ -82,6 +82,15 @@ pub fn traceparent(span: &tracing::Span) -> Option<String> {
     carrier.0
 }
 
+/// Whether a W3C `traceparent` (`00-<trace>-<span>-<flags>`) says its trace is sampled
+/// (flag bit 0). Spans that would only matter to an exported trace are skipped for an
+/// unsampled one; the `traceparent` itself still travels on, so downstream services make
+/// the same decision.
+pub fn sampled(traceparent: &str) -> bool {
+    let flags = traceparent.rsplit('-').next().unwrap_or("");
+    flags.len() == 2 && u8::from_str_radix(flags, 16).is_ok_and(|flags| flags & 1 == 1)
+}
+
 /// Whether `headers` carry a trace context (a `traceparent`), with export on.
 pub fn carried(headers: Option<&HeaderMap>) -> bool {
     enabled() && headers.and_then(|h| h.get(TRACEPARENT)).is_some()
@@ -232,6 +241,13 @@ mod tests {
                 .unwrap()
                 .as_str()
                 .contains(&ids(&next).1.to_string()));
+
+            // The sampled flag of a traceparent.
+            assert!(sampled(REMOTE));
+            assert!(sampled("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-03"));
+            assert!(!sampled("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"));
+            assert!(!sampled("garbage"));
+            assert!(!sampled(""));
 
             // No context: a new trace, not a child of the current span.
             let _inside = child.enter();

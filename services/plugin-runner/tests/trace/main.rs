@@ -5,12 +5,13 @@
 //! that the run's spans from all four services share that trace id and link parent to
 //! child across every NATS hop, back to the test's root span.
 //!
-//! The sibling binaries (`flexcore-command`, `-projection`, `-scheduler`) are taken from
+//! Then `flexctl --otlp-endpoint … run show` must start a trace whose request span is the
+//! parent of the projection's query span.
+//!
+//! The sibling binaries (`flexcore-command`, `-projection`, `-scheduler`, `flexctl`) are taken from
 //! the target directory of this test's own `flexcore-runner`: build them first
 //! (`cargo test --workspace` does; alone: `cargo build --bins`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
-
-mod collector;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -26,7 +27,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use collector::{Collector, Span};
+use flexcore_telemetry::collector::{Collector, Span};
 
 const SERVICES: [&str; 4] = [
     "flexcore-command",
@@ -165,7 +166,7 @@ async fn heard(subscriber: &mut async_nats::Subscriber, what: &str, services: &S
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_pipeline_run_is_one_trace_across_the_four_services() {
     flexcore_testkit::init_tracing();
-    let collector = Collector::start().await;
+    let collector = Collector::start().await.unwrap();
     let db = TestDb::create().await.unwrap();
     let nats = TestNats::start().await.unwrap();
     let client = nats.client().await.unwrap();
@@ -296,6 +297,48 @@ async fn one_pipeline_run_is_one_trace_across_the_four_services() {
         "the run's trace, {spans} spans:\n{}",
         tree(&collector.spans(), &trace_id, &root)
     );
+
+    // flexctl with an OTLP endpoint starts a trace of its own: its request span is the
+    // parent of the projection's query span.
+    let shown = Command::new(binary("flexctl"))
+        .args(["--nats-url", &nats.url, "--otlp-endpoint", &collector.endpoint])
+        .args(["run", "show", &run_id.to_string()])
+        .env_remove("RUST_LOG")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .output()
+        .unwrap();
+    assert!(shown.status.success(), "{}", String::from_utf8_lossy(&shown.stderr));
+    let linked = flexcore_testkit::wait_until(Duration::from_secs(30), "flexctl's trace", || {
+        let spans = collector.spans();
+        let linked = spans
+            .iter()
+            .filter(|s| s.service == "flexctl" && s.name == "flexctl.request")
+            .any(|request| {
+                request.parent.is_none()
+                    && request.attribute("request") == Some("run.get")
+                    && spans.iter().any(|query| {
+                        query.service == "flexcore-projection"
+                            && query.trace_id == request.trace_id
+                            && query.parent.as_deref() == Some(request.span_id.as_str())
+                    })
+            });
+        std::future::ready(linked)
+    })
+    .await;
+    if let Err(e) = linked {
+        let spans: Vec<String> = collector
+            .spans()
+            .iter()
+            .filter(|s| s.service == "flexctl" || s.name == "query")
+            .map(|s| {
+                format!(
+                    "{} {} {} {} <- {:?}",
+                    s.service, s.name, s.trace_id, s.span_id, s.parent
+                )
+            })
+            .collect();
+        panic!("{e:#}\n{}", spans.join("\n"));
+    }
 }
 
 /// The trace as an indented tree under `root` (shown with `--nocapture`).

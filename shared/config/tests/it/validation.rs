@@ -39,3 +39,17 @@ fn an_environment_name_must_be_a_plain_file_name() {
     let dir = config_dir(&[("base.yaml", "{}\n")]);
     assert!(Settings::load_with(Some(dir.path()), Some("../etc/x"), vars(&[])).is_err());
 }
+
+#[test]
+fn a_sample_ratio_is_read_from_files_and_variables_and_must_be_a_ratio() {
+    let loaded = Settings::load_with(None, None, vars(&[("FLEXCORE__TELEMETRY__TRACE_SAMPLE_RATIO", "0.25")])).unwrap();
+    assert_eq!(loaded.telemetry.trace_sample_ratio.get(), 0.25);
+    let dir = config_dir(&[("base.yaml", "telemetry:\n  trace_sample_ratio: 0\n")]);
+    let loaded = Settings::load_with(Some(dir.path()), None, vars(&[])).unwrap();
+    assert_eq!(loaded.telemetry.trace_sample_ratio.get(), 0.0);
+    for bad in ["1.5", "-0.1", "NaN", "half"] {
+        let err =
+            Settings::load_with(None, None, vars(&[("FLEXCORE__TELEMETRY__TRACE_SAMPLE_RATIO", bad)])).unwrap_err();
+        assert!(err.to_string().contains("trace_sample_ratio"), "{bad}: {err}");
+    }
+}

@@ -1,9 +1,12 @@
-//! A real OTLP/gRPC trace receiver, in the test: the collector service generated in
-//! `opentelemetry-proto` (the exporter's own types), served over HTTP/2 with hyper, and
-//! every exported span kept in memory.
+//! A real OTLP/gRPC trace receiver (feature `collector`): the collector service generated
+//! in `opentelemetry-proto` (the exporter's own types), served over HTTP/2 with hyper.
+//! It either keeps every span in memory (tests that assert on traces) or only counts
+//! them (the `otlp_sink` example, the far end of a benchmark with export on).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
@@ -18,8 +21,11 @@ use tokio::task::JoinHandle;
 pub struct Span {
     /// `service.name` of the exporting process.
     pub service: String,
+    /// The span's name.
     pub name: String,
+    /// The trace id (32 hex digits).
     pub trace_id: String,
+    /// The span id (16 hex digits).
     pub span_id: String,
     /// `None` for a root span.
     pub parent: Option<String>,
@@ -28,13 +34,19 @@ pub struct Span {
 }
 
 impl Span {
+    /// The attribute `key`, if the span has it (as a string).
     pub fn attribute(&self, key: &str) -> Option<&str> {
         self.attributes.get(key).map(String::as_str)
     }
 }
 
-#[derive(Clone, Default)]
-struct Received(Arc<Mutex<Vec<Span>>>);
+#[derive(Debug, Clone, Default)]
+struct Received {
+    /// Kept spans; `None` when only counting.
+    spans: Option<Arc<Mutex<Vec<Span>>>>,
+    count: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
+}
 
 #[tonic::async_trait]
 impl TraceService for Received {
@@ -42,8 +54,22 @@ impl TraceService for Received {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut received = self.0.lock().unwrap();
-        for resource_spans in request.into_inner().resource_spans {
+        let request = request.into_inner();
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let spans = request
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len() as u64)
+            .sum::<u64>();
+        self.count.fetch_add(spans, Ordering::Relaxed);
+        let Some(kept) = &self.spans else {
+            return Ok(tonic::Response::new(ExportTraceServiceResponse {
+                partial_success: None,
+            }));
+        };
+        let mut received = kept.lock().unwrap_or_else(PoisonError::into_inner);
+        for resource_spans in request.resource_spans {
             let service = resource_spans
                 .resource
                 .as_ref()
@@ -85,7 +111,8 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The receiver, listening on a random local port until dropped.
+/// The receiver, listening until dropped.
+#[derive(Debug)]
 pub struct Collector {
     /// `http://127.0.0.1:<port>`, for `telemetry.otlp_endpoint`.
     pub endpoint: String,
@@ -94,10 +121,19 @@ pub struct Collector {
 }
 
 impl Collector {
-    pub async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let received = Received::default();
+    /// A receiver on a random local port that keeps every span (see [`Collector::spans`]).
+    pub async fn start() -> std::io::Result<Self> {
+        Self::listen(SocketAddr::from(([127, 0, 0, 1], 0)), true).await
+    }
+
+    /// A receiver on `addr`; `keep` keeps every span, else spans are only counted.
+    pub async fn listen(addr: SocketAddr, keep: bool) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let endpoint = format!("http://{}", listener.local_addr()?);
+        let received = Received {
+            spans: keep.then(Arc::default),
+            ..Received::default()
+        };
         let service = TraceServiceServer::new(received.clone());
         let task = tokio::spawn(async move {
             loop {
@@ -106,22 +142,37 @@ impl Collector {
                 };
                 let service = TowerToHyperService::new(service.clone());
                 tokio::spawn(async move {
+                    // A connection that breaks off only ends itself.
                     let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });
             }
         });
-        Self {
+        Ok(Self {
             endpoint,
             received,
             task,
-        }
+        })
     }
 
-    /// Every span received so far.
+    /// Every span received so far (none when only counting).
     pub fn spans(&self) -> Vec<Span> {
-        self.received.0.lock().unwrap().clone()
+        self.received
+            .spans
+            .as_ref()
+            .map(|kept| kept.lock().unwrap_or_else(PoisonError::into_inner).clone())
+            .unwrap_or_default()
+    }
+
+    /// Spans received so far.
+    pub fn span_count(&self) -> u64 {
+        self.received.count.load(Ordering::Relaxed)
+    }
+
+    /// Export requests (batches) received so far.
+    pub fn request_count(&self) -> u64 {
+        self.received.requests.load(Ordering::Relaxed)
     }
 }
 
