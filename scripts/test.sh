@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 # The plugin runner's tests build the example plugins for wasm32-wasip1 and run a real
 # Singer target from PyPI (target-jsonl) as a process plugin.
 rustup target add wasm32-wasip1 >/dev/null 2>&1 || rustup target list --installed | grep -qx wasm32-wasip1
+# flexctl's dev and bench tests take the modules from target/plugins.
+bash plugins/build.sh >/dev/null
 if [ ! -x .flexcore/singer/bin/target-jsonl ]; then
   python3 -m venv .flexcore/singer
   .flexcore/singer/bin/pip install --quiet --disable-pip-version-check target-jsonl==0.1.4

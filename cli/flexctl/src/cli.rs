@@ -28,6 +28,11 @@ pub struct Cli {
     /// Password of the NATS user.
     #[arg(long, global = true, env = "FLEXCORE__NATS__PASSWORD", hide_env_values = true)]
     pub nats_password: Option<Secret>,
+    /// OTLP/gRPC endpoint to export flexctl's own spans to (e.g. `http://127.0.0.1:4317`):
+    /// each request then carries a W3C `traceparent`, so the trace of a command or a run
+    /// starts at flexctl. The services export with the same variable.
+    #[arg(long, global = true, env = "FLEXCORE__TELEMETRY__OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
     /// PostgreSQL server (used by the benchmark's raw ceiling; flexctl never reads
     /// FlexCore's own tables).
     #[arg(
@@ -233,11 +238,16 @@ fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// Logging of the CLI: human-readable text on stderr, quiet dependencies.
-pub fn telemetry_settings() -> TelemetrySettings {
+/// Logging of the CLI: human-readable text on stderr, quiet dependencies; spans exported
+/// to `otlp_endpoint` (`--otlp-endpoint`), if given and not blank.
+pub fn telemetry_settings(otlp_endpoint: Option<&str>) -> TelemetrySettings {
     TelemetrySettings {
         log_format: LogFormat::Text,
         log_filter: "info,async_nats=warn,sqlx=warn".to_owned(),
+        otlp_endpoint: otlp_endpoint
+            .map(str::trim)
+            .filter(|endpoint| !endpoint.is_empty())
+            .map(str::to_owned),
         ..TelemetrySettings::default()
     }
 }

@@ -66,7 +66,8 @@ pub struct DevArgs {
     /// status says whether the demo run succeeded (for CI and smoke tests).
     #[arg(long)]
     pub exit_after_demo: bool,
-    /// First admin (health) port; the services get this and the next three.
+    /// First admin (health, metrics) port; the services get this and the next three.
+    /// 0 lets each service bind any free port (each logs the address it bound).
     #[arg(long, default_value_t = 9181)]
     pub admin_port: u16,
     /// Log format of the services: text, or json (one object per line, as in production).
@@ -114,7 +115,10 @@ async fn stack(
     let nats_url = nats(&cli.nats_url, state_dir, servers).await?;
     let (exited_tx, mut exited) = tokio::sync::mpsc::unbounded_channel::<(&'static str, String)>();
     for (i, (name, binary)) in SERVICES.iter().zip(&binaries).enumerate() {
-        let admin = args.admin_port.saturating_add(u16::try_from(i).unwrap_or(0));
+        let admin = match args.admin_port {
+            0 => 0,
+            first => first.saturating_add(u16::try_from(i).unwrap_or(0)),
+        };
         let urls = (database_url.as_str(), nats_url.as_str());
         let child = spawn_service(name, binary, urls, admin, &args.log_format, i, exited_tx.clone())?;
         servers.services.push(Started { name, child });

@@ -39,7 +39,6 @@ struct Dev {
     nats_url: String,
     db: TestDb,
     state: tempfile::TempDir,
-    admin_port: u16,
 }
 
 impl Dev {
@@ -57,15 +56,16 @@ impl Dev {
     fn dev(&self, extra: &[&str], log: &Path) -> Command {
         let plugins = plugins_dir();
         let state = self.state.path().to_str().unwrap().to_owned();
-        let admin = self.admin_port.to_string();
         let mut args = vec![
             "dev",
             "--state-dir",
             &state,
             "--plugins-dir",
             plugins.to_str().unwrap(),
+            // Any free port: four consecutive ones picked here could be taken by the time
+            // the services bind them (outgoing connections use the same range).
             "--admin-port",
-            &admin,
+            "0",
         ];
         args.extend_from_slice(extra);
         let mut c = self.command(&args);
@@ -102,6 +102,13 @@ async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool
         .unwrap();
 }
 
+/// The stderr of a flexctl run that must have failed.
+fn failed(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "flexctl succeeded: {stderr}");
+    stderr
+}
+
 fn log_text(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
@@ -113,7 +120,6 @@ async fn flexctl_dev_runs_the_stack_and_every_command_works_against_it() {
         nats_url: format!("nats://127.0.0.1:{}", free_port()),
         db: TestDb::create_empty().await.unwrap(),
         state: tempfile::tempdir().unwrap(),
-        admin_port: free_port(),
     };
     let log = dev.state.path().join("dev.log");
     let mut stack = dev.dev(&[], &log).spawn().unwrap();
@@ -175,8 +181,7 @@ async fn flexctl_dev_runs_the_stack_and_every_command_works_against_it() {
     )
     .unwrap();
     let out = dev.run(&["pipeline", "create", "-f", bad.to_str().unwrap()]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = failed(&out);
     assert!(stderr.contains("bad.yaml:5:") && stderr.contains("confg"), "{stderr}");
     // A file the service refuses (config not matching the plugin's schema): the line too.
     std::fs::write(
@@ -185,8 +190,7 @@ async fn flexctl_dev_runs_the_stack_and_every_command_works_against_it() {
     )
     .unwrap();
     let out = dev.run(&["pipeline", "create", "-f", bad.to_str().unwrap()]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = failed(&out);
     assert!(stderr.contains("bad.yaml:6:") && stderr.contains("records"), "{stderr}");
 
     // A good file: created, then updated, paused, resumed.
@@ -297,7 +301,6 @@ async fn a_missing_service_binary_is_explained() {
         nats_url: "nats://127.0.0.1:4222".to_owned(),
         db: TestDb::create_empty().await.unwrap(),
         state: tempfile::tempdir().unwrap(),
-        admin_port: free_port(),
     };
     let empty = tempfile::tempdir().unwrap();
     let out = dev
@@ -305,8 +308,7 @@ async fn a_missing_service_binary_is_explained() {
         .arg(dev.state.path())
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = failed(&out);
     assert!(stderr.contains("cargo build --release --bins"), "{stderr}");
 }
 
@@ -327,7 +329,6 @@ async fn a_nats_server_without_jetstream_is_explained() {
         nats_url: format!("nats://127.0.0.1:{port}"),
         db: TestDb::create_empty().await.unwrap(),
         state: tempfile::tempdir().unwrap(),
-        admin_port: free_port(),
     };
     wait_for("nats-server up", Duration::from_secs(10), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
@@ -340,8 +341,7 @@ async fn a_nats_server_without_jetstream_is_explained() {
         .unwrap();
     server.kill().unwrap();
     let _ = server.wait();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = failed(&out);
     assert!(stderr.contains("JetStream is off"), "{stderr}");
 }
 
@@ -352,7 +352,6 @@ async fn without_a_reachable_postgres_flexctl_dev_starts_a_private_one_and_stops
         nats_url: format!("nats://127.0.0.1:{}", free_port()),
         db: TestDb::create_empty().await.unwrap(),
         state: tempfile::tempdir().unwrap(),
-        admin_port: free_port(),
     };
     dev.db.url = format!("postgres://postgres@127.0.0.1:{pg_port}/flexcore");
     for round in ["first", "second"] {
@@ -381,7 +380,6 @@ async fn a_referenced_secret_never_appears_in_any_log_line() {
         nats_url: format!("nats://127.0.0.1:{}", free_port()),
         db: TestDb::create_empty().await.unwrap(),
         state: tempfile::tempdir().unwrap(),
-        admin_port: free_port(),
     };
     let log = dev.state.path().join("dev.log");
     let mut stack = dev
