@@ -258,10 +258,10 @@ impl Executor {
     }
 
     /// Loads every aggregate the decision needs. Unless `fresh`, cached states are used
-    /// as they are: the addressed aggregate's are proven by the append's version check
-    /// (and when it is not cached it is taken to be new, which only a decision creating it
-    /// may rely on), every other one's by a [`VersionCheck`] the append makes before it
-    /// writes. Only aggregates missing from the cache are read, all of a round in one query.
+    /// as they are, each proven when the command is appended: an aggregate the decision
+    /// writes by its new version, any other by a [`VersionCheck`]. The addressed aggregate,
+    /// when not cached, is taken to be new, which only a decision creating it may rely on.
+    /// Only aggregates missing from the cache are read, all of a round in one query.
     async fn load(&self, command: &Command, target: AggRef, fresh: bool) -> Result<Load, ErrorBody> {
         let mut load = Load::default();
         let mut seen = Vec::new();
@@ -293,12 +293,12 @@ impl Executor {
                 match (!fresh).then(|| self.cache.cached(r.id)).flatten() {
                     Some(v) => {
                         load.from_cache = true;
-                        if r.id != target.id {
-                            load.checks.push(VersionCheck {
-                                aggregate_id: r.id,
-                                version: v.version,
-                            });
-                        }
+                        // Dropped for the aggregates the decision writes (their new
+                        // versions prove them), kept for the rest, the target included.
+                        load.checks.push(VersionCheck {
+                            aggregate_id: r.id,
+                            version: v.version,
+                        });
                         if v.state.kind() == r.kind {
                             load.loaded.states.insert(r.id, v);
                         }
