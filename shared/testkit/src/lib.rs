@@ -6,14 +6,17 @@
 //!   be stopped and restarted on the same port and store.
 //! - [`wait`]: [`wait_until`] / [`try_wait_until`], waiting on a condition with a
 //!   deadline instead of sleeping.
+//! - [`ports`]: [`unused_port`], a port for a server a test starts itself.
 //! - [`init_tracing`] (here): idempotent test logging.
 
 pub mod db;
 pub mod nats;
+pub mod ports;
 pub mod wait;
 
 pub use db::TestDb;
 pub use nats::TestNats;
+pub use ports::unused_port;
 pub use wait::{try_wait_until, wait_until};
 
 use std::sync::Once;

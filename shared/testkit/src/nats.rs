@@ -2,7 +2,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write as _;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -59,7 +59,7 @@ impl TestNats {
         };
         let mut attempt = 1;
         loop {
-            nats.port = free_port()?;
+            nats.port = crate::unused_port()?;
             nats.url = format!("nats://127.0.0.1:{}", nats.port);
             match nats.launch().await {
                 Ok(()) => return Ok(nats),
@@ -261,12 +261,6 @@ fn find_binary() -> anyhow::Result<PathBuf> {
              (e.g. `apt-get install nats-server`) to run tests that need NATS"
         ),
     }
-}
-
-/// A port nothing listens on right now.
-fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("finding a free TCP port")?;
-    Ok(listener.local_addr()?.port())
 }
 
 /// Whether `addr` accepts a connection and greets with the `INFO` line of the server

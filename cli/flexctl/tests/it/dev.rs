@@ -28,11 +28,7 @@ fn plugins_dir() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    flexcore_testkit::unused_port().unwrap()
 }
 
 struct Dev {
