@@ -100,12 +100,16 @@ async fn the_fire_lag_histogram_counts_a_fired_slot_and_ready_needs_the_events_s
             flexcore_scheduler::run(&settings, scheduler_client, Duration::from_secs(5), clock, token).await
         })
     };
+    // Registered when the replica starts (the task above may not have run yet), before
+    // any slot fires: the clock has not moved.
+    let registered = wait_until(WAIT, "the fire-lag histogram registered at start", || async {
+        scrape::scrape(addr)
+            .await
+            .has_type("flexcore_schedule_fire_lag_seconds", "histogram")
+    })
+    .await;
     let before = scrape::scrape(addr).await;
-    assert!(
-        before.has_type("flexcore_schedule_fire_lag_seconds", "histogram"),
-        "registered at start: {}",
-        before.text
-    );
+    assert!(registered.is_ok(), "registered at start: {}", before.text);
 
     // The clock jumps 3 s past the next minute's slot: it fires 3 s late (whether the
     // replica was live before the jump or goes live after it: a catch-up of one slot).
