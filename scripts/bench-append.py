@@ -71,9 +71,9 @@ CPU_TICKS = "\\! awk '{print \"cpu-ticks\", $14 + $15}' /proc/$BACKEND/stat"
 TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 
 
-def psql(db, *args, stdin=None):
+def psql(db, *args):
     cmd = ["psql", "-h", HOST, "-p", PORT, "-U", "postgres", "-d", db, "-qtA", "-v", "ON_ERROR_STOP=1", *args]
-    return subprocess.run(cmd, input=stdin, text=True, check=True, capture_output=True).stdout
+    return subprocess.run(cmd, text=True, check=True, capture_output=True).stdout
 
 
 def request(seeded, slot, checks, rng):

@@ -63,32 +63,33 @@ impl TraceService for Received {
             .map(|s| s.spans.len() as u64)
             .sum::<u64>();
         self.count.fetch_add(spans, Ordering::Relaxed);
-        let Some(kept) = &self.spans else {
-            return Ok(tonic::Response::new(ExportTraceServiceResponse {
-                partial_success: None,
-            }));
-        };
-        let mut received = kept.lock().unwrap_or_else(PoisonError::into_inner);
-        for resource_spans in request.resource_spans {
-            let service = resource_spans
-                .resource
-                .as_ref()
-                .and_then(|r| attributes(&r.attributes).remove("service.name"))
-                .unwrap_or_default();
-            for span in resource_spans.scope_spans.into_iter().flat_map(|s| s.spans) {
-                received.push(Span {
-                    service: service.clone(),
-                    name: span.name,
-                    trace_id: hex(&span.trace_id),
-                    span_id: hex(&span.span_id),
-                    parent: (!span.parent_span_id.is_empty()).then(|| hex(&span.parent_span_id)),
-                    attributes: attributes(&span.attributes),
-                });
-            }
+        if let Some(kept) = &self.spans {
+            keep(request, &mut kept.lock().unwrap_or_else(PoisonError::into_inner));
         }
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: None,
         }))
+    }
+}
+
+/// Appends the spans of `request` to `received`, each with its service's name.
+fn keep(request: ExportTraceServiceRequest, received: &mut Vec<Span>) {
+    for resource_spans in request.resource_spans {
+        let service = resource_spans
+            .resource
+            .as_ref()
+            .and_then(|r| attributes(&r.attributes).remove("service.name"))
+            .unwrap_or_default();
+        for span in resource_spans.scope_spans.into_iter().flat_map(|s| s.spans) {
+            received.push(Span {
+                service: service.clone(),
+                name: span.name,
+                trace_id: hex(&span.trace_id),
+                span_id: hex(&span.span_id),
+                parent: (!span.parent_span_id.is_empty()).then(|| hex(&span.parent_span_id)),
+                attributes: attributes(&span.attributes),
+            });
+        }
     }
 }
 

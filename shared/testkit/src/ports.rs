@@ -8,6 +8,7 @@
 //! same one at the same moment is unlikely among several thousand.
 
 use std::net::{Ipv4Addr, TcpListener};
+use std::ops::Range;
 
 use anyhow::Context as _;
 
@@ -21,9 +22,9 @@ const TRIES: usize = 64;
 /// A TCP port on 127.0.0.1 that nothing listens on right now, outside the ephemeral
 /// range when the system leaves room below it (else any free port).
 pub fn unused_port() -> anyhow::Result<u16> {
-    if let Some(below) = ephemeral_start().filter(|start| *start > LOWEST + 1_000) {
+    if let Some(spare) = below_ephemeral() {
         for _ in 0..TRIES {
-            let port = LOWEST + random_below(below - LOWEST);
+            let port = spare.start + random_below(spare.end - spare.start);
             if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
                 return Ok(port);
             }
@@ -33,9 +34,12 @@ pub fn unused_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-fn ephemeral_start() -> Option<u16> {
+/// The ports picked from: [`LOWEST`] up to the ephemeral range, if the system says where
+/// that starts and leaves at least a thousand ports below it.
+fn below_ephemeral() -> Option<Range<u16>> {
     let range = std::fs::read_to_string(EPHEMERAL_RANGE).ok()?;
-    range.split_whitespace().next()?.parse().ok()
+    let start: u16 = range.split_whitespace().next()?.parse().ok()?;
+    (start > LOWEST + 1_000).then_some(LOWEST..start)
 }
 
 /// A random number in `0..n` (`n > 0`), from a v4 UUID's random bits.
@@ -55,8 +59,8 @@ mod tests {
         let port = unused_port().unwrap();
         // Free: a server can bind it.
         TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
-        if let Some(start) = ephemeral_start().filter(|start| *start > LOWEST + 1_000) {
-            assert!((LOWEST..start).contains(&port), "{port} not in {LOWEST}..{start}");
+        if let Some(spare) = below_ephemeral() {
+            assert!(spare.contains(&port), "{port} not in {spare:?}");
         }
     }
 
