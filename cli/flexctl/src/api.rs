@@ -1,15 +1,14 @@
-//! FlexCore over NATS, as flexctl uses it: commands (request/reply on `flexcore.cmd.…`)
-//! and queries (`flexcore.qry.…`). flexctl never reads FlexCore's database.
+//! FlexCore over NATS, as flexctl uses it: the typed client (`flexcore-client`) for
+//! commands and queries, plus look-ups by name. flexctl never reads FlexCore's database.
 //!
-//! A refusal is an [`ApiError::Refused`] carrying the service's error body, so callers
-//! can tell "the command was refused because …" from "nobody answered".
+//! A refusal is a [`ClientError::Refused`] carrying the service's error body and reason, so
+//! callers can tell "the command was refused because …" from "nobody answered".
 
-use std::fmt;
-
-use async_nats::{Client, RequestErrorKind};
-use flexcore_contracts::queries::QueryReply;
+use bytes::Bytes;
+use flexcore_client::{Client, ClientError, Retry};
+use flexcore_contracts::commands::CommandBody;
+use flexcore_contracts::queries::QueryOk;
 use flexcore_contracts::reply::Accepted;
-use flexcore_contracts::{subjects, CommandReply, ErrorBody, ErrorCode};
 use flexcore_telemetry::propagation;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -17,49 +16,7 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 /// Why a command or query did not succeed.
-#[derive(Debug)]
-pub enum ApiError {
-    /// The service answered with a refusal.
-    Refused {
-        /// `command.pipeline.create`, `query.run.get`, …
-        what: String,
-        /// The service's error.
-        error: ErrorBody,
-    },
-    /// Nobody answered, the reply was unreadable, or NATS failed.
-    Transport(anyhow::Error),
-}
-
-impl ApiError {
-    /// The refusal's error body, if the service refused.
-    pub fn refusal(&self) -> Option<&ErrorBody> {
-        match self {
-            Self::Refused { error, .. } => Some(error),
-            Self::Transport(_) => None,
-        }
-    }
-
-    /// True when the service refused with `code`.
-    pub fn is(&self, code: ErrorCode) -> bool {
-        self.refusal().is_some_and(|e| e.code == code)
-    }
-
-    /// The `details.reason` of a refusal.
-    pub fn reason(&self) -> Option<&str> {
-        self.refusal()?.details.as_ref()?.get("reason")?.as_str()
-    }
-}
-
-impl fmt::Display for ApiError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Refused { what, error } => write!(f, "{what} refused ({}): {}", error.code, error.message),
-            Self::Transport(e) => write!(f, "{e:#}"),
-        }
-    }
-}
-
-impl std::error::Error for ApiError {}
+pub type ApiError = ClientError;
 
 /// A NATS connection speaking FlexCore's contract.
 #[derive(Debug, Clone)]
@@ -74,52 +31,63 @@ impl Api {
     }
 
     /// Wraps an existing connection.
-    pub fn new(client: Client) -> Self {
-        Self { client }
+    pub fn new(nats: async_nats::Client) -> Self {
+        Self {
+            client: Client::new(nats).with_actor(actor()),
+        }
     }
 
     /// The NATS connection.
-    pub fn client(&self) -> &Client {
+    pub fn client(&self) -> &async_nats::Client {
+        self.client.nats()
+    }
+
+    /// The typed client.
+    pub fn typed(&self) -> &Client {
         &self.client
     }
 
-    /// Sends command `name` (`pipeline.create`, …) with `body`.
+    /// Sends a typed command (a fresh `command_id`, kept across retries, so a retry after a
+    /// lost reply never applies it twice).
+    pub async fn send<C: CommandBody>(&self, body: &C) -> Result<Accepted, ApiError> {
+        let span = tracing::info_span!("flexctl.request", request = C::NAME);
+        self.client.command(body).send().instrument(rooted(span)).await
+    }
+
+    /// Sends command `name` (`pipeline.create`, …) with a JSON `body` (a pipeline file's
+    /// translation), adding a fresh `command_id` unless it has one.
     pub async fn command(&self, name: &str, body: &Value) -> Result<Accepted, ApiError> {
-        let (aggregate, action) = name.split_once('.').unwrap_or((name, ""));
-        let payload = self
-            .request(subjects::command(aggregate, action), body, name, "flexcore-command")
-            .await?;
-        match serde_json::from_slice::<CommandReply>(&payload) {
-            Ok(CommandReply::Accepted(accepted)) => Ok(accepted),
-            Ok(CommandReply::Rejected(r)) => Err(ApiError::Refused {
-                what: name.to_owned(),
-                error: r.error,
-            }),
-            Err(e) => Err(ApiError::Transport(anyhow::anyhow!("{name}: unreadable reply: {e}"))),
+        let mut body = body.clone();
+        if let Some(object) = body.as_object_mut() {
+            object.entry("command_id").or_insert_with(|| json!(Uuid::new_v4()));
         }
+        let payload = serde_json::to_vec(&body).map_err(|e| ClientError::Protocol {
+            what: name.to_owned(),
+            message: format!("encoding: {e}"),
+        })?;
+        let span = tracing::info_span!("flexctl.request", request = name);
+        self.client
+            .command_raw(name, Bytes::from(payload), &Retry::default())
+            .instrument(rooted(span))
+            .await
     }
 
     /// Sends query `name` (`run.get`, …) and returns the whole successful reply.
-    pub async fn query_raw(&self, name: &str, body: &Value) -> Result<flexcore_contracts::queries::QueryOk, ApiError> {
-        let (view, operation) = name.split_once('.').unwrap_or((name, ""));
-        let payload = self
-            .request(subjects::query(view, operation), body, name, "flexcore-projection")
-            .await?;
-        match serde_json::from_slice::<QueryReply>(&payload) {
-            Ok(QueryReply::Ok(ok)) => Ok(ok),
-            Ok(QueryReply::Err(e)) => Err(ApiError::Refused {
-                what: name.to_owned(),
-                error: e.error,
-            }),
-            Err(e) => Err(ApiError::Transport(anyhow::anyhow!("{name}: unreadable reply: {e}"))),
-        }
+    pub async fn query_raw(&self, name: &str, body: &Value) -> Result<QueryOk, ApiError> {
+        let span = tracing::info_span!("flexctl.request", request = name);
+        self.client
+            .query_raw(name, body, &Retry::default())
+            .instrument(rooted(span))
+            .await
     }
 
     /// Sends query `name` and decodes its `data`.
     pub async fn query<T: DeserializeOwned>(&self, name: &str, body: &Value) -> Result<T, ApiError> {
         let ok = self.query_raw(name, body).await?;
-        serde_json::from_value(ok.data)
-            .map_err(|e| ApiError::Transport(anyhow::anyhow!("{name}: unexpected data in the reply: {e}")))
+        ok.data.decode().map_err(|e| ClientError::Protocol {
+            what: name.to_owned(),
+            message: format!("unexpected data in the reply: {e}"),
+        })
     }
 
     /// Every item of a list query, following `next_cursor` up to `max` items.
@@ -133,8 +101,10 @@ impl Api {
         let mut body = filter.clone();
         loop {
             let page = self.query_raw(name, &body).await?;
-            let batch: Vec<T> = serde_json::from_value(page.data)
-                .map_err(|e| ApiError::Transport(anyhow::anyhow!("{name}: unexpected data in the reply: {e}")))?;
+            let batch: Vec<T> = page.data.decode().map_err(|e| ClientError::Protocol {
+                what: name.to_owned(),
+                message: format!("unexpected data in the reply: {e}"),
+            })?;
             items.extend(batch);
             match page.next_cursor {
                 Some(cursor) if items.len() < max => body["cursor"] = json!(cursor),
@@ -176,27 +146,21 @@ impl Api {
             anyhow::anyhow!("no {view} named {id_or_name:?}; `flexctl {view} list` shows the existing ones")
         })
     }
+}
 
-    async fn request(&self, subject: String, body: &Value, name: &str, service: &str) -> Result<Vec<u8>, ApiError> {
-        let payload = serde_json::to_vec(body).map_err(|e| ApiError::Transport(e.into()))?;
-        // The root of the request's trace when spans are exported (`--otlp-endpoint`).
-        let span = tracing::info_span!("flexctl.request", request = name);
-        let headers = propagation::headers(&span);
-        let sent = async {
-            match headers {
-                Some(headers) => self.client.request_with_headers(subject, headers, payload.into()).await,
-                None => self.client.request(subject, payload.into()).await,
-            }
-        };
-        match sent.instrument(span).await {
-            Ok(reply) => Ok(reply.payload.to_vec()),
-            Err(e) if e.kind() == RequestErrorKind::NoResponders => Err(ApiError::Transport(anyhow::anyhow!(
-                "{name}: no {service} is listening on NATS; start it (or the whole stack with `flexctl dev`)"
-            ))),
-            Err(e) if e.kind() == RequestErrorKind::TimedOut => Err(ApiError::Transport(anyhow::anyhow!(
-                "{name}: {service} did not answer in time; is it overloaded or stuck? (`flexctl status`)"
-            ))),
-            Err(e) => Err(ApiError::Transport(anyhow::anyhow!("{name}: {e}"))),
-        }
-    }
+/// A request's span as the root of its trace when spans are exported (`--otlp-endpoint`).
+fn rooted(span: tracing::Span) -> tracing::Span {
+    propagation::set_parent_traceparent(&span, None);
+    span
+}
+
+/// `flexctl/<user>`: recorded as the actor of what flexctl's commands cause.
+fn actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".to_owned());
+    format!(
+        "flexctl/{}",
+        user.chars().filter(|c| !c.is_control()).take(150).collect::<String>()
+    )
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
+use flexcore_contracts::commands::{ArchivePipeline, PausePipeline, ResumePipeline};
 use flexcore_contracts::views::{PipelineView, ScheduleView};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -163,11 +164,24 @@ pub async fn run(nats_url: &str, command: &PipelineCommand, output: Output) -> a
 
 async fn simple(api: &Api, action: &str, pipeline: &str, reason: Option<&str>, output: Output) -> anyhow::Result<()> {
     let id = api.pipeline_id(pipeline).await?;
-    let mut body = json!({"pipeline_id": id});
-    if let Some(reason) = reason {
-        body["reason"] = json!(reason);
-    }
-    let accepted = api.command(&format!("pipeline.{action}"), &body).await?;
+    let reason = reason.map(str::to_owned);
+    let accepted = match action {
+        "pause" => {
+            api.send(&PausePipeline {
+                pipeline_id: id,
+                reason,
+            })
+            .await?
+        }
+        "resume" => api.send(&ResumePipeline { pipeline_id: id }).await?,
+        _ => {
+            api.send(&ArchivePipeline {
+                pipeline_id: id,
+                reason,
+            })
+            .await?
+        }
+    };
     let result = json!({"pipeline_id": id, "action": action, "version": accepted.version});
     table::emit(output, &result, || format!("pipeline {pipeline}: {action} done"))
 }
@@ -198,7 +212,7 @@ impl Created {
 pub async fn create(api: &Api, loaded: &Loaded) -> anyhow::Result<Created> {
     let body = strip_nulls(serde_json::to_value(&loaded.pipeline)?);
     let accepted = api.command("pipeline.create", &body).await.map_err(|e| {
-        if e.reason() == Some("unique") {
+        if e.reason() == Some(flexcore_contracts::ErrorReason::Unique) {
             anyhow::anyhow!(
                 "{}: {e}\nhint: `flexctl pipeline update {} -f {}` changes the existing pipeline",
                 loaded.path.display(),

@@ -29,7 +29,6 @@ use flexcore_contracts::model::{OverlapPolicy, RetryPolicy, ScheduleSpec, StepSp
 use flexcore_contracts::values::{Label, PipelineName};
 use flexcore_contracts::ErrorBody;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::yaml::{self, Document};
 
@@ -130,7 +129,7 @@ impl Loaded {
     /// `prefix` is where the command body sits in the file (`""` for the pipeline,
     /// `schedules[1]` for a schedule).
     pub fn refusal(&self, prefix: &str, error: &ErrorBody) -> anyhow::Error {
-        let path = error.details.as_ref().and_then(path_of).unwrap_or_default();
+        let path = error.details.path.as_deref().map(path_of).unwrap_or_default();
         let full = match (prefix.is_empty(), path.is_empty()) {
             (true, _) => path,
             (false, true) => prefix.to_owned(),
@@ -140,27 +139,18 @@ impl Loaded {
     }
 }
 
-/// The file path a refusal's details point at: `path` (decode errors), `field` (domain
-/// checks), or `step` + `pointer` (a step's config).
-fn path_of(details: &Value) -> Option<String> {
-    if let Some(path) = details.get("path").and_then(Value::as_str) {
-        return Some(path.trim_start_matches('.').to_owned());
-    }
-    if let Some(field) = details.get("field").and_then(Value::as_str) {
-        return Some(field.to_owned());
-    }
-    let step = details.get("step").and_then(Value::as_u64)?;
-    let mut path = format!("steps[{step}]");
-    if let Some(pointer) = details.get("pointer").and_then(Value::as_str) {
-        path.push_str(".config");
-        for segment in pointer.split('/').filter(|s| !s.is_empty()) {
-            match segment.parse::<usize>() {
-                Ok(i) => path.push_str(&format!("[{i}]")),
-                Err(_) => path.push_str(&format!(".{segment}")),
-            }
+/// The file path (`steps[0].config.db`) of a refusal's JSON pointer (`/steps/0/config/db`).
+fn path_of(pointer: &str) -> String {
+    let mut path = String::new();
+    for segment in pointer.split('/').skip(1) {
+        let segment = segment.replace("~1", "/").replace("~0", "~");
+        match segment.parse::<usize>() {
+            Ok(i) => path.push_str(&format!("[{i}]")),
+            Err(_) if path.is_empty() => path.push_str(&segment),
+            Err(_) => path.push_str(&format!(".{segment}")),
         }
     }
-    Some(path)
+    path
 }
 
 /// Reads, parses and checks a pipeline file. Every error names the line.
@@ -204,7 +194,6 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<Loaded> {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
 
     use super::*;
 
@@ -263,15 +252,14 @@ schedules:
     #[test]
     fn refusals_point_at_the_step_config_or_field() {
         let loaded = parse(Path::new("p.yaml"), GOOD).unwrap();
-        let refusal = |details: Value| {
-            let error = ErrorBody::new(flexcore_contracts::ErrorCode::ValidationFailed, "bad").with_details(details);
+        let refusal = |pointer: &str| {
+            let error = ErrorBody::at(flexcore_contracts::ErrorReason::ConfigInvalid, pointer, "bad");
             loaded.refusal("", &error).to_string()
         };
-        assert!(refusal(json!({"step": 0, "pointer": "/records"})).starts_with("p.yaml:5:"));
-        assert!(refusal(json!({"step": 1})).starts_with("p.yaml:6:"));
-        assert!(refusal(json!({"field": "steps"})).starts_with("p.yaml:4:"));
-        let error = ErrorBody::new(flexcore_contracts::ErrorCode::ValidationFailed, "tz")
-            .with_details(json!({"field": "timezone"}));
+        assert!(refusal("/steps/0/config/records").starts_with("p.yaml:5:"));
+        assert!(refusal("/steps/1").starts_with("p.yaml:6:"));
+        assert!(refusal("/steps").starts_with("p.yaml:4:"));
+        let error = ErrorBody::at(flexcore_contracts::ErrorReason::InvalidValue, "/timezone", "tz");
         assert!(loaded
             .refusal("schedules[0]", &error)
             .to_string()

@@ -4,14 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
-use async_nats::Subject;
 use clap::{Args, ValueEnum};
-use flexcore_contracts::commands::RegisterPlugin;
+use flexcore_contracts::commands::{DeprecatePlugin, DisablePlugin, EnablePlugin, RegisterPlugin};
 use flexcore_contracts::model::{DirAccess, DirGrant, Grants, PluginKind, PluginRuntime, ResourceLimits};
 use flexcore_contracts::views::PluginView;
-use flexcore_contracts::{ids, subjects, ErrorCode};
+use flexcore_contracts::{ids, ErrorReason};
 
-use crate::bench::commands::{connect, encode, send, Outcome};
+use crate::bench::commands::connect;
 use crate::cli::Output;
 use crate::write_stdout;
 
@@ -211,17 +210,10 @@ pub async fn submit(client: &async_nats::Client, args: &RegisterArgs) -> anyhow:
         grants: parse_grants(&args.grants)?,
         description: args.description.clone(),
     };
-    match send(
-        client,
-        Subject::from(subjects::command("plugin", "register")),
-        encode(&command)?,
-    )
-    .await
-    {
-        Outcome::Accepted => Ok(Submitted::Registered(digest.map(|d| d.to_string()))),
-        Outcome::Rejected(e) if e.code == ErrorCode::Conflict => Ok(Submitted::AlreadyRegistered),
-        Outcome::Rejected(e) => bail!("plugin.register refused ({}): {}", e.code, e.message),
-        Outcome::Failed(_, why) => bail!("{why}"),
+    match crate::api::Api::new(client.clone()).send(&command).await {
+        Ok(_) => Ok(Submitted::Registered(digest.map(|d| d.to_string()))),
+        Err(e) if e.reason() == Some(ErrorReason::Exists) => Ok(Submitted::AlreadyRegistered),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -286,8 +278,11 @@ pub async fn run(nats_url: &str, command: &PluginCommand, output: Output) -> any
         let api = api.clone();
         async move {
             let id = api.plugin_id(&plugin).await?;
-            let body = crate::pipeline::strip_nulls(serde_json::json!({"plugin_id": id, "reason": reason}));
-            let accepted = api.command(&format!("plugin.{action}"), &body).await?;
+            let accepted = match action {
+                "deprecate" => api.send(&DeprecatePlugin { plugin_id: id, reason }).await?,
+                "disable" => api.send(&DisablePlugin { plugin_id: id, reason }).await?,
+                _ => api.send(&EnablePlugin { plugin_id: id }).await?,
+            };
             let result = serde_json::json!({"plugin_id": id, "action": action, "version": accepted.version});
             crate::table::emit(output, &result, || format!("plugin {plugin}: {action} done"))
         }
@@ -367,9 +362,10 @@ fn show_text(p: &PluginView) -> String {
     ])
 }
 
-fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
+/// A JSON file's content, exactly as written.
+fn read_json(path: &Path) -> anyhow::Result<flexcore_contracts::OpaqueJson> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
+    flexcore_contracts::OpaqueJson::parse(text.trim()).with_context(|| format!("{} is not valid JSON", path.display()))
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use clap::{Args, Subcommand};
+use flexcore_contracts::commands::{CancelRun, RequestRun};
+use flexcore_contracts::model::RunTrigger;
 use flexcore_contracts::views::RunView;
 use flexcore_contracts::work::RunLogLine;
 use flexcore_contracts::{subjects, EventEnvelope};
@@ -121,8 +123,11 @@ pub async fn run(nats_url: &str, command: &RunCommand, output: Output) -> anyhow
             table::emit(output, &run, || show_text(&run))
         }
         RunCommand::Cancel(args) => {
-            let body = strip_nulls(json!({"run_id": args.run, "reason": args.reason}));
-            let accepted = api.command("run.cancel", &body).await?;
+            let cancel = CancelRun {
+                run_id: args.run,
+                reason: args.reason.clone(),
+            };
+            let accepted = api.send(&cancel).await?;
             let result = json!({"run_id": args.run, "version": accepted.version});
             table::emit(output, &result, || format!("cancel of run {} recorded", args.run))
         }
@@ -201,10 +206,13 @@ pub async fn start(
         None
     };
     let started = std::time::Instant::now();
-    api.command(
-        "run.request",
-        &json!({"run_id": run_id, "pipeline_id": pipeline_id, "trigger": "manual"}),
-    )
+    api.send(&RequestRun {
+        run_id: Some(run_id),
+        pipeline_id,
+        trigger: RunTrigger::Manual,
+        schedule_id: None,
+        scheduled_for: None,
+    })
     .await?;
     let mut outcome = Outcome {
         run_id,
@@ -243,7 +251,7 @@ pub async fn start(
             Ok(Some(m)) => m.context("reading the events stream")?,
         };
         let event: EventEnvelope = serde_json::from_slice(&message.payload).context("an unreadable event")?;
-        let data = &event.data;
+        let data = event.data.to_value();
         if let Some(attempt) = data.get("attempt").and_then(Value::as_u64) {
             outcome.attempts = outcome.attempts.max(u32::try_from(attempt).unwrap_or(u32::MAX));
         }

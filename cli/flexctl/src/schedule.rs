@@ -16,7 +16,11 @@ use anyhow::{bail, Context as _};
 use async_nats::Client;
 use chrono::{DateTime, Utc};
 use clap::{Args, ValueEnum};
+use flexcore_contracts::commands::{
+    CreateSchedule, DeleteSchedule, PauseSchedule, RequestRun, ResumeSchedule, SkipSlot,
+};
 use flexcore_contracts::ids::scheduled_run_id;
+use flexcore_contracts::model::{OverlapPolicy, RunTrigger};
 use flexcore_contracts::views::{RunView, ScheduleView};
 use flexcore_contracts::ErrorCode;
 use serde::Serialize;
@@ -145,16 +149,25 @@ pub async fn run_backfill(client: &Client, args: &BackfillArgs) -> anyhow::Resul
                 wait_finished(&api, run).await?;
             }
         }
-        let body = json!({"run_id": run_id, "pipeline_id": schedule.pipeline_id, "trigger": "backfill",
-                          "schedule_id": args.schedule_id, "scheduled_for": slot});
+        let request = RequestRun {
+            run_id: Some(run_id),
+            pipeline_id: schedule.pipeline_id,
+            trigger: RunTrigger::Backfill,
+            schedule_id: Some(args.schedule_id),
+            scheduled_for: Some(slot),
+        };
         let result = loop {
-            match api.command("run.request", &body).await {
+            match api.send(&request).await {
                 Ok(_) => break SlotResult::Requested,
-                Err(e) if e.reason() == Some("exists") => break SlotResult::Existed,
-                Err(e) if e.reason() == Some("max_active_runs") => match args.overlap {
+                Err(e) if e.reason() == Some(flexcore_contracts::ErrorReason::Exists) => break SlotResult::Existed,
+                Err(e) if e.reason() == Some(flexcore_contracts::ErrorReason::MaxActiveRuns) => match args.overlap {
                     BackfillOverlap::Skip => {
-                        let skip = json!({"schedule_id": args.schedule_id, "slot": slot, "reason": "backfill_overlap"});
-                        match api.command("schedule.skip_slot", &skip).await {
+                        let skip = SkipSlot {
+                            schedule_id: args.schedule_id,
+                            slot,
+                            reason: "backfill_overlap".parse()?,
+                        };
+                        match api.send(&skip).await {
                             Ok(_) => break SlotResult::Skipped,
                             Err(e) => bail!("slot {slot}: recording the skip: {e}"),
                         }
@@ -281,17 +294,24 @@ pub async fn run(nats_url: &str, command: &ScheduleCommand, output: Output) -> a
     match command {
         ScheduleCommand::Create(a) => {
             let pipeline_id = api.pipeline_id(&a.pipeline).await?;
-            let overlap = match a.overlap {
-                Overlap::Skip => "skip",
-                Overlap::BufferOne => "buffer_one",
-                Overlap::Allow => "allow",
+            let create = CreateSchedule {
+                schedule_id: None,
+                pipeline_id,
+                cron: a.cron.clone(),
+                timezone: a.timezone.clone(),
+                overlap: match a.overlap {
+                    Overlap::Skip => OverlapPolicy::Skip,
+                    Overlap::BufferOne => OverlapPolicy::BufferOne,
+                    Overlap::Allow => OverlapPolicy::Allow,
+                },
+                catchup_window_seconds: a.catchup_window,
+                catchup_cap: a.catchup_cap,
+                jitter_seconds: a.jitter,
+                start_at: a.start_at,
+                end_at: a.end_at,
+                paused: a.paused,
             };
-            let body = crate::pipeline::strip_nulls(json!({
-                "pipeline_id": pipeline_id, "cron": a.cron, "timezone": a.timezone, "overlap": overlap,
-                "catchup_window_seconds": a.catchup_window, "catchup_cap": a.catchup_cap, "jitter_seconds": a.jitter,
-                "start_at": a.start_at, "end_at": a.end_at, "paused": a.paused,
-            }));
-            let accepted = api.command("schedule.create", &body).await?;
+            let accepted = api.send(&create).await?;
             let id = accepted.aggregate_id;
             let result = json!({"schedule_id": id, "pipeline_id": pipeline_id});
             crate::table::emit(output, &result, || {
@@ -317,9 +337,17 @@ pub async fn run(nats_url: &str, command: &ScheduleCommand, output: Output) -> a
 }
 
 async fn simple(api: &Api, action: &str, id: Uuid, output: Output) -> anyhow::Result<()> {
-    let accepted = api
-        .command(&format!("schedule.{action}"), &json!({"schedule_id": id}))
-        .await?;
+    let accepted = match action {
+        "pause" => {
+            api.send(&PauseSchedule {
+                schedule_id: id,
+                reason: None,
+            })
+            .await?
+        }
+        "resume" => api.send(&ResumeSchedule { schedule_id: id }).await?,
+        _ => api.send(&DeleteSchedule { schedule_id: id }).await?,
+    };
     let result = json!({"schedule_id": id, "action": action, "version": accepted.version});
     crate::table::emit(output, &result, || format!("schedule {id}: {action} done"))
 }

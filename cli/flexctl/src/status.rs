@@ -98,7 +98,12 @@ pub async fn gather(api: &Api) -> anyhow::Result<Status> {
     let command = async {
         // An empty plugin.enable is refused by validation: any answer proves it is up.
         let started = Instant::now();
-        match api.command("plugin.enable", &json!({})).await {
+        let once = flexcore_client::Retry::once();
+        match api
+            .typed()
+            .command_raw("plugin.enable", bytes::Bytes::from_static(b"{}"), &once)
+            .await
+        {
             Ok(_) => probe_up(started),
             Err(e) if e.is(ErrorCode::ValidationFailed) => probe_up(started),
             Err(e) => probe_down(e.to_string()),

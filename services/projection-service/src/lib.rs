@@ -60,6 +60,15 @@ pub async fn run(
         MIGRATOR.run(&pool).await.context("running migrations")?;
     }
     store::init(&pool).await.context("setting up the read models")?;
+    for kind in store::upgrade_documents(&pool)
+        .await
+        .context("checking the read models' format")?
+    {
+        tracing::info!(
+            projection = kind.name(),
+            "read model keeps documents as jsonb: rebuilding it with exact documents"
+        );
+    }
     let positions = Arc::new(Positions::default());
     positions
         .refresh(&pool)

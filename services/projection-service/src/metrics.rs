@@ -123,7 +123,7 @@ fn lag_outcome(lags: &[(Kind, u64)], max_lag: u64) -> CheckOutcome {
 #[cfg(test)]
 mod tests {
     use flexcore_contracts::queries::QueryOk;
-    use flexcore_contracts::{ErrorBody, ErrorCode};
+    use flexcore_contracts::ErrorBody;
 
     use super::*;
 
@@ -144,14 +144,14 @@ mod tests {
     fn queries_are_counted_by_known_type_and_status() {
         let ok = QueryReply::Ok(QueryOk {
             ok: true,
-            data: serde_json::Value::Null,
+            data: flexcore_contracts::OpaqueJson::null(),
             next_cursor: None,
             position: 0,
         });
         record_query("flexcore.qry.run.get", &ok);
         let err = QueryReply::Err(flexcore_contracts::queries::QueryErr {
             ok: false,
-            error: ErrorBody::new(ErrorCode::NotFound, "no"),
+            error: ErrorBody::new(flexcore_contracts::ErrorReason::NotFound, "no"),
         });
         record_query("flexcore.qry.run.get", &err);
         record_query("flexcore.qry.nothing.here", &err);

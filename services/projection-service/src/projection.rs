@@ -200,12 +200,7 @@ pub async fn apply_entities<E: Entity>(
     let mut deltas: BTreeMap<String, i64> = BTreeMap::new();
     for id in &dirty {
         let Some(row) = rows.get(id) else { continue };
-        let mut value = serde_json::to_value(row)?;
-        let doc = value.clone();
-        if let Some(object) = value.as_object_mut() {
-            object.insert("doc".into(), doc);
-        }
-        docs.push(value);
+        docs.push(row_with_doc(&serde_json::to_string(row)?));
         let new_state = row.state();
         match old_states.get(id) {
             Some(old) if old == new_state => {}
@@ -217,7 +212,7 @@ pub async fn apply_entities<E: Entity>(
         }
     }
     sqlx::query(&spec.upsert_sql(generation))
-        .bind(Json(docs))
+        .bind(json_array(&docs))
         .execute(&mut *conn)
         .await?;
     deltas.retain(|_, d| *d != 0);
@@ -236,6 +231,28 @@ pub async fn apply_entities<E: Entity>(
     Ok(applied)
 }
 
+/// The row object a table's upsert reads: the document's own fields (the columns, by
+/// name) plus `doc`, the document itself, as text, so client data in it stays exact.
+fn row_with_doc(doc: &str) -> String {
+    let body = doc.trim_end().strip_suffix('}').unwrap_or(doc);
+    let separator = if body.trim_end().ends_with('{') { "" } else { "," };
+    format!("{body}{separator}\"doc\":{doc}}}")
+}
+
+/// A JSON array of JSON texts.
+fn json_array(items: &[String]) -> String {
+    let mut out = String::with_capacity(items.iter().map(|i| i.len() + 1).sum::<usize>() + 2);
+    out.push('[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(item);
+    }
+    out.push(']');
+    out
+}
+
 /// The audit log: every event, by aggregate, type and time.
 pub const AUDIT: TableSpec = TableSpec {
     base: "events",
@@ -249,7 +266,7 @@ pub const AUDIT: TableSpec = TableSpec {
         ("version", "bigint NOT NULL"),
         ("event_type", "text NOT NULL"),
         ("recorded_at", "timestamptz NOT NULL"),
-        ("doc", "jsonb NOT NULL"),
+        ("doc", "json NOT NULL"),
     ],
     indexes: &[
         "(aggregate_id, global_position)",
@@ -268,28 +285,39 @@ async fn apply_audit(
     if events.is_empty() {
         return Ok(0);
     }
-    let rows: Vec<serde_json::Value> = events
-        .iter()
-        .map(|e| {
-            serde_json::json!({
-                "global_position": e.global_position,
-                "transaction_id": e.transaction_id,
-                "event_id": e.event_id,
-                "aggregate_type": e.aggregate_type,
-                "aggregate_id": e.aggregate_id,
-                "version": e.version,
-                "event_type": e.event_type,
-                "recorded_at": e.recorded_at,
-                "doc": e.to_envelope(),
-            })
-        })
-        .collect();
+    /// One audit row: its columns and the envelope as `doc`.
+    #[derive(Serialize)]
+    struct AuditRow<'a> {
+        global_position: u64,
+        transaction_id: u64,
+        event_id: Uuid,
+        aggregate_type: &'a str,
+        aggregate_id: Uuid,
+        version: u64,
+        event_type: &'a str,
+        recorded_at: chrono::DateTime<chrono::Utc>,
+        doc: flexcore_contracts::EventEnvelope,
+    }
+    let mut rows = Vec::with_capacity(events.len());
+    for e in events {
+        rows.push(serde_json::to_string(&AuditRow {
+            global_position: e.global_position,
+            transaction_id: e.transaction_id,
+            event_id: e.event_id,
+            aggregate_type: &e.aggregate_type,
+            aggregate_id: e.aggregate_id,
+            version: e.version,
+            event_type: &e.event_type,
+            recorded_at: e.recorded_at,
+            doc: e.to_envelope(),
+        })?);
+    }
     let table = AUDIT.table(generation);
     let done = sqlx::query(&format!(
-        "INSERT INTO {table} SELECT * FROM jsonb_populate_recordset(NULL::{table}, $1) \
+        "INSERT INTO {table} SELECT * FROM json_populate_recordset(NULL::{table}, $1::json) \
          ON CONFLICT (global_position) DO NOTHING"
     ))
-    .bind(Json(rows))
+    .bind(json_array(&rows))
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected())

@@ -63,6 +63,31 @@ pub async fn init(pool: &PgPool) -> Result<(), ProjectionError> {
     Ok(())
 }
 
+/// Requests a rebuild of every projection whose served tables keep documents as `jsonb`
+/// (built before documents were kept as exact text): the rebuild writes them again,
+/// exactly, while the old tables keep serving. Returns the projections it asked for.
+pub async fn upgrade_documents(pool: &PgPool) -> Result<Vec<Kind>, ProjectionError> {
+    let mut requested = Vec::new();
+    for kind in Kind::ALL {
+        let generation: i32 = sqlx::query_scalar("SELECT generation FROM read.projections WHERE name = $1")
+            .bind(kind.name())
+            .fetch_one(pool)
+            .await?;
+        let table = kind.table().table(u32::try_from(generation).unwrap_or_default());
+        let doc_type: Option<String> = sqlx::query_scalar(
+            "SELECT data_type FROM information_schema.columns \
+             WHERE table_schema = 'read' AND table_name = $1 AND column_name = 'doc'",
+        )
+        .bind(table.trim_start_matches("read."))
+        .fetch_optional(pool)
+        .await?;
+        if doc_type.as_deref() == Some("jsonb") && request_rebuild(pool, kind).await?.is_some() {
+            requested.push(kind);
+        }
+    }
+    Ok(requested)
+}
+
 /// The stored generation and checkpoint of `kind`.
 pub async fn load(conn: &mut PgConnection, kind: Kind, lock: bool) -> Result<Live, ProjectionError> {
     let sql = if lock {

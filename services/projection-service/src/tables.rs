@@ -17,7 +17,7 @@ pub struct TableSpec {
     pub base: &'static str,
     /// Primary-key column.
     pub key: &'static str,
-    /// Column definitions (the primary key first, `doc jsonb` last).
+    /// Column definitions (the primary key first, `doc json` last).
     pub columns: &'static [(&'static str, &'static str)],
     /// Secondary indexes, as column lists (created after a rebuild's bulk load).
     pub indexes: &'static [&'static str],
@@ -46,8 +46,9 @@ impl TableSpec {
         format!("read.{}_counts", self.base)
     }
 
-    /// `INSERT … SELECT FROM jsonb_populate_recordset … ON CONFLICT (key) DO UPDATE`:
-    /// upserts rows given as one JSON array of objects whose keys are column names.
+    /// `INSERT … SELECT FROM json_populate_recordset … ON CONFLICT (key) DO UPDATE`:
+    /// upserts rows given as one JSON array (text) of objects whose keys are column names.
+    /// `json`, not `jsonb`: the `doc` column keeps the document's text exactly.
     pub fn upsert_sql(&self, generation: u32) -> String {
         let table = self.table(generation);
         let set = self
@@ -58,7 +59,7 @@ impl TableSpec {
             .collect::<Vec<_>>()
             .join(", ");
         format!(
-            "INSERT INTO {table} SELECT * FROM jsonb_populate_recordset(NULL::{table}, $1) \
+            "INSERT INTO {table} SELECT * FROM json_populate_recordset(NULL::{table}, $1::json) \
              ON CONFLICT ({key}) DO UPDATE SET {set}",
             key = self.key
         )
@@ -190,7 +191,7 @@ mod tests {
         columns: &[
             ("thing_id", "uuid NOT NULL"),
             ("state", "text NOT NULL"),
-            ("doc", "jsonb NOT NULL"),
+            ("doc", "json NOT NULL"),
         ],
         indexes: &["(state)"],
         counts: true,
@@ -201,7 +202,7 @@ mod tests {
         assert_eq!(SPEC.table(3), "read.things_g3");
         assert_eq!(
             SPEC.upsert_sql(2),
-            "INSERT INTO read.things_g2 SELECT * FROM jsonb_populate_recordset(NULL::read.things_g2, $1) \
+            "INSERT INTO read.things_g2 SELECT * FROM json_populate_recordset(NULL::read.things_g2, $1::json) \
              ON CONFLICT (thing_id) DO UPDATE SET state = EXCLUDED.state, doc = EXCLUDED.doc"
         );
         assert!(SPEC

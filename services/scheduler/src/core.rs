@@ -77,6 +77,8 @@ pub enum Action {
         /// The W3C `traceparent` of the run's latest event, so the command continues the
         /// run's trace (`None`: a trace of its own).
         traceparent: Option<String>,
+        /// The run's correlation id (of its `run.requested`), so the time-out shares it.
+        correlation_id: Option<String>,
     },
     /// `run.retry`.
     Retry {
@@ -86,10 +88,23 @@ pub enum Action {
         failed_attempt: u32,
         /// As for [`Action::TimeOut`]: the retry shows in the failed attempt's trace.
         traceparent: Option<String>,
+        /// As for [`Action::TimeOut`].
+        correlation_id: Option<String>,
     },
 }
 
 impl Action {
+    /// The command the action sends.
+    pub fn command(&self) -> &'static str {
+        match self {
+            Self::Fire { .. } => "run.request",
+            Self::Skip { .. } => "schedule.skip_slot",
+            Self::Miss { .. } => "schedule.miss_slots",
+            Self::TimeOut { .. } => "run.time_out",
+            Self::Retry { .. } => "run.retry",
+        }
+    }
+
     /// The trace this action's command continues, if any.
     pub fn traceparent(&self) -> Option<&str> {
         match self {
@@ -185,6 +200,8 @@ struct Run {
     retry_at: Option<DateTime<Utc>>,
     /// `traceparent` of the latest event that carried one.
     traceparent: Option<String>,
+    /// Correlation id of the run's request: everything the run causes shares it.
+    correlation_id: Option<String>,
 }
 
 /// Everything one replica knows.
@@ -278,23 +295,27 @@ impl Core {
     pub fn apply(&mut self, e: &EventEnvelope) {
         match e.aggregate_type.as_str() {
             "schedule" => {
-                if let Ok(event) = ScheduleEvent::from_stored(&e.event_type, e.schema_version, e.data.clone()) {
+                if let Ok(event) = ScheduleEvent::from_stored(&e.event_type, e.schema_version, &e.data) {
                     self.apply_schedule(e.aggregate_id, e.recorded_at, event);
                     self.rearm(Key::Schedule(e.aggregate_id));
                 }
             }
             "pipeline" => {
-                if let Ok(event) = PipelineEvent::from_stored(&e.event_type, e.schema_version, e.data.clone()) {
+                if let Ok(event) = PipelineEvent::from_stored(&e.event_type, e.schema_version, &e.data) {
                     self.apply_pipeline(e.aggregate_id, event);
                 }
             }
             "run" => {
-                if let Ok(event) = RunEvent::from_stored(&e.event_type, e.schema_version, e.data.clone()) {
+                if let Ok(event) = RunEvent::from_stored(&e.event_type, e.schema_version, &e.data) {
+                    let requested = matches!(event, RunEvent::Requested(_));
                     self.apply_run(e.aggregate_id, e.recorded_at, event);
-                    if let (Some(run), Some(traceparent)) =
-                        (self.runs.get_mut(&e.aggregate_id), &e.metadata.traceparent)
-                    {
-                        run.traceparent = Some(traceparent.clone());
+                    if let Some(run) = self.runs.get_mut(&e.aggregate_id) {
+                        if let Some(traceparent) = &e.metadata.traceparent {
+                            run.traceparent = Some(traceparent.clone());
+                        }
+                        if requested {
+                            run.correlation_id = e.metadata.correlation_id.clone();
+                        }
                     }
                     self.rearm(Key::Run(e.aggregate_id));
                 }
@@ -386,6 +407,7 @@ impl Core {
                     last_seen: at,
                     retry_at: None,
                     traceparent: None,
+                    correlation_id: None,
                 },
             );
             return;
@@ -606,12 +628,14 @@ impl Core {
             return;
         };
         let (run_id, attempt, traceparent) = (id, run.attempt, run.traceparent.clone());
+        let correlation_id = run.correlation_id.clone();
         if run.timeout_at.is_some_and(|t| t <= now) {
             actions.push(Action::TimeOut {
                 run_id,
                 attempt,
                 reason: TimeoutReason::RunTimeout,
                 traceparent,
+                correlation_id,
             });
         } else if run.status == RunStatus::Running && run.last_seen + run.lease <= now {
             actions.push(Action::TimeOut {
@@ -619,12 +643,14 @@ impl Core {
                 attempt,
                 reason: TimeoutReason::LeaseExpired,
                 traceparent,
+                correlation_id,
             });
         } else if run.status == RunStatus::AwaitingRetry && run.retry_at.is_some_and(|t| t <= now) {
             actions.push(Action::Retry {
                 run_id,
                 failed_attempt: attempt,
                 traceparent,
+                correlation_id,
             });
         }
     }

@@ -45,9 +45,10 @@ fn traced(
         global_position: 1,
         schema_version: 1,
         recorded_at: at,
-        data,
+        data: data.into(),
         metadata: flexcore_contracts::envelope::EventMetadata {
             traceparent: traceparent.map(str::to_owned),
+            correlation_id: Some(format!("corr-{id}")),
             ..Default::default()
         },
     });
@@ -289,6 +290,8 @@ fn a_failed_attempt_is_retried_after_its_back_off_and_a_final_one_never() {
             run_id: RUN,
             failed_attempt: 1,
             traceparent: None,
+            // The run's request's correlation id: the retry's events share it.
+            correlation_id: Some(format!("corr-{RUN}")),
         }]
     );
     // Acting does not repeat at once; the re-check comes later.
@@ -343,6 +346,7 @@ fn heartbeats_hold_the_lease_and_silence_times_the_attempt_out() {
             attempt: 1,
             reason: TimeoutReason::LeaseExpired,
             traceparent: None,
+            correlation_id: Some(format!("corr-{RUN}")),
         }]
     );
 }

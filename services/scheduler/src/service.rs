@@ -9,14 +9,16 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use async_nats::jetstream::{self, consumer::DeliverPolicy};
 use chrono::Utc;
+use flexcore_client::{command_id, ClientError, Retry};
 use flexcore_config::SchedulerSettings;
-use flexcore_contracts::envelope::{EventEnvelope, HEADER_ACTOR};
+use flexcore_contracts::commands::{CommandBody, MissSlots, RequestRun, RetryRun, SkipSlot, TimeOutRun};
+use flexcore_contracts::envelope::EventEnvelope;
 use flexcore_contracts::ids::scheduled_run_id;
+use flexcore_contracts::model::RunTrigger;
 use flexcore_contracts::work::{RunHeartbeat, SchedulerPresence};
-use flexcore_contracts::{subjects, CommandReply, ErrorCode};
+use flexcore_contracts::{subjects, ErrorReason};
 use flexcore_telemetry::propagation;
 use futures::StreamExt;
-use serde_json::{json, Value};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -28,7 +30,8 @@ use crate::members::Members;
 
 /// How long after acting on a key the scheduler checks it again if the log shows nothing.
 const RECHECK_AFTER: Duration = Duration::from_secs(10);
-/// Deliveries of one command before it is reported as failed.
+/// Tries of one command before it is reported as failed (and sent again, with the same
+/// command id, when its key comes due again).
 const SEND_ATTEMPTS: u32 = 5;
 
 /// Runs one scheduler replica until `shutdown`.
@@ -78,11 +81,12 @@ async fn replica(
     let mut core = Core::new(tuning, members);
     let (outcomes_tx, mut outcomes) = mpsc::channel::<(Action, Outcome)>(4096);
     let sender = Sender {
-        client: client.clone(),
+        client: flexcore_client::Client::new(client.clone())
+            .with_actor(format!("flexcore-scheduler/{instance}"))
+            .with_timeout(request_timeout),
         permits: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
         outcomes: outcomes_tx,
-        timeout: request_timeout,
-        actor: format!("flexcore-scheduler/{instance}"),
+        stop: shutdown.clone(),
     };
     let mut last_sequence = 0u64;
     let mut events = follow(&stream, last_sequence).await?;
@@ -242,26 +246,23 @@ fn instance_id(settings: &SchedulerSettings) -> String {
 
 /// Sends commands with bounded concurrency and reports how each ended.
 struct Sender {
-    client: async_nats::Client,
+    client: flexcore_client::Client,
     permits: Arc<Semaphore>,
     outcomes: mpsc::Sender<(Action, Outcome)>,
-    timeout: Duration,
-    actor: String,
+    /// Stops retries at shutdown.
+    stop: CancellationToken,
 }
 
 impl Sender {
     fn send(&self, action: Action) {
-        let (command, body) = command_of(&action);
         let client = self.client.clone();
         let permits = self.permits.clone();
         let outcomes = self.outcomes.clone();
-        let timeout = self.timeout;
-        let actor = self.actor.clone();
+        let retry = Retry::attempts(SEND_ATTEMPTS).stopping_at(self.stop.clone());
         // A fired slot starts a trace of its own; a retry or time-out continues the run's.
         // The command service continues either.
         let span = if propagation::enabled() {
-            let span =
-                tracing::info_span!(target: flexcore_telemetry::TRACE_ONLY, parent: None, "scheduler.command", command);
+            let span = tracing::info_span!(target: flexcore_telemetry::TRACE_ONLY, parent: None, "scheduler.command", command = action.command());
             propagation::set_parent_traceparent(&span, action.traceparent());
             span
         } else {
@@ -271,7 +272,7 @@ impl Sender {
             let Ok(_permit) = permits.acquire_owned().await else {
                 return;
             };
-            let outcome = deliver(&client, command, &body, timeout, &actor).instrument(span).await;
+            let outcome = deliver(&client, &action, retry).instrument(span).await;
             if let Outcome::Refused(why) = &outcome {
                 tracing::debug!(?action, %why, "command refused");
             }
@@ -280,94 +281,96 @@ impl Sender {
     }
 }
 
-async fn deliver(client: &async_nats::Client, command: &str, body: &Value, timeout: Duration, actor: &str) -> Outcome {
-    let (aggregate, action) = command.split_once('.').unwrap_or((command, ""));
-    let subject = subjects::command(aggregate, action);
-    let Ok(payload) = serde_json::to_vec(body) else {
-        return Outcome::Failed("unencodable command".into());
-    };
-    let mut why = String::new();
-    for attempt in 0..SEND_ATTEMPTS {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+/// Sends one command, with an id derived from what it does so every replica sends the same
+/// command (and the command service applies it once), and says how it ended.
+async fn deliver(client: &flexcore_client::Client, action: &Action, retry: Retry) -> Outcome {
+    async fn send<C: CommandBody>(
+        client: &flexcore_client::Client,
+        body: &C,
+        id: Uuid,
+        correlation: Option<&String>,
+        retry: Retry,
+    ) -> Result<(), ClientError> {
+        let mut send = client.command(body).id(id).retry(retry);
+        if let Some(correlation) = correlation {
+            send = send.correlation(correlation.clone());
         }
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(HEADER_ACTOR, actor);
-        propagation::inject(&tracing::Span::current(), &mut headers);
-        let request = async_nats::Request::new()
-            .payload(payload.clone().into())
-            .headers(headers)
-            .timeout(Some(timeout));
-        match client.send_request(subject.clone(), request).await {
-            Ok(reply) => match serde_json::from_slice::<CommandReply>(&reply.payload) {
-                Ok(CommandReply::Accepted(_)) => return Outcome::Done,
-                Ok(CommandReply::Rejected(r)) => match r.error.code {
-                    ErrorCode::Conflict
-                        if r.error.details.as_ref().and_then(|d| d.get("reason"))
-                            == Some(&json!("max_active_runs")) =>
-                    {
-                        return Outcome::PoolFull
-                    }
-                    ErrorCode::Internal | ErrorCode::Unavailable => why = r.error.to_string(),
-                    _ => return Outcome::Refused(r.error.to_string()),
-                },
-                Err(e) => why = format!("unreadable reply: {e}"),
-            },
-            Err(e) => why = format!("{command}: {e}"),
-        }
+        send.send().await.map(|_| ())
     }
-    Outcome::Failed(why)
-}
-
-/// The command for an action, with a `command_id` derived from what it does, so every
-/// replica sending it sends the same command and the command service applies it once.
-fn command_of(action: &Action) -> (&'static str, Value) {
-    let id = |base: Uuid, what: String| Uuid::new_v5(&base, what.as_bytes());
-    match action {
+    let sent = match action {
         Action::Fire {
             schedule_id,
             pipeline_id,
             slot,
         } => {
             let run_id = scheduled_run_id(*schedule_id, *slot);
-            (
-                "run.request",
-                json!({"command_id": id(run_id, "request".into()), "run_id": run_id, "pipeline_id": pipeline_id,
-                       "trigger": "schedule", "schedule_id": schedule_id, "scheduled_for": slot}),
-            )
+            let body = RequestRun {
+                run_id: Some(run_id),
+                pipeline_id: *pipeline_id,
+                trigger: RunTrigger::Schedule,
+                schedule_id: Some(*schedule_id),
+                scheduled_for: Some(*slot),
+            };
+            send(client, &body, command_id(run_id, "request"), None, retry).await
         }
         Action::Skip {
             schedule_id,
             slot,
             reason,
-        } => (
-            "schedule.skip_slot",
-            json!({"command_id": id(scheduled_run_id(*schedule_id, *slot), format!("skip:{reason}")),
-                   "schedule_id": schedule_id, "slot": slot, "reason": reason}),
-        ),
+        } => {
+            let Ok(reason_label) = reason.parse() else {
+                return Outcome::Refused(format!("skip reason {reason:?} is not a label"));
+            };
+            let body = SkipSlot {
+                schedule_id: *schedule_id,
+                slot: *slot,
+                reason: reason_label,
+            };
+            let id = command_id(scheduled_run_id(*schedule_id, *slot), &format!("skip:{reason}"));
+            send(client, &body, id, None, retry).await
+        }
         Action::Miss { schedule_id, slots } => {
-            let span = format!("miss:{:?}:{:?}:{}", slots.first(), slots.last(), slots.len());
-            (
-                "schedule.miss_slots",
-                json!({"command_id": id(*schedule_id, span), "schedule_id": schedule_id, "slots": slots}),
-            )
+            let key = format!("miss:{:?}:{:?}:{}", slots.first(), slots.last(), slots.len());
+            let body = MissSlots {
+                schedule_id: *schedule_id,
+                slots: slots.clone(),
+            };
+            send(client, &body, command_id(*schedule_id, &key), None, retry).await
         }
         Action::TimeOut {
             run_id,
             attempt,
             reason,
+            correlation_id,
             ..
-        } => (
-            "run.time_out",
-            json!({"command_id": id(*run_id, format!("time_out:{attempt}:{reason:?}")), "run_id": run_id,
-                   "attempt": attempt, "reason": reason}),
-        ),
+        } => {
+            let body = TimeOutRun {
+                run_id: *run_id,
+                attempt: *attempt,
+                reason: *reason,
+            };
+            // The runner that finds a lapsed lease derives the same id: one is applied.
+            let id = command_id(*run_id, &format!("time_out:{attempt}:{reason:?}"));
+            send(client, &body, id, correlation_id.as_ref(), retry).await
+        }
         Action::Retry {
-            run_id, failed_attempt, ..
-        } => (
-            "run.retry",
-            json!({"command_id": id(*run_id, format!("retry:{failed_attempt}")), "run_id": run_id,
-                   "failed_attempt": failed_attempt}),
-        ),
+            run_id,
+            failed_attempt,
+            correlation_id,
+            ..
+        } => {
+            let body = RetryRun {
+                run_id: *run_id,
+                failed_attempt: *failed_attempt,
+            };
+            let id = command_id(*run_id, &format!("retry:{failed_attempt}"));
+            send(client, &body, id, correlation_id.as_ref(), retry).await
+        }
+    };
+    match sent {
+        Ok(()) => Outcome::Done,
+        Err(error) if error.reason() == Some(ErrorReason::MaxActiveRuns) => Outcome::PoolFull,
+        Err(ClientError::Refused { error, .. }) => Outcome::Refused(error.to_string()),
+        Err(other) => Outcome::Failed(other.to_string()),
     }
 }

@@ -255,6 +255,9 @@ pub struct SchedulerSettings {
     pub max_in_flight: usize,
     /// Most past slots of one schedule examined on catch-up (older ones are not recorded).
     pub max_catchup_slots: usize,
+    /// On shutdown, how long commands in flight get to be answered before the replica
+    /// exits (milliseconds).
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for SchedulerSettings {
@@ -265,6 +268,7 @@ impl Default for SchedulerSettings {
             presence_interval_ms: 1000,
             max_in_flight: 512,
             max_catchup_slots: 10_000,
+            shutdown_grace_ms: 5000,
         }
     }
 }
@@ -278,6 +282,11 @@ impl SchedulerSettings {
     /// [`Self::presence_interval_ms`] as a `Duration`.
     pub fn presence_interval(&self) -> Duration {
         Duration::from_millis(self.presence_interval_ms)
+    }
+
+    /// [`Self::shutdown_grace_ms`] as a `Duration`.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
     }
 }
 
@@ -435,6 +444,9 @@ pub struct RunnerSettings {
     pub secrets_dir: Option<String>,
     /// Days run logs are kept.
     pub log_retention_days: u64,
+    /// On shutdown, how long attempts in flight get to hand back their work or report
+    /// their outcome before the runner exits (milliseconds).
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for RunnerSettings {
@@ -448,6 +460,7 @@ impl Default for RunnerSettings {
             secrets_env_prefix: "FLEXCORE_SECRET_".to_owned(),
             secrets_dir: None,
             log_retention_days: 7,
+            shutdown_grace_ms: 10_000,
         }
     }
 }

@@ -3,6 +3,8 @@
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::opaque::OpaqueJson;
 use uuid::Uuid;
 
 /// Header carrying the event id; JetStream de-duplicates on it.
@@ -47,7 +49,7 @@ pub struct EventEnvelope {
     /// When the event was committed.
     pub recorded_at: DateTime<Utc>,
     /// Event payload; its shape is given by `type` (see `schemas/events/`).
-    pub data: serde_json::Value,
+    pub data: OpaqueJson,
     /// Correlation, causation and actor.
     pub metadata: EventMetadata,
 }

@@ -14,17 +14,23 @@
 //! - [`work`]: run work items on `FLEXCORE_WORK`.
 //! - [`views`]: the read models returned by queries.
 //! - [`schema`]: JSON Schema generation for everything above (written to `schemas/`).
+//! - [`rules`]: the bounds and patterns the schemas state and the services enforce.
+//! - [`decode`]: request decoding: JSON, then the request's schema, then the typed request.
+//! - [`opaque`]: client data kept as the exact JSON text sent (STATE, configs).
 //!
 //! This crate does no I/O.
 
 pub mod commands;
+pub mod decode;
 pub mod envelope;
 pub mod error;
 pub mod events;
 pub mod ids;
 pub mod model;
+pub mod opaque;
 pub mod queries;
 pub mod reply;
+pub mod rules;
 pub mod schema;
 pub mod subjects;
 pub mod values;
@@ -32,5 +38,6 @@ pub mod views;
 pub mod work;
 
 pub use envelope::{EventEnvelope, EventMetadata};
-pub use error::{ErrorBody, ErrorCode};
+pub use error::{ErrorBody, ErrorCode, ErrorDetails, ErrorReason};
+pub use opaque::{OpaqueJson, StepConfig};
 pub use reply::{CommandReply, EventRef};

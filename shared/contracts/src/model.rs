@@ -8,6 +8,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::opaque::StepConfig;
+use crate::rules::{self, MAX_ATTEMPTS, MAX_CATCHUP_CAP, MAX_GRANTS, MAX_JITTER_SECONDS, MAX_PATH_CHARS};
 use crate::values::{Digest, PluginRef};
 
 /// What a plugin does in a pipeline.
@@ -50,15 +52,19 @@ pub enum PluginRuntime {
 pub struct ResourceLimits {
     /// Linear memory cap in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub memory_bytes: Option<u64>,
     /// Fuel (instruction budget); unlimited when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub fuel: Option<u64>,
     /// Wall-clock limit of one execution, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub timeout_seconds: Option<u64>,
     /// Cap on the bytes the plugin may write to stdout (and, separately, stderr).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub max_output_bytes: Option<u64>,
 }
 
@@ -77,8 +83,10 @@ pub enum DirAccess {
 #[serde(deny_unknown_fields)]
 pub struct DirGrant {
     /// Directory on the runner host.
+    #[schemars(length(min = 1, max = MAX_PATH_CHARS))]
     pub host_path: String,
     /// Path the plugin sees it at.
+    #[schemars(length(min = 1, max = MAX_PATH_CHARS))]
     pub guest_path: String,
     /// Read-only or read-write.
     pub access: DirAccess,
@@ -90,12 +98,15 @@ pub struct DirGrant {
 pub struct Grants {
     /// Hosts (`host:port`) the plugin may connect to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_GRANTS), inner(length(min = 1, max = 255)))]
     pub allowed_hosts: Vec<String>,
     /// Environment variable names passed through from the runner.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_GRANTS), inner(length(min = 1, max = 255)))]
     pub env: Vec<String>,
     /// Preopened directories.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_GRANTS))]
     pub dirs: Vec<DirGrant>,
 }
 
@@ -106,9 +117,9 @@ pub struct StepSpec {
     /// The plugin version to run: `name@version`.
     pub plugin: PluginRef,
     /// Step configuration, validated against the plugin's config schema. Secrets appear
-    /// only as `${secret:NAME}` references.
+    /// only as `${secret:NAME}` references. Kept exactly as written.
     #[serde(default)]
-    pub config: serde_json::Map<String, serde_json::Value>,
+    pub config: StepConfig,
 }
 
 /// A step as accepted: the plugin resolved and pinned.
@@ -126,8 +137,8 @@ pub struct PinnedStep {
     /// The module digest (wasm plugins), pinned so a run executes exactly these bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module_digest: Option<Digest>,
-    /// Step configuration (secret references unresolved).
-    pub config: serde_json::Map<String, serde_json::Value>,
+    /// Step configuration (secret references unresolved), exactly as written.
+    pub config: StepConfig,
 }
 
 /// Retry policy of a pipeline's runs.
@@ -136,15 +147,19 @@ pub struct PinnedStep {
 pub struct RetryPolicy {
     /// Attempts in all, including the first (1 = never retry).
     #[serde(default = "default_max_attempts")]
+    #[schemars(range(min = 1, max = MAX_ATTEMPTS))]
     pub max_attempts: u32,
     /// Back-off before the first retry, in seconds.
     #[serde(default = "default_initial_backoff")]
+    #[schemars(range(min = 1))]
     pub initial_backoff_seconds: u64,
-    /// Upper bound of the back-off, in seconds.
+    /// Upper bound of every back-off, in seconds (a smaller initial back-off is capped by it).
     #[serde(default = "default_max_backoff")]
+    #[schemars(range(min = 1))]
     pub max_backoff_seconds: u64,
-    /// Growth factor of the back-off between attempts.
+    /// Growth factor of the back-off between attempts (at least 1).
     #[serde(default = "default_multiplier")]
+    #[schemars(range(min = 1))]
     pub multiplier: f64,
 }
 
@@ -220,12 +235,33 @@ pub enum RunTrigger {
 #[serde(deny_unknown_fields)]
 pub struct RunError {
     /// Machine-readable reason, e.g. `trap`, `timeout`, `protocol`.
+    #[schemars(length(min = 1, max = 100))]
     pub code: String,
-    /// Human-readable message.
+    /// Human-readable message (at most [`RunError::MAX_MESSAGE_CHARS`] characters).
+    #[schemars(length(max = 8000))]
     pub message: String,
     /// The step (index) that failed, if one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<u32>,
+}
+
+impl RunError {
+    /// Longest message, in characters.
+    pub const MAX_MESSAGE_CHARS: usize = 8000;
+
+    /// An error whose message is cut to [`Self::MAX_MESSAGE_CHARS`] characters.
+    pub fn new(code: impl Into<String>, message: &str, step: Option<u32>) -> Self {
+        let mut message: String = message.chars().take(Self::MAX_MESSAGE_CHARS).collect();
+        if message.chars().count() == Self::MAX_MESSAGE_CHARS {
+            message.pop();
+            message.push('…');
+        }
+        Self {
+            code: code.into(),
+            message,
+            step,
+        }
+    }
 }
 
 /// Why a run attempt was timed out.
@@ -259,10 +295,12 @@ pub enum OverlapPolicy {
 #[serde(deny_unknown_fields)]
 pub struct ScheduleSpec {
     /// Cron expression, 5 fields (minute precision) or 6 (leading seconds field).
+    #[schemars(schema_with = "cron_schema")]
     pub cron: String,
     /// IANA time zone the cron is evaluated in (`Europe/Berlin`). Slots in a skipped
     /// (spring-forward) hour fire once at the transition; a repeated hour fires once.
     #[serde(default = "default_timezone")]
+    #[schemars(schema_with = "timezone_schema")]
     pub timezone: String,
     /// Overlap policy.
     #[serde(default)]
@@ -272,9 +310,11 @@ pub struct ScheduleSpec {
     pub catchup_window_seconds: u64,
     /// Most missed slots fired on catch-up; older ones are recorded as missed.
     #[serde(default = "default_catchup_cap")]
+    #[schemars(range(max = MAX_CATCHUP_CAP))]
     pub catchup_cap: u32,
     /// Random delay up to this many seconds added to each fire.
     #[serde(default)]
+    #[schemars(range(max = MAX_JITTER_SECONDS))]
     pub jitter_seconds: u64,
     /// No slot before this instant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -282,6 +322,58 @@ pub struct ScheduleSpec {
     /// No slot after this instant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_at: Option<DateTime<Utc>>,
+}
+
+/// The schema of a cron expression (see [`rules::cron_pattern`]), `null` allowed when
+/// `nullable`.
+fn cron_schema_of(nullable: bool) -> schemars::Schema {
+    let mut schema = schemars::json_schema!({
+        "description": "A cron expression: 5 fields (minute hour day-of-month month day-of-week) or 6 (a leading seconds field), separated by spaces. Fields are comma-separated lists of *, numbers, ascending ranges a-b (each optionally /step), month and weekday names (JAN, MON, any case), ? in the day fields, L and nW in the day of the month, nL and n#k in the day of the week.",
+        "maxLength": rules::MAX_CRON_CHARS,
+    });
+    schema.insert(
+        "type".into(),
+        if nullable {
+            serde_json::json!(["string", "null"])
+        } else {
+            "string".into()
+        },
+    );
+    schema.insert("pattern".into(), rules::cron_regex().into());
+    schema
+}
+
+/// The schema of a cron expression.
+pub fn cron_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    cron_schema_of(false)
+}
+
+/// The schema of an optional cron expression.
+pub fn cron_schema_nullable(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    cron_schema_of(true)
+}
+
+/// The schema of an IANA time zone name: one of the names this build knows.
+fn timezone_schema_of(nullable: bool) -> schemars::Schema {
+    let mut names: Vec<serde_json::Value> = chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name().into()).collect();
+    if nullable {
+        names.push(serde_json::Value::Null);
+    }
+    let mut schema = schemars::json_schema!({
+        "description": "An IANA time zone name, e.g. Europe/Berlin or UTC (case-sensitive).",
+    });
+    schema.insert("enum".into(), names.into());
+    schema
+}
+
+/// The schema of a time zone name.
+pub fn timezone_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    timezone_schema_of(false)
+}
+
+/// The schema of an optional time zone name.
+pub fn timezone_schema_nullable(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    timezone_schema_of(true)
 }
 
 fn default_timezone() -> String {

@@ -3,8 +3,12 @@
 
 use std::fmt;
 
-use schemars::JsonSchema;
+use std::borrow::Cow;
+
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
+
+use crate::rules;
 
 /// Why a value failed to parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -15,6 +19,7 @@ fn is_name_char(c: char) -> bool {
     c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'
 }
 
+/// Checks a name; the same rule as [`rules::PLUGIN_NAME_PATTERN`] / [`rules::PIPELINE_NAME_PATTERN`].
 fn parse_name(kind: &str, s: &str, max: usize) -> Result<(), ValueError> {
     let first_ok = s
         .chars()
@@ -29,9 +34,9 @@ fn parse_name(kind: &str, s: &str, max: usize) -> Result<(), ValueError> {
 }
 
 macro_rules! string_value {
-    ($(#[$doc:meta])* $name:ident, $parse:expr) => {
+    ($(#[$doc:meta])* $name:ident, $parse:expr, $schema:expr) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
 
@@ -69,25 +74,58 @@ macro_rules! string_value {
                 f.write_str(&self.0)
             }
         }
+
+        impl JsonSchema for $name {
+            fn schema_name() -> Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                let (description, pattern, max): (&str, String, u64) = $schema;
+                let mut schema = json_schema!({
+                    "description": description,
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": max,
+                });
+                schema.insert("pattern".into(), pattern.into());
+                schema
+            }
+        }
     };
 }
 
 string_value!(
     /// A plugin name: 1-64 characters of `a-z 0-9 - _`.
     PluginName,
-    |s| parse_name("plugin name", s, 64)
+    |s| parse_name("plugin name", s, 64),
+    (
+        "A plugin name: 1-64 characters of a-z, 0-9, '-' and '_', starting with a letter or digit.",
+        rules::PLUGIN_NAME_PATTERN.to_owned(),
+        64
+    )
 );
 
 string_value!(
     /// A pipeline name, unique among non-archived pipelines: 1-128 characters of `a-z 0-9 - _`.
     PipelineName,
-    |s| parse_name("pipeline name", s, 128)
+    |s| parse_name("pipeline name", s, 128),
+    (
+        "A pipeline name: 1-128 characters of a-z, 0-9, '-' and '_', starting with a letter or digit.",
+        rules::PIPELINE_NAME_PATTERN.to_owned(),
+        128
+    )
 );
 
 string_value!(
     /// A semantic version (`1.2.3`, `1.0.0-beta.1`).
     PluginVersion,
-    parse_semver
+    parse_semver,
+    (
+        "A semantic version 2.0 (1.2.3, 1.0.0-beta.1+build.5), at most 64 characters.",
+        rules::VERSION_PATTERN.to_owned(),
+        rules::MAX_VERSION_CHARS
+    )
 );
 
 string_value!(
@@ -100,7 +138,12 @@ string_value!(
         } else {
             Err(ValueError(format!("digest {s:?} is invalid: expected \"sha256:\" and 64 lowercase hex digits")))
         }
-    }
+    },
+    (
+        "A module digest: sha256: followed by 64 lowercase hex digits.",
+        rules::DIGEST_PATTERN.to_owned(),
+        71
+    )
 );
 
 string_value!(
@@ -112,19 +155,34 @@ string_value!(
             .ok_or_else(|| ValueError(format!("plugin reference {s:?} is invalid: expected name@version")))?;
         parse_name("plugin name", name, 64)?;
         parse_semver(version)
-    }
+    },
+    (
+        "A plugin version reference: name@version, e.g. csv@1.0.0.",
+        rules::PLUGIN_REF_PATTERN.to_owned(),
+        rules::MAX_PLUGIN_REF_CHARS
+    )
 );
 
 string_value!(
-    /// A free-text label (owner, tag, runner id): 1-200 printable characters.
+    /// A free-text label (owner, tag, runner id): 1-200 printable characters, not all blank.
     Label,
     |s| {
-        if s.trim().is_empty() || s.len() > 200 || s.chars().any(char::is_control) {
-            Err(ValueError(format!("{s:?} is invalid: expected 1-200 printable characters")))
+        let printable = !s.chars().any(rules::is_control);
+        let length = s.chars().count() as u64;
+        if !printable || length > rules::MAX_LABEL_CHARS || s.chars().all(rules::is_blank) {
+            Err(ValueError(format!(
+                "{:?} is invalid: expected 1-200 printable characters, not all blank",
+                s.chars().take(40).collect::<String>()
+            )))
         } else {
             Ok(())
         }
-    }
+    },
+    (
+        "A free-text label (owner, tag, runner id, reason): 1-200 printable characters, not all blank.",
+        rules::label_pattern(),
+        rules::MAX_LABEL_CHARS
+    )
 );
 
 impl PluginRef {
@@ -144,23 +202,34 @@ impl PluginRef {
     }
 }
 
-/// Strict semver 2.0 check (major.minor.patch with optional pre-release and build).
+/// Strict semver 2.0 check (major.minor.patch with optional pre-release and build), the
+/// grammar of [`rules::VERSION_PATTERN`].
 fn parse_semver(s: &str) -> Result<(), ValueError> {
     let err = || ValueError(format!("version {s:?} is not a semantic version like 1.2.3"));
-    let core = s.split(['-', '+']).next().unwrap_or("");
-    let parts: Vec<&str> = core.split('.').collect();
-    let numeric =
-        |p: &&str| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()) && (p.len() == 1 || !p.starts_with('0'));
-    if parts.len() != 3 || !parts.iter().all(numeric) || s.len() > 64 {
+    let ident_char = |c: char| c.is_ascii_alphanumeric() || c == '-';
+    let numeric = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit());
+    let no_leading_zero = |p: &str| p.len() == 1 || !p.starts_with('0');
+    if s.len() > rules::MAX_VERSION_CHARS as usize {
         return Err(err());
     }
-    let rest = &s[core.len()..];
-    if !rest
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '+')
-        || rest == "-"
-        || rest == "+"
-    {
+    let (rest, build) = match s.split_once('+') {
+        Some((r, b)) => (r, Some(b)),
+        None => (s, None),
+    };
+    let (core, pre) = match rest.split_once('-') {
+        Some((c, p)) => (c, Some(p)),
+        None => (rest, None),
+    };
+    let parts: Vec<&str> = core.split('.').collect();
+    if parts.len() != 3 || !parts.iter().all(|p| numeric(p) && no_leading_zero(p)) {
+        return Err(err());
+    }
+    let identifiers_ok = |text: &str, numbers_strict: bool| {
+        text.split('.').all(|id| {
+            !id.is_empty() && id.chars().all(ident_char) && (!numbers_strict || !numeric(id) || no_leading_zero(id))
+        })
+    };
+    if pre.is_some_and(|p| !identifiers_ok(p, true)) || build.is_some_and(|b| !identifiers_ok(b, false)) {
         return Err(err());
     }
     Ok(())

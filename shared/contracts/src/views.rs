@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::opaque::OpaqueJson;
 use uuid::Uuid;
 
 use crate::model::{
@@ -39,7 +41,7 @@ pub struct PluginView {
     pub executable: Option<String>,
     /// Config JSON Schema.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config_schema: Option<serde_json::Value>,
+    pub config_schema: Option<OpaqueJson>,
     /// Resource limits.
     pub limits: ResourceLimits,
     /// Capability grants.
@@ -94,7 +96,7 @@ pub struct PipelineView {
     /// Current definition.
     pub definition: PipelineDefinition,
     /// Latest committed Singer STATE (`null` before the first).
-    pub bookmark: serde_json::Value,
+    pub bookmark: OpaqueJson,
     /// The run that committed the bookmark.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bookmark_run_id: Option<Uuid>,
@@ -175,7 +177,7 @@ pub struct RunView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_reason: Option<TimeoutReason>,
     /// Last checkpointed STATE.
-    pub last_state: serde_json::Value,
+    pub last_state: OpaqueJson,
     /// When the last checkpoint was committed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_checkpoint_at: Option<DateTime<Utc>>,

@@ -19,6 +19,10 @@ pub struct WorkItem {
     pub attempt: u32,
     /// The run's pipeline.
     pub pipeline_id: Uuid,
+    /// The correlation id of the request that started the run: the runner's commands
+    /// carry it, so every event of the run shares it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
 }
 
 impl WorkItem {

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use flexcore_telemetry::propagation;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Mutex};
@@ -188,9 +188,45 @@ enum RawOutcome {
     },
 }
 
+/// A request as `flexcore_append` reads it: the events without their data, each naming
+/// its data's index (1-based) in the separate `bodies` array, so the data never passes
+/// through jsonb (which would re-order keys and normalise numbers).
+#[derive(Serialize)]
+struct WireRequest<'a> {
+    #[serde(flatten)]
+    request: &'a AppendRequest,
+    events: Vec<WireEvent<'a>>,
+}
+
+#[derive(Serialize)]
+struct WireEvent<'a> {
+    #[serde(flatten)]
+    event: &'a crate::model::NewEvent,
+    body: usize,
+}
+
 async fn write_batch(pool: &PgPool, requests: &[AppendRequest]) -> Result<Vec<AppendOutcome>, StoreError> {
-    let Json(raw): Json<Vec<RawOutcome>> = sqlx::query_scalar("SELECT flexcore_append($1)")
-        .bind(Json(requests))
+    let mut bodies: Vec<&str> = Vec::new();
+    let wire: Vec<WireRequest<'_>> = requests
+        .iter()
+        .map(|request| WireRequest {
+            request,
+            events: request
+                .events
+                .iter()
+                .map(|event| {
+                    bodies.push(event.data.as_str());
+                    WireEvent {
+                        event,
+                        body: bodies.len(),
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    let Json(raw): Json<Vec<RawOutcome>> = sqlx::query_scalar("SELECT flexcore_append($1, $2)")
+        .bind(Json(wire))
+        .bind(&bodies)
         .fetch_one(pool)
         .await?;
     if raw.len() != requests.len() {

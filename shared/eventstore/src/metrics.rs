@@ -18,6 +18,46 @@ pub enum RelayProgress {
     Pending(DateTime<Utc>),
     /// JetStream acknowledged a batch; its last event was recorded at this time.
     Published(DateTime<Utc>),
+    /// The next event cannot be published (its message of `size` bytes exceeds the server's
+    /// `limit`): the relay holds everything from it on, retrying, until the limit grows.
+    Blocked {
+        /// The message's size.
+        size: usize,
+        /// The server's `max_payload`.
+        limit: usize,
+    },
+}
+
+/// Why the relay cannot go on, while it cannot (shown by readiness checks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayBlock {
+    /// What blocks it, naming the event, its size and the limit.
+    pub reason: String,
+    /// Since when.
+    pub since: DateTime<Utc>,
+}
+
+static BLOCKED: std::sync::Mutex<Option<RelayBlock>> = std::sync::Mutex::new(None);
+
+/// What blocks this process's relay, if anything does.
+pub fn relay_block() -> Option<RelayBlock> {
+    BLOCKED.lock().ok().and_then(|b| b.clone())
+}
+
+/// Records (or with `None` clears) what blocks the relay; returns whether it changed.
+pub(crate) fn set_relay_block(reason: Option<String>) -> bool {
+    let Ok(mut blocked) = BLOCKED.lock() else { return false };
+    match (&*blocked, reason) {
+        (None, None) => false,
+        (Some(current), Some(reason)) if current.reason == reason => false,
+        (_, reason) => {
+            *blocked = reason.map(|reason| RelayBlock {
+                reason,
+                since: Utc::now(),
+            });
+            true
+        }
+    }
 }
 
 /// The functions the store calls.

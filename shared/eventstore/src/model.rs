@@ -1,7 +1,7 @@
 //! Data appended to and read from the store.
 
 use chrono::{DateTime, Utc};
-use flexcore_contracts::{EventEnvelope, EventMetadata};
+use flexcore_contracts::{EventEnvelope, EventMetadata, OpaqueJson};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -20,8 +20,9 @@ pub struct NewEvent {
     pub event_type: String,
     /// Schema version of `data`.
     pub schema_version: u32,
-    /// Payload.
-    pub data: serde_json::Value,
+    /// Payload, stored as this exact text (sent apart from the batch: see `append`).
+    #[serde(skip)]
+    pub data: OpaqueJson,
     /// Correlation, causation, actor, trace.
     pub metadata: EventMetadata,
 }
@@ -68,6 +69,7 @@ pub struct AppendRequest {
     /// Hash of the command body, to tell a retried command from a reused id.
     pub payload_hash: String,
     /// The events, in order (may span aggregates).
+    #[serde(skip)]
     pub events: Vec<NewEvent>,
     /// Unique keys to take.
     pub claims: Vec<UniqueKey>,
@@ -161,8 +163,8 @@ pub struct RecordedEvent {
     pub event_type: String,
     /// Schema version of `data`.
     pub schema_version: u32,
-    /// Payload.
-    pub data: serde_json::Value,
+    /// Payload, exactly as stored.
+    pub data: OpaqueJson,
     /// Metadata.
     pub metadata: EventMetadata,
     /// Commit time.

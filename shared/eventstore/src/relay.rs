@@ -118,18 +118,52 @@ async fn lead(
     };
     let mut checkpoint = load_checkpoint(&mut conn).await?;
     let mut last_wake = Instant::now();
+    let mut block_logged: Option<Instant> = None;
     while !shutdown.is_cancelled() {
         let batch = read_all_with(&mut conn, checkpoint, config.batch_size).await?;
-        if let Some(last) = batch.last() {
+        if !batch.is_empty() {
             if let Some(oldest) = batch.iter().map(|e| e.recorded_at).min() {
                 crate::metrics::relay(RelayProgress::Pending(oldest));
             }
-            publish(js, &batch, config.publish_timeout).await?;
-            let next = last.checkpoint();
-            save_checkpoint(&mut conn, next).await?;
-            crate::metrics::relay(RelayProgress::Published(last.recorded_at));
-            checkpoint = next;
-            continue;
+            let limit = js.client().max_payload();
+            let (ready, blocked) = prepare(&batch, limit)?;
+            if let Some(published) = ready.last().map(|m| m.event) {
+                publish(js, ready, config.publish_timeout).await?;
+                let next = published.checkpoint();
+                save_checkpoint(&mut conn, next).await?;
+                crate::metrics::relay(RelayProgress::Published(published.recorded_at));
+                checkpoint = next;
+            }
+            match blocked {
+                None => {
+                    if crate::metrics::set_relay_block(None) {
+                        tracing::info!("relay unblocked: the NATS server accepts the held event now");
+                    }
+                    continue;
+                }
+                Some(error) => {
+                    if let StoreError::TooLarge { size, limit, .. } = &error {
+                        crate::metrics::relay(RelayProgress::Blocked {
+                            size: *size,
+                            limit: *limit,
+                        });
+                    }
+                    let changed = crate::metrics::set_relay_block(Some(error.to_string()));
+                    // Loud, but not once a second: on change, then every minute.
+                    if changed || block_logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                        tracing::error!(
+                            %error,
+                            "relay blocked: this event and every later one wait until the NATS server's max_payload admits it (docs/troubleshooting.md, \"relay blocked\")"
+                        );
+                        block_logged = Some(Instant::now());
+                    }
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(config.leader_retry.max(Duration::from_secs(1))) => {}
+                    }
+                    continue;
+                }
+            }
         }
         // Nothing readable. Right after a wake-up an older open transaction may still hold
         // the horizon back, so poll quickly for a moment; otherwise wait for a NOTIFY.
@@ -204,26 +238,108 @@ pub async fn checkpoint(pool: &sqlx::PgPool) -> Result<Checkpoint, StoreError> {
     load_checkpoint(&mut conn).await
 }
 
+/// One event's messages, ready to publish.
+struct Prepared<'a> {
+    event: &'a RecordedEvent,
+    subject: String,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    work: Option<(String, HeaderMap, Vec<u8>)>,
+}
+
+/// The messages of `batch` up to (not including) the first one larger than `limit`, and
+/// the error that names that one. Nothing after it is published, so the order holds.
+fn prepare(batch: &[RecordedEvent], limit: usize) -> Result<(Vec<Prepared<'_>>, Option<StoreError>), StoreError> {
+    let mut ready = Vec::with_capacity(batch.len());
+    for event in batch {
+        let (subject, headers, body) = message(event)?;
+        let size = wire_size(&headers, body.len());
+        if size > limit {
+            let error = StoreError::TooLarge {
+                event_id: event.event_id,
+                event_type: event.event_type.clone(),
+                global_position: event.global_position,
+                size,
+                limit,
+            };
+            return Ok((ready, Some(error)));
+        }
+        let work = work_message(event)?;
+        ready.push(Prepared {
+            event,
+            subject,
+            headers,
+            body,
+            work,
+        });
+    }
+    Ok((ready, None))
+}
+
+/// The size the NATS server counts against its `max_payload`: the header block (as the
+/// client writes it) plus the body.
+pub fn wire_size(headers: &HeaderMap, body_len: usize) -> usize {
+    if headers.is_empty() {
+        return body_len;
+    }
+    let mut len = b"NATS/1.0\r\n".len() + b"\r\n".len();
+    for (name, values) in headers.iter() {
+        for value in values {
+            len += AsRef::<str>::as_ref(name).len() + b": ".len() + value.as_str().len() + b"\r\n".len();
+        }
+    }
+    len + body_len
+}
+
+/// The largest size the message of `event` can have once committed: the store's own
+/// values (position, transaction, time) are unknown before, so the widest are assumed.
+pub fn published_size_bound(event: &crate::model::NewEvent) -> Result<usize, StoreError> {
+    let widest = RecordedEvent {
+        global_position: i64::MAX as u64,
+        transaction_id: u64::MAX,
+        event_id: event.event_id,
+        aggregate_type: event.aggregate_type.clone(),
+        aggregate_id: event.aggregate_id,
+        version: event.version,
+        event_type: event.event_type.clone(),
+        schema_version: event.schema_version,
+        data: event.data.clone(),
+        metadata: event.metadata.clone(),
+        // As wide as any time the store writes: a 4-digit year with nanoseconds.
+        recorded_at: chrono::DateTime::from_timestamp(253_402_300_799, 999_999_999).unwrap_or_default(),
+    };
+    let (_, headers, body) = message(&widest)?;
+    // A relay that exports spans puts its own `traceparent` in: make room for one.
+    let traceparent = if event.metadata.traceparent.is_none() { 70 } else { 0 };
+    Ok(wire_size(&headers, body.len()) + traceparent)
+}
+
 /// Publishes a batch pipelined (all sent, then all acknowledgements awaited in order).
 /// Right after a `run.requested` or `run.retried` event comes the attempt's work item on
 /// `FLEXCORE_WORK`: this is where requested runs are handed to the runners. While spans
 /// are exported, each traced event gets a `relay.publish` span (until its batch is
 /// acknowledged) whose context its message and work item carry.
-async fn publish(js: &jetstream::Context, batch: &[RecordedEvent], timeout: Duration) -> Result<(), StoreError> {
+async fn publish(js: &jetstream::Context, batch: Vec<Prepared<'_>>, timeout: Duration) -> Result<(), StoreError> {
     let mut acks = Vec::with_capacity(batch.len());
     let mut spans = Vec::new();
-    for event in batch {
-        let (subject, mut headers, payload) = message(event)?;
+    for prepared in batch {
+        let Prepared {
+            event,
+            subject,
+            mut headers,
+            body,
+            work,
+        } = prepared;
         let span = publish_span(event);
         if let Some(span) = &span {
             propagation::inject(span, &mut headers);
         }
         let ack = js
-            .publish_with_headers(subject, headers, payload.into())
+            .publish_with_headers(subject, headers, body.into())
             .await
             .map_err(|e| StoreError::Nats(format!("publish {}: {e}", event.event_id)))?;
         acks.push(ack);
-        if let Some((subject, mut headers, payload)) = work_message(event)? {
+        if let Some((subject, mut headers, payload)) = work {
             if let Some(span) = &span {
                 propagation::inject(span, &mut headers);
             }
@@ -275,24 +391,23 @@ pub fn work_message(event: &RecordedEvent) -> Result<Option<(String, HeaderMap, 
     if event.event_type != "run.requested" && event.event_type != "run.retried" {
         return Ok(None);
     }
-    let field = |name: &str| {
-        event
-            .data
-            .get(name)
-            .ok_or_else(|| StoreError::Protocol(format!("{} without {name}", event.event_type)))
-    };
-    let attempt = field("attempt")?
-        .as_u64()
-        .and_then(|a| u32::try_from(a).ok())
-        .ok_or_else(|| StoreError::Protocol("bad attempt".into()))?;
-    let pipeline_id = field("pipeline_id")?
-        .as_str()
-        .and_then(|p| p.parse().ok())
-        .ok_or_else(|| StoreError::Protocol("bad pipeline_id".into()))?;
+    /// The fields of `run.requested` / `run.retried` a work item needs.
+    #[derive(serde::Deserialize)]
+    struct Attempt {
+        attempt: u32,
+        pipeline_id: uuid::Uuid,
+    }
+    let Attempt { attempt, pipeline_id } = event.data.decode().map_err(|e| {
+        StoreError::Protocol(format!(
+            "{} without a valid attempt and pipeline_id: {e}",
+            event.event_type
+        ))
+    })?;
     let item = WorkItem {
         run_id: event.aggregate_id,
         attempt,
         pipeline_id,
+        correlation_id: event.metadata.correlation_id.clone(),
     };
     let mut headers = HeaderMap::new();
     headers.insert(envelope::HEADER_MSG_ID, item.msg_id().as_str());

@@ -166,7 +166,7 @@ pub(crate) fn recorded_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
         version: from_i64(row.try_get("version")?),
         event_type: row.try_get("event_type")?,
         schema_version: u32::try_from(schema_version).unwrap_or(0),
-        data: row.try_get::<Json<serde_json::Value>, _>("data")?.0,
+        data: row.try_get::<Json<flexcore_contracts::OpaqueJson>, _>("data")?.0,
         metadata: metadata.0,
         recorded_at: row.try_get::<DateTime<Utc>, _>("recorded_at")?,
     })

@@ -6,10 +6,12 @@
 //! - [`stop_on_signal`]: cancels a token on SIGINT or SIGTERM.
 //! - [`admin`]: the admin HTTP server (`/health/live`, `/health/ready`, `/metrics`).
 //! - [`metrics`]: the process's Prometheus metrics, by service.
+//! - [`reply`]: answering a request, a reply too large for the server becoming an error.
 
 pub mod admin;
 pub mod connect;
 pub mod metrics;
+pub mod reply;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -91,6 +91,26 @@ pub fn sampled(traceparent: &str) -> bool {
     flags.len() == 2 && u8::from_str_radix(flags, 16).is_ok_and(|flags| flags & 1 == 1)
 }
 
+/// Whether `value` is a W3C `traceparent` of version 00: `00-<32 hex>-<16 hex>-<2 hex>`,
+/// lowercase, with a trace id and a parent id that are not all zeros. Anything else is
+/// ignored (the receiver starts a new trace) and never stored.
+pub fn valid(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+    matches!(parts.as_slice(), [version, trace, parent, flags]
+        if *version == "00" && hex(trace, 32) && nonzero(trace) && hex(parent, 16) && nonzero(parent) && hex(flags, 2))
+}
+
+/// The `traceparent` header of `headers` when it is [`valid`].
+pub fn header(headers: Option<&HeaderMap>) -> Option<String> {
+    headers?
+        .get(TRACEPARENT)
+        .map(|v| v.as_str())
+        .filter(|v| valid(v))
+        .map(str::to_owned)
+}
+
 /// Whether `headers` carry a trace context (a `traceparent`), with export on.
 pub fn carried(headers: Option<&HeaderMap>) -> bool {
     enabled() && headers.and_then(|h| h.get(TRACEPARENT)).is_some()
@@ -197,6 +217,28 @@ mod tests {
         let cx = span.context();
         let sc = cx.span().span_context().clone();
         (sc.trace_id(), sc.span_id())
+    }
+
+    #[test]
+    fn only_well_formed_traceparents_are_valid() {
+        assert!(valid(REMOTE));
+        for bad in [
+            "garbage",
+            "",
+            "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
+            " 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ] {
+            assert!(!valid(bad), "{bad:?}");
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(TRACEPARENT, "garbage");
+        assert_eq!(header(Some(&headers)), None);
+        headers.insert(TRACEPARENT, REMOTE);
+        assert_eq!(header(Some(&headers)).as_deref(), Some(REMOTE));
     }
 
     /// Off (the default), then on: one test, since the switch is process-wide.

@@ -1,19 +1,19 @@
 //! Phases 0 and 1: plugins and one pipeline per client (not timed), then N clients
 //! toggling their own pipeline with `pipeline.pause` / `pipeline.resume` over NATS.
 //!
-//! Every request carries a fresh `command_id`, so every one is a new command that
-//! appends one event; the bodies are plain JSON, as any language would send them.
+//! Every request goes through the typed client, once (a benchmark measures single tries),
+//! with a fresh `command_id`, so every one is a new command that appends one event.
 
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use async_nats::{Client, ConnectOptions, RequestErrorKind, Subject};
-use bytes::Bytes;
+use async_nats::{Client, ConnectOptions};
+use flexcore_client::{ClientError, Retry, Unanswered};
 use flexcore_config::{NatsLogin, Secret};
-use flexcore_contracts::commands::{CommandMeta, PausePipeline, ResumePipeline};
-use flexcore_contracts::{subjects, CommandReply, ErrorBody, ErrorCode};
-use serde::Serialize;
+use flexcore_contracts::commands::{CommandBody, PausePipeline, ResumePipeline};
+use flexcore_contracts::reply::Accepted;
+use flexcore_contracts::{ErrorBody, ErrorCode};
 use uuid::Uuid;
 
 use super::setup;
@@ -83,21 +83,21 @@ impl Toggle {
         }
     }
 
-    /// Subject and body (with a fresh `command_id`) of this command for `pipeline_id`.
-    pub fn request(self, pipeline_id: Uuid) -> anyhow::Result<(Subject, Bytes)> {
-        Ok(match self {
-            Self::Pause => (
-                Subject::from(subjects::command("pipeline", "pause")),
-                encode(&PausePipeline {
-                    pipeline_id,
-                    reason: None,
-                })?,
-            ),
-            Self::Resume => (
-                Subject::from(subjects::command("pipeline", "resume")),
-                encode(&ResumePipeline { pipeline_id })?,
-            ),
-        })
+    /// Sends this command for `pipeline_id` once; the accepted reply, if it was.
+    pub async fn send(self, client: &Client, pipeline_id: Uuid) -> (Outcome, Option<Accepted>) {
+        match self {
+            Self::Pause => {
+                send_accepted(
+                    client,
+                    &PausePipeline {
+                        pipeline_id,
+                        reason: None,
+                    },
+                )
+                .await
+            }
+            Self::Resume => send_accepted(client, &ResumePipeline { pipeline_id }).await,
+        }
     }
 
     /// The command to send after this one ended in `outcome`. An `invalid_state` refusal
@@ -113,52 +113,28 @@ impl Toggle {
     }
 }
 
-/// A command body with its common fields (`command_id`), as sent on the wire.
-#[derive(Serialize)]
-struct Body<'a, T> {
-    #[serde(flatten)]
-    meta: CommandMeta,
-    #[serde(flatten)]
-    command: &'a T,
+/// Sends one command once (a fresh `command_id`) through the typed client and classifies
+/// the reply.
+pub async fn send<C: CommandBody>(client: &Client, command: &C) -> Outcome {
+    send_accepted(client, command).await.0
 }
 
-/// Encodes `command` with a fresh `command_id`.
-pub fn encode<T: Serialize>(command: &T) -> anyhow::Result<Bytes> {
-    let body = Body {
-        meta: CommandMeta {
-            command_id: Some(Uuid::new_v4()),
-            expected_version: None,
-        },
-        command,
-    };
-    Ok(Bytes::from(serde_json::to_vec(&body).context("encoding a command")?))
-}
-
-/// Sends one command request and classifies the reply.
-pub async fn send(client: &Client, subject: Subject, body: Bytes) -> Outcome {
-    match client.request(subject, body).await {
-        Ok(message) => match serde_json::from_slice::<CommandReply>(&message.payload) {
-            Ok(CommandReply::Accepted(_)) => Outcome::Accepted,
-            Ok(CommandReply::Rejected(rejected)) => Outcome::Rejected(rejected.error),
-            Err(error) => Outcome::Failed(
-                Failure::MalformedReply,
-                format!(
-                    "unreadable reply ({error}): {}",
-                    String::from_utf8_lossy(&message.payload)
-                        .chars()
-                        .take(300)
-                        .collect::<String>()
-                ),
-            ),
-        },
-        Err(error) => {
-            let failure = match error.kind() {
-                RequestErrorKind::TimedOut => Failure::TimedOut,
-                RequestErrorKind::NoResponders => Failure::NoResponders,
-                _ => Failure::Other,
+/// [`send`], also returning the accepted reply.
+pub async fn send_accepted<C: CommandBody>(client: &Client, command: &C) -> (Outcome, Option<Accepted>) {
+    let typed = flexcore_client::Client::new(client.clone()).with_timeout(REQUEST_TIMEOUT);
+    match typed.command(command).retry(Retry::once()).send().await {
+        Ok(accepted) => (Outcome::Accepted, Some(accepted)),
+        Err(ClientError::Refused { error, .. }) => (Outcome::Rejected(error), None),
+        Err(ClientError::Unanswered { kind, why, .. }) => {
+            let failure = match kind {
+                Unanswered::TimedOut => Failure::TimedOut,
+                Unanswered::NoResponders => Failure::NoResponders,
+                Unanswered::Transient | Unanswered::Connection => Failure::Other,
             };
-            Outcome::Failed(failure, error.to_string())
+            (Outcome::Failed(failure, why), None)
         }
+        Err(ClientError::Protocol { message, .. }) => (Outcome::Failed(Failure::MalformedReply, message), None),
+        Err(error @ ClientError::Stopped { .. }) => (Outcome::Failed(Failure::Other, error.to_string()), None),
     }
 }
 
@@ -251,9 +227,8 @@ async fn toggle(client: Client, pipeline_id: Uuid, window: Window) -> anyhow::Re
     let mut stats = PhaseStats::new(window.length())?;
     let mut next = Toggle::Pause;
     while !window.is_over(Instant::now()) {
-        let (subject, body) = next.request(pipeline_id)?;
         let started = Instant::now();
-        let outcome = send(&client, subject, body).await;
+        let (outcome, _) = next.send(&client, pipeline_id).await;
         let finished = Instant::now();
         if window.measures(finished) {
             match &outcome {
@@ -282,7 +257,9 @@ mod tests {
     use super::*;
 
     fn rejected(code: ErrorCode) -> Outcome {
-        Outcome::Rejected(ErrorBody::new(code, "no"))
+        let mut error = ErrorBody::new(flexcore_contracts::ErrorReason::Internal, "no");
+        error.code = code;
+        Outcome::Rejected(error)
     }
 
     #[test]
@@ -293,20 +270,5 @@ mod tests {
         assert_eq!(Toggle::Pause.after(&rejected(ErrorCode::Unavailable)), Toggle::Pause);
         let timed_out = Outcome::Failed(Failure::TimedOut, String::new());
         assert_eq!(Toggle::Resume.after(&timed_out), Toggle::Resume);
-    }
-
-    #[test]
-    fn bodies_carry_a_fresh_command_id_and_decode_as_the_contract_says() {
-        let pipeline_id = Uuid::new_v4();
-        let command = PausePipeline {
-            pipeline_id,
-            reason: None,
-        };
-        let (a, b) = (encode(&command).unwrap(), encode(&command).unwrap());
-        assert_ne!(a, b, "command ids must differ");
-        let subject = subjects::command("pipeline", "pause");
-        let (meta, decoded) = flexcore_contracts::commands::decode(&subject, &a).unwrap();
-        assert!(meta.command_id.is_some());
-        assert_eq!(decoded, flexcore_contracts::commands::Command::PausePipeline(command));
     }
 }

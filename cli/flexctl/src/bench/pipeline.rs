@@ -94,7 +94,7 @@ fn stage(name: &str, kind: PluginKind, program: Program, config: Value) -> Stage
         name: name.to_owned(),
         kind,
         program,
-        config,
+        config: config.into(),
         limits: ResourceLimits::default(),
         grants: Grants::default(),
     }

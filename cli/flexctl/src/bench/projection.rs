@@ -16,17 +16,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use async_nats::{Client, Subject};
-use bytes::Bytes;
-use flexcore_contracts::queries::QueryReply;
+use async_nats::Client;
 use flexcore_contracts::views::ProjectionStatus;
-use flexcore_contracts::{subjects, CommandReply};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::commands::{connect, Toggle, CLIENTS_PER_CONNECTION};
+use super::commands::{connect, Outcome, Toggle, CLIENTS_PER_CONNECTION};
 use super::setup;
 use super::stats::LatencySummary;
 use super::Window;
@@ -71,24 +68,17 @@ fn histogram() -> anyhow::Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 60_000_000, 3).context("histogram")
 }
 
-async fn query(client: &Client, subject: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
-    let reply = client
-        .request(
-            Subject::from(subject.to_owned()),
-            Bytes::from(serde_json::to_vec(&body)?),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("{subject}: {e} (is flexcore-projection running?)"))?;
-    match serde_json::from_slice::<QueryReply>(&reply.payload)? {
-        QueryReply::Ok(ok) => Ok(ok.data),
-        QueryReply::Err(e) => bail!("{subject}: {}", e.error),
-    }
+async fn query(client: &Client, name: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    let ok = flexcore_client::Client::new(client.clone())
+        .query_raw(name, &body, &flexcore_client::Retry::once())
+        .await?;
+    Ok(ok.data.to_value())
 }
 
 /// Every projection's status.
 pub async fn projections(client: &Client) -> anyhow::Result<Vec<ProjectionStatus>> {
     Ok(serde_json::from_value(
-        query(client, &subjects::query("projection", "list"), json!({})).await?,
+        query(client, "projection.list", json!({})).await?,
     )?)
 }
 
@@ -164,17 +154,16 @@ async fn toggle_and_read(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut next = Toggle::Pause;
     let mut sent: u64 = 0;
-    let get = subjects::query("pipeline", "get");
+    let get = "pipeline.get";
     while !window.is_over(Instant::now()) {
         ticker.tick().await;
-        let (subject, body) = next.request(pipeline_id)?;
-        let Ok(reply) = client.request(subject, body).await else {
-            results.error(window.measures(Instant::now()));
-            continue;
-        };
-        let position = match serde_json::from_slice::<CommandReply>(&reply.payload) {
-            Ok(CommandReply::Accepted(a)) => a.global_position,
-            Ok(CommandReply::Rejected(_)) | Err(_) => {
+        let position = match next.send(&client, pipeline_id).await {
+            (_, Some(accepted)) => accepted.global_position,
+            (Outcome::Failed(..), _) => {
+                results.error(window.measures(Instant::now()));
+                continue;
+            }
+            _ => {
                 next = next.flipped();
                 results.error(window.measures(Instant::now()));
                 continue;
@@ -187,9 +176,9 @@ async fn toggle_and_read(
         }
         let replied = Instant::now();
         // Checked on the side, so the command rate stays open-loop.
-        let (client, get, results) = (client.clone(), get.clone(), results.clone());
+        let (client, get, results) = (client.clone(), get, results.clone());
         tokio::spawn(async move {
-            let seen = query(&client, &get, json!({"id": pipeline_id, "min_position": position})).await;
+            let seen = query(&client, get, json!({"id": pipeline_id, "min_position": position})).await;
             let visible = Instant::now();
             if window.measures(visible) {
                 match seen {
@@ -228,8 +217,8 @@ pub async fn queries(
                 let (results, ids) = (results.clone(), ids.clone());
                 let list = phase.starts_with("pipeline.list");
                 tokio::spawn(async move {
-                    let get = subjects::query("pipeline", "get");
-                    let list_subject = subjects::query("pipeline", "list");
+                    let get = "pipeline.get";
+                    let list_subject = "pipeline.list";
                     let mut n = i;
                     while !window.is_over(Instant::now()) {
                         n = n
@@ -237,10 +226,10 @@ pub async fn queries(
                             .wrapping_add(1_442_695_040_888_963_407);
                         let started = Instant::now();
                         let answer = if list {
-                            query(&client, &list_subject, json!({"limit": 100})).await
+                            query(&client, list_subject, json!({"limit": 100})).await
                         } else {
                             let id = ids[(n >> 33) % ids.len()];
-                            query(&client, &get, json!({"id": id})).await
+                            query(&client, get, json!({"id": id})).await
                         };
                         let done = Instant::now();
                         if window.measures(done) {
@@ -295,8 +284,7 @@ pub async fn rebuild(nats_url: &str, names: &[String], events: u64) -> anyhow::R
                 tokio::spawn(async move {
                     let mut next = Toggle::Pause;
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        let (subject, body) = next.request(pipeline_id)?;
-                        if client.request(subject, body).await.is_ok() {
+                        if !matches!(next.send(&client, pipeline_id).await.0, Outcome::Failed(..)) {
                             next = next.flipped();
                         }
                     }
@@ -323,7 +311,7 @@ pub async fn rebuild(nats_url: &str, names: &[String], events: u64) -> anyhow::R
     let mut out = Vec::new();
     for name in names {
         let started = Instant::now();
-        query(&first, &subjects::query("projection", "rebuild"), json!({"name": name})).await?;
+        query(&first, "projection.rebuild", json!({"name": name})).await?;
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
             let all = projections(&first).await?;

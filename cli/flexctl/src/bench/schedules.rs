@@ -11,15 +11,16 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_nats::Subject;
 use chrono::{DateTime, DurationRound, Utc};
+use flexcore_contracts::commands::CreateSchedule;
 use flexcore_contracts::envelope::EventEnvelope;
+use flexcore_contracts::events::RunRequested;
+use flexcore_contracts::model::OverlapPolicy;
 use flexcore_contracts::subjects;
 use futures::future::try_join_all;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use serde_json::json;
 use uuid::Uuid;
 
 use super::commands::{connect, send, Outcome, CLIENTS_PER_CONNECTION};
@@ -111,15 +112,20 @@ pub async fn run(nats_url: &str, schedules: usize, minutes: u32) -> anyhow::Resu
             let client = &connections[i / CLIENTS_PER_CONNECTION % connections.len()];
             async move {
                 // end_at half a minute after the last slot: after start_at even for one minute.
-                let body = json!({"pipeline_id": pipeline, "cron": "* * * * *", "overlap": "allow",
-                                  "start_at": first, "end_at": last + chrono::Duration::seconds(30)});
-                match send(
-                    client,
-                    Subject::from(subjects::command("schedule", "create")),
-                    serde_json::to_vec(&body)?.into(),
-                )
-                .await
-                {
+                let body = CreateSchedule {
+                    schedule_id: None,
+                    pipeline_id: *pipeline,
+                    cron: "* * * * *".to_owned(),
+                    timezone: "UTC".to_owned(),
+                    overlap: OverlapPolicy::Allow,
+                    catchup_window_seconds: 3600,
+                    catchup_cap: 1,
+                    jitter_seconds: 0,
+                    start_at: Some(first),
+                    end_at: Some(last + chrono::Duration::seconds(30)),
+                    paused: false,
+                };
+                match send(client, &body).await {
                     Outcome::Accepted => Ok(()),
                     Outcome::Rejected(e) => Err(anyhow::anyhow!("schedule.create refused: {e}")),
                     Outcome::Failed(_, why) => Err(anyhow::anyhow!("schedule.create: {why}")),
@@ -150,10 +156,9 @@ pub async fn run(nats_url: &str, schedules: usize, minutes: u32) -> anyhow::Resu
                 if event.event_type != "run.requested" {
                     continue;
                 }
-                let (Some(schedule), Some(slot)) = (
-                    event.data["schedule_id"].as_str().and_then(|s| s.parse::<Uuid>().ok()),
-                    event.data["scheduled_for"].as_str().and_then(|s| s.parse::<DateTime<Utc>>().ok()),
-                ) else { continue };
+                let Ok(RunRequested { schedule_id: Some(schedule), scheduled_for: Some(slot), .. }) = event.data.decode() else {
+                    continue;
+                };
                 if slot < first || slot > last {
                     continue;
                 }

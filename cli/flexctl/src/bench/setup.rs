@@ -2,15 +2,15 @@
 //! clean-up after phase 1, which archives those pipelines.
 
 use anyhow::anyhow;
-use async_nats::{Client, Subject};
+use async_nats::Client;
 use flexcore_contracts::commands::{ArchivePipeline, CreatePipeline, RegisterPlugin};
 use flexcore_contracts::model::{Grants, PluginKind, PluginRuntime, ResourceLimits, RetryPolicy, StepSpec};
-use flexcore_contracts::{subjects, ErrorCode};
+use flexcore_contracts::ErrorCode;
 use futures::future::{join_all, try_join_all};
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
-use super::commands::{encode, send, Failure, Outcome, CLIENTS_PER_CONNECTION, NO_SERVICE, REQUEST_TIMEOUT};
+use super::commands::{send, Failure, Outcome, CLIENTS_PER_CONNECTION, NO_SERVICE, REQUEST_TIMEOUT};
 
 /// The placeholder plugins every bench pipeline uses: `(name, kind)`.
 const PLUGINS: [(&str, PluginKind); 2] = [
@@ -58,8 +58,7 @@ pub async fn register_plugins(client: &Client) -> anyhow::Result<()> {
             grants: Grants::default(),
             description: Some("Placeholder of flexctl bench commands; never run.".to_owned()),
         };
-        let subject = Subject::from(subjects::command("plugin", "register"));
-        match send(client, subject, encode(&command)?).await {
+        match send(client, &command).await {
             Outcome::Accepted => tracing::info!(plugin = name, "registered"),
             Outcome::Rejected(e) if e.code == ErrorCode::Conflict => {
                 tracing::debug!(plugin = name, "already registered");
@@ -88,7 +87,7 @@ pub async fn create_pipelines(
         .map(|(name, _)| {
             Ok(StepSpec {
                 plugin: format!("{name}@{PLUGIN_VERSION}").parse()?,
-                config: serde_json::Map::new(),
+                config: flexcore_contracts::StepConfig::empty(),
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -110,8 +109,7 @@ pub async fn create_pipelines(
                 retry: RetryPolicy::default(),
                 run_timeout_seconds: 3600,
             };
-            let subject = Subject::from(subjects::command("pipeline", "create"));
-            match send(client, subject, encode(&command)?).await {
+            match send(client, &command).await {
                 Outcome::Accepted => Ok(pipeline_id),
                 other => Err(setup_error(&format!("creating pipeline {name}"), other)),
             }
@@ -131,11 +129,7 @@ pub async fn archive_pipelines(connections: &[Client], pipelines: &[Uuid]) {
             pipeline_id,
             reason: Some("flexctl bench commands finished".to_owned()),
         };
-        let subject = Subject::from(subjects::command("pipeline", "archive"));
-        match encode(&command) {
-            Ok(body) => send(client, subject, body).await == Outcome::Accepted,
-            Err(_) => false,
-        }
+        send(client, &command).await == Outcome::Accepted
     });
     let failed = join_all(archivals)
         .await
@@ -153,30 +147,10 @@ mod tests {
     use flexcore_contracts::ErrorBody;
 
     #[test]
-    fn setup_bodies_are_valid_commands() {
-        let digest = module_digest();
-        assert!(digest.starts_with("sha256:") && digest.len() == 7 + 64, "{digest}");
-        let command = RegisterPlugin {
-            name: "bench-loader".parse().unwrap(),
-            version: PLUGIN_VERSION.parse().unwrap(),
-            kind: PluginKind::Loader,
-            runtime: PluginRuntime::Wasm,
-            module_digest: Some(digest.parse().unwrap()),
-            executable: None,
-            config_schema: None,
-            limits: ResourceLimits::default(),
-            grants: Grants::default(),
-            description: None,
-        };
-        let subject = subjects::command("plugin", "register");
-        assert!(flexcore_contracts::commands::decode(&subject, &encode(&command).unwrap()).is_ok());
-    }
-
-    #[test]
     fn no_responders_in_setup_says_to_start_the_service() {
         let e = setup_error("x", Outcome::Failed(Failure::NoResponders, String::new()));
         assert_eq!(e.to_string(), NO_SERVICE);
-        let refused = Outcome::Rejected(ErrorBody::new(ErrorCode::Unauthorized, "no"));
+        let refused = Outcome::Rejected(ErrorBody::new(flexcore_contracts::ErrorReason::Unauthorized, "no"));
         let e = setup_error("registering", refused);
         assert!(
             e.to_string().starts_with("registering was refused: unauthorized"),

@@ -47,7 +47,7 @@ impl FromStr for AggregateType {
             "pipeline" => Ok(Self::Pipeline),
             "run" => Ok(Self::Run),
             "schedule" => Ok(Self::Schedule),
-            other => Err(DomainError::validation(format!(
+            other => Err(DomainError::Corrupt(format!(
                 "unknown aggregate type {other:?}: expected plugin, pipeline, run or schedule"
             ))),
         }
@@ -75,7 +75,7 @@ impl AnyEvent {
         aggregate_type: &str,
         event_type: &str,
         schema_version: u32,
-        data: serde_json::Value,
+        data: &flexcore_contracts::OpaqueJson,
     ) -> Result<Self, DomainError> {
         let kind = aggregate_type
             .parse::<AggregateType>()
@@ -106,7 +106,7 @@ impl AnyEvent {
     }
 
     /// The event's `data` as stored.
-    pub fn data(&self) -> serde_json::Value {
+    pub fn data(&self) -> flexcore_contracts::OpaqueJson {
         match self {
             Self::Plugin(e) => e.data(),
             Self::Pipeline(e) => e.data(),

@@ -1,19 +1,25 @@
 //! Why the domain refused a command (or could not fold a stored event). Each variant maps
-//! to one wire error code, so the glue never has to guess.
+//! to one wire error code and carries the contract's reason, so the glue never has to guess.
 
-use flexcore_contracts::{ErrorBody, ErrorCode};
-use serde_json::Value;
+use flexcore_contracts::{ErrorBody, ErrorCode, ErrorReason};
+use serde_json::{Map, Value};
 
 /// A refusal of the domain, by error code.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DomainError {
-    /// The command breaks a rule of the contract (`validation_failed`): fix it, do not retry as is.
+    /// The command breaks a rule that depends on stored state (`validation_failed`): a
+    /// step's plugin is disabled or of the wrong kind, its config does not satisfy the
+    /// plugin's schema, … (rules of the body alone are the schema's, checked on decoding).
     #[error("{message}")]
     Validation {
+        /// Which rule.
+        reason: ErrorReason,
+        /// JSON pointer of the field at fault.
+        path: Option<String>,
         /// What is wrong and how to fix it.
         message: String,
-        /// Where it is wrong (step index, field, JSON pointer), when known.
-        details: Option<Value>,
+        /// Reason-specific facts.
+        extra: Map<String, Value>,
     },
     /// The addressed or a referenced aggregate does not exist (`not_found`).
     #[error("{0}")]
@@ -21,10 +27,12 @@ pub enum DomainError {
     /// The command collides with existing data or a newer attempt (`conflict`).
     #[error("{message}")]
     Conflict {
+        /// Which collision (`stale_attempt`, `exists`, …).
+        reason: ErrorReason,
         /// What collided.
         message: String,
-        /// Machine-readable reason (`stale_attempt`, `exists`, …).
-        details: Option<Value>,
+        /// Reason-specific facts.
+        extra: Map<String, Value>,
     },
     /// The aggregate's current state forbids the command (`invalid_state`).
     #[error("{0}")]
@@ -35,28 +43,31 @@ pub enum DomainError {
 }
 
 impl DomainError {
-    /// A validation error without details.
-    pub fn validation(message: impl Into<String>) -> Self {
+    /// A validation error of `reason` at JSON pointer `path`.
+    pub fn validation(reason: ErrorReason, path: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Validation {
+            reason,
+            path: Some(path.into()),
             message: message.into(),
-            details: None,
+            extra: Map::new(),
         }
     }
 
-    /// A validation error with structured details.
-    pub fn validation_at(message: impl Into<String>, details: Value) -> Self {
-        Self::Validation {
-            message: message.into(),
-            details: Some(details),
-        }
-    }
-
-    /// A conflict with structured details.
-    pub fn conflict(message: impl Into<String>, details: Value) -> Self {
+    /// A conflict of `reason`.
+    pub fn conflict(reason: ErrorReason, message: impl Into<String>) -> Self {
         Self::Conflict {
+            reason,
             message: message.into(),
-            details: Some(details),
+            extra: Map::new(),
         }
+    }
+
+    /// Adds a reason-specific fact (validation errors and conflicts).
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        if let Self::Validation { extra, .. } | Self::Conflict { extra, .. } = &mut self {
+            extra.insert(key.to_owned(), value.into());
+        }
+        self
     }
 
     /// The wire error code.
@@ -70,14 +81,29 @@ impl DomainError {
         }
     }
 
+    /// The reason.
+    pub fn reason(&self) -> ErrorReason {
+        match self {
+            Self::Validation { reason, .. } | Self::Conflict { reason, .. } => *reason,
+            Self::NotFound(_) => ErrorReason::NotFound,
+            Self::InvalidState(_) => ErrorReason::InvalidState,
+            Self::Corrupt(_) => ErrorReason::Internal,
+        }
+    }
+
     /// The `error` object of the reply.
     pub fn to_error_body(&self) -> ErrorBody {
-        let body = ErrorBody::new(self.code(), self.to_string());
+        let mut body = ErrorBody::new(self.reason(), self.to_string());
+        // A reason of the wrong code would break the contract: the code wins.
+        body.code = self.code();
         match self {
-            Self::Validation { details: Some(d), .. } | Self::Conflict { details: Some(d), .. } => {
-                body.with_details(d.clone())
+            Self::Validation { path, extra, .. } => {
+                body.details.path = path.clone();
+                body.details.extra = Box::new(extra.clone());
             }
-            _ => body,
+            Self::Conflict { extra, .. } => body.details.extra = Box::new(extra.clone()),
+            _ => {}
         }
+        body
     }
 }

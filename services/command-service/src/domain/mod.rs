@@ -293,7 +293,7 @@ pub fn required(cmd: &Command, loaded: &Loaded) -> Vec<AggRef> {
 /// and the constraints the store must enforce, or why the command is refused.
 pub fn decide(cmd: &Command, loaded: &Loaded) -> Result<Decision, DomainError> {
     let target = addressed(cmd).ok_or_else(|| {
-        DomainError::validation(format!(
+        DomainError::Corrupt(format!(
             "{} has no id yet: the service assigns one before deciding (domain::target)",
             cmd.name()
         ))

@@ -8,9 +8,9 @@ use flexcore_contracts::events::{
     PipelineArchived, PipelineCreated, PipelineEvent, PipelinePaused, PipelineResumed, PipelineStateCommitted,
     PipelineUpdated,
 };
-use flexcore_contracts::model::{PinnedStep, PipelineDefinition, PluginKind, RetryPolicy, StepSpec};
+use flexcore_contracts::model::{PinnedStep, PipelineDefinition, PluginKind, StepSpec};
 use flexcore_contracts::values::{Label, PipelineName};
-use serde_json::{json, Value};
+use flexcore_contracts::{ErrorReason, OpaqueJson};
 use uuid::Uuid;
 
 use super::plugin::PluginStatus;
@@ -18,12 +18,6 @@ use super::{validation, AggRef, Constraints, Decision, DomainError, Loaded, Uniq
 
 /// Scope of the unique pipeline names in the store.
 pub const NAME_SCOPE: &str = "pipeline_name";
-/// Most tags of a pipeline.
-pub const MAX_TAGS: usize = 50;
-/// Most concurrently active runs a pipeline may allow.
-pub const MAX_ACTIVE_RUNS: u32 = 1000;
-/// Most attempts a retry policy may allow.
-pub const MAX_ATTEMPTS: u32 = 100;
 
 /// Lifecycle of a pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,8 +60,9 @@ pub struct Pipeline {
     pub definition: PipelineDefinition,
     /// Version of `definition`: 1 at creation, +1 on every definition change.
     pub definition_version: u32,
-    /// Latest committed Singer STATE (`null` until the first commit or after a reset).
-    pub bookmark: Value,
+    /// Latest committed Singer STATE (`null` until the first commit or after a reset),
+    /// exactly as the loader echoed it.
+    pub bookmark: OpaqueJson,
 }
 
 impl Pipeline {
@@ -88,7 +83,7 @@ impl Pipeline {
             status: PipelineStatus::Active,
             definition: e.definition.clone(),
             definition_version: 1,
-            bookmark: Value::Null,
+            bookmark: OpaqueJson::null(),
         })
     }
 
@@ -138,91 +133,12 @@ fn not_archived(p: &Pipeline, action: &str) -> Result<(), DomainError> {
     Ok(())
 }
 
-fn field_error(field: &str, message: String) -> DomainError {
-    DomainError::validation_at(message, json!({"field": field}))
-}
-
-/// Checks tags: at most [`MAX_TAGS`], no duplicates.
-fn check_tags(tags: &[Label]) -> Result<(), DomainError> {
-    if tags.len() > MAX_TAGS {
-        return Err(field_error(
-            "tags",
-            format!("a pipeline has at most {MAX_TAGS} tags, got {}; drop some", tags.len()),
-        ));
-    }
-    for (i, tag) in tags.iter().enumerate() {
-        if tags[..i].contains(tag) {
-            return Err(field_error(
-                "tags",
-                format!("tag {:?} is given twice; list each tag once", tag.as_str()),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Checks the run policies of a definition.
-fn check_policies(max_active_runs: u32, retry: &RetryPolicy, run_timeout_seconds: u64) -> Result<(), DomainError> {
-    if !(1..=MAX_ACTIVE_RUNS).contains(&max_active_runs) {
-        return Err(field_error(
-            "max_active_runs",
-            format!("max_active_runs must be between 1 and {MAX_ACTIVE_RUNS}, got {max_active_runs}"),
-        ));
-    }
-    if !(1..=MAX_ATTEMPTS).contains(&retry.max_attempts) {
-        let n = retry.max_attempts;
-        return Err(field_error(
-            "retry.max_attempts",
-            format!("retry.max_attempts must be between 1 (never retry) and {MAX_ATTEMPTS}, got {n}"),
-        ));
-    }
-    if retry.initial_backoff_seconds < 1 {
-        return Err(field_error(
-            "retry.initial_backoff_seconds",
-            "retry.initial_backoff_seconds must be at least 1".to_owned(),
-        ));
-    }
-    if retry.initial_backoff_seconds > retry.max_backoff_seconds {
-        return Err(field_error(
-            "retry.max_backoff_seconds",
-            format!(
-                "retry.initial_backoff_seconds ({}) must not exceed retry.max_backoff_seconds ({})",
-                retry.initial_backoff_seconds, retry.max_backoff_seconds
-            ),
-        ));
-    }
-    if !retry.multiplier.is_finite() || retry.multiplier < 1.0 {
-        return Err(field_error(
-            "retry.multiplier",
-            format!(
-                "retry.multiplier must be a finite number of at least 1.0, got {}",
-                retry.multiplier
-            ),
-        ));
-    }
-    if run_timeout_seconds < 1 {
-        return Err(field_error(
-            "run_timeout_seconds",
-            "run_timeout_seconds must be at least 1".to_owned(),
-        ));
-    }
-    Ok(())
-}
-
-/// Resolves and checks the steps: at least two; every plugin registered and not disabled;
-/// an extractor first, a loader last, transformers in between; every config valid. The
-/// result pins plugin id, kind, runtime and digest so later runs execute exactly these.
+/// Resolves and checks the steps (2 to 32 of them, by the schema): every plugin registered
+/// and not disabled; an extractor first, a loader last, transformers in between; every
+/// config valid. The result pins plugin id, kind, runtime and digest so later runs execute
+/// exactly these.
 fn pin_steps(steps: &[StepSpec], loaded: &Loaded) -> Result<Vec<PinnedStep>, DomainError> {
-    if steps.len() < 2 {
-        return Err(field_error(
-            "steps",
-            format!(
-                "a pipeline needs at least 2 steps (one extractor, zero or more transformers, one loader), got {}",
-                steps.len()
-            ),
-        ));
-    }
-    let last = steps.len() - 1;
+    let last = steps.len().saturating_sub(1);
     let mut pinned = Vec::with_capacity(steps.len());
     for (i, step) in steps.iter().enumerate() {
         let reference = step.plugin.as_str();
@@ -232,9 +148,10 @@ fn pin_steps(steps: &[StepSpec], loaded: &Loaded) -> Result<Vec<PinnedStep>, Dom
             ))
         })?;
         if plugin.status == PluginStatus::Disabled {
-            return Err(DomainError::validation_at(
+            return Err(DomainError::validation(
+                ErrorReason::PluginDisabled,
+                format!("/steps/{i}/plugin"),
                 format!("step {i}: plugin {reference} is disabled; enable it or use another version"),
-                json!({"step": i}),
             ));
         }
         let expected = match i {
@@ -243,16 +160,19 @@ fn pin_steps(steps: &[StepSpec], loaded: &Loaded) -> Result<Vec<PinnedStep>, Dom
             _ => PluginKind::Transformer,
         };
         if plugin.kind != expected {
-            return Err(DomainError::validation_at(
+            return Err(DomainError::validation(
+                ErrorReason::WrongPluginKind,
+                format!("/steps/{i}/plugin"),
                 format!(
                     "step {i}: plugin {reference} is a {} but step {i} must be a {}: a pipeline is one extractor, zero or more transformers and one loader, in that order",
                     plugin.kind.as_str(),
                     expected.as_str()
                 ),
-                json!({"step": i, "expected": expected.as_str(), "actual": plugin.kind.as_str()}),
-            ));
+            )
+            .with("expected", expected.as_str())
+            .with("actual", plugin.kind.as_str()));
         }
-        validation::check_step_config(i, reference, plugin.config_schema.as_ref(), &step.config)?;
+        validation::check_step_config(i, reference, plugin.config_schema.as_ref(), &step.config.to_map())?;
         pinned.push(PinnedStep {
             plugin: step.plugin.clone(),
             plugin_id: plugin.id,
@@ -269,15 +189,14 @@ fn pin_steps(steps: &[StepSpec], loaded: &Loaded) -> Result<Vec<PinnedStep>, Dom
 pub(crate) fn create(id: Uuid, c: &CreatePipeline, loaded: &Loaded) -> Result<Decision, DomainError> {
     if let Some(p) = loaded.pipeline(id) {
         return Err(DomainError::conflict(
+            ErrorReason::Exists,
             format!(
                 "pipeline {id} already exists (named {}); omit pipeline_id to create a new one",
                 p.name
             ),
-            json!({"reason": "exists", "pipeline_id": id}),
-        ));
+        )
+        .with("pipeline_id", id.to_string()));
     }
-    check_tags(&c.tags)?;
-    check_policies(c.max_active_runs, &c.retry, c.run_timeout_seconds)?;
     let steps = pin_steps(&c.steps, loaded)?;
     let definition = PipelineDefinition {
         steps,
@@ -309,25 +228,12 @@ pub(crate) fn create(id: Uuid, c: &CreatePipeline, loaded: &Loaded) -> Result<De
 pub(crate) fn update(c: &UpdatePipeline, loaded: &Loaded) -> Result<Decision, DomainError> {
     let p = load(c.pipeline_id, loaded)?;
     not_archived(p, "updated")?;
-    let nothing = c.owner.is_none()
-        && c.description.is_none()
-        && c.tags.is_none()
-        && c.steps.is_none()
-        && c.max_active_runs.is_none()
-        && c.retry.is_none()
-        && c.run_timeout_seconds.is_none();
-    if nothing {
-        return Err(DomainError::validation(
-            "pipeline.update changes nothing: give at least one of owner, description, tags, steps, max_active_runs, retry, run_timeout_seconds",
-        ));
-    }
+    // At least one field is given (the schema's rule).
     let tags = c.tags.clone().unwrap_or_else(|| p.tags.clone());
-    check_tags(&tags)?;
     let old = &p.definition;
     let max_active_runs = c.max_active_runs.unwrap_or(old.max_active_runs);
     let retry = c.retry.clone().unwrap_or_else(|| old.retry.clone());
     let run_timeout_seconds = c.run_timeout_seconds.unwrap_or(old.run_timeout_seconds);
-    check_policies(max_active_runs, &retry, run_timeout_seconds)?;
     // Unchanged steps stay pinned as they were: re-resolving them could only fail on a
     // plugin disabled since, which should not block an unrelated metadata change.
     let steps = match &c.steps {

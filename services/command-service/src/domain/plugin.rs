@@ -5,7 +5,8 @@ use flexcore_contracts::commands::{DeprecatePlugin, DisablePlugin, EnablePlugin,
 use flexcore_contracts::events::{PluginDeprecated, PluginDisabled, PluginEnabled, PluginEvent, PluginRegistered};
 use flexcore_contracts::model::{Grants, PluginKind, PluginRuntime, ResourceLimits};
 use flexcore_contracts::values::{Digest, PluginName, PluginVersion};
-use serde_json::{json, Value};
+use flexcore_contracts::ErrorReason;
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::{validation, AggRef, Decision, DomainError, Loaded};
@@ -85,7 +86,7 @@ impl Plugin {
             runtime: e.runtime,
             module_digest: e.module_digest.clone(),
             executable: e.executable.clone(),
-            config_schema: e.config_schema.clone(),
+            config_schema: e.config_schema.as_ref().map(|s| s.to_value()),
             limits: e.limits.clone(),
             grants: e.grants.clone(),
             description: e.description.clone(),
@@ -123,70 +124,23 @@ fn load(id: Uuid, loaded: &Loaded) -> Result<&Plugin, DomainError> {
         .ok_or_else(|| DomainError::NotFound(format!("plugin {id} does not exist; register it with plugin.register")))
 }
 
-/// `plugin.register`.
+/// `plugin.register`. The body's own rules (a wasm plugin has a digest and no executable,
+/// a process plugin an absolute executable and no digest, limits of at least 1, a config
+/// schema valid against the meta-schema) are the command schema's; what is left is whether
+/// the id is free and whether the config schema compiles.
 pub(crate) fn register(id: Uuid, c: &RegisterPlugin, loaded: &Loaded) -> Result<Decision, DomainError> {
     if loaded.plugin(id).is_some() {
         return Err(DomainError::conflict(
+            ErrorReason::Exists,
             format!(
                 "plugin {}@{} is already registered; register a new version instead",
                 c.name, c.version
             ),
-            json!({"reason": "exists", "plugin_id": id}),
-        ));
-    }
-    match c.runtime {
-        PluginRuntime::Wasm => {
-            if c.module_digest.is_none() {
-                return Err(field_error(
-                    "module_digest",
-                    "a wasm plugin needs module_digest (sha256 of the module uploaded to the plugin store)",
-                ));
-            }
-            if c.executable.is_some() {
-                return Err(field_error(
-                    "executable",
-                    "a wasm plugin has no executable; remove it or use runtime \"process\"",
-                ));
-            }
-        }
-        PluginRuntime::Process => {
-            if c.module_digest.is_some() {
-                return Err(field_error(
-                    "module_digest",
-                    "a process plugin has no module_digest; remove it or use runtime \"wasm\"",
-                ));
-            }
-            match c.executable.as_deref() {
-                None => {
-                    return Err(field_error(
-                        "executable",
-                        "a process plugin needs executable: the absolute path on runner hosts",
-                    ))
-                }
-                Some(path) if !path.starts_with('/') => {
-                    return Err(field_error(
-                        "executable",
-                        &format!("executable {path:?} must be an absolute path like /usr/local/bin/tap-csv"),
-                    ))
-                }
-                Some(_) => {}
-            }
-        }
+        )
+        .with("plugin_id", id.to_string()));
     }
     if let Some(schema) = &c.config_schema {
-        validation::compile_config_schema(schema)?;
-    }
-    let limits = [
-        ("limits.memory_bytes", c.limits.memory_bytes),
-        ("limits.fuel", c.limits.fuel),
-        ("limits.timeout_seconds", c.limits.timeout_seconds),
-        ("limits.max_output_bytes", c.limits.max_output_bytes),
-    ];
-    if let Some((field, _)) = limits.iter().find(|(_, v)| *v == Some(0)) {
-        return Err(field_error(
-            field,
-            &format!("{field} must be greater than 0; omit it to use the runner's default"),
-        ));
+        validation::compile_config_schema(&schema.to_value())?;
     }
     let event = PluginRegistered {
         plugin_id: id,
@@ -202,10 +156,6 @@ pub(crate) fn register(id: Uuid, c: &RegisterPlugin, loaded: &Loaded) -> Result<
         description: c.description.clone(),
     };
     Ok(Decision::one(AggRef::plugin(id), event))
-}
-
-fn field_error(field: &str, message: &str) -> DomainError {
-    DomainError::validation_at(message, json!({"field": field}))
 }
 
 fn wrong_state(p: &Plugin, action: &str, allowed: &str) -> DomainError {

@@ -12,7 +12,7 @@ use flexcore_contracts::events::{
 };
 use flexcore_contracts::model::{PipelineDefinition, RunError, RunTrigger, StreamCounters, TimeoutReason};
 use flexcore_contracts::values::{Label, PipelineName};
-use serde_json::{json, Value};
+use flexcore_contracts::{ErrorReason, OpaqueJson};
 use uuid::Uuid;
 
 use super::pipeline::PipelineStatus;
@@ -85,9 +85,9 @@ pub struct Run {
     /// The runner holding the current attempt (while running).
     pub runner_id: Option<Label>,
     /// The bookmark the current attempt resumed from.
-    pub resume_state: Value,
+    pub resume_state: OpaqueJson,
     /// Last checkpointed STATE (`null` before the first checkpoint).
-    pub last_state: Value,
+    pub last_state: OpaqueJson,
     /// Records per stream reported last (reset when an attempt is claimed).
     pub counters: StreamCounters,
     /// The last attempt's failure.
@@ -117,8 +117,8 @@ impl Run {
             attempt: e.attempt,
             status: RunStatus::Requested,
             runner_id: None,
-            resume_state: Value::Null,
-            last_state: Value::Null,
+            resume_state: OpaqueJson::null(),
+            last_state: OpaqueJson::null(),
             counters: StreamCounters::new(),
             last_error: None,
             timeout_reason: None,
@@ -201,12 +201,13 @@ impl Run {
     fn check_attempt(&self, attempt: u32) -> Result<(), DomainError> {
         if attempt != self.attempt {
             return Err(DomainError::conflict(
+                ErrorReason::StaleAttempt,
                 format!(
                     "attempt {attempt} of run {} is stale: the current attempt is {}; stop working on it",
                     self.id, self.attempt
                 ),
-                json!({"reason": "stale_attempt", "current_attempt": self.attempt}),
-            ));
+            )
+            .with("current_attempt", self.attempt));
         }
         Ok(())
     }
@@ -256,12 +257,13 @@ fn load_pipeline(id: Uuid, loaded: &Loaded) -> Result<&Pipeline, DomainError> {
 pub(crate) fn request(id: Uuid, c: &RequestRun, loaded: &Loaded) -> Result<Decision, DomainError> {
     if let Some(r) = loaded.run(id) {
         return Err(DomainError::conflict(
+            ErrorReason::Exists,
             format!(
                 "run {id} already exists (it is {}); omit run_id to request a new run",
                 r.status.as_str()
             ),
-            json!({"reason": "exists", "run_id": id}),
-        ));
+        )
+        .with("run_id", id.to_string()));
     }
     let p = load_pipeline(c.pipeline_id, loaded)?;
     check_slot(id, c, p.id, loaded)?;
@@ -316,30 +318,24 @@ pub(crate) fn request(id: Uuid, c: &RequestRun, loaded: &Loaded) -> Result<Decis
     }))
 }
 
-/// A scheduled or backfilled run names its schedule and slot, and its id is the one derived
-/// from them (so every replica and every backfill of a slot address one run).
+/// A scheduled or backfilled run names its schedule and slot (the schema makes them go
+/// together), the schedule runs this pipeline, and the run's id is the one derived from
+/// them (so every replica and every backfill of a slot address one run).
 fn check_slot(id: Uuid, c: &RequestRun, pipeline_id: Uuid, loaded: &Loaded) -> Result<(), DomainError> {
-    let from_schedule = matches!(c.trigger, RunTrigger::Schedule | RunTrigger::Backfill);
-    let (schedule_id, slot) = match (c.schedule_id, c.scheduled_for) {
-        (Some(s), Some(t)) => (s, t),
-        (None, None) if !from_schedule => return Ok(()),
-        _ => {
-            return Err(DomainError::validation_at(
-                "schedule_id and scheduled_for go together, and runs triggered by schedule or backfill need both",
-                json!({"field": if c.schedule_id.is_none() { "schedule_id" } else { "scheduled_for" }}),
-            ))
-        }
+    let (Some(schedule_id), Some(slot)) = (c.schedule_id, c.scheduled_for) else {
+        return Ok(());
     };
     let schedule = loaded
         .schedule(schedule_id)
         .ok_or_else(|| DomainError::NotFound(format!("schedule {schedule_id} does not exist")))?;
     if schedule.pipeline_id != pipeline_id {
-        return Err(DomainError::validation_at(
+        return Err(DomainError::validation(
+            ErrorReason::Mismatch,
+            "/pipeline_id",
             format!(
                 "schedule {schedule_id} runs pipeline {}, not {pipeline_id}",
                 schedule.pipeline_id
             ),
-            json!({"field": "pipeline_id"}),
         ));
     }
     if schedule.status == ScheduleStatus::Deleted {
@@ -349,10 +345,12 @@ fn check_slot(id: Uuid, c: &RequestRun, pipeline_id: Uuid, loaded: &Loaded) -> R
     }
     let derived = flexcore_contracts::ids::scheduled_run_id(schedule_id, slot);
     if id != derived {
-        return Err(DomainError::validation_at(
+        return Err(DomainError::validation(
+            ErrorReason::Mismatch,
+            "/run_id",
             format!("the run of slot {slot} of schedule {schedule_id} has id {derived}; omit run_id or give that one"),
-            json!({"field": "run_id", "expected": derived}),
-        ));
+        )
+        .with("expected", derived.to_string()));
     }
     Ok(())
 }
@@ -362,12 +360,6 @@ pub(crate) fn claim(c: &ClaimRun, loaded: &Loaded) -> Result<Decision, DomainErr
     let r = load(c.run_id, loaded)?;
     r.check_attempt(c.attempt)?;
     r.check_status(&[RunStatus::Requested], "claimed")?;
-    if c.lease_seconds == 0 {
-        return Err(DomainError::validation_at(
-            "lease_seconds must be at least 1",
-            json!({"field": "lease_seconds"}),
-        ));
-    }
     let p = load_pipeline(r.pipeline_id, loaded)?;
     let event = RunClaimed {
         attempt: c.attempt,

@@ -10,7 +10,7 @@ use flexcore_contracts::events::{
     ScheduleSlotsMissed, ScheduleUpdated,
 };
 use flexcore_contracts::model::ScheduleSpec;
-use serde_json::json;
+use flexcore_contracts::ErrorReason;
 use uuid::Uuid;
 
 use super::pipeline::PipelineStatus;
@@ -120,9 +120,10 @@ fn load(id: Uuid, loaded: &Loaded) -> Result<&Schedule, DomainError> {
 pub(crate) fn create(id: Uuid, c: &CreateSchedule, loaded: &Loaded) -> Result<Decision, DomainError> {
     if loaded.schedule(id).is_some() {
         return Err(DomainError::conflict(
+            ErrorReason::Exists,
             format!("schedule {id} already exists; omit schedule_id to create a new one"),
-            json!({"reason": "exists", "schedule_id": id}),
-        ));
+        )
+        .with("schedule_id", id.to_string()));
     }
     let p = loaded
         .pipeline(c.pipeline_id)
@@ -151,19 +152,7 @@ pub(crate) fn create(id: Uuid, c: &CreateSchedule, loaded: &Loaded) -> Result<De
 pub(crate) fn update(c: &UpdateSchedule, loaded: &Loaded) -> Result<Decision, DomainError> {
     let s = load(c.schedule_id, loaded)?;
     s.not_deleted("updated")?;
-    let nothing = c.cron.is_none()
-        && c.timezone.is_none()
-        && c.overlap.is_none()
-        && c.catchup_window_seconds.is_none()
-        && c.catchup_cap.is_none()
-        && c.jitter_seconds.is_none()
-        && c.start_at.is_none()
-        && c.end_at.is_none();
-    if nothing {
-        return Err(DomainError::validation(
-            "schedule.update changes nothing: give at least one of cron, timezone, overlap, catchup_window_seconds, catchup_cap, jitter_seconds, start_at, end_at",
-        ));
-    }
+    // At least one field is given (the schema's rule).
     let old = &s.spec;
     let spec = ScheduleSpec {
         cron: c.cron.clone().unwrap_or_else(|| old.cron.clone()),
@@ -230,24 +219,19 @@ pub(crate) fn skip_slot(c: &SkipSlot, loaded: &Loaded) -> Result<Decision, Domai
     let run_id = flexcore_contracts::ids::scheduled_run_id(s.id, c.slot);
     if loaded.run(run_id).is_some() {
         return Err(DomainError::conflict(
+            ErrorReason::SlotFired,
             format!(
                 "slot {} of schedule {} was fired (run {run_id}): it cannot be skipped",
                 c.slot, s.id
             ),
-            json!({"reason": "slot_fired", "run_id": run_id}),
-        ));
-    }
-    if c.reason.trim().is_empty() {
-        return Err(DomainError::validation_at(
-            "reason must say why the slot was skipped (e.g. overlap, pipeline_paused)",
-            json!({"field": "reason"}),
-        ));
+        )
+        .with("run_id", run_id.to_string()));
     }
     Ok(Decision::one(
         s.agg(),
         ScheduleSlotSkipped {
             slot: c.slot,
-            reason: c.reason.clone(),
+            reason: c.reason.to_string(),
         },
     ))
 }
@@ -256,11 +240,5 @@ pub(crate) fn skip_slot(c: &SkipSlot, loaded: &Loaded) -> Result<Decision, Domai
 pub(crate) fn miss_slots(c: &MissSlots, loaded: &Loaded) -> Result<Decision, DomainError> {
     let s = load(c.schedule_id, loaded)?;
     s.not_deleted("given missed slots")?;
-    if c.slots.is_empty() {
-        return Err(DomainError::validation_at(
-            "slots is empty: list at least one missed slot",
-            json!({"field": "slots"}),
-        ));
-    }
     Ok(Decision::one(s.agg(), ScheduleSlotsMissed { slots: c.slots.clone() }))
 }

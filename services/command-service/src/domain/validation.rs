@@ -1,16 +1,15 @@
-//! Checks shared by several handlers: plugin config schemas and step configs, secret
-//! references, cron expressions and time zones. Every error says what is wrong and how to
-//! fix it, and never echoes a value that might be a secret.
+//! Checks that need stored state or more than a JSON Schema can say: whether a plugin's
+//! config schema compiles, whether a step config satisfies its plugin's schema (and gives
+//! secret properties only as references), whether a cron expression has slots. Every
+//! error says what is wrong and how to fix it, and never echoes a value that might be a
+//! secret. (Rules of a body alone are in its generated schema, checked on decoding.)
 
 use flexcore_contracts::model::ScheduleSpec;
-use serde_json::{json, Map, Value};
+use flexcore_contracts::ErrorReason;
+use serde_json::{Map, Value};
 
 use super::DomainError;
 
-/// Most catch-up slots a schedule may fire at once.
-pub const MAX_CATCHUP_CAP: u32 = 1000;
-/// Largest jitter: one day.
-pub const MAX_JITTER_SECONDS: u64 = 86_400;
 /// Marker that starts a secret reference inside a config string.
 const SECRET_PREFIX: &str = "${secret:";
 
@@ -19,25 +18,29 @@ const SECRET_PREFIX: &str = "${secret:";
 /// it declares none).
 pub fn compile_config_schema(schema: &Value) -> Result<jsonschema::Validator, DomainError> {
     if !schema.is_object() {
-        return Err(DomainError::validation_at(
+        return Err(DomainError::validation(
+            ErrorReason::InvalidValue,
+            "/config_schema",
             "config_schema must be a JSON Schema object, e.g. {\"type\":\"object\",\"properties\":{…}}",
-            json!({"field": "config_schema"}),
         ));
     }
     jsonschema::validator_for(schema).map_err(|e| {
-        DomainError::validation_at(
+        DomainError::validation(
+            ErrorReason::InvalidValue,
+            "/config_schema",
             format!(
-                "config_schema is not a valid JSON Schema: {e} (at {}); fix the schema",
+                "config_schema is not a usable JSON Schema: {e} (at {}); fix the schema",
                 pointer_or_root(e.schema_path.as_str())
             ),
-            json!({"field": "config_schema", "schema_path": e.schema_path.as_str()}),
         )
+        .with("schema_path", e.schema_path.as_str())
     })
 }
 
 /// Checks one step's config: well-formed secret references everywhere, secret properties
 /// (`writeOnly` / `x-secret` in the schema) given only as references, then the schema.
-/// `step` is the 0-based index of the step, `plugin` its `name@version`.
+/// `step` is the 0-based index of the step (in the command's `steps`), `plugin` its
+/// `name@version`.
 pub fn check_step_config(
     step: usize,
     plugin: &str,
@@ -50,11 +53,12 @@ pub fn check_step_config(
     let Some(schema) = schema else { return Ok(()) };
     check_secret_properties(step, schema, schema, &config, &mut path, 0)?;
     let validator = compile_config_schema(schema).map_err(|_| {
-        DomainError::validation_at(
+        DomainError::validation(
+            ErrorReason::ConfigInvalid,
+            format!("/steps/{step}/config"),
             format!(
                 "step {step}: plugin {plugin} has an unusable config schema; register a new version with a valid one"
             ),
-            json!({"step": step}),
         )
     })?;
     let errors: Vec<(String, String)> = validator
@@ -64,16 +68,20 @@ pub fn check_step_config(
     let Some((pointer, first)) = errors.first() else {
         return Ok(());
     };
-    Err(DomainError::validation_at(
+    Err(DomainError::validation(
+        ErrorReason::ConfigInvalid,
+        format!("/steps/{step}/config{pointer}"),
         format!(
             "step {step}: config{} is invalid: {first}; fix it to match the config schema of {plugin}",
             at_pointer(pointer)
         ),
-        json!({
-            "step": step,
-            "pointer": pointer,
-            "errors": errors.iter().map(|(p, m)| json!({"pointer": p, "message": m})).collect::<Vec<_>>(),
-        }),
+    )
+    .with(
+        "errors",
+        errors
+            .iter()
+            .map(|(p, m)| serde_json::json!({"pointer": p, "message": m}))
+            .collect::<Vec<_>>(),
     ))
 }
 
@@ -154,13 +162,14 @@ fn check_secret_syntax(step: usize, value: &Value, path: &mut Vec<Seg>) -> Resul
                         .take(SECRET_PREFIX.len() + 40)
                         .take_while(|c| *c != '}')
                         .collect();
-                    return Err(DomainError::validation_at(
+                    return Err(DomainError::validation(
+                        ErrorReason::InvalidValue,
+                        format!("/steps/{step}/config{}", pointer(path)),
                         format!(
                             "step {step}: {} has a malformed secret reference {:?}: write ${{secret:NAME}} where NAME is letters, digits and '_' and does not start with a digit",
                             dotted(path),
                             shown + if end.is_some() { "}" } else { "" }
                         ),
-                        json!({"step": step, "pointer": pointer(path)}),
                     ));
                 }
                 rest = &after[end.map_or(after.len(), |e| e + 1)..];
@@ -225,9 +234,10 @@ fn check_secret_properties(
             return Ok(());
         }
         let field = dotted(path);
-        return Err(DomainError::validation_at(
+        return Err(DomainError::validation(
+            ErrorReason::LiteralSecret,
+            format!("/steps/{step}/config{}", pointer(path)),
             format!("step {step}: {field} is a secret: pass it as ${{secret:NAME}}, not a value"),
-            json!({"step": step, "pointer": pointer(path), "reason": "literal_secret"}),
         ));
     }
     // A property may be marked secret in any branch of a combinator: honour every branch.
@@ -267,35 +277,11 @@ fn check_secret_properties(
     Ok(())
 }
 
-/// Checks a whole schedule spec (also after an update merged new fields in).
+/// Checks a whole schedule spec (also after an update merged new fields in): the cron
+/// expression and zone must make a calendar. The schema's pattern and zone list already
+/// admit only expressions and zones that do, so this refuses nothing a valid body holds.
 pub fn check_schedule_spec(spec: &ScheduleSpec) -> Result<(), DomainError> {
     flexcore_cron::Calendar::new(spec)
-        .map_err(|e| DomainError::validation_at(e.to_string(), json!({"field": e.field()})))?;
-    if let (Some(start), Some(end)) = (spec.start_at, spec.end_at) {
-        if end <= start {
-            return Err(DomainError::validation_at(
-                format!("end_at ({end}) must be after start_at ({start})"),
-                json!({"field": "end_at"}),
-            ));
-        }
-    }
-    if spec.catchup_cap > MAX_CATCHUP_CAP {
-        return Err(DomainError::validation_at(
-            format!(
-                "catchup_cap is {} but may be at most {MAX_CATCHUP_CAP}",
-                spec.catchup_cap
-            ),
-            json!({"field": "catchup_cap"}),
-        ));
-    }
-    if spec.jitter_seconds > MAX_JITTER_SECONDS {
-        return Err(DomainError::validation_at(
-            format!(
-                "jitter_seconds is {} but may be at most {MAX_JITTER_SECONDS} (one day)",
-                spec.jitter_seconds
-            ),
-            json!({"field": "jitter_seconds"}),
-        ));
-    }
-    Ok(())
+        .map(|_| ())
+        .map_err(|e| DomainError::validation(ErrorReason::InvalidValue, format!("/{}", e.field()), e.to_string()))
 }

@@ -62,7 +62,7 @@ impl AggregateCache {
         let events = self.store.read_aggregates(&wanted).await?;
         let mut changed = Vec::new();
         for e in &events {
-            let event = AnyEvent::from_stored(&e.aggregate_type, &e.event_type, e.schema_version, e.data.clone())?;
+            let event = AnyEvent::from_stored(&e.aggregate_type, &e.event_type, e.schema_version, &e.data)?;
             let current = states.remove(&e.aggregate_id).map(|v| v.state);
             let state = AggregateState::evolve(current, &event)?;
             states.insert(

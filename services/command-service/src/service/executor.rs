@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use flexcore_contracts::commands::{Command, CommandMeta};
 use flexcore_contracts::reply::{Accepted, EventRef};
-use flexcore_contracts::{CommandReply, ErrorBody, ErrorCode, EventMetadata};
+use flexcore_contracts::{CommandReply, ErrorBody, ErrorReason, EventMetadata};
 use flexcore_eventstore::{
     AppendOutcome, AppendRequest, EventStore, NewEvent, SlotClaim, StoreError, UniqueKey, VersionCheck,
 };
@@ -25,9 +25,19 @@ pub struct RequestContext {
     /// `Flexcore-Actor`.
     pub actor: Option<String>,
     /// W3C `traceparent` stored on the events: the command handling span's when spans
-    /// are exported, else the request's `traceparent` header.
+    /// are exported, else the request's `traceparent` header (only a valid one).
     pub traceparent: Option<String>,
+    /// The largest message the NATS server accepts (its `max_payload`): no event whose
+    /// message would be larger is committed, since the relay could never publish it.
+    pub bus_limit: usize,
 }
+
+/// Room a STATE leaves in an event for everything else: `run.claimed` carries the
+/// pipeline's bookmark with the attempt, runner id (≤ 800 bytes), lease, the metadata
+/// (correlation id and actor ≤ 800 bytes each, command id, traceparent) and the envelope
+/// and headers around it. A STATE that fits in `bus_limit − STATE_RESERVE` bytes can be
+/// committed, claimed and published.
+pub const STATE_RESERVE: usize = 8 * 1024;
 
 /// Stripes of the per-aggregate lock: commands on one aggregate are serialised inside a
 /// replica (so they never race each other), unrelated ones rarely share a stripe.
@@ -55,7 +65,7 @@ impl Prepared {
     /// Hashes the command as sent (so a retried create without an id matches itself),
     /// then fills in the ids it left out and finds the aggregate it addresses.
     pub fn new(meta: CommandMeta, mut command: Command) -> Self {
-        let payload_hash = hex::encode(Sha256::digest(command.body().to_string().as_bytes()));
+        let payload_hash = hex::encode(Sha256::digest(command.body().as_bytes()));
         let target = domain::target(&mut command);
         Self {
             meta,
@@ -153,7 +163,7 @@ impl Executor {
             }
         }
         Err(ErrorBody::new(
-            ErrorCode::Conflict,
+            ErrorReason::Contention,
             format!(
                 "{} lost {} optimistic-concurrency races in a row; retry later",
                 command.name(),
@@ -171,16 +181,16 @@ impl Executor {
             let Load { loaded, from_cache, .. } = &load;
             let current = loaded.states.get(&target.id).map_or(0, |v| v.version);
             let verdict = match meta.expected_version {
-                Some(expected) if expected != current => Err(DomainError::Conflict {
-                    message: format!(
+                Some(expected) if expected != current => Err(DomainError::conflict(
+                    ErrorReason::Version,
+                    format!(
                         "expected version {expected} but {} {} is at version {current}",
                         target.kind.as_str(),
                         target.id
                     ),
-                    details: Some(
-                        serde_json::json!({"reason": "version", "expected_version": expected, "current_version": current}),
-                    ),
-                }),
+                )
+                .with("expected_version", expected)
+                .with("current_version", current)),
                 _ => domain::decide(command, loaded),
             };
             match verdict {
@@ -220,14 +230,13 @@ impl Executor {
                 }
                 if meta.expected_version.is_some() {
                     let error = ErrorBody::new(
-                        ErrorCode::Conflict,
+                        ErrorReason::Version,
                         format!(
                             "{} {} was changed concurrently; reload it and decide again",
                             target.kind.as_str(),
                             target.id
                         ),
-                    )
-                    .with_details(serde_json::json!({"reason": "version"}));
+                    );
                     return Ok(Attempt::Done(self.refuse(job, error).await?));
                 }
                 return Ok(Attempt::Retry);
@@ -237,21 +246,24 @@ impl Executor {
                     .map(|o| o.to_string())
                     .unwrap_or_else(|| "another aggregate".into());
                 let error = ErrorBody::new(
-                    ErrorCode::Conflict,
+                    ErrorReason::Unique,
                     format!(
                         "{} {key:?} is already used by {owner}; choose another",
                         scope.replace('_', " ")
                     ),
                 )
-                .with_details(serde_json::json!({"reason": "unique", "scope": scope, "key": key, "owner": owner}));
+                .with("scope", scope)
+                .with("key", key)
+                .with("owner", owner);
                 self.refuse(job, error).await?
             }
             AppendOutcome::SlotsFull { active, max } => {
                 let error = ErrorBody::new(
-                    ErrorCode::Conflict,
+                    ErrorReason::MaxActiveRuns,
                     format!("the pipeline already has {active} active run(s) and allows {max} (max_active_runs); wait for one to finish or raise the limit"),
                 )
-                .with_details(serde_json::json!({"reason": "max_active_runs", "active": active, "max": max}));
+                .with("active", active)
+                .with("max", max);
                 self.refuse(job, error).await?
             }
         }))
@@ -375,6 +387,7 @@ impl Executor {
                 metadata: metadata.clone(),
             });
         }
+        check_sizes(command, &events, ctx.bus_limit)?;
         let version = states
             .get(&target.id)
             .or_else(|| loaded.states.get(&target.id))
@@ -429,6 +442,55 @@ impl Executor {
     }
 }
 
+/// Refuses a command whose STATE leaves no room for the events that will carry it, or any
+/// of whose events would be a message the NATS server refuses (the relay could never
+/// publish it, and every later event would wait behind it).
+fn check_sizes(command: &Command, events: &[NewEvent], bus_limit: usize) -> Result<(), ErrorBody> {
+    let state = match command {
+        Command::CommitPipelineState(c) => Some(&c.state),
+        Command::CheckpointRun(c) => Some(&c.state),
+        _ => None,
+    };
+    let state_limit = bus_limit.saturating_sub(STATE_RESERVE);
+    if let Some(state) = state.filter(|s| s.as_str().len() > state_limit) {
+        return Err(too_large(
+            format!(
+                "the state is {} bytes; a STATE may have at most {state_limit} bytes (the NATS server's max_payload of {bus_limit} bytes less {STATE_RESERVE} for the events that carry it)",
+                state.as_str().len()
+            ),
+            state.as_str().len(),
+            state_limit,
+        )
+        .with_path("/state"));
+    }
+    for event in events {
+        // Everything besides the data is bounded well below this margin: only an event
+        // with large data needs its message measured.
+        if event.data.as_str().len() + STATE_RESERVE < bus_limit {
+            continue;
+        }
+        let size = flexcore_eventstore::relay::published_size_bound(event).map_err(|e| internal(e.to_string()))?;
+        if size > bus_limit {
+            return Err(too_large(
+                format!(
+                    "the command's {} event would be a {size}-byte message; the NATS server accepts at most {bus_limit} bytes: send less data",
+                    event.event_type
+                ),
+                size,
+                bus_limit,
+            )
+            .with("event_type", event.event_type.clone()));
+        }
+    }
+    Ok(())
+}
+
+fn too_large(message: String, size: usize, limit: usize) -> ErrorBody {
+    ErrorBody::new(ErrorReason::TooLarge, message)
+        .with("size", size)
+        .with("limit", limit)
+}
+
 /// A cheap random byte for retry jitter (no cryptographic need).
 fn rand_u8() -> u8 {
     Uuid::new_v4().as_bytes()[0]
@@ -441,13 +503,10 @@ fn duplicate(
     reply: serde_json::Value,
 ) -> Result<CommandReply, ErrorBody> {
     if stored_type != job.command.name() || stored_hash != job.payload_hash {
-        return Ok(CommandReply::rejected(
-            ErrorBody::new(
-                ErrorCode::Conflict,
-                format!("command_id was already used for a different command ({stored_type}); use a new id"),
-            )
-            .with_details(serde_json::json!({"reason": "command_id_reused"})),
-        ));
+        return Ok(CommandReply::rejected(ErrorBody::new(
+            ErrorReason::CommandIdReused,
+            format!("command_id was already used for a different command ({stored_type}); use a new id"),
+        )));
     }
     parse_reply(reply)
 }
@@ -457,14 +516,14 @@ fn parse_reply(reply: serde_json::Value) -> Result<CommandReply, ErrorBody> {
 }
 
 fn internal(message: String) -> ErrorBody {
-    ErrorBody::new(ErrorCode::Internal, message)
+    ErrorBody::new(ErrorReason::Internal, message)
 }
 
 fn store_error(error: StoreError) -> ErrorBody {
     match &error {
         StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed)
         | StoreError::Closed => ErrorBody::new(
-            ErrorCode::Unavailable,
+            ErrorReason::Unavailable,
             format!("the event store is unavailable ({error}); retry later"),
         ),
         _ => {

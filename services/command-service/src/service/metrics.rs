@@ -105,16 +105,29 @@ pub fn install() {
             RelayProgress::Standby => shared::store().relay_standby(),
             RelayProgress::Pending(oldest) => shared::store().relay_pending(SystemTime::from(oldest)),
             RelayProgress::Published(last) => shared::store().relay_published(SystemTime::from(last)),
+            // The lag keeps growing from the oldest pending event; readiness names the cause.
+            RelayProgress::Blocked { .. } => {}
         },
     });
 }
 
-/// The readiness checks of the command service: NATS, Postgres, and the streams it
-/// publishes to (`FLEXCORE_EVENTS`, `FLEXCORE_WORK`).
+/// The readiness checks of the command service: NATS, Postgres, the streams it
+/// publishes to (`FLEXCORE_EVENTS`, `FLEXCORE_WORK`), and its relay (unready while an event
+/// it leads cannot be published: see docs/troubleshooting.md).
 pub fn checks(nats: &async_nats::Client, pool: &PgPool) -> Checks {
     Checks::new()
         .nats(nats.clone())
         .postgres(pool.clone())
         .stream(nats.clone(), subjects::EVENTS_STREAM)
         .stream(nats.clone(), subjects::WORK_STREAM)
+        .with_fn("relay", || async {
+            match flexcore_eventstore::metrics::relay_block() {
+                None => flexcore_service::admin::CheckOutcome::ok("publishing"),
+                Some(block) => flexcore_service::admin::CheckOutcome::failed(format!(
+                    "blocked since {}: {}",
+                    block.since.to_rfc3339(),
+                    block.reason
+                )),
+            }
+        })
 }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::{Client, Message};
-use bytes::Bytes;
 use flexcore_contracts::commands;
-use flexcore_contracts::{envelope, subjects, CommandReply, ErrorBody, ErrorCode};
+use flexcore_contracts::rules::MAX_LABEL_CHARS;
+use flexcore_contracts::{envelope, subjects, CommandReply, ErrorBody, ErrorReason};
 use flexcore_telemetry::propagation;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -17,7 +17,7 @@ use super::executor::{Executor, Prepared, RequestContext};
 /// Limits of the request loop.
 #[derive(Debug, Clone)]
 pub struct ServerLimits {
-    /// Largest accepted command payload in bytes.
+    /// Largest accepted command payload in bytes (the NATS server's `max_payload` caps it too).
     pub max_payload_bytes: usize,
     /// Most requests handled at once.
     pub max_in_flight: usize,
@@ -60,25 +60,40 @@ async fn handle(client: &Client, executor: &Executor, message: Message, max_payl
         return;
     };
     let started = std::time::Instant::now();
-    let reply = answer(executor, &message, max_payload).await;
+    let bus_limit = client.max_payload();
+    let reply = answer(executor, &message, max_payload.min(bus_limit), bus_limit).await;
     super::metrics::record(message.subject.as_str(), &reply, started.elapsed());
-    let body = serde_json::to_vec(&reply)
-        .unwrap_or_else(|_| br#"{"ok":false,"error":{"code":"internal","message":"reply encoding failed"}}"#.to_vec());
-    if let Err(error) = client.publish(reply_to, Bytes::from(body)).await {
-        tracing::warn!(%error, "reply could not be sent");
+    let body = serde_json::to_vec(&reply).unwrap_or_else(|e| {
+        flexcore_service::reply::error_body(&ErrorBody::new(
+            ErrorReason::Internal,
+            format!("reply encoding failed: {e}"),
+        ))
+    });
+    flexcore_service::reply::send(client, reply_to, body).await;
+}
+
+/// A label header (`Flexcore-Actor`, `Flexcore-Correlation-Id`): stored on every event, so
+/// it is held to the rules of a label (printable, at most 200 characters).
+fn label_header(message: &Message, name: &str) -> Result<Option<String>, ErrorBody> {
+    let Some(value) = message.headers.as_ref().and_then(|h| h.get(name)) else {
+        return Ok(None);
+    };
+    match value.as_str().parse::<flexcore_contracts::values::Label>() {
+        Ok(label) => Ok(Some(label.to_string())),
+        Err(_) => Err(ErrorBody::new(
+            ErrorReason::InvalidValue,
+            format!("header {name} must be 1-{MAX_LABEL_CHARS} printable characters, not all blank"),
+        )
+        .with("header", name)),
     }
 }
 
-async fn answer(executor: &Executor, message: &Message, max_payload: usize) -> CommandReply {
-    let header = |name: &str| {
-        message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(name))
-            .map(|v| v.as_str().to_owned())
-    };
-    let prepared = match decode(message, max_payload) {
-        Ok((meta, command)) => Prepared::new(meta, command),
+async fn answer(executor: &Executor, message: &Message, max_payload: usize, bus_limit: usize) -> CommandReply {
+    let headers = label_header(message, envelope::HEADER_CORRELATION_ID)
+        .and_then(|correlation| Ok((correlation, label_header(message, envelope::HEADER_ACTOR)?)));
+    let decoded = headers.and_then(|headers| Ok((headers, decode(message, max_payload)?)));
+    let prepared = match decoded {
+        Ok((headers, (meta, command))) => (headers, Prepared::new(meta, command)),
         Err(error) => {
             // Refused before it is understood; still a span in the sender's trace.
             let span = tracing::info_span!("command", subject = %message.subject, error = error.code.as_str());
@@ -87,7 +102,7 @@ async fn answer(executor: &Executor, message: &Message, max_payload: usize) -> C
             return CommandReply::rejected(error);
         }
     };
-    let correlation_id = header(envelope::HEADER_CORRELATION_ID);
+    let ((correlation_id, actor), prepared) = prepared;
     // The correlation id the events get (see the executor): the header's, else the command id.
     let correlation = correlation_id
         .clone()
@@ -103,10 +118,12 @@ async fn answer(executor: &Executor, message: &Message, max_payload: usize) -> C
     propagation::set_parent(&span, message.headers.as_ref());
     let ctx = RequestContext {
         correlation_id,
-        actor: header(envelope::HEADER_ACTOR),
+        actor,
         // This span's context, so what the events cause (relay, projections, the run)
-        // continues under the command handling; the client's own when spans are not exported.
-        traceparent: propagation::traceparent(&span).or_else(|| header(envelope::HEADER_TRACEPARENT)),
+        // continues under the command handling; the client's own (when valid) when spans
+        // are not exported.
+        traceparent: propagation::traceparent(&span).or_else(|| propagation::header(message.headers.as_ref())),
+        bus_limit,
     };
     async {
         executor.execute(prepared, ctx).await.unwrap_or_else(|error| {
@@ -119,16 +136,18 @@ async fn answer(executor: &Executor, message: &Message, max_payload: usize) -> C
 }
 
 /// The command in `message`, or why it is refused unread (too large, not a command).
+/// `max_payload` is the smaller of `command.max_payload_bytes` and the server's limit.
 fn decode(message: &Message, max_payload: usize) -> Result<(commands::CommandMeta, commands::Command), ErrorBody> {
     if message.payload.len() > max_payload {
         return Err(ErrorBody::new(
-            ErrorCode::PayloadTooLarge,
+            ErrorReason::TooLarge,
             format!(
                 "the command is {} bytes; the limit is {max_payload} bytes",
                 message.payload.len()
             ),
         )
-        .with_details(serde_json::json!({"size": message.payload.len(), "limit": max_payload})));
+        .with("size", message.payload.len())
+        .with("limit", max_payload));
     }
     commands::decode(message.subject.as_str(), &message.payload)
 }

@@ -65,8 +65,9 @@ async fn a_raw_request_creates_a_pipeline_whose_event_reaches_jetstream() {
     );
     assert_eq!(headers.get("Flexcore-Version").unwrap().as_str(), "1");
     assert_eq!(headers.get("Flexcore-Schema-Version").unwrap().as_str(), "1");
-    assert_eq!(envelope.data["name"], json!("orders"));
-    assert_eq!(envelope.data["definition"]["steps"][1]["kind"], json!("loader"));
+    let data = envelope.data.to_value();
+    assert_eq!(data["name"], json!("orders"));
+    assert_eq!(data["definition"]["steps"][1]["kind"], json!("loader"));
     app.stop().await;
 }
 

@@ -26,8 +26,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flexcore_contracts::model::StreamCounters;
+use flexcore_contracts::OpaqueJson;
 use parking_lot::Mutex;
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -53,8 +53,8 @@ const EMIT_GRACE: Duration = Duration::from_millis(250);
 pub enum ExecEvent {
     /// The loader echoed a STATE: everything before it is durable. Sent in order.
     Checkpoint {
-        /// The STATE's `value`, unchanged.
-        state: Value,
+        /// The STATE's `value`, exactly as the loader wrote it.
+        state: OpaqueJson,
         /// Records per stream sent to the loader before that STATE (cumulative).
         counters: StreamCounters,
     },
@@ -75,7 +75,7 @@ pub struct ExecSummary {
     /// Records per stream received by the loader.
     pub counters: StreamCounters,
     /// The loader's last STATE, if it echoed any.
-    pub last_state: Option<Value>,
+    pub last_state: Option<OpaqueJson>,
     /// Wall-clock time of the whole execution.
     pub duration: Duration,
 }
@@ -115,7 +115,7 @@ impl Emitter {
 enum Output {
     Done,
     Counters(StreamCounters),
-    LastState(Option<Value>),
+    LastState(Option<OpaqueJson>),
 }
 
 /// Runs `stages` (extractor, transformers…, loader) to completion, the first failure, or
@@ -126,7 +126,7 @@ enum Output {
 pub async fn execute(
     sandbox: &Sandbox,
     stages: Vec<Stage>,
-    state: Option<Value>,
+    state: Option<OpaqueJson>,
     events: mpsc::Sender<ExecEvent>,
     cancel: CancellationToken,
 ) -> Result<ExecSummary, ExecFailure> {

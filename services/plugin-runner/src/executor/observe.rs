@@ -17,6 +17,7 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use flexcore_contracts::model::StreamCounters;
+use flexcore_contracts::OpaqueJson;
 use parking_lot::Mutex;
 use serde::de::{self, Deserializer, IgnoredAny, Visitor};
 use serde::Deserialize;
@@ -68,7 +69,24 @@ struct Envelope<'a> {
 
 #[derive(Deserialize)]
 struct StateMessage {
-    value: Value,
+    value: Box<serde_json::value::RawValue>,
+}
+
+/// A STATE value: parsed to match a loader's echo with what was sent (loaders may write
+/// it with other spacing or key order), and the loader's exact text, which is committed.
+#[derive(Debug, Clone)]
+pub(crate) struct StateValue {
+    parsed: Value,
+    text: OpaqueJson,
+}
+
+impl StateValue {
+    fn from_text(text: &str) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            parsed: serde_json::from_str(text)?,
+            text: OpaqueJson::parse(text)?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,21 +118,21 @@ fn parse(line: &[u8], n: u64) -> Result<(Kind, Option<Text<'_>>), String> {
 /// A loader's STATE echo: a Singer STATE message or, as singer-io targets and Meltano SDK
 /// targets print it, the bare state value as a JSON object on its own line. Other
 /// messages on the loader's stdout are ignored.
-fn loader_state(line: &[u8], n: u64) -> Result<Option<Value>, String> {
+fn loader_state(line: &[u8], n: u64) -> Result<Option<StateValue>, String> {
     match parse(line, n) {
         Ok((Kind::State, _)) => state_value(line, n).map(Some),
         Ok(_) => Ok(None),
-        Err(e) => match serde_json::from_slice::<Value>(line) {
-            Ok(value @ Value::Object(_)) => Ok(Some(value)),
+        Err(e) => match std::str::from_utf8(line).ok().map(StateValue::from_text) {
+            Some(Ok(value)) if value.parsed.is_object() => Ok(Some(value)),
             _ => Err(e),
         },
     }
 }
 
-fn state_value(line: &[u8], n: u64) -> Result<Value, String> {
-    serde_json::from_slice::<StateMessage>(line)
-        .map(|m| m.value)
-        .map_err(|e| format!("line {n}: STATE without a valid \"value\": {e}"))
+fn state_value(line: &[u8], n: u64) -> Result<StateValue, String> {
+    let bad = |e: &dyn fmt::Display| format!("line {n}: STATE without a valid \"value\": {e}");
+    let message = serde_json::from_slice::<StateMessage>(line).map_err(|e| bad(&e))?;
+    StateValue::from_text(message.value.get()).map_err(|e| bad(&e))
 }
 
 /// STATEs sent to the loader, in order, with the record counts at each.
@@ -211,7 +229,7 @@ pub(crate) async fn relay(
             Kind::State => {
                 // Remembered before the bytes are forwarded, so the loader cannot echo it first.
                 let value = state_value(line, n)?;
-                ledger.lock().sent(value, counters(&tally));
+                ledger.lock().sent(value.parsed, counters(&tally));
             }
             Kind::Other => {}
         }
@@ -242,29 +260,30 @@ pub(crate) async fn checkpoints(
     ledger: &Mutex<Ledger>,
     events: &Emitter,
     max_line: usize,
-) -> Result<Option<Value>, Stop> {
+) -> Result<Option<OpaqueJson>, Stop> {
     let mut lines = Lines::new(max_line);
     let mut n = 0u64;
     let mut last = None;
-    let mut found: Vec<(Value, StreamCounters)> = Vec::new();
-    let mut observe = |line: &[u8], truncated: bool, found: &mut Vec<(Value, StreamCounters)>| -> Result<(), String> {
-        n += 1;
-        if truncated {
-            return Err(format!("line {n} is longer than {max_line} bytes"));
-        }
-        let line = line.trim_ascii();
-        if line.is_empty() {
-            return Ok(());
-        }
-        if let Some(value) = loader_state(line, n)? {
-            let counters = ledger
-                .lock()
-                .ack(&value)
-                .ok_or_else(|| format!("line {n}: a loader STATE for records not yet sent: {value}"))?;
-            found.push((value, counters));
-        }
-        Ok(())
-    };
+    let mut found: Vec<(OpaqueJson, StreamCounters)> = Vec::new();
+    let mut observe =
+        |line: &[u8], truncated: bool, found: &mut Vec<(OpaqueJson, StreamCounters)>| -> Result<(), String> {
+            n += 1;
+            if truncated {
+                return Err(format!("line {n} is longer than {max_line} bytes"));
+            }
+            let line = line.trim_ascii();
+            if line.is_empty() {
+                return Ok(());
+            }
+            if let Some(value) = loader_state(line, n)? {
+                let counters = ledger
+                    .lock()
+                    .ack(&value.parsed)
+                    .ok_or_else(|| format!("line {n}: a loader STATE for records not yet sent: {}", value.parsed))?;
+                found.push((value.text, counters));
+            }
+            Ok(())
+        };
     let mut end = false;
     while !end {
         let result = match input.chunk().await {
@@ -296,18 +315,17 @@ mod tests {
         assert_eq!(stream.unwrap().0, "users");
         assert!(parse(b"{nope", 7).unwrap_err().starts_with("line 7 is not JSON"));
         assert!(parse(b"[1]", 2).unwrap_err().contains("not a Singer message"));
-        assert_eq!(
-            loader_state(br#"{"bookmarks":{"a":1}}"#, 1).unwrap(),
-            Some(serde_json::json!({"bookmarks": {"a": 1}}))
-        );
-        assert_eq!(
-            loader_state(br#"{"type":"STATE","value":{"a":1}}"#, 1).unwrap(),
-            Some(serde_json::json!({"a": 1}))
-        );
-        assert_eq!(
-            loader_state(br#"{"type":"RECORD","stream":"s","record":{}}"#, 1).unwrap(),
-            None
-        );
+        let bare = loader_state(br#"{"bookmarks":{"a":1}}"#, 1).unwrap().unwrap();
+        assert_eq!(bare.parsed, serde_json::json!({"bookmarks": {"a": 1}}));
+        assert_eq!(bare.text.as_str(), r#"{"bookmarks":{"a":1}}"#);
+        let message = loader_state(br#"{"type":"STATE","value":{"b":0.10, "a":1}}"#, 1)
+            .unwrap()
+            .unwrap();
+        assert_eq!(message.parsed, serde_json::json!({"a": 1, "b": 0.1}));
+        assert_eq!(message.text.as_str(), r#"{"b":0.10, "a":1}"#);
+        assert!(loader_state(br#"{"type":"RECORD","stream":"s","record":{}}"#, 1)
+            .unwrap()
+            .is_none());
         assert!(loader_state(b"[1]", 1).is_err());
         assert!(loader_state(b"{oops", 1).is_err());
         assert!(parse(br#"{"stream":"a"}"#, 3)

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flexcore_contracts::model::{Grants, PluginKind, ResourceLimits};
-use serde_json::Value;
+use flexcore_contracts::OpaqueJson;
 
 use super::failure::{code, ExecFailure};
 use crate::sandbox::{CompiledModule, Sandbox};
@@ -58,8 +58,8 @@ pub struct Stage {
     pub kind: PluginKind,
     /// What to run.
     pub program: Program,
-    /// Written to `config.json` and passed as `--config`.
-    pub config: Value,
+    /// Written to `config.json` (exactly this text) and passed as `--config`.
+    pub config: OpaqueJson,
     /// Limits; unset ones take the runner's [`Defaults`](crate::sandbox::Defaults).
     pub limits: ResourceLimits,
     /// Environment names and directories the stage may use (wasm: nothing else).
@@ -163,7 +163,7 @@ pub(crate) async fn prepare(
     sandbox: &Sandbox,
     index: usize,
     stage: Stage,
-    state: Option<&Value>,
+    state: Option<&OpaqueJson>,
     root: &Path,
 ) -> Result<Prepared, ExecFailure> {
     let Stage {
@@ -215,11 +215,12 @@ pub(crate) async fn prepare(
     })
 }
 
-async fn write_files(dir: &Path, config: &Value, state: Option<&Value>) -> std::io::Result<()> {
+/// Writes the config and state files: the exact JSON texts (every digit, key order).
+async fn write_files(dir: &Path, config: &OpaqueJson, state: Option<&OpaqueJson>) -> std::io::Result<()> {
     tokio::fs::create_dir(dir).await?;
-    tokio::fs::write(dir.join("config.json"), serde_json::to_vec(config)?).await?;
+    tokio::fs::write(dir.join("config.json"), config.as_str()).await?;
     if let Some(state) = state {
-        tokio::fs::write(dir.join("state.json"), serde_json::to_vec(state)?).await?;
+        tokio::fs::write(dir.join("state.json"), state.as_str()).await?;
     }
     Ok(())
 }

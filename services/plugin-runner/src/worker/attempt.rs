@@ -1,20 +1,27 @@
 //! One work item: claim the attempt, run it, report every checkpoint and the outcome.
 //! The attempt number is the fencing token: as soon as the command service refuses one of
 //! our commands as stale, this attempt stops and reports nothing more.
+//!
+//! Every command carries a `command_id` derived from the run, the attempt and what it
+//! reports, and is sent through the typed client: a checkpoint or an outcome is retried
+//! (the lease kept alive meanwhile) until the command service answers or the runner gives
+//! up at the end of its shutdown grace, so an outage of the command service, NATS or
+//! Postgres neither loses a checkpoint nor makes finished work run again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
-use flexcore_contracts::model::{PluginRuntime, RunError, StreamCounters};
-use flexcore_contracts::values::Digest;
+use flexcore_client::{command_id, ClientError, Retry};
+use flexcore_contracts::commands::{CheckpointRun, ClaimRun, CommandBody, FailRun, SucceedRun, TimeOutRun};
+use flexcore_contracts::model::{PluginRuntime, RunError, StreamCounters, TimeoutReason};
+use flexcore_contracts::values::{Digest, Label};
 use flexcore_contracts::work::{RunHeartbeat, RunLogLine, WorkItem};
-use flexcore_contracts::{subjects, CommandReply, ErrorCode};
+use flexcore_contracts::{subjects, ErrorCode, OpaqueJson};
 use flexcore_telemetry::propagation;
 use futures::StreamExt;
 use parking_lot::Mutex;
-use serde_json::{json, Value};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -42,34 +49,46 @@ pub struct Context {
     pub modules: Mutex<HashMap<Digest, Arc<[u8]>>>,
     /// Cancelled on runner shutdown.
     pub shutdown: CancellationToken,
+    /// Cancelled when the runner's shutdown grace is over: reports still unanswered then
+    /// are given up (the lease lapses and the attempt is retried).
+    pub abandon: CancellationToken,
+    /// The command client (actor `flexcore-runner/<runner id>`).
+    pub commands: flexcore_client::Client,
 }
 
 enum Refusal {
     /// Our attempt is no longer the current one, or the run is over: stop quietly.
     Fenced(String),
-    /// Transient (service down): try the work again later.
+    /// No answer (service down, given up): try the work again later.
     Transient(String),
 }
 
-async fn send(ctx: &Context, command: &str, body: Value) -> Result<(), Refusal> {
-    let (aggregate, action) = command.split_once('.').unwrap_or((command, ""));
-    let payload = serde_json::to_vec(&body).map_err(|e| Refusal::Transient(e.to_string()))?;
-    let subject = subjects::command(aggregate, action);
-    // The attempt's trace context, so the command service continues the run's trace.
-    let reply = match propagation::headers(&tracing::Span::current()) {
-        Some(headers) => ctx.client.request_with_headers(subject, headers, payload.into()).await,
-        None => ctx.client.request(subject, payload.into()).await,
+/// Sends `body` with `command_id` until answered as `retry` allows. A refusal means the
+/// attempt is fenced off or the run is over (or, for a rule the runner broke, a bug that
+/// retrying cannot fix): either way this attempt reports nothing more.
+async fn send<C: CommandBody>(
+    ctx: &Context,
+    item: &WorkItem,
+    body: &C,
+    key: &str,
+    retry: Retry,
+) -> Result<(), Refusal> {
+    let mut send = ctx.commands.command(body).id(command_id(item.run_id, key)).retry(retry);
+    if let Some(correlation) = &item.correlation_id {
+        send = send.correlation(correlation.clone());
     }
-    .map_err(|e| Refusal::Transient(format!("{command}: {e}")))?;
-    match serde_json::from_slice::<CommandReply>(&reply.payload) {
-        Ok(CommandReply::Accepted(_)) => Ok(()),
-        Ok(CommandReply::Rejected(r)) => match r.error.code {
-            ErrorCode::Conflict | ErrorCode::InvalidState | ErrorCode::NotFound => {
-                Err(Refusal::Fenced(format!("{command}: {}", r.error)))
+    match send.send().await {
+        Ok(_) => Ok(()),
+        Err(ClientError::Refused { error, .. }) => {
+            if !matches!(
+                error.code,
+                ErrorCode::Conflict | ErrorCode::InvalidState | ErrorCode::NotFound
+            ) {
+                tracing::error!(command = C::NAME, %error, "command refused for a rule the runner broke");
             }
-            _ => Err(Refusal::Transient(format!("{command}: {}", r.error))),
-        },
-        Err(e) => Err(Refusal::Transient(format!("{command}: unreadable reply: {e}"))),
+            Err(Refusal::Fenced(format!("{}: {error}", C::NAME)))
+        }
+        Err(other) => Err(Refusal::Transient(other.to_string())),
     }
 }
 
@@ -103,16 +122,42 @@ async fn attempt(ctx: Arc<Context>, message: jetstream::Message, item: WorkItem)
         let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(2)))).await;
         return;
     };
-    let claim = json!({"run_id": item.run_id, "attempt": item.attempt, "runner_id": ctx.runner_id, "lease_seconds": ctx.lease.as_secs().max(1)});
-    match send(&ctx, "run.claim", claim).await {
+    let Ok(runner_id) = ctx.runner_id.parse::<Label>() else {
+        tracing::error!(runner_id = %ctx.runner_id, "runner id is not a valid label; work handed back");
+        let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(2)))).await;
+        return;
+    };
+    let claim = ClaimRun {
+        run_id: item.run_id,
+        attempt: item.attempt,
+        runner_id,
+        lease_seconds: ctx.lease.as_secs().max(1),
+    };
+    let key = format!("claim:{}:{}", item.attempt, ctx.runner_id);
+    match send(
+        &ctx,
+        &item,
+        &claim,
+        &key,
+        Retry::default().stopping_at(ctx.shutdown.clone()),
+    )
+    .await
+    {
         Ok(()) => {}
         Err(Refusal::Fenced(why)) => {
             if redelivered {
                 // The lease of whoever claimed it lapsed (JetStream redelivered the work):
                 // time that attempt out, fenced by the attempt number, so racing runners or
                 // the scheduler record one timeout. The scheduler retries it after back-off.
-                let timed_out = json!({"run_id": item.run_id, "attempt": item.attempt, "reason": "lease_expired"});
-                if send(&ctx, "run.time_out", timed_out).await.is_ok() {
+                let timed_out = TimeOutRun {
+                    run_id: item.run_id,
+                    attempt: item.attempt,
+                    reason: TimeoutReason::LeaseExpired,
+                };
+                // The scheduler derives the same id for the same time-out: one is applied.
+                let key = format!("time_out:{}:{:?}", item.attempt, TimeoutReason::LeaseExpired);
+                let retry = Retry::default().stopping_at(ctx.shutdown.clone());
+                if send(&ctx, &item, &timed_out, &key, retry).await.is_ok() {
                     tracing::warn!("previous holder's lease lapsed; attempt timed out");
                 }
             }
@@ -141,19 +186,30 @@ async fn attempt(ctx: Arc<Context>, message: jetstream::Message, item: WorkItem)
     let watch = tokio::spawn(watch_cancellation(run_events, cancel.clone()));
     let outcome = run_attempt(&ctx, &item, cancel.clone()).await;
     cancel.cancel();
-    heartbeat.abort();
     watch.abort();
+    // The heartbeat keeps the lease until the outcome is committed: an outage of the
+    // command service must not let the finished attempt's lease lapse (and the work run
+    // again) while the outcome waits to be reported.
+    let until_answered = Retry::until_stopped(ctx.abandon.clone());
     let report = match outcome {
         Ok(counters) => {
+            let succeed = SucceedRun {
+                run_id: item.run_id,
+                attempt: item.attempt,
+                counters,
+            };
             send(
                 &ctx,
-                "run.succeed",
-                json!({"run_id": item.run_id, "attempt": item.attempt, "counters": counters}),
+                &item,
+                &succeed,
+                &format!("succeed:{}", item.attempt),
+                until_answered,
             )
             .await
         }
         Err(_) if ctx.shutdown.is_cancelled() => {
             // Leave the attempt to lease expiry: the next runner times it out and retries.
+            heartbeat.abort();
             let _ = message.ack_with(AckKind::Nak(None)).await;
             return;
         }
@@ -163,12 +219,20 @@ async fn attempt(ctx: Arc<Context>, message: jetstream::Message, item: WorkItem)
             counters,
         }) if error.code != "cancelled" && error.code != "fenced" => {
             tracing::warn!(code = %error.code, message = %error.message, "attempt failed");
-            send(&ctx, "run.fail", json!({"run_id": item.run_id, "attempt": item.attempt, "error": error, "retryable": retryable, "counters": counters})).await
+            let fail = FailRun {
+                run_id: item.run_id,
+                attempt: item.attempt,
+                error,
+                retryable,
+                counters,
+            };
+            send(&ctx, &item, &fail, &format!("fail:{}", item.attempt), until_answered).await
         }
         Err(_) => Ok(()),
     };
+    heartbeat.abort();
     if let Err(Refusal::Transient(why)) = &report {
-        tracing::error!(%why, "could not report the outcome; the lease will expire and the attempt be retried");
+        tracing::error!(%why, "could not report the outcome before giving up; the lease will expire and the attempt be retried");
         return;
     }
     let _ = message.double_ack().await;
@@ -182,11 +246,7 @@ struct Failure {
 
 fn failure(code: &str, message: String, step: Option<usize>, retryable: bool) -> Failure {
     Failure {
-        error: RunError {
-            code: code.to_owned(),
-            message,
-            step: step.and_then(|s| u32::try_from(s).ok()),
-        },
+        error: RunError::new(code, &message, step.and_then(|s| u32::try_from(s).ok())),
         retryable,
         counters: StreamCounters::new(),
     }
@@ -197,7 +257,7 @@ async fn run_attempt(ctx: &Context, item: &WorkItem, cancel: CancellationToken) 
         .await
         .map_err(|e| failure("definition", e.to_string(), None, true))?;
     let (stages, revealed) = stages(ctx, &def).await?;
-    let resume = (!def.claimed.resume_state.is_null()).then(|| def.claimed.resume_state.clone());
+    let resume: Option<OpaqueJson> = (!def.claimed.resume_state.is_null()).then(|| def.claimed.resume_state.clone());
     let (events_tx, mut events) = mpsc::channel(1024);
     let exec = executor::execute(&ctx.sandbox, stages, resume, events_tx, cancel.clone());
     tokio::pin!(exec);
@@ -208,12 +268,13 @@ async fn run_attempt(ctx: &Context, item: &WorkItem, cancel: CancellationToken) 
         .collect();
     let mut fenced = None;
     let mut delivered = StreamCounters::new();
+    let mut checkpoints = Checkpoints::default();
     let result = loop {
         tokio::select! {
             result = &mut exec => break result,
             Some(event) = events.recv() => {
                 super::metrics::observe(&event, &mut delivered);
-                if let Some(why) = on_event(ctx, item, &plugins, &revealed, event).await {
+                if let Some(why) = on_event(ctx, item, &plugins, &revealed, event, &mut checkpoints, &cancel).await {
                     fenced.get_or_insert(why);
                     cancel.cancel();
                 }
@@ -223,8 +284,26 @@ async fn run_attempt(ctx: &Context, item: &WorkItem, cancel: CancellationToken) 
     // Checkpoints still queued were produced before the end: commit them in order.
     while let Ok(event) = events.try_recv() {
         super::metrics::observe(&event, &mut delivered);
-        if let Some(why) = on_event(ctx, item, &plugins, &revealed, event).await {
+        if let Some(why) = on_event(ctx, item, &plugins, &revealed, event, &mut checkpoints, &cancel).await {
             fenced.get_or_insert(why);
+        }
+    }
+    // A checkpoint the executor could not queue (the channel was full while an earlier one
+    // waited for the command service) is not lost: the loader's last STATE is committed
+    // before the outcome.
+    if let (Ok(summary), None) = (&result, &fenced) {
+        if let Some(state) = summary
+            .last_state
+            .clone()
+            .filter(|s| checkpoints.last.as_ref() != Some(s))
+        {
+            let last = ExecEvent::Checkpoint {
+                state,
+                counters: summary.counters.clone(),
+            };
+            if let Some(why) = on_event(ctx, item, &plugins, &revealed, last, &mut checkpoints, &cancel).await {
+                fenced = Some(why);
+            }
         }
     }
     super::metrics::attempt_finished(&def, &result, &delivered);
@@ -239,34 +318,55 @@ async fn run_attempt(ctx: &Context, item: &WorkItem, cancel: CancellationToken) 
              retryable,
              ..
          }| Failure {
-            error: RunError {
+            error: RunError::new(
                 code,
-                message: secrets::scrub(&message, &revealed),
-                step: step.and_then(|s| u32::try_from(s).ok()),
-            },
+                &secrets::scrub(&message, &revealed),
+                step.and_then(|s| u32::try_from(s).ok()),
+            ),
             retryable,
             counters: StreamCounters::new(),
         },
     )
 }
 
+/// The checkpoints an attempt has sent: how many (each one's number is part of its
+/// command id) and the last STATE committed.
+#[derive(Default)]
+struct Checkpoints {
+    sequence: u64,
+    last: Option<OpaqueJson>,
+}
+
 /// Commits a checkpoint or ships a log line; `Some(reason)` when our attempt is fenced off.
+/// A checkpoint is retried until committed (or the attempt is stopped).
 async fn on_event(
     ctx: &Context,
     item: &WorkItem,
     plugins: &[String],
     revealed: &[String],
     event: ExecEvent,
+    checkpoints: &mut Checkpoints,
+    stop: &CancellationToken,
 ) -> Option<String> {
     match event {
         ExecEvent::Checkpoint { state, counters } => {
-            let body = json!({"run_id": item.run_id, "attempt": item.attempt, "state": state, "counters": counters});
-            match send(ctx, "run.checkpoint", body).await {
-                Ok(()) => None,
+            checkpoints.sequence += 1;
+            let checkpoint = CheckpointRun {
+                run_id: item.run_id,
+                attempt: item.attempt,
+                state,
+                counters,
+            };
+            let key = format!("checkpoint:{}:{}", item.attempt, checkpoints.sequence);
+            let retry = Retry::until_stopped(stop.clone());
+            match send(ctx, item, &checkpoint, &key, retry).await {
+                Ok(()) => {
+                    checkpoints.last = Some(checkpoint.state);
+                    None
+                }
                 Err(Refusal::Fenced(why)) => Some(why),
                 Err(Refusal::Transient(why)) => {
-                    // The next checkpoint carries a later state; losing this one loses no data.
-                    tracing::warn!(%why, "checkpoint not committed");
+                    tracing::warn!(%why, "checkpoint not committed: the attempt was stopped");
                     None
                 }
             }
@@ -292,7 +392,7 @@ async fn stages(ctx: &Context, def: &AttemptDefinition) -> Result<(Vec<Stage>, V
     let mut stages = Vec::with_capacity(def.plugins.len());
     let mut revealed = Vec::new();
     for (i, (step, plugin)) in def.requested.definition.steps.iter().zip(&def.plugins).enumerate() {
-        let (config, mut values) = secrets::resolve(&Value::Object(step.config.clone()), &ctx.secrets)
+        let (config, mut values) = secrets::resolve(step.config.as_str(), &ctx.secrets)
             .map_err(|e| failure("secret", format!("step {i} ({}): {e}", step.plugin), Some(i), false))?;
         revealed.append(&mut values);
         let program = match step.runtime {
@@ -321,7 +421,14 @@ async fn stages(ctx: &Context, def: &AttemptDefinition) -> Result<(Vec<Stage>, V
             name: step.plugin.to_string(),
             kind: step.kind,
             program,
-            config,
+            config: OpaqueJson::parse(&config).map_err(|e| {
+                failure(
+                    "definition",
+                    format!("step {i} ({}): config: {e}", step.plugin),
+                    Some(i),
+                    false,
+                )
+            })?,
             limits: plugin.limits.clone(),
             grants: plugin.grants.clone(),
         });

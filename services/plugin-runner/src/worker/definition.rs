@@ -56,7 +56,7 @@ async fn last<T: DeserializeOwned>(
                 message: e.to_string(),
             };
             let envelope: EventEnvelope = serde_json::from_slice(&message.payload).map_err(corrupt)?;
-            serde_json::from_value(envelope.data).map(Some).map_err(corrupt)
+            envelope.data.decode().map(Some).map_err(corrupt)
         }
         Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
         Err(e) => Err(DefinitionError::Nats {

@@ -44,6 +44,8 @@ pub struct RunnerConfig {
     pub secrets: SecretSource,
     /// How long run logs are kept.
     pub log_retention: Duration,
+    /// How long shutdown waits for attempts to hand back their work or report it.
+    pub shutdown_grace: Duration,
 }
 
 /// Runs until `shutdown`: takes work while slots are free; on shutdown stops taking work
@@ -90,6 +92,9 @@ pub async fn run(
         )
         .await
         .context("creating the work consumer")?;
+    let abandon = CancellationToken::new();
+    let commands =
+        flexcore_client::Client::new(client.clone()).with_actor(format!("flexcore-runner/{}", config.runner_id));
     let ctx = Arc::new(attempt::Context {
         client,
         js,
@@ -99,6 +104,8 @@ pub async fn run(
         secrets: config.secrets.clone(),
         modules: Default::default(),
         shutdown: shutdown.clone(),
+        abandon: abandon.clone(),
+        commands,
     });
     let slots = Arc::new(Semaphore::new(config.slots.max(1)));
     let _offered = flexcore_service::metrics::runner().offer(config.slots.max(1));
@@ -143,10 +150,19 @@ pub async fn run(
             });
         }
     }
-    // Wait for the attempts to hand their work back (bounded).
+    // Wait for the attempts to hand their work back or report their outcome (bounded by
+    // the grace); then what is still unreported is given up.
     let all = u32::try_from(config.slots.max(1)).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout(Duration::from_secs(10), slots.acquire_many(all)).await;
-    let _ = presence.await;
+    if tokio::time::timeout(config.shutdown_grace, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        let left = in_flight.load(Ordering::Relaxed);
+        tracing::warn!(attempts = left, grace = ?config.shutdown_grace, "shutdown grace elapsed: giving up the attempts in flight (their leases lapse and they are retried)");
+        abandon.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), slots.acquire_many(all)).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), presence).await;
     Ok(())
 }
 
@@ -216,5 +232,6 @@ pub fn config_from(settings: &flexcore_config::RunnerSettings) -> anyhow::Result
         max_deliver: settings.max_deliver,
         secrets,
         log_retention: Duration::from_secs(settings.log_retention_days.max(1) * 86_400),
+        shutdown_grace: Duration::from_millis(settings.shutdown_grace_ms),
     })
 }

@@ -49,30 +49,43 @@ impl SecretSource {
     }
 }
 
-/// Replaces every `${secret:NAME}` in string values of `config`; returns the resolved
-/// values so logs can be scrubbed of them.
-pub fn resolve(config: &Value, source: &SecretSource) -> Result<(Value, Vec<String>), MissingSecret> {
+/// Replaces every `${secret:NAME}` in the string values of `config` (a JSON text);
+/// returns the resolved text and the resolved values, so logs can be scrubbed of them.
+/// Everything else in the text (numbers, key order, spacing, escapes) stays as written.
+pub fn resolve(config: &str, source: &SecretSource) -> Result<(String, Vec<String>), MissingSecret> {
     let mut revealed = Vec::new();
-    let resolved = walk(config, source, &mut revealed)?;
-    Ok((resolved, revealed))
+    let mut out = String::with_capacity(config.len());
+    let mut rest = config;
+    while let Some(open) = rest.find('"') {
+        out.push_str(&rest[..open]);
+        let token_len = string_token_len(&rest[open..]);
+        let token = &rest[open..open + token_len];
+        match serde_json::from_str::<String>(token) {
+            Ok(text) if text.contains("${secret:") => {
+                let resolved = substitute(&text, source, &mut revealed)?;
+                out.push_str(&Value::String(resolved).to_string());
+            }
+            _ => out.push_str(token),
+        }
+        rest = &rest[open + token_len..];
+    }
+    out.push_str(rest);
+    Ok((out, revealed))
 }
 
-fn walk(value: &Value, source: &SecretSource, revealed: &mut Vec<String>) -> Result<Value, MissingSecret> {
-    Ok(match value {
-        Value::String(s) => Value::String(substitute(s, source, revealed)?),
-        Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .map(|v| walk(v, source, revealed))
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| Ok((k.clone(), walk(v, source, revealed)?)))
-                .collect::<Result<_, MissingSecret>>()?,
-        ),
-        other => other.clone(),
-    })
+/// The length of the JSON string token at the start of `text` (which starts with `"`),
+/// closing quote included; the rest of `text` when it is not closed.
+fn string_token_len(text: &str) -> usize {
+    let mut escaped = false;
+    for (i, c) in text.char_indices().skip(1) {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => return i + 1,
+            _ => {}
+        }
+    }
+    text.len()
 }
 
 fn substitute(s: &str, source: &SecretSource, revealed: &mut Vec<String>) -> Result<String, MissingSecret> {
@@ -113,16 +126,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("DB_PASSWORD"), "hunter2\n").unwrap();
         let source = SecretSource::Dir(dir.path().to_owned());
-        let config =
-            serde_json::json!({"dsn": "postgres://u:${secret:DB_PASSWORD}@h/db", "list": ["${secret:DB_PASSWORD}", 3]});
-        let (resolved, revealed) = resolve(&config, &source).unwrap();
-        assert_eq!(resolved["dsn"], "postgres://u:hunter2@h/db");
-        assert_eq!(resolved["list"][0], "hunter2");
+        let config = r#"{"z": 1.10, "dsn":"postgres://u:${secret:DB_PASSWORD}@h/db","list":["\u0024{secret:DB_PASSWORD}", 3, "a\"${x}"],"big":123456789012345678901234567890}"#;
+        let (resolved, revealed) = resolve(config, &source).unwrap();
+        assert_eq!(
+            resolved,
+            r#"{"z": 1.10, "dsn":"postgres://u:hunter2@h/db","list":["hunter2", 3, "a\"${x}"],"big":123456789012345678901234567890}"#
+        );
         assert_eq!(
             scrub("connecting with hunter2", &revealed),
             "connecting with [redacted]"
         );
-        let missing = resolve(&serde_json::json!({"x": "${secret:NOPE}"}), &source).unwrap_err();
+        let missing = resolve(r#"{"x": "${secret:NOPE}"}"#, &source).unwrap_err();
         assert!(missing.to_string().contains("NOPE"));
     }
 }

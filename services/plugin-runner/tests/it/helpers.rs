@@ -77,7 +77,7 @@ pub fn stage(name: &str, kind: PluginKind, program: Program, config: Value) -> S
         name: name.to_owned(),
         kind,
         program,
-        config,
+        config: config.into(),
         limits: ResourceLimits::default(),
         grants: Grants::default(),
     }
@@ -145,11 +145,12 @@ impl Ran {
             .collect()
     }
 
-    pub fn checkpoints(&self) -> Vec<(&Value, &flexcore_contracts::model::StreamCounters)> {
+    /// Every checkpoint: the STATE (parsed) and the counts at it.
+    pub fn checkpoints(&self) -> Vec<(Value, &flexcore_contracts::model::StreamCounters)> {
         self.events
             .iter()
             .filter_map(|e| match e {
-                ExecEvent::Checkpoint { state, counters } => Some((state, counters)),
+                ExecEvent::Checkpoint { state, counters } => Some((state.to_value(), counters)),
                 ExecEvent::Log { .. } => None,
             })
             .collect()
@@ -181,7 +182,7 @@ pub async fn run_on(
         });
     }
     let started = Instant::now();
-    let result = execute(sandbox, stages, state, tx, cancel).await;
+    let result = execute(sandbox, stages, state.map(Into::into), tx, cancel).await;
     let elapsed = started.elapsed();
     let events = collector.await.expect("collector");
     Ran {

@@ -90,6 +90,7 @@ pub fn runner_config(lease: Duration, secrets: SecretSource) -> RunnerConfig {
         max_deliver: 10,
         secrets,
         log_retention: Duration::from_secs(3600),
+        shutdown_grace: Duration::from_secs(10),
     }
 }
 

@@ -1,7 +1,9 @@
-//! Filtered, sorted, cursor-paginated list queries over a view.
+//! Filtered, sorted, cursor-paginated list queries over a view. Which filters and sort
+//! keys a view has is the contract's (`queries::list_rules`), checked by the query's
+//! schema before a list is built.
 
 use flexcore_contracts::queries::{ListQuery, SortKey, SortOrder, MAX_LIMIT};
-use flexcore_contracts::{ErrorBody, ErrorCode};
+use flexcore_contracts::{ErrorBody, ErrorReason, OpaqueJson};
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
@@ -25,11 +27,29 @@ pub struct ListSpec {
     pub name_column: Option<&'static str>,
     /// Column filtered by `since`/`until`.
     pub window: &'static str,
-    /// Filters this view accepts (field names of [`ListQuery`]).
-    pub filters: &'static [&'static str],
-    /// Extra jsonb columns computed per row (`(sql expression over alias v, name)`); each
-    /// lands in the row's document under its name for the handler to fold in.
+    /// Extra JSON columns computed per row (`(sql expression over alias v, name)`), for
+    /// the handler to fold into the row's document.
     pub extra: &'static [(&'static str, &'static str)],
+}
+
+/// One listed item: its document (exact text) and the cursor that continues after it.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// The document.
+    pub doc: OpaqueJson,
+    /// The extra columns' values, by name.
+    pub extra: serde_json::Map<String, serde_json::Value>,
+    /// The cursor of the rows after this one.
+    pub cursor: String,
+}
+
+/// A page of items, and whether rows follow it.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// The items, in order.
+    pub items: Vec<Item>,
+    /// More rows follow the last item.
+    pub more: bool,
 }
 
 impl ListSpec {
@@ -41,43 +61,25 @@ impl ListSpec {
             .collect()
     }
 
-    /// The row's `doc` with the extra columns added under their names.
-    pub fn doc(&self, row: &sqlx::postgres::PgRow) -> Result<serde_json::Value, ErrorBody> {
-        let Json(mut doc): Json<serde_json::Value> = row.try_get("doc").map_err(super::db_error)?;
+    /// The row's `doc` (exactly as stored) and its extra columns.
+    pub fn doc(
+        &self,
+        row: &sqlx::postgres::PgRow,
+    ) -> Result<(OpaqueJson, serde_json::Map<String, serde_json::Value>), ErrorBody> {
+        let Json(doc): Json<OpaqueJson> = row.try_get("doc").map_err(super::db_error)?;
+        let mut extra = serde_json::Map::new();
         for (_, name) in self.extra {
             let value: Option<Json<serde_json::Value>> = row.try_get(*name).map_err(super::db_error)?;
-            if let (Some(object), Some(Json(value))) = (doc.as_object_mut(), value) {
-                object.insert((*name).to_owned(), value);
+            if let Some(Json(value)) = value {
+                extra.insert((*name).to_owned(), value);
             }
         }
-        Ok(doc)
+        Ok((doc, extra))
     }
 }
 
-fn invalid(message: String) -> ErrorBody {
-    ErrorBody::new(ErrorCode::ValidationFailed, message)
-}
-
-/// The filters a query sets, by field name.
-fn set_filters(q: &ListQuery) -> Vec<&'static str> {
-    let mut set = Vec::new();
-    let mut check = |name: &'static str, present: bool| {
-        if present {
-            set.push(name);
-        }
-    };
-    check("state", q.state.is_some());
-    check("name", q.name.is_some());
-    check("kind", q.kind.is_some());
-    check("owner", q.owner.is_some());
-    check("tag", q.tag.is_some());
-    check("pipeline_id", q.pipeline_id.is_some());
-    check("aggregate_id", q.aggregate_id.is_some());
-    check("aggregate_type", q.aggregate_type.is_some());
-    check("event_type", q.event_type.is_some());
-    check("since", q.since.is_some());
-    check("until", q.until.is_some());
-    set
+fn not_applicable(path: &str, message: String) -> ErrorBody {
+    ErrorBody::at(ErrorReason::NotApplicable, path, message)
 }
 
 fn sort_token(key: SortKey, order: SortOrder) -> &'static str {
@@ -97,8 +99,12 @@ fn encode_cursor(sort: &str, value: &str, key: &str) -> String {
 }
 
 fn decode_cursor(cursor: &str, sort: &str) -> Result<(String, String), ErrorBody> {
-    let bad =
-        || invalid("cursor is not one this service issued; pass next_cursor of the previous page unchanged".into());
+    let bad = || {
+        not_applicable(
+            "/cursor",
+            "cursor is not one this service issued; pass next_cursor of the previous page unchanged".into(),
+        )
+    };
     let raw = hex::decode(cursor).map_err(|_| bad())?;
     let text = String::from_utf8(raw).map_err(|_| bad())?;
     let mut parts = text.split('\u{1f}');
@@ -106,45 +112,33 @@ fn decode_cursor(cursor: &str, sort: &str) -> Result<(String, String), ErrorBody
         return Err(bad());
     };
     if s != sort {
-        return Err(invalid(
+        return Err(not_applicable(
+            "/cursor",
             "cursor belongs to a different sort_by/order; keep them the same while paging".into(),
         ));
     }
     Ok((value.to_owned(), key.to_owned()))
 }
 
-/// One page: the rows' `doc`s and the cursor of the next page.
-pub async fn page(
-    pool: &PgPool,
-    spec: &ListSpec,
-    q: &ListQuery,
-) -> Result<(Vec<serde_json::Value>, Option<String>), ErrorBody> {
-    if let Some(extra) = set_filters(q).into_iter().find(|f| !spec.filters.contains(f)) {
-        return Err(invalid(format!(
-            "filter `{extra}` does not apply to {}; use: {}",
-            spec.name,
-            spec.filters.join(", ")
-        )));
-    }
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(invalid(format!("limit must be 1..={MAX_LIMIT}, not {limit}")));
-    }
-    if let (Some(since), Some(until)) = (q.since, q.until) {
-        if until <= since {
-            return Err(invalid("until must be after since".into()));
-        }
-    }
+/// One page: up to `limit` rows' documents, each with the cursor after it.
+pub async fn page(pool: &PgPool, spec: &ListSpec, q: &ListQuery) -> Result<Page, ErrorBody> {
+    // The schema bounds it to 1..=1000.
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let (sort_col, sort_type) = match q.sort_by {
         SortKey::Time => spec.time,
         SortKey::Updated => (
-            spec.updated
-                .ok_or_else(|| invalid(format!("{} cannot be sorted by updated; use time", spec.name)))?,
+            spec.updated.ok_or_else(|| {
+                not_applicable(
+                    "/sort_by",
+                    format!("{} cannot be sorted by updated; use time", spec.name),
+                )
+            })?,
             "timestamptz",
         ),
         SortKey::Name => (
-            spec.name_column
-                .ok_or_else(|| invalid(format!("{} cannot be sorted by name; use time", spec.name)))?,
+            spec.name_column.ok_or_else(|| {
+                not_applicable("/sort_by", format!("{} cannot be sorted by name; use time", spec.name))
+            })?,
             "text",
         ),
     };
@@ -175,7 +169,7 @@ pub async fn page(
         b.push(" AND owner = ").push_bind(owner.clone());
     }
     if let Some(tag) = &q.tag {
-        b.push(" AND doc->'tags' ? ").push_bind(tag.clone());
+        b.push(" AND (doc->'tags')::jsonb ? ").push_bind(tag.clone());
     }
     if let Some(id) = q.pipeline_id {
         b.push(" AND pipeline_id = ").push_bind(id);
@@ -207,17 +201,18 @@ pub async fn page(
         .push_bind(i64::from(limit) + 1);
     let rows = b.build().fetch_all(pool).await.map_err(super::db_error)?;
     let more = rows.len() > limit as usize;
-    let mut docs = Vec::with_capacity(rows.len().min(limit as usize));
-    let mut next = None;
-    for (i, row) in rows.iter().enumerate().take(limit as usize) {
-        docs.push(spec.doc(row)?);
-        if more && i + 1 == limit as usize {
-            let value: String = row.try_get("sort_value").map_err(super::db_error)?;
-            let key: String = row.try_get("key_value").map_err(super::db_error)?;
-            next = Some(encode_cursor(sort, &value, &key));
-        }
+    let mut items = Vec::with_capacity(rows.len().min(limit as usize));
+    for row in rows.iter().take(limit as usize) {
+        let (doc, extra) = spec.doc(row)?;
+        let value: String = row.try_get("sort_value").map_err(super::db_error)?;
+        let key: String = row.try_get("key_value").map_err(super::db_error)?;
+        items.push(Item {
+            doc,
+            extra,
+            cursor: encode_cursor(sort, &value, &key),
+        });
     }
-    Ok((docs, next))
+    Ok(Page { items, more })
 }
 
 #[cfg(test)]

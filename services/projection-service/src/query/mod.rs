@@ -14,11 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::{Client, Message};
-use bytes::Bytes;
 use flexcore_contracts::queries::{
     self, GetById, ListQuery, ProjectionsQuery, QueryErr, QueryOk, QueryReply, RebuildRequest, StatsQuery,
 };
-use flexcore_contracts::{subjects, ErrorBody, ErrorCode};
+use flexcore_contracts::{subjects, ErrorBody, ErrorReason, OpaqueJson};
 use flexcore_telemetry::propagation;
 use sqlx::PgPool;
 use tokio::time::Instant;
@@ -28,7 +27,7 @@ use tracing::Instrument as _;
 use crate::positions::{checkpoint, Positions};
 use crate::projection::Kind;
 
-pub use list::{ListSpec, DEFAULT_LIMIT};
+pub use list::{Item, ListSpec, Page, DEFAULT_LIMIT};
 
 /// What query handlers share.
 pub struct QueryContext {
@@ -41,20 +40,11 @@ pub struct QueryContext {
 }
 
 /// Every query subject this service answers, for error messages.
-pub const KNOWN: &[&str] = &[
-    "plugin.get",
-    "plugin.list",
-    "pipeline.get",
-    "pipeline.list",
-    "run.get",
-    "run.list",
-    "schedule.get",
-    "schedule.list",
-    "event.list",
-    "stats.get",
-    "projection.list",
-    "projection.rebuild",
-];
+pub const KNOWN: &[&str] = queries::ALL;
+
+/// Room in a reply for everything besides `data`: `{"ok":true,"data":…,"next_cursor":…,
+/// "position":…}` with the longest cursor.
+const REPLY_OVERHEAD: usize = 4096;
 
 /// Serves queries until `shutdown`, then drains and waits (bounded) for those in flight.
 pub async fn serve(client: Client, ctx: Arc<QueryContext>, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -92,93 +82,154 @@ async fn handle(client: &Client, ctx: &QueryContext, message: Message) {
     } else {
         tracing::Span::none()
     };
-    let reply = match answer(ctx, &message).instrument(span).await {
+    let limit = client.max_payload();
+    let reply = match answer(ctx, &message, limit).instrument(span).await {
         Ok(ok) => QueryReply::Ok(ok),
         Err(error) => QueryReply::Err(QueryErr { ok: false, error }),
     };
     crate::metrics::record_query(message.subject.as_str(), &reply);
-    let body = serde_json::to_vec(&reply)
-        .unwrap_or_else(|_| br#"{"ok":false,"error":{"code":"internal","message":"reply encoding failed"}}"#.to_vec());
-    if let Err(error) = client.publish(reply_to, Bytes::from(body)).await {
-        tracing::debug!(%error, "query reply could not be sent");
-    }
+    let body = serde_json::to_vec(&reply).unwrap_or_else(|e| {
+        flexcore_service::reply::error_body(&ErrorBody::new(
+            ErrorReason::Internal,
+            format!("reply encoding failed: {e}"),
+        ))
+    });
+    flexcore_service::reply::send(client, reply_to, body).await;
 }
 
-/// The answer to one query message.
-pub async fn answer(ctx: &QueryContext, message: &Message) -> Result<QueryOk, ErrorBody> {
-    let max = ctx.settings.max_payload_bytes;
+/// The answer to one query message; `reply_limit` is the largest reply the NATS server
+/// accepts: lists are cut to fit (with a `next_cursor`), a single item too large for it
+/// is a `payload_too_large` refusal.
+pub async fn answer(ctx: &QueryContext, message: &Message, reply_limit: usize) -> Result<QueryOk, ErrorBody> {
+    let max = ctx.settings.max_payload_bytes.min(reply_limit);
     if message.payload.len() > max {
         return Err(ErrorBody::new(
-            ErrorCode::PayloadTooLarge,
+            ErrorReason::TooLarge,
             format!("the query is {} bytes; the limit is {max} bytes", message.payload.len()),
-        ));
+        )
+        .with("size", message.payload.len())
+        .with("limit", max));
     }
     let unknown = || {
         ErrorBody::new(
-            ErrorCode::ValidationFailed,
+            ErrorReason::UnknownSubject,
             format!(
                 "{:?} is not a query this service answers; use flexcore.qry.<one of: {}>",
                 message.subject.as_str(),
                 KNOWN.join(", ")
             ),
         )
-        .with_details(serde_json::json!({"reason": "unknown_subject"}))
     };
     let (view, operation) = subjects::parse_query(message.subject.as_str()).ok_or_else(unknown)?;
+    let name = format!("{view}.{operation}");
+    if !KNOWN.contains(&name.as_str()) {
+        return Err(unknown());
+    }
     let body = &message.payload;
+    let budget = reply_limit.saturating_sub(REPLY_OVERHEAD);
     match (view, operation) {
-        ("stats", "get") => {
-            let q: StatsQuery = queries::decode(body)?;
+        ("stats", _) => {
+            let q: StatsQuery = queries::decode(&name, body)?;
             let kinds = [Kind::Plugins, Kind::Pipelines, Kind::Runs, Kind::Schedules];
             reach(ctx, &kinds, q.min_position).await?;
-            ok(ctx, Kind::Runs, views::stats(&ctx.pool).await?, None)
+            ok(ctx, Kind::Runs, &views::stats(&ctx.pool).await?, None)
         }
         ("projection", "list") => {
-            let _: ProjectionsQuery = queries::decode(body)?;
-            ok(ctx, Kind::Audit, views::projections(&ctx.pool).await?, None)
+            let q: ProjectionsQuery = queries::decode(&name, body)?;
+            reach(ctx, &Kind::ALL, q.min_position).await?;
+            ok(ctx, Kind::Audit, &views::projections(&ctx.pool).await?, None)
         }
-        ("projection", "rebuild") => {
-            let q: RebuildRequest = queries::decode(body)?;
-            ok(
-                ctx,
-                Kind::Audit,
-                views::request_rebuild(&ctx.pool, &q.name).await?,
-                None,
-            )
+        ("projection", _) => {
+            let q: RebuildRequest = queries::decode(&name, body)?;
+            let kind = Kind::parse(&q.name).ok_or_else(unknown)?;
+            reach(ctx, &[kind], q.min_position).await?;
+            ok(ctx, Kind::Audit, &views::request_rebuild(&ctx.pool, kind).await?, None)
         }
-        ("event", "list") => {
-            let q: ListQuery = queries::decode(body)?;
+        ("event", _) => {
+            let q: ListQuery = queries::decode(&name, body)?;
             reach(ctx, &[Kind::Audit], q.min_position).await?;
-            let (items, next) = list::page(&ctx.pool, &views::EVENTS, &q).await?;
-            ok(ctx, Kind::Audit, items, next)
+            let page = list::page(&ctx.pool, &views::EVENTS, &q).await?;
+            fitted(ctx, Kind::Audit, page, budget)
         }
         (view, "get") => {
             let target = views::Target::parse(view).ok_or_else(unknown)?;
-            let q: GetById = queries::decode(body)?;
+            let q: GetById = queries::decode(&name, body)?;
             reach(ctx, target.reads(), q.min_position).await?;
-            ok(ctx, target.kind(), views::get(&ctx.pool, target, q.id).await?, None)
+            let doc = views::get(&ctx.pool, target, q.id).await?;
+            if doc.as_str().len() > budget {
+                return Err(item_too_large(doc.as_str().len(), budget));
+            }
+            Ok(QueryOk {
+                ok: true,
+                data: doc,
+                next_cursor: None,
+                position: ctx.positions.get(target.kind()).global_position,
+            })
         }
-        (view, "list") => {
+        (view, _) => {
             let target = views::Target::parse(view).ok_or_else(unknown)?;
-            let q: ListQuery = queries::decode(body)?;
+            let q: ListQuery = queries::decode(&name, body)?;
             reach(ctx, target.reads(), q.min_position).await?;
-            let (items, next) = views::list(&ctx.pool, target, &q).await?;
-            ok(ctx, target.kind(), items, next)
+            let page = views::list(&ctx.pool, target, &q).await?;
+            fitted(ctx, target.kind(), page, budget)
         }
-        _ => Err(unknown()),
     }
 }
 
 fn ok<T: serde::Serialize>(
     ctx: &QueryContext,
     kind: Kind,
-    data: T,
+    data: &T,
     next_cursor: Option<String>,
 ) -> Result<QueryOk, ErrorBody> {
-    let data = serde_json::to_value(data).map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))?;
+    let text = serde_json::to_string(data).map_err(|e| ErrorBody::new(ErrorReason::Internal, e.to_string()))?;
+    let data = OpaqueJson::parse(&text).map_err(|e| ErrorBody::new(ErrorReason::Internal, e.to_string()))?;
     Ok(QueryOk {
         ok: true,
         data,
+        next_cursor,
+        position: ctx.positions.get(kind).global_position,
+    })
+}
+
+fn item_too_large(size: usize, budget: usize) -> ErrorBody {
+    ErrorBody::new(
+        ErrorReason::TooLarge,
+        format!(
+            "the item is {size} bytes, more than fits in one reply ({budget} bytes under the NATS server's max_payload); it cannot be read through this query"
+        ),
+    )
+    .with("size", size)
+    .with("limit", budget)
+}
+
+/// A page's reply: as many of its items as fit in `budget` bytes, in order, and the cursor
+/// after the last one taken when any were left out (or the page has more).
+fn fitted(ctx: &QueryContext, kind: Kind, page: Page, budget: usize) -> Result<QueryOk, ErrorBody> {
+    let mut data = String::from("[");
+    let mut taken = 0;
+    for item in &page.items {
+        if data.len() + item.doc.as_str().len() + 2 > budget {
+            if taken == 0 {
+                return Err(item_too_large(item.doc.as_str().len(), budget));
+            }
+            break;
+        }
+        if taken > 0 {
+            data.push(',');
+        }
+        data.push_str(item.doc.as_str());
+        taken += 1;
+    }
+    data.push(']');
+    let next_cursor = if taken < page.items.len() || page.more {
+        page.items.get(taken.saturating_sub(1)).map(|item| item.cursor.clone())
+    } else {
+        None
+    };
+    Ok(QueryOk {
+        ok: true,
+        data: OpaqueJson::parse(&data).map_err(|e| ErrorBody::new(ErrorReason::Internal, e.to_string()))?,
         next_cursor,
         position: ctx.positions.get(kind).global_position,
     })
@@ -188,12 +239,12 @@ fn ok<T: serde::Serialize>(
 pub fn db_error(error: sqlx::Error) -> ErrorBody {
     match error {
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => ErrorBody::new(
-            ErrorCode::Unavailable,
+            ErrorReason::Unavailable,
             format!("the read-model database is unavailable ({error}); retry later"),
         ),
         other => {
             tracing::error!(error = %other, "query failed");
-            ErrorBody::new(ErrorCode::Internal, format!("query failed: {other}"))
+            ErrorBody::new(ErrorReason::Internal, format!("query failed: {other}"))
         }
     }
 }
@@ -205,13 +256,12 @@ async fn reach(ctx: &QueryContext, kinds: &[Kind], min_position: Option<u64>) ->
     let bound = ctx.settings.min_position_timeout();
     let deadline = Instant::now() + bound;
     let stale = |why: String| {
-        ErrorBody::new(ErrorCode::Stale, why).with_details(serde_json::json!({
-            "min_position": position,
-            "waited_ms": bound.as_millis() as u64,
-        }))
+        ErrorBody::new(ErrorReason::NotReached, why)
+            .with("min_position", position)
+            .with("waited_ms", bound.as_millis() as u64)
     };
-    let pos = i64::try_from(position)
-        .map_err(|_| ErrorBody::new(ErrorCode::ValidationFailed, "min_position is out of range"))?;
+    // The schema bounds it (2^53 - 1), so it fits.
+    let pos = i64::try_from(position).unwrap_or(i64::MAX);
     // The reading order is (transaction_id, global_position): find the event's transaction.
     let target = loop {
         let tx: Option<i64> =

@@ -6,13 +6,13 @@ use chrono::{DateTime, Utc};
 use flexcore_contracts::model::ScheduleSpec;
 use flexcore_contracts::queries::ListQuery;
 use flexcore_contracts::views::{ProjectionStatus, RebuildStatus, RunSummary, ScheduleView, StatsView};
-use flexcore_contracts::{ErrorBody, ErrorCode};
+use flexcore_contracts::{ErrorBody, ErrorReason, OpaqueJson};
 use sqlx::types::Json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::db_error;
-use super::list::{self, ListSpec};
+use super::list::{self, ListSpec, Page};
 use crate::positions::checkpoint;
 use crate::projection::Kind;
 use crate::store;
@@ -80,7 +80,6 @@ const PLUGINS: ListSpec = ListSpec {
     updated: Some("updated_at"),
     name_column: Some("name"),
     window: "created_at",
-    filters: &["state", "name", "kind", "since", "until"],
     extra: &[],
 };
 
@@ -92,7 +91,6 @@ const PIPELINES: ListSpec = ListSpec {
     updated: Some("updated_at"),
     name_column: Some("name"),
     window: "created_at",
-    filters: &["state", "name", "owner", "tag", "since", "until"],
     extra: &[
         (
             "(SELECT jsonb_build_object('run_id', r.run_id, 'state', r.state, 'requested_at', r.requested_at, \
@@ -101,7 +99,7 @@ const PIPELINES: ListSpec = ListSpec {
             "x_last_run",
         ),
         (
-            "(SELECT jsonb_agg(s.doc->'spec') FROM read.schedules s \
+            "(SELECT json_agg(s.doc->'spec') FROM read.schedules s \
                WHERE s.pipeline_id = v.pipeline_id AND s.state = 'active')",
             "x_schedules",
         ),
@@ -116,7 +114,6 @@ const RUNS: ListSpec = ListSpec {
     updated: Some("updated_at"),
     name_column: None,
     window: "requested_at",
-    filters: &["state", "pipeline_id", "since", "until"],
     extra: &[],
 };
 
@@ -128,7 +125,6 @@ const SCHEDULES: ListSpec = ListSpec {
     updated: Some("updated_at"),
     name_column: None,
     window: "created_at",
-    filters: &["state", "pipeline_id", "since", "until"],
     extra: &[],
 };
 
@@ -141,12 +137,11 @@ pub const EVENTS: ListSpec = ListSpec {
     updated: None,
     name_column: None,
     window: "recorded_at",
-    filters: &["aggregate_id", "aggregate_type", "event_type", "since", "until"],
     extra: &[],
 };
 
 /// `<view>.get`: one statement (a pipeline's last run and schedules come with it).
-pub async fn get(pool: &PgPool, target: Target, id: Uuid) -> Result<serde_json::Value, ErrorBody> {
+pub async fn get(pool: &PgPool, target: Target, id: Uuid) -> Result<OpaqueJson, ErrorBody> {
     let spec = target.spec();
     let row = sqlx::query(&format!(
         "SELECT doc{} FROM {} AS v WHERE {} = $1",
@@ -160,65 +155,93 @@ pub async fn get(pool: &PgPool, target: Target, id: Uuid) -> Result<serde_json::
     .map_err(db_error)?;
     let Some(row) = row else {
         let what = spec.name.trim_end_matches('s');
-        return Err(ErrorBody::new(
-            ErrorCode::NotFound,
+        return Err(ErrorBody::at(
+            ErrorReason::NotFound,
+            "/id",
             format!("no {what} with id {id}; list them with {what}.list"),
         ));
     };
-    let mut docs = vec![spec.doc(&row)?];
-    enrich(target, &mut docs);
-    Ok(docs.pop().unwrap_or_default())
+    let (doc, extra) = spec.doc(&row)?;
+    Ok(enrich(target, doc, &extra, Utc::now()))
 }
 
 /// `<view>.list`.
-pub async fn list(
-    pool: &PgPool,
-    target: Target,
-    q: &ListQuery,
-) -> Result<(Vec<serde_json::Value>, Option<String>), ErrorBody> {
-    let (mut docs, next) = list::page(pool, target.spec(), q).await?;
-    enrich(target, &mut docs);
-    Ok((docs, next))
+pub async fn list(pool: &PgPool, target: Target, q: &ListQuery) -> Result<Page, ErrorBody> {
+    let mut page = list::page(pool, target.spec(), q).await?;
+    let now = Utc::now();
+    for item in &mut page.items {
+        item.doc = enrich(target, std::mem::take(&mut item.doc), &item.extra, now);
+    }
+    Ok(page)
 }
 
 /// Adds what is computed at query time: a pipeline's last run (from its `x_last_run`
 /// column) and next fire (from its active schedules, `x_schedules`), a schedule's next fire.
-fn enrich(target: Target, docs: &mut [serde_json::Value]) {
-    let now = Utc::now();
-    for doc in docs.iter_mut() {
-        match target {
-            Target::Schedule => {
-                let view: Option<ScheduleView> = serde_json::from_value(doc.clone()).ok();
-                if let Some(next) = view.and_then(|v| (v.state == "active").then(|| next_fire(&v.spec, now)).flatten())
-                {
-                    doc["next_fire"] = serde_json::json!(next);
-                }
+/// The stored document's text is kept as it is; the fields are appended to it.
+fn enrich(
+    target: Target,
+    doc: OpaqueJson,
+    extra: &serde_json::Map<String, serde_json::Value>,
+    now: DateTime<Utc>,
+) -> OpaqueJson {
+    let mut added: Vec<(&str, serde_json::Value)> = Vec::new();
+    match target {
+        Target::Schedule => {
+            let view: Option<ScheduleView> = doc.decode().ok();
+            if let Some(next) = view.and_then(|v| (v.state == "active").then(|| next_fire(&v.spec, now)).flatten()) {
+                added.push(("next_fire", serde_json::json!(next)));
             }
-            Target::Pipeline => {
-                let Some(object) = doc.as_object_mut() else { continue };
-                let last_run = object
-                    .remove("x_last_run")
-                    .and_then(|r| serde_json::from_value::<RunSummary>(r).ok());
-                let schedules = object
-                    .remove("x_schedules")
-                    .and_then(|s| serde_json::from_value::<Vec<ScheduleSpec>>(s).ok())
-                    .unwrap_or_default();
-                let active = object.get("state").and_then(|s| s.as_str()) == Some("active");
-                let next = schedules
-                    .iter()
-                    .filter_map(|s| next_fire(s, now))
-                    .min()
-                    .filter(|_| active);
-                if let Some(run) = last_run.and_then(|r| serde_json::to_value(r).ok()) {
-                    object.insert("last_run".into(), run);
-                }
-                if let Some(next) = next {
-                    object.insert("next_fire".into(), serde_json::json!(next));
-                }
-            }
-            Target::Plugin | Target::Run => {}
         }
+        Target::Pipeline => {
+            #[derive(serde::Deserialize)]
+            struct State {
+                state: String,
+            }
+            let active = doc.decode::<State>().is_ok_and(|s| s.state == "active");
+            let last_run = extra
+                .get("x_last_run")
+                .and_then(|r| serde_json::from_value::<RunSummary>(r.clone()).ok());
+            let schedules = extra
+                .get("x_schedules")
+                .and_then(|s| serde_json::from_value::<Vec<ScheduleSpec>>(s.clone()).ok())
+                .unwrap_or_default();
+            let next = schedules
+                .iter()
+                .filter_map(|s| next_fire(s, now))
+                .min()
+                .filter(|_| active);
+            if let Some(run) = last_run.and_then(|r| serde_json::to_value(r).ok()) {
+                added.push(("last_run", run));
+            }
+            if let Some(next) = next {
+                added.push(("next_fire", serde_json::json!(next)));
+            }
+        }
+        Target::Plugin | Target::Run => {}
     }
+    with_fields(doc, &added)
+}
+
+/// `doc` (an object's text) with `fields` appended.
+fn with_fields(doc: OpaqueJson, fields: &[(&str, serde_json::Value)]) -> OpaqueJson {
+    if fields.is_empty() {
+        return doc;
+    }
+    let text = doc.as_str().trim_end();
+    let Some(body) = text.strip_suffix('}') else { return doc };
+    let mut out = body.to_owned();
+    let mut empty = body.trim_end().ends_with('{');
+    for (name, value) in fields {
+        if !empty {
+            out.push(',');
+        }
+        empty = false;
+        out.push_str(&serde_json::Value::from(*name).to_string());
+        out.push(':');
+        out.push_str(&value.to_string());
+    }
+    out.push('}');
+    OpaqueJson::parse(&out).unwrap_or(doc)
 }
 
 /// The first slot of `spec` after `now` within its bounds (the scheduler's rule: 5 or 6
@@ -310,22 +333,18 @@ pub async fn projections(pool: &PgPool) -> Result<Vec<ProjectionStatus>, ErrorBo
 }
 
 /// `projection.rebuild`.
-pub async fn request_rebuild(pool: &PgPool, name: &str) -> Result<RebuildStatus, ErrorBody> {
-    let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
-    let kind = Kind::parse(name).ok_or_else(|| {
-        ErrorBody::new(
-            ErrorCode::ValidationFailed,
-            format!("no projection named {name:?}; use one of: {}", names.join(", ")),
-        )
-    })?;
+pub async fn request_rebuild(pool: &PgPool, kind: Kind) -> Result<RebuildStatus, ErrorBody> {
     match store::request_rebuild(pool, kind).await {
         Ok(Some(status)) => Ok(status),
         Ok(None) => Err(ErrorBody::new(
-            ErrorCode::Conflict,
-            format!("a rebuild of {name} is already requested or running; follow it with projection.list"),
+            ErrorReason::RebuildRunning,
+            format!(
+                "a rebuild of {} is already requested or running; follow it with projection.list",
+                kind.name()
+            ),
         )),
         Err(crate::error::ProjectionError::Database(e)) => Err(db_error(e)),
-        Err(other) => Err(ErrorBody::new(ErrorCode::Internal, other.to_string())),
+        Err(other) => Err(ErrorBody::new(ErrorReason::Internal, other.to_string())),
     }
 }
 

@@ -11,7 +11,7 @@ use flexcore_eventstore::RecordedEvent;
 /// Decodes a stored event into its aggregate's typed enum.
 fn typed<T>(
     event: &RecordedEvent,
-    decode: fn(&str, u32, serde_json::Value) -> Result<T, flexcore_contracts::events::EventDecodeError>,
+    decode: fn(&str, u32, &flexcore_contracts::OpaqueJson) -> Result<T, flexcore_contracts::events::EventDecodeError>,
 ) -> Result<T, String> {
-    decode(&event.event_type, event.schema_version, event.data.clone()).map_err(|e| e.to_string())
+    decode(&event.event_type, event.schema_version, &event.data).map_err(|e| e.to_string())
 }

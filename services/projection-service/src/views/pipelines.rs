@@ -18,7 +18,7 @@ impl Entity for PipelineView {
             ("state", "text NOT NULL"),
             ("created_at", "timestamptz NOT NULL"),
             ("updated_at", "timestamptz NOT NULL"),
-            ("doc", "jsonb NOT NULL"),
+            ("doc", "json NOT NULL"),
         ],
         indexes: &[
             "(name, pipeline_id)",
@@ -45,7 +45,7 @@ impl Entity for PipelineView {
             state_reason: None,
             definition_version: 1,
             definition: e.definition,
-            bookmark: serde_json::Value::Null,
+            bookmark: flexcore_contracts::OpaqueJson::null(),
             bookmark_run_id: None,
             bookmark_at: None,
             last_run: None,

@@ -19,7 +19,7 @@ impl Entity for PluginView {
             ("state", "text NOT NULL"),
             ("created_at", "timestamptz NOT NULL"),
             ("updated_at", "timestamptz NOT NULL"),
-            ("doc", "jsonb NOT NULL"),
+            ("doc", "json NOT NULL"),
         ],
         indexes: &[
             "(name, plugin_id)",

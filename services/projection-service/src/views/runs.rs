@@ -20,7 +20,7 @@ impl Entity for RunView {
             ("requested_at", "timestamptz NOT NULL"),
             ("finished_at", "timestamptz"),
             ("updated_at", "timestamptz NOT NULL"),
-            ("doc", "jsonb NOT NULL"),
+            ("doc", "json NOT NULL"),
         ],
         indexes: &[
             "(pipeline_id, requested_at, run_id)",
@@ -52,7 +52,7 @@ impl Entity for RunView {
             records_total: 0,
             error: None,
             timeout_reason: None,
-            last_state: serde_json::Value::Null,
+            last_state: flexcore_contracts::OpaqueJson::null(),
             last_checkpoint_at: None,
             requested_at: event.recorded_at,
             started_at: None,
@@ -248,7 +248,7 @@ mod tests {
                 attempt,
                 runner_id: "r1".parse().unwrap_or_else(|_| unreachable!()),
                 lease_seconds: 30,
-                resume_state: serde_json::Value::Null,
+                resume_state: flexcore_contracts::OpaqueJson::null(),
             })
         };
         let mut view = RunView::create(&event(1, requested, 0)).unwrap_or_else(|e| unreachable!("{e}"));

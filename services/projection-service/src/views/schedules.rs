@@ -17,7 +17,7 @@ impl Entity for ScheduleView {
             ("state", "text NOT NULL"),
             ("created_at", "timestamptz NOT NULL"),
             ("updated_at", "timestamptz NOT NULL"),
-            ("doc", "jsonb NOT NULL"),
+            ("doc", "json NOT NULL"),
         ],
         indexes: &[
             "(pipeline_id)",

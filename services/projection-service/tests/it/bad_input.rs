@@ -8,100 +8,135 @@ use crate::stack;
 #[tokio::test]
 async fn malformed_queries_get_clear_errors() {
     let s = stack(true).await;
-    let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
+    // (subject, body, code, reason, path): every refusal says which rule and where.
+    type Case<'a> = (&'a str, Vec<u8>, &'a str, &'a str, Option<&'a str>);
+    let cases: Vec<Case<'_>> = vec![
         (
             "flexcore.qry.run.get",
             b"{not json".to_vec(),
             "validation_failed",
-            "malformed JSON",
+            "malformed_json",
+            Some(""),
         ),
         (
             "flexcore.qry.run.get",
             b"[]".to_vec(),
             "validation_failed",
-            "must be a JSON object",
+            "not_an_object",
+            Some(""),
         ),
-        ("flexcore.qry.run.get", b"{}".to_vec(), "validation_failed", "id"),
+        (
+            "flexcore.qry.run.get",
+            b"{}".to_vec(),
+            "validation_failed",
+            "missing_field",
+            Some("/id"),
+        ),
         (
             "flexcore.qry.run.get",
             br#"{"id": "nope"}"#.to_vec(),
             "validation_failed",
-            "id",
+            "invalid_value",
+            Some("/id"),
         ),
         (
             "flexcore.qry.run.list",
             br#"{"limit": 5000}"#.to_vec(),
             "validation_failed",
-            "limit must be 1..=1000",
+            "invalid_value",
+            Some("/limit"),
         ),
         (
             "flexcore.qry.run.list",
             br#"{"limit": 0}"#.to_vec(),
             "validation_failed",
-            "limit",
+            "invalid_value",
+            Some("/limit"),
         ),
         (
             "flexcore.qry.run.list",
             br#"{"bogus": 1}"#.to_vec(),
             "validation_failed",
-            "bogus",
+            "unknown_field",
+            Some("/bogus"),
         ),
+        // A filter or sort a view does not have is not in its schema.
         (
             "flexcore.qry.run.list",
             br#"{"kind": "loader"}"#.to_vec(),
             "validation_failed",
-            "filter `kind` does not apply to runs",
+            "unknown_field",
+            Some("/kind"),
         ),
         (
             "flexcore.qry.run.list",
             br#"{"sort_by": "name"}"#.to_vec(),
             "validation_failed",
-            "cannot be sorted by name",
+            "invalid_value",
+            Some("/sort_by"),
         ),
         (
             "flexcore.qry.run.list",
             br#"{"cursor": "xyz"}"#.to_vec(),
             "validation_failed",
-            "cursor",
+            "invalid_value",
+            Some("/cursor"),
         ),
         (
             "flexcore.qry.run.list",
-            br#"{"since": "2026-11-24T10:00:00Z", "until": "2026-11-24T09:00:00Z"}"#.to_vec(),
+            br#"{"cursor": "abcd"}"#.to_vec(),
             "validation_failed",
-            "until must be after since",
+            "not_applicable",
+            Some("/cursor"),
+        ),
+        (
+            "flexcore.qry.plugin.list",
+            br#"{"kind": "\u0000"}"#.to_vec(),
+            "validation_failed",
+            "invalid_character",
+            Some("/kind"),
         ),
         (
             "flexcore.qry.pipeline.explode",
             b"{}".to_vec(),
             "validation_failed",
-            "not a query this service answers",
+            "unknown_subject",
+            None,
         ),
         (
             "flexcore.qry.nothing.get",
             b"{}".to_vec(),
             "validation_failed",
-            "not a query this service answers",
+            "unknown_subject",
+            None,
         ),
         (
             "flexcore.qry.projection.rebuild",
             br#"{"name": "nope"}"#.to_vec(),
             "validation_failed",
-            "no projection named",
+            "invalid_value",
+            Some("/name"),
         ),
         (
             "flexcore.qry.stats.get",
             vec![b' '; 70_000],
             "payload_too_large",
-            "limit",
+            "too_large",
+            None,
         ),
     ];
-    for (subject, body, code, message) in cases {
+    for (subject, body, code, reason, path) in cases {
         let reply = s.request(subject, body).await;
         assert_eq!(reply["ok"], json!(false), "{subject}: {reply}");
         assert_eq!(reply["error"]["code"], json!(code), "{subject}: {reply}");
-        let text = reply["error"]["message"].as_str().unwrap();
-        assert!(text.contains(message), "{subject}: {text:?} should mention {message:?}");
+        assert_eq!(reply["error"]["details"]["reason"], json!(reason), "{subject}: {reply}");
+        assert_eq!(reply["error"]["details"]["path"].as_str(), path, "{subject}: {reply}");
+        assert!(!reply["error"]["message"].as_str().unwrap().is_empty());
     }
+    // An empty window is an empty page, not an error.
+    let window = json!({"since": "2026-11-24T10:00:00Z", "until": "2026-11-24T09:00:00Z"});
+    let reply = s.query("run.list", window).await;
+    assert_eq!(reply["data"], json!([]), "{reply}");
     let missing = Uuid::new_v4();
     let reply = s.query("plugin.get", json!({"id": missing})).await;
     assert_eq!(reply["error"]["code"], json!("not_found"), "{reply}");

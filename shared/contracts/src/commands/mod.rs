@@ -8,11 +8,15 @@ pub mod plugin;
 pub mod run;
 pub mod schedule;
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::error::{ErrorBody, ErrorCode};
+use crate::decode::Decoder;
+use crate::error::{ErrorBody, ErrorReason};
 
 pub use pipeline::*;
 pub use plugin::*;
@@ -21,6 +25,7 @@ pub use schedule::*;
 
 /// The fields every command body may carry besides its own.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CommandMeta {
     /// Idempotency key: the same id again returns the first reply and has no second effect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -28,6 +33,21 @@ pub struct CommandMeta {
     /// The aggregate version the client decided on; a mismatch is a `conflict`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_version: Option<u64>,
+}
+
+/// The names of the [`CommandMeta`] fields inside a command body.
+pub const META_FIELDS: &[&str] = &["command_id", "expected_version"];
+
+/// A command's body type: knows its subject (`flexcore.cmd.<AGGREGATE>.<ACTION>`).
+pub trait CommandBody: Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static {
+    /// The aggregate it addresses.
+    const AGGREGATE: &'static str;
+    /// The action.
+    const ACTION: &'static str;
+    /// `<aggregate>.<action>`.
+    const NAME: &'static str;
+    /// The body as a [`Command`].
+    fn into_command(self) -> Command;
 }
 
 macro_rules! commands {
@@ -56,18 +76,18 @@ macro_rules! commands {
                 match self { $(Self::$variant(_) => concat!($aggregate, ".", $action),)* }
             }
 
-            /// The body as JSON (without `command_id` / `expected_version`).
-            pub fn body(&self) -> serde_json::Value {
-                match self { $(Self::$variant(c) => serde_json::to_value(c).unwrap_or_default(),)* }
+            /// The body as JSON text (without `command_id` / `expected_version`).
+            pub fn body(&self) -> String {
+                match self { $(Self::$variant(c) => serde_json::to_string(c).unwrap_or_default(),)* }
             }
 
-            fn decode_body(aggregate: &str, action: &str, body: serde_json::Value) -> Result<Self, ErrorBody> {
-                match (aggregate, action) {
-                    $(($aggregate, $action) => typed(body).map(Self::$variant),)*
-                    _ => Err(ErrorBody::new(
-                        ErrorCode::ValidationFailed,
-                        format!("unknown command {aggregate}.{action}; known commands: {}", known()),
-                    ).with_details(serde_json::json!({"reason": "unknown_subject"}))),
+            fn decode_body(name: &str, payload: &[u8]) -> Result<(CommandMeta, Self), ErrorBody> {
+                let decoder = decoder(name)?;
+                match name {
+                    $(concat!($aggregate, ".", $action) => decoder
+                        .decode_with_meta::<$ty, CommandMeta>(payload, META_FIELDS)
+                        .map(|(meta, body)| (meta, Self::$variant(body))),)*
+                    _ => Err(unknown_command(name)),
                 }
             }
 
@@ -76,6 +96,17 @@ macro_rules! commands {
                 vec![$((concat!($aggregate, ".", $action).to_owned(), crate::schema::command_schema::<$ty>()),)*]
             }
         }
+
+        $(
+            impl CommandBody for $ty {
+                const AGGREGATE: &'static str = $aggregate;
+                const ACTION: &'static str = $action;
+                const NAME: &'static str = concat!($aggregate, ".", $action);
+                fn into_command(self) -> Command {
+                    Command::$variant(self)
+                }
+            }
+        )*
     };
 }
 
@@ -115,74 +146,68 @@ fn known() -> String {
         .join(", ")
 }
 
-pub(crate) fn validation(message: String, details: serde_json::Value) -> ErrorBody {
-    ErrorBody::new(ErrorCode::ValidationFailed, message).with_details(details)
+fn unknown_command(name: &str) -> ErrorBody {
+    ErrorBody::new(
+        ErrorReason::UnknownSubject,
+        format!("unknown command {name}; known commands: {}", known()),
+    )
 }
 
-pub(crate) fn typed<T: serde::de::DeserializeOwned>(body: serde_json::Value) -> Result<T, ErrorBody> {
-    serde_path_to_error::deserialize(body).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        let message = if path == "." { inner } else { format!("{path}: {inner}") };
-        validation(message, serde_json::json!({"reason": "invalid_field", "path": path}))
-    })
+/// The compiled schema of command `name` (`pipeline.create`), compiled once per process.
+pub fn decoder(name: &str) -> Result<&'static Decoder, ErrorBody> {
+    static DECODERS: OnceLock<HashMap<String, Result<Decoder, String>>> = OnceLock::new();
+    let all = DECODERS.get_or_init(|| {
+        Command::schemas()
+            .into_iter()
+            .map(|(name, schema)| (name, Decoder::new(schema)))
+            .collect()
+    });
+    match all.get(name) {
+        Some(Ok(decoder)) => Ok(decoder),
+        Some(Err(e)) => Err(ErrorBody::new(
+            ErrorReason::Internal,
+            format!("the schema of {name} does not compile: {e}"),
+        )),
+        None => Err(unknown_command(name)),
+    }
 }
 
-/// Parses a request body, refusing malformed JSON with its line and column.
-pub(crate) fn parse_json(payload: &[u8]) -> Result<serde_json::Value, ErrorBody> {
-    serde_json::from_slice(payload).map_err(|e| {
-        validation(
-            format!("malformed JSON: {e}"),
-            serde_json::json!({"reason": "malformed_json", "line": e.line(), "column": e.column()}),
-        )
-    })
-}
-
-/// Decodes a command from its subject and raw payload.
-///
-/// Errors are `validation_failed` replies that say what is wrong: malformed JSON (with
-/// line and column), a body that is not an object, an unknown subject, an unknown or
-/// missing field, a wrong type or an invalid value (with the field's path).
+/// Decodes a command from its subject and raw payload (see [`crate::decode`] for the
+/// steps). Errors are `validation_failed` replies saying which rule failed and where:
+/// malformed JSON (line and column), a body that is not an object, a repeated key, U+0000,
+/// an unknown subject, a missing or unknown field, a wrong type or a value breaking a rule
+/// of the command's schema (with the field's JSON pointer).
 pub fn decode(subject: &str, payload: &[u8]) -> Result<(CommandMeta, Command), ErrorBody> {
     let (aggregate, action) = crate::subjects::parse_command(subject).ok_or_else(|| {
-        validation(
+        ErrorBody::new(
+            ErrorReason::UnknownSubject,
             format!("subject {subject:?} is not a command subject (flexcore.cmd.<aggregate>.<action>)"),
-            serde_json::json!({"reason": "unknown_subject"}),
         )
     })?;
-    let value = parse_json(payload)?;
-    let serde_json::Value::Object(mut body) = value else {
-        return Err(validation(
-            "the command body must be a JSON object".into(),
-            serde_json::json!({"reason": "not_an_object"}),
-        ));
-    };
-    let mut meta_fields = serde_json::Map::new();
-    for key in ["command_id", "expected_version"] {
-        if let Some(v) = body.remove(key) {
-            meta_fields.insert(key.to_owned(), v);
+    Command::decode_body(&format!("{aggregate}.{action}"), payload)
+}
+
+/// A command body as sent on the wire: the command's fields plus the meta fields.
+pub fn encode<C: Serialize>(command: &C, meta: &CommandMeta) -> Result<Vec<u8>, serde_json::Error> {
+    let mut body = serde_json::to_value(command)?;
+    if let (Some(object), serde_json::Value::Object(meta)) = (body.as_object_mut(), serde_json::to_value(meta)?) {
+        for (k, v) in meta {
+            object.insert(k, v);
         }
     }
-    let meta: CommandMeta = typed(serde_json::Value::Object(meta_fields))?;
-    let command = Command::decode_body(aggregate, action, serde_json::Value::Object(body))?;
-    Ok((meta, command))
+    serde_json::to_vec(&body)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
 
-    fn code_and_reason(r: Result<(CommandMeta, Command), ErrorBody>) -> (ErrorCode, String) {
+    fn refusal(r: Result<(CommandMeta, Command), ErrorBody>) -> (ErrorCode, ErrorReason, String) {
         let e = r
             .err()
-            .unwrap_or_else(|| ErrorBody::new(ErrorCode::Internal, "decoded"));
-        let reason = e
-            .details
-            .as_ref()
-            .and_then(|d| d["reason"].as_str())
-            .unwrap_or("")
-            .to_owned();
-        (e.code, reason)
+            .unwrap_or_else(|| ErrorBody::new(ErrorReason::Internal, "decoded"));
+        (e.code, e.details.reason, e.details.path.unwrap_or_default())
     }
 
     #[test]
@@ -200,50 +225,87 @@ mod tests {
     #[test]
     fn every_listed_command_has_a_decoder() {
         for (a, c) in Command::ALL {
-            let (_, reason) = code_and_reason(decode(&crate::subjects::command(a, c), b"{}"));
-            assert_ne!(reason, "unknown_subject", "{a}.{c}");
+            let (_, reason, _) = refusal(decode(&crate::subjects::command(a, c), b"{}"));
+            assert_ne!(reason, ErrorReason::UnknownSubject, "{a}.{c}");
+            assert_ne!(reason, ErrorReason::Internal, "{a}.{c}");
         }
     }
 
     #[test]
-    fn bad_input_is_explained() {
+    fn bad_input_is_explained_with_reason_and_pointer() {
         let id = Uuid::new_v4();
+        let resume = "flexcore.cmd.pipeline.resume";
+        assert_eq!(refusal(decode(resume, b"{not json")).1, ErrorReason::MalformedJson);
+        assert_eq!(refusal(decode(resume, b"[1]")).1, ErrorReason::NotAnObject);
         assert_eq!(
-            code_and_reason(decode("flexcore.cmd.pipeline.resume", b"{not json")).1,
-            "malformed_json"
+            refusal(decode("flexcore.cmd.pipeline.fly", b"{}")).1,
+            ErrorReason::UnknownSubject
         );
         assert_eq!(
-            code_and_reason(decode("flexcore.cmd.pipeline.resume", b"[1]")).1,
-            "not_an_object"
-        );
-        assert_eq!(
-            code_and_reason(decode("flexcore.cmd.pipeline.fly", b"{}")).1,
-            "unknown_subject"
-        );
-        assert_eq!(
-            code_and_reason(decode("flexcore.cmd.pipeline", b"{}")).1,
-            "unknown_subject"
+            refusal(decode("flexcore.cmd.pipeline", b"{}")).1,
+            ErrorReason::UnknownSubject
         );
         let unknown = format!(r#"{{"pipeline_id":"{id}","colour":"red"}}"#);
-        let (code, reason) = code_and_reason(decode("flexcore.cmd.pipeline.resume", unknown.as_bytes()));
-        assert_eq!((code, reason.as_str()), (ErrorCode::ValidationFailed, "invalid_field"));
-        let e = decode("flexcore.cmd.pipeline.resume", b"{}")
-            .err()
-            .map(|e| e.message)
-            .unwrap_or_default();
-        assert!(e.contains("missing field `pipeline_id`"), "{e}");
-        let e = decode("flexcore.cmd.pipeline.resume", br#"{"pipeline_id":42}"#)
-            .err()
-            .map(|e| e.message)
-            .unwrap_or_default();
-        assert!(e.starts_with("pipeline_id:"), "{e}");
-        let e = decode(
-            "flexcore.cmd.pipeline.resume",
-            format!(r#"{{"pipeline_id":"{id}","command_id":"nope"}}"#).as_bytes(),
-        )
-        .err()
-        .map(|e| e.message)
-        .unwrap_or_default();
-        assert!(e.starts_with("command_id:"), "{e}");
+        assert_eq!(
+            refusal(decode(resume, unknown.as_bytes())),
+            (ErrorCode::ValidationFailed, ErrorReason::UnknownField, "/colour".into())
+        );
+        assert_eq!(
+            refusal(decode(resume, b"{}")),
+            (
+                ErrorCode::ValidationFailed,
+                ErrorReason::MissingField,
+                "/pipeline_id".into()
+            )
+        );
+        assert_eq!(
+            refusal(decode(resume, br#"{"pipeline_id":42}"#)).1,
+            ErrorReason::InvalidType
+        );
+        let bad_id = format!(r#"{{"pipeline_id":"{id}","command_id":"nope"}}"#);
+        assert_eq!(refusal(decode(resume, bad_id.as_bytes())).2, "/command_id");
+        // Only the canonical hyphenated form of a UUID.
+        for spelling in [id.simple().to_string(), format!("{{{id}}}"), format!("urn:uuid:{id}")] {
+            let body = format!(r#"{{"pipeline_id":"{spelling}"}}"#);
+            assert_eq!(refusal(decode(resume, body.as_bytes())).2, "/pipeline_id", "{spelling}");
+        }
+        let upper = format!(r#"{{"pipeline_id":"{}"}}"#, id.to_string().to_uppercase());
+        assert!(decode(resume, upper.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn arrays_where_objects_belong_are_refused() {
+        let body = br#"{"name":"p","owner":"o","steps":[],"retry":[2,5,60,1.5]}"#;
+        let (_, reason, path) = refusal(decode("flexcore.cmd.pipeline.create", body));
+        assert!(
+            matches!(reason, ErrorReason::InvalidType | ErrorReason::InvalidValue),
+            "{reason}"
+        );
+        assert!(path == "/retry" || path == "/steps", "{path}");
+    }
+
+    #[test]
+    fn integers_written_as_floats_are_integers() {
+        let id = Uuid::new_v4();
+        let body = format!(r#"{{"run_id":"{id}","attempt":2.0,"runner_id":"r","lease_seconds":3e1}}"#);
+        let (_, cmd) = decode("flexcore.cmd.run.claim", body.as_bytes()).unwrap_or_else(|e| unreachable!("{e}"));
+        let Command::ClaimRun(claim) = cmd else { unreachable!() };
+        assert_eq!((claim.attempt, claim.lease_seconds), (2, 30));
+        let frac = format!(r#"{{"run_id":"{id}","attempt":2.5,"runner_id":"r"}}"#);
+        assert_eq!(refusal(decode("flexcore.cmd.run.claim", frac.as_bytes())).2, "/attempt");
+    }
+
+    #[test]
+    fn opaque_state_keeps_every_digit_and_key_order() {
+        let id = Uuid::new_v4();
+        let state =
+            r#"{"z":524560164915.88403,"big":123456789012345678901234567890,"e":1.5E+3,"a":{"y":1,"x":[0.1000]}}"#;
+        let body = format!(r#"{{"pipeline_id":"{id}","state":{state}}}"#);
+        let (_, cmd) =
+            decode("flexcore.cmd.pipeline.commit_state", body.as_bytes()).unwrap_or_else(|e| unreachable!("{e}"));
+        let Command::CommitPipelineState(c) = cmd else {
+            unreachable!()
+        };
+        assert_eq!(c.state.as_str(), state);
     }
 }

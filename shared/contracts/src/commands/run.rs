@@ -7,11 +7,35 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::model::{RunError, RunTrigger, StreamCounters, TimeoutReason};
+use crate::opaque::OpaqueJson;
+use crate::rules::{MAX_LEASE_SECONDS, MAX_REASON_CHARS, MAX_STREAMS};
 use crate::values::Label;
 
 /// `run.request`: pins the pipeline's current definition and plugin digests.
+/// `schedule_id` and `scheduled_for` go together, and a run triggered by `schedule` or
+/// `backfill` needs both.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("allOf" = [
+    {
+        "description": "scheduled_for needs schedule_id",
+        "if": {"required": ["scheduled_for"], "properties": {"scheduled_for": {"type": "string"}}},
+        "then": {"required": ["schedule_id"], "properties": {"schedule_id": {"type": "string"}}}
+    },
+    {
+        "description": "schedule_id needs scheduled_for",
+        "if": {"required": ["schedule_id"], "properties": {"schedule_id": {"type": "string"}}},
+        "then": {"required": ["scheduled_for"], "properties": {"scheduled_for": {"type": "string"}}}
+    },
+    {
+        "description": "a run triggered by schedule or backfill needs schedule_id and scheduled_for",
+        "if": {"required": ["trigger"], "properties": {"trigger": {"enum": ["schedule", "backfill"]}}},
+        "then": {
+            "required": ["schedule_id", "scheduled_for"],
+            "properties": {"schedule_id": {"type": "string"}, "scheduled_for": {"type": "string"}}
+        }
+    }
+]))]
 pub struct RequestRun {
     /// Id to use (schedulers derive it from the slot); generated when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -40,11 +64,13 @@ pub struct ClaimRun {
     /// The run.
     pub run_id: Uuid,
     /// The pending attempt number.
+    #[schemars(range(min = 1))]
     pub attempt: u32,
     /// The runner instance.
     pub runner_id: Label,
-    /// Lease length in seconds; the runner heartbeats within it.
+    /// Lease length in seconds (1 to 86,400); the runner heartbeats within it.
     #[serde(default = "default_lease")]
+    #[schemars(range(min = 1, max = MAX_LEASE_SECONDS))]
     pub lease_seconds: u64,
 }
 
@@ -60,11 +86,13 @@ pub struct CheckpointRun {
     /// The run.
     pub run_id: Uuid,
     /// The claimed attempt.
+    #[schemars(range(min = 1))]
     pub attempt: u32,
-    /// The STATE `value`, unchanged.
-    pub state: serde_json::Value,
+    /// The STATE `value`, unchanged (kept exactly as written).
+    pub state: OpaqueJson,
     /// Records per stream so far in this attempt.
     #[serde(default)]
+    #[schemars(extend("maxProperties" = MAX_STREAMS))]
     pub counters: StreamCounters,
 }
 
@@ -75,9 +103,11 @@ pub struct SucceedRun {
     /// The run.
     pub run_id: Uuid,
     /// The claimed attempt.
+    #[schemars(range(min = 1))]
     pub attempt: u32,
     /// Final records per stream.
     #[serde(default)]
+    #[schemars(extend("maxProperties" = MAX_STREAMS))]
     pub counters: StreamCounters,
 }
 
@@ -88,6 +118,7 @@ pub struct FailRun {
     /// The run.
     pub run_id: Uuid,
     /// The claimed attempt.
+    #[schemars(range(min = 1))]
     pub attempt: u32,
     /// What went wrong.
     pub error: RunError,
@@ -95,6 +126,7 @@ pub struct FailRun {
     pub retryable: bool,
     /// Records per stream at failure.
     #[serde(default)]
+    #[schemars(extend("maxProperties" = MAX_STREAMS))]
     pub counters: StreamCounters,
 }
 
@@ -106,6 +138,7 @@ pub struct RetryRun {
     /// The run.
     pub run_id: Uuid,
     /// The attempt that failed (so two schedulers cannot both retry it).
+    #[schemars(range(min = 1))]
     pub failed_attempt: u32,
 }
 
@@ -117,6 +150,7 @@ pub struct CancelRun {
     pub run_id: Uuid,
     /// Why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_REASON_CHARS))]
     pub reason: Option<String>,
 }
 
@@ -127,6 +161,7 @@ pub struct TimeOutRun {
     /// The run.
     pub run_id: Uuid,
     /// The attempt that timed out.
+    #[schemars(range(min = 1))]
     pub attempt: u32,
     /// Lease expiry (retryable) or run timeout (final).
     pub reason: TimeoutReason,

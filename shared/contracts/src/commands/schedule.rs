@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::model::{OverlapPolicy, ScheduleSpec};
+use crate::rules::{MAX_CATCHUP_CAP, MAX_JITTER_SECONDS, MAX_MISSED_SLOTS, MAX_REASON_CHARS};
+use crate::values::Label;
 
 /// `schedule.create`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -17,9 +19,11 @@ pub struct CreateSchedule {
     /// The pipeline to run.
     pub pipeline_id: Uuid,
     /// Cron expression, 5 fields (minute precision) or 6 (leading seconds field).
+    #[schemars(schema_with = "crate::model::cron_schema")]
     pub cron: String,
     /// IANA time zone (default `UTC`).
     #[serde(default = "utc")]
+    #[schemars(schema_with = "crate::model::timezone_schema")]
     pub timezone: String,
     /// Overlap policy (default `skip`).
     #[serde(default)]
@@ -27,11 +31,13 @@ pub struct CreateSchedule {
     /// Catch-up window in seconds (default 3600).
     #[serde(default = "default_catchup_window")]
     pub catchup_window_seconds: u64,
-    /// Catch-up cap (default 1).
+    /// Catch-up cap (default 1, at most 1000).
     #[serde(default = "one")]
+    #[schemars(range(max = MAX_CATCHUP_CAP))]
     pub catchup_cap: u32,
-    /// Jitter in seconds (default 0).
+    /// Jitter in seconds (default 0, at most 86,400).
     #[serde(default)]
+    #[schemars(range(max = MAX_JITTER_SECONDS))]
     pub jitter_seconds: u64,
     /// No slot before this instant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -70,17 +76,32 @@ impl CreateSchedule {
     }
 }
 
-/// `schedule.update`: absent fields keep their value.
+/// `schedule.update`: absent fields keep their value; at least one must be given.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("allOf" = [{
+    "description": "give at least one of cron, timezone, overlap, catchup_window_seconds, catchup_cap, jitter_seconds, start_at, end_at",
+    "anyOf": [
+        {"required": ["cron"], "properties": {"cron": {"not": {"type": "null"}}}},
+        {"required": ["timezone"], "properties": {"timezone": {"not": {"type": "null"}}}},
+        {"required": ["overlap"], "properties": {"overlap": {"not": {"type": "null"}}}},
+        {"required": ["catchup_window_seconds"], "properties": {"catchup_window_seconds": {"not": {"type": "null"}}}},
+        {"required": ["catchup_cap"], "properties": {"catchup_cap": {"not": {"type": "null"}}}},
+        {"required": ["jitter_seconds"], "properties": {"jitter_seconds": {"not": {"type": "null"}}}},
+        {"required": ["start_at"], "properties": {"start_at": {"not": {"type": "null"}}}},
+        {"required": ["end_at"], "properties": {"end_at": {"not": {"type": "null"}}}}
+    ]
+}]))]
 pub struct UpdateSchedule {
     /// The schedule.
     pub schedule_id: Uuid,
     /// New cron expression.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::model::cron_schema_nullable")]
     pub cron: Option<String>,
     /// New time zone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::model::timezone_schema_nullable")]
     pub timezone: Option<String>,
     /// New overlap policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -88,11 +109,13 @@ pub struct UpdateSchedule {
     /// New catch-up window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catchup_window_seconds: Option<u64>,
-    /// New catch-up cap.
+    /// New catch-up cap (at most 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = MAX_CATCHUP_CAP))]
     pub catchup_cap: Option<u32>,
-    /// New jitter.
+    /// New jitter (at most 86,400).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = MAX_JITTER_SECONDS))]
     pub jitter_seconds: Option<u64>,
     /// New start bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,6 +133,7 @@ pub struct PauseSchedule {
     pub schedule_id: Uuid,
     /// Why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_REASON_CHARS))]
     pub reason: Option<String>,
 }
 
@@ -138,7 +162,7 @@ pub struct SkipSlot {
     /// The slot.
     pub slot: DateTime<Utc>,
     /// Why (`overlap`, `pipeline_paused`, …).
-    pub reason: String,
+    pub reason: Label,
 }
 
 /// `schedule.miss_slots`: records slots that fell outside the catch-up window or cap.
@@ -147,6 +171,7 @@ pub struct SkipSlot {
 pub struct MissSlots {
     /// The schedule.
     pub schedule_id: Uuid,
-    /// The missed slots.
+    /// The missed slots (1 to 10,000).
+    #[schemars(length(min = 1, max = MAX_MISSED_SLOTS))]
     pub slots: Vec<DateTime<Utc>>,
 }

@@ -16,6 +16,8 @@ pub use schedule::*;
 /// [`upcast`] when a payload changes incompatibly.
 pub const SCHEMA_VERSION: u32 = 1;
 
+use crate::opaque::OpaqueJson;
+
 /// An event that could not be rebuilt from storage.
 #[derive(Debug, thiserror::Error)]
 pub enum EventDecodeError {
@@ -46,11 +48,11 @@ pub enum EventDecodeError {
 }
 
 /// Brings stored `data` of an older schema version up to [`SCHEMA_VERSION`].
-pub fn upcast(
+pub fn upcast<'a>(
     event_type: &str,
     schema_version: u32,
-    data: serde_json::Value,
-) -> Result<serde_json::Value, EventDecodeError> {
+    data: &'a OpaqueJson,
+) -> Result<std::borrow::Cow<'a, OpaqueJson>, EventDecodeError> {
     if schema_version > SCHEMA_VERSION {
         return Err(EventDecodeError::TooNew {
             event_type: event_type.to_owned(),
@@ -58,7 +60,7 @@ pub fn upcast(
         });
     }
     // Version 1 is the first published schema; no upcasters exist yet.
-    Ok(data)
+    Ok(std::borrow::Cow::Borrowed(data))
 }
 
 macro_rules! aggregate_events {
@@ -86,24 +88,25 @@ macro_rules! aggregate_events {
                 match self { $(Self::$variant(_) => $type,)* }
             }
 
-            /// The event's `data`.
-            pub fn data(&self) -> serde_json::Value {
-                match self { $(Self::$variant(e) => serde_json::to_value(e).unwrap_or_default(),)* }
+            /// The event's `data` (client data inside it exactly as it was sent).
+            pub fn data(&self) -> OpaqueJson {
+                let text = match self { $(Self::$variant(e) => serde_json::to_string(e),)* };
+                text.ok().and_then(|t| OpaqueJson::parse(&t).ok()).unwrap_or_default()
             }
 
             /// Rebuilds the event from its stored type, schema version and data.
-            pub fn from_stored(event_type: &str, schema_version: u32, data: serde_json::Value) -> Result<Self, EventDecodeError> {
+            pub fn from_stored(event_type: &str, schema_version: u32, data: &OpaqueJson) -> Result<Self, EventDecodeError> {
                 let data = upcast(event_type, schema_version, data)?;
                 let invalid = |source| EventDecodeError::InvalidData { event_type: event_type.to_owned(), source };
                 match event_type {
-                    $($type => serde_json::from_value(data).map(Self::$variant).map_err(invalid),)*
+                    $($type => data.decode().map(Self::$variant).map_err(invalid),)*
                     other => Err(EventDecodeError::UnknownType { aggregate: $aggregate, event_type: other.to_owned() }),
                 }
             }
 
             /// JSON Schema of every event's `data`, by type.
             pub fn schemas() -> Vec<(String, schemars::Schema)> {
-                vec![$(($type.to_owned(), schemars::schema_for!($ty)),)*]
+                vec![$(($type.to_owned(), crate::schema::schema_for::<$ty>()),)*]
             }
         }
 
@@ -182,18 +185,18 @@ mod tests {
     #[test]
     fn events_round_trip_through_storage_form() {
         let e = PipelineEvent::from(PipelineResumed {});
-        let back = PipelineEvent::from_stored(e.event_type(), SCHEMA_VERSION, e.data());
+        let back = PipelineEvent::from_stored(e.event_type(), SCHEMA_VERSION, &e.data());
         assert_eq!(back.ok(), Some(e));
     }
 
     #[test]
     fn unknown_and_too_new_events_are_errors() {
         assert!(matches!(
-            PipelineEvent::from_stored("pipeline.exploded", 1, serde_json::json!({})),
+            PipelineEvent::from_stored("pipeline.exploded", 1, &OpaqueJson::from_value(&serde_json::json!({}))),
             Err(EventDecodeError::UnknownType { .. })
         ));
         assert!(matches!(
-            PipelineEvent::from_stored("pipeline.resumed", SCHEMA_VERSION + 1, serde_json::json!({})),
+            PipelineEvent::from_stored("pipeline.resumed", SCHEMA_VERSION + 1, &OpaqueJson::null()),
             Err(EventDecodeError::TooNew { .. })
         ));
     }

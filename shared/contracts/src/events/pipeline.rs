@@ -2,6 +2,8 @@
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::opaque::OpaqueJson;
 use uuid::Uuid;
 
 use crate::model::PipelineDefinition;
@@ -68,7 +70,7 @@ pub struct PipelineArchived {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PipelineStateCommitted {
     /// The STATE `value`, or `null` after a reset.
-    pub state: serde_json::Value,
+    pub state: OpaqueJson,
     /// The run whose loader echoed it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<Uuid>,

@@ -2,6 +2,8 @@
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::opaque::OpaqueJson;
 use uuid::Uuid;
 
 use crate::model::{Grants, PluginKind, PluginRuntime, ResourceLimits};
@@ -28,7 +30,7 @@ pub struct PluginRegistered {
     pub executable: Option<String>,
     /// Config JSON Schema.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config_schema: Option<serde_json::Value>,
+    pub config_schema: Option<OpaqueJson>,
     /// Limits.
     #[serde(default)]
     pub limits: ResourceLimits,

@@ -3,6 +3,8 @@
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::opaque::OpaqueJson;
 use uuid::Uuid;
 
 use crate::model::{PipelineDefinition, RunError, RunTrigger, StreamCounters, TimeoutReason};
@@ -43,7 +45,7 @@ pub struct RunClaimed {
     /// Lease length in seconds.
     pub lease_seconds: u64,
     /// The pipeline's bookmark when claimed: the attempt resumes from it.
-    pub resume_state: serde_json::Value,
+    pub resume_state: OpaqueJson,
 }
 
 /// The loader echoed a STATE; it is now the pipeline's bookmark too.
@@ -52,7 +54,7 @@ pub struct RunCheckpointed {
     /// The attempt.
     pub attempt: u32,
     /// The STATE `value`.
-    pub state: serde_json::Value,
+    pub state: OpaqueJson,
     /// Records per stream so far in this attempt.
     pub counters: StreamCounters,
 }

@@ -10,8 +10,8 @@ use flexcore_contracts::views::{
     PipelineView, PluginView, ProjectionStatus, RebuildStatus, RunView, ScheduleView, StatsView,
 };
 use flexcore_contracts::work::WorkItem;
-use flexcore_contracts::{subjects, CommandReply, ErrorCode};
-use schemars::schema_for;
+use flexcore_contracts::{subjects, CommandReply, ErrorCode, ErrorReason};
+
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -19,7 +19,7 @@ use crate::render::{self, Types};
 use crate::{prose, scan};
 
 fn json<T: schemars::JsonSchema>() -> Value {
-    serde_json::to_value(schema_for!(T)).unwrap()
+    serde_json::to_value(flexcore_contracts::schema::schema_for::<T>()).unwrap()
 }
 
 /// A subject built with the nil UUID, shown with a placeholder instead.
@@ -284,6 +284,7 @@ fn headers_section() -> String {
         run_id: Uuid::nil(),
         attempt: 0,
         pipeline_id: Uuid::nil(),
+        correlation_id: None,
     };
     let msg_id = placeholder(item.msg_id(), "run_id").replace("-0", "-<attempt>");
     out.push_str(&format!(
@@ -331,12 +332,58 @@ fn replies_section(types: &mut Types) -> String {
     out
 }
 
-fn error_codes() -> String {
-    let services = [
+/// The reasons each service refuses with (`ErrorReason::X` in its source, plus the
+/// domain's reason-less variants), and the request decoding's.
+fn reasons_returned() -> Vec<(&'static str, BTreeSet<ErrorReason>)> {
+    let places = [
         ("`flexcore-command`", scan::dir("services/command-service/src")),
         ("`flexcore-projection`", scan::dir("services/projection-service/src")),
+        (
+            "both (request decoding, reply size)",
+            vec![
+                scan::file("shared/contracts/src/decode.rs"),
+                scan::file("shared/contracts/src/commands/mod.rs"),
+                scan::file("shared/contracts/src/queries.rs"),
+                scan::file("shared/service/src/reply.rs"),
+            ],
+        ),
     ];
-    let returned: Vec<(&str, BTreeSet<String>)> = services.iter().map(|(n, s)| (*n, scan::error_codes(s))).collect();
+    places
+        .into_iter()
+        .map(|(name, sources)| {
+            let mut found: BTreeSet<ErrorReason> = scan::error_reasons(&sources)
+                .iter()
+                .map(|variant| reason_of(variant))
+                .collect();
+            for (domain, reason) in [
+                ("DomainError::NotFound", ErrorReason::NotFound),
+                ("DomainError::InvalidState", ErrorReason::InvalidState),
+                ("DomainError::Corrupt", ErrorReason::Internal),
+            ] {
+                if sources.iter().any(|s| s.contains(domain)) {
+                    found.insert(reason);
+                }
+            }
+            (name, found)
+        })
+        .collect()
+}
+
+/// The reason of a variant name (`MissingField` → `missing_field`).
+fn reason_of(variant: &str) -> ErrorReason {
+    let mut snake = String::new();
+    for (i, c) in variant.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            snake.push('_');
+        }
+        snake.push(c.to_ascii_lowercase());
+    }
+    serde_json::from_value(serde_json::Value::String(snake.clone()))
+        .unwrap_or_else(|e| panic!("ErrorReason::{variant} ({snake}): {e}"))
+}
+
+fn error_codes() -> String {
+    let returned = reasons_returned();
     let schema = json::<ErrorCode>();
     let mut out = String::from("| Code | Meaning | Returned by |\n|---|---|---|\n");
     for alternative in schema["oneOf"].as_array().unwrap() {
@@ -346,10 +393,9 @@ fn error_codes() -> String {
             code.as_str(),
             "ErrorCode::as_str disagrees with serde"
         );
-        let variant = format!("{code:?}");
         let by: Vec<&str> = returned
             .iter()
-            .filter(|(_, codes)| codes.contains(&variant))
+            .filter(|(_, reasons)| reasons.iter().any(|r| r.code() == code))
             .map(|(n, _)| *n)
             .collect();
         let by = if by.is_empty() {
@@ -364,26 +410,32 @@ fn error_codes() -> String {
 }
 
 fn reasons() -> String {
-    let places = [
-        ("`flexcore-command`", scan::dir("services/command-service/src")),
-        ("`flexcore-projection`", scan::dir("services/projection-service/src")),
-        ("both (request decoding)", scan::dir("shared/contracts/src")),
-    ];
-    let found: Vec<(&str, BTreeSet<String>)> = places
-        .iter()
-        .map(|(n, s)| (*n, scan::words_after(s, "\"reason\": \"")))
-        .collect();
-    let all: BTreeSet<&String> = found.iter().flat_map(|(_, r)| r).collect();
-    let mut out =
-        String::from("Values of `error.details.reason`:\n\n| Reason | Meaning | Returned by |\n|---|---|---|\n");
-    explained(&all, prose::REASONS, "REASONS");
-    for (reason, meaning) in prose::REASONS {
-        let by: Vec<&str> = found
+    let returned = reasons_returned();
+    let schema = json::<ErrorReason>();
+    let mut out = String::from(
+        "Values of `error.details.reason` (`ErrorReason`), each with the code it comes with:\n\n| Reason | Meaning | Returned by |\n|---|---|---|\n",
+    );
+    for alternative in schema["oneOf"].as_array().unwrap() {
+        let reason: ErrorReason = serde_json::from_value(alternative["const"].clone()).unwrap();
+        assert_eq!(
+            alternative["const"],
+            reason.as_str(),
+            "ErrorReason::as_str disagrees with serde"
+        );
+        let by: Vec<&str> = returned
             .iter()
-            .filter(|(_, r)| r.contains(*reason))
+            .filter(|(_, reasons)| reasons.contains(&reason))
             .map(|(n, _)| *n)
             .collect();
-        out.push_str(&format!("| `{reason}` | {meaning} | {} |\n", by.join(", ")));
+        let by = if by.is_empty() {
+            "none yet (reserved)".to_owned()
+        } else {
+            by.join(", ")
+        };
+        out.push_str(&format!(
+            "| `{reason}` | {} | {by} |\n",
+            render::description(alternative)
+        ));
     }
     out.push('\n');
     out
@@ -554,7 +606,7 @@ fn skip_reasons() -> String {
     found.extend(scan::words_after(&scheduler, "reason: \""));
     found.extend(scan::words_after(
         &[scan::file("cli/flexctl/src/schedule.rs")],
-        "\"reason\": \"",
+        "reason: \"",
     ));
     explained(&found.iter().collect(), prose::SKIP_REASONS, "SKIP_REASONS");
     let mut out = String::from("| Reason | Meaning |\n|---|---|\n");
@@ -614,14 +666,11 @@ fn queries_section(types: &mut Types) -> String {
             format!("{rebuild_status} of the requested rebuild (`conflict` if one is already requested or running)"),
         ),
     ];
-    let known = scan::string_list(
-        &scan::file("services/projection-service/src/query/mod.rs"),
-        "pub const KNOWN: &[&str] = &[",
-    );
     let listed: Vec<String> = rows.iter().map(|(v, o, _, _)| format!("{v}.{o}")).collect();
     assert_eq!(
-        listed, known,
-        "the projection service answers other queries: update doc.rs"
+        listed,
+        flexcore_contracts::queries::ALL,
+        "the contract has other queries: update doc.rs"
     );
     out.push_str("| Subject | Request | Reply `data` |\n|---|---|---|\n");
     for (v, o, req, reply) in &rows {
@@ -631,39 +680,26 @@ fn queries_section(types: &mut Types) -> String {
             subjects::query(v, o)
         ));
     }
-    out.push_str("\nFilters and sort keys each list accepts (others are refused with `validation_failed`):\n\n");
+    out.push_str("\nEach query has its own body schema (`schemas/queries/<view>.<operation>.json`). Filters and sort keys each list accepts (others are not in its schema: refused with `validation_failed`):\n\n");
     out.push_str(&list_specs());
     out
 }
 
-/// The `ListSpec`s of the projection service: which filters and sorts each list takes.
+/// Which filters and sorts each list takes (`queries::list_rules`).
 fn list_specs() -> String {
-    let source = scan::file("services/projection-service/src/query/views.rs");
     let mut out = String::from("| List | Filters | `sort_by` |\n|---|---|---|\n");
-    for block in source.split("= ListSpec {").skip(1) {
-        let name = scan::string_list(block, "name:").into_iter().next().unwrap();
-        let filters = scan::string_list(block, "filters: &[");
-        let mut sorts = vec!["time"];
-        if !block.contains("updated: None") {
-            sorts.push("updated");
-        }
-        if !block.contains("name_column: None") {
-            sorts.push("name");
-        }
-        let query = match name.as_str() {
-            "events" => "event",
-            other => other.trim_end_matches('s'),
-        };
+    for view in ["plugin", "pipeline", "run", "schedule", "event"] {
+        let (filters, sorts) = flexcore_contracts::queries::list_rules(view).unwrap();
         let filters: Vec<String> = filters.iter().map(|f| format!("`{f}`")).collect();
         let sorts: Vec<String> = sorts.iter().map(|s| format!("`{s}`")).collect();
         out.push_str(&format!(
             "| `{}` | {} | {} |\n",
-            subjects::query(query, "list"),
+            subjects::query(view, "list"),
             filters.join(", "),
             sorts.join(", ")
         ));
     }
-    out.push_str("\n`sort_by: time` is the creation time (runs: request time; events: global position); `since`/`until` filter on it (events: on `recorded_at`).\n\n");
+    out.push_str("\n`sort_by: time` is the creation time (runs: request time; events: global position); `since`/`until` filter on it (events: on `recorded_at`); a window with `until` at or before `since` is empty. A list page holds at most `limit` items and fewer when they would not fit in one reply (the NATS server's `max_payload`); `next_cursor` continues after the last one.\n\n");
     out
 }
 

@@ -15,11 +15,26 @@ their hyphenated form, instants are RFC 3339 strings (UTC). The types, subjects 
 below are generated from `shared/contracts` (the field descriptions are the types' doc
 comments); the JSON Schemas of the same types are in `schemas/`.
 
-Requests (commands and queries) are decoded strictly: unknown fields, missing required
-fields, wrong types and invalid values are refused with `validation_failed` and the
-failing field's path (`steps[1].plugin: …`). Event `data` and query views are not closed:
-a consumer should ignore fields it does not know, so that fields can be added without a
-new schema version.
+Requests (commands and queries) are checked against their JSON Schema in `schemas/` before
+anything else: the schemas state every rule of a body (patterns, lengths, ranges, required
+combinations), so a body a standard 2020-12 validator accepts is never refused for its
+form, and one it refuses is refused with `validation_failed`, the rule's `reason` and the
+JSON pointer of the field (`/retry/max_attempts`). Beyond the schemas, a body must be
+JSON whose numbers fit a 64-bit float's range, and no object may repeat a key. UUIDs are
+accepted in their canonical hyphenated form only, timestamps as RFC 3339 without spaces,
+integers up to 2^53 − 1 (also written `1.0` or `1e3`), and no string or key may contain
+U+0000. Client data FlexCore does not interpret (Singer STATE, step configs, plugin config
+schemas) comes back exactly as it was sent: every digit of every number, key order and
+escapes. Event `data` and query views are not closed: a consumer should ignore fields it
+does not know, so that fields can be added without a new schema version.
+
+Sizes are bounded by the NATS server's `max_payload` (1 MiB unless the server says
+otherwise; FlexCore reads it from the server): a command larger than it or than
+`command.max_payload_bytes` is refused with `payload_too_large`, and so is a command any
+of whose events would be a larger message (no event is committed that the relay could not
+publish); a STATE may use the limit less 8 KiB (room for the events that carry it). A
+query reply never exceeds it: a list returns fewer items than `limit` and a
+`next_cursor`, and an item too large for one reply is refused with `payload_too_large`.
 
 "#;
 
@@ -77,24 +92,11 @@ pass it as `min_position` to a query to read your own write.\n\n";
 /// Introduction of the error codes.
 pub const ERROR_CODES: &str = "`error.code` is one of the codes below (`ErrorCode`). \
 \"Returned by\" lists the services whose code produces it. `error.message` says what was \
-wrong and how to fix it; `error.details`, when present, is an object whose `reason` (if \
-any) is one of the values in the next table.\n\n";
-
-/// What each `details.reason` of an error means.
-pub const REASONS: &[(&str, &str)] = &[
-    ("command_id_reused", "`conflict`: the `command_id` was already used for a different command (another type or body); use a new id."),
-    ("exists", "`conflict`: the aggregate to create exists already (`plugin_id`, `pipeline_id`, `run_id` or `schedule_id` in the details): `name@version` is registered, or the id was taken."),
-    ("invalid_field", "`validation_failed`: a field is unknown, missing, of the wrong type or invalid; `details.path` is its path."),
-    ("literal_secret", "`validation_failed`: a step config field that the plugin's config schema marks secret (`writeOnly` or `x-secret`) holds a value instead of a `${secret:NAME}` reference; `details.step` and `details.pointer` locate it."),
-    ("malformed_json", "`validation_failed`: the body is not JSON; `details.line` and `details.column` locate the error."),
-    ("max_active_runs", "`conflict`: `run.request` found the pipeline's `max_active_runs` slots all taken (`details.active`, `details.max`). Runs hold their slot from request until they reach a final state, including while awaiting a retry."),
-    ("not_an_object", "`validation_failed`: the body is JSON but not an object."),
-    ("slot_fired", "`conflict`: `schedule.skip_slot` for a slot whose run exists (`details.run_id`): a slot is either run or skipped."),
-    ("stale_attempt", "`conflict`: a runner command for an attempt that is no longer current (`details.current_attempt`); the runner must stop working on it."),
-    ("unique", "`conflict`: a unique key is taken (`details.scope`, `details.key`, `details.owner`): a pipeline name in use by a non-archived pipeline."),
-    ("unknown_subject", "`validation_failed`: the subject is not a command or query this service knows; the message lists the known ones."),
-    ("version", "`conflict`: `expected_version` did not match the aggregate's version (`details.expected_version`, `details.current_version`), or the aggregate changed concurrently; reload and decide again."),
-];
+wrong and how to fix it. `error.details` is always an object with one shape: `reason` \
+(one of the values in the next table; it says which rule refused the request and implies \
+the code), `path` (the RFC 6901 JSON pointer of the field at fault, `\"\"` for the whole \
+body, when one is), and facts of the reason (`limit` and `size` of `too_large`, \
+`current_version` of `version`, `line` and `column` of `malformed_json`, …).\n\n";
 
 /// Introduction of the commands section.
 pub const COMMANDS: &str = r#"Commands are requests on `flexcore.cmd.<aggregate>.<action>`, served by the queue
@@ -111,8 +113,14 @@ another replica is decided again on fresh state (up to `command.conflict_retries
 then `conflict`); with it, a mismatch is an immediate `conflict` (`reason: version`).
 With a `command_id`, the reply is stored with the events: the same id with the same
 command returns the first reply (also to a create whose id was generated); with a
-different command it is refused (`reason: command_id_reused`). A payload larger than
-`command.max_payload_bytes` is refused with `payload_too_large`.
+different command it is refused (`reason: command_id_reused`). Send every command with a
+`command_id` and retry it with the same id until it is answered: that is how FlexCore's
+own senders (`flexcore-client`) make a lost reply or an outage harmless. A payload larger
+than `command.max_payload_bytes` or the NATS server's `max_payload` is refused with
+`payload_too_large`. The optional headers `Flexcore-Actor` and `Flexcore-Correlation-Id`
+are labels (1-200 printable characters); other values are refused with `invalid_value`
+(`details.header` names the header). A `traceparent` that is not a valid W3C trace
+context is ignored: the command starts a new trace.
 
 "Sent by" names the FlexCore services that send a command themselves; clients, `flexctl`
 and the tests send the rest.

@@ -73,11 +73,11 @@ pub fn words_after(sources: &[String], marker: &str) -> BTreeSet<String> {
     out
 }
 
-/// The `ErrorCode` variants named in `sources`.
-pub fn error_codes(sources: &[String]) -> BTreeSet<String> {
+/// The `ErrorReason` variants named in `sources`.
+pub fn error_reasons(sources: &[String]) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for text in sources {
-        for piece in text.split("ErrorCode::").skip(1) {
+        for piece in text.split("ErrorReason::").skip(1) {
             let variant: String = piece.chars().take_while(char::is_ascii_alphanumeric).collect();
             if variant.chars().next().is_some_and(|c| c.is_ascii_uppercase()) {
                 out.insert(variant);
@@ -95,16 +95,6 @@ pub fn const_str(source: &str, name: &str) -> String {
         .unwrap_or_else(|| panic!("no `{marker}` found: update the messaging doc generator"));
     let rest = &source[at + marker.len()..];
     rest[..rest.find('"').unwrap_or(0)].to_owned()
-}
-
-/// The quoted strings of the array literal that follows `marker`.
-pub fn string_list(source: &str, marker: &str) -> Vec<String> {
-    let at = source
-        .find(marker)
-        .unwrap_or_else(|| panic!("no `{marker}` found: update the messaging doc generator"));
-    let rest = &source[at + marker.len()..];
-    let body = &rest[..rest.find(']').unwrap_or(rest.len())];
-    body.split('"').skip(1).step_by(2).map(str::to_owned).collect()
 }
 
 /// Every `pub const NAME: &str = "value";` of `source` with the doc comment above it,

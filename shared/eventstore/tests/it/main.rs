@@ -28,7 +28,7 @@ pub fn event(aggregate_id: Uuid, version: u64) -> NewEvent {
         version,
         event_type: "pipeline.paused".into(),
         schema_version: 1,
-        data: serde_json::json!({"n": version}),
+        data: serde_json::json!({"n": version}).into(),
         metadata: EventMetadata::default(),
     }
 }

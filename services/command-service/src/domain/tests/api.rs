@@ -19,8 +19,9 @@ fn aggregate_types_round_trip_through_their_names() {
         assert_eq!(kind.as_str().parse::<AggregateType>(), Ok(kind));
         assert_eq!(kind.to_string(), kind.as_str());
     }
+    // Aggregate types come only from the log: an unknown one is a damaged log.
     let e = "widget".parse::<AggregateType>().unwrap_err();
-    assert_eq!(e.code(), ErrorCode::ValidationFailed);
+    assert_eq!(e.code(), ErrorCode::Internal);
     assert!(
         e.to_string().contains("expected plugin, pipeline, run or schedule"),
         "{e}"
@@ -50,7 +51,7 @@ fn every_decided_event_survives_the_storage_form_and_refolds_to_the_same_state()
         log.extend(world.exec(c).events);
     }
     for (agg, event) in &log {
-        let back = AnyEvent::from_stored(agg.kind.as_str(), event.event_type(), SCHEMA_VERSION, event.data()).unwrap();
+        let back = AnyEvent::from_stored(agg.kind.as_str(), event.event_type(), SCHEMA_VERSION, &event.data()).unwrap();
         assert_eq!(&back, event);
         assert_eq!(back.aggregate_type(), agg.kind);
     }
@@ -63,24 +64,30 @@ fn every_decided_event_survives_the_storage_form_and_refolds_to_the_same_state()
 #[test]
 fn unreadable_stored_events_are_corrupt() {
     let corrupt = |r: Result<AnyEvent, DomainError>| matches!(r, Err(DomainError::Corrupt(_)));
-    assert!(corrupt(AnyEvent::from_stored("widget", "widget.made", 1, json!({}))));
+    let stored = |v: Value| flexcore_contracts::OpaqueJson::from_value(&v);
+    assert!(corrupt(AnyEvent::from_stored(
+        "widget",
+        "widget.made",
+        1,
+        &stored(json!({}))
+    )));
     assert!(corrupt(AnyEvent::from_stored(
         "pipeline",
         "pipeline.exploded",
         1,
-        json!({})
+        &stored(json!({}))
     )));
     assert!(corrupt(AnyEvent::from_stored(
         "pipeline",
         "pipeline.created",
         1,
-        json!({"nope": 1})
+        &stored(json!({"nope": 1}))
     )));
     assert!(corrupt(AnyEvent::from_stored(
         "pipeline",
         "pipeline.resumed",
         SCHEMA_VERSION + 1,
-        json!({})
+        &stored(json!({}))
     )));
     let e = DomainError::Corrupt("x".into()).to_error_body();
     assert_eq!(e.code, ErrorCode::Internal);
@@ -151,7 +158,8 @@ fn target_fills_missing_ids_once_and_derives_plugin_ids() {
 fn deciding_a_creating_command_without_its_id_is_refused() {
     let c = cmd("schedule.create", json!({"pipeline_id": PIPELINE, "cron": "* * * * *"}));
     assert!(required(&c, &Loaded::default()).is_empty());
-    then_error(decide(&c, &Loaded::default()), ErrorCode::ValidationFailed);
+    // The service assigns the id before deciding: without one it is a bug, not bad input.
+    then_error(decide(&c, &Loaded::default()), ErrorCode::Internal);
 }
 
 #[test]
@@ -181,27 +189,49 @@ fn required_grows_with_what_is_loaded() {
 
 #[test]
 fn error_bodies_carry_code_message_and_details() {
+    use flexcore_contracts::ErrorReason;
     let cases = [
         (
-            DomainError::validation_at("bad", json!({"step": 1})),
+            DomainError::validation(ErrorReason::ConfigInvalid, "/steps/1/config", "bad").with("errors", 2),
             ErrorCode::ValidationFailed,
-            true,
+            ErrorReason::ConfigInvalid,
+            Some("/steps/1/config"),
         ),
-        (DomainError::NotFound("gone".into()), ErrorCode::NotFound, false),
         (
-            DomainError::conflict("taken", json!({"reason": "exists"})),
-            ErrorCode::Conflict,
-            true,
+            DomainError::NotFound("gone".into()),
+            ErrorCode::NotFound,
+            ErrorReason::NotFound,
+            None,
         ),
-        (DomainError::InvalidState("no".into()), ErrorCode::InvalidState, false),
-        (DomainError::Corrupt("broken".into()), ErrorCode::Internal, false),
+        (
+            DomainError::conflict(ErrorReason::Exists, "taken").with("run_id", "x"),
+            ErrorCode::Conflict,
+            ErrorReason::Exists,
+            None,
+        ),
+        (
+            DomainError::InvalidState("no".into()),
+            ErrorCode::InvalidState,
+            ErrorReason::InvalidState,
+            None,
+        ),
+        (
+            DomainError::Corrupt("broken".into()),
+            ErrorCode::Internal,
+            ErrorReason::Internal,
+            None,
+        ),
     ];
-    for (e, code, has_details) in cases {
+    for (e, code, reason, path) in cases {
         let body = e.to_error_body();
         assert_eq!(body.code, code);
+        assert_eq!(body.code, reason.code(), "{e}: the reason belongs to the code");
+        assert_eq!(body.details.reason, reason);
+        assert_eq!(body.details.path.as_deref(), path);
         assert_eq!(body.message, e.to_string());
-        assert_eq!(body.details.is_some(), has_details, "{e}");
     }
+    let conflict = DomainError::conflict(ErrorReason::Exists, "taken").with("run_id", "x");
+    assert_eq!(conflict.to_error_body().details.extra["run_id"], "x");
 }
 
 #[test]
@@ -210,7 +240,7 @@ fn given_stored_events_when_a_command_then_its_events() {
     let stored = |agg: AggRef, event_type: &str, data: Value| {
         (
             agg,
-            AnyEvent::from_stored(agg.kind.as_str(), event_type, SCHEMA_VERSION, data).unwrap(),
+            AnyEvent::from_stored(agg.kind.as_str(), event_type, SCHEMA_VERSION, &data.into()).unwrap(),
         )
     };
     let plugin = |reference: &str, kind: &str| {

@@ -133,6 +133,21 @@ pub fn cmd(name: &str, body: Value) -> Command {
         .1
 }
 
+/// The refusal of a body the command's schema does not admit (checked on decoding,
+/// before any aggregate is loaded): its reason and JSON pointer.
+#[track_caller]
+pub fn refused_by_schema(name: &str, body: Value) -> (flexcore_contracts::ErrorReason, String) {
+    let (aggregate, action) = name.split_once('.').unwrap();
+    let subject = flexcore_contracts::subjects::command(aggregate, action);
+    match flexcore_contracts::commands::decode(&subject, body.to_string().as_bytes()) {
+        Ok(_) => panic!("{name} {body}: expected a refusal by the schema"),
+        Err(e) => {
+            assert_eq!(e.code, ErrorCode::ValidationFailed, "{e}");
+            (e.details.reason, e.details.path.unwrap_or_default())
+        }
+    }
+}
+
 /// The refusal, which must have `code`.
 #[track_caller]
 pub fn then_error(result: Result<Decision, DomainError>, code: ErrorCode) -> DomainError {
@@ -156,12 +171,13 @@ pub fn types(d: &Decision) -> Vec<(Uuid, &'static str)> {
 pub fn then_one(result: Result<Decision, DomainError>, id: Uuid, event_type: &str) -> (Decision, Value) {
     let d = result.unwrap_or_else(|e| panic!("expected {event_type}, got {e}"));
     assert_eq!(types(&d), vec![(id, event_type)]);
-    let data = d.events[0].1.data();
+    let data = d.events[0].1.data().to_value();
     (d, data)
 }
 
+/// The refusal's `details` as JSON (`reason`, `path`, facts).
 pub fn details(e: &DomainError) -> Value {
-    e.to_error_body().details.unwrap_or(Value::Null)
+    serde_json::to_value(e.to_error_body().details).unwrap_or(Value::Null)
 }
 
 pub fn plugin_id(reference: &str) -> Uuid {

@@ -1,6 +1,5 @@
 //! Pipeline creation: steps, plugin references, configs against schemas, secrets, policies.
 
-use flexcore_contracts::commands::CreatePipeline;
 use flexcore_contracts::ErrorCode;
 use serde_json::json;
 
@@ -8,6 +7,7 @@ use super::*;
 use crate::domain::pipeline::PipelineStatus;
 use crate::domain::plugin::PluginStatus;
 use crate::domain::{Constraints, UniqueKey};
+use flexcore_contracts::ErrorReason;
 
 fn create(steps: Value) -> Command {
     create_pipeline(PIPELINE, "orders", steps)
@@ -54,7 +54,7 @@ fn create_pins_the_plugins_and_claims_the_name() {
     let p = world.pipeline(PIPELINE);
     assert_eq!(
         (p.status, p.definition_version, &p.bookmark),
-        (PipelineStatus::Active, 1, &Value::Null)
+        (PipelineStatus::Active, 1, &flexcore_contracts::OpaqueJson::null())
     );
     assert_eq!(
         (p.name.as_str(), p.owner.as_str(), p.tags.len()),
@@ -84,23 +84,25 @@ fn creating_an_existing_pipeline_id_is_a_conflict() {
 fn steps_must_be_extractor_transformers_loader() {
     let world = with_plugins();
     let loader = || json!({"plugin": JSONL, "config": {"path": "/o"}});
+    // Fewer than two steps: the schema's rule.
+    for steps in [json!([{"plugin": CSV}]), json!([])] {
+        let body = json!({"pipeline_id": PIPELINE, "name": "p", "owner": "o", "steps": steps});
+        assert_eq!(
+            refused_by_schema("pipeline.create", body),
+            (ErrorReason::InvalidValue, "/steps".to_owned())
+        );
+    }
     let cases = [
-        (json!([{"plugin": CSV}]), None),
-        (json!([]), None),
-        (json!([loader(), {"plugin": CSV}]), Some(0)),
-        (json!([{"plugin": CSV}, {"plugin": MAP}]), Some(1)),
-        (json!([{"plugin": CSV}, {"plugin": CSV}, loader()]), Some(1)),
-        (json!([{"plugin": CSV}, loader(), loader()]), Some(1)),
+        (json!([loader(), {"plugin": CSV}]), 0),
+        (json!([{"plugin": CSV}, {"plugin": MAP}]), 1),
+        (json!([{"plugin": CSV}, {"plugin": CSV}, loader()]), 1),
+        (json!([{"plugin": CSV}, loader(), loader()]), 1),
     ];
-    for (steps, step) in cases {
+    for (steps, i) in cases {
         let e = then_error(world.when(create(steps.clone())), ErrorCode::ValidationFailed);
-        match step {
-            Some(i) => {
-                assert_eq!(details(&e)["step"], json!(i), "{steps}");
-                assert!(e.to_string().contains(&format!("step {i}: plugin")), "{e}");
-            }
-            None => assert!(e.to_string().contains("at least 2 steps"), "{e}"),
-        }
+        assert_eq!(details(&e)["reason"], json!("wrong_plugin_kind"), "{steps}");
+        assert_eq!(details(&e)["path"], json!(format!("/steps/{i}/plugin")), "{steps}");
+        assert!(e.to_string().contains(&format!("step {i}: plugin")), "{e}");
     }
 }
 
@@ -131,7 +133,8 @@ fn every_step_plugin_must_be_registered_and_not_disabled() {
     assert_eq!(world.plugin(CSV).status, PluginStatus::Disabled);
     let e = then_error(world.when(create(good_steps())), ErrorCode::ValidationFailed);
     assert!(e.to_string().contains("step 0: plugin csv@1.0.0 is disabled"), "{e}");
-    assert_eq!(details(&e)["step"], json!(0));
+    assert_eq!(details(&e)["reason"], json!("plugin_disabled"));
+    assert_eq!(details(&e)["path"], json!("/steps/0/plugin"));
 }
 
 #[test]
@@ -146,8 +149,8 @@ fn step_configs_are_validated_against_the_plugin_schema() {
             .contains("step 1: config is invalid: \"path\" is a required property"),
         "{e}"
     );
-    assert_eq!(details(&e)["step"], json!(1));
-    assert_eq!(details(&e)["pointer"], json!(""));
+    assert_eq!(details(&e)["reason"], json!("config_invalid"));
+    assert_eq!(details(&e)["path"], json!("/steps/1/config"));
 
     let e = then_error(
         world.when(create(
@@ -157,7 +160,7 @@ fn step_configs_are_validated_against_the_plugin_schema() {
     );
     assert!(e.to_string().contains("step 1: config at /path is invalid"), "{e}");
     assert!(e.to_string().contains("jsonl@1.0.0"), "{e}");
-    assert_eq!(details(&e)["pointer"], json!("/path"));
+    assert_eq!(details(&e)["path"], json!("/steps/1/config/path"));
     assert_eq!(details(&e)["errors"][0]["pointer"], json!("/path"));
 }
 
@@ -170,7 +173,8 @@ fn a_literal_value_in_a_secret_property_is_refused_without_echoing_it() {
         e.to_string(),
         "step 1: config.password is a secret: pass it as ${secret:NAME}, not a value"
     );
-    assert_eq!(details(&e)["pointer"], json!("/password"));
+    assert_eq!(details(&e)["path"], json!("/steps/1/config/password"));
+    assert_eq!(details(&e)["reason"], json!("literal_secret"));
     // A reference embedded in a longer string is not one reference.
     let steps = json!([{"plugin": CSV}, {"plugin": JSONL, "config": {"path": "/o", "password": "x${secret:PW}"}}]);
     then_error(world.when(create(steps)), ErrorCode::ValidationFailed);
@@ -201,7 +205,7 @@ fn secret_markers_are_found_in_nested_referenced_and_x_secret_schemas() {
         e.to_string().starts_with("step 0: config.hosts[1].key is a secret"),
         "{e}"
     );
-    assert_eq!(details(&e)["pointer"], json!("/hosts/1/key"));
+    assert_eq!(details(&e)["path"], json!("/steps/0/config/hosts/1/key"));
     then_one(
         world.when(create(steps(
             json!({"db": {"token": "${secret:T}"}, "hosts": [{"key": "${secret:K}"}]}),
@@ -216,6 +220,7 @@ fn every_secret_reference_must_be_well_formed() {
     let world = with_plugins();
     let extract =
         |config: Value| json!([{"plugin": CSV, "config": config}, {"plugin": JSONL, "config": {"path": "/o"}}]);
+    // A malformed reference is a rule of the command's schema (its config string pattern).
     for bad in [
         "${secret:1X}",
         "${secret:}",
@@ -223,62 +228,64 @@ fn every_secret_reference_must_be_well_formed() {
         "pre ${secret:OK} and ${secret:no good}",
         "${secret:OPEN",
     ] {
-        let e = then_error(
-            world.when(create(extract(json!({"url": bad})))),
-            ErrorCode::ValidationFailed,
+        let body = json!({"pipeline_id": PIPELINE, "name": "p", "owner": "o", "steps": extract(json!({"url": bad}))});
+        assert_eq!(
+            refused_by_schema("pipeline.create", body),
+            (ErrorReason::InvalidValue, "/steps/0/config/url".to_owned()),
+            "{bad}"
         );
-        assert!(
-            e.to_string()
-                .starts_with("step 0: config.url has a malformed secret reference"),
-            "{bad}: {e}"
-        );
-        assert_eq!(details(&e)["pointer"], json!("/url"));
     }
-    let e = then_error(
-        world.when(create(extract(json!({"list": ["ok", {"deep": "${secret:9}"}]})))),
-        ErrorCode::ValidationFailed,
+    let deep = json!({"pipeline_id": PIPELINE, "name": "p", "owner": "o", "steps": extract(json!({"list": ["ok", {"deep": "${secret:9}"}]}))});
+    assert_eq!(
+        refused_by_schema("pipeline.create", deep).1,
+        "/steps/0/config/list/1/deep"
     );
-    assert!(e.to_string().contains("config.list[1].deep"), "{e}");
+    // The domain's own check says the same of a command built in code.
+    let mut c = create(extract(json!({"url": "ok"})));
+    if let Command::CreatePipeline(create) = &mut c {
+        create.steps[0].config = flexcore_contracts::StepConfig::from_value(&json!({"url": "${secret:1X}"})).unwrap();
+    }
+    let e = then_error(world.when(c), ErrorCode::ValidationFailed);
+    assert!(
+        e.to_string()
+            .starts_with("step 0: config.url has a malformed secret reference"),
+        "{e}"
+    );
     // Embedded, repeated and underscore names are fine.
     let ok = json!({"url": "postgres://u:${secret:PW}@db/${secret:_DB2}", "plain": "$ {secret} {secret:x}"});
     then_one(world.when(create(extract(ok))), PIPELINE, "pipeline.created");
 }
 
 #[test]
-fn policies_and_tags_are_bounded() {
+fn policies_and_tags_are_bounded_by_the_schema() {
     let world = with_plugins();
     let many: Vec<String> = (0..51).map(|i| format!("t{i}")).collect();
     let cases = [
-        (json!({"max_active_runs": 0}), "max_active_runs"),
-        (json!({"max_active_runs": 1001}), "max_active_runs"),
-        (json!({"retry": {"max_attempts": 0}}), "retry.max_attempts"),
-        (json!({"retry": {"max_attempts": 101}}), "retry.max_attempts"),
+        (json!({"max_active_runs": 0}), "/max_active_runs"),
+        (json!({"max_active_runs": 1001}), "/max_active_runs"),
+        (json!({"retry": {"max_attempts": 0}}), "/retry/max_attempts"),
+        (json!({"retry": {"max_attempts": 101}}), "/retry/max_attempts"),
         (
             json!({"retry": {"initial_backoff_seconds": 0}}),
-            "retry.initial_backoff_seconds",
+            "/retry/initial_backoff_seconds",
         ),
-        (
-            json!({"retry": {"initial_backoff_seconds": 700, "max_backoff_seconds": 600}}),
-            "retry.max_backoff_seconds",
-        ),
-        (json!({"retry": {"multiplier": 0.5}}), "retry.multiplier"),
-        (json!({"run_timeout_seconds": 0}), "run_timeout_seconds"),
-        (json!({"tags": many}), "tags"),
-        (json!({"tags": ["a", "b", "a"]}), "tags"),
+        (json!({"retry": {"multiplier": 0.5}}), "/retry/multiplier"),
+        (json!({"run_timeout_seconds": 0}), "/run_timeout_seconds"),
+        (json!({"tags": many}), "/tags"),
+        (json!({"tags": ["a", "b", "a"]}), "/tags"),
+        (json!({"retry": [2, 5, 60, 1.5]}), "/retry"),
     ];
-    for (extra, field) in cases {
-        let e = then_error(world.when(create_with(extra.clone())), ErrorCode::ValidationFailed);
-        assert_eq!(details(&e)["field"], json!(field), "{extra}: {e}");
+    for (extra, path) in cases {
+        let mut body = json!({"pipeline_id": PIPELINE, "name": "p", "owner": "o", "steps": good_steps()});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let (_, at) = refused_by_schema("pipeline.create", body);
+        assert_eq!(at, path, "{extra}");
     }
-    // Non-finite multipliers cannot come through JSON but must not pass either.
-    let Command::CreatePipeline(base) = create_with(json!({})) else {
-        panic!()
-    };
-    for m in [f64::NAN, f64::INFINITY] {
-        let mut c: CreatePipeline = base.clone();
-        c.retry.multiplier = m;
-        then_error(world.when(Command::CreatePipeline(c)), ErrorCode::ValidationFailed);
-    }
+    // An initial back-off above the maximum is capped by it, not refused.
+    let capped = json!({"retry": {"initial_backoff_seconds": 700, "max_backoff_seconds": 600}});
+    then_one(world.when(create_with(capped)), PIPELINE, "pipeline.created");
     let edge = json!({"max_active_runs": 1000, "retry": {"max_attempts": 100, "initial_backoff_seconds": 5, "max_backoff_seconds": 5, "multiplier": 1.0}});
     then_one(world.when(create_with(edge)), PIPELINE, "pipeline.created");
 }
