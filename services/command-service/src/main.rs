@@ -15,7 +15,10 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = flexcore_telemetry::init("flexcore-command", &settings.telemetry)?;
     let (pool, nats) = flexcore_command::connect(&settings).await?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(flexcore_service::stop_on_signal(shutdown.clone()));
+    tokio::spawn(flexcore_service::stop_on_signal(
+        shutdown.clone(),
+        settings.command.shutdown_grace(),
+    ));
     let checks = flexcore_command::service::metrics::checks(&nats, &pool);
     flexcore_service::admin::spawn(&settings.admin.listen, "flexcore-command", checks, shutdown.clone()).await?;
     let result = flexcore_command::run(&settings, nats, pool, shutdown).await;

@@ -15,7 +15,10 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(flexcore_runner::sandbox::Sandbox::new(Default::default()).context("starting the wasmtime sandbox")?);
     let client = flexcore_service::connect::nats("flexcore-runner", &settings.nats).await?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(flexcore_service::stop_on_signal(shutdown.clone()));
+    tokio::spawn(flexcore_service::stop_on_signal(
+        shutdown.clone(),
+        std::time::Duration::from_millis(settings.runner.shutdown_grace_ms),
+    ));
     let checks = flexcore_runner::worker::metrics::checks(&client);
     flexcore_service::admin::spawn(&settings.admin.listen, "flexcore-runner", checks, shutdown.clone()).await?;
     flexcore_runner::worker::run(client, sandbox, config, shutdown).await

@@ -10,7 +10,10 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = flexcore_telemetry::init("flexcore-projection", &settings.telemetry)?;
     let (pool, nats) = flexcore_projection::connect(&settings).await?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(flexcore_service::stop_on_signal(shutdown.clone()));
+    tokio::spawn(flexcore_service::stop_on_signal(
+        shutdown.clone(),
+        settings.projection.shutdown_grace(),
+    ));
     let checks = flexcore_projection::metrics::checks(&settings, &nats, &pool);
     flexcore_service::admin::spawn(&settings.admin.listen, "flexcore-projection", checks, shutdown.clone()).await?;
     let result = flexcore_projection::run(&settings, nats, pool, shutdown).await;

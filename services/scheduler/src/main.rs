@@ -10,7 +10,10 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = flexcore_telemetry::init("flexcore-scheduler", &settings.telemetry)?;
     let nats = flexcore_service::connect::nats("flexcore-scheduler", &settings.nats).await?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(flexcore_service::stop_on_signal(shutdown.clone()));
+    tokio::spawn(flexcore_service::stop_on_signal(
+        shutdown.clone(),
+        settings.scheduler.shutdown_grace(),
+    ));
     let checks = flexcore_scheduler::metrics::checks(&nats);
     flexcore_service::admin::spawn(&settings.admin.listen, "flexcore-scheduler", checks, shutdown.clone()).await?;
     let result = flexcore_scheduler::run(

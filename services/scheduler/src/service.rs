@@ -172,7 +172,7 @@ async fn replica(
         }
     }
     announce(&client, &instance, false).await;
-    let _ = client.flush().await;
+    let _ = tokio::time::timeout(flexcore_service::FLUSH_TIMEOUT, client.flush()).await;
     tracing::info!("scheduler stopped");
     Ok(())
 }
@@ -269,6 +269,7 @@ impl Sender {
             tracing::Span::none()
         };
         tokio::spawn(async move {
+            let _tracked = flexcore_service::in_flight::track("scheduler commands");
             let Ok(_permit) = permits.acquire_owned().await else {
                 return;
             };

@@ -3,13 +3,16 @@
 //! - [`connect`]: the Postgres pool and NATS client, opened from config.
 //! - [`serve`]: the request loop of a queue-group service (bounded concurrency, a drain
 //!   on shutdown, a grace period for requests in flight).
-//! - [`stop_on_signal`]: cancels a token on SIGINT or SIGTERM.
+//! - [`stop_on_signal`]: cancels a token on SIGINT or SIGTERM, and ends the process when
+//!   the shutdown grace runs out (or on a second signal), naming what was abandoned.
+//! - [`in_flight`]: counts of work in progress, for that last log line.
 //! - [`admin`]: the admin HTTP server (`/health/live`, `/health/ready`, `/metrics`).
 //! - [`metrics`]: the process's Prometheus metrics, by service.
 //! - [`reply`]: answering a request, a reply too large for the server becoming an error.
 
 pub mod admin;
 pub mod connect;
+pub mod in_flight;
 pub mod metrics;
 pub mod reply;
 
@@ -27,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 pub struct ServeLimits {
     /// Most requests handled at once; more wait.
     pub max_in_flight: usize,
-    /// How long shutdown waits for requests in flight.
+    /// The service's shutdown grace: requests in flight get most of it.
     pub shutdown_grace: Duration,
 }
 
@@ -57,10 +60,18 @@ where
         let message = tokio::select! {
             () = shutdown.cancelled(), if !draining => {
                 // Stop new deliveries; what is already buffered is still taken and answered.
+                // With NATS unreachable the drain cannot be confirmed: stop taking requests.
                 draining = true;
-                if let Err(error) = subscriber.drain().await {
-                    tracing::warn!(%error, "drain failed; buffered {what} may go unanswered");
-                    break;
+                match tokio::time::timeout(FLUSH_TIMEOUT, subscriber.drain()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "drain failed; buffered {what} go unanswered");
+                        break;
+                    }
+                    Err(_) => {
+                        tracing::warn!("NATS did not confirm the drain; buffered {what} go unanswered");
+                        break;
+                    }
                 }
                 continue;
             }
@@ -77,22 +88,58 @@ where
         // box is moved instead (measured: a third of flexcore-command's instructions were
         // those copies, docs/benchmarks.md).
         let handling = Box::pin(handle(message));
+        let tracked = in_flight::track(what);
         tokio::spawn(async move {
             handling.await;
+            drop(tracked);
             drop(permit);
         });
     }
     let all = u32::try_from(max_in_flight).unwrap_or(u32::MAX);
-    match tokio::time::timeout(limits.shutdown_grace, permits.acquire_many(all)).await {
+    // Most of the grace: the rest is for what follows before the process exits (the
+    // signal handler ends it when the whole grace is over).
+    let wait = limits.shutdown_grace.mul_f64(0.8);
+    match tokio::time::timeout(wait, permits.acquire_many(all)).await {
         Ok(_) => tracing::info!("in-flight {what} drained"),
         Err(_) => tracing::warn!(grace = ?limits.shutdown_grace, "shutdown grace elapsed with {what} in flight"),
     }
-    client.flush().await?;
+    // Replies already sent may sit in the client's buffer: give them a moment to go out,
+    // but do not wait on a server that is gone.
+    if tokio::time::timeout(FLUSH_TIMEOUT, client.flush()).await.is_err() {
+        tracing::warn!("NATS did not confirm the last replies in time; some may be lost");
+    }
     Ok(())
 }
 
-/// Cancels `shutdown` on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn stop_on_signal(shutdown: CancellationToken) {
+/// How long shutdown waits for NATS to take what the client still buffers.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Cancels `shutdown` on SIGINT (Ctrl-C) or SIGTERM; then gives the service `grace` to
+/// stop on its own. When the grace runs out (or on a second signal) it ends the process,
+/// whatever NATS and Postgres are doing, logging what was still in flight ([`in_flight`]):
+/// a service never outlives its grace period.
+pub async fn stop_on_signal(shutdown: CancellationToken, grace: Duration) {
+    signal().await;
+    tracing::info!(?grace, "shutdown requested; draining work in flight");
+    shutdown.cancel();
+    let forced = tokio::select! {
+        () = tokio::time::sleep(grace) => "the shutdown grace elapsed",
+        () = signal() => "a second signal came",
+    };
+    let abandoned = in_flight::summary();
+    tracing::warn!(
+        abandoned = if abandoned.is_empty() {
+            "nothing"
+        } else {
+            abandoned.as_str()
+        },
+        "{forced}: exiting now"
+    );
+    std::process::exit(0);
+}
+
+/// SIGINT or SIGTERM.
+async fn signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     let term = async {
@@ -109,6 +156,4 @@ pub async fn stop_on_signal(shutdown: CancellationToken) {
         _ = ctrl_c => {}
         () = term => {}
     }
-    tracing::info!("shutdown requested; draining work in flight");
-    shutdown.cancel();
 }

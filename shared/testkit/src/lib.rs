@@ -4,6 +4,8 @@
 //! - [`db`]: [`TestDb`], a fresh, migrated database per test, dropped afterwards.
 //! - [`nats`]: [`TestNats`], a private `nats-server` with JetStream per test, which can
 //!   be stopped and restarted on the same port and store.
+//! - [`pg`]: [`TestPostgres`], a private PostgreSQL server per test, which can be
+//!   stopped, killed and restarted on the same port and data.
 //! - [`wait`]: [`wait_until`] / [`try_wait_until`], waiting on a condition with a
 //!   deadline instead of sleeping.
 //! - [`ports`]: [`unused_port`], a port for a server a test starts itself.
@@ -11,11 +13,13 @@
 
 pub mod db;
 pub mod nats;
+pub mod pg;
 pub mod ports;
 pub mod wait;
 
 pub use db::TestDb;
 pub use nats::TestNats;
+pub use pg::TestPostgres;
 pub use ports::unused_port;
 pub use wait::{try_wait_until, wait_until};
 

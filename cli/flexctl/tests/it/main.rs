@@ -6,6 +6,7 @@ mod bench;
 mod dev;
 mod plugin;
 mod schedule;
+mod shutdown;
 
 use std::time::Duration;
 

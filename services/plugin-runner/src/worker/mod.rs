@@ -124,29 +124,40 @@ pub async fn run(
             () = shutdown.cancelled() => break,
             p = slots.clone().acquire_owned() => p?,
         };
-        let batch = consumer
-            .fetch()
-            .max_messages(1)
-            .expires(Duration::from_secs(1))
-            .messages()
-            .await;
-        let mut batch = match batch {
-            Ok(b) => b,
+        let fetch = async {
+            let mut batch = consumer
+                .fetch()
+                .max_messages(1)
+                .expires(Duration::from_secs(1))
+                .messages()
+                .await?;
+            Ok::<_, async_nats::Error>(batch.next().await)
+        };
+        // A fetch from a server that is gone must not outlive a shutdown.
+        let fetched = tokio::select! {
+            () = shutdown.cancelled() => break,
+            fetched = fetch => fetched,
+        };
+        let next = match fetched {
+            Ok(next) => next,
             Err(error) => {
                 tracing::warn!(%error, "fetching work failed");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                }
             }
         };
-        if let Some(Ok(message)) = batch.next().await {
+        if let Some(Ok(message)) = next {
             let busy = flexcore_service::metrics::runner().busy();
+            let tracked = flexcore_service::in_flight::track("run attempts");
             in_flight.fetch_add(1, Ordering::Relaxed);
             let in_flight = in_flight.clone();
             let attempt = attempt::process(ctx.clone(), message, permit);
             tokio::spawn(async move {
                 attempt.await;
                 in_flight.fetch_sub(1, Ordering::Relaxed);
-                drop(busy);
+                drop((busy, tracked));
             });
         }
     }
@@ -198,7 +209,7 @@ async fn announce(
             }
         }
         if !alive {
-            let _ = client.flush().await;
+            let _ = tokio::time::timeout(flexcore_service::FLUSH_TIMEOUT, client.flush()).await;
             return;
         }
     }
