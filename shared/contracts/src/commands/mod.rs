@@ -188,14 +188,30 @@ pub fn decode(subject: &str, payload: &[u8]) -> Result<(CommandMeta, Command), E
 }
 
 /// A command body as sent on the wire: the command's fields plus the meta fields.
+///
+/// Written as text, never through a [`serde_json::Value`]: opaque client data (a STATE,
+/// a config) keeps every digit and its key order.
 pub fn encode<C: Serialize>(command: &C, meta: &CommandMeta) -> Result<Vec<u8>, serde_json::Error> {
-    let mut body = serde_json::to_value(command)?;
-    if let (Some(object), serde_json::Value::Object(meta)) = (body.as_object_mut(), serde_json::to_value(meta)?) {
-        for (k, v) in meta {
-            object.insert(k, v);
-        }
+    let mut body = serde_json::to_vec(command)?;
+    let serde_json::Value::Object(meta) = serde_json::to_value(meta)? else {
+        return Ok(body);
+    };
+    if meta.is_empty() || body.last() != Some(&b'}') {
+        return Ok(body);
     }
-    serde_json::to_vec(&body)
+    body.pop();
+    let mut empty = body.ends_with(b"{");
+    for (key, value) in meta {
+        if !empty {
+            body.push(b',');
+        }
+        empty = false;
+        serde_json::to_writer(&mut body, &key)?;
+        body.push(b':');
+        serde_json::to_writer(&mut body, &value)?;
+    }
+    body.push(b'}');
+    Ok(body)
 }
 
 #[cfg(test)]
@@ -208,6 +224,29 @@ mod tests {
             .err()
             .unwrap_or_else(|| ErrorBody::new(ErrorReason::Internal, "decoded"));
         (e.code, e.details.reason, e.details.path.unwrap_or_default())
+    }
+
+    #[test]
+    fn encoding_keeps_opaque_text_and_adds_meta() {
+        let id = Uuid::nil();
+        let state = r#"{"z":524560164915.88403,"big":123456789012345678901234567890,"e":1.5e3}"#;
+        let command = CommitPipelineState {
+            pipeline_id: id,
+            state: crate::OpaqueJson::parse(state).unwrap_or_else(|_| crate::OpaqueJson::null()),
+        };
+        let meta = CommandMeta {
+            expected_version: Some(4),
+            ..CommandMeta::default()
+        };
+        let body = String::from_utf8(encode(&command, &meta).unwrap_or_default()).unwrap_or_default();
+        assert_eq!(
+            body,
+            format!(r#"{{"pipeline_id":"{id}","state":{state},"expected_version":4}}"#)
+        );
+        assert_eq!(
+            encode(&command, &CommandMeta::default()).unwrap_or_default(),
+            serde_json::to_vec(&command).unwrap_or_default()
+        );
     }
 
     #[test]
