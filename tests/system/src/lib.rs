@@ -35,6 +35,8 @@ pub struct Options {
     pub scheduler: bool,
     /// The runner's lease.
     pub lease: Duration,
+    /// The NATS server's `max_payload` (e.g. `"64KB"`), when not the default 1 MB.
+    pub max_payload: Option<&'static str>,
 }
 
 impl Default for Options {
@@ -44,6 +46,7 @@ impl Default for Options {
             runner: false,
             scheduler: false,
             lease: Duration::from_secs(30),
+            max_payload: None,
         }
     }
 }
@@ -102,7 +105,11 @@ impl Stack {
     pub async fn start(options: Options) -> Self {
         flexcore_testkit::init_tracing();
         let db = TestDb::create().await.unwrap();
-        let nats = TestNats::start().await.unwrap();
+        let mut nats = TestNats::start().await.unwrap();
+        if let Some(max_payload) = options.max_payload {
+            nats.set_max_payload(max_payload);
+            nats.restart().await.unwrap();
+        }
         let client = nats.client().await.unwrap();
         let js = async_nats::jetstream::new(client.clone());
         let mut settings = Settings::default();

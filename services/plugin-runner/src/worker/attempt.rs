@@ -176,13 +176,9 @@ async fn attempt(ctx: Arc<Context>, message: jetstream::Message, item: WorkItem)
         attempt: item.attempt,
         runner_id: ctx.runner_id.clone(),
     };
-    let heartbeat = tokio::spawn(heartbeat(
-        ctx.client.clone(),
-        message.clone(),
-        beat,
-        ctx.lease,
-        cancel.clone(),
-    ));
+    // Not stopped by `cancel` (which ends the plugins): the lease is held until the outcome
+    // is reported, then the task is aborted.
+    let heartbeat = tokio::spawn(heartbeat(ctx.client.clone(), message.clone(), beat, ctx.lease));
     let watch = tokio::spawn(watch_cancellation(run_events, cancel.clone()));
     let outcome = run_attempt(&ctx, &item, cancel.clone()).await;
     cancel.cancel();
@@ -447,27 +443,17 @@ async fn module(ctx: &Context, digest: &Digest) -> Result<Arc<[u8]>, flexcore_pl
 
 /// Keeps the lease: AckProgress well within AckWait (so JetStream does not redeliver) and a
 /// heartbeat for the schedulers (so they do not time the attempt out).
-async fn heartbeat(
-    client: async_nats::Client,
-    message: jetstream::Message,
-    beat: RunHeartbeat,
-    lease: Duration,
-    stop: CancellationToken,
-) {
+async fn heartbeat(client: async_nats::Client, message: jetstream::Message, beat: RunHeartbeat, lease: Duration) {
     let every = (lease / 3).max(Duration::from_millis(200));
     let subject = subjects::run_heartbeat(beat.run_id);
     let body: bytes::Bytes = serde_json::to_vec(&beat).unwrap_or_default().into();
     loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(every) => {
-                if let Err(error) = message.ack_with(AckKind::Progress).await {
-                    tracing::warn!(%error, "heartbeat failed");
-                }
-                if let Err(error) = client.publish(subject.clone(), body.clone()).await {
-                    tracing::warn!(%error, "heartbeat not published");
-                }
-            }
+        tokio::time::sleep(every).await;
+        if let Err(error) = message.ack_with(AckKind::Progress).await {
+            tracing::warn!(%error, "heartbeat failed");
+        }
+        if let Err(error) = client.publish(subject.clone(), body.clone()).await {
+            tracing::warn!(%error, "heartbeat not published");
         }
     }
 }

@@ -1,4 +1,10 @@
 //! FlexCore end to end: regression tests of the contract and delivery guarantees on the
 //! real services, a private NATS and Postgres.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+mod contract;
+mod delivery;
 mod exact;
+mod relay;
+#[path = "../../../../shared/service/tests/support/scrape.rs"]
+mod scrape;
+mod sizes;
