@@ -40,6 +40,10 @@ pub struct Queue {
     pub waiting: u64,
     /// Work items taken and not yet finished (attempts running).
     pub in_progress: u64,
+    /// Items stored in the work stream that no runner will be handed again (below the
+    /// consumer's ack floor: left by a nats-server 2.9 crash or by MaxDeliver); the
+    /// runners' janitor deletes those whose run has moved on.
+    pub lingering: u64,
 }
 
 /// Everything `flexctl status` reports.
@@ -124,9 +128,19 @@ pub async fn gather(api: &Api) -> anyhow::Result<Status> {
             .await
             .ok()?;
         let info = consumer.info().await.ok()?;
+        let stored = js
+            .get_stream(subjects::WORK_STREAM)
+            .await
+            .ok()?
+            .cached_info()
+            .state
+            .messages;
+        let waiting = info.num_pending;
+        let in_progress = u64::try_from(info.num_ack_pending).unwrap_or(0);
         Some(Queue {
-            waiting: info.num_pending,
-            in_progress: u64::try_from(info.num_ack_pending).unwrap_or(0),
+            waiting,
+            in_progress,
+            lingering: stored.saturating_sub(waiting + in_progress),
         })
     };
     let ((schedulers, runners), command, (projection, projections), stats, queue) =
@@ -197,7 +211,13 @@ impl Status {
                 "work queue",
                 self.queue.as_ref().map_or_else(
                     || "no work stream yet".to_owned(),
-                    |q| format!("{} waiting, {} in progress", q.waiting, q.in_progress),
+                    |q| match q.lingering {
+                        0 => format!("{} waiting, {} in progress", q.waiting, q.in_progress),
+                        n => format!(
+                            "{} waiting, {} in progress ({n} stored item(s) no runner will take: see docs/troubleshooting.md)",
+                            q.waiting, q.in_progress
+                        ),
+                    },
                 ),
             ),
         ]);

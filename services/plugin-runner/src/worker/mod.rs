@@ -4,11 +4,13 @@
 //!
 //! - [`attempt`]: claim → run → checkpoints → outcome, heartbeats, cancellation.
 //! - [`definition`]: the attempt's definition from the event stream.
+//! - [`janitor`]: deletes work items that linger below the consumer's ack floor.
 //! - [`secrets`]: `${secret:NAME}` resolution and log scrubbing.
 //! - [`metrics`]: slots, plugin executions and records for `/metrics`; readiness checks.
 
 pub mod attempt;
 pub mod definition;
+pub mod janitor;
 pub mod metrics;
 pub mod secrets;
 
@@ -112,6 +114,7 @@ pub async fn run(
     tracing::info!(runner_id = %config.runner_id, slots = config.slots, "taking run work");
     // Attempts in flight in this runner (the fetch loop's own permit is not one).
     let in_flight = Arc::new(AtomicUsize::new(0));
+    let janitor = tokio::spawn(janitor::run(ctx.js.clone(), ctx.commands.clone(), shutdown.clone()));
     let presence = tokio::spawn(announce(
         ctx.client.clone(),
         config.runner_id.clone(),
@@ -174,6 +177,7 @@ pub async fn run(
         let _ = tokio::time::timeout(Duration::from_secs(1), slots.acquire_many(all)).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), presence).await;
+    janitor.abort();
     Ok(())
 }
 
