@@ -5,7 +5,8 @@
 //!    `.flexcore/postgres` and started with `pg_ctl` on the URL's port (as the
 //!    `postgres` user when flexctl runs as root, which Postgres refuses).
 //! 2. **NATS**: used if reachable at `--nats-url` (JetStream must be on); otherwise
-//!    `nats-server -js` is started with its store in `.flexcore/nats`.
+//!    `nats-server` is started with JetStream, its store in `.flexcore/nats` and
+//!    `max_payload: 1MB` stated (its config: `.flexcore/nats-server.conf`).
 //!    A missing binary stops here with the exact command that installs it.
 //! 3. **Services**: the four binaries (next to `flexctl`, else on PATH) as child
 //!    processes, their log lines prefixed with the service's name in its colour; the
@@ -445,12 +446,19 @@ async fn nats(url: &str, state_dir: &Path, servers: &mut Servers) -> anyhow::Res
     ));
     let store = state_dir.join("nats");
     let log = state_dir.join("nats-server.log");
+    // A config file, so the message size limit FlexCore learns from the server is stated
+    // (the same as deploy/nats/single.conf).
+    let config = state_dir.join("nats-server.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "# Written by `flexctl dev`.\nlisten: \"127.0.0.1:{port}\"\nmax_payload: 1MB\njetstream {{\n  store_dir: {store:?}\n}}\n",
+            store = store.display().to_string()
+        ),
+    )
+    .with_context(|| format!("writing {}", config.display()))?;
     let mut command = Command::new(&binary);
-    command
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(&store)
-        .arg("-l")
-        .arg(&log);
+    command.arg("-c").arg(&config).arg("-l").arg(&log);
     let child = spawn_prefixed("nats-server", command, 4, None)?;
     servers.nats = Some(Started {
         name: "nats-server",

@@ -216,3 +216,40 @@ fn nats_server_accepts_the_configuration() {
         ),
     }
 }
+
+/// The single-node configuration (docker-compose mounts it) parses and states the
+/// `max_payload` every configuration states, the cluster's.
+#[test]
+fn the_single_node_configuration_is_valid_and_states_the_same_max_payload() {
+    let nats = root().join("deploy/nats");
+    let max_payload = |text: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix("max_payload:").map(|v| v.trim().to_owned()))
+    };
+    let single = read(&nats.join("single.conf"));
+    assert_eq!(max_payload(&single), Some("1MB".to_owned()));
+    assert_eq!(max_payload(&read(&nats.join("nats-server.conf"))), max_payload(&single));
+    let compose = read(&root().join("docker-compose.yml"));
+    assert!(
+        compose.contains("./deploy/nats/single.conf:/etc/nats/single.conf:ro")
+            && compose.contains(r#"command: ["-c", "/etc/nats/single.conf"]"#),
+        "docker-compose.yml runs NATS with deploy/nats/single.conf"
+    );
+    match std::process::Command::new("nats-server")
+        .arg("-t")
+        .arg("-c")
+        .arg(nats.join("single.conf"))
+        .output()
+    {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("nats-server not installed: configuration not checked by the server");
+        }
+        Err(error) => panic!("running nats-server: {error}"),
+        Ok(output) => assert!(
+            output.status.success(),
+            "nats-server -t refuses deploy/nats/single.conf:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    }
+}
