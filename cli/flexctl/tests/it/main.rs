@@ -6,7 +6,6 @@ mod bench;
 mod dev;
 mod plugin;
 mod schedule;
-mod shutdown;
 
 use std::time::Duration;
 

@@ -8,4 +8,5 @@ mod janitor;
 mod relay;
 #[path = "../../../../shared/service/tests/support/scrape.rs"]
 mod scrape;
+mod shutdown;
 mod sizes;
