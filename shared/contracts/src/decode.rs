@@ -215,15 +215,20 @@ impl Checked<'_> {
         E::custom(message)
     }
 
+    /// Refuses `s` (a string or key at pointer `at`) if it holds U+0000. The pointer is
+    /// exact (a key's own U+0000 included); the message spells it `\u0000`, so that no
+    /// message holds the character.
     fn text<E: de::Error>(&self, s: &str, at: &str) -> Result<(), E> {
         if s.contains('\0') {
+            let shown = if at.is_empty() {
+                "the body".to_owned()
+            } else {
+                at.replace('\0', "\\u0000")
+            };
             return Err(self.refuse(ErrorBody::at(
                 ErrorReason::InvalidCharacter,
                 at,
-                format!(
-                    "{}: U+0000 (\\u0000) cannot be stored; remove it",
-                    if at.is_empty() { "the body" } else { at }
-                ),
+                format!("{shown}: U+0000 (\\u0000) cannot be stored; remove it"),
             )));
         }
         Ok(())
@@ -507,9 +512,15 @@ fn explain(root: &Value, error: &jsonschema::ValidationError<'_>, prefix: &str, 
             at.clone(),
             format!("is not allowed as given{hint}"),
         ),
+        K::UniqueItems => (
+            ErrorReason::InvalidValue,
+            at.clone(),
+            format!("must not repeat an item{hint}"),
+        ),
         _ => {
-            let mut text = error.to_string();
-            text.truncate(200);
+            // The validator's own words, cut short (by characters: a message may hold
+            // any text of the body).
+            let text: String = error.to_string().chars().take(200).collect();
             (ErrorReason::InvalidValue, at.clone(), text)
         }
     };

@@ -90,6 +90,11 @@ pub enum ErrorReason {
     InvalidValue,
     /// `validation_failed`: a step's config does not satisfy its plugin's config schema.
     ConfigInvalid,
+    /// `validation_failed`: a plugin's `config_schema` is valid by the JSON Schema
+    /// meta-schema, but cannot be used: a `pattern` that is no regular expression, a
+    /// `$ref` that does not resolve, a `$schema` no validator knows (rules no meta-schema
+    /// states, so the command's own schema cannot).
+    ConfigSchemaUnusable,
     /// `validation_failed`: a secret property of a step's config holds a value instead of a
     /// `${secret:NAME}` reference.
     LiteralSecret,
@@ -143,8 +148,8 @@ impl ErrorReason {
         use ErrorReason::*;
         match self {
             MalformedJson | NotAnObject | DuplicateKey | InvalidCharacter | UnknownSubject | MissingField
-            | UnknownField | InvalidType | InvalidValue | ConfigInvalid | LiteralSecret | PluginDisabled
-            | WrongPluginKind | Mismatch | NotApplicable => ErrorCode::ValidationFailed,
+            | UnknownField | InvalidType | InvalidValue | ConfigInvalid | ConfigSchemaUnusable | LiteralSecret
+            | PluginDisabled | WrongPluginKind | Mismatch | NotApplicable => ErrorCode::ValidationFailed,
             NotFound => ErrorCode::NotFound,
             Version | Exists | Unique | MaxActiveRuns | StaleAttempt | CommandIdReused | SlotFired | Contention
             | RebuildRunning => ErrorCode::Conflict,
@@ -178,6 +183,7 @@ const REASON_NAMES: &[(ErrorReason, &str)] = &[
     (ErrorReason::InvalidType, "invalid_type"),
     (ErrorReason::InvalidValue, "invalid_value"),
     (ErrorReason::ConfigInvalid, "config_invalid"),
+    (ErrorReason::ConfigSchemaUnusable, "config_schema_unusable"),
     (ErrorReason::LiteralSecret, "literal_secret"),
     (ErrorReason::PluginDisabled, "plugin_disabled"),
     (ErrorReason::WrongPluginKind, "wrong_plugin_kind"),
@@ -213,8 +219,10 @@ pub struct ErrorDetails {
     /// Which rule refused the request.
     pub reason: ErrorReason,
     /// RFC 6901 JSON pointer of the field at fault (`/retry/max_attempts`; `""` is the
-    /// whole body), when one is.
+    /// whole body), when one is. Its tokens are the body's keys as sent (a key refused
+    /// for holding U+0000 is named with it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = crate::rules::JSON_POINTER_PATTERN))]
     pub path: Option<String>,
     /// Reason-specific facts: `limit` and `size` (bytes) of `too_large`,
     /// `current_version` of `version`, `line` and `column` of `malformed_json`, …

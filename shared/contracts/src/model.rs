@@ -328,7 +328,7 @@ pub struct ScheduleSpec {
 /// `nullable`.
 fn cron_schema_of(nullable: bool) -> schemars::Schema {
     let mut schema = schemars::json_schema!({
-        "description": "A cron expression: 5 fields (minute hour day-of-month month day-of-week) or 6 (a leading seconds field), separated by spaces. Fields are comma-separated lists of *, numbers, ascending ranges a-b (each optionally /step), month and weekday names (JAN, MON, any case), ? in the day fields, L and nW in the day of the month, nL and n#k in the day of the week.",
+        "description": "A cron expression: 5 fields (minute hour day-of-month month day-of-week) or 6 (a leading seconds field), separated by spaces. A field is *, ? (day fields only) or a comma-separated list of */step, numbers, ascending ranges a-b (each optionally /step), month and weekday names (JAN, MON, any case), L and nW in the day of the month, nL (n 0-6) and n#k in the day of the week. A weekday range does not end in SUN (write 7).",
         "maxLength": rules::MAX_CRON_CHARS,
     });
     schema.insert(

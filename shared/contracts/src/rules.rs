@@ -14,14 +14,60 @@ pub const MAX_SAFE_INTEGER: u64 = 9_007_199_254_740_991;
 /// A UUID in its canonical hyphenated form (either case).
 pub const UUID_PATTERN: &str = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
 
-/// An RFC 3339 timestamp with a valid calendar date (leap years included), seconds 00-59,
-/// an optional fraction of 1-9 digits and `Z` or a `±hh:mm` offset. No spaces.
+/// The months of 30 days and February of a common year, with their days.
+macro_rules! month_days {
+    () => {
+        "(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8])"
+    };
+}
+/// A time of day: seconds 00-59, an optional fraction of 1-9 digits.
+macro_rules! time_of_day {
+    () => {
+        "[Tt](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.[0-9]{1,9})?"
+    };
+}
+/// An offset from UTC of less than a day.
+macro_rules! offset {
+    () => {
+        "(?:[01][0-9]|2[0-3]):[0-5][0-9]"
+    };
+}
+
+/// An RFC 3339 timestamp with a valid calendar date (leap years included) of the years
+/// 0000-9999, seconds 00-59, an optional fraction of 1-9 digits and `Z` or a `±hh:mm`
+/// offset. No spaces. On 0000-01-01 the offset is not ahead of UTC and on 9999-12-31 not
+/// behind it, so that every instant is one of those years in UTC too (the form services
+/// write it back in).
 pub const TIMESTAMP_PATTERN: &str = concat!(
-    "^(?:[0-9]{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)",
-    "|02-(?:0[1-9]|1[0-9]|2[0-8]))",
+    "^(?:(?:",
+    // 0001-9998: any day.
+    "(?:000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])",
+    "-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|",
+    month_days!(),
+    ")",
+    // 0000 but its first day, 9999 but its last.
+    "|0000-(?:01-(?:0[2-9]|[12][0-9]|3[01])|(?:0[3578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|",
+    month_days!(),
+    ")",
+    "|9999-(?:(?:0[13578]|10)-(?:0[1-9]|[12][0-9]|3[01])|12-(?:0[1-9]|[12][0-9]|30)|",
+    month_days!(),
+    ")",
+    // 29 February of a leap year.
     "|(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)-02-29)",
-    "[Tt](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.[0-9]{1,9})?",
-    "(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$"
+    time_of_day!(),
+    "(?:[Zz]|[+-]",
+    offset!(),
+    ")",
+    "|0000-01-01",
+    time_of_day!(),
+    "(?:[Zz]|[+-]00:00|-",
+    offset!(),
+    ")",
+    "|9999-12-31",
+    time_of_day!(),
+    "(?:[Zz]|[+-]00:00|\\+",
+    offset!(),
+    "))$"
 );
 
 /// Any proper prefix of `{secret:` (including the empty one).
@@ -33,6 +79,10 @@ macro_rules! secret_prefix {
 
 /// Any text without NUL (PostgreSQL cannot store U+0000 in text or jsonb).
 pub const TEXT_PATTERN: &str = "^[^\\u0000]*$";
+
+/// An RFC 6901 JSON pointer (`""` or `/a/0/b~1c`). Its tokens are the keys of a body as
+/// written, so they may hold any character, U+0000 included.
+pub const JSON_POINTER_PATTERN: &str = "^(?:/(?:[^~/]|~[01])*)*$";
 
 /// A string inside a step's config: no NUL, and every `${secret:` opens a well-formed
 /// reference `${secret:NAME}` (NAME: letters, digits, `_`, not starting with a digit).
@@ -148,10 +198,21 @@ pub const MAX_GRANTS: u64 = 64;
 pub const MAX_PAGE: u64 = 1000;
 
 /// A cron expression: 5 fields (minute hour day-of-month month day-of-week) or 6 (a
-/// leading seconds field), separated by spaces. Each field is a comma-separated list of
-/// `*`, a number, an ascending range `a-b` (each optionally `/step`), month and weekday
-/// names (`JAN`, `MON`, any case), `?` in the day fields, `L` and `nW` in the day of the
-/// month, `nL` and `n#k` in the day of the week.
+/// leading seconds field), separated by spaces. A field is `*`, `?` (day fields only), or
+/// a comma-separated list of `*/step`, numbers, ascending ranges `a-b` (each optionally
+/// `/step`), month and weekday names (`JAN`, `MON`, any case), `L` and `nW` in the day of
+/// the month, `nL` (`n` 0-6) and `n#k` in the day of the week. A weekday range does not
+/// end in `SUN` (write `7`).
+///
+/// Every expression it matches is one the schedule calendar's parser (`shared/cron`,
+/// croner) accepts, with the meaning written. Refused because the parser refuses them: a
+/// bare `*` or `?` inside a list (`1,*`). Refused because the parser reads them otherwise:
+/// `SUN` ending a range (read as 7, so `SUN-SUN` is every day), `7L` and `L` alone in the
+/// day of the week (never fire). Refused although the parser reads them, to keep one
+/// notation: tabs and spaces around the expression, `l`/`w` in lower case, empty list
+/// items (`5,`), numbers with more than one leading zero, steps longer than the field
+/// (`*/61`), names in another field's position, and a leading `+` on the day of the week.
+/// (`shared/cron/tests/schema_rules.rs` checks both directions.)
 pub fn cron_pattern() -> String {
     let field = |f: &CronField| f.pattern();
     let sec = field(&SECONDS);
@@ -220,20 +281,21 @@ pub(crate) const WEEKDAYS: CronField = CronField {
 };
 
 impl CronField {
-    /// A value: a number (one leading zero allowed) or its name.
-    fn value(&self, from: u32) -> String {
-        let mut alternatives = vec![numbers(from, self.hi)];
+    /// A number of `from..=to` (one leading zero allowed) or the name of one.
+    fn value(&self, from: u32, to: u32) -> String {
+        let mut alternatives = vec![numbers(from, to)];
         alternatives.extend(
             self.names
                 .iter()
-                .enumerate()
-                .filter(|(i, _)| self.lo + *i as u32 >= from)
-                .map(|(_, n)| any_case(n)),
+                .zip(self.lo..)
+                .filter(|(_, v)| (from..=to).contains(v))
+                .map(|(name, _)| any_case(name)),
         );
         format!("(?:{})", alternatives.join("|"))
     }
 
-    /// An ascending range `a-b`: for each start, the ends not below it.
+    /// An ascending range `a-b`: for each start, the ends not below it. No weekday range
+    /// ends in `SUN`: the parser reads it there as 7 (`0-SUN` would be every day).
     fn range(&self) -> String {
         let alternatives: Vec<String> = (self.lo..=self.hi)
             .map(|a| {
@@ -241,37 +303,48 @@ impl CronField {
                 if let Some(name) = a.checked_sub(self.lo).and_then(|i| self.names.get(i as usize)) {
                     start.push(any_case(name));
                 }
-                format!("(?:{})-{}", start.join("|"), self.value(a))
+                let end = if self.day_of_week && a == self.lo {
+                    format!("(?:{}|{})", numbers(a, self.hi), self.value(a + 1, self.hi))
+                } else {
+                    self.value(a, self.hi)
+                };
+                format!("(?:{})-{end}", start.join("|"))
             })
             .collect();
         format!("(?:{})", alternatives.join("|"))
     }
 
-    /// One list item.
+    /// One item of a list (a bare `*` or `?` is a whole field, never an item: the parser
+    /// refuses `1,*`).
     fn item(&self) -> String {
-        let step = format!("(?:/{})?", numbers(1, self.hi - self.lo + 1));
+        let steps = numbers(1, self.hi - self.lo + 1);
+        let step = format!("(?:/{steps})?");
         let mut alternatives = vec![
-            format!("\\*{step}"),
+            format!("\\*/{steps}"),
             format!("{}{step}", self.range()),
-            format!("{}{step}", self.value(self.lo)),
+            format!("{}{step}", self.value(self.lo, self.hi)),
         ];
         if self.day_of_month {
-            alternatives.push("\\?".into());
             alternatives.push("L".into());
             alternatives.push(format!("{}W", numbers(1, 31)));
         }
         if self.day_of_week {
-            alternatives.push("\\?".into());
-            alternatives.push(format!("{}L", self.value(self.lo)));
-            alternatives.push(format!("{}#[1-5]", self.value(self.lo)));
+            // 7 is Sunday everywhere but here: the parser never fires `7L`.
+            alternatives.push(format!("{}L", self.value(self.lo, 6)));
+            alternatives.push(format!("{}#[1-5]", self.value(self.lo, self.hi)));
         }
         format!("(?:{})", alternatives.join("|"))
     }
 
-    /// The whole field: a comma-separated list of items.
+    /// The whole field: `*`, `?` in the day fields, or a comma-separated list of items.
     pub(crate) fn pattern(&self) -> String {
         let item = self.item();
-        format!("{item}(?:,{item})*")
+        let whole = if self.day_of_month || self.day_of_week {
+            "\\*|\\?"
+        } else {
+            "\\*"
+        };
+        format!("(?:{whole}|{item}(?:,{item})*)")
     }
 }
 
@@ -352,6 +425,13 @@ mod tests {
             "2024-02-29T00:00:00.123456789+01:00",
             "2000-02-29t23:59:59z",
             "1999-12-31T23:59:59-23:59",
+            "0000-01-01T00:00:00Z",
+            "0000-01-01T00:00:00-23:59",
+            "0000-01-02T00:00:00+23:59",
+            "0004-02-29T00:00:00Z",
+            "9999-12-31T23:59:59.999999999Z",
+            "9999-12-31T23:59:59+23:59",
+            "9999-12-30T23:59:59-23:59",
         ] {
             assert!(matches(TIMESTAMP_PATTERN, ok), "{ok}");
         }
@@ -366,6 +446,11 @@ mod tests {
             "2026-11-24T10:00:60Z",
             "2026-11-24T10:00:00",
             "2026-11-24T10:00:00.1234567890Z",
+            "0000-01-01T00:00:00+00:01",
+            "9999-12-31T23:59:59-00:01",
+            "0000-02-29T00:00:00Z",
+            "9999-02-29T00:00:00Z",
+            "+10000-01-01T00:00:00Z",
         ] {
             assert!(!matches(TIMESTAMP_PATTERN, bad), "{bad}");
         }

@@ -15,7 +15,10 @@ const SECRET_PREFIX: &str = "${secret:";
 
 /// Compiles a plugin's config JSON Schema. It must be an object (a boolean schema says
 /// nothing useful about a config) and a valid schema of its declared draft (2020-12 when
-/// it declares none).
+/// it declares none). The command's schema has checked it against the 2020-12
+/// meta-schema already; what fails here (a pattern that is no regular expression, a
+/// `$ref` to nowhere, an unknown `$schema`) is a rule no meta-schema states, refused with
+/// its own reason.
 pub fn compile_config_schema(schema: &Value) -> Result<jsonschema::Validator, DomainError> {
     if !schema.is_object() {
         return Err(DomainError::validation(
@@ -26,7 +29,7 @@ pub fn compile_config_schema(schema: &Value) -> Result<jsonschema::Validator, Do
     }
     jsonschema::validator_for(schema).map_err(|e| {
         DomainError::validation(
-            ErrorReason::InvalidValue,
+            ErrorReason::ConfigSchemaUnusable,
             "/config_schema",
             format!(
                 "config_schema is not a usable JSON Schema: {e} (at {}); fix the schema",

@@ -98,13 +98,23 @@ fn encode_cursor(sort: &str, value: &str, key: &str) -> String {
     hex::encode(format!("{sort}\u{1f}{value}\u{1f}{key}"))
 }
 
+fn forged_cursor() -> ErrorBody {
+    not_applicable(
+        "/cursor",
+        "cursor is not one this service issued; pass next_cursor of the previous page unchanged".into(),
+    )
+}
+
+/// Whether the database refused a value (SQLSTATE class 22, data exception). A cursor's
+/// sort value and key reach the database as text cast to their columns' types, so a
+/// cursor this service did not issue can hold one that does not cast (`not a time`, a key
+/// that is no UUID, U+0000): it is refused as a cursor, not answered `internal`.
+fn is_data_exception(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.code().is_some_and(|code| code.starts_with("22")))
+}
+
 fn decode_cursor(cursor: &str, sort: &str) -> Result<(String, String), ErrorBody> {
-    let bad = || {
-        not_applicable(
-            "/cursor",
-            "cursor is not one this service issued; pass next_cursor of the previous page unchanged".into(),
-        )
-    };
+    let bad = forged_cursor;
     let raw = hex::decode(cursor).map_err(|_| bad())?;
     let text = String::from_utf8(raw).map_err(|_| bad())?;
     let mut parts = text.split('\u{1f}');
@@ -199,7 +209,10 @@ pub async fn page(pool: &PgPool, spec: &ListSpec, q: &ListQuery) -> Result<Page,
     }
     b.push(format!(" ORDER BY {sort_col} {dir}, {key_col} {dir} LIMIT "))
         .push_bind(i64::from(limit) + 1);
-    let rows = b.build().fetch_all(pool).await.map_err(super::db_error)?;
+    let rows = b.build().fetch_all(pool).await.map_err(|e| match &q.cursor {
+        Some(_) if is_data_exception(&e) => forged_cursor(),
+        _ => super::db_error(e),
+    })?;
     let more = rows.len() > limit as usize;
     let mut items = Vec::with_capacity(rows.len().min(limit as usize));
     for row in rows.iter().take(limit as usize) {

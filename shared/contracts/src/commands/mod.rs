@@ -324,6 +324,18 @@ mod tests {
     }
 
     #[test]
+    fn repeated_items_are_refused_whatever_their_text() {
+        // The validator's message quotes the items; multi-byte ones once cut it mid-character.
+        let id = Uuid::new_v4();
+        let tag = "x\u{a0}y ".repeat(30);
+        let body = format!(r#"{{"pipeline_id":"{id}","tags":["{tag}","{tag}"]}}"#);
+        assert_eq!(
+            refusal(decode("flexcore.cmd.pipeline.update", body.as_bytes())),
+            (ErrorCode::ValidationFailed, ErrorReason::InvalidValue, "/tags".into())
+        );
+    }
+
+    #[test]
     fn integers_written_as_floats_are_integers() {
         let id = Uuid::new_v4();
         let body = format!(r#"{{"run_id":"{id}","attempt":2.0,"runner_id":"r","lease_seconds":3e1}}"#);

@@ -21,9 +21,9 @@ combinations), so a body a standard 2020-12 validator accepts is never refused f
 form, and one it refuses is refused with `validation_failed`, the rule's `reason` and the
 JSON pointer of the field (`/retry/max_attempts`). Beyond the schemas, a body must be
 JSON whose numbers fit a 64-bit float's range, and no object may repeat a key. UUIDs are
-accepted in their canonical hyphenated form only, timestamps as RFC 3339 without spaces,
-integers up to 2^53 − 1 (also written `1.0` or `1e3`), and no string or key may contain
-U+0000. Client data FlexCore does not interpret (Singer STATE, step configs, plugin config
+accepted in their canonical hyphenated form only, timestamps as RFC 3339 without spaces
+of an instant in the years 0000-9999 (in UTC too), integers up to 2^53 − 1 (also written
+`1.0` or `1e3`), and no string or key may contain U+0000. Client data FlexCore does not interpret (Singer STATE, step configs, plugin config
 schemas) comes back exactly as it was sent: every digit of every number, key order and
 escapes. Event `data` and query views are not closed: a consumer should ignore fields it
 does not know, so that fields can be added without a new schema version.

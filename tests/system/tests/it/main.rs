@@ -4,6 +4,7 @@
 mod contract;
 mod delivery;
 mod exact;
+mod fuzz;
 mod janitor;
 mod relay;
 #[path = "../../../../shared/service/tests/support/scrape.rs"]

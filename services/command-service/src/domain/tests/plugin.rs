@@ -138,6 +138,7 @@ fn register_requires_a_valid_json_schema_object() {
     let e = then_error(World::default().when(bad_regex), ErrorCode::ValidationFailed);
     assert!(e.to_string().contains("is not a usable JSON Schema"), "{e}");
     assert_eq!(details(&e)["path"], json!("/config_schema"));
+    assert_eq!(details(&e)["reason"], json!("config_schema_unusable"));
 }
 
 #[test]
