@@ -5,6 +5,7 @@ mod contract;
 mod delivery;
 mod exact;
 mod fuzz;
+mod hostile;
 mod janitor;
 mod relay;
 #[path = "../../../../shared/service/tests/support/scrape.rs"]
