@@ -25,7 +25,8 @@ accepted in their canonical hyphenated form only, timestamps as RFC 3339 without
 of an instant in the years 0000-9999 (in UTC too), integers up to 2^53 − 1 (also written
 `1.0` or `1e3`), and no string or key may contain U+0000. Client data FlexCore does not interpret (Singer STATE, step configs, plugin config
 schemas) comes back exactly as it was sent: every digit of every number, key order and
-escapes. Event `data` and query views are not closed: a consumer should ignore fields it
+escapes. Records and STATEs that pass through plugins keep every digit and key order too;
+a plugin built on the SDK writes an exponent with its sign (`1.5e3` as `1.5e+3`). Event `data` and query views are not closed: a consumer should ignore fields it
 does not know, so that fields can be added without a new schema version.
 
 Sizes are bounded by the NATS server's `max_payload` (1 MiB unless the server says
@@ -35,6 +36,10 @@ of whose events would be a larger message (no event is committed that the relay 
 publish); a STATE may use the limit less 8 KiB (room for the events that carry it). A
 query reply never exceeds it: a list returns fewer items than `limit` and a
 `next_cursor`, and an item too large for one reply is refused with `payload_too_large`.
+Should an event in the log ever be larger than the server's `max_payload` (the limit was
+lowered after it was written), the relay holds it and everything after it, in order,
+until the limit admits it again; nothing is skipped (see troubleshooting.md, "relay
+blocked"). Every `max_payload` of a cluster must be the same.
 
 "#;
 
