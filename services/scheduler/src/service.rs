@@ -3,6 +3,7 @@
 //! the commands [`Core`] decides on with bounded concurrency; replies come back as
 //! [`Outcome`]s.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -90,6 +91,10 @@ async fn replica(
     };
     let mut last_sequence = 0u64;
     let mut events = follow(&stream, last_sequence).await?;
+    // Reconnections so far: after one the ordered consumer (in the server's memory) may be
+    // gone, and async-nats notices only after two missed idle heartbeats (tens of
+    // seconds), so the consumer is created again at once.
+    let mut connects = client.statistics().connects.load(Ordering::Relaxed);
     if replay_to == 0 {
         core.go_live(clock.now());
     }
@@ -106,6 +111,11 @@ async fn replica(
                         .info()
                         .map(|i| (i.stream_sequence, i.pending))
                         .unwrap_or((last_sequence + 1, 1));
+                    if sequence <= last_sequence {
+                        // Delivered again by a consumer async-nats created anew (it restarts
+                        // from the last message it saw itself, or the stream's start).
+                        continue;
+                    }
                     last_sequence = sequence;
                     match serde_json::from_slice::<EventEnvelope>(&message.payload) {
                         // Live events only: a replay would add spans to old traces.
@@ -130,10 +140,15 @@ async fn replica(
                         tracing::info!(schedules, runs, timers, "log replayed; firing");
                     }
                 }
-                Some(Err(error)) => tracing::warn!(%error, "event stream error"),
+                Some(Err(error)) => {
+                    tracing::warn!(%error, last_sequence, "event stream error; following again");
+                    let Some(again) = follow_again(&stream, last_sequence, &shutdown).await else { break };
+                    events = again;
+                }
                 None => {
                     tracing::warn!(last_sequence, "event consumer ended; following again");
-                    events = follow(&stream, last_sequence).await?;
+                    let Some(again) = follow_again(&stream, last_sequence, &shutdown).await else { break };
+                    events = again;
                 }
             },
             Some(message) = heartbeats.next() => {
@@ -147,6 +162,13 @@ async fn replica(
                 }
             }
             _ = tick.tick() => {
+                let now_connects = client.statistics().connects.load(Ordering::Relaxed);
+                if now_connects != connects {
+                    connects = now_connects;
+                    tracing::info!(last_sequence, "reconnected to NATS; following the events stream again");
+                    let Some(again) = follow_again(&stream, last_sequence, &shutdown).await else { break };
+                    events = again;
+                }
                 announce(&client, &instance, true).await;
                 core.expire_members(Instant::now());
             }
@@ -196,6 +218,28 @@ async fn events_stream(js: &jetstream::Context, shutdown: &CancellationToken) ->
                     () = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
             }
+        }
+    }
+}
+
+/// [`follow`], tried every second until it succeeds (NATS may be down); `None` on shutdown.
+async fn follow_again(
+    stream: &jetstream::stream::Stream,
+    after: u64,
+    shutdown: &CancellationToken,
+) -> Option<jetstream::consumer::pull::Ordered> {
+    loop {
+        match follow(stream, after).await {
+            Ok(events) => return Some(events),
+            Err(error) => tracing::warn!(
+                error = format!("{error:#}"),
+                after,
+                "cannot follow the events stream; retrying"
+            ),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
 }

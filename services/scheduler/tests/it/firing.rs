@@ -239,3 +239,41 @@ async fn invalid_schedules_are_refused_with_the_field_at_fault() {
     assert_eq!(schedules, 0);
     s.stop();
 }
+
+/// A NATS restart loses the scheduler's ordered consumer (the server keeps it in memory);
+/// the scheduler follows the event stream again as soon as it has reconnected, instead of
+/// after async-nats's two missed idle heartbeats (about a minute), so a schedule created
+/// right after the restart fires at its first slot.
+#[tokio::test]
+async fn a_schedule_created_just_after_a_nats_restart_fires() {
+    let mut s = stack().await;
+    let pipeline = s.pipeline("after-restart", json!({"max_active_runs": 100})).await;
+    let replica = s.replica("solo");
+    s.settle().await;
+    s.nats.restart().await.unwrap();
+    // The command service reconnects too: the request is sent until it is answered.
+    let body = json!({"pipeline_id": pipeline, "cron": "* * * * * *", "overlap": "allow"});
+    let mut reply = None;
+    for _ in 0..20 {
+        let request = s
+            .client
+            .request("flexcore.cmd.schedule.create", body.to_string().into());
+        if let Ok(Ok(answer)) = tokio::time::timeout(std::time::Duration::from_secs(1), request).await {
+            reply = Some(serde_json::from_slice::<serde_json::Value>(&answer.payload).unwrap());
+            break;
+        }
+    }
+    let reply = reply.expect("schedule.create answered after the restart");
+    assert_eq!(reply["ok"], json!(true), "{reply}");
+    let schedule: uuid::Uuid = reply["aggregate_id"].as_str().unwrap().parse().unwrap();
+    // One slot a second of clock time, until the scheduler has learnt of the schedule
+    // from the stream and fired (each poll moves the clock on).
+    flexcore_testkit::wait_until(std::time::Duration::from_secs(20), "the new schedule fired", || async {
+        s.clock.set(s.clock.now() + Duration::seconds(1));
+        !s.fired(schedule).await.is_empty()
+    })
+    .await
+    .unwrap();
+    replica.stop().await;
+    s.stop();
+}
