@@ -131,10 +131,17 @@ pub async fn run(
             let mut batch = consumer
                 .fetch()
                 .max_messages(1)
-                .expires(Duration::from_secs(1))
+                .expires(FETCH_EXPIRES)
                 .messages()
                 .await?;
-            Ok::<_, async_nats::Error>(batch.next().await)
+            // A pull request sent just before a disconnection never reaches the server,
+            // and async-nats gives up on its answer only 5 s after the expiry: a runner
+            // would stand idle that long after every NATS restart. The server answers an
+            // expired pull within the expiry, so waiting a second more loses nothing.
+            match tokio::time::timeout(FETCH_EXPIRES + Duration::from_secs(1), batch.next()).await {
+                Ok(next) => Ok::<_, async_nats::Error>(next),
+                Err(_) => Ok(None),
+            }
         };
         // A fetch from a server that is gone must not outlive a shutdown.
         let fetched = tokio::select! {
@@ -180,6 +187,9 @@ pub async fn run(
     janitor.abort();
     Ok(())
 }
+
+/// How long a pull for work waits on the server for an item.
+const FETCH_EXPIRES: Duration = Duration::from_secs(1);
 
 /// How often a runner announces its slots on [`subjects::RUNNER_PRESENCE`].
 pub const PRESENCE_INTERVAL: Duration = Duration::from_secs(2);
