@@ -7,8 +7,11 @@
 //!   silently (a request without a reply is a test failure).
 //! - [`procs`]: the service binaries as child processes.
 //! - [`plugins`]: the example wasm plugins, built once per test process.
+//! - [`cluster`]: the service binaries over a private Postgres server and nats-server,
+//!   with faults to inject (kill -9 of a service, NATS and Postgres restarts).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod cluster;
 pub mod plugins;
 pub mod procs;
 

@@ -1,6 +1,7 @@
 //! FlexCore end to end: regression tests of the contract and delivery guarantees on the
 //! real services, a private NATS and Postgres.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+mod chaos;
 mod contract;
 mod delivery;
 mod exact;
