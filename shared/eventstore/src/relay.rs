@@ -9,6 +9,7 @@
 //! de-duplicated), and the checkpoint is advanced after JetStream acknowledged them.
 //! NOTIFY only wakes the relay; it polls anyway.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -320,6 +321,16 @@ pub fn published_size_bound(event: &crate::model::NewEvent) -> Result<usize, Sto
 /// are exported, each traced event gets a `relay.publish` span (until its batch is
 /// acknowledged) whose context its message and work item carry.
 async fn publish(js: &jetstream::Context, batch: Vec<Prepared<'_>>, timeout: Duration) -> Result<(), StoreError> {
+    // Acknowledgements of messages the server never received (written just before a
+    // disconnection) never come: a reconnection ends the wait at once instead of the
+    // timeout, and the batch is published again (`Nats-Msg-Id` drops what did arrive).
+    let statistics = js.client().statistics();
+    let connects = statistics.connects.load(Ordering::Relaxed);
+    let reconnected = async {
+        while statistics.connects.load(Ordering::Relaxed) == connects {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
     let mut acks = Vec::with_capacity(batch.len());
     let mut spans = Vec::new();
     for prepared in batch {
@@ -357,9 +368,13 @@ async fn publish(js: &jetstream::Context, batch: Vec<Prepared<'_>>, timeout: Dur
         }
         Ok::<(), StoreError>(())
     };
-    let acknowledged = tokio::time::timeout(timeout, all)
-        .await
-        .map_err(|_| StoreError::Nats(format!("no JetStream acknowledgement within {timeout:?}")))?;
+    let acknowledged = tokio::select! {
+        acknowledged = tokio::time::timeout(timeout, all) => acknowledged
+            .map_err(|_| StoreError::Nats(format!("no JetStream acknowledgement within {timeout:?}")))?,
+        () = reconnected => Err(StoreError::Nats(
+            "NATS reconnected before the batch was acknowledged; publishing it again".to_owned(),
+        )),
+    };
     drop(spans);
     acknowledged
 }

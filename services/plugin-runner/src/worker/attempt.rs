@@ -111,7 +111,10 @@ pub async fn process(ctx: Arc<Context>, message: jetstream::Message, _slot: Owne
 
 /// Claims, runs and reports one work item.
 async fn attempt(ctx: Arc<Context>, message: jetstream::Message, item: WorkItem) {
-    let redelivered = message.info().map(|i| i.delivered > 1).unwrap_or(false);
+    let (redelivered, delivery) = message
+        .info()
+        .map(|i| (i.delivered > 1, format!("{}:{}", i.stream_sequence, i.delivered)))
+        .unwrap_or_else(|_| (false, String::new()));
     // Listen for cancellation before claiming, so a cancel right after the claim is not missed.
     let cancel = ctx.shutdown.child_token();
     let Ok(run_events) = ctx
@@ -133,7 +136,13 @@ async fn attempt(ctx: Arc<Context>, message: jetstream::Message, item: WorkItem)
         runner_id,
         lease_seconds: ctx.lease.as_secs().max(1),
     };
-    let key = format!("claim:{}:{}", item.attempt, ctx.runner_id);
+    // One claim per delivery: the id is the same for every try of this delivery (a lost
+    // reply is answered with the stored one), and new for a redelivery. Were it the same
+    // for a redelivery to the same runner (its acknowledgement lost in a NATS outage), the
+    // command log would answer the first, accepted, claim again and the runner would run
+    // a finished attempt a second time; as a new command it is refused (the attempt is no
+    // longer pending) and the item dropped, or the lapsed attempt timed out below.
+    let key = format!("claim:{}:{}:{delivery}", item.attempt, ctx.runner_id);
     match send(
         &ctx,
         &item,

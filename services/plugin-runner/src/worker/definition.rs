@@ -66,24 +66,48 @@ async fn last<T: DeserializeOwned>(
     }
 }
 
-/// Reads the attempt's definition, waiting (bounded) for the relay to publish the claim.
+/// Pause before reading again after a NATS error.
+const NATS_RETRY: Duration = Duration::from_millis(200);
+
+/// [`last`], read again after a NATS error (a reconnection, a server restart) until
+/// `deadline`: a transient failure must not cost the run an attempt.
+async fn last_retrying<T: DeserializeOwned>(
+    stream: &jetstream::stream::Stream,
+    subject: &str,
+    deadline: Instant,
+) -> Result<Option<T>, DefinitionError> {
+    loop {
+        match last(stream, subject).await {
+            Err(DefinitionError::Nats { .. }) if Instant::now() < deadline => tokio::time::sleep(NATS_RETRY).await,
+            other => return other,
+        }
+    }
+}
+
+/// Reads the attempt's definition, waiting (bounded) for the relay to publish the claim
+/// and through NATS errors.
 pub async fn load(
     js: &jetstream::Context,
     run_id: Uuid,
     attempt: u32,
     wait: Duration,
 ) -> Result<AttemptDefinition, DefinitionError> {
-    let stream = js
-        .get_stream(subjects::EVENTS_STREAM)
-        .await
-        .map_err(|e| DefinitionError::Nats {
-            subject: subjects::EVENTS_STREAM.to_owned(),
-            message: e.to_string(),
-        })?;
     let deadline = Instant::now() + wait;
+    let stream = loop {
+        match js.get_stream(subjects::EVENTS_STREAM).await {
+            Ok(stream) => break stream,
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(NATS_RETRY).await,
+            Err(e) => {
+                return Err(DefinitionError::Nats {
+                    subject: subjects::EVENTS_STREAM.to_owned(),
+                    message: e.to_string(),
+                })
+            }
+        }
+    };
     let claimed_subject = subjects::event("run", run_id, "run.claimed");
     let claimed = loop {
-        match last::<RunClaimed>(&stream, &claimed_subject).await? {
+        match last_retrying::<RunClaimed>(&stream, &claimed_subject, deadline).await? {
             Some(c) if c.attempt == attempt => break c,
             _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
             _ => {
@@ -94,13 +118,13 @@ pub async fn load(
         }
     };
     let requested_subject = subjects::event("run", run_id, "run.requested");
-    let requested: RunRequested = last(&stream, &requested_subject)
+    let requested: RunRequested = last_retrying(&stream, &requested_subject, deadline)
         .await?
         .ok_or_else(|| DefinitionError::Missing(format!("the request of run {run_id}")))?;
     let mut plugins = Vec::with_capacity(requested.definition.steps.len());
     for step in &requested.definition.steps {
         let subject = subjects::event("plugin", step.plugin_id, "plugin.registered");
-        let plugin: PluginRegistered = last(&stream, &subject)
+        let plugin: PluginRegistered = last_retrying(&stream, &subject, deadline)
             .await?
             .ok_or_else(|| DefinitionError::Missing(format!("the registration of plugin {}", step.plugin)))?;
         plugins.push(plugin);

@@ -131,6 +131,67 @@ async fn cancel_stops_a_running_pipeline_within_a_second() {
     s.shutdown.cancel();
 }
 
+/// The work item of an attempt that already succeeded, delivered again to the same runner
+/// (as JetStream does when the runner's acknowledgement was lost in a NATS outage), is
+/// dropped: the attempt is not run a second time and the loader receives nothing twice.
+#[tokio::test]
+async fn a_finished_attempts_work_delivered_again_is_not_run_again() {
+    let s = stack(Some(runner_config(Duration::from_secs(10), env_secrets()))).await;
+    let output = tempfile::tempdir().unwrap();
+    let generator = s.register_plain("flexcore-plugin-generator", "gen", "extractor").await;
+    let jsonl = s
+        .register(
+            "flexcore-plugin-jsonl",
+            "jsonl",
+            "loader",
+            dir_grant(output.path(), "/output", DirAccess::ReadWrite),
+            json!({}),
+        )
+        .await;
+    let pipeline = s
+        .pipeline(json!({"name": "once", "owner": "o", "steps": [
+            {"plugin": generator, "config": {"records": 5}},
+            {"plugin": jsonl, "config": {"directory": "/output", "append": true}}]}))
+        .await;
+    let run = s.ok("run.request", json!({"pipeline_id": pipeline})).await;
+    let run_id = run["aggregate_id"].as_str().unwrap();
+    s.wait_event(run_id, "run.succeeded", Duration::from_secs(60)).await;
+    let lines = || {
+        std::fs::read_dir(output.path())
+            .unwrap()
+            .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap().lines().count())
+            .sum::<usize>()
+    };
+    assert_eq!(lines(), 5);
+
+    // The same item again, on the runners' consumer.
+    let item = flexcore_contracts::work::WorkItem {
+        run_id: run_id.parse().unwrap(),
+        attempt: 1,
+        pipeline_id: pipeline.parse().unwrap(),
+        correlation_id: None,
+    };
+    let subject = flexcore_contracts::subjects::work_run(item.run_id);
+    let ack =
+        s.js.publish(subject, serde_json::to_vec(&item).unwrap().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    let work = s.js.get_stream("FLEXCORE_WORK").await.unwrap();
+    flexcore_testkit::wait_until(Duration::from_secs(30), "the item handled", || async {
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+            work.get_consumer(flexcore_runner::worker::CONSUMER).await.unwrap();
+        let info = consumer.info().await.unwrap();
+        info.ack_floor.stream_sequence >= ack.sequence && info.num_ack_pending == 0
+    })
+    .await
+    .unwrap();
+    assert_eq!(lines(), 5, "the loader received the records again");
+    assert_eq!(s.run_events(run_id, "run.claimed").await.len(), 1);
+    s.shutdown.cancel();
+}
+
 /// A module whose stored bytes were tampered with is refused with a digest error.
 #[tokio::test]
 async fn a_tampered_module_is_refused_with_a_digest_error() {

@@ -10,6 +10,9 @@
 //! - no command's events are in the log twice (one transaction per `command_id`), no run
 //!   was requested twice, no attempt claimed or ended twice, nothing follows a run's
 //!   final event, no schedule slot was fired twice or both fired and skipped (`log.rs`);
+//! - no attempt failed: the pipelines cannot fail, so a `run.failed` means a fault was
+//!   taken for the run's own error (an attempt lost to a dead runner ends as
+//!   `run.timed_out`, which is retried) (`log.rs`);
 //! - every acknowledged command sent again with its `command_id` gets the first reply and
 //!   writes nothing;
 //! - `FLEXCORE_EVENTS` equals the log: same count, order, ids, headers, exact data bytes
@@ -368,6 +371,7 @@ async fn acknowledged_work_survives_every_component_failing_and_nothing_happens_
     problems.extend(log::acknowledged(&sender.ledger, &log, &commands));
     problems.extend(log::no_duplicates(&log, &commands));
     problems.extend(log::run_histories(&log));
+    problems.extend(log::failed_attempts(&log));
     let entries = sender.ledger.entries();
     for sent in &entries {
         if let Outcome::Accepted(first) = &sent.outcome {

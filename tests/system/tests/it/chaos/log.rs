@@ -265,3 +265,13 @@ pub fn run_histories(log: &[LogEvent]) -> Vec<String> {
     }
     problems
 }
+
+/// Every `run.failed`: the chaos pipelines never fail on their own, so each one is a
+/// transient fault (NATS, Postgres or a service gone for a moment) that cost the run an
+/// attempt instead of being waited out.
+pub fn failed_attempts(log: &[LogEvent]) -> Vec<String> {
+    log.iter()
+        .filter(|e| e.event_type == "run.failed")
+        .map(|e| format!("run {} failed at {}: {}", e.aggregate_id, e.recorded_at, e.data))
+        .collect()
+}
