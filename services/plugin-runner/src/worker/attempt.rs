@@ -111,10 +111,7 @@ pub async fn process(ctx: Arc<Context>, message: jetstream::Message, _slot: Owne
 
 /// Claims, runs and reports one work item.
 async fn attempt(ctx: Arc<Context>, message: jetstream::Message, item: WorkItem) {
-    let (redelivered, delivery) = message
-        .info()
-        .map(|i| (i.delivered > 1, format!("{}:{}", i.stream_sequence, i.delivered)))
-        .unwrap_or_else(|_| (false, String::new()));
+    let redelivered = message.info().map(|i| i.delivered > 1).unwrap_or(false);
     // Listen for cancellation before claiming, so a cancel right after the claim is not missed.
     let cancel = ctx.shutdown.child_token();
     let Ok(run_events) = ctx
@@ -136,13 +133,16 @@ async fn attempt(ctx: Arc<Context>, message: jetstream::Message, item: WorkItem)
         runner_id,
         lease_seconds: ctx.lease.as_secs().max(1),
     };
-    // One claim per delivery: the id is the same for every try of this delivery (a lost
-    // reply is answered with the stored one), and new for a redelivery. Were it the same
-    // for a redelivery to the same runner (its acknowledgement lost in a NATS outage), the
-    // command log would answer the first, accepted, claim again and the runner would run
-    // a finished attempt a second time; as a new command it is refused (the attempt is no
-    // longer pending) and the item dropped, or the lapsed attempt timed out below.
-    let key = format!("claim:{}:{}:{delivery}", item.attempt, ctx.runner_id);
+    // One claim per handling of an item: the id is the same for every try of this
+    // handling (a lost reply is answered with the stored one) and new for any other. Were
+    // it derived from the item alone, an item handed out again to the same runner (its
+    // acknowledgement lost in a NATS outage, or a consumer's state rolled back by a server
+    // crash, which resets the delivery count too) would get its first, accepted, claim
+    // answered again and a finished attempt would run a second time. As a new command it
+    // is refused (the attempt is no longer pending): the item is dropped, or a lapsed
+    // attempt timed out below. A claim committed whose every reply was lost costs that
+    // attempt (its lease lapses and it is retried); it never runs twice.
+    let key = format!("claim:{}:{}:{}", item.attempt, ctx.runner_id, uuid::Uuid::new_v4());
     match send(
         &ctx,
         &item,
