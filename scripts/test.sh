@@ -30,8 +30,8 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # Every private nats-server a test starts is Debian's unless FLEXCORE_TEST_NATS_SERVER says.
 current_nats=(env FLEXCORE_TEST_NATS_SERVER="$PWD/.flexcore/nats/bin/nats-server")
-# The crates whose tests exercise JetStream end to end (event relay, scheduler, the stack).
-jetstream_crates=(-p flexcore-eventstore -p flexcore-scheduler -p flexcore-system-tests)
+# The crates whose tests exercise JetStream end to end (relay, services, the stack).
+jetstream_crates=(-p flexcore-eventstore -p flexcore-command -p flexcore-projection -p flexcore-scheduler -p flexcore-runner -p flexcore-system-tests)
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
   "${current_nats[@]}" cargo nextest run "${jetstream_crates[@]}" --no-fail-fast

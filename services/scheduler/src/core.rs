@@ -258,6 +258,13 @@ impl Core {
     /// were not watched while this replica was down) and every timer is armed.
     pub fn go_live(&mut self, now: DateTime<Utc>) {
         self.live = true;
+        self.heartbeats_missed(now);
+    }
+
+    /// Heartbeats could not arrive (the NATS connection was down): every running attempt
+    /// gets a full lease from `now`, so an outage longer than a lease does not time out
+    /// attempts whose runners are alive and waiting to report.
+    pub fn heartbeats_missed(&mut self, now: DateTime<Utc>) {
         for run in self.runs.values_mut() {
             if run.status == RunStatus::Running {
                 run.last_seen = run.last_seen.max(now);

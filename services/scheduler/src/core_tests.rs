@@ -352,6 +352,33 @@ fn heartbeats_hold_the_lease_and_silence_times_the_attempt_out() {
 }
 
 #[test]
+fn a_connection_outage_longer_than_the_lease_does_not_time_attempts_out() {
+    let mut c = core();
+    c.go_live(t("2026-11-24T10:00:00Z"));
+    request(&mut c, RUN, t("2026-11-24T10:00:00Z"));
+    event(
+        &mut c,
+        "run",
+        RUN,
+        "run.claimed",
+        json!({"attempt": 1, "runner_id": "r1", "lease_seconds": 10, "resume_state": null}),
+        t("2026-11-24T10:00:00Z"),
+    );
+    // NATS was down from 10:00:01 to 10:00:40: no heartbeat could arrive.
+    c.heartbeats_missed(t("2026-11-24T10:00:40Z"));
+    assert!(c.due(t("2026-11-24T10:00:49Z")).is_empty());
+    c.heartbeat(RUN, 1, t("2026-11-24T10:00:45Z"));
+    assert!(c.due(t("2026-11-24T10:00:54Z")).is_empty());
+    assert!(matches!(
+        c.due(t("2026-11-24T10:00:55Z"))[..],
+        [Action::TimeOut {
+            reason: TimeoutReason::LeaseExpired,
+            ..
+        }]
+    ));
+}
+
+#[test]
 fn a_run_past_its_timeout_is_timed_out_for_good() {
     let mut c = core();
     c.go_live(t("2026-11-24T10:00:00Z"));

@@ -165,6 +165,7 @@ async fn replica(
                 let now_connects = client.statistics().connects.load(Ordering::Relaxed);
                 if now_connects != connects {
                     connects = now_connects;
+                    core.heartbeats_missed(clock.now());
                     tracing::info!(last_sequence, "reconnected to NATS; following the events stream again");
                     let Some(again) = follow_again(&stream, last_sequence, &shutdown).await else { break };
                     events = again;
@@ -182,6 +183,13 @@ async fn replica(
             }
             () = sleep_until(&clock, deadline) => {
                 let now = clock.now();
+                // No heartbeat can arrive while disconnected (nor after, until the next
+                // tick notices the reconnection): no lease is judged meanwhile.
+                if client.connection_state() != async_nats::connection::State::Connected
+                    || client.statistics().connects.load(Ordering::Relaxed) != connects
+                {
+                    core.heartbeats_missed(now);
+                }
                 for action in core.due(now) {
                     if let Action::Fire { slot, .. } = &action {
                         let lag = (now - *slot).num_milliseconds();

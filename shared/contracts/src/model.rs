@@ -249,9 +249,14 @@ impl RunError {
     /// Longest message, in characters.
     pub const MAX_MESSAGE_CHARS: usize = 8000;
 
-    /// An error whose message is cut to [`Self::MAX_MESSAGE_CHARS`] characters.
+    /// An error whose message is cut to [`Self::MAX_MESSAGE_CHARS`] characters, U+0000
+    /// (which no command may carry) replaced by U+FFFD: a plugin's own words may hold it.
     pub fn new(code: impl Into<String>, message: &str, step: Option<u32>) -> Self {
-        let mut message: String = message.chars().take(Self::MAX_MESSAGE_CHARS).collect();
+        let mut message: String = message
+            .chars()
+            .take(Self::MAX_MESSAGE_CHARS)
+            .map(|c| if c == '\0' { '\u{FFFD}' } else { c })
+            .collect();
         if message.chars().count() == Self::MAX_MESSAGE_CHARS {
             message.pop();
             message.push('…');
@@ -407,5 +412,20 @@ mod backoff_tests {
         assert!(policy.backoff(4, run).as_secs_f64() <= 60.0);
         assert!(policy.backoff(30, run).as_secs_f64() <= 60.0);
         assert_ne!(policy.backoff(1, run), policy.backoff(1, Uuid::from_u128(43)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RunError;
+
+    #[test]
+    fn run_errors_carry_no_nul_and_are_cut_to_the_limit() {
+        let e = RunError::new("trap", "a\0b", Some(1));
+        assert_eq!(e.message, "a\u{FFFD}b");
+        let long = "x".repeat(RunError::MAX_MESSAGE_CHARS + 5);
+        let e = RunError::new("trap", &long, None);
+        assert_eq!(e.message.chars().count(), RunError::MAX_MESSAGE_CHARS);
+        assert!(e.message.ends_with('…'));
     }
 }

@@ -59,13 +59,16 @@ pub struct Context {
 enum Refusal {
     /// Our attempt is no longer the current one, or the run is over: stop quietly.
     Fenced(String),
+    /// Refused for a rule of its content (`validation_failed`, `payload_too_large`, …):
+    /// sending it again cannot help, and the attempt must fail saying why.
+    Rejected(String),
     /// No answer (service down, given up): try the work again later.
     Transient(String),
 }
 
-/// Sends `body` with `command_id` until answered as `retry` allows. A refusal means the
-/// attempt is fenced off or the run is over (or, for a rule the runner broke, a bug that
-/// retrying cannot fix): either way this attempt reports nothing more.
+/// Sends `body` with `command_id` until answered as `retry` allows. A `conflict`,
+/// `invalid_state` or `not_found` means the attempt is fenced off or the run is over; any
+/// other refusal is about what was sent (e.g. a STATE over the size limit).
 async fn send<C: CommandBody>(
     ctx: &Context,
     item: &WorkItem,
@@ -80,13 +83,15 @@ async fn send<C: CommandBody>(
     match send.send().await {
         Ok(_) => Ok(()),
         Err(ClientError::Refused { error, .. }) => {
-            if !matches!(
+            if matches!(
                 error.code,
                 ErrorCode::Conflict | ErrorCode::InvalidState | ErrorCode::NotFound
             ) {
-                tracing::error!(command = C::NAME, %error, "command refused for a rule the runner broke");
+                Err(Refusal::Fenced(format!("{}: {error}", C::NAME)))
+            } else {
+                tracing::error!(command = C::NAME, %error, "command refused for its content");
+                Err(Refusal::Rejected(format!("{} refused: {error}", C::NAME)))
             }
-            Err(Refusal::Fenced(format!("{}: {error}", C::NAME)))
         }
         Err(other) => Err(Refusal::Transient(other.to_string())),
     }
@@ -153,8 +158,13 @@ async fn attempt(ctx: Arc<Context>, message: jetstream::Message, item: WorkItem)
     .await
     {
         Ok(()) => {}
+        Err(Refusal::Rejected(why)) => {
+            tracing::error!(%why, "claim refused; work dropped");
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        }
         Err(Refusal::Fenced(why)) => {
-            if redelivered {
+            if redelivered && !holder_alive(&ctx, &item).await {
                 // The lease of whoever claimed it lapsed (JetStream redelivered the work):
                 // time that attempt out, fenced by the attempt number, so racing runners or
                 // the scheduler record one timeout. The scheduler retries it after back-off.
@@ -235,6 +245,23 @@ async fn attempt(ctx: Arc<Context>, message: jetstream::Message, item: WorkItem)
         }
         Err(_) => Ok(()),
     };
+    let report = match report {
+        // The outcome itself was refused for its content (e.g. counters over a limit):
+        // the attempt fails saying so, for good (the same data would be refused again),
+        // rather than being left to lease expiry and run again.
+        Err(Refusal::Rejected(why)) => {
+            let fail = FailRun {
+                run_id: item.run_id,
+                attempt: item.attempt,
+                error: RunError::new("outcome_refused", &why, None),
+                retryable: false,
+                counters: StreamCounters::new(),
+            };
+            let retry = Retry::until_stopped(ctx.abandon.clone());
+            send(&ctx, &item, &fail, &format!("fail-refused:{}", item.attempt), retry).await
+        }
+        other => other,
+    };
     heartbeat.abort();
     if let Err(Refusal::Transient(why)) = &report {
         tracing::error!(%why, "could not report the outcome before giving up; the lease will expire and the attempt be retried");
@@ -271,7 +298,7 @@ async fn run_attempt(ctx: &Context, item: &WorkItem, cancel: CancellationToken) 
         .iter()
         .map(|p| format!("{}@{}", p.name, p.version))
         .collect();
-    let mut fenced = None;
+    let mut stopped = None;
     let mut delivered = StreamCounters::new();
     let mut checkpoints = Checkpoints::default();
     let result = loop {
@@ -279,24 +306,31 @@ async fn run_attempt(ctx: &Context, item: &WorkItem, cancel: CancellationToken) 
             result = &mut exec => break result,
             Some(event) = events.recv() => {
                 super::metrics::observe(&event, &mut delivered);
-                if let Some(why) = on_event(ctx, item, &plugins, &revealed, event, &mut checkpoints, &cancel).await {
-                    fenced.get_or_insert(why);
-                    cancel.cancel();
+                if stopped.is_none() {
+                    if let Err(stop) = on_event(ctx, item, &plugins, &revealed, event, &mut checkpoints, &cancel).await {
+                        stopped = Some(stop);
+                        cancel.cancel();
+                    }
                 }
             }
         }
     };
-    // Checkpoints still queued were produced before the end: commit them in order.
+    // Checkpoints still queued were produced before the end: commit them in order. The
+    // plugins are done, so these wait for the command service as long as the outcome
+    // does (until the shutdown grace is over), not only until a shutdown begins: a
+    // succeeded run whose last STATE was not committed would load records again next time.
     while let Ok(event) = events.try_recv() {
         super::metrics::observe(&event, &mut delivered);
-        if let Some(why) = on_event(ctx, item, &plugins, &revealed, event, &mut checkpoints, &cancel).await {
-            fenced.get_or_insert(why);
+        if stopped.is_none() {
+            if let Err(stop) = on_event(ctx, item, &plugins, &revealed, event, &mut checkpoints, &ctx.abandon).await {
+                stopped = Some(stop);
+            }
         }
     }
     // A checkpoint the executor could not queue (the channel was full while an earlier one
     // waited for the command service) is not lost: the loader's last STATE is committed
     // before the outcome.
-    if let (Ok(summary), None) = (&result, &fenced) {
+    if let (Ok(summary), None) = (&result, &stopped) {
         if let Some(state) = summary
             .last_state
             .clone()
@@ -306,14 +340,18 @@ async fn run_attempt(ctx: &Context, item: &WorkItem, cancel: CancellationToken) 
                 state,
                 counters: summary.counters.clone(),
             };
-            if let Some(why) = on_event(ctx, item, &plugins, &revealed, last, &mut checkpoints, &cancel).await {
-                fenced = Some(why);
+            if let Err(stop) = on_event(ctx, item, &plugins, &revealed, last, &mut checkpoints, &ctx.abandon).await {
+                stopped = Some(stop);
             }
         }
     }
     super::metrics::attempt_finished(&def, &result, &delivered);
-    if let Some(why) = fenced {
-        return Err(failure("fenced", why, None, false));
+    match stopped {
+        Some(Stopped::Fenced(why)) => return Err(failure("fenced", why, None, false)),
+        Some(Stopped::Rejected(why)) => return Err(failure("checkpoint_refused", why, None, false)),
+        // Never reported as succeeded: the item goes back (shutdown) or the lease lapses.
+        Some(Stopped::Uncommitted(why)) => return Err(failure("checkpoint_uncommitted", why, None, true)),
+        None => {}
     }
     result.map(|summary| summary.counters).map_err(
         |ExecFailure {
@@ -342,8 +380,19 @@ struct Checkpoints {
     last: Option<OpaqueJson>,
 }
 
-/// Commits a checkpoint or ships a log line; `Some(reason)` when our attempt is fenced off.
-/// A checkpoint is retried until committed (or the attempt is stopped).
+/// Why an attempt stops sending checkpoints.
+enum Stopped {
+    /// Fenced off (another attempt is current, or the run is over).
+    Fenced(String),
+    /// A checkpoint was refused for its content: the attempt fails, for good.
+    Rejected(String),
+    /// A checkpoint could not be committed before `stop`: the attempt must not be
+    /// reported as succeeded.
+    Uncommitted(String),
+}
+
+/// Commits a checkpoint or ships a log line; `Err` when the attempt can commit no more.
+/// A checkpoint is retried until committed (or `stop`).
 async fn on_event(
     ctx: &Context,
     item: &WorkItem,
@@ -352,7 +401,7 @@ async fn on_event(
     event: ExecEvent,
     checkpoints: &mut Checkpoints,
     stop: &CancellationToken,
-) -> Option<String> {
+) -> Result<(), Stopped> {
     match event {
         ExecEvent::Checkpoint { state, counters } => {
             checkpoints.sequence += 1;
@@ -367,12 +416,13 @@ async fn on_event(
             match send(ctx, item, &checkpoint, &key, retry).await {
                 Ok(()) => {
                     checkpoints.last = Some(checkpoint.state);
-                    None
+                    Ok(())
                 }
-                Err(Refusal::Fenced(why)) => Some(why),
+                Err(Refusal::Fenced(why)) => Err(Stopped::Fenced(why)),
+                Err(Refusal::Rejected(why)) => Err(Stopped::Rejected(why)),
                 Err(Refusal::Transient(why)) => {
                     tracing::warn!(%why, "checkpoint not committed: the attempt was stopped");
-                    None
+                    Err(Stopped::Uncommitted(why))
                 }
             }
         }
@@ -388,7 +438,7 @@ async fn on_event(
             if let Ok(body) = serde_json::to_vec(&log) {
                 let _ = ctx.client.publish(subjects::run_logs(item.run_id), body.into()).await;
             }
-            None
+            Ok(())
         }
     }
 }
@@ -448,6 +498,25 @@ async fn module(ctx: &Context, digest: &Digest) -> Result<Arc<[u8]>, flexcore_pl
     let bytes: Arc<[u8]> = flexcore_plugin_store::download(&ctx.js, digest).await?.into();
     ctx.modules.lock().insert(digest.clone(), bytes.clone());
     Ok(bytes)
+}
+
+/// Whether the runner holding `item`'s attempt still heartbeats: listened to for half a
+/// lease (heartbeats come every third of one). An item is also redelivered when only its
+/// AckProgress was lost (a NATS outage, a partition) while its holder works on; timing
+/// that attempt out would throw finished work away and run it again.
+async fn holder_alive(ctx: &Context, item: &WorkItem) -> bool {
+    let Ok(mut beats) = ctx.client.subscribe(subjects::run_heartbeat(item.run_id)).await else {
+        return false;
+    };
+    let listen = async {
+        while let Some(message) = beats.next().await {
+            if serde_json::from_slice::<RunHeartbeat>(&message.payload).is_ok_and(|b| b.attempt == item.attempt) {
+                return true;
+            }
+        }
+        false
+    };
+    tokio::time::timeout(ctx.lease / 2, listen).await.unwrap_or(false)
 }
 
 /// Keeps the lease: AckProgress well within AckWait (so JetStream does not redeliver) and a

@@ -303,3 +303,59 @@ async fn a_killed_runner_is_replaced_and_the_next_attempt_resumes() {
     second.wait().unwrap();
     s.shutdown.cancel();
 }
+
+/// A checkpoint the command service refuses for its content (here a STATE holding
+/// U+0000, which no command may carry) fails the attempt for good, naming the refusal;
+/// it is not taken for a fenced attempt (which would report nothing, leave the run
+/// running until its lease lapsed, and run it again).
+#[tokio::test]
+async fn a_refused_checkpoint_fails_the_run_saying_why() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let s = stack(Some(runner_config(Duration::from_secs(10), env_secrets()))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let tap = dir.path().join("tap.sh");
+    std::fs::write(
+        &tap,
+        "#!/bin/sh\n\
+         echo '{\"type\":\"SCHEMA\",\"stream\":\"rows\",\"schema\":{\"type\":\"object\"},\"key_properties\":[]}'\n\
+         echo '{\"type\":\"RECORD\",\"stream\":\"rows\",\"record\":{\"id\":1}}'\n\
+         echo '{\"type\":\"STATE\",\"value\":{\"bookmark\":\"a\\u0000b\"}}'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&tap, std::fs::Permissions::from_mode(0o755)).unwrap();
+    s.ok(
+        "plugin.register",
+        json!({"name": "nul-tap", "version": "1.0.0", "kind": "extractor", "runtime": "process",
+               "executable": tap.display().to_string()}),
+    )
+    .await;
+    let output = tempfile::tempdir().unwrap();
+    let jsonl = s
+        .register(
+            "flexcore-plugin-jsonl",
+            "jsonl",
+            "loader",
+            dir_grant(output.path(), "/output", DirAccess::ReadWrite),
+            json!({}),
+        )
+        .await;
+    let pipeline = s
+        .pipeline(json!({"name": "nul", "owner": "o",
+            "retry": {"max_attempts": 3, "initial_backoff_seconds": 1, "max_backoff_seconds": 1},
+            "steps": [{"plugin": "nul-tap@1.0.0"}, {"plugin": jsonl, "config": {"directory": "/output"}}]}))
+        .await;
+    let run = s.ok("run.request", json!({"pipeline_id": pipeline})).await;
+    let run_id = run["aggregate_id"].as_str().unwrap();
+    let failed = s.wait_event(run_id, "run.failed", Duration::from_secs(30)).await;
+    assert_eq!(failed["error"]["code"], json!("checkpoint_refused"), "{failed}");
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("validation_failed"),
+        "{failed}"
+    );
+    assert_eq!(failed["final"], json!(true), "{failed}");
+    assert_eq!(s.run_events(run_id, "run.claimed").await.len(), 1);
+    s.shutdown.cancel();
+}
