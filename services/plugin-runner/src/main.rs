@@ -21,5 +21,10 @@ async fn main() -> anyhow::Result<()> {
     ));
     let checks = flexcore_runner::worker::metrics::checks(&client);
     flexcore_service::admin::spawn(&settings.admin.listen, "flexcore-runner", checks, shutdown.clone()).await?;
-    flexcore_runner::worker::run(client, sandbox, config, shutdown).await
+    let result = flexcore_runner::worker::run(client, sandbox, config, shutdown).await;
+    match &result {
+        Ok(()) => tracing::info!("flexcore-runner stopped"),
+        Err(error) => tracing::error!(error = format!("{error:#}"), "flexcore-runner failed"),
+    }
+    result
 }

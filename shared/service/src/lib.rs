@@ -135,7 +135,8 @@ pub async fn stop_on_signal(shutdown: CancellationToken, grace: Duration) {
         },
         "{forced}: exiting now"
     );
-    std::process::exit(0);
+    // A supervisor can tell a shutdown that gave work up from a clean one.
+    std::process::exit(if abandoned.is_empty() { 0 } else { 1 });
 }
 
 /// SIGINT or SIGTERM.

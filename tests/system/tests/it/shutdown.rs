@@ -54,6 +54,14 @@ async fn scenario(nats_down: bool, postgres_down: bool) {
             GRACE + SLACK,
             log.lines().rev().take(20).collect::<Vec<_>>().join("\n")
         );
+        // Either it drained and said so, or the grace ran out and it said what it gave up.
+        let clean = format!("{} stopped", service.name);
+        assert!(
+            log.contains(&clean) || (log.contains("exiting now") && log.contains("abandoned")),
+            "{} (nats down: {nats_down}, postgres down: {postgres_down}) stopped without saying how:\n{}",
+            service.name,
+            log.lines().rev().take(20).collect::<Vec<_>>().join("\n")
+        );
     }
 }
 
