@@ -519,17 +519,18 @@ fn internal(message: String) -> ErrorBody {
     ErrorBody::new(ErrorReason::Internal, message)
 }
 
+/// A store failure as a reply: `unavailable` when Postgres cannot be reached, went away
+/// or is restarting (`StoreError::is_unavailable`), else `internal`.
 fn store_error(error: StoreError) -> ErrorBody {
-    match &error {
-        StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed)
-        | StoreError::Closed => ErrorBody::new(
+    if error.is_unavailable() {
+        tracing::debug!(%error, "event store unavailable");
+        ErrorBody::new(
             ErrorReason::Unavailable,
             format!("the event store is unavailable ({error}); retry later"),
-        ),
-        _ => {
-            tracing::error!(%error, "event store failure");
-            internal(format!("event store failure: {error}"))
-        }
+        )
+    } else {
+        tracing::error!(%error, "event store failure");
+        internal(format!("event store failure: {error}"))
     }
 }
 

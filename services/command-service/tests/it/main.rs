@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod concurrency;
+mod db_outage;
 mod lifecycle;
 mod outage;
 

@@ -235,17 +235,18 @@ fn fitted(ctx: &QueryContext, kind: Kind, page: Page, budget: usize) -> Result<Q
     })
 }
 
-/// A database failure as a reply: `unavailable` when Postgres cannot be reached in time.
+/// A database failure as a reply: `unavailable` when Postgres cannot be reached, went
+/// away or is restarting (`flexcore_eventstore::error::is_unavailable`), else `internal`.
 pub fn db_error(error: sqlx::Error) -> ErrorBody {
-    match error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => ErrorBody::new(
+    if flexcore_eventstore::error::is_unavailable(&error) {
+        tracing::debug!(%error, "read-model database unavailable");
+        ErrorBody::new(
             ErrorReason::Unavailable,
             format!("the read-model database is unavailable ({error}); retry later"),
-        ),
-        other => {
-            tracing::error!(error = %other, "query failed");
-            ErrorBody::new(ErrorReason::Internal, format!("query failed: {other}"))
-        }
+        )
+    } else {
+        tracing::error!(%error, "query failed");
+        ErrorBody::new(ErrorReason::Internal, format!("query failed: {error}"))
     }
 }
 
