@@ -9,6 +9,7 @@ use flexcore_client::{Client, ClientError, Retry};
 use flexcore_contracts::commands::CommandBody;
 use flexcore_contracts::queries::QueryOk;
 use flexcore_contracts::reply::Accepted;
+use flexcore_contracts::ErrorReason;
 use flexcore_telemetry::propagation;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -90,7 +91,9 @@ impl Api {
         })
     }
 
-    /// Every item of a list query, following `next_cursor` up to `max` items.
+    /// Every item of a list query, following `next_cursor` up to `max` items. An item too
+    /// large for any reply (`payload_too_large` with `details.next_cursor`) is skipped with
+    /// a warning naming it, and the listing goes on after it.
     pub async fn list_all<T: DeserializeOwned>(
         &self,
         name: &str,
@@ -100,7 +103,23 @@ impl Api {
         let mut items = Vec::new();
         let mut body = filter.clone();
         loop {
-            let page = self.query_raw(name, &body).await?;
+            let page = match self.query_raw(name, &body).await {
+                Ok(page) => page,
+                Err(error) => {
+                    let Some(skip) = TooLargeItem::of(&error).filter(|skip| body["cursor"] != json!(skip.next_cursor))
+                    else {
+                        return Err(error);
+                    };
+                    tracing::warn!(
+                        "{name}: skipping {}: it is {} bytes, more than one reply can carry ({} bytes under the NATS server's max_payload); raise max_payload or read it another way",
+                        skip.id.as_deref().map_or_else(|| "an item".to_owned(), |id| format!("item {id}")),
+                        skip.size.map_or_else(|| "?".to_owned(), |n| n.to_string()),
+                        skip.limit.map_or_else(|| "?".to_owned(), |n| n.to_string()),
+                    );
+                    body["cursor"] = json!(skip.next_cursor);
+                    continue;
+                }
+            };
             let batch: Vec<T> = page.data.decode().map_err(|e| ClientError::Protocol {
                 what: name.to_owned(),
                 message: format!("unexpected data in the reply: {e}"),
@@ -144,6 +163,30 @@ impl Api {
             .and_then(|s| s.parse().ok());
         id.ok_or_else(|| {
             anyhow::anyhow!("no {view} named {id_or_name:?}; `flexctl {view} list` shows the existing ones")
+        })
+    }
+}
+
+/// A list item the service could not send (`payload_too_large` refusing a list page whose
+/// first item alone is over the reply limit), as its refusal describes it.
+struct TooLargeItem {
+    /// The cursor that continues after it.
+    next_cursor: String,
+    /// Its id, when the service named it.
+    id: Option<String>,
+    size: Option<u64>,
+    limit: Option<u64>,
+}
+
+impl TooLargeItem {
+    fn of(error: &ApiError) -> Option<Self> {
+        let refusal = error.refusal().filter(|e| e.details.reason == ErrorReason::TooLarge)?;
+        let details = &refusal.details.extra;
+        Some(Self {
+            next_cursor: details.get("next_cursor")?.as_str()?.to_owned(),
+            id: details.get("id").and_then(Value::as_str).map(str::to_owned),
+            size: details.get("size").and_then(Value::as_u64),
+            limit: details.get("limit").and_then(Value::as_u64),
         })
     }
 }

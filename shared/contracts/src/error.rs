@@ -132,7 +132,9 @@ pub enum ErrorReason {
     /// `unauthorized`: the actor may not do this.
     Unauthorized,
     /// `payload_too_large`: the request, an event it would write or its reply is over a
-    /// limit (`size`, `limit` in bytes).
+    /// limit (`size`, `limit` in bytes). A list page whose first item alone is over the
+    /// limit also has `next_cursor`, the cursor that continues after that item, and `id`,
+    /// the item's id.
     TooLarge,
     /// `stale`: the view did not reach `min_position` in time.
     NotReached,

@@ -4,6 +4,7 @@
 
 mod bench;
 mod dev;
+mod list_all;
 mod plugin;
 mod schedule;
 

@@ -203,15 +203,53 @@ fn item_too_large(size: usize, budget: usize) -> ErrorBody {
     .with("limit", budget)
 }
 
+/// The refusal of a list page whose first item alone does not fit in a reply: like
+/// [`item_too_large`], naming the item (`details.id`, when its document has its id field)
+/// and carrying `details.next_cursor`, the cursor that continues after it, so a client can
+/// skip it and page on.
+fn first_item_too_large(kind: Kind, item: &Item, budget: usize) -> ErrorBody {
+    let id = item_id(kind, item.doc.as_str());
+    let size = item.doc.as_str().len();
+    let named = id.as_deref().map_or_else(String::new, |id| format!(" {id}"));
+    let mut error = ErrorBody::new(
+        ErrorReason::TooLarge,
+        format!(
+            "the first item of the page{named} is {size} bytes, more than fits in one reply ({budget} bytes under the NATS server's max_payload); it cannot be listed: pass details.next_cursor as cursor to page on after it"
+        ),
+    )
+    .with("size", size)
+    .with("limit", budget)
+    .with("next_cursor", item.cursor.clone());
+    if let Some(id) = id {
+        error = error.with("id", id);
+    }
+    error
+}
+
+/// The id of a listed item of `kind` (`plugin_id`, `event_id`, …), read from its document.
+fn item_id(kind: Kind, doc: &str) -> Option<String> {
+    let field = match kind {
+        Kind::Plugins => "plugin_id",
+        Kind::Pipelines => "pipeline_id",
+        Kind::Runs => "run_id",
+        Kind::Schedules => "schedule_id",
+        Kind::Audit => "event_id",
+    };
+    let fields: std::collections::HashMap<String, &serde_json::value::RawValue> = serde_json::from_str(doc).ok()?;
+    serde_json::from_str(fields.get(field)?.get()).ok()
+}
+
 /// A page's reply: as many of its items as fit in `budget` bytes, in order, and the cursor
-/// after the last one taken when any were left out (or the page has more).
+/// after the last one taken when any were left out (or the page has more). A first item
+/// that alone does not fit is a `payload_too_large` refusal whose `details.next_cursor`
+/// continues after it.
 fn fitted(ctx: &QueryContext, kind: Kind, page: Page, budget: usize) -> Result<QueryOk, ErrorBody> {
     let mut data = String::from("[");
     let mut taken = 0;
     for item in &page.items {
         if data.len() + item.doc.as_str().len() + 2 > budget {
             if taken == 0 {
-                return Err(item_too_large(item.doc.as_str().len(), budget));
+                return Err(first_item_too_large(kind, item, budget));
             }
             break;
         }
@@ -291,4 +329,36 @@ async fn reach(ctx: &QueryContext, kinds: &[Kind], min_position: Option<u64>) ->
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_first_item_too_large_is_refused_with_its_id_and_the_cursor_after_it() {
+        let doc = format!(r#"{{"name":"big","pipeline_id":"p-1","blob":"{}"}}"#, "x".repeat(200));
+        let item = Item {
+            doc: OpaqueJson::parse(&doc).unwrap(),
+            extra: serde_json::Map::new(),
+            cursor: "c0ffee".into(),
+        };
+        let error = first_item_too_large(Kind::Pipelines, &item, 100);
+        assert_eq!(error.code.as_str(), "payload_too_large");
+        assert_eq!(error.details.reason, ErrorReason::TooLarge);
+        let details = &error.details.extra;
+        assert_eq!(details["next_cursor"], "c0ffee");
+        assert_eq!(details["id"], "p-1");
+        assert_eq!(details["size"], doc.len());
+        assert_eq!(details["limit"], 100);
+        assert!(error.message.contains("p-1"), "{}", error.message);
+        // Without its id field the item is still skippable, just not named.
+        let item = Item {
+            doc: OpaqueJson::parse(r#"{"x":1}"#).unwrap(),
+            ..item
+        };
+        let error = first_item_too_large(Kind::Audit, &item, 1);
+        assert_eq!(error.details.extra["next_cursor"], "c0ffee");
+        assert!(!error.details.extra.contains_key("id"));
+    }
 }

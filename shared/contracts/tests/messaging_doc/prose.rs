@@ -35,7 +35,8 @@ otherwise; FlexCore reads it from the server): a command larger than it or than
 of whose events would be a larger message (no event is committed that the relay could not
 publish); a STATE may use the limit less 8 KiB (room for the events that carry it). A
 query reply never exceeds it: a list returns fewer items than `limit` and a
-`next_cursor`, and an item too large for one reply is refused with `payload_too_large`.
+`next_cursor`, and an item too large for one reply is refused with `payload_too_large`
+(on a list page, with `details.next_cursor` to continue after it and `details.id`).
 Should an event in the log ever be larger than the server's `max_payload` (the limit was
 lowered after it was written), the relay holds it and everything after it, in order,
 until the limit admits it again; nothing is skipped (see troubleshooting.md, "relay
@@ -189,7 +190,10 @@ schedules projections; `stats.get` all four entity projections; `event.list` the
 projection), at most `projection.min_position_timeout_ms`, then answer `stale`. Lists are
 pages of `limit` items (default 100, at most 1,000): pass `next_cursor` back as `cursor`
 with the same `sort_by` and `order` for the next page. A payload larger than
-`projection.max_payload_bytes` is refused with `payload_too_large`.
+`projection.max_payload_bytes` is refused with `payload_too_large`. So is a list page
+whose first item alone is larger than a reply can be: its `details.next_cursor` is the
+cursor that continues after that item (pass it as `cursor` to skip it) and `details.id`
+names it (`pipeline_id`, `event_id`, … of the item).
 
 "#;
 

@@ -155,7 +155,8 @@ fn long_cron() -> String {
 /// With a 64 KB bus, every list view filled with large items (4,000-character
 /// descriptions, 20 KB configs and STATEs, 512-character crons, 30 KB events) answers each page
 /// within the limit and hands out every item exactly once over several pages; an item
-/// that alone is larger than a reply is refused with `payload_too_large`, not dropped.
+/// that alone is larger than a reply is refused with `payload_too_large`, not dropped,
+/// and on a list page with `details.next_cursor` to page on past it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_views_filled_with_large_items_page_by_size() {
     let s = Stack::start(Options {
@@ -270,8 +271,44 @@ async fn list_views_filled_with_large_items_page_by_size() {
     assert_eq!(reply["ok"], json!(false));
     assert_eq!(reply["error"]["code"], "payload_too_large", "{}", reply["error"]);
     assert!(reply["error"]["details"]["size"].as_u64().unwrap() > reply["error"]["details"]["limit"].as_u64().unwrap());
-    // The same item first on a list page: refused the same way, not dropped.
+    // The same item first on a list page: refused the same way, not dropped, naming the
+    // item and with the cursor that continues after it.
     let reply = s.query("pipeline.list", json!({"name": "large-00"})).await;
     assert_eq!(reply["error"]["code"], "payload_too_large", "{reply}");
+    assert_eq!(
+        reply["error"]["details"]["id"],
+        json!(pipelines[0]),
+        "{}",
+        reply["error"]
+    );
+    let cursor = reply["error"]["details"]["next_cursor"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no details.next_cursor: {}", reply["error"]));
+    let after = s
+        .query("pipeline.list", json!({"name": "large-00", "cursor": cursor}))
+        .await;
+    assert_eq!(after["ok"], json!(true), "{}", after["error"]);
+    assert_eq!(after["data"], json!([]), "nothing follows the item");
+    assert_eq!(after["next_cursor"], Value::Null);
+    // Listed by name, it is the first item of all: its cursor pages on through the eleven
+    // others, in order, as flexctl's list_all does when it skips it.
+    let by_name = json!({"sort_by": "name", "order": "asc"});
+    let mut first = by_name.clone();
+    first["limit"] = json!(1000);
+    let reply = s.query("pipeline.list", first).await;
+    assert_eq!(reply["error"]["code"], "payload_too_large", "{reply}");
+    assert_eq!(
+        reply["error"]["details"]["id"],
+        json!(pipelines[0]),
+        "{}",
+        reply["error"]
+    );
+    let mut rest = by_name;
+    rest["cursor"] = reply["error"]["details"]["next_cursor"].clone();
+    assert!(rest["cursor"].is_string(), "{}", reply["error"]);
+    let (listed, _) = all_pages(&s, "pipeline.list", rest).await;
+    let names: Vec<&str> = listed.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let expected: Vec<String> = (1..12).map(|n| format!("large-{n:02}")).collect();
+    assert_eq!(names, expected);
     s.stop().await;
 }
