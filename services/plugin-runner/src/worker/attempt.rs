@@ -253,7 +253,7 @@ async fn attempt(ctx: Arc<Context>, message: jetstream::Message, item: WorkItem)
             let fail = FailRun {
                 run_id: item.run_id,
                 attempt: item.attempt,
-                error: RunError::new("outcome_refused", &why, None),
+                error: failure("outcome_refused", why, None, false).error,
                 retryable: false,
                 counters: StreamCounters::new(),
             };

@@ -25,8 +25,9 @@ accepted in their canonical hyphenated form only, timestamps as RFC 3339 without
 of an instant in the years 0000-9999 (in UTC too), integers up to 2^53 − 1 (also written
 `1.0` or `1e3`), and no string or key may contain U+0000. Client data FlexCore does not interpret (Singer STATE, step configs, plugin config
 schemas) comes back exactly as it was sent: every digit of every number, key order and
-escapes. Records and STATEs that pass through plugins keep every digit and key order too;
-a plugin built on the SDK writes an exponent with its sign (`1.5e3` as `1.5e+3`). Event `data` and query views are not closed: a consumer should ignore fields it
+escapes. Records and STATEs that pass through wasm plugins built on the SDK keep every
+digit and key order too (an exponent is written with its sign: `1.5e3` as `1.5e+3`); a
+native build of the SDK (a `process` plugin) reads numbers as 64-bit floats. Event `data` and query views are not closed: a consumer should ignore fields it
 does not know, so that fields can be added without a new schema version.
 
 Sizes are bounded by the NATS server's `max_payload` (1 MiB unless the server says
@@ -157,8 +158,11 @@ the run already moved on (cancelled, timed out, or another attempt is current).
 
 /// What the runner's own failure codes (set outside the executor) mean.
 pub const RUNNER_CODES: &[(&str, &str)] = &[
+    ("checkpoint_refused", "Final: the command service refused a checkpoint for its content (a STATE over the size limit, U+0000 in it, …); the message quotes the refusal. Retrying would emit the same STATE."),
+    ("checkpoint_uncommitted", "A checkpoint could not be committed before the attempt had to stop (runner shutdown, command service unreachable to the end of the grace); the attempt is not reported as succeeded, so its STATE is never lost. Normally not recorded: the work goes back and the lease lapses."),
     ("definition", "The attempt's definition could not be read from `FLEXCORE_EVENTS` within 10 s (`run.requested`, this attempt's `run.claimed`, each step's `plugin.registered`), or a wasm step has no module digest."),
     ("digest", "Also: the module could not be downloaded from the plugin object store (missing, or its bytes do not hash to the digest)."),
+    ("outcome_refused", "Final: the attempt's own outcome (`run.succeed`/`run.fail`) was refused for its content; the message quotes the refusal."),
     ("fenced", "Not reported: one of the attempt's commands was refused as stale or the run is final; the attempt stops quietly."),
     ("secret", "A `${secret:NAME}` reference of a step config could not be resolved from the runner's secret source."),
 ];
