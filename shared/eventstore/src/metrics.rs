@@ -31,33 +31,41 @@ pub enum RelayProgress {
 /// Why the relay cannot go on, while it cannot (shown by readiness checks).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelayBlock {
-    /// What blocks it, naming the event, its size and the limit.
+    /// What blocks it, naming the event it is held at and the cause.
     pub reason: String,
-    /// Since when.
+    /// Since when (the first failure at that event).
     pub since: DateTime<Utc>,
 }
 
-static BLOCKED: std::sync::Mutex<Option<RelayBlock>> = std::sync::Mutex::new(None);
+/// The relay candidate (of this process) that set the mark, and the mark. A process runs
+/// one candidate; tests run several, and one must not clear another's mark.
+static BLOCKED: std::sync::Mutex<Option<(u64, RelayBlock)>> = std::sync::Mutex::new(None);
 
 /// What blocks this process's relay, if anything does.
 pub fn relay_block() -> Option<RelayBlock> {
-    BLOCKED.lock().ok().and_then(|b| b.clone())
+    BLOCKED
+        .lock()
+        .ok()
+        .and_then(|b| b.as_ref().map(|(_, block)| block.clone()))
 }
 
-/// Records (or with `None` clears) what blocks the relay; returns whether it changed.
-pub(crate) fn set_relay_block(reason: Option<String>) -> bool {
+/// Records what blocks the relay candidate `owner`, replacing any mark; returns whether
+/// the reason changed (or there was no mark).
+pub(crate) fn block_relay(owner: u64, reason: String, since: DateTime<Utc>) -> bool {
     let Ok(mut blocked) = BLOCKED.lock() else { return false };
-    match (&*blocked, reason) {
-        (None, None) => false,
-        (Some(current), Some(reason)) if current.reason == reason => false,
-        (_, reason) => {
-            *blocked = reason.map(|reason| RelayBlock {
-                reason,
-                since: Utc::now(),
-            });
-            true
-        }
+    let changed = blocked.as_ref().is_none_or(|(_, current)| current.reason != reason);
+    *blocked = Some((owner, RelayBlock { reason, since }));
+    changed
+}
+
+/// Clears the mark if candidate `owner` set it; returns whether it did.
+pub(crate) fn unblock_relay(owner: u64) -> bool {
+    let Ok(mut blocked) = BLOCKED.lock() else { return false };
+    if blocked.as_ref().is_some_and(|(by, _)| *by == owner) {
+        *blocked = None;
+        return true;
     }
+    false
 }
 
 /// The functions the store calls.

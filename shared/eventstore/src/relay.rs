@@ -9,7 +9,7 @@
 //! de-duplicated), and the checkpoint is advanced after JetStream acknowledged them.
 //! NOTIFY only wakes the relay; it polls anyway.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -56,9 +56,31 @@ impl Default for RelayConfig {
     }
 }
 
+/// How long the relay may fail at the same event before it reports itself blocked
+/// (readiness 503, an error in the log): longer than a NATS restart or a JetStream
+/// leader election, which heal on their own within seconds, short enough that readiness
+/// probes (typically 3 × 10 s) show a stream that was deleted or misconfigured, or
+/// JetStream disabled, within a minute.
+pub const BLOCKED_AFTER: Duration = Duration::from_secs(30);
+/// And how many attempts in a row must have failed (a single slow one is no pattern).
+pub const BLOCKED_AFTER_FAILURES: u32 = 3;
+
+/// Numbers the candidates of this process, so one clears only its own blocked mark.
+static CANDIDATES: AtomicU64 = AtomicU64::new(1);
+
 /// Runs a relay candidate until `shutdown`: competes for leadership, publishes while
-/// leader, and starts over after any error (connection loss, NATS outage).
+/// leader, and starts over after losing its database connection or NATS.
+///
+/// While leading, a round that fails otherwise (a publish JetStream rejects, an event it
+/// cannot encode, a statement that fails) is retried by the same leader at the same
+/// position; once it has failed there for [`BLOCKED_AFTER`] (and
+/// [`BLOCKED_AFTER_FAILURES`] attempts) the relay marks itself blocked
+/// ([`crate::metrics::relay_block`]) naming the event and the cause, and logs that once.
+/// An event larger than the server's `max_payload` blocks it at once. The mark is cleared
+/// by the next round that publishes (or finds nothing to), and whenever this candidate
+/// stops leading.
 pub async fn run(db: PgConnectOptions, js: jetstream::Context, config: RelayConfig, shutdown: CancellationToken) {
+    let me = CANDIDATES.fetch_add(1, Ordering::Relaxed);
     // The checkpoint need not wait for its WAL flush: one lost to a Postgres crash only
     // makes the relay publish again, and `Nats-Msg-Id` de-duplicates (consumers also skip
     // what they have applied).
@@ -66,9 +88,13 @@ pub async fn run(db: PgConnectOptions, js: jetstream::Context, config: RelayConf
         .application_name("flexcore-relay")
         .options([("synchronous_commit", "off")]);
     while !shutdown.is_cancelled() {
-        match lead(&db, &js, &config, &shutdown).await {
-            Ok(()) => {}
-            Err(error) => tracing::warn!(%error, "relay stopped; retrying"),
+        let led = lead(me, &db, &js, &config, &shutdown).await;
+        // No longer leading: whatever held this candidate is the next leader's to report.
+        if crate::metrics::unblock_relay(me) {
+            tracing::info!("relay block cleared: this instance no longer leads the relay");
+        }
+        if let Err(error) = led {
+            tracing::warn!(%error, "relay stopped; retrying");
         }
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -78,6 +104,7 @@ pub async fn run(db: PgConnectOptions, js: jetstream::Context, config: RelayConf
 }
 
 async fn lead(
+    me: u64,
     db: &PgConnectOptions,
     js: &jetstream::Context,
     config: &RelayConfig,
@@ -91,6 +118,9 @@ async fn lead(
             .await?;
         if leader {
             break;
+        }
+        if crate::metrics::unblock_relay(me) {
+            tracing::info!("relay block cleared: another instance leads the relay");
         }
         crate::metrics::relay(RelayProgress::Standby);
         tokio::select! {
@@ -119,51 +149,33 @@ async fn lead(
     };
     let mut checkpoint = load_checkpoint(&mut conn).await?;
     let mut last_wake = Instant::now();
-    let mut block_logged: Option<Instant> = None;
+    let mut trouble = Trouble { me, episode: None };
     while !shutdown.is_cancelled() {
-        let batch = read_all_with(&mut conn, checkpoint, config.batch_size).await?;
-        if !batch.is_empty() {
-            if let Some(oldest) = batch.iter().map(|e| e.recorded_at).min() {
-                crate::metrics::relay(RelayProgress::Pending(oldest));
+        let mut head = None;
+        match round(&mut conn, js, config, &mut checkpoint, &mut head).await {
+            Ok(Round::Published) => {
+                trouble.progress();
+                continue;
             }
-            let limit = js.client().max_payload();
-            let (ready, blocked) = prepare(&batch, limit)?;
-            if let Some(published) = ready.last().map(|m| m.event) {
-                publish(js, ready, config.publish_timeout).await?;
-                let next = published.checkpoint();
-                save_checkpoint(&mut conn, next).await?;
-                crate::metrics::relay(RelayProgress::Published(published.recorded_at));
-                checkpoint = next;
+            Ok(Round::Idle) => trouble.progress(),
+            Ok(Round::TooLarge(error)) => {
+                trouble.too_large(checkpoint, &error);
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(config.leader_retry.max(Duration::from_secs(1))) => {}
+                }
+                continue;
             }
-            match blocked {
-                None => {
-                    if crate::metrics::set_relay_block(None) {
-                        tracing::info!("relay unblocked: the NATS server accepts the held event now");
-                    }
-                    continue;
+            Err(error) => {
+                if !still_leading(&mut conn, js).await {
+                    return Err(error);
                 }
-                Some(error) => {
-                    if let StoreError::TooLarge { size, limit, .. } = &error {
-                        crate::metrics::relay(RelayProgress::Blocked {
-                            size: *size,
-                            limit: *limit,
-                        });
-                    }
-                    let changed = crate::metrics::set_relay_block(Some(error.to_string()));
-                    // Loud, but not once a second: on change, then every minute.
-                    if changed || block_logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
-                        tracing::error!(
-                            %error,
-                            "relay blocked: this event and every later one wait until the NATS server's max_payload admits it (docs/troubleshooting.md, \"relay blocked\")"
-                        );
-                        block_logged = Some(Instant::now());
-                    }
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(config.leader_retry.max(Duration::from_secs(1))) => {}
-                    }
-                    continue;
+                trouble.failed(checkpoint, head.as_ref(), &error);
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(config.leader_retry) => {}
                 }
+                continue;
             }
         }
         // Nothing readable. Right after a wake-up an older open transaction may still hold
@@ -198,6 +210,186 @@ async fn lead(
     // Dropping the connection releases the advisory lock.
     conn.close().await?;
     Ok(())
+}
+
+/// How a round ended.
+enum Round {
+    /// A batch was published and the checkpoint advanced past it.
+    Published,
+    /// Nothing to publish.
+    Idle,
+    /// The next event is larger than the server's `max_payload` (what came before it in
+    /// the batch was published).
+    TooLarge(StoreError),
+}
+
+/// The first event of a round's batch: the one the relay is held at when the round fails.
+struct Head {
+    event_id: uuid::Uuid,
+    event_type: String,
+    global_position: u64,
+}
+
+/// One round: reads a batch after `checkpoint`, publishes it and advances `checkpoint`.
+/// `head` names the batch's first event once it is read.
+async fn round(
+    conn: &mut PgConnection,
+    js: &jetstream::Context,
+    config: &RelayConfig,
+    checkpoint: &mut Checkpoint,
+    head: &mut Option<Head>,
+) -> Result<Round, StoreError> {
+    let batch = read_all_with(&mut *conn, *checkpoint, config.batch_size).await?;
+    let Some(first) = batch.first() else {
+        return Ok(Round::Idle);
+    };
+    *head = Some(Head {
+        event_id: first.event_id,
+        event_type: first.event_type.clone(),
+        global_position: first.global_position,
+    });
+    if let Some(oldest) = batch.iter().map(|e| e.recorded_at).min() {
+        crate::metrics::relay(RelayProgress::Pending(oldest));
+    }
+    let limit = js.client().max_payload();
+    let (ready, blocked) = prepare(&batch, limit)?;
+    if let Some(published) = ready.last().map(|m| m.event) {
+        publish(js, ready, config.publish_timeout).await?;
+        let next = published.checkpoint();
+        save_checkpoint(conn, next).await?;
+        crate::metrics::relay(RelayProgress::Published(published.recorded_at));
+        *checkpoint = next;
+    }
+    Ok(match blocked {
+        None => Round::Published,
+        Some(error) => {
+            if let StoreError::TooLarge { size, limit, .. } = &error {
+                crate::metrics::relay(RelayProgress::Blocked {
+                    size: *size,
+                    limit: *limit,
+                });
+            }
+            Round::TooLarge(error)
+        }
+    })
+}
+
+/// Whether this candidate goes on leading after a failed round: its Postgres session
+/// (which holds the lock) still answers and its NATS client is connected. Otherwise it
+/// gives the lead up (the failure may be its own connection's, and another candidate may
+/// get through); with both up, the failure is the stream's or the server's (or an event's)
+/// and would be every candidate's, so the leader retries it and reports it.
+async fn still_leading(conn: &mut PgConnection, js: &jetstream::Context) -> bool {
+    if js.client().connection_state() != async_nats::connection::State::Connected {
+        return false;
+    }
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), conn.ping()).await,
+        Ok(Ok(()))
+    )
+}
+
+/// The failed rounds of a leader at one position, in a row.
+struct Trouble {
+    /// The candidate (its blocked mark).
+    me: u64,
+    episode: Option<Episode>,
+}
+
+struct Episode {
+    /// The checkpoint the rounds started from.
+    at: Checkpoint,
+    /// The first failure.
+    started: Instant,
+    since: chrono::DateTime<chrono::Utc>,
+    failures: u32,
+    /// Whether the mark is set.
+    blocked: bool,
+    /// The last error logged at warn level, so a repeated one is not.
+    warned: Option<String>,
+    /// When the error-level line was last logged.
+    logged: Option<Instant>,
+}
+
+impl Trouble {
+    /// The episode at `at`, a new one if the position moved.
+    fn at(&mut self, at: Checkpoint) -> &mut Episode {
+        let episode = self.episode.take().filter(|e| e.at == at);
+        self.episode.insert(episode.unwrap_or_else(|| Episode {
+            at,
+            started: Instant::now(),
+            since: chrono::Utc::now(),
+            failures: 0,
+            blocked: false,
+            warned: None,
+            logged: None,
+        }))
+    }
+
+    /// A round published (or had nothing to): not blocked.
+    fn progress(&mut self) {
+        let failed = self.episode.take().is_some_and(|e| e.failures > 0);
+        if crate::metrics::unblock_relay(self.me) {
+            tracing::info!("relay unblocked: publishing again");
+        } else if failed {
+            tracing::info!("relay publishing again");
+        }
+    }
+
+    /// The next event is too large for the server: blocked at once (no retry can help
+    /// until the limit grows), logged on change and every minute.
+    fn too_large(&mut self, at: Checkpoint, error: &StoreError) {
+        let me = self.me;
+        let episode = self.at(at);
+        episode.failures += 1;
+        episode.blocked = true;
+        let changed = crate::metrics::block_relay(me, error.to_string(), episode.since);
+        if changed || episode.logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+            tracing::error!(
+                %error,
+                "relay blocked: this event and every later one wait until the NATS server's max_payload admits it (docs/troubleshooting.md, \"relay blocked\")"
+            );
+            episode.logged = Some(Instant::now());
+        }
+    }
+
+    /// A round failed at `at`, `head` being the event it was to publish first (if it read
+    /// one). Warned when the error is new; marked blocked (and logged at error level, once)
+    /// after [`BLOCKED_AFTER`]; retried in any case.
+    fn failed(&mut self, at: Checkpoint, head: Option<&Head>, error: &StoreError) {
+        let me = self.me;
+        let episode = self.at(at);
+        episode.failures += 1;
+        let text = error.to_string();
+        let reason = match head {
+            Some(head) => format!(
+                "event {} ({}, global position {}) and every later one wait: {} attempts to publish failed in a row, the last with: {text}",
+                head.event_id, head.event_type, head.global_position, episode.failures
+            ),
+            None => format!(
+                "the events after global position {} wait: {} attempts to read them failed in a row, the last with: {text}",
+                at.global_position, episode.failures
+            ),
+        };
+        if episode.blocked {
+            crate::metrics::block_relay(me, reason, episode.since);
+            tracing::debug!(%error, failures = episode.failures, "relay still blocked; retrying");
+        } else if episode.failures >= BLOCKED_AFTER_FAILURES && episode.started.elapsed() >= BLOCKED_AFTER {
+            episode.blocked = true;
+            crate::metrics::block_relay(me, reason.clone(), episode.since);
+            tracing::error!(
+                %error,
+                %reason,
+                "relay blocked: publishing keeps failing at the same event; it and every later one wait, retried until it succeeds (docs/troubleshooting.md, \"relay blocked\")"
+            );
+            episode.logged = Some(Instant::now());
+        } else if episode.warned.as_deref() != Some(text.as_str()) {
+            tracing::warn!(%error, after_global_position = at.global_position, "relay publishing failed; retrying");
+            episode.warned = Some(text);
+        } else {
+            tracing::debug!(%error, failures = episode.failures, "relay publishing failed again; retrying");
+        }
+    }
 }
 
 async fn load_checkpoint(conn: &mut PgConnection) -> Result<Checkpoint, StoreError> {

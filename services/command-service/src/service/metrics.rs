@@ -112,8 +112,11 @@ pub fn install() {
 }
 
 /// The readiness checks of the command service: NATS, Postgres, the streams it
-/// publishes to (`FLEXCORE_EVENTS`, `FLEXCORE_WORK`), and its relay (unready while an event
-/// it leads cannot be published: see docs/troubleshooting.md).
+/// publishes to (`FLEXCORE_EVENTS`, `FLEXCORE_WORK`), and its relay: unready while the
+/// relay this replica leads is held at an event, one larger than the server's
+/// `max_payload` or one whose publishing has kept failing for
+/// [`flexcore_eventstore::relay::BLOCKED_AFTER`]; ready again once it publishes, or once
+/// this replica no longer leads (docs/troubleshooting.md, "relay blocked").
 pub fn checks(nats: &async_nats::Client, pool: &PgPool) -> Checks {
     Checks::new()
         .nats(nats.clone())

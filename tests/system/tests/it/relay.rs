@@ -245,3 +245,113 @@ async fn an_event_the_bus_refuses_holds_the_relay_visibly_and_is_published_in_or
     command.process.terminate();
     assert!(command.process.exited_within(Duration::from_secs(15)).await);
 }
+
+/// Any failure that keeps the relay at the same event is reported like an oversized one:
+/// here `FLEXCORE_EVENTS` is changed (while the command service runs) to capture other
+/// subjects, so JetStream refuses every publish while the stream still exists. Readiness
+/// stays 200 through a failure as short as a NATS restart, then answers 503 naming the
+/// held event and the cause, with one error-level line; once the stream is fixed the
+/// event is published in order and readiness returns to 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_refused_by_a_misconfigured_stream_turns_unready_and_recovers() {
+    flexcore_testkit::init_tracing();
+    let logs = tempfile::tempdir().unwrap();
+    let db = TestDb::create().await.unwrap();
+    let nats = TestNats::start().await.unwrap();
+    let client = nats.client().await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let mut command = start_command(&db, &nats, logs.path());
+    command
+        .process
+        .wait_logged("serving commands", Duration::from_secs(60))
+        .await;
+    let admin = command.admin;
+    let register = |name: &str| json!({"name": name, "version": "1.0.0", "kind": "extractor", "module_digest": format!("sha256:{}", "a".repeat(64))});
+    ok(&client, "flexcore.cmd.plugin.register", register("x")).await;
+    flexcore_testkit::wait_until(Duration::from_secs(10), "the first event is published", || async {
+        streamed(&js).await.len() == logged(&db).await.len()
+    })
+    .await
+    .unwrap();
+    assert_eq!(readiness(admin).await.0, 200);
+
+    // The stream now takes other subjects: it exists (its own check passes), but no
+    // publish of the relay is stored.
+    let settings = flexcore_eventstore::streams::StreamSettings::default();
+    let mut wrong = flexcore_eventstore::streams::events_stream_config(&settings);
+    wrong.subjects = vec!["flexcore.elsewhere.>".to_owned()];
+    js.update_stream(&wrong).await.unwrap();
+    ok(&client, "flexcore.cmd.plugin.register", register("y")).await;
+    let held = *logged(&db).await.last().unwrap();
+
+    // Not unready at once: a restart of NATS fails like this for a second or two.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (status, body) = readiness(admin).await;
+    assert_eq!(status, 200, "unready after 5 s: {body}");
+
+    flexcore_testkit::wait_until(
+        flexcore_eventstore::relay::BLOCKED_AFTER + Duration::from_secs(30),
+        "readiness reports the blocked relay",
+        || async { readiness(admin).await.0 == 503 },
+    )
+    .await
+    .unwrap();
+    let (_, body) = readiness(admin).await;
+    let checks = body["checks"].as_array().unwrap();
+    let relay = checks
+        .iter()
+        .find(|c| c["name"] == "relay")
+        .unwrap_or_else(|| panic!("no relay check in {body}"))
+        .to_string();
+    assert!(relay.contains("blocked since"), "{relay}");
+    assert!(relay.contains(&held.to_string()), "the held event is named: {relay}");
+    assert!(relay.contains("no stream found"), "the cause is named: {relay}");
+    let failing: Vec<_> = checks.iter().filter(|c| c["ok"] == json!(false)).collect();
+    assert_eq!(failing.len(), 1, "only the relay check fails: {body}");
+    command
+        .process
+        .wait_logged("relay blocked", Duration::from_secs(10))
+        .await;
+    // Logged once, not at every retry.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let log = command.process.log_text();
+    let lines: Vec<_> = log.lines().filter(|l| l.contains("relay blocked")).collect();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].contains("ERROR") && lines[0].contains(&held.to_string()),
+        "{}",
+        lines[0]
+    );
+    let (_, _, metrics) = scrape::get(admin, "/metrics").await.unwrap();
+    let lag = scrape::parse(&metrics)
+        .unwrap()
+        .value("flexcore_relay_lag_seconds", &[])
+        .unwrap();
+    assert!(lag > 0.0, "relay lag {lag}");
+
+    // The operator's fix: the stream's subjects as the command service creates them.
+    flexcore_eventstore::streams::ensure_streams(&js, &settings)
+        .await
+        .unwrap();
+    flexcore_testkit::wait_until(Duration::from_secs(10), "everything is published", || async {
+        streamed(&js).await.len() == logged(&db).await.len()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        streamed(&js).await,
+        logged(&db).await,
+        "the stream is the log, in order"
+    );
+    flexcore_testkit::wait_until(Duration::from_secs(10), "ready again", || async {
+        readiness(admin).await.0 == 200
+    })
+    .await
+    .unwrap();
+    command
+        .process
+        .wait_logged("relay unblocked", Duration::from_secs(5))
+        .await;
+    command.process.terminate();
+    assert!(command.process.exited_within(Duration::from_secs(15)).await);
+}
