@@ -56,6 +56,7 @@ impl Default for Options {
 
 /// One service running in this process, stoppable on its own.
 struct Service {
+    name: &'static str,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -74,7 +75,7 @@ impl Service {
                 );
             }
         });
-        Self { stop, task }
+        Self { name, stop, task }
     }
 
     async fn stop(self) {
@@ -211,6 +212,14 @@ impl Stack {
     pub async fn stop_command(&mut self) {
         if let Some(command) = self.command.take() {
             command.stop().await;
+        }
+    }
+
+    /// Tells the runner to stop (as SIGTERM does) without waiting for it: it drains for
+    /// its shutdown grace (10 s) while the test goes on.
+    pub fn signal_runner_stop(&self) {
+        for service in self.others.iter().filter(|s| s.name == "runner") {
+            service.stop.cancel();
         }
     }
 

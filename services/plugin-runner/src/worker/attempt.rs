@@ -306,8 +306,10 @@ async fn run_attempt(ctx: &Context, item: &WorkItem, cancel: CancellationToken) 
             result = &mut exec => break result,
             Some(event) = events.recv() => {
                 super::metrics::observe(&event, &mut delivered);
+                // A checkpoint is retried until answered (or the shutdown grace is over),
+                // also once the plugins are being stopped: what they loaded is kept.
                 if stopped.is_none() {
-                    if let Err(stop) = on_event(ctx, item, &plugins, &revealed, event, &mut checkpoints, &cancel).await {
+                    if let Err(stop) = on_event(ctx, item, &plugins, &revealed, event, &mut checkpoints, &ctx.abandon).await {
                         stopped = Some(stop);
                         cancel.cancel();
                     }

@@ -108,6 +108,76 @@ async fn a_run_that_finished_during_a_command_service_outage_is_not_run_again() 
     s.stop().await;
 }
 
+/// The runner is told to stop just after the plugins ended, while the final STATE's
+/// checkpoint waits for a command service that is down and comes back within the
+/// runner's shutdown grace: the checkpoint is committed before the run is reported
+/// succeeded (were it given up at the stop signal while the outcome still went out, the
+/// pipeline's bookmark would lag and the next run load records again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_stopped_after_its_plugins_ended_commits_its_last_checkpoint_first() {
+    let mut s = Stack::start(Options {
+        runner: true,
+        ..Options::default()
+    })
+    .await;
+    let tools = tempfile::tempdir().unwrap();
+    let (ready, gate) = (tools.path().join("ready"), tools.path().join("gate"));
+    let script = tools.path().join("tap.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             printf '%s\\n' '{{\"type\":\"SCHEMA\",\"stream\":\"rows\",\"schema\":{{}},\"key_properties\":[]}}'\n\
+             printf '%s\\n' '{{\"type\":\"RECORD\",\"stream\":\"rows\",\"record\":{{\"n\":1}}}}'\n\
+             touch {ready}\n\
+             while [ ! -e {gate} ]; do sleep 0.05; done\n\
+             printf '%s\\n' '{{\"type\":\"STATE\",\"value\":{{\"done\":1}}}}'\n",
+            ready = ready.display(),
+            gate = gate.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let id = pipeline(&s, "last-state", &script.display().to_string(), json!({})).await;
+    let run = s.ok("run.request", json!({"pipeline_id": id})).await;
+    let run_id = run["aggregate_id"].as_str().unwrap().to_owned();
+    flexcore_testkit::wait_until(Duration::from_secs(60), "the tap reached its gate", || async {
+        ready.exists()
+    })
+    .await
+    .unwrap();
+    s.stop_command().await;
+    std::fs::write(&gate, "").unwrap();
+    // The STATE is out and the plugins end; its checkpoint finds no command service.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    s.signal_runner_stop();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    s.start_command().await;
+    // Past the runner's grace: whatever it was going to report is reported by now.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let types = s.event_types(&run_id).await;
+    let succeeded = types.iter().position(|t| t == "run.succeeded");
+    let last_checkpoint = types.iter().rposition(|t| t == "run.checkpointed");
+    assert!(
+        succeeded.is_some() && last_checkpoint < succeeded,
+        "the run succeeded after its last checkpoint: {types:?}"
+    );
+    let checkpoint = s
+        .wait_run_event(&run_id, "run.checkpointed", Duration::from_secs(1))
+        .await;
+    assert_eq!(checkpoint["state"], json!({"done": 1}), "{types:?}");
+    let bookmark: Value = sqlx::query_scalar(
+        "SELECT data FROM events WHERE aggregate_id = $1::uuid AND event_type = 'pipeline.state_committed' \
+         ORDER BY version DESC LIMIT 1",
+    )
+    .bind(&id)
+    .fetch_one(&s.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(bookmark["state"], json!({"done": 1}), "the pipeline's bookmark");
+    s.stop().await;
+}
+
 async fn correlation_ids(s: &Stack, run_id: &str) -> Vec<(String, Option<String>)> {
     sqlx::query_as(
         "SELECT event_type, metadata->>'correlation_id' FROM events WHERE aggregate_id = $1::uuid ORDER BY version",
