@@ -10,8 +10,11 @@
 //!   no reply in time, a lost connection, and the transient refusals (`unavailable`,
 //!   `internal`). A refusal is final: it comes back as [`ClientError::Refused`] with the
 //!   contract's [`ErrorReason`] to branch on.
-//! - Headers: `Flexcore-Actor` (the client's actor), `Flexcore-Correlation-Id` (per send),
-//!   and the current span's `traceparent` while spans are exported.
+//! - Headers: `Flexcore-Correlation-Id` (per send), the current span's `traceparent` while
+//!   spans are exported, and, for a client with an identity ([`Client::with_identity`]),
+//!   the command's signature (`Flexcore-Signer`, `-Signed-At`, `-Signature`, made afresh
+//!   for every try): the command service records that identity as the actor and checks
+//!   its role may send the command (docs/security.md).
 //!
 //! # Layout
 //! - this file: [`Client`], [`Retry`], [`Send`], [`ClientError`], [`command_id`].
@@ -21,10 +24,11 @@ use std::time::Duration;
 use async_nats::{HeaderMap, RequestErrorKind};
 use bytes::Bytes;
 use flexcore_contracts::commands::{CommandBody, CommandMeta};
-use flexcore_contracts::envelope::{HEADER_ACTOR, HEADER_CORRELATION_ID};
+use flexcore_contracts::envelope::HEADER_CORRELATION_ID;
 use flexcore_contracts::queries::{QueryOk, QueryReply};
 use flexcore_contracts::reply::Accepted;
 use flexcore_contracts::{subjects, CommandReply, ErrorBody, ErrorCode, ErrorReason};
+use flexcore_security::Identity;
 use flexcore_telemetry::propagation;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -177,7 +181,7 @@ impl ClientError {
 #[derive(Debug, Clone)]
 pub struct Client {
     nats: async_nats::Client,
-    actor: Option<String>,
+    identity: Option<Identity>,
     timeout: Duration,
 }
 
@@ -243,15 +247,21 @@ impl Client {
     pub fn new(nats: async_nats::Client) -> Self {
         Self {
             nats,
-            actor: None,
+            identity: None,
             timeout: Duration::from_secs(10),
         }
     }
 
-    /// Records `actor` (`Flexcore-Actor`) on what this client's commands cause.
-    pub fn with_actor(mut self, actor: impl Into<String>) -> Self {
-        self.actor = Some(actor.into());
+    /// Signs every command as `identity` (without one, commands go unsigned: the command
+    /// service treats them as role `client` or refuses them, per its configuration).
+    pub fn with_identity(mut self, identity: Identity) -> Self {
+        self.identity = Some(identity);
         self
+    }
+
+    /// The identity commands are signed as, if any.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
     }
 
     /// How long one try waits for its reply.
@@ -358,11 +368,7 @@ impl Client {
 
     fn headers(&self) -> HeaderMap {
         // The current span's context, so the service continues the sender's trace.
-        let mut headers = propagation::headers(&tracing::Span::current()).unwrap_or_default();
-        if let Some(actor) = &self.actor {
-            headers.insert(HEADER_ACTOR, actor.as_str());
-        }
-        headers
+        propagation::headers(&tracing::Span::current()).unwrap_or_default()
     }
 
     /// Sends one request until `decode` says it was answered (its reply, or a final
@@ -384,9 +390,14 @@ impl Client {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            let mut headers = headers.clone();
+            if let Some(identity) = self.identity.as_ref().filter(|_| subject.starts_with("flexcore.cmd.")) {
+                // Signed at this try: a retry long after the first stays fresh.
+                identity.sign(&subject, &mut headers, &payload);
+            }
             let request = async_nats::Request::new()
                 .payload(payload.clone())
-                .headers(headers.clone())
+                .headers(headers)
                 .timeout(Some(self.timeout));
             let sent = self.nats.send_request(subject.clone(), request);
             let outcome = match &retry.stop {

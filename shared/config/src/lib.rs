@@ -24,7 +24,8 @@ pub use nats_login::NatsLogin;
 pub use secret::Secret;
 pub use sections::{
     AdminSettings, CommandSettings, DatabaseSettings, LogFormat, NatsSettings, ProjectionSettings, RelaySettings,
-    RunnerSettings, SampleRatio, SchedulerSettings, StreamsSettings, TelemetrySettings,
+    RunnerSettings, SampleRatio, SchedulerSettings, SecuritySettings, StreamsSettings, TelemetrySettings,
+    UnsignedCommands,
 };
 
 use serde::Deserialize;
@@ -37,6 +38,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// NATS with JetStream.
     pub nats: NatsSettings,
+    /// Identities and signatures.
+    pub security: SecuritySettings,
     /// The command service.
     pub command: CommandSettings,
     /// The outbox relay.

@@ -53,10 +53,24 @@ pub struct NatsSettings {
     /// (`nats://user:password@host:4222`, percent-encoded) apply where [`Self::user`] /
     /// [`Self::password`] are empty.
     pub url: String,
-    /// User to log in as; empty = the URL's user, if any, else no authentication.
+    /// User to log in as with a password; empty = the URL's user, if any, else the NKey
+    /// identity of [`Self::nkey_seed`] / [`Self::nkey_seed_file`].
     pub user: String,
     /// Password of [`Self::user`] (secret).
     pub password: Secret,
+    /// This process's NKey seed (`SU…`, secret): its identity, to log in with (unless
+    /// [`Self::user`] is set) and to sign what it sends. Wins over [`Self::nkey_seed_file`].
+    pub nkey_seed: Secret,
+    /// File holding this process's NKey seed (e.g. a mounted Kubernetes Secret).
+    pub nkey_seed_file: String,
+    /// CA certificates (PEM) to trust for the server's TLS certificate; set = TLS.
+    pub tls_ca_file: String,
+    /// Client certificate (PEM) for mutual TLS, with [`Self::tls_key_file`].
+    pub tls_cert_file: String,
+    /// Private key (PEM) of [`Self::tls_cert_file`].
+    pub tls_key_file: String,
+    /// Refuse to connect without TLS.
+    pub tls_required: bool,
     /// Timeout of the initial connection, in milliseconds.
     pub connect_timeout_ms: u64,
     /// Timeout of a request/reply round trip, in milliseconds.
@@ -69,6 +83,12 @@ impl Default for NatsSettings {
             url: "nats://127.0.0.1:4222".to_owned(),
             user: String::new(),
             password: Secret::new(""),
+            nkey_seed: Secret::new(""),
+            nkey_seed_file: String::new(),
+            tls_ca_file: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            tls_required: false,
             connect_timeout_ms: 5000,
             request_timeout_ms: 5000,
         }
@@ -81,6 +101,12 @@ impl fmt::Debug for NatsSettings {
             .field("url", &crate::nats_login::redacted_url(&self.url))
             .field("user", &self.user)
             .field("password", &self.password)
+            .field("nkey_seed", &self.nkey_seed)
+            .field("nkey_seed_file", &self.nkey_seed_file)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
+            .field("tls_required", &self.tls_required)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("request_timeout_ms", &self.request_timeout_ms)
             .finish()
@@ -97,6 +123,37 @@ impl NatsSettings {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
     }
+}
+
+/// Identities and what unsigned commands may do (docs/security.md).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecuritySettings {
+    /// The identities file (JSON: name, role and NKey public key of every identity);
+    /// required: no FlexCore service runs without it.
+    pub identities_file: String,
+    /// What the command service does with a command that carries no signature.
+    pub unsigned_commands: UnsignedCommands,
+}
+
+impl Default for SecuritySettings {
+    fn default() -> Self {
+        Self {
+            identities_file: String::new(),
+            unsigned_commands: UnsignedCommands::Client,
+        }
+    }
+}
+
+/// What the command service does with an unsigned command (one from an application that
+/// logged in to NATS but does not sign).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnsignedCommands {
+    /// Treated as sent by role `client`, recorded with actor `unsigned`.
+    Client,
+    /// Refused with `unauthorized`.
+    Refuse,
 }
 
 /// The command service.
@@ -317,7 +374,7 @@ impl AdminSettings {
     }
 }
 
-/// The JetStream streams created at start-up.
+/// The JetStream streams, as `flexcore-command setup` (the setup identity) creates them.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StreamsSettings {
@@ -327,6 +384,9 @@ pub struct StreamsSettings {
     pub replicas: usize,
     /// JetStream duplicate-detection window, in seconds.
     pub duplicate_window_seconds: u64,
+    /// Bound of the plugin bucket (`flexcore-plugins`), all modules together, in bytes;
+    /// 0 leaves it unbounded. An upload over it is refused by the server.
+    pub plugins_max_bytes: u64,
 }
 
 impl Default for StreamsSettings {
@@ -335,6 +395,7 @@ impl Default for StreamsSettings {
             events_max_age_days: 0,
             replicas: 1,
             duplicate_window_seconds: 120,
+            plugins_max_bytes: 10 << 30,
         }
     }
 }
@@ -440,13 +501,54 @@ pub struct RunnerSettings {
     pub secrets_source: String,
     /// Prefix of secret environment variables (source `env`).
     pub secrets_env_prefix: String,
-    /// Directory with one file per secret (source `dir`).
+    /// Directory with one file per secret (source `dir`): `<dir>/NAME`, or `<dir>/A/B`
+    /// for `A__B` (one subdirectory per mounted secret volume).
     pub secrets_dir: Option<String>,
-    /// Days run logs are kept.
+    /// Environment variables of the runner's host a plugin's `env` grant may pass through:
+    /// names or `PREFIX*`; none by default. `FLEXCORE_…` and the secret variables can
+    /// never be listed. As a variable: comma-separated
+    /// (`FLEXCORE__RUNNER__PLUGIN_ENV_ALLOW=TZ,PGSSL*`).
+    #[serde(deserialize_with = "list_or_commas")]
+    pub plugin_env_allow: Vec<String>,
+    /// Where the runner keeps its private work directory (plugin config and state files,
+    /// mode 0700/0600); null: `$XDG_RUNTIME_DIR/flexcore-runner`, else
+    /// `<temp dir>/flexcore-runner-<uid>`.
+    pub work_dir: Option<String>,
+    /// Days run logs are kept (the logs stream's age limit, applied by setup).
     pub log_retention_days: u64,
     /// On shutdown, how long attempts in flight get to hand back their work or report
     /// their outcome before the runner exits (milliseconds).
     pub shutdown_grace_ms: u64,
+    /// Largest wasm module a runner downloads and compiles (bytes).
+    pub max_module_bytes: u64,
+    /// CPU seconds a module may take to compile (single-threaded, in a child process).
+    pub compile_timeout_seconds: u64,
+    /// Address space of that compile child process (bytes).
+    pub compile_memory_bytes: u64,
+    /// Modules compiled at once.
+    pub compile_concurrency: usize,
+    /// Compiled modules kept in memory (least recently used evicted first).
+    pub module_cache_entries: usize,
+    /// Bytes of compiled code kept in memory.
+    pub module_cache_bytes: u64,
+    /// Largest STATE message accepted from a plugin (bytes).
+    pub max_state_bytes: usize,
+    /// At most one checkpoint per this interval; STATEs in between are coalesced (ms).
+    pub checkpoint_interval_ms: u64,
+    /// Sum of the memory limits of one run's stages (bytes).
+    pub run_memory_bytes: u64,
+    /// Most stages in one run.
+    pub max_stages: usize,
+    /// Run each `process` stage in its own PID namespace when the host allows it.
+    pub process_pid_namespace: bool,
+    /// When the runner runs as root: the uid `process` stages run as (null: root).
+    pub process_uid: Option<u32>,
+    /// When the runner runs as root: the gid `process` stages run as (null: root).
+    pub process_gid: Option<u32>,
+    /// Open files per `process` stage (RLIMIT_NOFILE).
+    pub process_max_open_files: u64,
+    /// Processes of a `process` stage's user (RLIMIT_NPROC) when it runs as its own user.
+    pub process_max_processes: u64,
 }
 
 impl Default for RunnerSettings {
@@ -459,8 +561,45 @@ impl Default for RunnerSettings {
             secrets_source: "env".to_owned(),
             secrets_env_prefix: "FLEXCORE_SECRET_".to_owned(),
             secrets_dir: None,
+            plugin_env_allow: Vec::new(),
+            work_dir: None,
             log_retention_days: 7,
             shutdown_grace_ms: 10_000,
+            max_module_bytes: 64 << 20,
+            compile_timeout_seconds: 30,
+            compile_memory_bytes: 4 << 30,
+            compile_concurrency: 1,
+            module_cache_entries: 64,
+            module_cache_bytes: 1 << 30,
+            max_state_bytes: (1 << 20) - (8 << 10),
+            checkpoint_interval_ms: 1000,
+            run_memory_bytes: 2 << 30,
+            max_stages: 32,
+            process_pid_namespace: true,
+            process_uid: Some(65_534),
+            process_gid: Some(65_534),
+            process_max_open_files: 1024,
+            process_max_processes: 256,
         }
     }
+}
+
+/// A list given as a YAML sequence or, as an environment variable can only give it, as
+/// one comma-separated string (blank items dropped).
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCommas {
+        List(Vec<String>),
+        Commas(String),
+    }
+    Ok(match ListOrCommas::deserialize(deserializer)? {
+        ListOrCommas::List(items) => items,
+        ListOrCommas::Commas(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
 }

@@ -24,8 +24,12 @@ pub const HEADER_TRANSACTION_ID: &str = "Flexcore-Transaction-Id";
 pub const HEADER_TRACEPARENT: &str = "traceparent";
 /// Optional command header: correlation id to stamp on the resulting events.
 pub const HEADER_CORRELATION_ID: &str = "Flexcore-Correlation-Id";
-/// Optional command header: who acts (recorded on every event).
-pub const HEADER_ACTOR: &str = "Flexcore-Actor";
+/// Header carrying the NKey public key of a message's signer (docs/security.md).
+pub const HEADER_SIGNER: &str = "Flexcore-Signer";
+/// Header carrying when the signer signed, in milliseconds since the Unix epoch.
+pub const HEADER_SIGNED_AT: &str = "Flexcore-Signed-At";
+/// Header carrying the Ed25519 signature of a message (unpadded base64url).
+pub const HEADER_SIGNATURE: &str = "Flexcore-Signature";
 
 /// An event as published on JetStream and returned by event queries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -63,7 +67,8 @@ pub struct EventMetadata {
     /// The command id that produced the event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causation_id: Option<Uuid>,
-    /// The actor (`Flexcore-Actor` header of the command), if given.
+    /// Who caused it: the name of the identity that signed the command (docs/security.md),
+    /// `unsigned` for an unsigned command accepted as role `client`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
     /// W3C `traceparent` of the command handling span, to continue the trace downstream.

@@ -26,7 +26,8 @@ pub enum ErrorCode {
     InvalidState,
     /// The actor may not do this.
     Unauthorized,
-    /// The request, its events or its reply exceed a size limit.
+    /// The request, its events or its reply exceed a size limit (or a plugin's stored
+    /// module the runners' module limit).
     PayloadTooLarge,
     /// A query's `min_position` was not reached within its bound.
     Stale,
@@ -134,7 +135,8 @@ pub enum ErrorReason {
     /// `payload_too_large`: the request, an event it would write or its reply is over a
     /// limit (`size`, `limit` in bytes). A list page whose first item alone is over the
     /// limit also has `next_cursor`, the cursor that continues after that item, and `id`,
-    /// the item's id.
+    /// the item's id. A `plugin.register` whose stored module is over
+    /// `runner.max_module_bytes` also has `path` `/module_digest`.
     TooLarge,
     /// `stale`: the view did not reach `min_position` in time.
     NotReached,

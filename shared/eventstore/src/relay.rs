@@ -16,6 +16,7 @@ use async_nats::jetstream;
 use async_nats::HeaderMap;
 use flexcore_contracts::work::WorkItem;
 use flexcore_contracts::{envelope, subjects};
+use flexcore_security::Identity;
 use flexcore_telemetry::propagation;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, Row};
@@ -43,17 +44,9 @@ pub struct RelayConfig {
     pub leader_retry: Duration,
     /// How long to wait for JetStream acknowledgements of a batch.
     pub publish_timeout: Duration,
-}
-
-impl Default for RelayConfig {
-    fn default() -> Self {
-        Self {
-            batch_size: 1000,
-            idle_poll: Duration::from_millis(500),
-            leader_retry: Duration::from_secs(1),
-            publish_timeout: Duration::from_secs(5),
-        }
-    }
+    /// The command service's identity, which signs every event and work item: runners
+    /// and schedulers act only on messages it signed (docs/security.md).
+    pub signer: Identity,
 }
 
 /// How long the relay may fail at the same event before it reports itself blocked
@@ -252,7 +245,7 @@ async fn round(
         crate::metrics::relay(RelayProgress::Pending(oldest));
     }
     let limit = js.client().max_payload();
-    let (ready, blocked) = prepare(&batch, limit)?;
+    let (ready, blocked) = prepare(&batch, limit, &config.signer)?;
     if let Some(published) = ready.last().map(|m| m.event) {
         publish(js, ready, config.publish_timeout).await?;
         let next = published.checkpoint();
@@ -442,10 +435,15 @@ struct Prepared<'a> {
 
 /// The messages of `batch` up to (not including) the first one larger than `limit`, and
 /// the error that names that one. Nothing after it is published, so the order holds.
-fn prepare(batch: &[RecordedEvent], limit: usize) -> Result<(Vec<Prepared<'_>>, Option<StoreError>), StoreError> {
+fn prepare<'a>(
+    batch: &'a [RecordedEvent],
+    limit: usize,
+    signer: &Identity,
+) -> Result<(Vec<Prepared<'a>>, Option<StoreError>), StoreError> {
     let mut ready = Vec::with_capacity(batch.len());
     for event in batch {
-        let (subject, headers, body) = message(event)?;
+        let (subject, mut headers, body) = message(event)?;
+        signer.sign(&subject, &mut headers, &body);
         let size = wire_size(&headers, body.len());
         if size > limit {
             let error = StoreError::TooLarge {
@@ -457,7 +455,10 @@ fn prepare(batch: &[RecordedEvent], limit: usize) -> Result<(Vec<Prepared<'_>>, 
             };
             return Ok((ready, Some(error)));
         }
-        let work = work_message(event)?;
+        let work = work_message(event)?.map(|(subject, mut headers, body)| {
+            signer.sign(&subject, &mut headers, &body);
+            (subject, headers, body)
+        });
         ready.push(Prepared {
             event,
             subject,
@@ -502,9 +503,10 @@ pub fn published_size_bound(event: &crate::model::NewEvent) -> Result<usize, Sto
         recorded_at: chrono::DateTime::from_timestamp(253_402_300_799, 999_999_999).unwrap_or_default(),
     };
     let (_, headers, body) = message(&widest)?;
-    // A relay that exports spans puts its own `traceparent` in: make room for one.
+    // A relay that exports spans puts its own `traceparent` in: make room for one; and
+    // the relay's signature.
     let traceparent = if event.metadata.traceparent.is_none() { 70 } else { 0 };
-    Ok(wire_size(&headers, body.len()) + traceparent)
+    Ok(wire_size(&headers, body.len()) + traceparent + Identity::SIGNATURE_WIRE_BYTES)
 }
 
 /// Publishes a batch pipelined (all sent, then all acknowledgements awaited in order).

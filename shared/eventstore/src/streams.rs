@@ -1,9 +1,14 @@
-//! JetStream streams, created or updated idempotently at start-up so every replica may
-//! run it and settings changed in config take effect on the next start.
+//! The system's JetStream streams: the event log, the work queue, the run logs and the
+//! plugin bucket.
+//!
+//! [`setup`] creates them and applies changed settings; it is idempotent, so it may run
+//! on every deploy, and it is what the `setup` identity (`flexcore-command setup`) does:
+//! no service creates or changes a stream (their NATS users may not). A service started
+//! before setup has run waits for its streams (`flexcore_service::streams::wait_for`).
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream::{self, object_store, stream};
 use flexcore_contracts::subjects;
 
 use crate::error::StoreError;
@@ -18,6 +23,10 @@ pub struct StreamSettings {
     pub replicas: usize,
     /// Window in which `Nats-Msg-Id` de-duplicates re-published events.
     pub duplicate_window: Duration,
+    /// Age after which run logs leave `FLEXCORE_LOGS`.
+    pub logs_max_age: Duration,
+    /// Bound of the plugin bucket, all modules together (`None`: unbounded).
+    pub plugins_max_bytes: Option<u64>,
 }
 
 impl Default for StreamSettings {
@@ -26,6 +35,8 @@ impl Default for StreamSettings {
             events_max_age: None,
             replicas: 1,
             duplicate_window: Duration::from_secs(120),
+            logs_max_age: Duration::from_secs(7 * 86_400),
+            plugins_max_bytes: None,
         }
     }
 }
@@ -61,10 +72,81 @@ pub fn work_stream_config(settings: &StreamSettings) -> stream::Config {
     }
 }
 
-/// Creates the streams that do not exist and updates those whose settings differ.
+/// The configuration of `FLEXCORE_LOGS`: plugin log lines, kept for a while.
+pub fn logs_stream_config(settings: &StreamSettings) -> stream::Config {
+    stream::Config {
+        name: subjects::LOGS_STREAM.to_owned(),
+        description: Some("FlexCore run logs (plugin stderr, scrubbed of secrets)".to_owned()),
+        subjects: vec![subjects::LOGS_WILDCARD.to_owned()],
+        max_age: settings.logs_max_age,
+        storage: stream::StorageType::File,
+        num_replicas: settings.replicas.max(1),
+        ..Default::default()
+    }
+}
+
+/// Creates the event and work streams that do not exist and updates those whose settings
+/// differ.
 pub async fn ensure_streams(js: &jetstream::Context, settings: &StreamSettings) -> Result<(), StoreError> {
     ensure(js, events_stream_config(settings)).await?;
     ensure(js, work_stream_config(settings)).await
+}
+
+/// Everything [`ensure_streams`] does, and the same for the logs stream and the plugin
+/// bucket: what the `setup` identity runs.
+pub async fn setup(js: &jetstream::Context, settings: &StreamSettings) -> Result<(), StoreError> {
+    ensure_streams(js, settings).await?;
+    ensure(js, logs_stream_config(settings)).await?;
+    let bucket_stream = format!("OBJ_{}", flexcore_plugin_store::BUCKET);
+    let max_bytes = settings
+        .plugins_max_bytes
+        .map_or(-1, |bytes| i64::try_from(bytes).unwrap_or(i64::MAX));
+    match js.get_stream(&bucket_stream).await {
+        Err(_) => {
+            js.create_object_store(object_store::Config {
+                bucket: flexcore_plugin_store::BUCKET.to_owned(),
+                description: Some("FlexCore plugin modules, named by sha256 digest".to_owned()),
+                storage: stream::StorageType::File,
+                num_replicas: settings.replicas.max(1),
+                max_bytes,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| StoreError::Nats(format!("create bucket {}: {e}", flexcore_plugin_store::BUCKET)))?;
+            tracing::info!(stream = %bucket_stream, "plugin bucket created");
+        }
+        Ok(mut existing) => {
+            let info = existing
+                .info()
+                .await
+                .map_err(|e| StoreError::Nats(format!("stream {bucket_stream} info: {e}")))?;
+            if info.config.max_bytes != max_bytes || info.config.num_replicas != settings.replicas.max(1) {
+                let mut config = info.config.clone();
+                config.max_bytes = max_bytes;
+                config.num_replicas = settings.replicas.max(1);
+                js.update_stream(&config)
+                    .await
+                    .map_err(|e| StoreError::Nats(format!("update stream {bucket_stream}: {e}")))?;
+                tracing::info!(stream = %bucket_stream, "plugin bucket settings updated");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether the streams' settings are what `settings` asks for: a difference is logged
+/// (setup applies it), not fixed, as no service may change a stream.
+pub async fn check(js: &jetstream::Context, settings: &StreamSettings) {
+    for wanted in [events_stream_config(settings), work_stream_config(settings)] {
+        let Ok(mut stream) = js.get_stream(&wanted.name).await else {
+            continue;
+        };
+        if let Ok(info) = stream.info().await {
+            if differs(&info.config, &wanted) {
+                tracing::warn!(stream = %wanted.name, "stream settings differ from the configuration: run `flexcore-command setup` to apply them");
+            }
+        }
+    }
 }
 
 async fn ensure(js: &jetstream::Context, config: stream::Config) -> Result<(), StoreError> {

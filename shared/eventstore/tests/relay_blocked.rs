@@ -28,6 +28,7 @@ fn fast() -> RelayConfig {
         idle_poll: Duration::from_millis(50),
         leader_retry: Duration::from_millis(100),
         publish_timeout: Duration::from_secs(5),
+        signer: flexcore_testkit::nats::test_identity("command").unwrap(),
     }
 }
 

@@ -2,8 +2,13 @@
 //! `flexcore-plugins`. The object name is the digest (`sha256:<hex>`); bytes are checked
 //! against it on every load, so a tampered object is refused, never executed.
 //!
+//! Modules are bounded in size ([`MAX_MODULE_BYTES`] unless the caller says otherwise): an
+//! upload over the limit is refused before anything is sent, a download before anything
+//! is read (the object's recorded size is checked first, and the read is capped too).
+//!
 //! # Layout
-//! Everything is in this file: [`digest_of`], [`ensure_bucket`], [`upload`], [`download`].
+//! Everything is in this file: [`digest_of`], [`bucket`], [`upload`] /
+//! [`upload_at_most`], [`download`] / [`download_at_most`], [`stored_size`].
 
 use async_nats::jetstream::{self, object_store};
 use flexcore_contracts::values::Digest;
@@ -12,6 +17,10 @@ use tokio::io::AsyncReadExt;
 
 /// Name of the object store bucket holding plugin modules.
 pub const BUCKET: &str = "flexcore-plugins";
+
+/// Largest module [`upload`] and [`download`] accept (64 MiB): the runner's default
+/// `runner.max_module_bytes`.
+pub const MAX_MODULE_BYTES: u64 = 64 << 20;
 
 /// Why a module could not be stored or loaded.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +35,16 @@ pub enum PluginStoreError {
         expected: String,
         /// The digest of the stored bytes.
         actual: String,
+    },
+    /// The module is larger than allowed.
+    #[error("plugin module {digest} is {bytes} bytes, more than the limit of {limit} bytes")]
+    TooLarge {
+        /// Its digest.
+        digest: String,
+        /// Its size (at least this much, for a download cut at the limit).
+        bytes: u64,
+        /// The limit.
+        limit: u64,
     },
     /// NATS / JetStream failed.
     #[error("plugin store: {0}")]
@@ -44,26 +63,34 @@ fn unreachable_digest() -> Digest {
     panic!("sha256 hex digests are always valid digests")
 }
 
-/// Opens the bucket, creating it on first use.
-pub async fn ensure_bucket(js: &jetstream::Context) -> Result<object_store::ObjectStore, PluginStoreError> {
-    match js.get_object_store(BUCKET).await {
-        Ok(store) => Ok(store),
-        Err(_) => js
-            .create_object_store(object_store::Config {
-                bucket: BUCKET.to_owned(),
-                description: Some("FlexCore plugin modules, named by sha256 digest".to_owned()),
-                storage: jetstream::stream::StorageType::File,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| PluginStoreError::Nats(format!("create bucket {BUCKET}: {e}"))),
-    }
+/// Opens the bucket. Only the setup identity creates it (`flexcore-command setup`), so a
+/// missing bucket is reported as such.
+pub async fn bucket(js: &jetstream::Context) -> Result<object_store::ObjectStore, PluginStoreError> {
+    js.get_object_store(BUCKET).await.map_err(|e| {
+        PluginStoreError::Nats(format!(
+            "bucket {BUCKET} not usable ({e}): it is created by `flexcore-command setup`, run as the setup identity"
+        ))
+    })
 }
 
-/// Stores `bytes` under their digest (idempotent) and returns the digest.
+/// Stores `bytes` under their digest (idempotent) and returns the digest; at most
+/// [`MAX_MODULE_BYTES`].
 pub async fn upload(js: &jetstream::Context, bytes: &[u8]) -> Result<Digest, PluginStoreError> {
+    upload_at_most(js, bytes, MAX_MODULE_BYTES).await
+}
+
+/// [`upload`] with a size limit of `max_bytes`.
+pub async fn upload_at_most(js: &jetstream::Context, bytes: &[u8], max_bytes: u64) -> Result<Digest, PluginStoreError> {
     let digest = digest_of(bytes);
-    let store = ensure_bucket(js).await?;
+    let len = bytes.len() as u64;
+    if len > max_bytes {
+        return Err(PluginStoreError::TooLarge {
+            digest: digest.to_string(),
+            bytes: len,
+            limit: max_bytes,
+        });
+    }
+    let store = bucket(js).await?;
     if store.info(digest.as_str()).await.is_ok() {
         return Ok(digest);
     }
@@ -75,8 +102,24 @@ pub async fn upload(js: &jetstream::Context, bytes: &[u8]) -> Result<Digest, Plu
     Ok(digest)
 }
 
-/// Loads the module stored under `digest` and verifies its bytes.
+/// Loads the module stored under `digest` and verifies its bytes; at most
+/// [`MAX_MODULE_BYTES`].
 pub async fn download(js: &jetstream::Context, digest: &Digest) -> Result<Vec<u8>, PluginStoreError> {
+    download_at_most(js, digest, MAX_MODULE_BYTES).await
+}
+
+/// [`download`] with a size limit of `max_bytes`: a larger object is refused from its
+/// recorded size, before its bytes are read, and the read stops at the limit anyway.
+pub async fn download_at_most(
+    js: &jetstream::Context,
+    digest: &Digest,
+    max_bytes: u64,
+) -> Result<Vec<u8>, PluginStoreError> {
+    let too_large = |bytes: u64| PluginStoreError::TooLarge {
+        digest: digest.to_string(),
+        bytes,
+        limit: max_bytes,
+    };
     let store = js
         .get_object_store(BUCKET)
         .await
@@ -85,13 +128,34 @@ pub async fn download(js: &jetstream::Context, digest: &Digest) -> Result<Vec<u8
         object_store::GetErrorKind::NotFound => PluginStoreError::NotFound(digest.to_string()),
         _ => PluginStoreError::Nats(format!("download {digest}: {e}")),
     })?;
+    let size = object.info().size as u64;
+    if size > max_bytes {
+        return Err(too_large(size));
+    }
     let mut bytes = Vec::new();
-    object
+    (&mut object)
+        .take(max_bytes.saturating_add(1))
         .read_to_end(&mut bytes)
         .await
         .map_err(|e| PluginStoreError::Nats(format!("read {digest}: {e}")))?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(too_large(bytes.len() as u64));
+    }
     verify(digest, &bytes)?;
     Ok(bytes)
+}
+
+/// The recorded size of the stored module `digest`; `None` when it (or the bucket) is not
+/// there. Reads only the object's metadata.
+pub async fn stored_size(js: &jetstream::Context, digest: &Digest) -> Result<Option<u64>, PluginStoreError> {
+    let Ok(store) = js.get_object_store(BUCKET).await else {
+        return Ok(None);
+    };
+    match store.info(digest.as_str()).await {
+        Ok(info) => Ok(Some(info.size as u64)),
+        Err(e) if e.kind() == object_store::InfoErrorKind::NotFound => Ok(None),
+        Err(e) => Err(PluginStoreError::Nats(format!("look up {digest}: {e}"))),
+    }
 }
 
 /// Checks that `bytes` hash to `digest`.

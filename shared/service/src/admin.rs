@@ -236,6 +236,21 @@ impl Checks {
         self.with(JetStreamCheck::consumer(client, stream, consumer))
     }
 
+    /// Adds a check that this process serves `what` (a [`crate::serve`] loop is
+    /// subscribed): unready while the service still waits (for its streams, migrations)
+    /// before it takes requests, and once it stopped taking them.
+    pub fn serving(self, what: &'static str) -> Self {
+        self.with_fn(format!("serving:{what}"), move || async move {
+            if Serving::is(what) {
+                CheckOutcome::ok("subscribed")
+            } else {
+                CheckOutcome::failed(format!(
+                    "not taking {what} (starting, waiting for its streams, or stopping)"
+                ))
+            }
+        })
+    }
+
     /// Adds a check.
     pub fn with(mut self, check: impl Check) -> Self {
         self.checks.push(Arc::new(check));
@@ -391,4 +406,39 @@ pub async fn spawn(
     });
     tracing::info!(%addr, service, "admin server listening (/health/live, /health/ready, /metrics)");
     Ok(Some(addr))
+}
+
+/// The request loops of this process that are subscribed, by what they serve: a loop
+/// counts while its guard lives.
+#[derive(Debug)]
+pub struct Serving(&'static str);
+
+static SERVING: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+
+impl Serving {
+    /// Marks a loop serving `what` until the guard is dropped.
+    pub fn start(what: &'static str) -> Self {
+        SERVING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(what);
+        Self(what)
+    }
+
+    /// Whether a loop serving `what` is subscribed.
+    pub fn is(what: &str) -> bool {
+        SERVING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&what)
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let mut serving = SERVING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(at) = serving.iter().position(|w| *w == self.0) {
+            serving.swap_remove(at);
+        }
+    }
 }

@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use flexcore_config::{DatabaseSettings, NatsSettings};
+use flexcore_security::Identity;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -17,8 +19,8 @@ pub enum ConnectError {
     Postgres(#[source] sqlx::Error),
     /// NATS.
     #[error(
-        "cannot connect to NATS at {url}{} (nats.url / FLEXCORE__NATS__URL; credentials: \
-         nats.user, nats.password): {source}",
+        "cannot connect to NATS at {url}{} (nats.url / FLEXCORE__NATS__URL; identity: \
+         nats.nkey_seed_file or nats.nkey_seed; TLS: nats.tls_*): {source}",
         user.as_deref().map(|user| format!(" as user {user:?}")).unwrap_or_default()
     )]
     Nats {
@@ -52,17 +54,23 @@ pub async fn postgres_with(settings: &DatabaseSettings, parameters: &[(&str, &st
 }
 
 /// A NATS client named `name` (shown by the server's monitoring), reconnecting forever,
-/// logged in with the credentials of [`NatsSettings::login`]: `nats.user` and
-/// `nats.password`, else those in `nats.url` (which async-nats would ignore,
-/// nats-io/nats.rs#1623, so they are taken out of the URL and passed explicitly).
-pub async fn nats(name: &str, settings: &NatsSettings) -> Result<async_nats::Client, ConnectError> {
-    nats_with(name, settings, |options| options).await
+/// logged in as `identity` (its NKey; replies in its own inbox `_INBOX.<name>`), or, when
+/// `nats.user` is set (or `nats.url` carries credentials), with that user and password
+/// (which async-nats would ignore in the URL, nats-io/nats.rs#1623, so they are taken out
+/// of it and passed explicitly). TLS when `nats.tls_ca_file` is set or required.
+pub async fn nats(
+    name: &str,
+    settings: &NatsSettings,
+    identity: Option<&Identity>,
+) -> Result<async_nats::Client, ConnectError> {
+    nats_with(name, settings, identity, |options| options).await
 }
 
 /// Like [`nats`], with further options (e.g. `no_echo`).
 pub async fn nats_with(
     name: &str,
     settings: &NatsSettings,
+    identity: Option<&Identity>,
     more: impl FnOnce(async_nats::ConnectOptions) -> async_nats::ConnectOptions,
 ) -> Result<async_nats::Client, ConnectError> {
     let login = settings.login();
@@ -71,14 +79,36 @@ pub async fn nats_with(
         .max_reconnects(None)
         .connection_timeout(Duration::from_millis(settings.connect_timeout_ms))
         .request_timeout(Some(Duration::from_millis(settings.request_timeout_ms)));
-    if let Some((user, password)) = &login.credentials {
-        options = options.user_and_password(user.clone(), password.expose().to_owned());
+    if let Some(identity) = identity {
+        options = options.custom_inbox_prefix(identity.inbox_prefix());
+    }
+    match (&login.credentials, identity) {
+        (Some((user, password)), _) => {
+            options = options.user_and_password(user.clone(), password.expose().to_owned());
+        }
+        (None, Some(identity)) => options = options.nkey(identity.seed().to_owned()),
+        (None, None) => {}
+    }
+    if !settings.tls_ca_file.is_empty() {
+        options = options.add_root_certificates(PathBuf::from(&settings.tls_ca_file));
+    }
+    if !settings.tls_cert_file.is_empty() || !settings.tls_key_file.is_empty() {
+        options = options.add_client_certificate(
+            PathBuf::from(&settings.tls_cert_file),
+            PathBuf::from(&settings.tls_key_file),
+        );
+    }
+    if settings.tls_required || !settings.tls_ca_file.is_empty() {
+        options = options.require_tls(true);
     }
     more(options)
         .connect(login.url.as_str())
         .await
         .map_err(|source| ConnectError::Nats {
-            user: login.user().map(str::to_owned),
+            user: login
+                .user()
+                .map(str::to_owned)
+                .or_else(|| identity.map(|i| format!("{} (NKey {})", i.name(), i.public_key()))),
             url: login.url,
             source,
         })

@@ -1,6 +1,7 @@
 //! Plumbing every FlexCore service binary shares.
 //!
 //! - [`connect`]: the Postgres pool and NATS client, opened from config.
+//! - [`security`]: this process's identity and the identities file, from config.
 //! - [`serve`]: the request loop of a queue-group service (bounded concurrency, a drain
 //!   on shutdown, a grace period for requests in flight).
 //! - [`stop_on_signal`]: cancels a token on SIGINT or SIGTERM, and ends the process when
@@ -15,6 +16,8 @@ pub mod connect;
 pub mod in_flight;
 pub mod metrics;
 pub mod reply;
+pub mod security;
+pub mod streams;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -42,7 +45,7 @@ pub async fn serve<H, F>(
     client: Client,
     subject: &str,
     queue: &str,
-    what: &str,
+    what: &'static str,
     limits: ServeLimits,
     shutdown: CancellationToken,
     handle: H,
@@ -53,6 +56,7 @@ where
 {
     let mut subscriber = client.queue_subscribe(subject.to_owned(), queue.to_owned()).await?;
     tracing::info!(subject, queue, "serving {what}");
+    let _serving = admin::Serving::start(what);
     let max_in_flight = limits.max_in_flight.max(1);
     let permits = Arc::new(Semaphore::new(max_in_flight));
     let mut draining = false;

@@ -38,7 +38,10 @@ async fn nats_client(nats: &TestNats) -> async_nats::Client {
         url: nats.url.clone(),
         ..NatsSettings::default()
     };
-    flexcore_service::connect::nats(SERVICE, &settings).await.unwrap()
+    let identity = nats.identity(flexcore_testkit::nats::HARNESS).unwrap();
+    flexcore_service::connect::nats(SERVICE, &settings, Some(&identity))
+        .await
+        .unwrap()
 }
 
 /// A port nothing listens on.

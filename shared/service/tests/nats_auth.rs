@@ -119,9 +119,12 @@ fn settings(url: &str, user: &str, password: &str) -> NatsSettings {
 }
 
 async fn connect(settings: &NatsSettings) -> Result<async_nats::Client, ConnectError> {
-    tokio::time::timeout(Duration::from_secs(15), connect::nats("flexcore-auth-test", settings))
-        .await
-        .expect("connecting must not hang")
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        connect::nats("flexcore-auth-test", settings, None),
+    )
+    .await
+    .expect("connecting must not hang")
 }
 
 /// The connection is logged in for real: a message goes round through the server.

@@ -9,6 +9,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use flexcore_security::kit::{Kit, IDENTITIES_FILE, STANDARD};
+use flexcore_security::{Credentials, Identity, Role, Trust};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
 use tokio::time::Instant;
 
@@ -27,8 +29,17 @@ const POLL: Duration = Duration::from_millis(20);
 /// Fresh ports tried by [`TestNats::start`] when one is taken meanwhile.
 const PORT_ATTEMPTS: usize = 5;
 
+/// Name of the test harness's identity: role `admin` in the identities file, but logged in
+/// to NATS without permission limits, so a test can inspect, forge and clean up anything.
+pub const HARNESS: &str = "harness";
+
 /// A private `nats-server` with JetStream on `127.0.0.1` and a random port, its store
 /// in a temporary directory. Killed when dropped.
+///
+/// Authentication is on, as in every FlexCore deployment: the server knows the identities
+/// of [`STANDARD`] (one per service role, `flexctl` and `app`) with their roles'
+/// permissions, and [`HARNESS`]; anonymous clients are refused. [`Self::settings_for`]
+/// gives a service its identity.
 #[derive(Debug)]
 pub struct TestNats {
     /// Client URL, `nats://127.0.0.1:<port>`.
@@ -40,17 +51,46 @@ pub struct TestNats {
     /// The `max_payload` of the next start ([`MAX_PAYLOAD`] unless set).
     max_payload: String,
     child: Mutex<Option<Child>>,
+    /// The identities the server knows.
+    kit: Kit,
     // Last field: removed only after the server is gone.
     dir: tempfile::TempDir,
 }
 
 impl TestNats {
-    /// Starts a server and waits (at most 10 s) until it accepts connections.
+    /// Starts a server, waits (at most 10 s) until it accepts connections, and creates the
+    /// system's streams as the `setup` identity does (`flexcore-command setup`, default
+    /// settings).
     pub async fn start() -> anyhow::Result<Self> {
+        let nats = Self::start_bare().await?;
+        nats.set_up_streams().await?;
+        Ok(nats)
+    }
+
+    /// Creates (or updates) the system's streams and plugin bucket with default settings,
+    /// connected as the `setup` identity, so with exactly its permissions.
+    pub async fn set_up_streams(&self) -> anyhow::Result<()> {
+        let client = self.client_as("setup").await?;
+        flexcore_eventstore::streams::setup(
+            &async_nats::jetstream::new(client.clone()),
+            &flexcore_eventstore::streams::StreamSettings::default(),
+        )
+        .await
+        .context("setting up the streams as the setup identity")?;
+        client.flush().await?;
+        Ok(())
+    }
+
+    /// [`Self::start`] without creating any stream: what a deployment looks like before
+    /// setup has run.
+    pub async fn start_bare() -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("flexcore-nats-")
             .tempdir()
             .context("creating the nats-server directory")?;
+        let kit = kit().clone();
+        kit.write(&dir.path().join("identities"))
+            .context("writing the test identities")?;
         let mut nats = Self {
             url: String::new(),
             port: 0,
@@ -58,6 +98,7 @@ impl TestNats {
             binary: find_binary()?,
             max_payload: MAX_PAYLOAD.to_owned(),
             child: Mutex::new(None),
+            kit,
             dir,
         };
         let mut attempt = 1;
@@ -76,13 +117,96 @@ impl TestNats {
         }
     }
 
-    /// A new client connected to this server.
+    /// A new client connected to this server as [`HARNESS`] (no permission limits).
     pub async fn client(&self) -> anyhow::Result<async_nats::Client> {
-        async_nats::ConnectOptions::new()
+        self.client_as(HARNESS).await
+    }
+
+    /// A new client connected as identity `name` (one of [`STANDARD`] or [`HARNESS`]),
+    /// with its inbox prefix, so it has exactly that identity's permissions.
+    pub async fn client_as(&self, name: &str) -> anyhow::Result<async_nats::Client> {
+        let seed = self
+            .kit
+            .seed(name)
+            .with_context(|| format!("no test identity {name:?}"))?;
+        async_nats::ConnectOptions::with_nkey(seed.to_owned())
+            .custom_inbox_prefix(flexcore_security::identity::inbox_prefix(name))
             .connection_timeout(Duration::from_secs(5))
             .connect(&self.url)
             .await
-            .with_context(|| format!("connecting to the test nats-server at {}", self.url))
+            .with_context(|| format!("connecting to the test nats-server at {} as {name}", self.url))
+    }
+
+    /// The identities file the server's users come from.
+    pub fn identities_file(&self) -> PathBuf {
+        self.dir.path().join("identities").join(IDENTITIES_FILE)
+    }
+
+    /// The seed file of identity `name`.
+    pub fn seed_file(&self, name: &str) -> PathBuf {
+        self.dir.path().join("identities").join(format!("{name}.nk"))
+    }
+
+    /// The trust of the identities file.
+    pub fn trust(&self) -> anyhow::Result<Trust> {
+        Ok(Trust::load(&self.identities_file())?)
+    }
+
+    /// The identity `name` with the identities file, as a service loads them.
+    pub fn credentials(&self, name: &str) -> anyhow::Result<Credentials> {
+        let trust = Trust::load(&self.identities_file())?;
+        let seed = self
+            .kit
+            .seed(name)
+            .with_context(|| format!("no test identity {name:?}"))?;
+        Ok(Credentials {
+            identity: Identity::from_seed(seed, &trust)?,
+            trust,
+        })
+    }
+
+    /// The identity `name`.
+    pub fn identity(&self, name: &str) -> anyhow::Result<Identity> {
+        Ok(self.credentials(name)?.identity)
+    }
+
+    /// The identity a test sends a command on `subject` as ([`signer_for`]).
+    pub fn signer_for(&self, subject: &str) -> anyhow::Result<Identity> {
+        signer_for(subject)
+    }
+
+    /// A request to `subject` on `client`, a command signed as [`signer_for`] says.
+    pub async fn signed_request(
+        &self,
+        client: &async_nats::Client,
+        subject: &str,
+        body: impl Into<bytes::Bytes>,
+    ) -> anyhow::Result<async_nats::Message> {
+        signed_request(client, subject, body).await
+    }
+
+    /// `settings` pointed at this server as identity `name` (URL, seed file, identities
+    /// file).
+    pub fn settings_for(&self, name: &str, settings: &mut flexcore_config::Settings) {
+        settings.nats.url = self.url.clone();
+        settings.nats.nkey_seed_file = self.seed_file(name).display().to_string();
+        settings.security.identities_file = self.identities_file().display().to_string();
+    }
+
+    /// The `FLEXCORE__…` variables that point a service process at this server as
+    /// identity `name`.
+    pub fn env_for(&self, name: &str) -> Vec<(String, String)> {
+        vec![
+            ("FLEXCORE__NATS__URL".to_owned(), self.url.clone()),
+            (
+                "FLEXCORE__NATS__NKEY_SEED_FILE".to_owned(),
+                self.seed_file(name).display().to_string(),
+            ),
+            (
+                "FLEXCORE__SECURITY__IDENTITIES_FILE".to_owned(),
+                self.identities_file().display().to_string(),
+            ),
+        ]
     }
 
     /// A JetStream context on a new client.
@@ -179,11 +303,13 @@ impl TestNats {
              server_name: {name:?}\n\
              listen: \"127.0.0.1:{port}\"\n\
              max_payload: {max_payload}\n\
-             jetstream {{\n  store_dir: {store:?}\n  max_memory_store: 256MB\n  max_file_store: 4GB\n}}\n",
+             jetstream {{\n  store_dir: {store:?}\n  max_memory_store: 256MB\n  max_file_store: 4GB\n}}\n\
+             {accounts}",
             name = self.server_name,
             port = self.port,
             max_payload = self.max_payload,
             store = self.dir.path().display().to_string(),
+            accounts = self.kit.accounts_block(),
         )
     }
 
@@ -253,6 +379,109 @@ impl Drop for TestNats {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The scheduler replicas with identities of their own: `scheduler-a`, `-b`, `-c`.
+pub const SCHEDULER_REPLICAS: [&str; 3] = ["a", "b", "c"];
+
+/// The identities of every test server of this process: one set, so process-wide state
+/// (flexctl's access, a service's settings) is right whichever server a test uses.
+pub fn kit() -> &'static Kit {
+    static KIT: std::sync::OnceLock<Kit> = std::sync::OnceLock::new();
+    KIT.get_or_init(|| {
+        let mut kit = Kit::generate(&STANDARD);
+        kit.add(HARNESS, Role::Admin, true);
+        // Replicas with identities of their own (then the actor says which one acted).
+        for replica in SCHEDULER_REPLICAS {
+            kit.add(&format!("scheduler-{replica}"), Role::Scheduler, false);
+        }
+        kit
+    })
+}
+
+/// A directory holding [`kit`] as `flexctl security init` writes one (identities file,
+/// accounts block, one seed file per identity), for the whole process:
+/// `<temp>/flexcore-test-identities-<pid>`. Statics are never dropped, so each process
+/// first removes the directories of test processes that are gone.
+pub fn kit_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        const PREFIX: &str = "flexcore-test-identities-";
+        let temp = std::env::temp_dir();
+        for entry in std::fs::read_dir(&temp).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let pid = name.to_str().and_then(|n| n.strip_prefix(PREFIX));
+            if pid.is_some_and(|pid| !Path::new("/proc").join(pid).exists()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let dir = temp.join(format!("{PREFIX}{}", std::process::id()));
+        // Errors surface where the files are used (a missing seed file names its path).
+        let _ = kit().write(&dir);
+        dir
+    })
+}
+
+/// Identity `name` of [`kit`] (the same on every test server of this process).
+pub fn test_identity(name: &str) -> anyhow::Result<Identity> {
+    let kit = kit();
+    let seed = kit.seed(name).with_context(|| format!("no test identity {name:?}"))?;
+    Ok(Identity::from_seed(seed, &kit.trust()?)?)
+}
+
+/// The identity a test sends a command on `subject` as: `runner` for the runners'
+/// commands, `scheduler` for the schedulers' (and `run.request`, which it may send for a
+/// slot or not), else [`HARNESS`] (role admin).
+pub fn signer_for(subject: &str) -> anyhow::Result<Identity> {
+    let command = subject.strip_prefix("flexcore.cmd.").unwrap_or_default();
+    let name = match command {
+        "run.claim" | "run.checkpoint" | "run.succeed" | "run.fail" => "runner",
+        "run.request" | "run.retry" | "run.time_out" | "schedule.skip_slot" | "schedule.miss_slots" => "scheduler",
+        _ => HARNESS,
+    };
+    test_identity(name)
+}
+
+/// A request to `subject` on `client` (of any test server of this process); a command is
+/// signed as [`signer_for`] says.
+pub async fn signed_request(
+    client: &async_nats::Client,
+    subject: &str,
+    body: impl Into<bytes::Bytes>,
+) -> anyhow::Result<async_nats::Message> {
+    let body = body.into();
+    let mut headers = async_nats::HeaderMap::new();
+    if subject.starts_with("flexcore.cmd.") {
+        signer_for(subject)?.sign(subject, &mut headers, &body);
+    }
+    Ok(client.request_with_headers(subject.to_owned(), headers, body).await?)
+}
+
+/// Waits (at most 30 s) until a command service answers on `client`'s server: a
+/// command it refuses is an answer, "no responders" is not (the service waits for its
+/// streams and migrations before it subscribes).
+pub async fn commands_answered(client: &async_nats::Client) -> anyhow::Result<()> {
+    crate::wait_until(Duration::from_secs(30), "the command service answers", || async {
+        matches!(
+            tokio::time::timeout(
+                Duration::from_millis(500),
+                signed_request(client, "flexcore.cmd.plugin.enable", "{}")
+            )
+            .await,
+            Ok(Ok(_))
+        )
+    })
+    .await
+}
+
+/// `settings` (already pointed at a test server) switched to identity `name`.
+pub fn settings_as(name: &str, settings: &mut flexcore_config::Settings) {
+    settings.nats.nkey_seed = flexcore_config::Secret::new(kit().seed(name).unwrap_or_default());
+}
+
+/// The trust of [`kit`].
+pub fn test_trust() -> anyhow::Result<Trust> {
+    Ok(kit().trust()?)
 }
 
 /// Variable naming the `nats-server` binary tests start (CI runs the JetStream tests once

@@ -180,9 +180,9 @@ fn compose_services_have_health_checks_dependencies_and_one_image() {
 
         let condition = |dep: &str| str_at(definition, &["depends_on", dep, "condition"]);
         assert_eq!(
-            condition("nats"),
-            Some("service_healthy"),
-            "{name} waits for healthy NATS"
+            condition("setup"),
+            Some("service_completed_successfully"),
+            "{name} waits for the streams (setup)"
         );
         if service.uses_postgres {
             assert_eq!(
@@ -210,6 +210,25 @@ fn compose_services_have_health_checks_dependencies_and_one_image() {
             "{name}: build file"
         );
     }
+    // The streams: created by the setup identity once NATS is up, nobody else.
+    let setup = compose_service(&compose, "setup");
+    assert_eq!(
+        seq_at(setup, &["command"])
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>(),
+        ["flexcore-command", "setup"]
+    );
+    assert_eq!(
+        str_at(setup, &["depends_on", "nats", "condition"]),
+        Some("service_healthy")
+    );
+    assert_eq!(
+        str_at(setup, &["environment", "FLEXCORE__NATS__NKEY_SEED_FILE"]),
+        Some("/keys/setup.nk")
+    );
+    let setup_env = compose_env(setup, &BTreeMap::new());
+    assert!(load(&setup_env).is_ok(), "setup's environment: {setup_env:?}");
     assert_eq!(images.len(), 1, "one image for every service: {images:?}");
     assert_eq!(builds.len(), 1, "one build for every service: {builds:?}");
 

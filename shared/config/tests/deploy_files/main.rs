@@ -33,7 +33,7 @@ use serde_yaml::Value;
 
 /// A service running a FlexCore binary.
 struct Service {
-    /// Its Compose service, and its NATS user in `deploy/nats/accounts.conf`.
+    /// Its Compose service, and its identity (NKey) of `flexctl security init`.
     name: &'static str,
     binary: &'static str,
     /// The command and projection services use Postgres; the scheduler and the runner

@@ -1,11 +1,12 @@
-//! The NATS server config (`deploy/nats/`): its users' permissions cover the subjects the
-//! code uses, nats-server accepts it, and every Deployment logs in as its own user.
+//! The NATS server config (`deploy/nats/`): the roles' permissions cover the subjects the
+//! code uses, nats-server accepts it with generated identities, and every Deployment logs
+//! in with its own NKey.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::kustomize::{binary, containers, stack_layers, Source};
-use crate::{read, root, service_of, SERVICES};
+use crate::{read, root, service_of};
 
 /// `pub const NAME: &str = "value";` of a source file.
 fn string_constants(path: &Path) -> BTreeMap<String, String> {
@@ -20,53 +21,62 @@ fn string_constants(path: &Path) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The `{ … }` block of the NATS user `user` in `conf`.
-fn user_block<'a>(conf: &'a str, user: &str) -> &'a str {
-    let at = conf
-        .find(&format!("user: {user}\n"))
-        .unwrap_or_else(|| panic!("no NATS user {user}"));
-    let start = conf[..at].rfind('{').unwrap();
-    let mut depth = 0;
-    for (i, c) in conf[start..].char_indices() {
-        match c {
-            '{' => depth += 1,
-            '}' => {
-                depth -= 1;
-                if depth == 0 {
-                    return &conf[start..=start + i];
-                }
-            }
-            _ => {}
-        }
+/// The streams come from the setup Job, logged in as `setup` with its own Secret.
+#[test]
+fn the_setup_job_creates_the_streams_as_the_setup_identity() {
+    for layer in stack_layers() {
+        let what = format!("{}: Job flexcore-setup", layer.dir.display());
+        let job = layer
+            .find("Job", "flexcore-setup")
+            .unwrap_or_else(|| panic!("{what} is missing"));
+        let container = &containers(&job.value)[0];
+        let args: Vec<_> = crate::seq_at(container, &["args"])
+            .iter()
+            .filter_map(|a| a.as_str())
+            .collect();
+        assert_eq!(args, ["flexcore-command", "setup"], "{what}");
+        let vars = layer.container_vars(job, container);
+        assert!(
+            matches!(&vars["FLEXCORE__NATS__NKEY_SEED"].source, Source::Secret(name) if name == "flexcore-nats-setup"),
+            "{what}: the seed must come from the Secret flexcore-nats-setup"
+        );
+        let env = layer.container_env(job, container);
+        assert!(crate::load(&env).is_ok(), "{what}: {env:?}");
     }
-    panic!("unbalanced block of user {user}");
 }
 
-/// Every Deployment logs in to NATS as its service's user of accounts.conf, with the user
-/// and the password from a Secret (not a ConfigMap, not a plain `env` value, not the URL).
+/// Every Deployment logs in to NATS with its own identity: its service's NKey seed from its
+/// own Secret (not a ConfigMap, not a plain `env` value), the identities file mounted, no
+/// credentials in the URL.
 #[test]
-fn deployments_log_in_as_their_nats_user_from_a_secret() {
-    let conf = read(&root().join("deploy/nats/accounts.conf"));
+fn deployments_log_in_with_their_own_nkey_from_a_secret() {
     for layer in stack_layers() {
         for deployment in layer.of_kind("Deployment") {
             let what = format!("{}: {}", layer.dir.display(), deployment.what());
             for container in containers(&deployment.value) {
                 let vars = layer.container_vars(deployment, container);
-                for key in ["FLEXCORE__NATS__USER", "FLEXCORE__NATS__PASSWORD"] {
-                    let var = vars.get(key).unwrap_or_else(|| panic!("{what}: no {key}"));
-                    assert!(
-                        matches!(var.source, Source::Secret(_)),
-                        "{what}: {key} must come from a Secret, not {:?}",
-                        var.source
-                    );
-                }
-                let user = vars["FLEXCORE__NATS__USER"].value.as_str();
                 let service = service_of(binary(&what, container));
-                assert_eq!(user, service.name, "{what}: logs in as its own NATS user");
+                let seed = vars
+                    .get("FLEXCORE__NATS__NKEY_SEED")
+                    .unwrap_or_else(|| panic!("{what}: no FLEXCORE__NATS__NKEY_SEED"));
                 assert!(
-                    user_block(&conf, user).contains("password: $"),
-                    "{what}: NATS user {user} has a password"
+                    matches!(&seed.source, Source::Secret(name) if *name == format!("flexcore-nats-{}", service.name)),
+                    "{what}: the seed must come from the Secret flexcore-nats-{}, not {:?}",
+                    service.name,
+                    seed.source
                 );
+                for key in ["FLEXCORE__NATS__USER", "FLEXCORE__NATS__PASSWORD"] {
+                    assert!(!vars.contains_key(key), "{what}: {key}: identities log in with NKeys");
+                }
+                let file = &vars
+                    .get("FLEXCORE__SECURITY__IDENTITIES_FILE")
+                    .unwrap_or_else(|| panic!("{what}: no FLEXCORE__SECURITY__IDENTITIES_FILE"))
+                    .value;
+                let mounted = crate::seq_at(container, &["volumeMounts"])
+                    .iter()
+                    .filter_map(|m| crate::str_at(m, &["mountPath"]))
+                    .any(|path| Path::new(file).parent() == Some(Path::new(path)));
+                assert!(mounted, "{what}: the identities file {file} is mounted");
                 let url = &vars["FLEXCORE__NATS__URL"].value;
                 assert!(!url.contains('@'), "{what}: credentials in the NATS URL {url}");
             }
@@ -74,124 +84,67 @@ fn deployments_log_in_as_their_nats_user_from_a_secret() {
     }
 }
 
+/// Every subject the code uses is in some role's NATS permissions (shared/security's
+/// `permissions::of`, which the servers' accounts block is generated from), and the
+/// cluster configuration includes that block.
 #[test]
 fn nats_permissions_cover_the_subjects_the_services_use() {
     let nats = root().join("deploy/nats");
     let server = read(&nats.join("nats-server.conf"));
-    for include in server.lines().filter_map(|l| l.trim().strip_prefix("include ")) {
-        assert!(
-            nats.join(include.trim()).is_file(),
-            "nats-server.conf includes missing {include}"
-        );
-    }
+    assert!(
+        server.lines().any(|l| l.trim() == "include ./nats-accounts.conf"),
+        "nats-server.conf includes the identities' accounts"
+    );
     assert!(
         server.contains("jetstream") && server.contains("cluster"),
         "a JetStream cluster"
     );
     assert_eq!(server.matches("nats://nats-").count(), 3, "routes to three nodes");
-    let conf = read(&nats.join("accounts.conf"));
-    let quoted = |subject: &str| format!("\"{subject}\"");
+    assert!(!server.contains("no_auth_user"), "no anonymous user");
 
+    let granted: Vec<String> = flexcore_security::Role::ALL
+        .into_iter()
+        .flat_map(|role| {
+            let p = flexcore_security::permissions::of(role, "x");
+            p.publish_allow.into_iter().chain(p.subscribe_allow)
+        })
+        .collect();
     let subjects = string_constants(&root().join("shared/contracts/src/subjects.rs"));
-    let constant = |name: &str| {
-        subjects
-            .get(name)
-            .unwrap_or_else(|| panic!("subjects.rs has no {name}"))
-            .as_str()
-    };
     for (name, subject) in subjects.iter().filter(|(_, s)| s.starts_with("flexcore.")) {
-        assert!(
-            conf.contains(&quoted(subject)),
-            "no permission mentions {name} = {subject}"
-        );
-    }
-    let bucket = string_constants(&root().join("shared/plugin-store/src/lib.rs"))["BUCKET"].clone();
-
-    let events_ack = format!("$JS.ACK.{}.>", constant("EVENTS_STREAM"));
-    let work_ack = format!("$JS.ACK.{}.>", constant("WORK_STREAM"));
-    let object_store = format!("$O.{bucket}.>");
-    let wanted: [(&str, Vec<&str>); 6] = [
-        (
-            "command",
-            vec![
-                constant("COMMANDS_WILDCARD"),
-                constant("EVENTS_WILDCARD"),
-                constant("WORK_WILDCARD"),
-            ],
-        ),
-        (
-            "projection",
-            vec![
-                constant("QUERIES_WILDCARD"),
-                constant("PROJECTION_POSITIONS_WILDCARD"),
-                events_ack.as_str(),
-            ],
-        ),
-        (
-            "scheduler",
-            vec![constant("SCHEDULER_PRESENCE"), constant("RUN_HEARTBEATS_WILDCARD")],
-        ),
-        (
-            "runner",
-            vec![
-                constant("LOGS_WILDCARD"),
-                constant("RUN_HEARTBEATS_WILDCARD"),
-                work_ack.as_str(),
-                "$JS.FC.>",
-            ],
-        ),
-        (
-            "flexctl",
-            vec![
-                constant("COMMANDS_WILDCARD"),
-                constant("QUERIES_WILDCARD"),
-                object_store.as_str(),
-            ],
-        ),
-        (
-            "client",
-            vec![constant("COMMANDS_WILDCARD"), constant("QUERIES_WILDCARD")],
-        ),
-    ];
-    for (user, subjects) in wanted {
-        let block = user_block(&conf, user);
-        assert!(
-            block.contains("password: $"),
-            "{user}: password from the environment, not the file"
-        );
-        assert!(block.contains(&quoted("_INBOX.>")), "{user}: replies to its requests");
-        for subject in subjects {
-            assert!(
-                block.contains(&quoted(subject)),
-                "{user}: permission for {subject} missing"
-            );
+        if name.ends_with("QUEUE_GROUP") {
+            continue;
         }
-        // The services and the operator use JetStream; applications do not.
-        let jetstream = SERVICES.iter().any(|s| s.name == user) || user == "flexctl";
-        assert_eq!(block.contains(&quoted("$JS.API.>")), jetstream, "{user}: JetStream API");
-    }
-    // Request/reply servers answer on the requester's inbox.
-    for user in ["command", "projection"] {
         assert!(
-            user_block(&conf, user).contains("allow_responses: true"),
-            "{user}: allow_responses"
+            granted.iter().any(|g| g == subject),
+            "no role's permissions mention {name} = {subject} (shared/security/src/permissions.rs)"
         );
     }
-    assert!(conf.contains("jetstream: enabled"));
+}
+
+/// A directory holding `config` (a file of deploy/nats) and, at `accounts` relative to it,
+/// the accounts block of freshly generated identities.
+fn with_accounts(config: &str, accounts: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(root().join("deploy/nats").join(config), dir.path().join(config)).unwrap();
+    let block = flexcore_security::kit::Kit::generate(&flexcore_security::kit::STANDARD).accounts_block();
+    let path = dir.path().join(accounts);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, block).unwrap();
+    dir
 }
 
 /// `nats-server -t` parses the configuration exactly as the server will (skipped when
 /// the binary is not installed; the workspace's other tests need it anyway).
 #[test]
 fn nats_server_accepts_the_configuration() {
-    let nats = root().join("deploy/nats");
-    let text = read(&nats.join("nats-server.conf")) + &read(&nats.join("accounts.conf"));
+    let nats = with_accounts("nats-server.conf", "nats-accounts.conf");
+    let text = read(&nats.path().join("nats-server.conf"));
     let mut command = std::process::Command::new("nats-server");
     command
         .arg("-t")
         .arg("-c")
-        .arg(nats.join("nats-server.conf"))
-        .current_dir(&nats);
+        .arg(nats.path().join("nats-server.conf"))
+        .current_dir(nats.path());
     // Every `$VARIABLE` reference (not quoted subjects such as "$JS.API.>") gets a value.
     for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$')) {
         if let Some(name) = word.strip_prefix('$').filter(|n| !n.is_empty() && !n.contains('$')) {
@@ -232,13 +185,19 @@ fn the_single_node_configuration_is_valid_and_states_the_same_max_payload() {
     let compose = read(&root().join("docker-compose.yml"));
     assert!(
         compose.contains("./deploy/nats/single.conf:/etc/nats/single.conf:ro")
-            && compose.contains(r#"command: ["-c", "/etc/nats/single.conf"]"#),
-        "docker-compose.yml runs NATS with deploy/nats/single.conf"
+            && compose.contains(r#"command: ["-c", "/etc/nats/single.conf"]"#)
+            && compose.contains("keys:/etc/nats/keys:ro"),
+        "docker-compose.yml runs NATS with deploy/nats/single.conf and the identities' accounts"
     );
+    assert!(
+        single.lines().any(|l| l.trim() == "include ./keys/nats-accounts.conf"),
+        "single.conf includes the identities' accounts"
+    );
+    let checked = with_accounts("single.conf", "keys/nats-accounts.conf");
     match std::process::Command::new("nats-server")
         .arg("-t")
         .arg("-c")
-        .arg(nats.join("single.conf"))
+        .arg(checked.path().join("single.conf"))
         .output()
     {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {

@@ -108,3 +108,17 @@ fn durations_follow_the_millisecond_fields() {
     assert!(settings.streams.events_max_age().is_zero());
     assert_eq!(settings.streams.duplicate_window().as_secs(), 120);
 }
+
+#[test]
+fn the_plugin_env_allow_list_is_a_yaml_list_or_a_comma_separated_variable() {
+    let dir = config_dir(&[("base.yaml", "runner:\n  plugin_env_allow: [TZ, LANG]\n")]);
+    let loaded = Settings::load_with(Some(dir.path()), None, vars(&[])).unwrap();
+    assert_eq!(loaded.runner.plugin_env_allow, ["TZ", "LANG"]);
+    let loaded = Settings::load_with(
+        Some(dir.path()),
+        None,
+        vars(&[("FLEXCORE__RUNNER__PLUGIN_ENV_ALLOW", "TZ, PGSSL*,")]),
+    )
+    .unwrap();
+    assert_eq!(loaded.runner.plugin_env_allow, ["TZ", "PGSSL*"]);
+}

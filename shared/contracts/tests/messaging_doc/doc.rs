@@ -164,22 +164,22 @@ fn subjects_section() -> String {
     ));
     out.push_str("| Stream or bucket | Subjects | Created by | Retention | Consumed by |\n|---|---|---|---|---|\n");
     out.push_str(&format!(
-        "| `{}` | `{}` | `flexcore-command` at start-up (created, or updated when `streams.*` changed) | limits: `streams.events_max_age_days` (0 = forever), file storage, `streams.replicas`, duplicate window `streams.duplicate_window_seconds`, direct get allowed | durable pull consumers `projection-<name>` (one per projection), ordered consumers of each scheduler replica, runners' direct gets by subject |\n",
+        "| `{}` | `{}` | `flexcore-command setup` (the setup identity: created, or updated when `streams.*` changed) | limits: `streams.events_max_age_days` (0 = forever), file storage, `streams.replicas`, duplicate window `streams.duplicate_window_seconds`, direct get allowed | durable pull consumers `projection-<name>` (one per projection), ordered consumers of each scheduler replica, runners' direct gets by subject |\n",
         subjects::EVENTS_STREAM,
         subjects::EVENTS_WILDCARD
     ));
     out.push_str(&format!(
-        "| `{}` | `{}` | `flexcore-command` at start-up | work queue: a message leaves when a runner acknowledges it; same duplicate window and replicas | durable pull consumer `{runner_consumer}` shared by all runners (explicit ack; AckWait = `runner.lease_seconds` and MaxDeliver = `runner.max_deliver` of the runner that created it) |\n",
+        "| `{}` | `{}` | `flexcore-command setup` | work queue: a message leaves when a runner acknowledges it; same duplicate window and replicas | durable pull consumer `{runner_consumer}` shared by all runners (explicit ack; AckWait = `runner.lease_seconds` and MaxDeliver = `runner.max_deliver` of the runner that created it) |\n",
         subjects::WORK_STREAM,
         subjects::WORK_WILDCARD
     ));
     out.push_str(&format!(
-        "| `{}` | `{}` | `flexcore-runner` at start-up, if missing | max age `runner.log_retention_days` | nothing in FlexCore |\n",
+        "| `{}` | `{}` | `flexcore-command setup` | max age `runner.log_retention_days`, `streams.replicas` | nothing in FlexCore |\n",
         subjects::LOGS_STREAM,
         subjects::LOGS_WILDCARD
     ));
     out.push_str(&format!(
-        "| object store `{bucket}` | — | `flexctl plugin register` (first upload) | kept | runners download modules by digest (object name `sha256:<hex>`) |\n\n"
+        "| object store `{bucket}` | — | `flexcore-command setup` | kept; all modules together at most `streams.plugins_max_bytes` | runners download modules by digest (object name `sha256:<hex>`) |\n\n"
     ));
     out
 }
@@ -265,7 +265,9 @@ fn headers_section() -> String {
     out.push_str("Optional headers of a command request:\n\n| Header | Meaning |\n|---|---|\n");
     let command = [
         envelope::HEADER_CORRELATION_ID,
-        envelope::HEADER_ACTOR,
+        envelope::HEADER_SIGNER,
+        envelope::HEADER_SIGNED_AT,
+        envelope::HEADER_SIGNATURE,
         envelope::HEADER_TRACEPARENT,
     ];
     push_headers(&mut out, &command, prose::COMMAND_HEADERS);
@@ -278,6 +280,9 @@ fn headers_section() -> String {
         envelope::HEADER_EVENT_TYPE,
         envelope::HEADER_TRANSACTION_ID,
         envelope::HEADER_TRACEPARENT,
+        envelope::HEADER_SIGNER,
+        envelope::HEADER_SIGNED_AT,
+        envelope::HEADER_SIGNATURE,
     ];
     push_headers(&mut out, &event, prose::EVENT_HEADERS);
     let item = WorkItem {
@@ -288,7 +293,7 @@ fn headers_section() -> String {
     };
     let msg_id = placeholder(item.msg_id(), "run_id").replace("-0", "-<attempt>");
     out.push_str(&format!(
-        "\nA work item on `FLEXCORE_WORK` carries `{}: {msg_id}` and `{}` (the relay publish span's context while spans are exported, else the command request's, when it had one).\n\n",
+        "\nA work item on `FLEXCORE_WORK` carries `{}: {msg_id}`, `{}` (the relay publish span's context while spans are exported, else the command request's, when it had one) and the relay's signature.\n\n",
         envelope::HEADER_MSG_ID,
         envelope::HEADER_TRACEPARENT
     ));

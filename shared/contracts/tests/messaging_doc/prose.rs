@@ -59,8 +59,16 @@ pub const COMMAND_HEADERS: &[(&str, &str)] = &[
         "Stamped on every event the command writes (`metadata.correlation_id`); defaults to the `command_id` when absent.",
     ),
     (
-        "Flexcore-Actor",
-        "Who acts; recorded on every event (`metadata.actor`). The scheduler sends `flexcore-scheduler/<instance>`.",
+        "Flexcore-Signer",
+        "The NKey public key of the identity that signed the command. Its name in the identities file is recorded on every event as `metadata.actor`, and its role decides which commands it may send (docs/security.md); an unsigned command counts as role `client` with actor `unsigned`, or is refused where `security.unsigned_commands` is `refuse`.",
+    ),
+    (
+        "Flexcore-Signed-At",
+        "When it was signed, in milliseconds since the Unix epoch: more than 5 minutes away from the service's clock is `unauthorized` (a replay, or clocks apart).",
+    ),
+    (
+        "Flexcore-Signature",
+        "Ed25519 signature (unpadded base64url) by the signer's NKey over the tag `flexcore-sig-v1`, the subject, the headers `Nats-Msg-Id`, `Flexcore-Transaction-Id`, `Flexcore-Signed-At` and `Flexcore-Signer`, and the body (shared/security/src/sign.rs). One that does not verify is `unauthorized`.",
     ),
     (
         "traceparent",
@@ -83,6 +91,12 @@ pub const EVENT_HEADERS: &[(&str, &str)] = &[
         "The writing transaction's id (xid8). The log's order is `(transaction_id, global_position)`: positions become visible out of order, transactions do not (ADR 0001).",
     ),
     ("traceparent", "The relay publish span's trace context (a child of the command that wrote the event) while spans are exported; else the command request's own, when it had one."),
+    ("Flexcore-Signer", "The command service's NKey public key: the relay signs every event and work item."),
+    ("Flexcore-Signed-At", "When the relay signed it (milliseconds since the Unix epoch)."),
+    (
+        "Flexcore-Signature",
+        "The relay's Ed25519 signature of the message (as for commands). Runners and schedulers act only on messages whose signature verifies against an identity of role `command` in the identities file; anything else on these subjects is ignored (a work item: terminated).",
+    ),
 ];
 
 /// Introduction of the replies section.
@@ -124,9 +138,11 @@ different command it is refused (`reason: command_id_reused`). Send every comman
 `command_id` and retry it with the same id until it is answered: that is how FlexCore's
 own senders (`flexcore-client`) make a lost reply or an outage harmless. A payload larger
 than `command.max_payload_bytes` or the NATS server's `max_payload` is refused with
-`payload_too_large`. The optional headers `Flexcore-Actor` and `Flexcore-Correlation-Id`
-are labels (1-200 printable characters); other values are refused with `invalid_value`
-(`details.header` names the header). A `traceparent` that is not a valid W3C trace
+`payload_too_large`. The optional header `Flexcore-Correlation-Id` is a label (1-200
+printable characters); other values are refused with `invalid_value` (`details.header`
+names the header). Who sent a command is never taken from a header: it is the identity
+whose signature verifies (`unauthorized` when that identity's role may not send the
+command, `details.actor` naming it). A `traceparent` that is not a valid W3C trace
 context is ignored: the command starts a new trace.
 
 "Sent by" names the FlexCore services that send a command themselves; clients, `flexctl`
@@ -160,6 +176,7 @@ the run already moved on (cancelled, timed out, or another attempt is current).
 pub const RUNNER_CODES: &[(&str, &str)] = &[
     ("checkpoint_refused", "Final: the command service refused a checkpoint for its content (a STATE over the size limit, U+0000 in it, …); the message quotes the refusal. Retrying would emit the same STATE."),
     ("checkpoint_uncommitted", "A checkpoint could not be committed before the attempt had to stop (runner shutdown, command service unreachable to the end of the grace); the attempt is not reported as succeeded, so its STATE is never lost. Normally not recorded: the work goes back and the lease lapses."),
+    ("unverified_definition", "Final: the last message of the run's request, claim or a step's registration on `FLEXCORE_EVENTS` is not signed by the command service (something else published into the stream): the runner does not run a definition it cannot verify. The error names the subject; docs/security.md says how to investigate."),
     ("definition", "The attempt's definition could not be read from `FLEXCORE_EVENTS` within 10 s (`run.requested`, this attempt's `run.claimed`, each step's `plugin.registered`), or a wasm step has no module digest."),
     ("digest", "Also: the module could not be downloaded from the plugin object store (missing, or its bytes do not hash to the digest)."),
     ("outcome_refused", "Final: the attempt's own outcome (`run.succeed`/`run.fail`) was refused for its content; the message quotes the refusal."),

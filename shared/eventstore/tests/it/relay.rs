@@ -19,6 +19,7 @@ fn fast() -> RelayConfig {
         idle_poll: Duration::from_millis(50),
         leader_retry: Duration::from_millis(100),
         publish_timeout: Duration::from_secs(5),
+        signer: flexcore_testkit::nats::test_identity("command").unwrap(),
     }
 }
 
@@ -41,6 +42,18 @@ async fn drain(js: &jetstream::Context, expect: usize) -> Vec<(String, async_nat
             continue;
         };
         let envelope: EventEnvelope = serde_json::from_slice(&m.payload).unwrap();
+        // Every message is signed by the relay's identity (role command).
+        let trust = flexcore_testkit::nats::test_trust().unwrap();
+        let signer = trust
+            .verify(
+                m.subject.as_str(),
+                m.headers.as_ref(),
+                &m.payload,
+                &[flexcore_security::Role::Command],
+                None,
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", m.subject));
+        assert_eq!(signer.name, "command");
         unique.insert(envelope.event_id);
         out.push((m.subject.to_string(), m.headers.clone().unwrap_or_default(), envelope));
     }

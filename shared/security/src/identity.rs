@@ -1,0 +1,633 @@
+//! The identities file ([`Trust`]) and this process's own key ([`Identity`]).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use base64::Engine as _;
+use flexcore_contracts::envelope::{HEADER_SIGNATURE, HEADER_SIGNED_AT, HEADER_SIGNER};
+use nkeys::KeyPair;
+use serde::{Deserialize, Serialize};
+
+use crate::sign::{check_fresh, now_ms, signed_bytes};
+use crate::{Role, VerifyError};
+
+const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// A security setting that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    /// The identities file cannot be read.
+    #[error("cannot read the identities file {path} (security.identities_file): {message}")]
+    File {
+        /// The path.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// An entry of the identities file is invalid.
+    #[error("identities file: {0}")]
+    Invalid(String),
+    /// The NKey seed is not one.
+    #[error("the NKey seed (nats.nkey_seed / nats.nkey_seed_file) is not a user seed (SU…): {0}")]
+    Seed(String),
+    /// The seed's public key is not in the identities file.
+    #[error("this process's key {0} is not in the identities file: add it there (flexctl security add-identity) or use another seed")]
+    NotTrusted(String),
+    /// The identity has another role than the process needs.
+    #[error("identity {name} has role {role}, but this process needs role {expected}")]
+    WrongRole {
+        /// The identity's name.
+        name: String,
+        /// Its role.
+        role: Role,
+        /// The role needed.
+        expected: Role,
+    },
+}
+
+/// One identity as written in the identities file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedIdentity {
+    /// Unique name, recorded as the actor of what it causes: `[a-z0-9][a-z0-9-]{0,62}`.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// Its NKey public key (`U…`, 56 characters).
+    pub public_key: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrustFile {
+    identities: Vec<TrustedIdentity>,
+}
+
+struct Trusted {
+    identity: TrustedIdentity,
+    key: KeyPair,
+}
+
+/// The identities file: who exists, with which role and key. Every service loads it;
+/// receivers verify signatures against it.
+#[derive(Clone)]
+pub struct Trust {
+    by_key: Arc<HashMap<String, Trusted>>,
+}
+
+impl fmt::Debug for Trust {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.identities()).finish()
+    }
+}
+
+/// The name no identity may have: the actor recorded for unsigned commands.
+pub const RESERVED_NAME: &str = "unsigned";
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.len() <= 63
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+impl Trust {
+    /// Trust in `identities`: names and keys unique, names `[a-z0-9][a-z0-9-]{0,62}`,
+    /// keys NKey user public keys.
+    pub fn new(identities: Vec<TrustedIdentity>) -> Result<Self, SecurityError> {
+        let mut by_key = HashMap::with_capacity(identities.len());
+        let mut names = std::collections::HashSet::new();
+        for identity in identities {
+            if identity.name == RESERVED_NAME {
+                return Err(SecurityError::Invalid(format!(
+                    "name {RESERVED_NAME:?} is reserved (the actor of unsigned commands)"
+                )));
+            }
+            if !valid_name(&identity.name) {
+                return Err(SecurityError::Invalid(format!(
+                    "name {:?} must match [a-z0-9][a-z0-9-]{{0,62}}",
+                    identity.name
+                )));
+            }
+            if !names.insert(identity.name.clone()) {
+                return Err(SecurityError::Invalid(format!(
+                    "name {:?} appears twice",
+                    identity.name
+                )));
+            }
+            let key = KeyPair::from_public_key(&identity.public_key)
+                .ok()
+                .filter(|key| identity.public_key.starts_with('U') && key.public_key() == identity.public_key)
+                .ok_or_else(|| {
+                    SecurityError::Invalid(format!(
+                        "{}: public_key {:?} is not an NKey user public key (U…)",
+                        identity.name, identity.public_key
+                    ))
+                })?;
+            if by_key.contains_key(&identity.public_key) {
+                return Err(SecurityError::Invalid(format!(
+                    "{}: public key {} appears twice",
+                    identity.name, identity.public_key
+                )));
+            }
+            by_key.insert(identity.public_key.clone(), Trusted { identity, key });
+        }
+        Ok(Self {
+            by_key: Arc::new(by_key),
+        })
+    }
+
+    /// Reads the identities file (JSON: `{"identities": [{"name", "role", "public_key"}]}`).
+    pub fn load(path: &Path) -> Result<Self, SecurityError> {
+        let file_error = |message: String| SecurityError::File {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+        let file: TrustFile = serde_json::from_str(&text).map_err(|e| file_error(e.to_string()))?;
+        Self::new(file.identities)
+    }
+
+    /// The identities file's text for `identities`.
+    pub fn file_text(identities: &[TrustedIdentity]) -> String {
+        let file = TrustFile {
+            identities: identities.to_vec(),
+        };
+        serde_json::to_string_pretty(&file).unwrap_or_default() + "\n"
+    }
+
+    /// Every identity, in no particular order.
+    pub fn identities(&self) -> impl Iterator<Item = &TrustedIdentity> {
+        self.by_key.values().map(|t| &t.identity)
+    }
+
+    /// The identity of `public_key`.
+    pub fn find(&self, public_key: &str) -> Option<&TrustedIdentity> {
+        self.by_key.get(public_key).map(|t| &t.identity)
+    }
+
+    /// [`Self::verify`] of a received core NATS message (also a JetStream one, through
+    /// `Deref`): its subject, headers and payload.
+    pub fn verify_message(
+        &self,
+        message: &async_nats::Message,
+        roles: &[Role],
+        freshness: Option<Duration>,
+    ) -> Result<&TrustedIdentity, VerifyError> {
+        self.check_message(message, roles, freshness, None)
+    }
+
+    /// Checks that `body` on `subject` with `headers` was signed by a known identity whose
+    /// role is one of `roles`, within `freshness` of now if given; returns who signed.
+    pub fn verify(
+        &self,
+        subject: &str,
+        headers: Option<&HeaderMap>,
+        body: &[u8],
+        roles: &[Role],
+        freshness: Option<Duration>,
+    ) -> Result<&TrustedIdentity, VerifyError> {
+        self.check(subject, headers, body, roles, freshness, None)
+    }
+
+    /// [`Self::verify_message`] without freshness, remembering what verified in `cache`:
+    /// the same message seen again (by another consumer in this process) costs a hash, not
+    /// an Ed25519 check.
+    pub fn verify_message_cached(
+        &self,
+        message: &async_nats::Message,
+        roles: &[Role],
+        cache: &VerifiedCache,
+    ) -> Result<&TrustedIdentity, VerifyError> {
+        self.check_message(message, roles, None, Some(cache))
+    }
+
+    fn check_message(
+        &self,
+        message: &async_nats::Message,
+        roles: &[Role],
+        freshness: Option<Duration>,
+        cache: Option<&VerifiedCache>,
+    ) -> Result<&TrustedIdentity, VerifyError> {
+        let headers = message.headers.as_ref();
+        self.check(
+            message.subject.as_str(),
+            headers,
+            &message.payload,
+            roles,
+            freshness,
+            cache,
+        )
+    }
+
+    fn check(
+        &self,
+        subject: &str,
+        headers: Option<&HeaderMap>,
+        body: &[u8],
+        roles: &[Role],
+        freshness: Option<Duration>,
+        cache: Option<&VerifiedCache>,
+    ) -> Result<&TrustedIdentity, VerifyError> {
+        let headers = headers.ok_or(VerifyError::Unsigned)?;
+        let signature = headers.get(HEADER_SIGNATURE).ok_or(VerifyError::Unsigned)?;
+        let signer = headers
+            .get(HEADER_SIGNER)
+            .ok_or(VerifyError::Malformed(HEADER_SIGNER))?
+            .as_str();
+        let trusted = self
+            .by_key
+            .get(signer)
+            .ok_or_else(|| VerifyError::UnknownSigner(signer.to_owned()))?;
+        let signed = signed_bytes(subject, headers, body);
+        // Everything the signature covers (the signer included) and the signature.
+        let key = cache.map(|_| VerifiedCache::key(&signed, signature.as_str()));
+        let known = matches!((cache, &key), (Some(cache), Some(key)) if cache.contains(key));
+        if !known {
+            let signature = BASE64
+                .decode(signature.as_str())
+                .map_err(|_| VerifyError::Malformed(HEADER_SIGNATURE))?;
+            trusted
+                .key
+                .verify(&signed, &signature)
+                .map_err(|_| VerifyError::BadSignature {
+                    signer: trusted.identity.name.clone(),
+                })?;
+            if let (Some(cache), Some(key)) = (cache, key) {
+                cache.insert(key);
+            }
+        }
+        if !roles.contains(&trusted.identity.role) {
+            return Err(VerifyError::WrongRole {
+                name: trusted.identity.name.clone(),
+                role: trusted.identity.role,
+                expected: roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" or "),
+            });
+        }
+        if let Some(limit) = freshness {
+            check_fresh(headers, limit)?;
+        }
+        Ok(&trusted.identity)
+    }
+}
+
+/// Signatures that verified, remembered by a SHA-256 of everything they cover and the
+/// signature itself (so a changed byte anywhere misses), at most `capacity` of them (the
+/// oldest are forgotten). Shared by the consumers of one process that each receive the
+/// same messages, e.g. the projection service's views.
+#[derive(Debug)]
+pub struct VerifiedCache {
+    capacity: usize,
+    seen: std::sync::Mutex<Seen>,
+}
+
+/// The remembered keys, and their order of arrival (oldest first).
+type Seen = (
+    std::collections::HashSet<[u8; 32]>,
+    std::collections::VecDeque<[u8; 32]>,
+);
+
+impl VerifiedCache {
+    /// An empty cache of at most `capacity` entries.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            seen: std::sync::Mutex::default(),
+        }
+    }
+
+    fn key(signed: &[u8], signature: &str) -> [u8; 32] {
+        use sha2::Digest as _;
+        let mut hash = sha2::Sha256::new();
+        hash.update((signed.len() as u64).to_be_bytes());
+        hash.update(signed);
+        hash.update(signature.as_bytes());
+        hash.finalize().into()
+    }
+
+    fn contains(&self, key: &[u8; 32]) -> bool {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0
+            .contains(key)
+    }
+
+    fn insert(&self, key: [u8; 32]) {
+        let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (set, order) = &mut *seen;
+        if set.insert(key) {
+            order.push_back(key);
+            while order.len() > self.capacity {
+                if let Some(old) = order.pop_front() {
+                    set.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// This process's identity: its NKey (for logging in to NATS and signing) and its entry
+/// in the identities file.
+#[derive(Clone)]
+pub struct Identity {
+    entry: TrustedIdentity,
+    key: Arc<KeyPair>,
+    seed: Arc<str>,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("name", &self.entry.name)
+            .field("role", &self.entry.role)
+            .field("public_key", &self.entry.public_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    /// The identity of `seed` (an NKey user seed, `SU…`), which must be in `trust`.
+    pub fn from_seed(seed: &str, trust: &Trust) -> Result<Self, SecurityError> {
+        let seed = seed.trim();
+        if !seed.starts_with("SU") {
+            return Err(SecurityError::Seed("it does not start with SU".to_owned()));
+        }
+        let key = KeyPair::from_seed(seed).map_err(|e| SecurityError::Seed(e.to_string()))?;
+        let public_key = key.public_key();
+        let entry = trust
+            .find(&public_key)
+            .cloned()
+            .ok_or(SecurityError::NotTrusted(public_key))?;
+        Ok(Self {
+            entry,
+            key: Arc::new(key),
+            seed: seed.into(),
+        })
+    }
+
+    /// This identity, provided it has `role`.
+    pub fn require(self, role: Role) -> Result<Self, SecurityError> {
+        if self.entry.role == role {
+            Ok(self)
+        } else {
+            Err(SecurityError::WrongRole {
+                name: self.entry.name,
+                role: self.entry.role,
+                expected: role,
+            })
+        }
+    }
+
+    /// The name (recorded as the actor).
+    pub fn name(&self) -> &str {
+        &self.entry.name
+    }
+
+    /// The role.
+    pub fn role(&self) -> Role {
+        self.entry.role
+    }
+
+    /// The NKey public key.
+    pub fn public_key(&self) -> &str {
+        &self.entry.public_key
+    }
+
+    /// The NKey seed, to log in to NATS with. Never log it.
+    pub fn seed(&self) -> &str {
+        &self.seed
+    }
+
+    /// The inbox prefix of this identity's connections (`_INBOX.<name>`): its NATS
+    /// permissions let it receive replies only there, so no other identity reads them.
+    pub fn inbox_prefix(&self) -> String {
+        inbox_prefix(&self.entry.name)
+    }
+
+    /// Signs `body` on `subject`: sets `Flexcore-Signer`, `Flexcore-Signed-At` (now) and
+    /// `Flexcore-Signature` in `headers`.
+    pub fn sign(&self, subject: &str, headers: &mut HeaderMap, body: &[u8]) {
+        headers.insert(HEADER_SIGNER, self.entry.public_key.as_str());
+        headers.insert(HEADER_SIGNED_AT, now_ms().to_string().as_str());
+        // Signing with a parsed seed cannot fail (only a public-only key pair cannot sign).
+        let signature = self.key.sign(&signed_bytes(subject, headers, body)).unwrap_or_default();
+        headers.insert(HEADER_SIGNATURE, BASE64.encode(signature).as_str());
+    }
+
+    /// Headers holding only the signature of `body` on `subject` (for a core NATS publish).
+    pub fn signed_headers(&self, subject: &str, body: &[u8]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        self.sign(subject, &mut headers, body);
+        headers
+    }
+
+    /// The bytes the headers [`Self::sign`] adds take on the wire, at most.
+    pub const SIGNATURE_WIRE_BYTES: usize =
+        (HEADER_SIGNER.len() + 4 + 56) + (HEADER_SIGNED_AT.len() + 4 + 20) + (HEADER_SIGNATURE.len() + 4 + 86);
+}
+
+/// The inbox prefix of the identity called `name`.
+pub fn inbox_prefix(name: &str) -> String {
+    format!("_INBOX.{name}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::COMMAND_FRESHNESS;
+
+    fn trust_of(roles: &[(&str, Role)]) -> (Trust, Vec<KeyPair>) {
+        let keys: Vec<KeyPair> = roles.iter().map(|_| KeyPair::new_user()).collect();
+        let trust = Trust::new(
+            roles
+                .iter()
+                .zip(&keys)
+                .map(|((name, role), key)| TrustedIdentity {
+                    name: (*name).to_owned(),
+                    role: *role,
+                    public_key: key.public_key(),
+                })
+                .collect(),
+        )
+        .unwrap();
+        (trust, keys)
+    }
+
+    fn seed(key: &KeyPair) -> String {
+        key.seed().unwrap()
+    }
+
+    #[test]
+    fn the_cache_remembers_only_exactly_what_verified() {
+        let (trust, keys) = trust_of(&[("command", Role::Command), ("app", Role::Client)]);
+        let command = Identity::from_seed(&seed(&keys[0]), &trust).unwrap();
+        let cache = VerifiedCache::new(2);
+        let message = |subject: &str, body: &'static [u8], headers: HeaderMap| async_nats::Message {
+            subject: subject.into(),
+            reply: None,
+            payload: bytes::Bytes::from_static(body),
+            headers: Some(headers),
+            status: None,
+            description: None,
+            length: body.len(),
+        };
+        let mut headers = HeaderMap::new();
+        command.sign("flexcore.evt.run.x.requested", &mut headers, b"{\"a\":1}");
+        let good = message("flexcore.evt.run.x.requested", b"{\"a\":1}", headers.clone());
+        for _ in 0..2 {
+            let who = trust.verify_message_cached(&good, &[Role::Command], &cache).unwrap();
+            assert_eq!(who.name, "command");
+        }
+        // The cached signature on another body, subject or role does not pass.
+        let forged = message("flexcore.evt.run.x.requested", b"{\"a\":2}", headers.clone());
+        assert!(matches!(
+            trust.verify_message_cached(&forged, &[Role::Command], &cache),
+            Err(VerifyError::BadSignature { .. })
+        ));
+        let moved = message("flexcore.evt.run.y.requested", b"{\"a\":1}", headers);
+        assert!(trust.verify_message_cached(&moved, &[Role::Command], &cache).is_err());
+        assert!(matches!(
+            trust.verify_message_cached(&good, &[Role::Client], &cache),
+            Err(VerifyError::WrongRole { .. })
+        ));
+        // Bounded: the oldest entries are forgotten, and verify again.
+        for n in 0..3 {
+            let mut headers = HeaderMap::new();
+            let subject = format!("flexcore.evt.run.{n}.requested");
+            command.sign(&subject, &mut headers, b"{}");
+            trust
+                .verify_message_cached(&message(&subject, b"{}", headers), &[Role::Command], &cache)
+                .unwrap();
+        }
+        assert_eq!(cache.seen.lock().unwrap().1.len(), 2);
+        assert!(trust.verify_message_cached(&good, &[Role::Command], &cache).is_ok());
+    }
+
+    #[test]
+    fn a_signed_message_verifies_and_names_its_signer() {
+        let (trust, keys) = trust_of(&[("runner-1", Role::Runner), ("app", Role::Client)]);
+        let runner = Identity::from_seed(&seed(&keys[0]), &trust).unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", "m1");
+        runner.sign("flexcore.cmd.run.claim", &mut headers, b"{}");
+        let who = trust
+            .verify(
+                "flexcore.cmd.run.claim",
+                Some(&headers),
+                b"{}",
+                &[Role::Runner],
+                Some(COMMAND_FRESHNESS),
+            )
+            .unwrap();
+        assert_eq!(who.name, "runner-1");
+    }
+
+    #[test]
+    fn altered_messages_and_wrong_roles_are_refused() {
+        let (trust, keys) = trust_of(&[("runner-1", Role::Runner), ("app", Role::Client)]);
+        let app = Identity::from_seed(&seed(&keys[1]), &trust).unwrap();
+        let mut headers = HeaderMap::new();
+        app.sign("flexcore.cmd.run.claim", &mut headers, b"{\"a\":1}");
+        let verify = |subject: &str, headers: &HeaderMap, body: &[u8], roles: &[Role]| {
+            trust
+                .verify(subject, Some(headers), body, roles, None)
+                .map(|i| i.name.clone())
+        };
+        assert!(matches!(
+            verify("flexcore.cmd.run.claim", &headers, b"{\"a\":2}", &[Role::Client]),
+            Err(VerifyError::BadSignature { .. })
+        ));
+        assert!(matches!(
+            verify("flexcore.cmd.run.succeed", &headers, b"{\"a\":1}", &[Role::Client]),
+            Err(VerifyError::BadSignature { .. })
+        ));
+        assert!(matches!(
+            verify("flexcore.cmd.run.claim", &headers, b"{\"a\":1}", &[Role::Runner]),
+            Err(VerifyError::WrongRole { .. })
+        ));
+        // The signer header swapped for another trusted key: the signature no longer fits.
+        let mut swapped = headers.clone();
+        swapped.insert(HEADER_SIGNER, keys[0].public_key().as_str());
+        assert!(matches!(
+            verify("flexcore.cmd.run.claim", &swapped, b"{\"a\":1}", &[Role::Runner]),
+            Err(VerifyError::BadSignature { .. })
+        ));
+        // A key not in the file, and no signature at all.
+        let stranger = KeyPair::new_user();
+        let mut forged = headers.clone();
+        forged.insert(HEADER_SIGNER, stranger.public_key().as_str());
+        assert!(matches!(
+            verify("flexcore.cmd.run.claim", &forged, b"{\"a\":1}", &[Role::Client]),
+            Err(VerifyError::UnknownSigner(_))
+        ));
+        assert_eq!(
+            trust
+                .verify("s", Some(&HeaderMap::new()), b"", &[Role::Client], None)
+                .err(),
+            Some(VerifyError::Unsigned)
+        );
+        assert_eq!(
+            trust.verify("s", None, b"", &[Role::Client], None).err(),
+            Some(VerifyError::Unsigned)
+        );
+    }
+
+    #[test]
+    fn old_signatures_are_stale() {
+        let (trust, keys) = trust_of(&[("app", Role::Client)]);
+        let app = Identity::from_seed(&seed(&keys[0]), &trust).unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(HEADER_SIGNER, app.public_key());
+        headers.insert(HEADER_SIGNED_AT, (now_ms() - 600_000).to_string().as_str());
+        let signature = keys[0].sign(&signed_bytes("s", &headers, b"x")).unwrap();
+        headers.insert(HEADER_SIGNATURE, BASE64.encode(signature).as_str());
+        assert!(trust.verify("s", Some(&headers), b"x", &[Role::Client], None).is_ok());
+        assert!(matches!(
+            trust.verify("s", Some(&headers), b"x", &[Role::Client], Some(COMMAND_FRESHNESS)),
+            Err(VerifyError::Stale { .. })
+        ));
+    }
+
+    #[test]
+    fn the_file_is_checked() {
+        let key = KeyPair::new_user().public_key();
+        let entry = |name: &str, public_key: &str| TrustedIdentity {
+            name: name.to_owned(),
+            role: Role::Client,
+            public_key: public_key.to_owned(),
+        };
+        assert!(Trust::new(vec![entry("Bad Name", &key)]).is_err());
+        assert!(Trust::new(vec![entry("a", &key), entry("a", &KeyPair::new_user().public_key())]).is_err());
+        assert!(Trust::new(vec![entry("a", &key), entry("b", &key)]).is_err());
+        assert!(Trust::new(vec![entry("a", &KeyPair::new_account().public_key())]).is_err());
+        assert!(Trust::new(vec![entry("a", "UNOTAKEY")]).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("identities.json");
+        std::fs::write(&path, Trust::file_text(&[entry("a", &key)])).unwrap();
+        assert_eq!(Trust::load(&path).unwrap().find(&key).unwrap().name, "a");
+    }
+
+    #[test]
+    fn a_seed_must_be_trusted_and_have_the_role() {
+        let (trust, keys) = trust_of(&[("sched", Role::Scheduler)]);
+        assert!(matches!(
+            Identity::from_seed(&seed(&KeyPair::new_user()), &trust),
+            Err(SecurityError::NotTrusted(_))
+        ));
+        assert!(matches!(
+            Identity::from_seed("nonsense", &trust),
+            Err(SecurityError::Seed(_))
+        ));
+        let identity = Identity::from_seed(&seed(&keys[0]), &trust).unwrap();
+        assert!(identity.clone().require(Role::Scheduler).is_ok());
+        assert!(matches!(
+            identity.require(Role::Runner),
+            Err(SecurityError::WrongRole { .. })
+        ));
+    }
+}
