@@ -24,21 +24,55 @@ use flexcore_eventstore::append::GroupCommitConfig;
 use flexcore_eventstore::relay::{self, RelayConfig};
 use flexcore_eventstore::streams::{self, StreamSettings};
 use flexcore_eventstore::{EventStore, MIGRATOR};
+use flexcore_security::Role;
+use flexcore_service::security::Credentials;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use service::executor::Executor;
 use service::server::{self, ServerLimits};
 
+/// This service's identity (role `command`) and the identities file, as configured.
+pub fn credentials(settings: &Settings) -> anyhow::Result<Credentials> {
+    Ok(flexcore_service::security::credentials(settings, Role::Command)?)
+}
+
 /// Connects to Postgres and NATS as configured.
 pub async fn connect(settings: &Settings) -> anyhow::Result<(PgPool, async_nats::Client)> {
+    let credentials = credentials(settings)?;
     let pool = flexcore_service::connect::postgres(&settings.database).await?;
-    let nats = flexcore_service::connect::nats("flexcore-command", &settings.nats).await?;
+    let nats = flexcore_service::connect::nats("flexcore-command", &settings.nats, Some(&credentials.identity)).await?;
     Ok((pool, nats))
 }
 
-/// Runs the command service until `shutdown`: migrations (if configured), streams, the
-/// relay candidate, and the command loop. On shutdown it drains in-flight commands, then
+/// The streams' settings in `settings`.
+pub fn stream_settings(settings: &Settings) -> StreamSettings {
+    StreamSettings {
+        events_max_age: (settings.streams.events_max_age_days > 0)
+            .then(|| Duration::from_secs(settings.streams.events_max_age_days * 86_400)),
+        replicas: settings.streams.replicas,
+        duplicate_window: Duration::from_secs(settings.streams.duplicate_window_seconds),
+        logs_max_age: Duration::from_secs(settings.runner.log_retention_days.max(1) * 86_400),
+        plugins_max_bytes: (settings.streams.plugins_max_bytes > 0).then_some(settings.streams.plugins_max_bytes),
+    }
+}
+
+/// `flexcore-command setup`: connects as the configured identity, which must have role
+/// `setup`, and creates the system's streams and plugin bucket or applies changed
+/// settings ([`streams::setup`]); idempotent.
+pub async fn setup(settings: &Settings) -> anyhow::Result<()> {
+    let credentials = flexcore_service::security::credentials(settings, Role::Setup)?;
+    let nats = flexcore_service::connect::nats("flexcore-setup", &settings.nats, Some(&credentials.identity)).await?;
+    let js = jetstream::new(nats.clone());
+    streams::setup(&js, &stream_settings(settings))
+        .await
+        .context("setting up the JetStream streams")?;
+    nats.flush().await.context("flushing to NATS")?;
+    Ok(())
+}
+
+/// Runs the command service until `shutdown`: migrations (if configured), waiting for
+/// the streams (setup creates them), the relay candidate, and the command loop. On shutdown it drains in-flight commands, then
 /// stops the relay.
 pub async fn run(
     settings: &Settings,
@@ -47,19 +81,23 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     service::metrics::install();
+    let credentials = credentials(settings)?;
     if settings.database.migrate_on_start {
         MIGRATOR.run(&pool).await.context("running migrations")?;
     }
     let js = jetstream::new(nats.clone());
-    let stream_settings = StreamSettings {
-        events_max_age: (settings.streams.events_max_age_days > 0)
-            .then(|| Duration::from_secs(settings.streams.events_max_age_days * 86_400)),
-        replicas: settings.streams.replicas,
-        duplicate_window: Duration::from_secs(settings.streams.duplicate_window_seconds),
-    };
-    streams::ensure_streams(&js, &stream_settings)
-        .await
-        .context("creating JetStream streams")?;
+    for name in [
+        flexcore_contracts::subjects::EVENTS_STREAM,
+        flexcore_contracts::subjects::WORK_STREAM,
+    ] {
+        if flexcore_service::streams::wait_for(&js, name, &shutdown)
+            .await
+            .is_none()
+        {
+            return Ok(());
+        }
+    }
+    streams::check(&js, &stream_settings(settings)).await;
 
     let c = &settings.command;
     let store = EventStore::new(
@@ -79,6 +117,7 @@ pub async fn run(
             idle_poll: Duration::from_millis(r.idle_poll_ms),
             leader_retry: Duration::from_millis(r.leader_retry_ms),
             publish_timeout: Duration::from_millis(r.publish_timeout_ms),
+            signer: credentials.identity.clone(),
         };
         tokio::spawn(relay::run(
             (*pool.connect_options()).clone(),
@@ -92,8 +131,13 @@ pub async fn run(
         max_payload_bytes: c.max_payload_bytes,
         max_in_flight: c.max_in_flight,
         shutdown_grace: Duration::from_millis(c.shutdown_grace_ms),
+        max_module_bytes: settings.runner.max_module_bytes,
     };
-    let served = server::serve(nats, executor, limits, shutdown).await;
+    let auth = server::Auth {
+        trust: credentials.trust,
+        unsigned: settings.security.unsigned_commands,
+    };
+    let served = server::serve(nats, executor, limits, auth, shutdown).await;
     relay_stop.cancel();
     if let Some(task) = relay_task {
         let _ = task.await;

@@ -1,5 +1,9 @@
 //! `flexcore-command`: config, telemetry, connections, then [`flexcore_command::run`]
 //! until SIGINT/SIGTERM.
+//!
+//! `flexcore-command setup` instead creates the JetStream streams and the plugin bucket
+//! (or applies changed settings) and exits: run it as the `setup` identity before the
+//! services start and after changing `streams.*`.
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
@@ -12,6 +16,16 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings = flexcore_config::Settings::load().context("loading configuration")?;
+    match std::env::args().nth(1).as_deref() {
+        None => {}
+        Some("setup") => {
+            let _telemetry = flexcore_telemetry::init("flexcore-setup", &settings.telemetry)?;
+            flexcore_command::setup(&settings).await?;
+            tracing::info!("streams and plugin bucket set up");
+            return Ok(());
+        }
+        Some(other) => anyhow::bail!("unknown argument {other:?}: `flexcore-command` runs the service, `flexcore-command setup` creates the JetStream streams"),
+    }
     let _telemetry = flexcore_telemetry::init("flexcore-command", &settings.telemetry)?;
     let (pool, nats) = flexcore_command::connect(&settings).await?;
     let shutdown = CancellationToken::new();

@@ -37,7 +37,7 @@ async fn metrics_count_commands_by_type_and_status_and_ready_needs_the_streams()
     let client = nats.client().await.unwrap();
     let mut settings = Settings::default();
     settings.database.url = flexcore_config::Secret::new(db.url.clone());
-    settings.nats.url = nats.url.clone();
+    nats.settings_for("command", &mut settings);
     settings.relay.idle_poll_ms = 50;
     settings.relay.leader_retry_ms = 100;
     let shutdown = CancellationToken::new();

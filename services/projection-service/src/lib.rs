@@ -36,15 +36,30 @@ use projection::Kind;
 use query::QueryContext;
 use worker::Shared;
 
+/// This service's identity (role `projection`) and the identities file, as configured.
+pub fn credentials(settings: &Settings) -> anyhow::Result<flexcore_service::security::Credentials> {
+    Ok(flexcore_service::security::credentials(
+        settings,
+        flexcore_security::Role::Projection,
+    )?)
+}
+
 /// Connects to Postgres and NATS as configured.
 pub async fn connect(settings: &Settings) -> anyhow::Result<(PgPool, async_nats::Client)> {
+    let credentials = credentials(settings)?;
     // Read-model transactions need not wait for their WAL flush: rows and checkpoint
     // commit together, so a Postgres crash can only lose whole recent transactions, which
     // are re-applied identically from the older checkpoint (never half of one).
     let pool = flexcore_service::connect::postgres_with(&settings.database, &[("synchronous_commit", "off")]).await?;
     // No echo: a leader's position announcements are for the other replicas; this process
     // updates its own positions directly.
-    let nats = flexcore_service::connect::nats_with("flexcore-projection", &settings.nats, |o| o.no_echo()).await?;
+    let nats = flexcore_service::connect::nats_with(
+        "flexcore-projection",
+        &settings.nats,
+        Some(&credentials.identity),
+        |o| o.no_echo(),
+    )
+    .await?;
     Ok((pool, nats))
 }
 
@@ -56,6 +71,7 @@ pub async fn run(
     pool: PgPool,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let credentials = credentials(settings)?;
     if settings.database.migrate_on_start {
         MIGRATOR.run(&pool).await.context("running migrations")?;
     }
@@ -80,8 +96,9 @@ pub async fn run(
     tasks.push(tokio::spawn(metrics::sample(pool.clone(), stop.clone())));
     tasks.push(tokio::spawn({
         let (positions, nats, pool, stop) = (positions.clone(), nats.clone(), pool.clone(), stop.clone());
+        let trust = credentials.trust.clone();
         async move {
-            if let Err(error) = positions::follow(positions, nats, pool, stop).await {
+            if let Err(error) = positions::follow(positions, nats, pool, trust, stop).await {
                 tracing::warn!(%error, "position tracking stopped");
             }
         }
@@ -92,6 +109,9 @@ pub async fn run(
             nats: nats.clone(),
             positions: positions.clone(),
             settings: settings.projection.clone(),
+            identity: credentials.identity.clone(),
+            trust: credentials.trust.clone(),
+            verified: Arc::new(flexcore_security::VerifiedCache::new(worker::VERIFIED_CACHE)),
         };
         for kind in Kind::ALL {
             tasks.push(tokio::spawn(worker::run(kind, shared.clone(), stop.clone())));

@@ -88,6 +88,7 @@ pub fn checks(settings: &Settings, nats: &async_nats::Client, pool: &PgPool) -> 
         .nats(nats.clone())
         .postgres(pool.clone())
         .stream(nats.clone(), subjects::EVENTS_STREAM)
+        .serving("queries")
         .with_fn("projection_lag", move || {
             let pool = lag_pool.clone();
             async move {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use flexcore_contracts::subjects;
 use flexcore_eventstore::Checkpoint;
+use flexcore_security::{Identity, Role, Trust, PRESENCE_FRESHNESS};
 use futures::StreamExt;
 use sqlx::PgPool;
 use tokio::sync::watch;
@@ -87,15 +88,14 @@ pub fn checkpoint(transaction_id: i64, global_position: i64) -> Checkpoint {
     }
 }
 
-/// Announces a leader's new checkpoint to every replica.
-pub async fn announce(nats: &async_nats::Client, kind: Kind, checkpoint: Checkpoint) {
+/// Announces a leader's new checkpoint to every replica, signed by this replica's identity.
+pub async fn announce(nats: &async_nats::Client, identity: &Identity, kind: Kind, checkpoint: Checkpoint) {
     let Ok(body) = serde_json::to_vec(&checkpoint) else {
         return;
     };
-    if let Err(error) = nats
-        .publish(subjects::projection_position(kind.name()), body.into())
-        .await
-    {
+    let subject = subjects::projection_position(kind.name());
+    let headers = identity.signed_headers(&subject, &body);
+    if let Err(error) = nats.publish_with_headers(subject, headers, body.into()).await {
         tracing::debug!(%error, "position announcement not sent");
     }
 }
@@ -105,6 +105,7 @@ pub async fn follow(
     positions: std::sync::Arc<Positions>,
     nats: async_nats::Client,
     pool: PgPool,
+    trust: Trust,
     shutdown: CancellationToken,
 ) -> Result<(), ProjectionError> {
     let mut announcements = nats
@@ -118,6 +119,12 @@ pub async fn follow(
             () = shutdown.cancelled() => return Ok(()),
             message = announcements.next() => {
                 let Some(message) = message else { return Err(ProjectionError::nats("position subscription ended")) };
+                // Only a projection replica's recent announcement: a forged one would have
+                // queries with `min_position` answered from a view that is behind.
+                if let Err(error) = trust.verify_message(&message, &[Role::Projection], Some(PRESENCE_FRESHNESS)) {
+                    tracing::debug!(%error, subject = %message.subject, "unverified position announcement ignored");
+                    continue;
+                }
                 let name = message.subject.split('.').nth(3).unwrap_or_default();
                 if let (Some(kind), Ok(cp)) = (Kind::parse(name), serde_json::from_slice::<Checkpoint>(&message.payload)) {
                     positions.advance(kind, cp);

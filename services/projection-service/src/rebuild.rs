@@ -150,7 +150,7 @@ async fn rebuild(
     *live = Live { generation, checkpoint };
     drop(live);
     shared.positions.advance(kind, checkpoint);
-    announce(&shared.nats, kind, checkpoint).await;
+    announce(&shared.nats, &shared.identity, kind, checkpoint).await;
     tracing::info!(
         projection = kind.name(),
         generation,

@@ -16,6 +16,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer};
 use flexcore_contracts::{envelope, subjects, EventEnvelope};
 use flexcore_eventstore::RecordedEvent;
+use flexcore_security::Role;
 use flexcore_telemetry::propagation;
 use futures::StreamExt;
 use sqlx::postgres::PgConnectOptions;
@@ -40,7 +41,18 @@ pub struct Shared {
     pub positions: Arc<Positions>,
     /// Tuning.
     pub settings: flexcore_config::ProjectionSettings,
+    /// This replica's identity: signs position announcements.
+    pub identity: flexcore_security::Identity,
+    /// The identities file: an event message counts only if the command service signed it.
+    pub trust: flexcore_security::Trust,
+    /// Event messages already verified, shared by the workers (each view receives every
+    /// event: one signature check per event, not one per view).
+    pub verified: Arc<flexcore_security::VerifiedCache>,
 }
+
+/// How many verified event messages [`Shared::verified`] remembers: far more than the
+/// views can drift apart by within one replica.
+pub const VERIFIED_CACHE: usize = 65_536;
 
 /// Runs the worker of `kind` until `shutdown`: competes for leadership and leads while
 /// it holds it, starting over after any error.
@@ -89,10 +101,9 @@ async fn lead(
     rebuild::resume_interrupted(&shared.pool, kind).await?;
 
     let js = jetstream::new(shared.nats.clone());
-    let stream = js
-        .get_stream(subjects::EVENTS_STREAM)
-        .await
-        .map_err(ProjectionError::nats)?;
+    let Some(stream) = flexcore_service::streams::wait_for(&js, subjects::EVENTS_STREAM, shutdown).await else {
+        return Ok(());
+    };
     let durable = format!("projection-{}", kind.name());
     let config = consumer::pull::Config {
         durable_name: Some(durable.clone()),
@@ -173,7 +184,7 @@ pub async fn catch_up(kind: Kind, shared: &Shared, live: &mut Live) -> Result<u6
             Committed::Applied(_) | Committed::Skipped => {
                 total += n;
                 shared.positions.advance(kind, live.checkpoint);
-                announce(&shared.nats, kind, live.checkpoint).await;
+                announce(&shared.nats, &shared.identity, kind, live.checkpoint).await;
             }
             Committed::Resync | Committed::Gap => {}
         }
@@ -193,6 +204,17 @@ async fn apply_chunk(
     let mut spans = Vec::new();
     for item in chunk {
         let message = item.map_err(ProjectionError::nats)?;
+        // Only what the relay published: anything else on the stream (published despite
+        // the permissions) is skipped like an undecodable message, and the event store
+        // fills the position it claimed.
+        if let Err(why) = shared
+            .trust
+            .verify_message_cached(&message.message, &[Role::Command], &shared.verified)
+        {
+            tracing::warn!(projection = kind.name(), subject = %message.subject, %why, "event message not signed by the command service; ignored");
+            last = Some(message);
+            continue;
+        }
         match decode(&message) {
             Ok(event) => {
                 if propagation::carried(message.headers.as_ref()) && kind.concerns(&[&event]) {
@@ -225,7 +247,7 @@ async fn apply_chunk(
             }
         }
         shared.positions.advance(kind, live.checkpoint);
-        announce(&shared.nats, kind, live.checkpoint).await;
+        announce(&shared.nats, &shared.identity, kind, live.checkpoint).await;
     }
     drop(spans);
     // Acknowledges the whole chunk (AckPolicy::All).

@@ -28,7 +28,8 @@ async fn request(client: &async_nats::Client, subject: &str, body: Value) -> Val
 }
 
 fn spawn_projection(settings: &Settings, shutdown: &CancellationToken) -> impl std::future::Future<Output = ()> {
-    let (s, token) = (settings.clone(), shutdown.clone());
+    let (mut s, token) = (settings.clone(), shutdown.clone());
+    flexcore_testkit::nats::settings_as("projection", &mut s);
     async move {
         let (pool, nats) = flexcore_projection::connect(&s).await.unwrap();
         tokio::spawn(async move { flexcore_projection::run(&s, nats, pool, token).await.unwrap() });
@@ -43,7 +44,7 @@ async fn lag_gauges_and_readiness_follow_the_projections_and_queries_are_counted
     let client = nats.client().await.unwrap();
     let mut settings = Settings::default();
     settings.database.url = flexcore_config::Secret::new(db.url.clone());
-    settings.nats.url = nats.url.clone();
+    nats.settings_for("command", &mut settings);
     settings.database.max_connections = 8;
     settings.relay.idle_poll_ms = 50;
     settings.relay.leader_retry_ms = 100;
@@ -59,6 +60,7 @@ async fn lag_gauges_and_readiness_follow_the_projections_and_queries_are_counted
     // A replica that only answers queries: nothing projects yet.
     let mut query_only = settings.clone();
     query_only.projection.workers_enabled = false;
+    flexcore_testkit::nats::settings_as("projection", &mut query_only);
     let (pool, service_client) = flexcore_projection::connect(&query_only).await.unwrap();
     let checks = flexcore_projection::metrics::checks(&query_only, &service_client, &pool);
     let addr = flexcore_service::admin::spawn("127.0.0.1:0", "flexcore-projection", checks, shutdown.clone())

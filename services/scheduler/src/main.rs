@@ -8,7 +8,9 @@ use tokio_util::sync::CancellationToken;
 async fn main() -> anyhow::Result<()> {
     let settings = flexcore_config::Settings::load().context("loading configuration")?;
     let _telemetry = flexcore_telemetry::init("flexcore-scheduler", &settings.telemetry)?;
-    let nats = flexcore_service::connect::nats("flexcore-scheduler", &settings.nats).await?;
+    let credentials = flexcore_service::security::credentials(&settings, flexcore_security::Role::Scheduler)?;
+    let nats =
+        flexcore_service::connect::nats("flexcore-scheduler", &settings.nats, Some(&credentials.identity)).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(flexcore_service::stop_on_signal(
         shutdown.clone(),
@@ -19,6 +21,7 @@ async fn main() -> anyhow::Result<()> {
     let result = flexcore_scheduler::run(
         &settings.scheduler,
         nats,
+        credentials,
         settings.nats.request_timeout(),
         flexcore_scheduler::Clock::System,
         shutdown,

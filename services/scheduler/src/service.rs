@@ -18,6 +18,8 @@ use flexcore_contracts::ids::scheduled_run_id;
 use flexcore_contracts::model::RunTrigger;
 use flexcore_contracts::work::{RunHeartbeat, SchedulerPresence};
 use flexcore_contracts::{subjects, ErrorReason};
+use flexcore_security::{Identity, Role, Trust, PRESENCE_FRESHNESS};
+use flexcore_service::security::Credentials;
 use flexcore_telemetry::propagation;
 use futures::StreamExt;
 use tokio::sync::{mpsc, Semaphore};
@@ -39,6 +41,7 @@ const SEND_ATTEMPTS: u32 = 5;
 pub async fn run(
     settings: &SchedulerSettings,
     client: async_nats::Client,
+    credentials: Credentials,
     request_timeout: Duration,
     clock: Clock,
     shutdown: CancellationToken,
@@ -47,14 +50,23 @@ pub async fn run(
     flexcore_service::metrics::scheduler();
     let instance = instance_id(settings);
     let span = tracing::info_span!("scheduler", instance = %instance);
-    replica(settings, client, request_timeout, clock, shutdown, instance)
-        .instrument(span)
-        .await
+    replica(
+        settings,
+        client,
+        credentials,
+        request_timeout,
+        clock,
+        shutdown,
+        instance,
+    )
+    .instrument(span)
+    .await
 }
 
 async fn replica(
     settings: &SchedulerSettings,
     client: async_nats::Client,
+    credentials: Credentials,
     request_timeout: Duration,
     clock: Clock,
     shutdown: CancellationToken,
@@ -83,7 +95,7 @@ async fn replica(
     let (outcomes_tx, mut outcomes) = mpsc::channel::<(Action, Outcome)>(4096);
     let sender = Sender {
         client: flexcore_client::Client::new(client.clone())
-            .with_actor(format!("flexcore-scheduler/{instance}"))
+            .with_identity(credentials.identity.clone())
             .with_timeout(request_timeout),
         permits: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
         outcomes: outcomes_tx,
@@ -98,7 +110,8 @@ async fn replica(
     if replay_to == 0 {
         core.go_live(clock.now());
     }
-    announce(&client, &instance, true).await;
+    let Credentials { identity, trust } = credentials;
+    announce(&client, &identity, &instance, true).await;
     let mut tick = tokio::time::interval(settings.presence_interval());
     tracing::info!(replay_to, "scheduler started; replaying the event log");
     loop {
@@ -117,9 +130,14 @@ async fn replica(
                         continue;
                     }
                     last_sequence = sequence;
-                    match serde_json::from_slice::<EventEnvelope>(&message.payload) {
+                    // Only what the command service's relay signed is history.
+                    let trusted = trust.verify_message(&message, &[Role::Command], None);
+                    match trusted.map(|_| serde_json::from_slice::<EventEnvelope>(&message.payload)) {
+                        Err(error) => {
+                            tracing::warn!(%error, subject = %message.subject, sequence, "unverified event ignored");
+                        }
                         // Live events only: a replay would add spans to old traces.
-                        Ok(event) if core.is_live() && propagation::carried(message.headers.as_ref()) => {
+                        Ok(Ok(event)) if core.is_live() && propagation::carried(message.headers.as_ref()) => {
                             // The scheduler's part in the trace of what wrote the event.
                             let span = tracing::info_span!(
                                 target: flexcore_telemetry::TRACE_ONLY,
@@ -131,8 +149,8 @@ async fn replica(
                             propagation::set_parent(&span, message.headers.as_ref());
                             span.in_scope(|| core.apply(&event));
                         }
-                        Ok(event) => core.apply(&event),
-                        Err(error) => tracing::warn!(%error, subject = %message.subject, "unreadable event skipped"),
+                        Ok(Ok(event)) => core.apply(&event),
+                        Ok(Err(error)) => tracing::warn!(%error, subject = %message.subject, "unreadable event skipped"),
                     }
                     if !core.is_live() && (sequence >= replay_to || pending == 0) {
                         core.go_live(clock.now());
@@ -152,12 +170,12 @@ async fn replica(
                 }
             },
             Some(message) = heartbeats.next() => {
-                if let Ok(beat) = serde_json::from_slice::<RunHeartbeat>(&message.payload) {
+                if let Some(beat) = verified::<RunHeartbeat>(&trust, &message, Role::Runner) {
                     core.heartbeat(beat.run_id, beat.attempt, clock.now());
                 }
             }
             Some(message) = presence.next() => {
-                if let Ok(p) = serde_json::from_slice::<SchedulerPresence>(&message.payload) {
+                if let Some(p) = verified::<SchedulerPresence>(&trust, &message, Role::Scheduler) {
                     core.heard(&p.instance, p.alive, Instant::now());
                 }
             }
@@ -170,7 +188,7 @@ async fn replica(
                     let Some(again) = follow_again(&stream, last_sequence, &shutdown).await else { break };
                     events = again;
                 }
-                announce(&client, &instance, true).await;
+                announce(&client, &identity, &instance, true).await;
                 core.expire_members(Instant::now());
             }
             Some((action, outcome)) = outcomes.recv() => {
@@ -201,7 +219,7 @@ async fn replica(
             }
         }
     }
-    announce(&client, &instance, false).await;
+    announce(&client, &identity, &instance, false).await;
     let _ = tokio::time::timeout(flexcore_service::FLUSH_TIMEOUT, client.flush()).await;
     tracing::info!("scheduler stopped");
     Ok(())
@@ -214,20 +232,9 @@ async fn sleep_until(clock: &Clock, deadline: Option<chrono::DateTime<Utc>>) {
     }
 }
 
-/// The events stream, waiting for the command service to create it.
+/// The events stream, waiting for setup to create it.
 async fn events_stream(js: &jetstream::Context, shutdown: &CancellationToken) -> Option<jetstream::stream::Stream> {
-    loop {
-        match js.get_stream(subjects::EVENTS_STREAM).await {
-            Ok(stream) => return Some(stream),
-            Err(error) => {
-                tracing::warn!(%error, stream = subjects::EVENTS_STREAM, "events stream not there yet (is flexcore-command running?); retrying");
-                tokio::select! {
-                    () = shutdown.cancelled() => return None,
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
-    }
+    flexcore_service::streams::wait_for(js, subjects::EVENTS_STREAM, shutdown).await
 }
 
 /// [`follow`], tried every second until it succeeds (NATS may be down); `None` on shutdown.
@@ -272,13 +279,28 @@ async fn follow(stream: &jetstream::stream::Stream, after: u64) -> anyhow::Resul
     consumer.messages().await.context("following the events stream")
 }
 
-async fn announce(client: &async_nats::Client, instance: &str, alive: bool) {
+/// The body of a core NATS message signed by an identity of `role` lately (heartbeats and
+/// presence: a forged one could keep a dead run's lease or a gone replica's share alive);
+/// `None`, logged, otherwise.
+fn verified<T: serde::de::DeserializeOwned>(trust: &Trust, message: &async_nats::Message, role: Role) -> Option<T> {
+    if let Err(error) = trust.verify_message(message, &[role], Some(PRESENCE_FRESHNESS)) {
+        tracing::debug!(%error, subject = %message.subject, "unverified message ignored");
+        return None;
+    }
+    serde_json::from_slice(&message.payload).ok()
+}
+
+async fn announce(client: &async_nats::Client, identity: &Identity, instance: &str, alive: bool) {
     let presence = SchedulerPresence {
         instance: instance.to_owned(),
         alive,
     };
     if let Ok(body) = serde_json::to_vec(&presence) {
-        if let Err(error) = client.publish(subjects::SCHEDULER_PRESENCE, body.into()).await {
+        let headers = identity.signed_headers(subjects::SCHEDULER_PRESENCE, &body);
+        if let Err(error) = client
+            .publish_with_headers(subjects::SCHEDULER_PRESENCE, headers, body.into())
+            .await
+        {
             tracing::warn!(%error, "presence not announced");
         }
     }

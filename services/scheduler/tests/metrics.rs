@@ -45,7 +45,7 @@ async fn the_fire_lag_histogram_counts_a_fired_slot_and_ready_needs_the_events_s
     let client = nats.client().await.unwrap();
     let mut settings = Settings::default();
     settings.database.url = flexcore_config::Secret::new(db.url.clone());
-    settings.nats.url = nats.url.clone();
+    nats.settings_for("command", &mut settings);
     settings.relay.idle_poll_ms = 50;
     let shutdown = CancellationToken::new();
     {
@@ -60,13 +60,14 @@ async fn the_fire_lag_histogram_counts_a_fired_slot_and_ready_needs_the_events_s
         .await
         .unwrap()
         .unwrap();
-    wait_until(WAIT, "ready (events stream created)", || async {
+    wait_until(WAIT, "ready (events stream there)", || async {
         scrape::ready(addr).await.0 == 200
     })
     .await
     .unwrap();
     let (_, body) = scrape::ready(addr).await;
     assert_eq!(scrape::check_ok(&body, "stream:FLEXCORE_EVENTS"), Some(true), "{body}");
+    flexcore_testkit::nats::commands_answered(&client).await.unwrap();
 
     let digest = format!("sha256:{}", "ab".repeat(32));
     for (plugin, kind) in [("csv", "extractor"), ("jsonl", "loader")] {
@@ -96,8 +97,17 @@ async fn the_fire_lag_histogram_counts_a_fired_slot_and_ready_needs_the_events_s
             ..SchedulerSettings::default()
         };
         let (clock, token) = (Clock::Manual(clock.clone()), shutdown.clone());
+        let credentials = nats.credentials("scheduler").unwrap();
         tokio::spawn(async move {
-            flexcore_scheduler::run(&settings, scheduler_client, Duration::from_secs(5), clock, token).await
+            flexcore_scheduler::run(
+                &settings,
+                scheduler_client,
+                credentials,
+                Duration::from_secs(5),
+                clock,
+                token,
+            )
+            .await
         })
     };
     // Registered when the replica starts (the task above may not have run yet), before

@@ -185,6 +185,25 @@ fn pin_steps(steps: &[StepSpec], loaded: &Loaded) -> Result<Vec<PinnedStep>, Dom
     Ok(pinned)
 }
 
+/// A secret reference is resolved only inside a step's config values: anywhere else it
+/// would be recorded and shown as written, which is never what its author meant.
+fn check_no_secret_references(
+    owner: Option<&Label>,
+    description: Option<&str>,
+    tags: Option<&[Label]>,
+) -> Result<(), DomainError> {
+    if let Some(owner) = owner {
+        validation::check_no_secret_reference("/owner", "owner", owner.as_str())?;
+    }
+    if let Some(description) = description {
+        validation::check_no_secret_reference("/description", "description", description)?;
+    }
+    for (i, tag) in tags.into_iter().flatten().enumerate() {
+        validation::check_no_secret_reference(&format!("/tags/{i}"), &format!("tags[{i}]"), tag.as_str())?;
+    }
+    Ok(())
+}
+
 /// `pipeline.create`: claims the name in the store so two pipelines never share one.
 pub(crate) fn create(id: Uuid, c: &CreatePipeline, loaded: &Loaded) -> Result<Decision, DomainError> {
     if let Some(p) = loaded.pipeline(id) {
@@ -197,6 +216,7 @@ pub(crate) fn create(id: Uuid, c: &CreatePipeline, loaded: &Loaded) -> Result<De
         )
         .with("pipeline_id", id.to_string()));
     }
+    check_no_secret_references(Some(&c.owner), c.description.as_deref(), Some(&c.tags))?;
     let steps = pin_steps(&c.steps, loaded)?;
     let definition = PipelineDefinition {
         steps,
@@ -228,6 +248,7 @@ pub(crate) fn create(id: Uuid, c: &CreatePipeline, loaded: &Loaded) -> Result<De
 pub(crate) fn update(c: &UpdatePipeline, loaded: &Loaded) -> Result<Decision, DomainError> {
     let p = load(c.pipeline_id, loaded)?;
     not_archived(p, "updated")?;
+    check_no_secret_references(c.owner.as_ref(), c.description.as_deref(), c.tags.as_deref())?;
     // At least one field is given (the schema's rule).
     let tags = c.tags.clone().unwrap_or_else(|| p.tags.clone());
     let old = &p.definition;

@@ -1,6 +1,7 @@
 //! Checks that need stored state or more than a JSON Schema can say: whether a plugin's
 //! config schema compiles, whether a step config satisfies its plugin's schema (and gives
-//! secret properties only as references), whether a cron expression has slots. Every
+//! secret properties only as references, and references only inside string values),
+//! whether a cron expression has slots. Every
 //! error says what is wrong and how to fix it, and never echoes a value that might be a
 //! secret. (Rules of a body alone are in its generated schema, checked on decoding.)
 
@@ -148,8 +149,27 @@ fn pointer_or_root(pointer: &str) -> &str {
     }
 }
 
+/// Refuses a secret reference in a field that is no step config value (a pipeline's
+/// owner, description, tags): nothing resolves it there, and such fields are names and
+/// labels shown everywhere. `pointer` is the field's JSON pointer, `field` how a person
+/// writes it.
+pub fn check_no_secret_reference(pointer: &str, field: &str, text: &str) -> Result<(), DomainError> {
+    if !text.contains(SECRET_PREFIX) {
+        return Ok(());
+    }
+    Err(DomainError::validation(
+        ErrorReason::InvalidValue,
+        pointer,
+        format!(
+            "{field} holds a secret reference: ${{secret:NAME}} is only allowed inside string values of a step's config"
+        ),
+    ))
+}
+
 /// Every `${secret:` in every string must open a well-formed reference; embedding one in a
-/// longer string (`postgres://u:${secret:PW}@db`) is fine.
+/// longer string (`postgres://u:${secret:PW}@db`) is fine. Object keys may hold none: a
+/// key is where a name goes (e.g. a stream name), and names a plugin reports (stream
+/// names in counters) end up in events and read models.
 fn check_secret_syntax(step: usize, value: &Value, path: &mut Vec<Seg>) -> Result<(), DomainError> {
     match value {
         Value::String(s) => {
@@ -187,7 +207,18 @@ fn check_secret_syntax(step: usize, value: &Value, path: &mut Vec<Seg>) -> Resul
         }),
         Value::Object(map) => map.iter().try_for_each(|(k, v)| {
             path.push(Seg::Key(k.clone()));
-            let r = check_secret_syntax(step, v, path);
+            let r = if k.contains(SECRET_PREFIX) {
+                Err(DomainError::validation(
+                    ErrorReason::InvalidValue,
+                    format!("/steps/{step}/config{}", pointer(path)),
+                    format!(
+                        "step {step}: a key of {} holds a secret reference: ${{secret:NAME}} is only allowed inside string values, not in keys (where names go)",
+                        dotted(&path[..path.len() - 1])
+                    ),
+                ))
+            } else {
+                check_secret_syntax(step, v, path)
+            };
             path.pop();
             r
         }),

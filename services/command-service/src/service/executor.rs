@@ -22,7 +22,7 @@ use crate::domain::{self, AggRef, AggregateState, Decision, DomainError, Loaded,
 pub struct RequestContext {
     /// `Flexcore-Correlation-Id`.
     pub correlation_id: Option<String>,
-    /// `Flexcore-Actor`.
+    /// The verified sender's identity name (`unsigned` for an accepted unsigned command).
     pub actor: Option<String>,
     /// W3C `traceparent` stored on the events: the command handling span's when spans
     /// are exported, else the request's `traceparent` header (only a valid one).

@@ -123,6 +123,7 @@ pub fn checks(nats: &async_nats::Client, pool: &PgPool) -> Checks {
         .postgres(pool.clone())
         .stream(nats.clone(), subjects::EVENTS_STREAM)
         .stream(nats.clone(), subjects::WORK_STREAM)
+        .serving("commands")
         .with_fn("relay", || async {
             match flexcore_eventstore::metrics::relay_block() {
                 None => flexcore_service::admin::CheckOutcome::ok("publishing"),

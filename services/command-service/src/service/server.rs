@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::{Client, Message};
+use flexcore_config::UnsignedCommands;
 use flexcore_contracts::commands;
 use flexcore_contracts::rules::MAX_LABEL_CHARS;
 use flexcore_contracts::{envelope, subjects, CommandReply, ErrorBody, ErrorReason};
+use flexcore_security::{policy, Role, Trust, COMMAND_FRESHNESS};
 use flexcore_telemetry::propagation;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -23,6 +25,70 @@ pub struct ServerLimits {
     pub max_in_flight: usize,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// Largest module a registration may name (`runner.max_module_bytes`: runners refuse
+    /// larger ones, so such a plugin could never run).
+    pub max_module_bytes: u64,
+}
+
+/// Whom commands are accepted from: signatures are checked against the identities file,
+/// and the signer's role against [`policy::authorize`].
+#[derive(Debug, Clone)]
+pub struct Auth {
+    /// The identities file.
+    pub trust: Trust,
+    /// What an unsigned command is.
+    pub unsigned: UnsignedCommands,
+}
+
+/// The actor recorded for unsigned commands accepted as role `client` (a name no
+/// identity can have: the identities file refuses it).
+pub const UNSIGNED_ACTOR: &str = flexcore_security::identity::RESERVED_NAME;
+
+/// Who sent a command.
+struct Sender {
+    name: String,
+    role: Role,
+}
+
+impl Auth {
+    /// The verified sender of `message`, or the `unauthorized` refusal.
+    fn sender(&self, message: &Message) -> Result<Sender, ErrorBody> {
+        let signed = message
+            .headers
+            .as_ref()
+            .is_some_and(|h| h.get(envelope::HEADER_SIGNATURE).is_some());
+        if !signed {
+            return match self.unsigned {
+                UnsignedCommands::Client => Ok(Sender {
+                    name: UNSIGNED_ACTOR.to_owned(),
+                    role: Role::Client,
+                }),
+                UnsignedCommands::Refuse => Err(ErrorBody::new(
+                    ErrorReason::Unauthorized,
+                    "unsigned commands are refused here (security.unsigned_commands = refuse): sign them with \
+                     an identity from the identities file (docs/security.md)",
+                )),
+            };
+        }
+        self.trust
+            .verify(
+                message.subject.as_str(),
+                message.headers.as_ref(),
+                &message.payload,
+                &Role::ALL,
+                Some(COMMAND_FRESHNESS),
+            )
+            .map(|identity| Sender {
+                name: identity.name.clone(),
+                role: identity.role,
+            })
+            .map_err(|e| {
+                ErrorBody::new(
+                    ErrorReason::Unauthorized,
+                    format!("the command's signature is not accepted: {e}"),
+                )
+            })
+    }
 }
 
 /// Serves commands until `shutdown`, then stops taking new ones and waits (bounded) for
@@ -31,13 +97,16 @@ pub async fn serve(
     client: Client,
     executor: Arc<Executor>,
     limits: ServerLimits,
+    auth: Auth,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let auth = Arc::new(auth);
     let bounds = flexcore_service::ServeLimits {
         max_in_flight: limits.max_in_flight,
         shutdown_grace: limits.shutdown_grace,
     };
     let max = limits.max_payload_bytes;
+    let max_module = limits.max_module_bytes;
     let replies = client.clone();
     flexcore_service::serve(
         client,
@@ -47,21 +116,28 @@ pub async fn serve(
         bounds,
         shutdown,
         move |message| {
-            let (client, executor) = (replies.clone(), executor.clone());
-            async move { handle(&client, &executor, message, max).await }
+            let (client, executor, auth) = (replies.clone(), executor.clone(), auth.clone());
+            async move { handle(&client, &executor, &auth, message, (max, max_module)).await }
         },
     )
     .await
 }
 
-async fn handle(client: &Client, executor: &Executor, message: Message, max_payload: usize) {
+async fn handle(
+    client: &Client,
+    executor: &Executor,
+    auth: &Auth,
+    message: Message,
+    (max_payload, max_module): (usize, u64),
+) {
     let Some(reply_to) = message.reply.clone() else {
         tracing::warn!(subject = %message.subject, "command without a reply subject dropped: send it as a request");
         return;
     };
     let started = std::time::Instant::now();
     let bus_limit = client.max_payload();
-    let reply = answer(executor, &message, max_payload.min(bus_limit), bus_limit).await;
+    let limits = (max_payload.min(bus_limit), bus_limit, max_module);
+    let reply = answer(client, executor, auth, &message, limits).await;
     super::metrics::record(message.subject.as_str(), &reply, started.elapsed());
     let body = serde_json::to_vec(&reply).unwrap_or_else(|e| {
         flexcore_service::reply::error_body(&ErrorBody::new(
@@ -72,8 +148,36 @@ async fn handle(client: &Client, executor: &Executor, message: Message, max_payl
     flexcore_service::reply::send(client, reply_to, body).await;
 }
 
-/// A label header (`Flexcore-Actor`, `Flexcore-Correlation-Id`): stored on every event, so
-/// it is held to the rules of a label (printable, at most 200 characters).
+/// A `plugin.register` naming a stored module larger than `max_module` bytes is refused:
+/// runners would never run it. (A module not stored yet is let through: its runs fail with
+/// `module_not_found` until it is uploaded, and the runner checks the size again then.)
+/// Other commands, and a bus that cannot answer the look-up, pass unchecked.
+async fn module_fits(client: &Client, command: &commands::Command, max_module: u64) -> Result<(), ErrorBody> {
+    let commands::Command::RegisterPlugin(register) = command else {
+        return Ok(());
+    };
+    let Some(digest) = &register.module_digest else {
+        return Ok(());
+    };
+    let js = async_nats::jetstream::new(client.clone());
+    match flexcore_plugin_store::stored_size(&js, digest).await {
+        Ok(Some(size)) if size > max_module => Err(ErrorBody::new(
+            ErrorReason::TooLarge,
+            format!("module {digest} is {size} bytes; runners take at most {max_module} (runner.max_module_bytes)"),
+        )
+        .with("path", "/module_digest")
+        .with("size", size)
+        .with("limit", max_module)),
+        Ok(_) => Ok(()),
+        Err(error) => {
+            tracing::debug!(%error, "module size not checked");
+            Ok(())
+        }
+    }
+}
+
+/// A label header (`Flexcore-Correlation-Id`): stored on every event, so it is held to the
+/// rules of a label (printable, at most 200 characters).
 fn label_header(message: &Message, name: &str) -> Result<Option<String>, ErrorBody> {
     let Some(value) = message.headers.as_ref().and_then(|h| h.get(name)) else {
         return Ok(None);
@@ -88,11 +192,33 @@ fn label_header(message: &Message, name: &str) -> Result<Option<String>, ErrorBo
     }
 }
 
-async fn answer(executor: &Executor, message: &Message, max_payload: usize, bus_limit: usize) -> CommandReply {
-    let headers = label_header(message, envelope::HEADER_CORRELATION_ID)
-        .and_then(|correlation| Ok((correlation, label_header(message, envelope::HEADER_ACTOR)?)));
+/// The reply to `message`; `limits`: the command size limit, the bus's message limit and
+/// the module size limit.
+async fn answer(
+    client: &Client,
+    executor: &Executor,
+    auth: &Auth,
+    message: &Message,
+    (max_payload, bus_limit, max_module): (usize, usize, u64),
+) -> CommandReply {
+    // Who sent it, then what it is, then whether that sender may send it.
+    let headers = auth
+        .sender(message)
+        .and_then(|sender| Ok((label_header(message, envelope::HEADER_CORRELATION_ID)?, sender)));
     let decoded = headers.and_then(|headers| Ok((headers, decode(message, max_payload)?)));
-    let prepared = match decoded {
+    let authorized = decoded.and_then(|((correlation, sender), (meta, command))| {
+        policy::authorize(sender.role, &command).map_err(|refusal| {
+            ErrorBody::new(ErrorReason::Unauthorized, refusal).with("actor", sender.name.as_str())
+        })?;
+        Ok(((correlation, Some(sender.name)), (meta, command)))
+    });
+    let checked = match authorized {
+        Ok((headers, (meta, command))) => module_fits(client, &command, max_module)
+            .await
+            .map(|()| (headers, (meta, command))),
+        Err(error) => Err(error),
+    };
+    let prepared = match checked {
         Ok((headers, (meta, command))) => (headers, Prepared::new(meta, command)),
         Err(error) => {
             // Refused before it is understood; still a span in the sender's trace.

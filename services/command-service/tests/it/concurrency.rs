@@ -16,8 +16,7 @@ async fn the_same_command_id_yields_one_event_and_identical_replies() {
             let client = app.client.clone();
             let body = serde_json::to_vec(&body).unwrap();
             tokio::spawn(async move {
-                client
-                    .request("flexcore.cmd.pipeline.pause", body.into())
+                flexcore_testkit::nats::signed_request(&client, "flexcore.cmd.pipeline.pause", body)
                     .await
                     .unwrap()
                     .payload
@@ -80,13 +79,13 @@ async fn concurrent_commands_on_one_expected_version_have_exactly_one_winner() {
             let client = app.client.clone();
             let body = json!({"pipeline_id": pipeline, "expected_version": 1, "description": format!("writer {i}")});
             tokio::spawn(async move {
-                let r = client
-                    .request(
-                        "flexcore.cmd.pipeline.update",
-                        serde_json::to_vec(&body).unwrap().into(),
-                    )
-                    .await
-                    .unwrap();
+                let r = flexcore_testkit::nats::signed_request(
+                    &client,
+                    "flexcore.cmd.pipeline.update",
+                    serde_json::to_vec(&body).unwrap(),
+                )
+                .await
+                .unwrap();
                 serde_json::from_slice::<serde_json::Value>(&r.payload).unwrap()
             })
         })
@@ -123,13 +122,13 @@ async fn concurrent_commands_without_expected_version_all_succeed_in_order() {
             let client = app.client.clone();
             let body = json!({"pipeline_id": pipeline, "state": {"n": i}});
             tokio::spawn(async move {
-                let r = client
-                    .request(
-                        "flexcore.cmd.pipeline.commit_state",
-                        serde_json::to_vec(&body).unwrap().into(),
-                    )
-                    .await
-                    .unwrap();
+                let r = flexcore_testkit::nats::signed_request(
+                    &client,
+                    "flexcore.cmd.pipeline.commit_state",
+                    serde_json::to_vec(&body).unwrap(),
+                )
+                .await
+                .unwrap();
                 serde_json::from_slice::<serde_json::Value>(&r.payload).unwrap()
             })
         })

@@ -38,9 +38,10 @@ async fn terminated_connections_answer_unavailable_not_internal() {
                     let body = json!({"pipeline_id": pipeline, "state": {"writer": w, "n": i}});
                     let reply = tokio::time::timeout(
                         Duration::from_secs(10),
-                        client.request(
+                        flexcore_testkit::nats::signed_request(
+                            &client,
                             "flexcore.cmd.pipeline.commit_state",
-                            serde_json::to_vec(&body).unwrap().into(),
+                            serde_json::to_vec(&body).unwrap(),
                         ),
                     )
                     .await;

@@ -157,9 +157,10 @@ async fn shutdown_answers_every_command_already_received() {
             tokio::spawn(async move {
                 let r = tokio::time::timeout(
                     Duration::from_secs(8),
-                    client.request(
+                    flexcore_testkit::nats::signed_request(
+                        &client,
                         "flexcore.cmd.pipeline.commit_state",
-                        serde_json::to_vec(&body).unwrap().into(),
+                        serde_json::to_vec(&body).unwrap(),
                     ),
                 )
                 .await;
@@ -180,7 +181,12 @@ async fn shutdown_answers_every_command_already_received() {
                 assert_eq!(v["ok"], json!(true), "{v}");
                 answered += 1;
             }
-            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => no_responders += 1,
+            Ok(Err(e))
+                if e.downcast_ref::<async_nats::RequestError>()
+                    .is_some_and(|e| e.kind() == async_nats::RequestErrorKind::NoResponders) =>
+            {
+                no_responders += 1
+            }
             Ok(Err(e)) => panic!("request failed: {e}"),
             Err(_) => panic!("a request received by the service was never answered"),
         }
@@ -193,4 +199,43 @@ async fn shutdown_answers_every_command_already_received() {
             .unwrap();
     assert_eq!(committed, answered, "answered commands are exactly the committed ones");
     assert!(answered > 1, "answered {answered}, no responders {no_responders}");
+}
+
+/// A registration naming a stored module larger than `runner.max_module_bytes` (here
+/// 1 MiB) is refused with the sizes: runners would never run it. Stored by hand, as
+/// someone bypassing flexctl's own check would. One that fits, or one not stored yet, is
+/// accepted.
+#[tokio::test]
+async fn a_module_over_the_runners_limit_cannot_be_registered() {
+    let app = spawn_app().await;
+    let js = async_nats::jetstream::new(app.client.clone());
+    let big = flexcore_plugin_store::upload_at_most(&js, &vec![1u8; (1 << 20) + 1], u64::MAX)
+        .await
+        .unwrap();
+    let refused = app
+        .send(
+            "plugin.register",
+            json!({"name": "big", "version": "1.0.0", "kind": "extractor", "module_digest": big.to_string()}),
+        )
+        .await;
+    assert_eq!(refused["error"]["code"], json!("payload_too_large"), "{refused}");
+    assert_eq!(refused["error"]["details"]["size"], json!((1 << 20) + 1), "{refused}");
+    assert_eq!(refused["error"]["details"]["limit"], json!(1 << 20), "{refused}");
+    let written: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(written, 0, "a refused command wrote events");
+
+    let small = flexcore_plugin_store::upload(&js, &vec![1u8; 1 << 10]).await.unwrap();
+    for (name, digest) in [
+        ("small", small.to_string()),
+        ("later", format!("sha256:{}", "d".repeat(64))),
+    ] {
+        app.ok(
+            "plugin.register",
+            json!({"name": name, "version": "1.0.0", "kind": "extractor", "module_digest": digest}),
+        )
+        .await;
+    }
 }

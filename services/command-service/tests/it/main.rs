@@ -31,10 +31,12 @@ pub fn settings(db: &TestDb, nats: &TestNats) -> Settings {
     let mut s = Settings::default();
     s.database.url = flexcore_config::Secret::new(db.url.clone());
     s.database.migrate_on_start = true;
-    s.nats.url = nats.url.clone();
+    nats.settings_for("command", &mut s);
     s.relay.idle_poll_ms = 50;
     s.relay.leader_retry_ms = 100;
     s.command.shutdown_grace_ms = 5_000;
+    // Small, so a test can store a module over it.
+    s.runner.max_module_bytes = 1 << 20;
     s
 }
 
@@ -61,18 +63,7 @@ pub async fn spawn_app_on(db: Arc<TestDb>) -> App {
         task: Some(task),
     };
     // Ready when it answers (a refusal is an answer).
-    flexcore_testkit::wait_until(Duration::from_secs(20), "command service answers", || async {
-        matches!(
-            tokio::time::timeout(
-                Duration::from_millis(500),
-                app.client.request("flexcore.cmd.plugin.enable", "{}".into())
-            )
-            .await,
-            Ok(Ok(_))
-        )
-    })
-    .await
-    .unwrap();
+    flexcore_testkit::nats::commands_answered(&app.client).await.unwrap();
     app
 }
 
@@ -81,7 +72,7 @@ impl App {
     pub async fn send_raw(&self, subject: &str, body: impl Into<bytes::Bytes>) -> Value {
         let reply = tokio::time::timeout(
             Duration::from_secs(10),
-            self.client.request(subject.to_owned(), body.into()),
+            flexcore_testkit::nats::signed_request(&self.client, subject, body),
         )
         .await
         .expect("reply within 10 s")

@@ -35,9 +35,10 @@ async fn nats_restart_loses_nothing_acknowledged() {
                     let body = json!({"pipeline_id": pipeline, "state": {"writer": w, "n": i}});
                     let reply = tokio::time::timeout(
                         Duration::from_secs(2),
-                        client.request(
+                        flexcore_testkit::nats::signed_request(
+                            &client,
                             "flexcore.cmd.pipeline.commit_state",
-                            serde_json::to_vec(&body).unwrap().into(),
+                            serde_json::to_vec(&body).unwrap(),
                         ),
                     )
                     .await;

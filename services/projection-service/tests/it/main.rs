@@ -35,7 +35,7 @@ pub struct Stack {
 pub fn settings(db: &TestDb, nats: &TestNats) -> Settings {
     let mut s = Settings::default();
     s.database.url = flexcore_config::Secret::new(db.url.clone());
-    s.nats.url = nats.url.clone();
+    nats.settings_for("command", &mut s);
     s.relay.idle_poll_ms = 50;
     s.relay.leader_retry_ms = 100;
     s.projection.leader_retry_ms = 100;
@@ -75,7 +75,8 @@ pub async fn stack(projection: bool) -> Stack {
 
 impl Stack {
     pub async fn spawn_projection(&mut self) {
-        let s = self.settings.clone();
+        let mut s = self.settings.clone();
+        self.nats.settings_for("projection", &mut s);
         let token = self.shutdown.clone();
         let (pool, nats) = flexcore_projection::connect(&s).await.unwrap();
         self.tasks.push(tokio::spawn(async move {
@@ -88,7 +89,7 @@ impl Stack {
     pub fn spawn_projection_process(&self) -> std::process::Child {
         std::process::Command::new(env!("CARGO_BIN_EXE_flexcore-projection"))
             .env("FLEXCORE__DATABASE__URL", &self.db.url)
-            .env("FLEXCORE__NATS__URL", &self.nats.url)
+            .envs(self.nats.env_for("projection"))
             .env("FLEXCORE__PROJECTION__LEADER_RETRY_MS", "100")
             .env("FLEXCORE__DATABASE__MAX_CONNECTIONS", "8")
             .env("FLEXCORE__TELEMETRY__LOG_FORMAT", "text")
@@ -117,7 +118,7 @@ impl Stack {
     pub async fn request(&self, subject: &str, body: impl Into<bytes::Bytes>) -> Value {
         let reply = tokio::time::timeout(
             Duration::from_secs(15),
-            self.client.request(subject.to_owned(), body.into()),
+            flexcore_testkit::nats::signed_request(&self.client, subject, body),
         )
         .await
         .expect("reply within 15 s")

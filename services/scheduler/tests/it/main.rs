@@ -53,7 +53,7 @@ pub async fn stack() -> Stack {
     let client = nats.client().await.unwrap();
     let mut settings = Settings::default();
     settings.database.url = flexcore_config::Secret::new(db.url.clone());
-    settings.nats.url = nats.url.clone();
+    nats.settings_for("command", &mut settings);
     settings.relay.idle_poll_ms = 50;
     settings.database.max_connections = 8;
     let shutdown = CancellationToken::new();
@@ -67,18 +67,7 @@ pub async fn stack() -> Stack {
         clock: ManualClock::new(whole_second(Utc::now())),
         shutdown,
     };
-    flexcore_testkit::wait_until(Duration::from_secs(30), "command service answers", || async {
-        matches!(
-            tokio::time::timeout(
-                Duration::from_millis(500),
-                stack.client.request("flexcore.cmd.plugin.enable", "{}".into())
-            )
-            .await,
-            Ok(Ok(_))
-        )
-    })
-    .await
-    .unwrap();
+    flexcore_testkit::nats::commands_answered(&stack.client).await.unwrap();
     stack
 }
 
@@ -103,8 +92,15 @@ impl Stack {
         };
         let stop = self.shutdown.child_token();
         let (client, clock, token) = (self.client.clone(), Clock::Manual(self.clock.clone()), stop.clone());
+        // Replicas a, b and c have identities of their own (the actor names them).
+        let identity = if flexcore_testkit::nats::SCHEDULER_REPLICAS.contains(&name) {
+            format!("scheduler-{name}")
+        } else {
+            "scheduler".to_owned()
+        };
+        let credentials = self.nats.credentials(&identity).unwrap();
         let task = tokio::spawn(async move {
-            flexcore_scheduler::run(&settings, client, Duration::from_secs(5), clock, token).await
+            flexcore_scheduler::run(&settings, client, credentials, Duration::from_secs(5), clock, token).await
         });
         Replica { task, stop }
     }
@@ -112,9 +108,10 @@ impl Stack {
     pub async fn send(&self, command: &str, body: Value) -> Value {
         let reply = tokio::time::timeout(
             Duration::from_secs(15),
-            self.client.request(
-                format!("flexcore.cmd.{command}"),
-                serde_json::to_vec(&body).unwrap().into(),
+            self.nats.signed_request(
+                &self.client,
+                &format!("flexcore.cmd.{command}"),
+                serde_json::to_vec(&body).unwrap(),
             ),
         )
         .await

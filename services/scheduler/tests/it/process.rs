@@ -11,7 +11,7 @@ use super::*;
 
 fn spawn(s: &Stack, name: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_flexcore-scheduler"))
-        .env("FLEXCORE__NATS__URL", &s.nats.url)
+        .envs(s.nats.env_for("scheduler"))
         .env("FLEXCORE__SCHEDULER__INSTANCE_ID", name)
         .env("FLEXCORE__SCHEDULER__PRESENCE_INTERVAL_MS", "200")
         .env("FLEXCORE__SCHEDULER__TAKEOVER_GRACE_MS", "1000")

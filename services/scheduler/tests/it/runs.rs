@@ -38,6 +38,24 @@ async fn fail(s: &Stack, run: Uuid, attempt: u32, retryable: bool) -> DateTime<U
     s.events(run, "run.failed").await.last().unwrap().1
 }
 
+/// A run of a new pipeline `name` (three attempts, 1 s back-off) claimed with a 10 s lease,
+/// the clock 8 s later: its replica, the run and when it was claimed.
+async fn leased_run(s: &Stack, name: &str) -> (Replica, Uuid, DateTime<Utc>) {
+    let pipeline = s
+        .pipeline(
+            name,
+            json!({"retry": {"max_attempts": 3, "initial_backoff_seconds": 1}}),
+        )
+        .await;
+    let replica = s.replica("solo");
+    let run = request(s, pipeline).await;
+    claim(s, run, 1, 10).await;
+    let claimed_at = s.events(run, "run.claimed").await[0].1;
+    s.clock.set(claimed_at + Duration::seconds(8));
+    s.settle().await;
+    (replica, run, claimed_at)
+}
+
 /// Fails twice retryably, then succeeds: three attempts, each retry exactly at the failure
 /// plus the policy's back-off for that attempt (not a moment earlier).
 #[tokio::test]
@@ -104,30 +122,44 @@ async fn retryable_failures_are_retried_after_back_off_until_success() {
     s.stop();
 }
 
+/// Heartbeats nobody signed, or signed by an identity that is not a runner, hold no lease:
+/// the attempt is timed out when its lease lapses as if they had not come.
+#[tokio::test]
+async fn forged_heartbeats_hold_no_lease() {
+    let s = stack().await;
+    let (replica, run, claimed_at) = leased_run(&s, "forged-beats").await;
+    let subject = format!("flexcore.sys.run.{run}.heartbeat");
+    let body = serde_json::to_vec(&json!({"run_id": run, "attempt": 1, "runner_id": "test-runner"})).unwrap();
+    s.client.publish(subject.clone(), body.clone().into()).await.unwrap();
+    let headers = s.nats.identity("app").unwrap().signed_headers(&subject, &body);
+    s.client
+        .publish_with_headers(subject, headers, body.into())
+        .await
+        .unwrap();
+    s.client.flush().await.unwrap();
+    s.settle().await;
+    s.clock.set(claimed_at + Duration::seconds(12));
+    s.settle().await;
+    let timed_out = s.wait_events(run, "run.timed_out", 1).await;
+    assert_eq!(timed_out.len(), 1, "the forged heartbeats held the lease");
+    replica.stop().await;
+    s.stop();
+}
+
 /// A claimed attempt that stops heartbeating is timed out once its lease lapses (not while
 /// heartbeats arrive) and then retried; the stale attempt's commands are refused.
 #[tokio::test]
 async fn a_silent_attempt_is_timed_out_after_its_lease_and_retried() {
     let s = stack().await;
-    let pipeline = s
-        .pipeline(
-            "leased",
-            json!({"retry": {"max_attempts": 3, "initial_backoff_seconds": 1}}),
-        )
-        .await;
-    let replica = s.replica("solo");
-    let run = request(&s, pipeline).await;
-    claim(&s, run, 1, 10).await;
-    let claimed_at = s.events(run, "run.claimed").await[0].1;
-    s.clock.set(claimed_at + Duration::seconds(8));
-    s.settle().await;
+    let (replica, run, claimed_at) = leased_run(&s, "leased").await;
     // A heartbeat at +8 s holds the lease until +18 s.
     let beat = json!({"run_id": run, "attempt": 1, "runner_id": "test-runner"});
+    let subject = format!("flexcore.sys.run.{run}.heartbeat");
+    let body = serde_json::to_vec(&beat).unwrap();
+    // Signed by a runner: anyone could send an unsigned one.
+    let headers = s.nats.identity("runner").unwrap().signed_headers(&subject, &body);
     s.client
-        .publish(
-            format!("flexcore.sys.run.{run}.heartbeat"),
-            serde_json::to_vec(&beat).unwrap().into(),
-        )
+        .publish_with_headers(subject, headers, body.into())
         .await
         .unwrap();
     s.client.flush().await.unwrap();
