@@ -8,10 +8,13 @@
 //!   [`sandbox::ModuleCache`] that verifies a module's sha256 digest, compiles it once and
 //!   keeps an `InstancePre` linked with WASI preview 1.
 //!   - `sandbox/cache.rs`: the module cache; `sandbox/state.rs`: per-store state and the
-//!     memory limiter.
+//!     memory limiter; `sandbox/workdir.rs`: the runner's private work directory (0700,
+//!     locked while the runner lives, left-overs of dead runners removed on start).
 //! - [`executor`]: runs one pipeline execution in-process ([`executor::execute`]).
 //!   - `executor/stage.rs`: [`executor::Stage`] / [`executor::Program`], limits resolved
-//!     against the defaults, config/state files, shape check.
+//!     against the defaults, env grants, private config/state files, shape check.
+//!   - `executor/redact.rs`: [`executor::Redactor`]: every encoding of the resolved secrets
+//!     scrubbed from logs, checkpoints, counters and failure messages.
 //!   - `executor/pipe/`: bounded in-memory byte pipes and their WASI stdio views.
 //!   - `executor/wasm.rs` / `executor/process.rs`: one stage in wasmtime / as a child
 //!     process group.
@@ -20,7 +23,9 @@
 //!   - `executor/logs.rs`, `executor/lines.rs`: stderr to bounded log events; line
 //!     splitting without per-line allocation.
 //!   - `executor/failure.rs`: [`executor::ExecFailure`], its codes, first-failure-wins.
-//! - [`worker`]: the NATS service layer that claims runs and drives the executor.
+//! - [`worker`]: the NATS service layer that claims runs and drives the executor; it
+//!   resolves `${secret:…}` references and checks env grants against the operator's
+//!   allow-list.
 
 pub mod executor;
 pub mod sandbox;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use super::redact::Redactor;
 use crate::sandbox::SandboxError;
 
 /// The failure codes of [`ExecFailure::code`].
@@ -27,6 +28,9 @@ pub mod code {
     pub const DIGEST: &str = "digest";
     /// The runner could not set the stage up (module, pool, grants, files).
     pub const SANDBOX: &str = "sandbox";
+    /// A module is larger than the runner accepts, or compiling it went past the compile
+    /// limits (CPU time, memory).
+    pub const MODULE_LIMIT: &str = "module_limit";
 }
 
 /// Why an execution failed.
@@ -34,7 +38,7 @@ pub mod code {
 #[error("{code}: {message}")]
 pub struct ExecFailure {
     /// One of [`code`]: timeout | memory | trap | protocol | output_limit | exit_status |
-    /// cancelled | digest | sandbox.
+    /// cancelled | digest | sandbox | module_limit.
     pub code: String,
     /// What happened, naming the step as `step N (name)` (N is the 0-based index).
     pub message: String,
@@ -73,7 +77,13 @@ impl ExecFailure {
         match err {
             SandboxError::DigestMismatch { .. } => Self::at(step, name, code::DIGEST, err, false),
             SandboxError::Compile { .. } | SandboxError::Link { .. } => Self::at(step, name, code::SANDBOX, err, false),
-            SandboxError::Engine(_) | SandboxError::Internal(_) => Self::at(step, name, code::SANDBOX, err, true),
+            SandboxError::TooLarge { .. } | SandboxError::CompileLimit { .. } => {
+                Self::at(step, name, code::MODULE_LIMIT, err, false)
+            }
+            SandboxError::CompileWallClock { .. } => Self::at(step, name, code::MODULE_LIMIT, err, true),
+            SandboxError::Engine(_) | SandboxError::Internal(_) | SandboxError::WorkDir(_) => {
+                Self::at(step, name, code::SANDBOX, err, true)
+            }
         }
     }
 }
@@ -98,20 +108,26 @@ impl From<ExecFailure> for Stop {
 pub(crate) struct Control {
     abort: CancellationToken,
     first: Arc<Mutex<Option<ExecFailure>>>,
+    redactor: Arc<Redactor>,
 }
 
 impl Control {
-    pub(crate) fn new() -> Self {
+    /// `redactor` scrubs failure messages (they may quote what a plugin wrote).
+    pub(crate) fn new(redactor: Arc<Redactor>) -> Self {
         Self {
             abort: CancellationToken::new(),
             first: Arc::new(Mutex::new(None)),
+            redactor,
         }
     }
 
-    /// Records `failure` unless an earlier one is recorded, then aborts everything.
-    /// Tasks call this before dropping their pipes, so a neighbour that trips over the
-    /// closed pipe sees the abort and does not claim the blame.
-    pub(crate) fn fail(&self, failure: ExecFailure) {
+    /// Records `failure` (redacted) unless an earlier one is recorded, then aborts
+    /// everything. Tasks call this before dropping their pipes, so a neighbour that trips
+    /// over the closed pipe sees the abort and does not claim the blame.
+    pub(crate) fn fail(&self, mut failure: ExecFailure) {
+        if let std::borrow::Cow::Owned(redacted) = self.redactor.redact(&failure.message) {
+            failure.message = redacted;
+        }
         {
             let mut first = self.first.lock();
             if first.is_none() {

@@ -4,12 +4,17 @@
 //! the stage with `output_limit`), lines cut at `max_line_bytes`, and at most
 //! `lines_per_second` lines per stage and second — the rest of that second is dropped,
 //! announced by a single "log truncated" line.
+//!
+//! Secrets are redacted before a line is cut: a line is read up to the redactor's
+//! lookahead past the cut, so a secret straddling it is matched whole and replaced, never
+//! left as a prefix.
 
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use super::lines::Lines;
 use super::pipe::PipeReader;
+use super::redact::Redactor;
 use super::{Emitter, ExecEvent};
 
 /// Rate limit state: one window per second.
@@ -45,10 +50,12 @@ enum Admit {
     No,
 }
 
-fn text(line: &[u8], truncated: bool) -> String {
+/// The line as text: lossy UTF-8, without its `\r`, secrets redacted, cut to `max` bytes.
+/// `truncated`: the line was already cut (at `max` plus the redactor's lookahead).
+fn text(line: &[u8], truncated: bool, max: usize, redactor: &Redactor) -> String {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let mut text = String::from_utf8_lossy(line).into_owned();
-    if truncated {
+    let (mut text, cut) = redactor.redact_prefix(&String::from_utf8_lossy(line), max);
+    if truncated || cut {
         text.push_str(" …[truncated]");
     }
     text
@@ -64,7 +71,8 @@ pub(crate) async fn forward(
     max_line_bytes: usize,
     lines_per_second: u32,
 ) {
-    let mut lines = Lines::new(max_line_bytes);
+    let redactor = events.redactor().clone();
+    let mut lines = Lines::new(max_line_bytes.saturating_add(redactor.lookahead()));
     let mut window = Window {
         start: Instant::now(),
         used: 0,
@@ -74,7 +82,7 @@ pub(crate) async fn forward(
     let mut batch: Vec<String> = Vec::new();
     let mut collect = |line: &[u8], truncated: bool, batch: &mut Vec<String>| {
         match window.admit(Instant::now()) {
-            Admit::Yes => batch.push(text(line, truncated)),
+            Admit::Yes => batch.push(text(line, truncated, max_line_bytes, &redactor)),
             Admit::Announce => batch.push(format!(
                 "[flexcore] log truncated: more than {lines_per_second} lines in one second, dropping the rest of it"
             )),
@@ -128,7 +136,18 @@ mod tests {
 
     #[test]
     fn lines_are_lossy_utf8_without_cr_and_marked_when_cut() {
-        assert_eq!(text(b"hi\r", false), "hi");
-        assert_eq!(text(b"a\xffb", true), "a\u{fffd}b …[truncated]");
+        let none = Redactor::default();
+        assert_eq!(text(b"hi\r", false, 100, &none), "hi");
+        assert_eq!(text(b"a\xffb", true, 100, &none), "a\u{fffd}b …[truncated]");
+        assert_eq!(text(b"abcdef", false, 4, &none), "abcd …[truncated]");
+    }
+
+    #[test]
+    fn a_secret_across_the_cut_is_redacted_whole() {
+        let redactor = Redactor::new(["s3cr3t-pass"]);
+        assert_eq!(
+            text(b"xx s3cr3t-pass yy", false, 6, &redactor),
+            "xx [redacted] …[truncated]"
+        );
     }
 }

@@ -12,13 +12,21 @@
 //! callback, processes are killed with their group, pipes close), and `execute` returns
 //! within about a second. Log and checkpoint readers drain to the end of their stream even
 //! then, so a failing stage's last lines and a loader's last STATE are not lost.
+//!
+//! Secrets stay inside: the values resolved into the stages' configs ([`Stage::secrets`])
+//! are scrubbed, in every encoding (`redact.rs`), from everything the execution reports —
+//! log lines (before they are cut to length), checkpoints (STATE strings and stream
+//! names), the summary's counters and failure messages. The stages' files live in the
+//! runner's private work directory ([`crate::sandbox::WorkDir`]) and go with the execution.
 
 mod failure;
+mod json_strings;
 mod lines;
 mod logs;
 mod observe;
 mod pipe;
 mod process;
+mod redact;
 mod stage;
 mod wasm;
 
@@ -34,7 +42,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 pub use failure::{code, ExecFailure};
-pub use stage::{Program, Stage};
+pub(crate) use json_strings::map_json_strings;
+pub use redact::{Redactor, Secrets, REDACTED};
+pub use stage::{is_runner_setting, Program, Stage};
 
 use failure::{Control, Stop};
 use observe::Ledger;
@@ -64,7 +74,8 @@ pub enum ExecEvent {
         step: usize,
         /// The stage's name.
         plugin: String,
-        /// The line (lossy UTF-8, at most `max_log_line_bytes` plus a truncation mark).
+        /// The line (lossy UTF-8, secrets redacted, at most `max_log_line_bytes` of the
+        /// original plus a redaction and a truncation mark).
         line: String,
     },
 }
@@ -85,12 +96,26 @@ pub struct ExecSummary {
 pub(crate) struct Emitter {
     tx: mpsc::Sender<ExecEvent>,
     abort: CancellationToken,
+    redactor: Arc<Redactor>,
 }
 
 impl Emitter {
+    /// The execution's redactor (log lines are redacted before they are cut, by their reader).
+    pub(crate) fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
     /// Waits for room in the channel until the execution is aborted; after that, a
-    /// `patient` event (a checkpoint) still waits briefly, a log line does not.
+    /// `patient` event (a checkpoint) still waits briefly, a log line does not. A
+    /// checkpoint's STATE strings and stream names are redacted here.
     pub(crate) async fn emit(&self, event: ExecEvent, patient: bool) {
+        let event = match event {
+            ExecEvent::Checkpoint { state, counters } if self.redactor.is_active() => ExecEvent::Checkpoint {
+                state: self.redactor.redact_json(&state),
+                counters: self.redactor.redact_counters(counters),
+            },
+            other => other,
+        };
         let permit = tokio::select! {
             biased;
             permit = self.tx.reserve() => permit.ok(),
@@ -131,10 +156,13 @@ pub async fn execute(
     cancel: CancellationToken,
 ) -> Result<ExecSummary, ExecFailure> {
     let started = Instant::now();
-    check_shape(&stages)?;
-    let root = tempfile::Builder::new()
-        .prefix("flexcore-exec-")
-        .tempdir()
+    check_shape(&stages, sandbox)?;
+    let redactor = Arc::new(Redactor::new(
+        stages.iter().flat_map(|s| s.secrets.values()).map(String::as_str),
+    ));
+    let root = sandbox
+        .work_dir()
+        .execution_dir()
         .map_err(|e| ExecFailure::internal(None, format!("cannot create a work directory: {e}")))?;
     let mut prepared = Vec::with_capacity(stages.len());
     for (index, stage) in stages.into_iter().enumerate() {
@@ -145,10 +173,11 @@ pub async fn execute(
         }
     }
 
-    let ctl = Control::new();
+    let ctl = Control::new(Arc::clone(&redactor));
     let emitter = Emitter {
         tx: events,
         abort: ctl.abort_token().clone(),
+        redactor: Arc::clone(&redactor),
     };
     let mut tasks = spawn_all(sandbox, prepared, &ctl, &emitter);
 
@@ -184,8 +213,8 @@ pub async fn execute(
         return Err(failure);
     }
     Ok(ExecSummary {
-        counters: counters.unwrap_or_default(),
-        last_state,
+        counters: redactor.redact_counters(counters.unwrap_or_default()),
+        last_state: last_state.map(|s| redactor.redact_json(&s)),
         duration: started.elapsed(),
     })
 }
@@ -215,14 +244,15 @@ fn spawn_all(
             Ok(Output::Done)
         });
 
-        let max_message = defaults.max_message_bytes;
+        let (max_message, max_state) = (defaults.max_message_bytes, defaults.max_state_bytes);
+        let interval = defaults.checkpoint_interval;
         if i + 2 == n {
             let (relay_in, relay_out) = pipe(defaults.pipe_capacity, u64::MAX);
             next_stdin = Some(relay_out);
             let (ctl, ledger, name) = (ctl.clone(), Arc::clone(&ledger), stage.name.clone());
             tasks.spawn(async move {
                 let result = tokio::select! {
-                    result = observe::relay(&stdout_reader, &relay_in, (i, &name), &ledger, max_message) => result,
+                    result = observe::relay(&stdout_reader, &relay_in, (i, &name), &ledger, (max_message, max_state)) => result,
                     () = ctl.abort_token().cancelled() => Err(Stop::Aborted),
                 };
                 ctl.report(&result);
@@ -233,7 +263,8 @@ fn spawn_all(
             let (ctl, ledger, events, name) = (ctl.clone(), Arc::clone(&ledger), emitter.clone(), stage.name.clone());
             tasks.spawn(async move {
                 // Not raced with the abort: a STATE the loader managed to echo is progress.
-                let result = observe::checkpoints(&stdout_reader, (i, &name), &ledger, &events, max_message).await;
+                let limits = (max_message, max_state, interval);
+                let result = observe::checkpoints(&stdout_reader, (i, &name), &ledger, &events, limits).await;
                 ctl.report(&result);
                 drop(stdout_reader);
                 result.map(Output::LastState)
@@ -242,7 +273,7 @@ fn spawn_all(
             next_stdin = Some(stdout_reader);
         }
 
-        let (ctl, engine) = (ctl.clone(), sandbox.engine().clone());
+        let (ctl, engine, wrap) = (ctl.clone(), sandbox.engine().clone(), sandbox.process_wrap().clone());
         let (fuel_metering, max_memory_bytes) = (sandbox.config().fuel_metering, sandbox.config().max_memory_bytes);
         // Spawned tasks do not inherit the current span: each stage is one, under `execute`.
         let span = tracing::info_span!("stage", step = i, plugin = %stage.name);
@@ -264,7 +295,8 @@ fn spawn_all(
                     wasm::run(&stage, wasm, io, &abort).await
                 }
                 Runnable::Process { executable, args } => {
-                    process::run(&stage, executable, args, stdin.as_ref(), &stdout, &stderr, &abort).await
+                    let io = (stdin.as_ref(), &stdout, &stderr);
+                    process::run(&stage, &wrap, executable, args, io, &abort).await
                 }
             };
             ctl.report(&result);

@@ -1,6 +1,9 @@
 //! One native stage (the `process` runtime): NOT sandboxed, but wired, capped and timed
-//! like a wasm stage. The child leads its own process group so that it is killed together
-//! with anything it spawned; its environment holds only the granted names.
+//! like a wasm stage. Where the host allows it the stage is pid 1 of its own PID
+//! namespace, so every descendant dies with it, runs as an unprivileged user when the
+//! runner is root, and gets its rlimits before `exec` (see
+//! [`ProcessWrap`](crate::sandbox::ProcessWrap)). It also leads its own process group,
+//! killed as a whole; its environment holds only the granted names.
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -16,6 +19,7 @@ use super::failure::{code, ExecFailure, Stop};
 use super::pipe::{PipeReader, PipeWriter, WriteError};
 use super::stage::Prepared;
 use super::wasm::closed_early;
+use crate::sandbox::ProcessWrap;
 
 const READ_BUFFER: usize = 64 << 10;
 
@@ -41,18 +45,22 @@ impl Drop for GroupKiller {
 /// deadline passes or the execution is aborted.
 pub(crate) async fn run(
     stage: &Prepared,
+    wrap: &ProcessWrap,
     executable: &Path,
     args: &[String],
-    stdin: Option<&PipeReader>,
-    stdout: &PipeWriter,
-    stderr: &PipeWriter,
+    (stdin, stdout, stderr): (Option<&PipeReader>, &PipeWriter, &PipeWriter),
     abort: &CancellationToken,
 ) -> Result<(), Stop> {
     let fail =
         |code: &str, what: String, retryable: bool| ExecFailure::at(stage.index, &stage.name, code, what, retryable);
     let deadline = tokio::time::Instant::now() + stage.limits.timeout;
-    let mut cmd = Command::new(executable);
-    cmd.args(args)
+    let (program, wrapper_args) = wrap.command(executable, stage.limits.memory_bytes);
+    let mut cmd = Command::new(program);
+    if let Some((uid, gid)) = wrap.spawn_as() {
+        cmd.uid(uid).gid(gid);
+    }
+    cmd.args(wrapper_args)
+        .args(args)
         .args(stage.singer_args(&stage.dir))
         .current_dir(&stage.dir)
         .env_clear()
@@ -61,10 +69,8 @@ pub(crate) async fn run(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    for name in &stage.grants.env {
-        if let Some(value) = std::env::var_os(name) {
-            cmd.env(name, value);
-        }
+    for (name, value) in &stage.env {
+        cmd.env(name, value);
     }
     let mut child = cmd.spawn().map_err(|e| {
         fail(
@@ -74,10 +80,10 @@ pub(crate) async fn run(
         )
     })?;
     let group = GroupKiller(child.id().and_then(|id| i32::try_from(id).ok()).and_then(Pid::from_raw));
-    if let Some(pid) = group.0 {
-        // Set just after spawn (no pre_exec without unsafe): a child could allocate a little
-        // before it applies. RLIMIT_DATA rather than RLIMIT_AS, which breaks runtimes that
-        // reserve large address ranges.
+    if let (Some(pid), false) = (group.0, wrap.limits_before_exec()) {
+        // Without prlimit, set just after spawn (no pre_exec without unsafe): a child could
+        // allocate a little before it applies. RLIMIT_DATA rather than RLIMIT_AS, which
+        // breaks runtimes that reserve large address ranges.
         let limit = Rlimit {
             current: Some(stage.limits.memory_bytes),
             maximum: Some(stage.limits.memory_bytes),
@@ -130,6 +136,14 @@ pub(crate) async fn run(
                     return Err(closed_early(stage).into());
                 }
                 let what = match (status.code(), status.signal()) {
+                    (Some(code @ (126 | 127)), _) if wrap.run_as.is_some() => {
+                        let (uid, _) = wrap.run_as.unwrap_or_default();
+                        format!(
+                            "exited with status {code}: is {} (and its interpreter) executable by uid {uid} \
+                             (runner.process_uid)?",
+                            executable.display()
+                        )
+                    }
                     (Some(code), _) => format!("exited with status {code}"),
                     (None, Some(signal)) => format!("was killed by signal {signal}"),
                     (None, None) => format!("ended with {status}"),

@@ -13,7 +13,7 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 use super::failure::{code, ExecFailure, Stop};
 use super::pipe::{PipeReader, PipeWriter};
 use super::stage::{Prepared, GUEST_DIR};
-use crate::sandbox::{CompiledModule, StageState};
+use crate::sandbox::{CompiledModule, StageState, MAX_TABLE_ELEMENTS};
 
 /// The stage's stdio ends, owned by its task.
 pub(crate) struct Stdio<'a> {
@@ -65,33 +65,26 @@ pub(crate) async fn run(
         Ok(UpdateDeadline::Yield(1))
     });
 
-    let instance = match wasm.module.pre().instantiate_async(&mut store).await {
-        Ok(instance) => instance,
-        Err(e) if store.data().limiter.exceeded => {
-            return Err(fail(
-                code::MEMORY,
-                format!("needs more than its memory limit of {memory} bytes: {e}"),
-                false,
-            )
-            .into())
+    // Instantiation runs the module's start section, which may spin (the epoch callback
+    // stops it) or park in a host call such as `poll_oneoff` (only this select can): it
+    // is under the same deadline and abort as `_start`.
+    let outcome = {
+        let pre = wasm.module.pre();
+        let guest = async {
+            let instance = pre.instantiate_async(&mut store).await.map_err(Guest::Instantiate)?;
+            let start = instance
+                .get_typed_func::<(), ()>(&mut store, "_start")
+                .map_err(|_| Guest::NoStart)?;
+            start.call_async(&mut store, ()).await.map_err(Guest::Run)
+        };
+        // The sleep covers a guest parked in a host call (waiting on a pipe, sleeping),
+        // where no epoch check runs; the epoch callback covers a guest that never leaves
+        // wasm.
+        tokio::select! {
+            result = guest => Some(result),
+            () = abort.cancelled() => return Err(Stop::Aborted),
+            () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => None,
         }
-        // Most likely the pool is exhausted: another runner (or later) may do.
-        Err(e) => return Err(fail(code::SANDBOX, format!("cannot be instantiated: {e:#}"), true).into()),
-    };
-    let start = instance.get_typed_func::<(), ()>(&mut store, "_start").map_err(|_| {
-        fail(
-            code::SANDBOX,
-            "is not a WASI command module (no `_start` export)".into(),
-            false,
-        )
-    })?;
-
-    // The sleep covers a guest parked in a host call (waiting on a pipe), where no epoch
-    // check runs; the epoch callback covers a guest that never leaves wasm.
-    let outcome = tokio::select! {
-        result = start.call_async(&mut store, ()) => Some(result),
-        () = abort.cancelled() => return Err(Stop::Aborted),
-        () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => None,
     };
     let timeout = || {
         fail(
@@ -103,7 +96,35 @@ pub(crate) async fn run(
     let err = match outcome {
         None => return Err(timeout().into()),
         Some(Ok(())) => return Ok(()),
-        Some(Err(err)) => err,
+        Some(Err(Guest::NoStart)) => {
+            return Err(fail(
+                code::SANDBOX,
+                "is not a WASI command module (no `_start` export)".into(),
+                false,
+            )
+            .into())
+        }
+        Some(Err(Guest::Run(err))) => err,
+        // The start section trapped, exited or was interrupted: judged like `_start`.
+        Some(Err(Guest::Instantiate(err)))
+            if err.downcast_ref::<Trap>().is_some() || err.downcast_ref::<I32Exit>().is_some() =>
+        {
+            err
+        }
+        Some(Err(Guest::Instantiate(err))) if store.data().limiter.exceeded => {
+            let what = format!("needs more than its memory limit of {memory} bytes");
+            let what = format!("{what} (or {MAX_TABLE_ELEMENTS} table elements): {err}");
+            return Err(fail(code::MEMORY, what, false).into());
+        }
+        Some(Err(Guest::Instantiate(_))) if abort.is_cancelled() => return Err(Stop::Aborted),
+        Some(Err(Guest::Instantiate(err))) if store.data().timed_out => {
+            tracing::debug!(step = stage.index, error = ?err, "start section timed out");
+            return Err(timeout().into());
+        }
+        // Most likely the pool is exhausted: another runner (or later) may do.
+        Some(Err(Guest::Instantiate(err))) => {
+            return Err(fail(code::SANDBOX, format!("cannot be instantiated: {err:#}"), true).into())
+        }
     };
     if let Some(I32Exit(status)) = err.downcast_ref::<I32Exit>() {
         if *status == 0 {
@@ -135,7 +156,7 @@ pub(crate) async fn run(
     } else if store.data().limiter.exceeded {
         fail(
             code::MEMORY,
-            format!("exceeded its memory limit of {memory} bytes"),
+            format!("exceeded its memory limit of {memory} bytes (or {MAX_TABLE_ELEMENTS} table elements)"),
             false,
         )
     } else if store.data().timed_out {
@@ -153,6 +174,16 @@ pub(crate) async fn run(
         fail(code::TRAP, format!("trapped: {}", err.root_cause()), false)
     };
     Err(failure.into())
+}
+
+/// Where running the guest failed.
+enum Guest {
+    /// Instantiation, including the start section.
+    Instantiate(wasmtime::Error),
+    /// No `_start` export.
+    NoStart,
+    /// `_start`.
+    Run(wasmtime::Error),
 }
 
 /// The next stage stopped reading, so this one could not write: the next stage is at fault.
@@ -181,8 +212,9 @@ fn wasi_ctx(stage: &Prepared, io: &Stdio<'_>) -> Result<WasiP1Ctx, ExecFailure> 
     let mut args = vec![stage.name.clone()];
     args.extend(stage.singer_args(Path::new(GUEST_DIR)));
     builder.args(&args);
-    for name in &stage.grants.env {
-        if let Ok(value) = std::env::var(name) {
+    for (name, value) in &stage.env {
+        // WASI environment values are strings: a value that is not UTF-8 is left out.
+        if let Some(value) = value.to_str() {
             builder.env(name, value);
         }
     }

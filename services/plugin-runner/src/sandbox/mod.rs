@@ -1,6 +1,6 @@
 //! The wasmtime side of the runner: one [`Sandbox`] per process owns the [`Engine`] (async,
 //! epoch interruption, optional fuel, pooling allocator), the thread that ticks the epoch,
-//! the runner's default limits and the [`ModuleCache`].
+//! the runner's default limits, the [`ModuleCache`] and the runner's private [`WorkDir`].
 //!
 //! Why epochs and not only timers: a guest spinning in a loop never returns to the tokio
 //! scheduler, so no timer could preempt it. Every store gets an epoch deadline of one tick
@@ -9,8 +9,13 @@
 //! reaction to a cancel to about one tick, and keeps tokio worker threads responsive.
 
 mod cache;
+mod compile;
+mod deny;
+mod process;
 mod state;
+mod workdir;
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -18,8 +23,11 @@ use std::time::Duration;
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-pub use cache::{digest_of, CompiledModule, ModuleCache};
-pub(crate) use state::StageState;
+pub use cache::{digest_of, CacheLimits, CompiledModule, ModuleCache};
+pub use compile::{run_compile_check_if_asked, CompileLimits, COMPILE_CHECK_ARG};
+pub use process::ProcessWrap;
+pub(crate) use state::{StageState, MAX_TABLE_ELEMENTS};
+pub use workdir::{default_parent as default_work_dir, WorkDir};
 
 /// Limits a stage gets when its [`ResourceLimits`](flexcore_contracts::model::ResourceLimits)
 /// leave them unset, plus the knobs of the host-side plumbing.
@@ -42,6 +50,16 @@ pub struct Defaults {
     pub log_lines_per_second: u32,
     /// Longest Singer message line the host accepts on the hops it observes (64 MiB).
     pub max_message_bytes: usize,
+    /// Largest STATE message the host accepts on the hops it observes (1 MiB less 8 KiB,
+    /// what a checkpoint command can carry with NATS's default `max_payload`).
+    pub max_state_bytes: usize,
+    /// Most checkpoints reported per this interval (1 s): STATEs echoed in between are
+    /// coalesced into the latest, and a STATE equal to the last reported one is skipped.
+    pub checkpoint_interval: Duration,
+    /// Sum of the memory limits of one execution's stages (2 GiB).
+    pub max_run_memory_bytes: u64,
+    /// Most stages in one execution (32).
+    pub max_stages: usize,
 }
 
 impl Default for Defaults {
@@ -55,6 +73,10 @@ impl Default for Defaults {
             max_log_line_bytes: 4 << 10,
             log_lines_per_second: 200,
             max_message_bytes: 64 << 20,
+            max_state_bytes: (1 << 20) - (8 << 10),
+            checkpoint_interval: Duration::from_secs(1),
+            max_run_memory_bytes: 2 << 30,
+            max_stages: 32,
         }
     }
 }
@@ -76,6 +98,15 @@ pub struct SandboxConfig {
     pub epoch_tick: Duration,
     /// Limits for stages that do not set them.
     pub defaults: Defaults,
+    /// Where the runner's private work directory is made (`runner.work_dir`); `None` is
+    /// [`default_work_dir`].
+    pub work_dir: Option<PathBuf>,
+    /// Module size, compile time, memory and concurrency.
+    pub compile: CompileLimits,
+    /// How many compiled modules are kept.
+    pub cache: CacheLimits,
+    /// How `process` stages are contained.
+    pub process: ProcessIsolation,
 }
 
 impl Default for SandboxConfig {
@@ -88,6 +119,37 @@ impl Default for SandboxConfig {
             fuel_metering: false,
             epoch_tick: Duration::from_millis(10),
             defaults: Defaults::default(),
+            work_dir: None,
+            compile: CompileLimits::default(),
+            cache: CacheLimits::default(),
+            process: ProcessIsolation::default(),
+        }
+    }
+}
+
+/// Containment of `process` stages beyond their process group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessIsolation {
+    /// Run each process stage as pid 1 of its own PID namespace (util-linux `unshare`),
+    /// so every descendant (even one that called `setsid`) dies with the stage. Used when
+    /// the host allows it; otherwise only the process group is killed (logged once).
+    pub pid_namespace: bool,
+    /// When the runner runs as root: the uid and gid process stages run as (65534, nobody).
+    pub run_as: Option<(u32, u32)>,
+    /// Open files per process stage (RLIMIT_NOFILE, 1024).
+    pub max_open_files: u64,
+    /// Processes of the stage's user (RLIMIT_NPROC, 256): a fork bomb hits it. Not
+    /// applied when stages run as the runner's own user, whose processes it would count.
+    pub max_processes: u64,
+}
+
+impl Default for ProcessIsolation {
+    fn default() -> Self {
+        Self {
+            pid_namespace: true,
+            run_as: Some((65_534, 65_534)),
+            max_open_files: 1024,
+            max_processes: 256,
         }
     }
 }
@@ -122,9 +184,39 @@ pub enum SandboxError {
     /// The engine could not be created.
     #[error("cannot create the wasmtime engine: {0}")]
     Engine(String),
+    /// The module is larger than the runner accepts.
+    #[error("module {digest} is {bytes} bytes, more than the limit of {limit}")]
+    TooLarge {
+        /// The module's digest.
+        digest: String,
+        /// Its size.
+        bytes: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// Compiling the module went past the compile limits (time or memory).
+    #[error("module {digest} {message}")]
+    CompileLimit {
+        /// The module's digest.
+        digest: String,
+        /// Which limit.
+        message: String,
+    },
+    /// The compile check ran out of wall-clock time (its CPU limit was not reached: the
+    /// host is busy). Not remembered; a later attempt may compile it.
+    #[error("module {digest} {message}")]
+    CompileWallClock {
+        /// The module's digest.
+        digest: String,
+        /// What happened.
+        message: String,
+    },
     /// A compilation task died.
     #[error("module compilation task failed: {0}")]
     Internal(String),
+    /// The private work directory could not be made.
+    #[error("cannot set up the runner's work directory: {0}")]
+    WorkDir(String),
 }
 
 /// The per-process wasmtime sandbox shared by all executions.
@@ -133,7 +225,9 @@ pub struct Sandbox {
     config: SandboxConfig,
     pooling: bool,
     modules: ModuleCache,
+    process: ProcessWrap,
     ticker: Ticker,
+    work_dir: WorkDir,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -142,17 +236,24 @@ impl std::fmt::Debug for Sandbox {
             .field("config", &self.config)
             .field("pooling", &self.pooling)
             .field("modules", &self.modules.len())
+            .field("work_dir", &self.work_dir.path())
             .finish()
     }
 }
 
 impl Sandbox {
-    /// Builds the engine and starts the epoch ticker thread.
+    /// Makes the private work directory (removing those of runners that are gone), builds
+    /// the engine and starts the epoch ticker thread.
     pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
+        let parent = config.work_dir.clone().unwrap_or_else(default_work_dir);
+        let work_dir =
+            WorkDir::create(&parent).map_err(|e| SandboxError::WorkDir(format!("{}: {e}", parent.display())))?;
         let mut wasm = Config::new();
-        wasm.epoch_interruption(true)
-            .consume_fuel(config.fuel_metering)
-            .memory_reservation(config.max_memory_bytes);
+        compile::CodegenFlags {
+            fuel: config.fuel_metering,
+            memory_reservation: config.max_memory_bytes,
+        }
+        .apply(&mut wasm);
         let (engine, pooling) = if config.pooling {
             let mut pool = PoolingAllocationConfig::new();
             let n = config.max_instances;
@@ -183,14 +284,21 @@ impl Sandbox {
                 false,
             )
         };
-        let modules = ModuleCache::new(&engine)?;
+        let flags = compile::CodegenFlags {
+            fuel: config.fuel_metering,
+            memory_reservation: config.max_memory_bytes,
+        };
+        let modules = ModuleCache::new(&engine, config.compile.clone(), config.cache, flags)?;
         let ticker = Ticker::start(&engine, config.epoch_tick)?;
+        let process = ProcessWrap::probe(&config.process);
         Ok(Self {
             engine,
             config,
             pooling,
             modules,
+            process,
             ticker,
+            work_dir,
         })
     }
 
@@ -217,6 +325,16 @@ impl Sandbox {
     /// The compiled-module cache.
     pub fn modules(&self) -> &ModuleCache {
         &self.modules
+    }
+
+    /// The runner's private work directory.
+    pub fn work_dir(&self) -> &WorkDir {
+        &self.work_dir
+    }
+
+    /// How `process` stages are contained on this host.
+    pub fn process_wrap(&self) -> &ProcessWrap {
+        &self.process
     }
 
     /// Stops the epoch ticker (also done on drop). Running guests then no longer time out.

@@ -24,6 +24,10 @@ impl StageState {
     }
 }
 
+/// Most elements of a table (a funcref is 8 bytes of host memory): far more than any
+/// compiled program's indirect-call table.
+pub(crate) const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
 /// [`StoreLimits`] with a memory cap, plus a record of a refused growth: a guest that
 /// traps right after (or because) its memory could not grow failed for `memory`.
 pub(crate) struct MemoryLimiter {
@@ -36,6 +40,8 @@ impl MemoryLimiter {
     fn new(cap: usize) -> Self {
         let inner = StoreLimitsBuilder::new()
             .memory_size(cap)
+            // Table elements live in host memory, outside the linear-memory cap: 8 MiB.
+            .table_elements(MAX_TABLE_ELEMENTS)
             // A command module is one instance with one memory; anything more is refused.
             .instances(1)
             .memories(1)
@@ -51,10 +57,12 @@ impl MemoryLimiter {
 
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.cap {
+        let allowed = self.inner.memory_growing(current, desired, maximum);
+        // Refused by the cap or by the engine's ceiling (`maximum`): a memory failure.
+        if desired > self.cap || !matches!(allowed, Ok(true)) {
             self.exceeded = true;
         }
-        self.inner.memory_growing(current, desired, maximum)
+        allowed
     }
 
     fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
@@ -64,10 +72,15 @@ impl ResourceLimiter for MemoryLimiter {
     }
 
     fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        self.inner.table_growing(current, desired, maximum)
+        let allowed = self.inner.table_growing(current, desired, maximum);
+        if !matches!(allowed, Ok(true)) {
+            self.exceeded = true;
+        }
+        allowed
     }
 
     fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.exceeded = true;
         self.inner.table_grow_failed(error)
     }
 

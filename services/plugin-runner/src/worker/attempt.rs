@@ -8,7 +8,6 @@
 //! up at the end of its shutdown grace, so an outage of the command service, NATS or
 //! Postgres neither loses a checkpoint nor makes finished work run again.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,16 +18,17 @@ use flexcore_contracts::model::{PluginRuntime, RunError, StreamCounters, Timeout
 use flexcore_contracts::values::{Digest, Label};
 use flexcore_contracts::work::{RunHeartbeat, RunLogLine, WorkItem};
 use flexcore_contracts::{subjects, ErrorCode, OpaqueJson};
+use flexcore_security::{Identity, Role, Trust, PRESENCE_FRESHNESS};
 use flexcore_telemetry::propagation;
 use futures::StreamExt;
-use parking_lot::Mutex;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use super::definition::{self, AttemptDefinition};
+use super::env::EnvAllowList;
 use super::secrets::{self, SecretSource};
-use crate::executor::{self, ExecEvent, ExecFailure, Program, Stage};
+use crate::executor::{self, ExecEvent, ExecFailure, Program, Secrets, Stage};
 use crate::sandbox::Sandbox;
 
 /// What every attempt shares.
@@ -45,15 +45,20 @@ pub struct Context {
     pub lease: Duration,
     /// Secret source.
     pub secrets: SecretSource,
-    /// Module bytes by digest, so a module is downloaded once.
-    pub modules: Mutex<HashMap<Digest, Arc<[u8]>>>,
+    /// Environment variables plugins may be granted.
+    pub plugin_env_allow: EnvAllowList,
     /// Cancelled on runner shutdown.
     pub shutdown: CancellationToken,
     /// Cancelled when the runner's shutdown grace is over: reports still unanswered then
     /// are given up (the lease lapses and the attempt is retried).
     pub abandon: CancellationToken,
-    /// The command client (actor `flexcore-runner/<runner id>`).
+    /// The command client (signing as this runner's identity).
     pub commands: flexcore_client::Client,
+    /// This runner's identity: signs heartbeats and log lines.
+    pub identity: Identity,
+    /// The identities file: work items, definitions and cancellations count only when the
+    /// command service signed them, heartbeats only when a runner did.
+    pub trust: Trust,
 }
 
 enum Refusal {
@@ -99,6 +104,12 @@ async fn send<C: CommandBody>(
 
 /// Handles one work message; the slot permit is released when it returns.
 pub async fn process(ctx: Arc<Context>, message: jetstream::Message, _slot: OwnedSemaphorePermit) {
+    if let Err(error) = ctx.trust.verify_message(&message, &[Role::Command], None) {
+        // Not put there by the relay: never run, never delivered again.
+        tracing::error!(%error, subject = %message.subject, "unverified work item terminated");
+        let _ = message.ack_with(AckKind::Term).await;
+        return;
+    }
     let item: WorkItem = match serde_json::from_slice(&message.payload) {
         Ok(item) => item,
         Err(error) => {
@@ -197,8 +208,14 @@ async fn attempt(ctx: Arc<Context>, message: jetstream::Message, item: WorkItem)
     };
     // Not stopped by `cancel` (which ends the plugins): the lease is held until the outcome
     // is reported, then the task is aborted.
-    let heartbeat = tokio::spawn(heartbeat(ctx.client.clone(), message.clone(), beat, ctx.lease));
-    let watch = tokio::spawn(watch_cancellation(run_events, cancel.clone()));
+    let heartbeat = tokio::spawn(heartbeat(
+        ctx.client.clone(),
+        ctx.identity.clone(),
+        message.clone(),
+        beat,
+        ctx.lease,
+    ));
+    let watch = tokio::spawn(watch_cancellation(run_events, ctx.trust.clone(), cancel.clone()));
     let outcome = run_attempt(&ctx, &item, cancel.clone()).await;
     cancel.cancel();
     watch.abort();
@@ -285,10 +302,17 @@ fn failure(code: &str, message: String, step: Option<usize>, retryable: bool) ->
 }
 
 async fn run_attempt(ctx: &Context, item: &WorkItem, cancel: CancellationToken) -> Result<StreamCounters, Failure> {
-    let def = definition::load(&ctx.js, item.run_id, item.attempt, Duration::from_secs(10))
+    let def = definition::load(&ctx.js, &ctx.trust, item.run_id, item.attempt, Duration::from_secs(10))
         .await
-        .map_err(|e| failure("definition", e.to_string(), None, true))?;
-    let (stages, revealed) = stages(ctx, &def).await?;
+        .map_err(|e| match e {
+            // Someone forged a message into the stream: the run must not use it, and
+            // trying again reads the same message.
+            definition::DefinitionError::Unverified { .. } => {
+                failure("unverified_definition", e.to_string(), None, false)
+            }
+            e => failure("definition", e.to_string(), None, true),
+        })?;
+    let stages = stages(ctx, &def).await?;
     let resume: Option<OpaqueJson> = (!def.claimed.resume_state.is_null()).then(|| def.claimed.resume_state.clone());
     let (events_tx, mut events) = mpsc::channel(1024);
     let exec = executor::execute(&ctx.sandbox, stages, resume, events_tx, cancel.clone());
@@ -309,7 +333,7 @@ async fn run_attempt(ctx: &Context, item: &WorkItem, cancel: CancellationToken) 
                 // A checkpoint is retried until answered (or the shutdown grace is over),
                 // also once the plugins are being stopped: what they loaded is kept.
                 if stopped.is_none() {
-                    if let Err(stop) = on_event(ctx, item, &plugins, &revealed, event, &mut checkpoints, &ctx.abandon).await {
+                    if let Err(stop) = on_event(ctx, item, &plugins, event, &mut checkpoints, &ctx.abandon).await {
                         stopped = Some(stop);
                         cancel.cancel();
                     }
@@ -324,7 +348,7 @@ async fn run_attempt(ctx: &Context, item: &WorkItem, cancel: CancellationToken) 
     while let Ok(event) = events.try_recv() {
         super::metrics::observe(&event, &mut delivered);
         if stopped.is_none() {
-            if let Err(stop) = on_event(ctx, item, &plugins, &revealed, event, &mut checkpoints, &ctx.abandon).await {
+            if let Err(stop) = on_event(ctx, item, &plugins, event, &mut checkpoints, &ctx.abandon).await {
                 stopped = Some(stop);
             }
         }
@@ -342,7 +366,7 @@ async fn run_attempt(ctx: &Context, item: &WorkItem, cancel: CancellationToken) 
                 state,
                 counters: summary.counters.clone(),
             };
-            if let Err(stop) = on_event(ctx, item, &plugins, &revealed, last, &mut checkpoints, &ctx.abandon).await {
+            if let Err(stop) = on_event(ctx, item, &plugins, last, &mut checkpoints, &ctx.abandon).await {
                 stopped = Some(stop);
             }
         }
@@ -355,6 +379,7 @@ async fn run_attempt(ctx: &Context, item: &WorkItem, cancel: CancellationToken) 
         Some(Stopped::Uncommitted(why)) => return Err(failure("checkpoint_uncommitted", why, None, true)),
         None => {}
     }
+    // The executor has scrubbed the secrets from the counters and the message already.
     result.map(|summary| summary.counters).map_err(
         |ExecFailure {
              code,
@@ -363,11 +388,7 @@ async fn run_attempt(ctx: &Context, item: &WorkItem, cancel: CancellationToken) 
              retryable,
              ..
          }| Failure {
-            error: RunError::new(
-                code,
-                &secrets::scrub(&message, &revealed),
-                step.and_then(|s| u32::try_from(s).ok()),
-            ),
+            error: RunError::new(code, &message, step.and_then(|s| u32::try_from(s).ok())),
             retryable,
             counters: StreamCounters::new(),
         },
@@ -393,13 +414,13 @@ enum Stopped {
     Uncommitted(String),
 }
 
-/// Commits a checkpoint or ships a log line; `Err` when the attempt can commit no more.
-/// A checkpoint is retried until committed (or `stop`).
+/// Commits a checkpoint or ships a log line (both scrubbed of secrets by the executor);
+/// `Err` when the attempt can commit no more. A checkpoint is retried until committed (or
+/// `stop`).
 async fn on_event(
     ctx: &Context,
     item: &WorkItem,
     plugins: &[String],
-    revealed: &[String],
     event: ExecEvent,
     checkpoints: &mut Checkpoints,
     stop: &CancellationToken,
@@ -434,24 +455,36 @@ async fn on_event(
                 attempt: item.attempt,
                 step,
                 plugin: plugins.get(step).cloned().unwrap_or_default(),
-                line: secrets::scrub(&line, revealed),
+                line,
                 at: chrono::Utc::now(),
             };
             if let Ok(body) = serde_json::to_vec(&log) {
-                let _ = ctx.client.publish(subjects::run_logs(item.run_id), body.into()).await;
+                let subject = subjects::run_logs(item.run_id);
+                let headers = ctx.identity.signed_headers(&subject, &body);
+                let _ = ctx.client.publish_with_headers(subject, headers, body.into()).await;
             }
             Ok(())
         }
     }
 }
 
-async fn stages(ctx: &Context, def: &AttemptDefinition) -> Result<(Vec<Stage>, Vec<String>), Failure> {
+async fn stages(ctx: &Context, def: &AttemptDefinition) -> Result<Vec<Stage>, Failure> {
     let mut stages = Vec::with_capacity(def.plugins.len());
-    let mut revealed = Vec::new();
     for (i, (step, plugin)) in def.requested.definition.steps.iter().zip(&def.plugins).enumerate() {
-        let (config, mut values) = secrets::resolve(step.config.as_str(), &ctx.secrets)
+        if let Some(name) = ctx.plugin_env_allow.refused(&plugin.grants.env) {
+            // `sandbox`, not retryable: the grants are at fault (docs/messaging.md).
+            return Err(failure(
+                executor::code::SANDBOX,
+                format!(
+                    "step {i} ({}): the plugin is granted the environment variable {name}, which this runner does not pass to plugins: an operator may add it to runner.plugin_env_allow, or register the plugin without that grant",
+                    step.plugin
+                ),
+                Some(i),
+                false,
+            ));
+        }
+        let (config, values) = secrets::resolve(step.config.as_str(), &ctx.secrets)
             .map_err(|e| failure("secret", format!("step {i} ({}): {e}", step.plugin), Some(i), false))?;
-        revealed.append(&mut values);
         let program = match step.runtime {
             PluginRuntime::Wasm => {
                 let digest = step.module_digest.clone().ok_or_else(|| {
@@ -462,12 +495,15 @@ async fn stages(ctx: &Context, def: &AttemptDefinition) -> Result<(Vec<Stage>, V
                         false,
                     )
                 })?;
-                Program::Wasm {
-                    bytes: module(ctx, &digest)
-                        .await
-                        .map_err(|e| failure("digest", format!("step {i} ({}): {e}", step.plugin), Some(i), false))?,
-                    digest: digest.to_string(),
-                }
+                module(ctx, &digest).await.map_err(|e| {
+                    let what = format!("step {i} ({}): {e}", step.plugin);
+                    match e {
+                        flexcore_plugin_store::PluginStoreError::TooLarge { .. } => {
+                            failure(executor::code::MODULE_LIMIT, what, Some(i), false)
+                        }
+                        _ => failure("digest", what, Some(i), false),
+                    }
+                })?
             }
             PluginRuntime::Process => Program::Process {
                 executable: plugin.executable.clone().unwrap_or_default().into(),
@@ -488,18 +524,24 @@ async fn stages(ctx: &Context, def: &AttemptDefinition) -> Result<(Vec<Stage>, V
             })?,
             limits: plugin.limits.clone(),
             grants: plugin.grants.clone(),
+            secrets: Secrets::new(values),
         });
     }
-    Ok((stages, revealed))
+    Ok(stages)
 }
 
-async fn module(ctx: &Context, digest: &Digest) -> Result<Arc<[u8]>, flexcore_plugin_store::PluginStoreError> {
-    if let Some(bytes) = ctx.modules.lock().get(digest).cloned() {
-        return Ok(bytes);
+/// The module for `digest`: the compiled one when the sandbox holds it (nothing is
+/// downloaded), else its bytes, downloaded within the size limit and dropped once compiled.
+async fn module(ctx: &Context, digest: &Digest) -> Result<Program, flexcore_plugin_store::PluginStoreError> {
+    if let Some(compiled) = ctx.sandbox.modules().get(digest.as_str()) {
+        return Ok(Program::Compiled(compiled));
     }
-    let bytes: Arc<[u8]> = flexcore_plugin_store::download(&ctx.js, digest).await?.into();
-    ctx.modules.lock().insert(digest.clone(), bytes.clone());
-    Ok(bytes)
+    let limit = ctx.sandbox.modules().limits().max_module_bytes;
+    let bytes = flexcore_plugin_store::download_at_most(&ctx.js, digest, limit).await?;
+    Ok(Program::Wasm {
+        bytes: bytes.into(),
+        digest: digest.to_string(),
+    })
 }
 
 /// Whether the runner holding `item`'s attempt still heartbeats: listened to for half a
@@ -512,7 +554,12 @@ async fn holder_alive(ctx: &Context, item: &WorkItem) -> bool {
     };
     let listen = async {
         while let Some(message) = beats.next().await {
-            if serde_json::from_slice::<RunHeartbeat>(&message.payload).is_ok_and(|b| b.attempt == item.attempt) {
+            let signed = ctx
+                .trust
+                .verify_message(&message, &[Role::Runner], Some(PRESENCE_FRESHNESS));
+            if signed.is_ok()
+                && serde_json::from_slice::<RunHeartbeat>(&message.payload).is_ok_and(|b| b.attempt == item.attempt)
+            {
                 return true;
             }
         }
@@ -523,7 +570,13 @@ async fn holder_alive(ctx: &Context, item: &WorkItem) -> bool {
 
 /// Keeps the lease: AckProgress well within AckWait (so JetStream does not redeliver) and a
 /// heartbeat for the schedulers (so they do not time the attempt out).
-async fn heartbeat(client: async_nats::Client, message: jetstream::Message, beat: RunHeartbeat, lease: Duration) {
+async fn heartbeat(
+    client: async_nats::Client,
+    identity: Identity,
+    message: jetstream::Message,
+    beat: RunHeartbeat,
+    lease: Duration,
+) {
     let every = (lease / 3).max(Duration::from_millis(200));
     let subject = subjects::run_heartbeat(beat.run_id);
     let body: bytes::Bytes = serde_json::to_vec(&beat).unwrap_or_default().into();
@@ -532,19 +585,30 @@ async fn heartbeat(client: async_nats::Client, message: jetstream::Message, beat
         if let Err(error) = message.ack_with(AckKind::Progress).await {
             tracing::warn!(%error, "heartbeat failed");
         }
-        if let Err(error) = client.publish(subject.clone(), body.clone()).await {
+        // Signed afresh each time: receivers accept only recent signatures.
+        let headers = identity.signed_headers(&subject, &body);
+        if let Err(error) = client
+            .publish_with_headers(subject.clone(), headers, body.clone())
+            .await
+        {
             tracing::warn!(%error, "heartbeat not published");
         }
     }
 }
 
-/// Cancels the attempt when the run is cancelled or timed out by command.
-async fn watch_cancellation(mut events: async_nats::Subscriber, cancel: CancellationToken) {
+/// Cancels the attempt when the run is cancelled or timed out by command (an event the
+/// relay signed; anything else on the subject is ignored).
+async fn watch_cancellation(mut events: async_nats::Subscriber, trust: Trust, cancel: CancellationToken) {
     while let Some(m) = events.next().await {
-        if m.subject.ends_with(".cancelled") || m.subject.ends_with(".timed_out") {
-            tracing::info!("run cancelled by command; stopping plugins");
-            cancel.cancel();
-            return;
+        if !(m.subject.ends_with(".cancelled") || m.subject.ends_with(".timed_out")) {
+            continue;
         }
+        if let Err(error) = trust.verify_message(&m, &[Role::Command], None) {
+            tracing::warn!(%error, subject = %m.subject, "unverified cancellation ignored");
+            continue;
+        }
+        tracing::info!("run cancelled by command; stopping plugins");
+        cancel.cancel();
+        return;
     }
 }

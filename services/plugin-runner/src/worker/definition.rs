@@ -1,12 +1,15 @@
 //! What an attempt runs, read from the event stream (never from the database): the
 //! pinned definition from `run.requested`, each step plugin's limits and grants from
-//! `plugin.registered`, the bookmark from this attempt's `run.claimed`.
+//! `plugin.registered`, the bookmark from this attempt's `run.claimed` — each message
+//! only if the command service's relay signed it (whoever else could publish into the
+//! stream must not choose a plugin's grants).
 
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use flexcore_contracts::events::{PluginRegistered, RunClaimed, RunRequested};
 use flexcore_contracts::{subjects, EventEnvelope};
+use flexcore_security::{Role, Trust};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
@@ -22,6 +25,14 @@ pub enum DefinitionError {
         /// The subject read.
         subject: String,
         /// The error.
+        message: String,
+    },
+    /// The event was not signed by the command service (forged into the stream).
+    #[error("event {subject} is not signed by the command service: {message}")]
+    Unverified {
+        /// The subject read.
+        subject: String,
+        /// Why.
         message: String,
     },
     /// The event does not decode.
@@ -47,10 +58,23 @@ pub struct AttemptDefinition {
 
 async fn last<T: DeserializeOwned>(
     stream: &jetstream::stream::Stream,
+    trust: &Trust,
     subject: &str,
 ) -> Result<Option<T>, DefinitionError> {
     match stream.get_last_raw_message_by_subject(subject).await {
         Ok(message) => {
+            trust
+                .verify(
+                    message.subject.as_str(),
+                    Some(&message.headers),
+                    &message.payload,
+                    &[Role::Command],
+                    None,
+                )
+                .map_err(|e| DefinitionError::Unverified {
+                    subject: subject.to_owned(),
+                    message: e.to_string(),
+                })?;
             let corrupt = |e: serde_json::Error| DefinitionError::Corrupt {
                 subject: subject.to_owned(),
                 message: e.to_string(),
@@ -73,11 +97,12 @@ const NATS_RETRY: Duration = Duration::from_millis(200);
 /// `deadline`: a transient failure must not cost the run an attempt.
 async fn last_retrying<T: DeserializeOwned>(
     stream: &jetstream::stream::Stream,
+    trust: &Trust,
     subject: &str,
     deadline: Instant,
 ) -> Result<Option<T>, DefinitionError> {
     loop {
-        match last(stream, subject).await {
+        match last(stream, trust, subject).await {
             Err(DefinitionError::Nats { .. }) if Instant::now() < deadline => tokio::time::sleep(NATS_RETRY).await,
             other => return other,
         }
@@ -88,6 +113,7 @@ async fn last_retrying<T: DeserializeOwned>(
 /// and through NATS errors.
 pub async fn load(
     js: &jetstream::Context,
+    trust: &Trust,
     run_id: Uuid,
     attempt: u32,
     wait: Duration,
@@ -107,7 +133,7 @@ pub async fn load(
     };
     let claimed_subject = subjects::event("run", run_id, "run.claimed");
     let claimed = loop {
-        match last_retrying::<RunClaimed>(&stream, &claimed_subject, deadline).await? {
+        match last_retrying::<RunClaimed>(&stream, trust, &claimed_subject, deadline).await? {
             Some(c) if c.attempt == attempt => break c,
             _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
             _ => {
@@ -118,13 +144,13 @@ pub async fn load(
         }
     };
     let requested_subject = subjects::event("run", run_id, "run.requested");
-    let requested: RunRequested = last_retrying(&stream, &requested_subject, deadline)
+    let requested: RunRequested = last_retrying(&stream, trust, &requested_subject, deadline)
         .await?
         .ok_or_else(|| DefinitionError::Missing(format!("the request of run {run_id}")))?;
     let mut plugins = Vec::with_capacity(requested.definition.steps.len());
     for step in &requested.definition.steps {
         let subject = subjects::event("plugin", step.plugin_id, "plugin.registered");
-        let plugin: PluginRegistered = last_retrying(&stream, &subject, deadline)
+        let plugin: PluginRegistered = last_retrying(&stream, trust, &subject, deadline)
             .await?
             .ok_or_else(|| DefinitionError::Missing(format!("the registration of plugin {}", step.plugin)))?;
         plugins.push(plugin);

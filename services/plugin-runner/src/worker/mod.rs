@@ -5,11 +5,13 @@
 //! - [`attempt`]: claim → run → checkpoints → outcome, heartbeats, cancellation.
 //! - [`definition`]: the attempt's definition from the event stream.
 //! - [`janitor`]: deletes work items that linger below the consumer's ack floor.
-//! - [`secrets`]: `${secret:NAME}` resolution and log scrubbing.
+//! - [`secrets`]: `${secret:NAME}` resolution (the executor scrubs the values).
+//! - [`env`]: the operator's allow-list of environment variables plugins may be granted.
 //! - [`metrics`]: slots, plugin executions and records for `/metrics`; readiness checks.
 
 pub mod attempt;
 pub mod definition;
+pub mod env;
 pub mod janitor;
 pub mod metrics;
 pub mod secrets;
@@ -19,13 +21,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_nats::jetstream::{self, consumer, stream};
+use async_nats::jetstream::{self, consumer};
 use flexcore_contracts::subjects;
+use flexcore_security::Identity;
+use flexcore_service::security::Credentials;
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::sandbox::Sandbox;
+pub use env::EnvAllowList;
 pub use secrets::SecretSource;
 
 /// Durable consumer name shared by all runners.
@@ -44,8 +49,8 @@ pub struct RunnerConfig {
     pub max_deliver: i64,
     /// Where secrets come from.
     pub secrets: SecretSource,
-    /// How long run logs are kept.
-    pub log_retention: Duration,
+    /// Environment variables plugins may be granted (none by default).
+    pub plugin_env_allow: EnvAllowList,
     /// How long shutdown waits for attempts to hand back their work or report it.
     pub shutdown_grace: Duration,
 }
@@ -56,30 +61,19 @@ pub async fn run(
     client: async_nats::Client,
     sandbox: Arc<Sandbox>,
     config: RunnerConfig,
+    credentials: Credentials,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let js = jetstream::new(client.clone());
-    js.get_or_create_stream(stream::Config {
-        name: subjects::LOGS_STREAM.to_owned(),
-        subjects: vec![subjects::LOGS_WILDCARD.to_owned()],
-        max_age: config.log_retention,
-        storage: stream::StorageType::File,
-        ..Default::default()
-    })
-    .await
-    .context("creating the run log stream")?;
-    // The command service creates the work stream; a runner started first waits for it.
-    let work = loop {
-        match js.get_stream(subjects::WORK_STREAM).await {
-            Ok(stream) => break stream,
-            Err(error) => {
-                tracing::warn!(%error, stream = subjects::WORK_STREAM, "work stream not there yet (is flexcore-command running?); retrying");
-                tokio::select! {
-                    () = shutdown.cancelled() => return Ok(()),
-                    () = tokio::time::sleep(Duration::from_secs(2)) => {}
-                }
-            }
-        }
+    // Setup creates the streams; a runner started first waits for them.
+    if flexcore_service::streams::wait_for(&js, subjects::LOGS_STREAM, &shutdown)
+        .await
+        .is_none()
+    {
+        return Ok(());
+    }
+    let Some(work) = flexcore_service::streams::wait_for(&js, subjects::WORK_STREAM, &shutdown).await else {
+        return Ok(());
     };
     let consumer: consumer::PullConsumer = work
         .get_or_create_consumer(
@@ -95,8 +89,7 @@ pub async fn run(
         .await
         .context("creating the work consumer")?;
     let abandon = CancellationToken::new();
-    let commands =
-        flexcore_client::Client::new(client.clone()).with_actor(format!("flexcore-runner/{}", config.runner_id));
+    let commands = flexcore_client::Client::new(client.clone()).with_identity(credentials.identity.clone());
     let ctx = Arc::new(attempt::Context {
         client,
         js,
@@ -104,10 +97,12 @@ pub async fn run(
         runner_id: config.runner_id.clone(),
         lease: config.lease,
         secrets: config.secrets.clone(),
-        modules: Default::default(),
+        plugin_env_allow: config.plugin_env_allow.clone(),
         shutdown: shutdown.clone(),
         abandon: abandon.clone(),
         commands,
+        identity: credentials.identity.clone(),
+        trust: credentials.trust,
     });
     let slots = Arc::new(Semaphore::new(config.slots.max(1)));
     let _offered = flexcore_service::metrics::runner().offer(config.slots.max(1));
@@ -117,6 +112,7 @@ pub async fn run(
     let janitor = tokio::spawn(janitor::run(ctx.js.clone(), ctx.commands.clone(), shutdown.clone()));
     let presence = tokio::spawn(announce(
         ctx.client.clone(),
+        credentials.identity,
         config.runner_id.clone(),
         config.slots.max(1),
         in_flight.clone(),
@@ -198,6 +194,7 @@ pub const PRESENCE_INTERVAL: Duration = Duration::from_secs(2);
 /// more with `alive: false`.
 async fn announce(
     client: async_nats::Client,
+    identity: Identity,
     runner_id: String,
     slots: usize,
     in_flight: Arc<AtomicUsize>,
@@ -218,7 +215,11 @@ async fn announce(
             alive,
         };
         if let Ok(payload) = serde_json::to_vec(&presence) {
-            if let Err(error) = client.publish(subjects::RUNNER_PRESENCE, payload.into()).await {
+            let headers = identity.signed_headers(subjects::RUNNER_PRESENCE, &payload);
+            if let Err(error) = client
+                .publish_with_headers(subjects::RUNNER_PRESENCE, headers, payload.into())
+                .await
+            {
                 tracing::debug!(%error, "announcing runner presence failed");
             }
         }
@@ -244,6 +245,11 @@ pub fn config_from(settings: &flexcore_config::RunnerSettings) -> anyhow::Result
         ),
         other => anyhow::bail!("runner.secrets_source must be env or dir, not {other:?}"),
     };
+    let secrets_prefix = match &secrets {
+        SecretSource::Env { prefix } => Some(prefix.as_str()),
+        SecretSource::Dir(_) => None,
+    };
+    let plugin_env_allow = EnvAllowList::new(&settings.plugin_env_allow, secrets_prefix).map_err(anyhow::Error::msg)?;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "runner".into());
@@ -256,7 +262,61 @@ pub fn config_from(settings: &flexcore_config::RunnerSettings) -> anyhow::Result
         lease: Duration::from_secs(settings.lease_seconds.max(1)),
         max_deliver: settings.max_deliver,
         secrets,
-        log_retention: Duration::from_secs(settings.log_retention_days.max(1) * 86_400),
+        plugin_env_allow,
         shutdown_grace: Duration::from_millis(settings.shutdown_grace_ms),
     })
+}
+
+/// The sandbox settings of `settings`. `checker` is the executable that runs the compile
+/// check (the runner's own binary, see
+/// [`run_compile_check_if_asked`](crate::sandbox::run_compile_check_if_asked)).
+pub fn sandbox_config_from(
+    settings: &flexcore_config::RunnerSettings,
+    checker: Option<std::path::PathBuf>,
+) -> crate::sandbox::SandboxConfig {
+    use crate::sandbox::{CacheLimits, CompileLimits, Defaults, ProcessIsolation, SandboxConfig};
+    let base = SandboxConfig::default();
+    SandboxConfig {
+        defaults: Defaults {
+            max_state_bytes: settings.max_state_bytes,
+            checkpoint_interval: Duration::from_millis(settings.checkpoint_interval_ms),
+            max_run_memory_bytes: settings.run_memory_bytes,
+            max_stages: settings.max_stages,
+            ..base.defaults
+        },
+        compile: CompileLimits {
+            max_module_bytes: settings.max_module_bytes,
+            timeout: Duration::from_secs(settings.compile_timeout_seconds.max(1)),
+            memory_bytes: settings.compile_memory_bytes,
+            concurrency: settings.compile_concurrency.max(1),
+            checker,
+        },
+        cache: CacheLimits {
+            max_modules: settings.module_cache_entries.max(1),
+            max_bytes: settings.module_cache_bytes,
+            ..base.cache
+        },
+        process: ProcessIsolation {
+            pid_namespace: settings.process_pid_namespace,
+            run_as: settings.process_uid.zip(settings.process_gid),
+            max_open_files: settings.process_max_open_files,
+            max_processes: settings.process_max_processes,
+        },
+        ..base
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_runner_settings_give_the_default_sandbox() {
+        let settings = flexcore_config::RunnerSettings::default();
+        let checker = std::path::PathBuf::from("/usr/local/bin/flexcore-runner");
+        let mut config = sandbox_config_from(&settings, Some(checker.clone()));
+        assert_eq!(config.compile.checker, Some(checker));
+        config.compile.checker = None;
+        assert_eq!(config, crate::sandbox::SandboxConfig::default());
+    }
 }

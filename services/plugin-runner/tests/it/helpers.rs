@@ -80,6 +80,7 @@ pub fn stage(name: &str, kind: PluginKind, program: Program, config: Value) -> S
         config: config.into(),
         limits: ResourceLimits::default(),
         grants: Grants::default(),
+        secrets: Default::default(),
     }
 }
 
@@ -165,6 +166,16 @@ pub async fn run_on(
     cancel_after: Option<Duration>,
 ) -> Ran {
     warm(sandbox, &stages).await;
+    run_cold(sandbox, stages, state, cancel_after).await
+}
+
+/// [`run_on`] without compiling first: compilation is part of the run (and its time).
+pub async fn run_cold(
+    sandbox: &Sandbox,
+    stages: Vec<Stage>,
+    state: Option<Value>,
+    cancel_after: Option<Duration>,
+) -> Ran {
     let (tx, mut rx) = mpsc::channel(1024);
     let collector = tokio::spawn(async move {
         let mut events = Vec::new();

@@ -56,26 +56,40 @@ async fn the_own_config_and_granted_directories_are_readable() {
     }
 }
 
-/// Exits with the number of environment variables it can see.
-const COUNT_ENV: &str = r#"
-(module
-  (import "wasi_snapshot_preview1" "environ_sizes_get" (func $sizes (param i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
-  (memory (export "memory") 1)
-  (func (export "_start")
-    (drop (call $sizes (i32.const 0) (i32.const 4)))
-    (call $exit (i32.load (i32.const 0)))))
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_granted_environment_variables_are_passed() {
     assert!(std::env::var_os("PATH").is_some());
-    let ran = run(vec![extractor("env", wat(COUNT_ENV), json!({})), discard()]).await;
+    let ran = run(vec![
+        extractor("env", wat(crate::hostile_modules::COUNT_ENV), json!({})),
+        discard(),
+    ])
+    .await;
     ran.summary();
-    let mut granted = extractor("env", wat(COUNT_ENV), json!({}));
-    granted.grants.env = vec!["PATH".into(), "FLEXCORE_TEST_SURELY_UNSET".into()];
+    let mut granted = extractor("env", wat(crate::hostile_modules::COUNT_ENV), json!({}));
+    granted.grants.env = vec!["PATH".into(), "SURELY_UNSET_IN_TESTS".into()];
     let ran = run(vec![granted, discard()]).await;
     assert_eq!(ran.failure().message, "step 0 (env): exited with status 1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runners_own_settings_are_never_granted() {
+    for name in [
+        "FLEXCORE__DATABASE__URL",
+        "FLEXCORE__NATS__PASSWORD",
+        "flexcore_secret_DB",
+    ] {
+        let mut granted = extractor("env", wat(crate::hostile_modules::COUNT_ENV), json!({}));
+        granted.grants.env = vec![name.into()];
+        let ran = run(vec![granted, discard()]).await;
+        let failure = ran.failure();
+        assert_eq!((failure.code.as_str(), failure.retryable), (code::SANDBOX, false));
+        assert!(
+            failure.message.starts_with(&format!(
+                "step 0 (env): is granted the environment variable {name}, which belongs to the runner's own configuration"
+            )),
+            "{failure:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

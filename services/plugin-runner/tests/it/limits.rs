@@ -100,24 +100,10 @@ async fn a_stdout_flood_is_cut_at_its_cap() {
     assert!(failure.message.contains("stdout cap of 1048576 bytes"), "{failure:?}");
 }
 
-/// Writes "a log line" to stderr forever.
-const STDERR_FLOOD: &str = r#"
-(module
-  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (data (i32.const 16) "a log line\n")
-  (func (export "_start")
-    (i32.store (i32.const 0) (i32.const 16))
-    (i32.store (i32.const 4) (i32.const 11))
-    (loop $again
-      (drop (call $fd_write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8)))
-      (br $again))))
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stderr_is_rate_limited_then_cut_at_its_cap() {
     let chatty = limited(
-        extractor("chatty", wat(STDERR_FLOOD), json!({})),
+        extractor("chatty", wat(crate::hostile_modules::STDERR_FLOOD), json!({})),
         ResourceLimits {
             max_output_bytes: Some(64 << 10),
             ..Default::default()

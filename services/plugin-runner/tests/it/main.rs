@@ -3,6 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod helpers;
+// The hostile suite's modules: a few serve the limits and isolation tests too.
+#[allow(dead_code)]
+#[path = "../hostile/modules.rs"]
+mod hostile_modules;
 mod isolation;
 mod limits;
 mod pipeline;

@@ -199,7 +199,7 @@ async fn a_tampered_module_is_refused_with_a_digest_error() {
     let generator = s.register_plain("flexcore-plugin-generator", "gen", "extractor").await;
     let discard = s.register_plain("flexcore-plugin-discard", "discard", "loader").await;
     let digest = flexcore_plugin_store::digest_of(&crate::wasm("flexcore-plugin-generator"));
-    let store = flexcore_plugin_store::ensure_bucket(&s.js).await.unwrap();
+    let store = flexcore_plugin_store::bucket(&s.js).await.unwrap();
     let mut evil: &[u8] = b"\0asm\x01\0\0\0";
     store.put(digest.as_str(), &mut evil).await.unwrap();
     let pipeline = s
@@ -230,11 +230,13 @@ async fn a_tampered_module_is_refused_with_a_digest_error() {
 async fn a_killed_runner_is_replaced_and_the_next_attempt_resumes() {
     let s = stack(None).await;
     let scheduler = flexcore_config::SchedulerSettings::default();
-    let (client, stop) = (s.client.clone(), s.shutdown.clone());
+    let (client, stop) = (s.nats.client_as("scheduler").await.unwrap(), s.shutdown.clone());
+    let credentials = s.nats.credentials("scheduler").unwrap();
     tokio::spawn(async move {
         flexcore_scheduler::run(
             &scheduler,
             client,
+            credentials,
             Duration::from_secs(5),
             flexcore_scheduler::Clock::System,
             stop,
@@ -251,7 +253,7 @@ async fn a_killed_runner_is_replaced_and_the_next_attempt_resumes() {
         .await;
     let spawn_runner = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_flexcore-runner"))
-            .env("FLEXCORE__NATS__URL", &s.nats.url)
+            .envs(s.nats.env_for("runner"))
             .env("FLEXCORE__RUNNER__LEASE_SECONDS", "2")
             .env("FLEXCORE__TELEMETRY__LOG_FORMAT", "text")
             .env("FLEXCORE_CONFIG_DIR", crate::workspace().join("config"))

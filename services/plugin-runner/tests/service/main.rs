@@ -2,10 +2,12 @@
 //! NATS, a fresh Postgres database, and wasm plugins built from `plugins/`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod floods;
 mod lifecycle;
 mod metrics;
 mod process_and_secrets;
 mod python_example;
+mod secret_leaks;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -62,6 +64,7 @@ const PLUGINS: &[&str] = &[
     "flexcore-plugin-generator",
     "flexcore-plugin-discard",
     "flexcore-plugin-misbehave",
+    "flexcore-plugin-leaky",
 ];
 
 pub struct Stack {
@@ -76,7 +79,7 @@ pub struct Stack {
 pub fn settings(db: &TestDb, nats: &TestNats) -> Settings {
     let mut s = Settings::default();
     s.database.url = flexcore_config::Secret::new(db.url.clone());
-    s.nats.url = nats.url.clone();
+    nats.settings_for("command", &mut s);
     s.relay.idle_poll_ms = 50;
     s.relay.leader_retry_ms = 100;
     s
@@ -89,7 +92,7 @@ pub fn runner_config(lease: Duration, secrets: SecretSource) -> RunnerConfig {
         lease,
         max_deliver: 10,
         secrets,
-        log_retention: Duration::from_secs(3600),
+        plugin_env_allow: Default::default(),
         shutdown_grace: Duration::from_secs(10),
     }
 }
@@ -106,17 +109,24 @@ pub async fn stack(runner: Option<RunnerConfig>) -> Stack {
     let (pool, service_client) = flexcore_command::connect(&settings).await.unwrap();
     let token = shutdown.clone();
     tokio::spawn(async move { flexcore_command::run(&settings, service_client, pool, token).await });
-    flexcore_testkit::wait_until(Duration::from_secs(20), "streams created", || async {
-        js.get_stream("FLEXCORE_WORK").await.is_ok()
-    })
-    .await
-    .unwrap();
+    flexcore_testkit::nats::commands_answered(&client).await.unwrap();
     let runner_stop = shutdown.child_token();
     if let Some(config) = runner {
-        let sandbox = Arc::new(flexcore_runner::sandbox::Sandbox::new(Default::default()).unwrap());
-        let (c, stop) = (client.clone(), runner_stop.clone());
+        // Process plugins run as the test's own user: the venv scripts/test.sh makes may
+        // link to an interpreter under root's home (pyenv), which nobody cannot reach.
+        // The drop to nobody is covered by the hostile suite (tests/hostile).
+        let sandbox_config = flexcore_runner::sandbox::SandboxConfig {
+            process: flexcore_runner::sandbox::ProcessIsolation {
+                run_as: None,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let sandbox = Arc::new(flexcore_runner::sandbox::Sandbox::new(sandbox_config).unwrap());
+        let (c, stop) = (nats.client_as("runner").await.unwrap(), runner_stop.clone());
+        let credentials = nats.credentials("runner").unwrap();
         tokio::spawn(async move {
-            if let Err(error) = flexcore_runner::worker::run(c, sandbox, config, stop).await {
+            if let Err(error) = flexcore_runner::worker::run(c, sandbox, config, credentials, stop).await {
                 tracing::error!(error = format!("{error:#}"), "the test runner stopped");
             }
         });
@@ -135,10 +145,11 @@ impl Stack {
     pub async fn send(&self, command: &str, body: Value) -> Value {
         let (a, c) = command.split_once('.').unwrap();
         let reply = self
-            .client
-            .request(
-                format!("flexcore.cmd.{a}.{c}"),
-                serde_json::to_vec(&body).unwrap().into(),
+            .nats
+            .signed_request(
+                &self.client,
+                &format!("flexcore.cmd.{a}.{c}"),
+                serde_json::to_vec(&body).unwrap(),
             )
             .await
             .unwrap();

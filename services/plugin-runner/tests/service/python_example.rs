@@ -47,6 +47,7 @@ async fn run_example(s: &Stack, args: &[&str]) -> Output {
     cmd.arg(workspace().join("examples/python/run_pipeline.py"))
         .args(args)
         .env("NATS_URL", &s.nats.url)
+        .env("FLEXCORE_NKEY_SEED_FILE", s.nats.seed_file("app"))
         .env("PYTHONUNBUFFERED", "1")
         .kill_on_drop(true);
     for (key, _) in std::env::vars_os() {
@@ -133,7 +134,8 @@ async fn the_python_example_runs_a_pipeline_and_follows_its_events() {
             .fetch_one(&s.db.pool)
             .await
             .unwrap();
-    assert_eq!(actor.as_deref(), Some("python-example"));
+    // The example signs its commands with the application's NKey: the actor is its name.
+    assert_eq!(actor.as_deref(), Some("app"));
     s.shutdown.cancel();
 }
 

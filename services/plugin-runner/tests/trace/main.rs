@@ -97,7 +97,7 @@ impl Services {
         let child = Command::new(binary(name))
             .env("FLEXCORE_CONFIG_DIR", workspace().join("config"))
             .env("FLEXCORE__DATABASE__URL", &db.url)
-            .env("FLEXCORE__NATS__URL", &nats.url)
+            .envs(nats.env_for(name.strip_prefix("flexcore-").unwrap_or(name)))
             .env("FLEXCORE__TELEMETRY__OTLP_ENDPOINT", otlp)
             .env("FLEXCORE__TELEMETRY__SERVICE_INSTANCE", format!("{name}-trace-test"))
             .env("FLEXCORE__TELEMETRY__LOG_FORMAT", "text")
@@ -173,7 +173,7 @@ async fn one_pipeline_run_is_one_trace_across_the_four_services() {
     let js = jetstream::new(client.clone());
     let mut services = Services::new();
 
-    // The command service first (it creates the streams), then the others; each is
+    // The command service first, then the others; each is
     // ready once it listens, so none misses the run's messages.
     services.spawn("flexcore-command", &db, &nats, &collector.endpoint);
     let answered = flexcore_testkit::wait_until(Duration::from_secs(60), "the command service answers", || async {
@@ -303,6 +303,7 @@ async fn one_pipeline_run_is_one_trace_across_the_four_services() {
     let shown = Command::new(binary("flexctl"))
         .args(["--nats-url", &nats.url, "--otlp-endpoint", &collector.endpoint])
         .args(["run", "show", &run_id.to_string()])
+        .envs(nats.env_for("flexctl"))
         .env_remove("RUST_LOG")
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
         .output()
