@@ -22,8 +22,8 @@ COPY . .
 
 # The registry and target directories are cache mounts (kept between builds, not in any
 # layer), so the artefacts are copied out to /out within the same RUN. build.sh leaves
-# every module in target/plugins/<name>.wasm; misbehave exists only for the runner's
-# sandbox tests and is not shipped.
+# every module in target/plugins/<name>.wasm; misbehave and leaky exist only for the
+# runner's sandbox and secret tests and are not shipped.
 RUN --mount=type=cache,id=flexcore-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,id=flexcore-cargo-git,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,id=flexcore-target,target=/src/target,sharing=locked \
@@ -36,7 +36,7 @@ RUN --mount=type=cache,id=flexcore-cargo-registry,target=/usr/local/cargo/regist
         install -m 0755 "target/release/$bin" /out/bin/; \
     done; \
     for wasm in target/plugins/*.wasm; do \
-        [ "$(basename "$wasm")" = misbehave.wasm ] || install -m 0644 "$wasm" /out/plugins/; \
+        case "$(basename "$wasm")" in misbehave.wasm|leaky.wasm) ;; *) install -m 0644 "$wasm" /out/plugins/ ;; esac; \
     done; \
     ls -l /out/bin /out/plugins
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Create a FlexCore pipeline, run it and follow the run's events, with plain NATS.
 
-Uses only nats-py and the wire contract documented by the JSON Schemas in schemas/:
+Uses only nats-py (with nkeys) and the wire contract documented by the JSON Schemas in
+schemas/ and docs/messaging.md:
 commands are JSON requests on flexcore.cmd.<aggregate>.<action> (schemas/commands/),
 replies are {"ok": true, ...} or {"ok": false, "error": {code, message, details}}
 (schemas/replies/command-reply.json), events are envelopes (schemas/events/envelope.json)
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import sys
@@ -53,6 +55,16 @@ def parse_args() -> argparse.Namespace:
     env = os.environ.get
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--nats-url", default=env("NATS_URL", "nats://127.0.0.1:4222"))
+    p.add_argument(
+        "--nkey-seed-file",
+        default=env("FLEXCORE_NKEY_SEED_FILE"),
+        help="this application's NKey seed (flexctl dev writes .flexcore/keys/app.nk); without it, no login",
+    )
+    p.add_argument(
+        "--identity",
+        default=env("FLEXCORE_IDENTITY", "app"),
+        help="the identity's name in the identities file: replies come to _INBOX.<identity>",
+    )
     p.add_argument("--extractor", default=env("FLEXCORE_EXTRACTOR", "generator"), help="NAME or NAME@VERSION")
     p.add_argument("--loader", default=env("FLEXCORE_LOADER", "jsonl"), help="NAME or NAME@VERSION")
     p.add_argument(
@@ -95,6 +107,30 @@ def pinned(plugin: str, version: str) -> str:
     return plugin if "@" in plugin else f"{plugin}@{version}"
 
 
+class Signer:
+    """Signs commands with the application's NKey, as docs/security.md describes: the
+    command service then records the identity's name as the actor and checks its role.
+    """
+
+    def __init__(self, seed_file: str):
+        import nkeys
+
+        with open(seed_file, "rb") as f:
+            self.keys = nkeys.from_seed(bytearray(f.read().strip()))
+        self.public_key = self.keys.public_key.decode()
+
+    def headers(self, subject: str, body: bytes) -> dict:
+        signed_at = str(int(time.time() * 1000))
+        # The tag, the subject, Nats-Msg-Id, Flexcore-Transaction-Id (none on a command),
+        # Flexcore-Signed-At, Flexcore-Signer, each on its line, then the body.
+        signed = "\n".join(["flexcore-sig-v1", subject, "", "", signed_at, self.public_key, ""]).encode() + body
+        signature = base64.urlsafe_b64encode(self.keys.sign(signed)).rstrip(b"=").decode()
+        return {"Flexcore-Signer": self.public_key, "Flexcore-Signed-At": signed_at, "Flexcore-Signature": signature}
+
+
+SIGNER: Signer | None = None
+
+
 async def command(nc, aggregate: str, action: str, body: dict, attempts: int = 3) -> dict:
     """Sends a command and returns its accepted reply; raises Rejected or Unanswered.
 
@@ -103,10 +139,12 @@ async def command(nc, aggregate: str, action: str, body: dict, attempts: int = 3
     """
     subject = f"flexcore.cmd.{aggregate}.{action}"
     body = {"command_id": str(uuid.uuid4()), **body}
-    headers = {"Flexcore-Actor": "python-example"}
+    payload = json.dumps(body).encode()
     for attempt in range(1, attempts + 1):
+        # Signed afresh for every try: the signing time must be recent.
+        headers = SIGNER.headers(subject, payload) if SIGNER else None
         try:
-            msg = await nc.request(subject, json.dumps(body).encode(), timeout=5, headers=headers)
+            msg = await nc.request(subject, payload, timeout=5, headers=headers)
             break
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:
             if attempt == attempts:
@@ -184,10 +222,19 @@ async def report_nats_error(e: Exception) -> None:
 
 
 async def main() -> int:
+    global SIGNER
     args = parse_args()
     try:
+        login = {}
+        if args.nkey_seed_file:
+            # Logged in as the application's identity (role client): its permissions let it
+            # send application commands and queries and follow events; replies come to its
+            # own inbox prefix. The same key signs its commands.
+            login = {"nkeys_seed": args.nkey_seed_file, "inbox_prefix": f"_INBOX.{args.identity}"}
+            SIGNER = Signer(args.nkey_seed_file)
         nc = await nats.connect(
             args.nats_url,
+            **login,
             connect_timeout=5,
             max_reconnect_attempts=3,  # also bounds the first connection's attempts
             reconnect_time_wait=1,

@@ -4,6 +4,11 @@
 #
 #   examples/shell/walkthrough.sh [RECORDS]      # NATS_URL (default nats://127.0.0.1:4222)
 #
+# FlexCore's NATS requires an identity: NATS_NKEY names the application's seed file (e.g.
+# .flexcore/keys/app.nk of `flexctl dev`); replies come to its inbox prefix _INBOX.app. The
+# commands go unsigned (the nats CLI does not sign): they count as role client with actor
+# "unsigned" (docs/security.md).
+#
 # Plugins as `flexctl dev` registers them: FLEXCORE_EXTRACTOR (generator@0.1.0),
 # FLEXCORE_LOADER (jsonl@0.1.0, granted /output). FLEXCORE_TIMEOUT: seconds (60).
 # Exit status: 0 run succeeded, 1 run failed/cancelled/timed out, 2 command rejected,
@@ -19,12 +24,17 @@ extractor="${FLEXCORE_EXTRACTOR:-generator@0.1.0}"
 loader="${FLEXCORE_LOADER:-jsonl@0.1.0}"
 timeout="${FLEXCORE_TIMEOUT:-60}"
 
+login=()
+if [[ -n "${NATS_NKEY:-}" ]]; then
+    login=(--nkey "$NATS_NKEY" --inbox-prefix "_INBOX.${FLEXCORE_IDENTITY:-app}")
+fi
+
 uuid() { cat /proc/sys/kernel/random/uuid 2>/dev/null || uuidgen | tr 'A-F' 'a-f'; }
 
 # send SUBJECT BODY: prints the accepted reply; exits 2 on a rejection, 3 without a reply.
 send() {
     local reply
-    reply="$(nats request --raw --header "Flexcore-Actor:shell-walkthrough" "$1" "$2" 2>/dev/null || true)"
+    reply="$(nats request --raw "${login[@]}" "$1" "$2" 2>/dev/null || true)"
     if [[ -z "$reply" ]]; then
         echo "error: $1: no reply; is flexcore-command running at $NATS_URL?" >&2
         exit 3
@@ -52,7 +62,7 @@ echo "pipeline $name created: $pipeline_id"
 #    delivers all stored messages cannot miss an event, whenever it starts.
 run_id="$(uuid)"
 events="$(mktemp)"
-nats subscribe --all --raw "flexcore.evt.run.$run_id.>" >"$events" 2>/dev/null &
+nats subscribe "${login[@]}" --all --raw "flexcore.evt.run.$run_id.>" >"$events" 2>/dev/null &
 follower=$!
 trap 'kill "$follower" 2>/dev/null || true; rm -f "$events"' EXIT
 

@@ -31,10 +31,11 @@ impl Api {
         Ok(Self::new(crate::connect_one(nats_url).await?))
     }
 
-    /// Wraps an existing connection.
+    /// Wraps an existing connection; commands are signed as this process's identity
+    /// (`--nkey-seed-file`), which the command service records as their actor.
     pub fn new(nats: async_nats::Client) -> Self {
         Self {
-            client: Client::new(nats).with_actor(actor()),
+            client: crate::bench::commands::typed(nats),
         }
     }
 
@@ -195,15 +196,4 @@ impl TooLargeItem {
 fn rooted(span: tracing::Span) -> tracing::Span {
     propagation::set_parent_traceparent(&span, None);
     span
-}
-
-/// `flexctl/<user>`: recorded as the actor of what flexctl's commands cause.
-fn actor() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".to_owned());
-    format!(
-        "flexctl/{}",
-        user.chars().filter(|c| !c.is_control()).take(150).collect::<String>()
-    )
 }

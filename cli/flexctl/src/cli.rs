@@ -21,13 +21,35 @@ pub struct Cli {
         default_value = "nats://127.0.0.1:4222"
     )]
     pub nats_url: String,
-    /// NATS user to log in as (e.g. `flexctl` of deploy/nats/accounts.conf); without it,
+    /// NATS user to log in as with a password (servers that use passwords; FlexCore's own
+    /// use NKeys, see --nkey-seed-file); without it,
     /// credentials in the URL (`nats://user:password@host:4222`) are used, if any.
     #[arg(long, global = true, env = "FLEXCORE__NATS__USER")]
     pub nats_user: Option<String>,
     /// Password of the NATS user.
     #[arg(long, global = true, env = "FLEXCORE__NATS__PASSWORD", hide_env_values = true)]
     pub nats_password: Option<Secret>,
+    /// File holding this operator's NKey seed (`flexctl dev` and `flexctl security init`
+    /// write them): logs in to NATS and signs every command, recorded as its actor.
+    #[arg(long, global = true, env = "FLEXCORE__NATS__NKEY_SEED_FILE", value_name = "FILE")]
+    pub nkey_seed_file: Option<PathBuf>,
+    /// The identities file, where the seed's identity and role are looked up.
+    #[arg(
+        long,
+        global = true,
+        env = "FLEXCORE__SECURITY__IDENTITIES_FILE",
+        value_name = "FILE"
+    )]
+    pub identities_file: Option<PathBuf>,
+    /// CA certificates (PEM) to trust for the NATS server's TLS certificate.
+    #[arg(long, global = true, env = "FLEXCORE__NATS__TLS_CA_FILE", value_name = "FILE")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS (with --tls-key-file).
+    #[arg(long, global = true, env = "FLEXCORE__NATS__TLS_CERT_FILE", value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert-file.
+    #[arg(long, global = true, env = "FLEXCORE__NATS__TLS_KEY_FILE", value_name = "FILE")]
+    pub tls_key_file: Option<PathBuf>,
     /// OTLP/gRPC endpoint to export flexctl's own spans to (e.g. `http://127.0.0.1:4317`):
     /// each request then carries a W3C `traceparent`, so the trace of a command or a run
     /// starts at flexctl. The services export with the same variable.
@@ -84,6 +106,9 @@ pub enum Command {
     Events(EventsCommand),
     /// Services seen, projection lag, queue depth, runner slots.
     Status,
+    /// Identities (NKeys) of a deployment: init, add, remove, accounts.
+    #[command(subcommand)]
+    Security(crate::security::SecurityCommand),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -265,13 +290,40 @@ fn print_figures(figures: &[bench::projection::Figures], output: Output) -> anyh
     Ok(())
 }
 
+/// How this process reaches NATS, from the global options.
+fn nats_access(cli: &Cli, with_identity: bool) -> anyhow::Result<bench::commands::NatsAccess> {
+    let identity = match (&cli.nkey_seed_file, &cli.identities_file) {
+        _ if !with_identity => None,
+        (None, _) => None,
+        (Some(_), None) => anyhow::bail!(
+            "--nkey-seed-file needs --identities-file (FLEXCORE__SECURITY__IDENTITIES_FILE), where its identity is"
+        ),
+        (Some(seed_file), Some(identities)) => {
+            let trust = flexcore_security::Trust::load(identities)?;
+            let seed = std::fs::read_to_string(seed_file)
+                .map_err(|e| anyhow::anyhow!("reading the NKey seed file {}: {e}", seed_file.display()))?;
+            Some(flexcore_security::Identity::from_seed(&seed, &trust)?)
+        }
+    };
+    let tls_client = match (&cli.tls_cert_file, &cli.tls_key_file) {
+        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+        (None, None) => None,
+        _ => anyhow::bail!("--tls-cert-file and --tls-key-file go together"),
+    };
+    Ok(bench::commands::NatsAccess {
+        user: cli.nats_user.clone().unwrap_or_default(),
+        password: cli.nats_password.clone().unwrap_or_else(|| Secret::new("")),
+        identity,
+        tls_ca_file: cli.tls_ca_file.clone(),
+        tls_client,
+    })
+}
+
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // Every NATS connection of this process logs in with these (bench::commands::connect).
-    bench::commands::set_nats_login(
-        cli.nats_user.clone().unwrap_or_default(),
-        cli.nats_password.clone().unwrap_or_else(|| Secret::new("")),
-    );
+    // `flexctl dev` makes (or reuses) the stack's identities and logs in as its `flexctl`.
+    bench::commands::set_nats_access(nats_access(&cli, !matches!(cli.command, Command::Dev(_)))?);
     match &cli.command {
         Command::Dev(args) => crate::dev::run(&cli, args).await,
         Command::Plugin(command) => crate::plugin::run(&cli.nats_url, command, cli.output).await,
@@ -280,6 +332,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Schedule(command) => crate::schedule::run(&cli.nats_url, command, cli.output).await,
         Command::Events(EventsCommand::Tail(args)) => crate::events::tail(&cli.nats_url, args, cli.output).await,
         Command::Status => crate::status::run(&cli.nats_url, cli.output).await,
+        Command::Security(command) => crate::security::run(command),
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
             clap_complete::generate(*shell, &mut Cli::command(), "flexctl", &mut std::io::stdout());

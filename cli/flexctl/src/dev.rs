@@ -4,14 +4,20 @@
 //!    missing); otherwise a private cluster is initialised with `initdb` into
 //!    `.flexcore/postgres` and started with `pg_ctl` on the URL's port (as the
 //!    `postgres` user when flexctl runs as root, which Postgres refuses).
-//! 2. **NATS**: used if reachable at `--nats-url` (JetStream must be on); otherwise
-//!    `nats-server` is started with JetStream, its store in `.flexcore/nats` and
-//!    `max_payload: 1MB` stated (its config: `.flexcore/nats-server.conf`).
-//!    A missing binary stops here with the exact command that installs it.
-//! 3. **Services**: the four binaries (next to `flexctl`, else on PATH) as child
-//!    processes, their log lines prefixed with the service's name in its colour; the
-//!    command service applies the migrations at start.
-//! 4. **Demo**: registers the example plugins (`target/plugins/*.wasm`, built by
+//! 2. **Identities**: one NKey per service, `flexctl` (admin), `app` (client) and `setup` in
+//!    `.flexcore/keys/` (seeds 0600 in a 0700 directory; generated once, then reused), the
+//!    identities file every service reads, and the nats-server accounts block that gives
+//!    each identity its role's permissions (docs/security.md).
+//! 3. **NATS**: used if reachable at `--nats-url` (JetStream must be on; a server that
+//!    lets anyone in is used with a warning); otherwise `nats-server` is started with
+//!    JetStream and authentication, its store in `.flexcore/nats` and `max_payload: 1MB`
+//!    stated (its config: `.flexcore/nats-server.conf`). A missing binary stops here with
+//!    the exact command that installs it.
+//! 4. **Services**: `flexcore-command setup` as the `setup` identity creates the streams
+//!    and the plugin bucket (no service may); then the four binaries (next to `flexctl`,
+//!    else on PATH) as child processes, their log lines prefixed with the service's name
+//!    in its colour; the command service applies the migrations at start.
+//! 5. **Demo**: registers the example plugins (`target/plugins/*.wasm`, built by
 //!    `plugins/build.sh`), creates the pipeline of `examples/demo.yaml` (with its
 //!    schedule), runs it once and follows the run, then prints what to try next.
 //!
@@ -29,6 +35,9 @@ use sqlx::{Connection as _, Executor as _, PgConnection};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
+
+use flexcore_security::kit::{Kit, ACCOUNTS_FILE, IDENTITIES_FILE, STANDARD};
+use flexcore_security::{Identity, Trust};
 
 use crate::api::Api;
 use crate::cli::{Cli, Output};
@@ -113,15 +122,22 @@ async fn stack(
         .map(|name| find_binary(name, args.bin_dir.as_deref()))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let database_url = postgres(&cli.database_url, state_dir, servers).await?;
-    let nats_url = nats(&cli.nats_url, state_dir, servers).await?;
+    let keys = identities(state_dir)?;
+    let nats_url = nats(&cli.nats_url, state_dir, &keys, servers).await?;
+    let urls = (database_url.as_str(), nats_url.as_str());
+    set_up_streams(&binaries[0], urls, &keys, &args.log_format).await?;
     let (exited_tx, mut exited) = tokio::sync::mpsc::unbounded_channel::<(&'static str, String)>();
     for (i, (name, binary)) in SERVICES.iter().zip(&binaries).enumerate() {
         let admin = match args.admin_port {
             0 => 0,
             first => first.saturating_add(u16::try_from(i).unwrap_or(0)),
         };
-        let urls = (database_url.as_str(), nats_url.as_str());
-        let child = spawn_service(name, binary, urls, admin, &args.log_format, i, exited_tx.clone())?;
+        let mut command = service_command(binary, urls, &keys, identity_of(name), &args.log_format);
+        command.env("FLEXCORE__ADMIN__LISTEN", format!("127.0.0.1:{admin}"));
+        if *name == "flexcore-runner" {
+            command.env("FLEXCORE__RUNNER__SLOTS", "4");
+        }
+        let child = spawn_prefixed(name, command, i, Some(exited_tx.clone()))?;
         servers.services.push(Started { name, child });
     }
     let api = Api::connect(&nats_url).await?;
@@ -136,7 +152,7 @@ async fn stack(
     } else {
         demo(&api, args, state_dir, stop).await?
     };
-    next_steps(args, state_dir, &nats_url);
+    next_steps(args, state_dir, &keys, &nats_url);
     if args.exit_after_demo {
         return if demo_ok {
             Ok(())
@@ -408,9 +424,46 @@ fn nats_address(url: &str) -> (String, u16) {
     }
 }
 
-/// Uses the NATS at `url` (with flexctl's credentials) or, when nothing listens there,
-/// starts `nats-server -js` on its port.
-async fn nats(url: &str, state_dir: &Path, servers: &mut Servers) -> anyhow::Result<String> {
+/// The identity a service binary runs as (`flexcore-command` → `command`).
+fn identity_of(binary: &str) -> &str {
+    binary.strip_prefix("flexcore-").unwrap_or(binary)
+}
+
+/// The stack's identities in `<state_dir>/keys`: generated the first time (one per
+/// service, `flexctl`, `app` and `setup`), reused after (one missing from an older
+/// directory is added); this process then logs in and signs as `flexctl`. Returns the
+/// directory.
+fn identities(state_dir: &Path) -> anyhow::Result<PathBuf> {
+    let keys = state_dir.join("keys");
+    if !keys.join(IDENTITIES_FILE).is_file() || !keys.join(ACCOUNTS_FILE).is_file() {
+        Kit::generate(&STANDARD)
+            .write(&keys)
+            .with_context(|| format!("writing the identities to {}", keys.display()))?;
+        say(&format!(
+            "generated the stack's identities (NKeys) in {}",
+            keys.display()
+        ));
+    }
+    for (name, role) in STANDARD {
+        if !keys.join(format!("{name}.nk")).is_file() {
+            flexcore_security::kit::add_to_dir(&keys, name, role)
+                .with_context(|| format!("adding identity {name} to {}", keys.display()))?;
+            say(&format!("added identity {name} ({role}) to {}", keys.display()));
+        }
+    }
+    let trust = Trust::load(&keys.join(IDENTITIES_FILE))?;
+    let seed = std::fs::read_to_string(keys.join("flexctl.nk"))
+        .with_context(|| format!("reading {}", keys.join("flexctl.nk").display()))?;
+    let identity = Identity::from_seed(&seed, &trust)?;
+    let mut access = crate::bench::commands::nats_access();
+    access.identity = Some(identity);
+    crate::bench::commands::set_nats_access(access);
+    Ok(keys)
+}
+
+/// Uses the NATS at `url` (logging in as `flexctl`) or, when nothing listens there,
+/// starts `nats-server -js` on its port with the identities of `keys`.
+async fn nats(url: &str, state_dir: &Path, keys: &Path, servers: &mut Servers) -> anyhow::Result<String> {
     let (host, port) = nats_address(url);
     let shown = redact(url);
     let listening = tokio::time::timeout(
@@ -430,6 +483,14 @@ async fn nats(url: &str, state_dir: &Path, servers: &mut Servers) -> anyhow::Res
             bail!("NATS at {shown} answers but JetStream is off: restart nats-server with -js");
         }
         say(&format!("using NATS at {shown}"));
+        if !client.server_info().auth_required {
+            say(&format!(
+                "WARNING: NATS at {shown} lets anyone in: whoever reaches it can publish and read everything. \
+                 FlexCore's signatures still guard events, work and commands, but give the server the accounts \
+                 of {} (docs/security.md), or point --nats-url at a free port to have flexctl dev start one",
+                keys.join(ACCOUNTS_FILE).display()
+            ));
+        }
         return Ok(url.to_owned());
     }
     let binary = which("nats-server")
@@ -447,12 +508,15 @@ async fn nats(url: &str, state_dir: &Path, servers: &mut Servers) -> anyhow::Res
     let store = state_dir.join("nats");
     let log = state_dir.join("nats-server.log");
     // A config file, so the message size limit FlexCore learns from the server is stated
-    // (the same as deploy/nats/single.conf).
+    // (the same as deploy/nats/single.conf), with the identities' accounts: nobody else
+    // gets in.
     let config = state_dir.join("nats-server.conf");
+    let accounts = std::fs::read_to_string(keys.join(ACCOUNTS_FILE))
+        .with_context(|| format!("reading {}", keys.join(ACCOUNTS_FILE).display()))?;
     std::fs::write(
         &config,
         format!(
-            "# Written by `flexctl dev`.\nlisten: \"127.0.0.1:{port}\"\nmax_payload: 1MB\njetstream {{\n  store_dir: {store:?}\n}}\n",
+            "# Written by `flexctl dev`.\nlisten: \"127.0.0.1:{port}\"\nmax_payload: 1MB\njetstream {{\n  store_dir: {store:?}\n}}\n{accounts}",
             store = store.display().to_string()
         ),
     )
@@ -466,7 +530,7 @@ async fn nats(url: &str, state_dir: &Path, servers: &mut Servers) -> anyhow::Res
     });
     let local = format!("nats://127.0.0.1:{port}");
     for _ in 0..50 {
-        if async_nats::connect(&local).await.is_ok() {
+        if crate::connect_one(&local).await.is_ok() {
             return Ok(local);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -497,26 +561,43 @@ fn find_binary(name: &str, dir: Option<&Path>) -> anyhow::Result<PathBuf> {
 
 const COLOURS: [&str; 5] = ["\x1b[36m", "\x1b[35m", "\x1b[33m", "\x1b[32m", "\x1b[34m"];
 
-fn spawn_service(
-    name: &'static str,
+/// A service binary's command line, logged in as `identity`.
+fn service_command(
     binary: &Path,
     (database_url, nats_url): (&str, &str),
-    admin_port: u16,
+    keys: &Path,
+    identity: &str,
     log_format: &str,
-    colour: usize,
-    exited: tokio::sync::mpsc::UnboundedSender<(&'static str, String)>,
-) -> anyhow::Result<Child> {
+) -> Command {
     let mut command = Command::new(binary);
     command
         .env("FLEXCORE__DATABASE__URL", database_url)
         .env("FLEXCORE__NATS__URL", nats_url)
+        .env("FLEXCORE__NATS__NKEY_SEED", "")
+        .env("FLEXCORE__NATS__NKEY_SEED_FILE", keys.join(format!("{identity}.nk")))
+        .env("FLEXCORE__SECURITY__IDENTITIES_FILE", keys.join(IDENTITIES_FILE))
         .env("FLEXCORE__TELEMETRY__LOG_FORMAT", log_format)
-        .env("FLEXCORE__TELEMETRY__LOG_FILTER", "info,sqlx=warn,async_nats=warn")
-        .env("FLEXCORE__ADMIN__LISTEN", format!("127.0.0.1:{admin_port}"));
-    if name == "flexcore-runner" {
-        command.env("FLEXCORE__RUNNER__SLOTS", "4");
+        .env("FLEXCORE__TELEMETRY__LOG_FILTER", "info,sqlx=warn,async_nats=warn");
+    command
+}
+
+/// `flexcore-command setup` as the `setup` identity: the streams and the plugin bucket.
+async fn set_up_streams(
+    command_binary: &Path,
+    urls: (&str, &str),
+    keys: &Path,
+    log_format: &str,
+) -> anyhow::Result<()> {
+    let mut command = service_command(command_binary, urls, keys, "setup", log_format);
+    command.arg("setup");
+    let status = spawn_prefixed("setup", command, COLOURS.len() - 1, None)?
+        .wait()
+        .await
+        .context("waiting for flexcore-command setup")?;
+    if !status.success() {
+        bail!("flexcore-command setup failed ({status}): the streams could not be created (its output is above)");
     }
-    spawn_prefixed(name, command, colour, Some(exited))
+    Ok(())
 }
 
 /// Spawns `command` with stdout and stderr piped into prefixed, coloured lines.
@@ -675,10 +756,12 @@ async fn demo(api: &Api, args: &DevArgs, state_dir: &Path, stop: &CancellationTo
     Ok(ok)
 }
 
-fn next_steps(args: &DevArgs, state_dir: &Path, nats_url: &str) {
+fn next_steps(args: &DevArgs, state_dir: &Path, keys: &Path, nats_url: &str) {
     let demo = args.demo.display();
     say(&format!(
-        "try next (in another terminal; FLEXCORE__NATS__URL={}):
+        "try next, in another terminal after
+    export FLEXCORE__NATS__URL={} FLEXCORE__NATS__NKEY_SEED_FILE={} FLEXCORE__SECURITY__IDENTITIES_FILE={}
+  (flexctl's identity, role admin; applications use {}):
     flexctl status                         services, projection lag, queue depth, runner slots
     flexctl pipeline list                  pipelines, last run, next fire
     flexctl run start demo --follow        another run with a live progress bar
@@ -686,9 +769,13 @@ fn next_steps(args: &DevArgs, state_dir: &Path, nats_url: &str) {
     flexctl events tail --last 20          the event stream, live
     flexctl schedule list                  the demo's schedule (every 5 minutes)
     flexctl pipeline create -f FILE        your own pipeline ({demo} is an example)
-    python3 examples/python/run_pipeline.py  the same from Python (pip install -r examples/python/requirements.txt)
+    FLEXCORE_NKEY_SEED_FILE={} python3 examples/python/run_pipeline.py  the same from Python
   demo output: {}/demo-output/",
         redact(nats_url),
+        keys.join("flexctl.nk").display(),
+        keys.join(IDENTITIES_FILE).display(),
+        keys.join("app.nk").display(),
+        keys.join("app.nk").display(),
         state_dir.display()
     ));
 }

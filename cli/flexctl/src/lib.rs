@@ -5,6 +5,7 @@
 //! - [`duration`]: the `30s` / `2m` / `500ms` parser used by duration options.
 //! - [`plugin`]: `flexctl plugin register` (upload + register).
 //! - [`schedule`]: `flexctl schedule backfill`.
+//! - [`security`]: `flexctl security init|add|remove|accounts`, a deployment's identities.
 //! - [`bench`]: `flexctl bench commands`, the command-throughput benchmark:
 //!   - `bench/mod.rs`: [`bench::BenchConfig`], [`bench::run`] (phase order) and the
 //!     measured [`bench::Window`];
@@ -30,6 +31,7 @@ pub mod pipeline_file;
 pub mod plugin;
 pub mod run;
 pub mod schedule;
+pub mod security;
 pub mod status;
 pub mod table;
 pub mod yaml;

@@ -179,6 +179,16 @@ pub async fn submit(client: &async_nats::Client, args: &RegisterArgs) -> anyhow:
     let js = async_nats::jetstream::new(client.clone());
     let digest = match (args.runtime, &args.file) {
         (Runtime::Wasm, Some(file)) => {
+            // Refused before reading: the runner would refuse it anyway (runner.max_module_bytes).
+            let len = std::fs::metadata(file)
+                .with_context(|| format!("cannot read {}", file.display()))?
+                .len();
+            anyhow::ensure!(
+                len <= flexcore_plugin_store::MAX_MODULE_BYTES,
+                "{} is {len} bytes; modules may be at most {} bytes",
+                file.display(),
+                flexcore_plugin_store::MAX_MODULE_BYTES
+            );
             let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
             anyhow::ensure!(
                 bytes.starts_with(b"\0asm"),

@@ -4,16 +4,18 @@
 //! Every request goes through the typed client, once (a benchmark measures single tries),
 //! with a fresh `command_id`, so every one is a new command that appends one event.
 
+use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use async_nats::{Client, ConnectOptions};
+use async_nats::Client;
 use flexcore_client::{ClientError, Retry, Unanswered};
-use flexcore_config::{NatsLogin, Secret};
+use flexcore_config::Secret;
 use flexcore_contracts::commands::{CommandBody, PausePipeline, ResumePipeline};
 use flexcore_contracts::reply::Accepted;
 use flexcore_contracts::{ErrorBody, ErrorCode};
+use flexcore_security::Identity;
 use uuid::Uuid;
 
 use super::setup;
@@ -121,7 +123,7 @@ pub async fn send<C: CommandBody>(client: &Client, command: &C) -> Outcome {
 
 /// [`send`], also returning the accepted reply.
 pub async fn send_accepted<C: CommandBody>(client: &Client, command: &C) -> (Outcome, Option<Accepted>) {
-    let typed = flexcore_client::Client::new(client.clone()).with_timeout(REQUEST_TIMEOUT);
+    let typed = typed(client.clone()).with_timeout(REQUEST_TIMEOUT);
     match typed.command(command).retry(Retry::once()).send().await {
         Ok(accepted) => (Outcome::Accepted, Some(accepted)),
         Err(ClientError::Refused { error, .. }) => (Outcome::Rejected(error), None),
@@ -181,42 +183,91 @@ pub async fn run(nats_url: &str, clients: usize, warmup: Duration, duration: Dur
     Ok(total)
 }
 
-/// The NATS user and password of every connection this process opens (`--nats-user`,
-/// `--nats-password`): process-wide, so the many `connect(nats_url, …)` callers need not
-/// carry them. Set by `cli::run`; unset or empty, the URL's credentials apply, if any.
-static NATS_LOGIN: Mutex<Option<(String, Secret)>> = Mutex::new(None);
+/// How this process reaches a NATS server: the user and password (`--nats-user`,
+/// `--nats-password`) or the identity (`--nkey-seed-file` with `--identities-file`) to log
+/// in as, which also signs commands, and TLS (`--tls-*`).
+#[derive(Debug, Clone)]
+pub struct NatsAccess {
+    /// User to log in as (empty: the URL's, if any, else the identity's NKey).
+    pub user: String,
+    /// Its password.
+    pub password: Secret,
+    /// This operator's identity: logs in (unless `user` is set) and signs commands.
+    pub identity: Option<Identity>,
+    /// CA certificates to trust for the server's certificate (TLS on when set).
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate and key for mutual TLS.
+    pub tls_client: Option<(PathBuf, PathBuf)>,
+}
 
-/// Sets the user and password [`connect`] logs in with (empty user: those of the URL).
-pub fn set_nats_login(user: String, password: Secret) {
-    *NATS_LOGIN.lock().unwrap_or_else(PoisonError::into_inner) = Some((user, password));
+impl Default for NatsAccess {
+    fn default() -> Self {
+        Self {
+            user: String::new(),
+            password: Secret::new(""),
+            identity: None,
+            tls_ca_file: None,
+            tls_client: None,
+        }
+    }
+}
+
+/// The access of every connection this process opens: process-wide, so the many
+/// `connect(nats_url, …)` callers need not carry it. Set by `cli::run`.
+static NATS_ACCESS: Mutex<Option<NatsAccess>> = Mutex::new(None);
+
+/// Sets how [`connect`] reaches NATS.
+pub fn set_nats_access(access: NatsAccess) {
+    *NATS_ACCESS.lock().unwrap_or_else(PoisonError::into_inner) = Some(access);
+}
+
+/// How this process reaches NATS (the default: anonymous, or the URL's credentials).
+pub fn nats_access() -> NatsAccess {
+    NATS_ACCESS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+        .unwrap_or_default()
+}
+
+/// The typed client on `nats`, signing commands as this process's identity, if any.
+pub fn typed(nats: Client) -> flexcore_client::Client {
+    let client = flexcore_client::Client::new(nats);
+    match nats_access().identity {
+        Some(identity) => client.with_identity(identity),
+        None => client,
+    }
 }
 
 /// One connection per [`CLIENTS_PER_CONNECTION`] clients (at least one), logged in as
-/// [`set_nats_login`] says, else with the credentials in `nats_url` (which async-nats
+/// [`set_nats_access`] says, else with the credentials in `nats_url` (which async-nats
 /// would ignore, so they are taken out of the URL; errors show it without them).
 pub async fn connect(nats_url: &str, clients: usize) -> anyhow::Result<Vec<Client>> {
-    let login = match &*NATS_LOGIN.lock().unwrap_or_else(PoisonError::into_inner) {
-        Some((user, password)) => NatsLogin::resolve(nats_url, user, password),
-        None => NatsLogin::resolve(nats_url, "", &Secret::new("")),
+    let access = nats_access();
+    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    let settings = flexcore_config::NatsSettings {
+        url: nats_url.to_owned(),
+        user: access.user.clone(),
+        password: access.password.clone(),
+        tls_ca_file: path(&access.tls_ca_file),
+        tls_cert_file: path(&access.tls_client.as_ref().map(|(cert, _)| cert.clone())),
+        tls_key_file: path(&access.tls_client.as_ref().map(|(_, key)| key.clone())),
+        connect_timeout_ms: REQUEST_TIMEOUT.as_millis() as u64,
+        request_timeout_ms: REQUEST_TIMEOUT.as_millis() as u64,
+        ..Default::default()
     };
     let count = clients.div_ceil(CLIENTS_PER_CONNECTION).max(1);
     let mut connections = Vec::with_capacity(count);
     for _ in 0..count {
-        let mut options = ConnectOptions::new()
-            .name("flexctl-bench")
-            .connection_timeout(REQUEST_TIMEOUT)
-            .request_timeout(Some(REQUEST_TIMEOUT));
-        if let Some((user, password)) = &login.credentials {
-            options = options.user_and_password(user.clone(), password.expose().to_owned());
-        }
-        let client = options.connect(login.url.as_str()).await.with_context(|| {
-            let as_user = login.user().map(|u| format!(" as user {u:?}")).unwrap_or_default();
-            format!(
-                "cannot connect to NATS at {}{as_user} (--nats-url / FLEXCORE__NATS__URL; credentials: \
-                 --nats-user, --nats-password; is nats-server running?)",
-                login.url
-            )
-        })?;
+        // A CLI gives up on a server that is not there rather than waiting for it.
+        let client = flexcore_service::connect::nats_with("flexctl-bench", &settings, access.identity.as_ref(), |o| {
+            o.max_reconnects(Some(3))
+        })
+        .await
+        .context(
+            "flexctl cannot connect to NATS (--nats-url; --nkey-seed-file and --identities-file as `flexctl dev` \
+             prints them; --tls-*): is nats-server running?",
+        )?;
         connections.push(client);
     }
     Ok(connections)

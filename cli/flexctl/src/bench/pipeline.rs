@@ -97,6 +97,8 @@ fn stage(name: &str, kind: PluginKind, program: Program, config: Value) -> Stage
         config: config.into(),
         limits: ResourceLimits::default(),
         grants: Grants::default(),
+        // The benchmark's configs hold no secrets.
+        secrets: Default::default(),
     }
 }
 

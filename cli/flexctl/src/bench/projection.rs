@@ -69,7 +69,7 @@ fn histogram() -> anyhow::Result<Histogram<u64>> {
 }
 
 async fn query(client: &Client, name: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
-    let ok = flexcore_client::Client::new(client.clone())
+    let ok = super::commands::typed(client.clone())
         .query_raw(name, &body, &flexcore_client::Retry::once())
         .await?;
     Ok(ok.data.to_value())

@@ -77,6 +77,7 @@ async fn the_benchmark_measures_a_real_service_and_the_raw_ceiling() {
 
 #[tokio::test]
 async fn without_a_command_service_the_error_says_what_to_start() {
+    crate::as_operator();
     let nats = TestNats::start().await.unwrap();
     let mut config = config(&nats.url, "postgres://unused", 2);
     config.phases.raw = false;

@@ -40,9 +40,13 @@ struct Dev {
 impl Dev {
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_flexctl"));
+        // flexctl's identity as `flexctl dev` generated it (and prints it to export).
+        let keys = self.state.path().join("keys");
         c.args(["--nats-url", &self.nats_url, "--database-url", &self.db.url])
             .args(args)
             .env("FLEXCORE_CONFIG_DIR", workspace().join("config"))
+            .env("FLEXCORE__NATS__NKEY_SEED_FILE", keys.join("flexctl.nk"))
+            .env("FLEXCORE__SECURITY__IDENTITIES_FILE", keys.join("identities.json"))
             .env_remove("FLEXCORE__NATS__URL")
             .env_remove("FLEXCORE__DATABASE__URL")
             .current_dir(workspace());
@@ -467,7 +471,9 @@ async fn a_referenced_secret_never_appears_in_any_log_line() {
             "flexcore-command",
             "flexcore-projection",
             "flexcore-runner",
-            "flexcore-scheduler"
+            "flexcore-scheduler",
+            // `flexcore-command setup`: the streams, before the services.
+            "flexcore-setup"
         ]
     );
     assert!(with_run_id > 0, "no log line names the run");

@@ -8,8 +8,6 @@ mod list_all;
 mod plugin;
 mod schedule;
 
-use std::time::Duration;
-
 use flexcore_config::{Secret, Settings};
 use flexcore_testkit::{TestDb, TestNats};
 use tokio::task::JoinHandle;
@@ -22,28 +20,30 @@ pub struct Service {
     pub task: JoinHandle<anyhow::Result<()>>,
 }
 
+/// This process acts as the `flexctl` identity (role admin), as `flexctl` with
+/// `--nkey-seed-file` does.
+pub fn as_operator() {
+    flexctl::bench::commands::set_nats_access(flexctl::bench::commands::NatsAccess {
+        identity: Some(flexcore_testkit::nats::test_identity("flexctl").unwrap()),
+        ..Default::default()
+    });
+}
+
 pub async fn spawn_service() -> Service {
     flexcore_testkit::init_tracing();
+    as_operator();
     let db = TestDb::create().await.unwrap();
     let nats = TestNats::start().await.unwrap();
     let mut settings = Settings::default();
     settings.database.url = Secret::new(db.url.clone());
-    settings.nats.url = nats.url.clone();
+    nats.settings_for("command", &mut settings);
     let (pool, client) = flexcore_command::connect(&settings).await.unwrap();
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     let task = tokio::spawn(async move { flexcore_command::run(&settings, client, pool, token).await });
-    let probe = nats.client().await.unwrap();
-    // Ready when it answers (a refusal is an answer).
-    flexcore_testkit::wait_until(Duration::from_secs(20), "command service answers", || async {
-        let request = probe.request("flexcore.cmd.plugin.enable", "{}".into());
-        matches!(
-            tokio::time::timeout(Duration::from_millis(500), request).await,
-            Ok(Ok(_))
-        )
-    })
-    .await
-    .unwrap();
+    flexcore_testkit::nats::commands_answered(&nats.client().await.unwrap())
+        .await
+        .unwrap();
     Service {
         db,
         nats,

@@ -4,7 +4,21 @@ use flexctl::cli::{run, Cli};
 use crate::spawn_service;
 
 fn cli(nats_url: &str, args: &[&str]) -> Cli {
-    Cli::try_parse_from([&["flexctl", "--nats-url", nats_url, "plugin", "register"], args].concat()).unwrap()
+    let keys = flexcore_testkit::nats::kit_dir();
+    let seed = keys.join("flexctl.nk").display().to_string();
+    let identities = keys.join("identities.json").display().to_string();
+    let global = [
+        "flexctl",
+        "--nats-url",
+        nats_url,
+        "--nkey-seed-file",
+        &seed,
+        "--identities-file",
+        &identities,
+        "plugin",
+        "register",
+    ];
+    Cli::try_parse_from([&global[..], args].concat()).unwrap()
 }
 
 #[tokio::test]

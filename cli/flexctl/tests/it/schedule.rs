@@ -19,7 +19,7 @@ async fn env() -> Env {
     let service = spawn_service().await;
     let mut settings = Settings::default();
     settings.database.url = Secret::new(service.db.url.clone());
-    settings.nats.url = service.nats.url.clone();
+    service.nats.settings_for("projection", &mut settings);
     settings.database.max_connections = 8;
     let (pool, nats) = flexcore_projection::connect(&settings).await.unwrap();
     let token = service.shutdown.clone();
