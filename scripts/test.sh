@@ -15,7 +15,7 @@ if [ ! -x .flexcore/singer/bin/target-jsonl ]; then
   .flexcore/singer/bin/pip install --quiet --disable-pip-version-check target-jsonl==0.1.4
 fi
 # nats-py for examples/python, which a runner test runs against a real stack.
-if ! .flexcore/python/bin/python -c 'import nats' >/dev/null 2>&1; then
+if ! .flexcore/python/bin/python -c 'import nats, nkeys' >/dev/null 2>&1; then
   python3 -m venv .flexcore/python
   .flexcore/python/bin/pip install --quiet --disable-pip-version-check -r examples/python/requirements.txt
 fi

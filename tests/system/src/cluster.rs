@@ -45,6 +45,11 @@ impl Service {
     pub fn ready_line(self) -> &'static str {
         crate::procs::SERVICES[self as usize].1
     }
+
+    /// Its identity among the test server's.
+    pub fn identity(self) -> &'static str {
+        crate::procs::identity_of(self.binary())
+    }
 }
 
 /// A fault injected into a running [`Cluster`].
@@ -165,7 +170,13 @@ impl Cluster {
 
     /// Starts `service` (again), without waiting for it to be ready.
     pub fn spawn(&mut self, service: Service) {
-        let env: Vec<(&str, String)> = self.env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        let own = self.nats.env_for(service.identity());
+        let env: Vec<(&str, String)> = self
+            .env
+            .iter()
+            .chain(&own)
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
         let process = ServiceProcess::start(service.binary(), &env, &self.logs);
         self.running.retain(|(s, _)| *s != service);
         self.running.push((service, process));

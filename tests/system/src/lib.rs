@@ -118,7 +118,7 @@ impl Stack {
         let js = async_nats::jetstream::new(client.clone());
         let mut settings = Settings::default();
         settings.database.url = Secret::new(db.url.clone());
-        settings.nats.url = nats.url.clone();
+        nats.settings_for("command", &mut settings);
         settings.relay.idle_poll_ms = 50;
         settings.relay.leader_retry_ms = 100;
         settings.projection.leader_retry_ms = 100;
@@ -135,7 +135,8 @@ impl Stack {
         };
         stack.start_command().await;
         if options.projection {
-            let settings = stack.settings.clone();
+            let mut settings = stack.settings.clone();
+            stack.nats.settings_for("projection", &mut settings);
             let (pool, nats) = flexcore_projection::connect(&settings).await.unwrap();
             let stop = CancellationToken::new();
             let token = stop.clone();
@@ -154,7 +155,17 @@ impl Stack {
             .unwrap();
         }
         if options.runner {
-            let sandbox = Arc::new(flexcore_runner::sandbox::Sandbox::new(Default::default()).unwrap());
+            // Process plugins run as the test's own user: the tests' taps write into the
+            // tests' private directories. The drop to nobody is covered by the runner's
+            // hostile suite (services/plugin-runner/tests/hostile).
+            let sandbox_config = flexcore_runner::sandbox::SandboxConfig {
+                process: flexcore_runner::sandbox::ProcessIsolation {
+                    run_as: None,
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let sandbox = Arc::new(flexcore_runner::sandbox::Sandbox::new(sandbox_config).unwrap());
             let config = RunnerConfig {
                 runner_id: format!("test-runner-{}", Uuid::new_v4().simple()),
                 slots: 4,
@@ -163,24 +174,34 @@ impl Stack {
                 secrets: SecretSource::Env {
                     prefix: "FLEXCORE_TEST_SECRET_".into(),
                 },
-                log_retention: Duration::from_secs(3600),
+                plugin_env_allow: Default::default(),
                 shutdown_grace: Duration::from_secs(10),
             };
-            let nats = stack.nats.client().await.unwrap();
+            let nats = stack.nats.client_as("runner").await.unwrap();
+            let credentials = stack.nats.credentials("runner").unwrap();
             let stop = CancellationToken::new();
             let token = stop.clone();
             stack.others.push(Service::spawn("runner", stop, async move {
-                flexcore_runner::worker::run(nats, sandbox, config, token).await
+                flexcore_runner::worker::run(nats, sandbox, config, credentials, token).await
             }));
         }
         if options.scheduler {
             let settings = stack.settings.scheduler.clone();
             let timeout = stack.settings.nats.request_timeout();
-            let nats = stack.nats.client().await.unwrap();
+            let nats = stack.nats.client_as("scheduler").await.unwrap();
+            let credentials = stack.nats.credentials("scheduler").unwrap();
             let stop = CancellationToken::new();
             let token = stop.clone();
             stack.others.push(Service::spawn("scheduler", stop, async move {
-                flexcore_scheduler::run(&settings, nats, timeout, flexcore_scheduler::Clock::System, token).await
+                flexcore_scheduler::run(
+                    &settings,
+                    nats,
+                    credentials,
+                    timeout,
+                    flexcore_scheduler::Clock::System,
+                    token,
+                )
+                .await
             }));
         }
         stack
@@ -196,16 +217,7 @@ impl Stack {
         self.command = Some(Service::spawn("command", stop, async move {
             flexcore_command::run(&settings, nats, pool, token).await
         }));
-        let probe = self.client.clone();
-        flexcore_testkit::wait_until(Duration::from_secs(30), "the command service answers", || async {
-            let request = probe.request("flexcore.cmd.plugin.enable", "{}".into());
-            matches!(
-                tokio::time::timeout(Duration::from_millis(500), request).await,
-                Ok(Ok(_))
-            )
-        })
-        .await
-        .unwrap();
+        flexcore_testkit::nats::commands_answered(&self.client).await.unwrap();
     }
 
     /// Stops the command service (its relay too) and waits until it has.
@@ -236,16 +248,31 @@ impl Stack {
         &self.options
     }
 
-    /// A typed client on the tests' connection.
+    /// A typed client on the tests' connection, signing as the harness (role admin).
     pub fn api(&self) -> flexcore_client::Client {
-        flexcore_client::Client::new(self.client.clone()).with_actor("system-test")
+        flexcore_client::Client::new(self.client.clone()).with_identity(self.harness())
+    }
+
+    /// The test harness's identity (role admin; its NATS connection is unrestricted).
+    pub fn harness(&self) -> flexcore_security::Identity {
+        self.nats.identity(flexcore_testkit::nats::HARNESS).unwrap()
     }
 
     /// Sends `body` to `subject` and returns the reply, parsed; a request nobody answers
-    /// within 10 s fails the test (silence is a bug).
+    /// within 10 s fails the test (silence is a bug). Commands are signed as
+    /// [`flexcore_testkit::nats::signer_for`] says: the runners' as a runner, the
+    /// schedulers' (and `run.request`) as a scheduler, the rest as the harness (admin).
     pub async fn request(&self, subject: &str, body: impl Into<Bytes>) -> Value {
+        let body = body.into();
+        let mut headers = async_nats::HeaderMap::new();
+        if subject.starts_with("flexcore.cmd.") {
+            flexcore_testkit::nats::signer_for(subject)
+                .unwrap()
+                .sign(subject, &mut headers, &body);
+        }
         let request = async_nats::Request::new()
-            .payload(body.into())
+            .payload(body)
+            .headers(headers)
             .timeout(Some(Duration::from_secs(10)));
         let reply = self
             .client
@@ -325,4 +352,25 @@ impl Stack {
             .await
             .unwrap()
     }
+}
+
+/// Appends `event` to the event store directly, as command `command_type` would have:
+/// committed, but published only once a relay runs (what a stopped command service
+/// leaves behind).
+pub async fn append_directly(pool: &sqlx::PgPool, command_type: &str, event: flexcore_eventstore::NewEvent) {
+    flexcore_eventstore::EventStore::new(pool.clone(), Default::default())
+        .append(flexcore_eventstore::AppendRequest {
+            command_id: None,
+            command_type: command_type.into(),
+            payload_hash: String::new(),
+            events: vec![event],
+            claims: Vec::new(),
+            releases: Vec::new(),
+            slot_acquire: None,
+            slot_release: None,
+            reply: json!({}),
+            checks: Vec::new(),
+        })
+        .await
+        .unwrap();
 }

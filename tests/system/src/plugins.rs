@@ -11,6 +11,7 @@ const PACKAGES: &[&str] = &[
     "flexcore-plugin-generator",
     "flexcore-plugin-discard",
     "flexcore-plugin-misbehave",
+    "flexcore-plugin-leaky",
 ];
 
 /// The workspace root.

@@ -15,6 +15,17 @@ pub const SERVICES: [(&str, &str); 4] = [
     ("flexcore-runner", "taking run work"),
 ];
 
+/// The test server's identity a service binary runs as (`flexcore-command` → `command`).
+pub fn identity_of(binary: &str) -> &'static str {
+    match binary {
+        "flexcore-command" => "command",
+        "flexcore-projection" => "projection",
+        "flexcore-scheduler" => "scheduler",
+        "flexcore-runner" => "runner",
+        _ => "app",
+    }
+}
+
 /// The path of service binary `name`.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -40,6 +51,17 @@ pub struct ServiceProcess {
 }
 
 impl ServiceProcess {
+    /// [`Self::start`] on the test server `nats`, as the binary's identity there.
+    pub fn start_on(nats: &flexcore_testkit::TestNats, name: &str, env: &[(&str, String)], logs: &Path) -> Self {
+        let own = nats.env_for(identity_of(name));
+        let env: Vec<(&str, String)> = env
+            .iter()
+            .cloned()
+            .chain(own.iter().map(|(k, v)| (k.as_str(), v.clone())))
+            .collect();
+        Self::start(name, &env, logs)
+    }
+
     /// Starts binary `name` with the workspace's `config/` and `env` (e.g.
     /// `FLEXCORE__NATS__URL`), logging JSON lines to `<logs>/<name>-<n>.log`.
     pub fn start(name: &str, env: &[(&str, String)], logs: &Path) -> Self {

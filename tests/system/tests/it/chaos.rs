@@ -130,6 +130,10 @@ fn settings() -> Vec<(&'static str, String)> {
         ("FLEXCORE__RUNNER__LEASE_SECONDS", ms(LEASE_SECONDS)),
         ("FLEXCORE__RUNNER__RUNNER_ID", "chaos-runner".to_owned()),
         ("FLEXCORE__RUNNER__SLOTS", ms(4)),
+        // The tap (a process plugin) appends to the test's private execution log: it runs
+        // as the test's user (root here), not as nobody.
+        ("FLEXCORE__RUNNER__PROCESS_UID", ms(0)),
+        ("FLEXCORE__RUNNER__PROCESS_GID", ms(0)),
         ("FLEXCORE__COMMAND__SHUTDOWN_GRACE_MS", ms(2000)),
         ("FLEXCORE__PROJECTION__SHUTDOWN_GRACE_MS", ms(2000)),
         ("FLEXCORE__SCHEDULER__SHUTDOWN_GRACE_MS", ms(2000)),
@@ -164,7 +168,7 @@ async fn acknowledged_work_survives_every_component_failing_and_nothing_happens_
     let _stop_retries = hard_deadline.clone().drop_guard();
     let sender = Sender {
         api: flexcore_client::Client::new(cluster.client.clone())
-            .with_actor("chaos")
+            .with_identity(cluster.nats.identity(flexcore_testkit::nats::HARNESS).unwrap())
             .with_timeout(Duration::from_secs(2)),
         ledger: Default::default(),
         deadline: hard_deadline.clone(),

@@ -283,12 +283,13 @@ async fn only_valid_header_values_reach_the_events() {
     assert_eq!(reply["ok"], json!(true), "{reply}");
     let stored = metadata(&s, reply["global_position"].as_u64().unwrap()).await;
     assert!(stored["traceparent"].as_str().unwrap().contains(trace), "{stored}");
-    assert_eq!(stored["actor"], "alice");
+    // Who acts is never a header's say: the command went unsigned.
+    assert_eq!(stored["actor"], "unsigned");
     assert_eq!(stored["correlation_id"], "req-42");
-    // Actor and correlation headers must be labels: refused, naming the header.
+    // The correlation header must be a label: refused, naming the header.
     let before = event_count(&s).await;
     for (name, value) in [
-        ("Flexcore-Actor", "x".repeat(300)),
+        ("Flexcore-Correlation-Id", "x".repeat(300)),
         ("Flexcore-Correlation-Id", "   ".to_owned()),
     ] {
         let reply = with_headers(

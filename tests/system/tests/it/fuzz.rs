@@ -218,7 +218,8 @@ fn probe(corpus: &mut Corpus, schemas: &Schemas, limits: &Limits, all: &[(Kind, 
 fn headers(rng: &mut StdRng) -> Vec<(&'static str, String)> {
     let mut headers = Vec::new();
     for (header, p) in [
-        (envelope::HEADER_ACTOR, 0.2),
+        // Not read by the service any more (the actor is the signer): any value passes.
+        ("Flexcore-Actor", 0.2),
         (envelope::HEADER_CORRELATION_ID, 0.2),
         (envelope::HEADER_TRACEPARENT, 0.1),
     ] {
@@ -232,20 +233,18 @@ fn headers(rng: &mut StdRng) -> Vec<(&'static str, String)> {
         }
     }
     if rng.random_bool(0.02) {
-        headers.push((envelope::HEADER_ACTOR, "x".repeat(201)));
+        headers.push((envelope::HEADER_CORRELATION_ID, "x".repeat(201)));
     }
     headers
 }
 
 /// The first label header the command service refuses (it reads the correlation id first).
 fn bad_header(headers: &[(&'static str, String)]) -> Option<&'static str> {
-    [envelope::HEADER_CORRELATION_ID, envelope::HEADER_ACTOR]
-        .into_iter()
-        .find(|name| {
-            // NATS trims header values on receipt; the first value of a name counts.
-            let value = headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.trim());
-            value.is_some_and(|v| v.parse::<Label>().is_err())
-        })
+    [envelope::HEADER_CORRELATION_ID].into_iter().find(|name| {
+        // NATS trims header values on receipt; the first value of a name counts.
+        let value = headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.trim());
+        value.is_some_and(|v| v.parse::<Label>().is_err())
+    })
 }
 
 /// What the reply to `probe` must be, from the schema files alone.

@@ -21,9 +21,26 @@ impl Raw {
             .await
             .unwrap();
         let mut info = vec![0u8; 4096];
-        let _ = stream.read(&mut info).await.unwrap();
+        let n = stream.read(&mut info).await.unwrap();
+        // Log in as the harness: sign the server's nonce with its NKey.
+        let info: Value = serde_json::from_slice(
+            String::from_utf8_lossy(&info[..n])
+                .trim()
+                .strip_prefix("INFO ")
+                .unwrap()
+                .as_bytes(),
+        )
+        .unwrap();
+        let nonce = info["nonce"].as_str().unwrap();
+        let key = nkeys::KeyPair::from_seed(s.harness().seed()).unwrap();
+        let sig = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            key.sign(nonce.as_bytes()).unwrap(),
+        );
+        let connect = json!({"headers": true, "verbose": false, "pedantic": false,
+                             "nkey": key.public_key(), "sig": sig});
         stream
-            .write_all(b"CONNECT {\"headers\":true,\"verbose\":false,\"pedantic\":false}\r\n")
+            .write_all(format!("CONNECT {connect}\r\n").as_bytes())
             .await
             .unwrap();
         Self(stream)
@@ -45,7 +62,9 @@ impl Raw {
 async fn malformed_subjects_and_header_blocks_are_answered_and_harm_no_one() {
     let s = Stack::start(Options::default()).await;
     let mut raw = Raw::connect(&s).await;
-    let mut replies = s.client.subscribe("hostile.reply.*").await.unwrap();
+    // Replies in the harness's inbox: the projection answers only into the inboxes of
+    // identities that may query (docs/security.md).
+    let mut replies = s.client.subscribe("_INBOX.harness.hostile.*").await.unwrap();
     s.client.flush().await.unwrap();
     let cases: Vec<(&str, &[u8], &[u8])> = vec![
         (
@@ -95,7 +114,7 @@ async fn malformed_subjects_and_header_blocks_are_answered_and_harm_no_one() {
         ),
     ];
     for (n, (what, subject, header)) in cases.iter().enumerate() {
-        let reply = format!("hostile.reply.{n}");
+        let reply = format!("_INBOX.harness.hostile.{n}");
         raw.hpub(subject, &reply, header, b"{}").await;
         let answer = tokio::time::timeout(Duration::from_secs(10), replies.next())
             .await

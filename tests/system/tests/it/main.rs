@@ -11,5 +11,8 @@ mod janitor;
 mod relay;
 #[path = "../../../../shared/service/tests/support/scrape.rs"]
 mod scrape;
+mod secrets;
+mod security;
+mod setup;
 mod shutdown;
 mod sizes;

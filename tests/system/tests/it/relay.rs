@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use flexcore_contracts::EventMetadata;
 use flexcore_contracts::OpaqueJson;
-use flexcore_eventstore::{AppendRequest, EventStore, NewEvent};
+use flexcore_eventstore::NewEvent;
 use flexcore_system_tests::procs::ServiceProcess;
 use flexcore_testkit::{TestDb, TestNats};
 use serde_json::{json, Value};
@@ -25,7 +25,8 @@ struct Command {
 fn start_command(db: &TestDb, nats: &TestNats, logs: &std::path::Path) -> Command {
     let port = flexcore_testkit::unused_port().unwrap();
     let admin = SocketAddr::from(([127, 0, 0, 1], port));
-    let process = ServiceProcess::start(
+    let process = ServiceProcess::start_on(
+        nats,
         "flexcore-command",
         &[
             ("FLEXCORE__DATABASE__URL", db.url.clone()),
@@ -111,17 +112,16 @@ async fn an_event_the_bus_refuses_holds_the_relay_visibly_and_is_published_in_or
     )
     .await;
     let pipeline_id: Uuid = created["aggregate_id"].as_str().unwrap().parse().unwrap();
-    command.process.terminate();
-    assert!(command.process.exited_within(Duration::from_secs(15)).await);
-    flexcore_testkit::wait_until(Duration::from_secs(10), "the first events are published", || async {
+    flexcore_testkit::wait_until(Duration::from_secs(30), "the first events are published", || async {
         streamed(&js).await.len() == logged(&db).await.len()
     })
     .await
     .unwrap();
+    command.process.terminate();
+    assert!(command.process.exited_within(Duration::from_secs(15)).await);
 
     // A 600 KB STATE committed while the server took 1 MB messages: the event is in the
     // log, not yet published (the command service is down).
-    let store = EventStore::new(db.pool.clone(), Default::default());
     let big = NewEvent {
         event_id: Uuid::now_v7(),
         aggregate_type: "pipeline".into(),
@@ -132,21 +132,7 @@ async fn an_event_the_bus_refuses_holds_the_relay_visibly_and_is_published_in_or
         data: OpaqueJson::parse(&format!(r#"{{"state":{{"blob":"{}"}}}}"#, "s".repeat(600_000))).unwrap(),
         metadata: EventMetadata::default(),
     };
-    store
-        .append(AppendRequest {
-            command_id: None,
-            command_type: "pipeline.commit_state".into(),
-            payload_hash: String::new(),
-            events: vec![big.clone()],
-            claims: Vec::new(),
-            releases: Vec::new(),
-            slot_acquire: None,
-            slot_release: None,
-            reply: json!({}),
-            checks: Vec::new(),
-        })
-        .await
-        .unwrap();
+    flexcore_system_tests::append_directly(&db.pool, "pipeline.commit_state", big.clone()).await;
 
     // The server comes back taking at most 512 KB per message.
     drop(client);

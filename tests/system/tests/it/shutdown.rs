@@ -28,8 +28,8 @@ async fn scenario(nats_down: bool, postgres_down: bool) {
     ];
     let mut running = Vec::new();
     for (name, ready) in SERVICES {
-        let mut service = ServiceProcess::start(name, &env, logs.path());
-        // The command service creates the streams the others wait for.
+        let mut service = ServiceProcess::start_on(&nats, name, &env, logs.path());
+        // Each serves once it found the streams setup created (TestNats::start).
         service.wait_logged(ready, Duration::from_secs(60)).await;
         running.push(service);
     }
