@@ -90,7 +90,8 @@ async fn a_committed_state_and_configs_keep_every_digit_and_key_order_everywhere
     let view: PipelineView = data(&s, "pipeline.get", json!({"id": pipeline_id, "min_position": position})).await;
     assert_eq!(view.bookmark.as_str(), STATE);
     assert_eq!(view.definition.steps[0].config.as_str(), config);
-    let plugin: PluginView = data(&s, "plugin.get", json!({"id": plugin_id})).await;
+    // Each view has its own position: the plugin view too must have reached the write.
+    let plugin: PluginView = data(&s, "plugin.get", json!({"id": plugin_id, "min_position": position})).await;
     assert_eq!(plugin.config_schema.unwrap().as_str(), schema);
     let audit: Vec<EventEnvelope> = data(
         &s,
