@@ -24,11 +24,11 @@ use std::time::Duration;
 use async_nats::{HeaderMap, RequestErrorKind};
 use bytes::Bytes;
 use flexcore_contracts::commands::{CommandBody, CommandMeta};
-use flexcore_contracts::envelope::HEADER_CORRELATION_ID;
+use flexcore_contracts::envelope::{HEADER_CORRELATION_ID, HEADER_ON_BEHALF_OF};
 use flexcore_contracts::queries::{QueryOk, QueryReply};
 use flexcore_contracts::reply::Accepted;
 use flexcore_contracts::{subjects, CommandReply, ErrorBody, ErrorCode, ErrorReason};
-use flexcore_security::Identity;
+use flexcore_security::{ApiRole, Identity};
 use flexcore_telemetry::propagation;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -182,6 +182,8 @@ impl ClientError {
 pub struct Client {
     nats: async_nats::Client,
     identity: Option<Identity>,
+    /// `<api role>:<caller>` of the gateway's commands ([`Client::on_behalf_of`]).
+    on_behalf: Option<String>,
     timeout: Duration,
 }
 
@@ -248,6 +250,7 @@ impl Client {
         Self {
             nats,
             identity: None,
+            on_behalf: None,
             timeout: Duration::from_secs(10),
         }
     }
@@ -257,6 +260,19 @@ impl Client {
     pub fn with_identity(mut self, identity: Identity) -> Self {
         self.identity = Some(identity);
         self
+    }
+
+    /// This client, sending its commands on behalf of the HTTP API's caller `name` with
+    /// `role` (a gateway's client: the command service checks each command against `role`
+    /// and records `name` as its actor). The caller is named in the signed
+    /// `Flexcore-On-Behalf-Of` header; refused for a name the command service would refuse.
+    pub fn on_behalf_of(&self, name: &str, role: ApiRole) -> Result<Self, String> {
+        if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+            return Err("a caller's name is 1 to 200 printable characters".to_owned());
+        }
+        let mut client = self.clone();
+        client.on_behalf = Some(format!("{role}:{name}"));
+        Ok(client)
     }
 
     /// The identity commands are signed as, if any.
@@ -295,6 +311,27 @@ impl Client {
             .await
     }
 
+    /// [`Self::command_raw`] with the events' correlation id (default: the command id).
+    pub async fn command_with(
+        &self,
+        name: &str,
+        payload: Bytes,
+        correlation_id: Option<String>,
+        retry: &Retry,
+    ) -> Result<Accepted, ClientError> {
+        let (aggregate, action) = name.split_once('.').unwrap_or((name, ""));
+        let salt = Uuid::new_v5(&Uuid::NAMESPACE_OID, &payload);
+        self.command_payload(
+            name,
+            subjects::command(aggregate, action),
+            payload,
+            correlation_id,
+            salt,
+            retry,
+        )
+        .await
+    }
+
     async fn command_payload(
         &self,
         what: &str,
@@ -307,6 +344,9 @@ impl Client {
         let mut headers = self.headers();
         if let Some(correlation) = &correlation_id {
             headers.insert(HEADER_CORRELATION_ID, correlation.as_str());
+        }
+        if let Some(caller) = &self.on_behalf {
+            headers.insert(HEADER_ON_BEHALF_OF, caller.as_str());
         }
         let reply = self.request(
             what,

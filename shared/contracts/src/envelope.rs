@@ -30,6 +30,9 @@ pub const HEADER_SIGNER: &str = "Flexcore-Signer";
 pub const HEADER_SIGNED_AT: &str = "Flexcore-Signed-At";
 /// Header carrying the Ed25519 signature of a message (unpadded base64url).
 pub const HEADER_SIGNATURE: &str = "Flexcore-Signature";
+/// Header of a command the gateway sends for a caller of the HTTP API:
+/// `<api role>:<caller>` (e.g. `operator:key:ci`), covered by the signature.
+pub const HEADER_ON_BEHALF_OF: &str = "Flexcore-On-Behalf-Of";
 
 /// An event as published on JetStream and returned by event queries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -463,6 +463,37 @@ mod tests {
     }
 
     #[test]
+    fn the_caller_a_gateway_signs_for_cannot_be_added_removed_or_changed() {
+        use flexcore_contracts::envelope::HEADER_ON_BEHALF_OF;
+        let (trust, keys) = trust_of(&[("gateway", Role::Gateway)]);
+        let gateway = Identity::from_seed(&seed(&keys[0]), &trust).unwrap();
+        let (subject, body) = ("flexcore.cmd.run.request", b"{}".as_slice());
+        let verify = |h: &HeaderMap| trust.verify(subject, Some(h), body, &[Role::Gateway], None).map(|_| ());
+        let mut headers = HeaderMap::new();
+        headers.insert(HEADER_ON_BEHALF_OF, "operator:key:ci");
+        gateway.sign(subject, &mut headers, body);
+        assert!(verify(&headers).is_ok());
+        let mut changed = headers.clone();
+        changed.insert(HEADER_ON_BEHALF_OF, "admin:key:ci");
+        assert!(matches!(verify(&changed), Err(VerifyError::BadSignature { .. })));
+        let mut removed = HeaderMap::new();
+        for (name, values) in headers.iter() {
+            if AsRef::<str>::as_ref(name) != HEADER_ON_BEHALF_OF {
+                for value in values {
+                    removed.append(name.clone(), value.clone());
+                }
+            }
+        }
+        assert!(matches!(verify(&removed), Err(VerifyError::BadSignature { .. })));
+        // Signed without a caller, one added later does not verify.
+        let mut plain = HeaderMap::new();
+        gateway.sign(subject, &mut plain, body);
+        assert!(verify(&plain).is_ok());
+        plain.insert(HEADER_ON_BEHALF_OF, "admin:anonymous");
+        assert!(matches!(verify(&plain), Err(VerifyError::BadSignature { .. })));
+    }
+
+    #[test]
     fn the_cache_remembers_only_exactly_what_verified() {
         let (trust, keys) = trust_of(&[("command", Role::Command), ("app", Role::Client)]);
         let command = Identity::from_seed(&seed(&keys[0]), &trust).unwrap();

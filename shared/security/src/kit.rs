@@ -38,9 +38,9 @@ impl std::fmt::Debug for Kit {
     }
 }
 
-/// The identities of a stack: one per service role, `flexctl` (admin), `app` (client) and
-/// `setup` (creates the streams).
-pub const STANDARD: [(&str, Role); 7] = [
+/// The identities of a stack: one per service role, `flexctl` (admin), `app` (client),
+/// `setup` (creates the streams) and `gateway` (the HTTP API).
+pub const STANDARD: [(&str, Role); 8] = [
     ("command", Role::Command),
     ("projection", Role::Projection),
     ("scheduler", Role::Scheduler),
@@ -48,6 +48,7 @@ pub const STANDARD: [(&str, Role); 7] = [
     ("flexctl", Role::Admin),
     ("app", Role::Client),
     ("setup", Role::Setup),
+    ("gateway", Role::Gateway),
 ];
 
 impl Kit {

@@ -1,7 +1,8 @@
 //! Who may do what on the bus, and how every receiver checks it.
 //!
-//! - [`Role`]: the six kinds of identity (`command`, `projection`, `scheduler`, `runner`,
-//!   `admin`, `client`).
+//! - [`Role`]: the kinds of identity (`command`, `projection`, `scheduler`, `runner`,
+//!   `admin`, `client`, `setup`, `gateway`); [`ApiRole`]: what a caller of the HTTP API
+//!   may do, on whose behalf the gateway signs.
 //! - [`Trust`]: the identities file every service reads — each identity's name, role and
 //!   NKey public key. [`Identity`]: this process's own key, found in it.
 //! - Signatures ([`Identity::sign`], [`Trust::verify`]): the relay signs every event and
@@ -31,5 +32,5 @@ pub struct Credentials {
     /// The identities file.
     pub trust: Trust,
 }
-pub use role::Role;
+pub use role::{ApiRole, Role};
 pub use sign::{VerifyError, COMMAND_FRESHNESS, PRESENCE_FRESHNESS};

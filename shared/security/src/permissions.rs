@@ -50,7 +50,7 @@ pub struct Permissions {
 }
 
 /// The roles that send queries: the projection service answers into their inboxes.
-pub const QUERY_SENDERS: [Role; 3] = [Role::Runner, Role::Admin, Role::Client];
+pub const QUERY_SENDERS: [Role; 4] = [Role::Runner, Role::Admin, Role::Client, Role::Gateway];
 
 fn api(call: &str) -> String {
     format!("$JS.API.{call}")
@@ -93,8 +93,8 @@ fn ephemeral(stream: &str) -> Vec<String> {
 /// The services' durable consumers, out of reach of everyone but their owner.
 fn others_durables(except: Role) -> Vec<String> {
     let mut deny = Vec::new();
-    // Operators may look at them (lag, queue depth), no more.
-    let calls: &[&str] = if except == Role::Admin {
+    // Operators and the gateway (for `/status`) may look at them (lag, queue depth), no more.
+    let calls: &[&str] = if matches!(except, Role::Admin | Role::Gateway) {
         &["CREATE", "DELETE", "MSG.NEXT"]
     } else {
         &["CREATE", "DELETE", "INFO", "MSG.NEXT"]
@@ -291,6 +291,32 @@ pub fn of(role: Role, name: &str) -> Permissions {
             p.publish_allow.push("$JS.FC.>".to_owned());
             p.subscribe_allow.push(subjects::EVENTS_WILDCARD.to_owned());
         }
+        Role::Gateway => {
+            // Commands on behalf of its callers (the command service checks each against
+            // the caller's API role), queries, and the live views of events and logs.
+            own(
+                &mut p.publish_allow,
+                &[subjects::COMMANDS_WILDCARD, subjects::QUERIES_WILDCARD],
+            );
+            p.publish_deny.extend(
+                service_commands()
+                    .into_iter()
+                    .filter(|c| c != "flexcore.cmd.schedule.skip_slot"),
+            );
+            p.publish_allow.push(api("INFO"));
+            for stream in [events, logs] {
+                p.publish_allow.extend(stream_reads(stream));
+                p.publish_allow.extend(ephemeral(stream));
+            }
+            p.publish_allow.push(api(&format!("STREAM.INFO.{work}")));
+            p.publish_allow
+                .push(api(&format!("CONSUMER.INFO.{work}.{RUNNER_CONSUMER}")));
+            p.publish_allow.push("$JS.FC.>".to_owned());
+            own(
+                &mut p.subscribe_allow,
+                &[subjects::SCHEDULER_PRESENCE, subjects::RUNNER_PRESENCE],
+            );
+        }
         Role::Setup => {
             p.publish_allow.push(api("INFO"));
             for stream in SYSTEM_STREAMS {
@@ -340,29 +366,31 @@ pub fn server_block(p: &Permissions) -> String {
     block
 }
 
+/// Whether `role`'s permissions let it publish on `subject` (what the server would allow;
+/// the gateway asks before sending a command its identity may not).
+pub fn may_publish(role: Role, subject: &str) -> bool {
+    let p = of(role, "x");
+    p.publish_allow.iter().any(|a| matches(a, subject)) && !p.publish_deny.iter().any(|d| matches(d, subject))
+}
+
+/// A NATS subject pattern match (`*` one token, `>` the rest).
+fn matches(pattern: &str, subject: &str) -> bool {
+    let mut pattern = pattern.split('.');
+    let mut subject = subject.split('.');
+    loop {
+        match (pattern.next(), subject.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(p), Some(s)) if p == s => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A NATS subject pattern match (`*` one token, `>` the rest).
-    fn matches(pattern: &str, subject: &str) -> bool {
-        let mut pattern = pattern.split('.');
-        let mut subject = subject.split('.');
-        loop {
-            match (pattern.next(), subject.next()) {
-                (Some(">"), Some(_)) => return true,
-                (Some("*"), Some(_)) => {}
-                (Some(p), Some(s)) if p == s => {}
-                (None, None) => return true,
-                _ => return false,
-            }
-        }
-    }
-
-    fn may_publish(role: Role, subject: &str) -> bool {
-        let p = of(role, "x");
-        p.publish_allow.iter().any(|a| matches(a, subject)) && !p.publish_deny.iter().any(|d| matches(d, subject))
-    }
 
     #[test]
     fn only_the_command_service_publishes_events_and_work() {
@@ -439,6 +467,26 @@ mod tests {
             Role::Scheduler,
             "$JS.API.CONSUMER.CREATE.FLEXCORE_EVENTS.projection-runs.flexcore.evt.>"
         ));
+    }
+
+    #[test]
+    fn the_gateway_sends_what_callers_may_and_reads_the_streams() {
+        let g = |subject| may_publish(Role::Gateway, subject);
+        assert!(g("flexcore.cmd.pipeline.create"));
+        assert!(g("flexcore.cmd.run.request"));
+        assert!(g("flexcore.cmd.schedule.skip_slot"), "backfills");
+        assert!(!g("flexcore.cmd.run.succeed"));
+        assert!(!g("flexcore.cmd.run.claim"));
+        assert!(!g("flexcore.evt.run.x.cancelled"));
+        assert!(!g("flexcore.work.run.x"));
+        assert!(g("flexcore.qry.run.list"));
+        assert!(g("$JS.API.CONSUMER.CREATE.FLEXCORE_LOGS"));
+        assert!(g("$JS.API.CONSUMER.CREATE.FLEXCORE_EVENTS.abc.flexcore.evt.>"));
+        assert!(g("$JS.API.CONSUMER.INFO.FLEXCORE_WORK.flexcore-runner"));
+        assert!(!g("$JS.API.CONSUMER.MSG.NEXT.FLEXCORE_WORK.flexcore-runner"));
+        assert!(!g("$JS.API.CONSUMER.DELETE.FLEXCORE_WORK.flexcore-runner"));
+        assert!(!g("$JS.API.STREAM.DELETE.FLEXCORE_EVENTS"));
+        assert!(!g("$O.flexcore-plugins.C.x"));
     }
 
     #[test]

@@ -7,12 +7,16 @@
 //! | admin | everything a client may, and `plugin.register` with grants or `runtime: process`, `plugin.deprecate/disable/enable`, `pipeline.commit_state`, `run.request` for a schedule's slot and `schedule.skip_slot` (`flexctl schedule backfill`) |
 //! | runner | `run.claim/checkpoint/succeed/fail/time_out` |
 //! | scheduler | `run.request` (of a schedule's slot or not), `run.retry`, `run.time_out`, `schedule.skip_slot/miss_slots` |
-//! | command, projection | none |
+//! | command, projection, setup | none |
+//! | gateway | only on behalf of a caller (`Flexcore-On-Behalf-Of`, signed), as that caller's [`ApiRole`]: |
+//! | … viewer | none |
+//! | … operator | `run.request` (a schedule's slot too: backfill), `run.cancel`, `pipeline.pause/resume`, `schedule.pause/resume/skip_slot` |
+//! | … admin | what role admin may |
 
 use flexcore_contracts::commands::Command;
 use flexcore_contracts::model::PluginRuntime;
 
-use crate::Role;
+use crate::{ApiRole, Role};
 
 /// Whether `role` may send `command`; the refusal says why (for an `unauthorized` reply).
 pub fn authorize(role: Role, command: &Command) -> Result<(), String> {
@@ -41,6 +45,45 @@ pub fn authorize(role: Role, command: &Command) -> Result<(), String> {
     })
 }
 
+/// Whether a caller of the HTTP API with `role` may have the gateway send `command` on
+/// its behalf; the refusal says why.
+pub fn authorize_api(role: ApiRole, command: &Command) -> Result<(), String> {
+    let allowed = match role {
+        ApiRole::Viewer => false,
+        ApiRole::Operator => matches!(
+            command,
+            Command::RequestRun(_)
+                | Command::CancelRun(_)
+                | Command::PausePipeline(_)
+                | Command::ResumePipeline(_)
+                | Command::PauseSchedule(_)
+                | Command::ResumeSchedule(_)
+                | Command::SkipSlot(_)
+        ),
+        ApiRole::Admin => allowed(Role::Admin, command),
+    };
+    if allowed {
+        return Ok(());
+    }
+    let may: Vec<&str> = ApiRole::ALL
+        .into_iter()
+        .filter(|r| *r > role && authorize_api(*r, command).is_ok())
+        .map(ApiRole::as_str)
+        .collect();
+    Err(if may.is_empty() {
+        format!(
+            "{} is not sent through the HTTP API (caller has role {role})",
+            command.name()
+        )
+    } else {
+        format!(
+            "{} needs API role {} (caller has role {role})",
+            command.name(),
+            may.join(" or ")
+        )
+    })
+}
+
 fn allowed(role: Role, command: &Command) -> bool {
     match role {
         Role::Client => client_may(command),
@@ -61,7 +104,8 @@ fn allowed(role: Role, command: &Command) -> bool {
                 | Command::SkipSlot(_)
                 | Command::MissSlots(_)
         ),
-        Role::Command | Role::Projection | Role::Setup => false,
+        // The gateway sends only on behalf of a caller: [`authorize_api`].
+        Role::Command | Role::Projection | Role::Setup | Role::Gateway => false,
     }
 }
 
@@ -213,5 +257,33 @@ mod tests {
         assert!(authorize(Role::Client, &create).is_ok());
         assert!(authorize(Role::Command, &create).is_err());
         assert!(authorize(Role::Projection, &create).is_err());
+    }
+
+    #[test]
+    fn api_roles_grow_from_reading_to_running_to_administering() {
+        let id = "0190a000-0000-7000-8000-000000000001";
+        let request = command("run.request", &format!(r#"{{"pipeline_id":"{id}"}}"#));
+        let pause = command("pipeline.pause", &format!(r#"{{"pipeline_id":"{id}"}}"#));
+        let archive = command("pipeline.archive", &format!(r#"{{"pipeline_id":"{id}"}}"#));
+        let claim = command(
+            "run.claim",
+            &format!(r#"{{"run_id":"{id}","attempt":1,"runner_id":"r"}}"#),
+        );
+        for c in [&request, &pause, &archive] {
+            let refusal = authorize_api(ApiRole::Viewer, c).unwrap_err();
+            assert!(refusal.contains("(caller has role viewer)"), "{refusal}");
+        }
+        assert!(authorize_api(ApiRole::Operator, &request).is_ok());
+        assert!(authorize_api(ApiRole::Operator, &pause).is_ok());
+        assert_eq!(
+            authorize_api(ApiRole::Operator, &archive).unwrap_err(),
+            "pipeline.archive needs API role admin (caller has role operator)"
+        );
+        assert!(authorize_api(ApiRole::Admin, &archive).is_ok());
+        assert_eq!(
+            authorize_api(ApiRole::Admin, &claim).unwrap_err(),
+            "run.claim is not sent through the HTTP API (caller has role admin)"
+        );
+        assert!(authorize(Role::Gateway, &request).is_err(), "never in its own name");
     }
 }

@@ -3,7 +3,11 @@
 //! A signature covers, each on its own line after the tag `flexcore-sig-v1`: the subject,
 //! the headers `Nats-Msg-Id`, `Flexcore-Transaction-Id`, `Flexcore-Signed-At` and
 //! `Flexcore-Signer` (empty when absent), then the body's bytes. It is an Ed25519
-//! signature by the signer's NKey, in `Flexcore-Signature` as unpadded base64url. Other
+//! signature by the signer's NKey, in `Flexcore-Signature` as unpadded base64url. A message
+//! with a `Flexcore-On-Behalf-Of` header (a command the gateway sends for a caller) is
+//! signed as `flexcore-sig-v2`: the same lines and that header's on one more, before the
+//! body; its presence changes the tag, so the header cannot be added to or taken off a
+//! signed message. Other
 //! headers (`traceparent`, the correlation id, the event's position and version, which the
 //! body repeats) are not covered: nothing is decided on them alone.
 
@@ -11,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::HeaderMap;
 use flexcore_contracts::envelope::{
-    HEADER_MSG_ID, HEADER_SIGNATURE, HEADER_SIGNED_AT, HEADER_SIGNER, HEADER_TRANSACTION_ID,
+    HEADER_MSG_ID, HEADER_ON_BEHALF_OF, HEADER_SIGNATURE, HEADER_SIGNED_AT, HEADER_SIGNER, HEADER_TRANSACTION_ID,
 };
 
 use crate::Role;
@@ -25,6 +29,7 @@ pub const COMMAND_FRESHNESS: Duration = Duration::from_secs(300);
 pub const PRESENCE_FRESHNESS: Duration = Duration::from_secs(60);
 
 const TAG: &[u8] = b"flexcore-sig-v1\n";
+const TAG_ON_BEHALF: &[u8] = b"flexcore-sig-v2\n";
 
 /// Why a message is not trusted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,8 +83,9 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
 
 /// The bytes a signature covers.
 pub(crate) fn signed_bytes(subject: &str, headers: &HeaderMap, body: &[u8]) -> Vec<u8> {
+    let on_behalf = headers.get(HEADER_ON_BEHALF_OF).map(|v| v.as_str());
     let mut bytes = Vec::with_capacity(TAG.len() + subject.len() + 200 + body.len());
-    bytes.extend_from_slice(TAG);
+    bytes.extend_from_slice(if on_behalf.is_some() { TAG_ON_BEHALF } else { TAG });
     for part in [
         subject,
         header(headers, HEADER_MSG_ID),
@@ -88,6 +94,10 @@ pub(crate) fn signed_bytes(subject: &str, headers: &HeaderMap, body: &[u8]) -> V
         header(headers, HEADER_SIGNER),
     ] {
         bytes.extend_from_slice(part.as_bytes());
+        bytes.push(b'\n');
+    }
+    if let Some(caller) = on_behalf {
+        bytes.extend_from_slice(caller.as_bytes());
         bytes.push(b'\n');
     }
     bytes.extend_from_slice(body);

@@ -9,7 +9,7 @@ use flexcore_config::UnsignedCommands;
 use flexcore_contracts::commands;
 use flexcore_contracts::rules::MAX_LABEL_CHARS;
 use flexcore_contracts::{envelope, subjects, CommandReply, ErrorBody, ErrorReason};
-use flexcore_security::{policy, Role, Trust, COMMAND_FRESHNESS};
+use flexcore_security::{policy, ApiRole, Role, Trust, COMMAND_FRESHNESS};
 use flexcore_telemetry::propagation;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -47,7 +47,45 @@ pub const UNSIGNED_ACTOR: &str = flexcore_security::identity::RESERVED_NAME;
 /// Who sent a command.
 struct Sender {
     name: String,
-    role: Role,
+    authority: Authority,
+}
+
+/// What decides which commands a sender may send.
+#[derive(Debug, Clone, Copy)]
+enum Authority {
+    /// The signer's (or an unsigned command's) role.
+    Role(Role),
+    /// A caller of the HTTP API, for whom the gateway signed.
+    Api(ApiRole),
+}
+
+impl Authority {
+    fn authorize(self, command: &commands::Command) -> Result<(), String> {
+        match self {
+            Authority::Role(role) => policy::authorize(role, command),
+            Authority::Api(role) => policy::authorize_api(role, command),
+        }
+    }
+}
+
+/// The caller a gateway names in `Flexcore-On-Behalf-Of` (`<api role>:<name>`): a known
+/// API role and a name of 1 to 200 printable characters.
+fn on_behalf_of(value: &str) -> Result<(ApiRole, &str), ErrorBody> {
+    let refused = |why: &str| {
+        ErrorBody::new(
+            ErrorReason::Unauthorized,
+            format!(
+                "{} must be <viewer|operator|admin>:<caller>: {why}",
+                envelope::HEADER_ON_BEHALF_OF
+            ),
+        )
+    };
+    let (role, name) = value.split_once(':').ok_or_else(|| refused("no role"))?;
+    let role = role.parse::<ApiRole>().map_err(|e| refused(&e))?;
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(refused("the caller's name is 1 to 200 printable characters"));
+    }
+    Ok((role, name))
 }
 
 impl Auth {
@@ -61,7 +99,7 @@ impl Auth {
             return match self.unsigned {
                 UnsignedCommands::Client => Ok(Sender {
                     name: UNSIGNED_ACTOR.to_owned(),
-                    role: Role::Client,
+                    authority: Authority::Role(Role::Client),
                 }),
                 UnsignedCommands::Refuse => Err(ErrorBody::new(
                     ErrorReason::Unauthorized,
@@ -70,7 +108,8 @@ impl Auth {
                 )),
             };
         }
-        self.trust
+        let identity = self
+            .trust
             .verify(
                 message.subject.as_str(),
                 message.headers.as_ref(),
@@ -78,16 +117,46 @@ impl Auth {
                 &Role::ALL,
                 Some(COMMAND_FRESHNESS),
             )
-            .map(|identity| Sender {
-                name: identity.name.clone(),
-                role: identity.role,
-            })
             .map_err(|e| {
                 ErrorBody::new(
                     ErrorReason::Unauthorized,
                     format!("the command's signature is not accepted: {e}"),
                 )
-            })
+            })?;
+        // Verified above: the header, when present, is covered by the signature.
+        let caller = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(envelope::HEADER_ON_BEHALF_OF))
+            .map(|v| v.as_str().to_owned());
+        match (identity.role, caller) {
+            (Role::Gateway, Some(caller)) => {
+                let (role, name) = on_behalf_of(&caller)?;
+                Ok(Sender {
+                    name: name.to_owned(),
+                    authority: Authority::Api(role),
+                })
+            }
+            (Role::Gateway, None) => Err(ErrorBody::new(
+                ErrorReason::Unauthorized,
+                format!(
+                    "the gateway sends commands only on behalf of a caller ({} missing)",
+                    envelope::HEADER_ON_BEHALF_OF
+                ),
+            )),
+            (role, Some(_)) => Err(ErrorBody::new(
+                ErrorReason::Unauthorized,
+                format!(
+                    "only the gateway acts on behalf of others; {} (role {role}) sent {}",
+                    identity.name,
+                    envelope::HEADER_ON_BEHALF_OF
+                ),
+            )),
+            (role, None) => Ok(Sender {
+                name: identity.name.clone(),
+                authority: Authority::Role(role),
+            }),
+        }
     }
 }
 
@@ -207,7 +276,7 @@ async fn answer(
         .and_then(|sender| Ok((label_header(message, envelope::HEADER_CORRELATION_ID)?, sender)));
     let decoded = headers.and_then(|headers| Ok((headers, decode(message, max_payload)?)));
     let authorized = decoded.and_then(|((correlation, sender), (meta, command))| {
-        policy::authorize(sender.role, &command).map_err(|refusal| {
+        sender.authority.authorize(&command).map_err(|refusal| {
             ErrorBody::new(ErrorReason::Unauthorized, refusal).with("actor", sender.name.as_str())
         })?;
         Ok(((correlation, Some(sender.name)), (meta, command)))
