@@ -23,9 +23,9 @@ pub use load::find_config_dir;
 pub use nats_login::NatsLogin;
 pub use secret::Secret;
 pub use sections::{
-    AdminSettings, CommandSettings, DatabaseSettings, LogFormat, NatsSettings, ProjectionSettings, RelaySettings,
-    RunnerSettings, SampleRatio, SchedulerSettings, SecuritySettings, StreamsSettings, TelemetrySettings,
-    UnsignedCommands,
+    AdminSettings, CommandSettings, DatabaseSettings, GatewaySettings, LogFormat, NatsSettings, ProjectionSettings,
+    RelaySettings, RunnerSettings, SampleRatio, SchedulerSettings, SecuritySettings, StreamsSettings,
+    TelemetrySettings, UnsignedCommands,
 };
 
 use serde::Deserialize;
@@ -56,4 +56,6 @@ pub struct Settings {
     pub scheduler: SchedulerSettings,
     /// The admin HTTP server (health endpoints).
     pub admin: AdminSettings,
+    /// The HTTP gateway.
+    pub gateway: GatewaySettings,
 }

@@ -374,6 +374,73 @@ impl AdminSettings {
     }
 }
 
+/// The HTTP gateway (`flexcore-gateway`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewaySettings {
+    /// Address the HTTP API listens on, `host:port`.
+    pub listen: String,
+    /// Largest request body in bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Longest a request may take to be read and answered, in milliseconds (408 beyond;
+    /// live streams are not bound by it once they started).
+    pub request_timeout_ms: u64,
+    /// Origins allowed to call the API from a browser (CORS); `*` allows any. A list, or
+    /// one comma-separated string (`FLEXCORE__GATEWAY__CORS_ORIGINS=https://a,https://b`).
+    #[serde(deserialize_with = "list_or_commas")]
+    pub cors_origins: Vec<String>,
+    /// Role of callers without credentials (`viewer`, `operator`, `admin`); empty: none
+    /// (401). For local development only.
+    pub anonymous_role: String,
+    /// The API keys file (`flexctl api-key create/revoke/list`); empty: no API keys.
+    pub api_keys_file: String,
+    /// File holding the HS256 secret JWTs are signed with (at least 32 bytes); empty: no
+    /// HS256 tokens.
+    pub jwt_hs256_secret_file: String,
+    /// JWKS file with the RS256/ES256 public keys of the identity provider; empty: none.
+    pub jwt_jwks_file: String,
+    /// Required `iss` of JWTs; empty: not checked.
+    pub jwt_issuer: String,
+    /// Required `aud` of JWTs; empty: not checked.
+    pub jwt_audience: String,
+    /// Requests a second per caller on average (0: no limit).
+    pub rate_limit_per_second: u32,
+    /// Requests a caller may make at once above the average.
+    pub rate_limit_burst: u32,
+    /// Live streams (Server-Sent Events) open at once (503 beyond).
+    pub max_streams: usize,
+    /// Time requests in flight get at shutdown, in milliseconds.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".to_owned(),
+            max_body_bytes: 1_048_576,
+            request_timeout_ms: 30_000,
+            cors_origins: Vec::new(),
+            anonymous_role: String::new(),
+            api_keys_file: String::new(),
+            jwt_hs256_secret_file: String::new(),
+            jwt_jwks_file: String::new(),
+            jwt_issuer: String::new(),
+            jwt_audience: String::new(),
+            rate_limit_per_second: 200,
+            rate_limit_burst: 400,
+            max_streams: 1000,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+impl GatewaySettings {
+    /// [`Self::shutdown_grace_ms`] as a `Duration`.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
 /// The JetStream streams, as `flexcore-command setup` (the setup identity) creates them.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -8,7 +8,10 @@ use std::path::Path;
 use serde_yaml::Value;
 
 use crate::kustomize::{binary, containers, data_of, deploy_yaml_files, flexcore_env, layers, stack_layers};
-use crate::{assert_loads, assert_service_env, at, documents, root, seq_at, service_of, str_at, ADMIN_PORT, SERVICES};
+use crate::{
+    assert_loads, assert_service_env, at, documents, root, seq_at, service_of, str_at, ADMIN_PORT, GATEWAY_PORT,
+    SERVICES,
+};
 
 /// The repository part of an image reference (`registry:5000/a/b:tag` → `registry:5000/a/b`).
 fn image_repository(image: &str) -> &str {
@@ -196,7 +199,12 @@ fn autoscalers_budgets_and_services_target_existing_deployments() {
             assert!(replicas.is_none(), "{}: its HPA owns `replicas`", deployment.what());
             scaled.insert(name.to_owned());
         }
-        for wanted in ["flexcore-runner", "flexcore-command", "flexcore-projection"] {
+        for wanted in [
+            "flexcore-runner",
+            "flexcore-command",
+            "flexcore-projection",
+            "flexcore-gateway",
+        ] {
             assert!(scaled.contains(wanted), "{here}: no HPA for {wanted}");
         }
         let budgets = layer.of_kind("PodDisruptionBudget").collect::<Vec<_>>();
@@ -216,8 +224,16 @@ fn autoscalers_budgets_and_services_target_existing_deployments() {
                 service.what()
             );
             let ports = seq_at(&service.value, &["spec", "ports"]);
-            let admin = ports.iter().any(|p| p["port"].as_u64() == Some(ADMIN_PORT));
-            assert!(admin, "{}: the admin port {ADMIN_PORT}", service.what());
+            let has = |port: u64| ports.iter().any(|p| p["port"].as_u64() == Some(port));
+            if service.name() == "flexcore-gateway" {
+                assert!(
+                    has(GATEWAY_PORT) && !has(ADMIN_PORT),
+                    "{}: the API port {GATEWAY_PORT} only",
+                    service.what()
+                );
+            } else {
+                assert!(has(ADMIN_PORT), "{}: the admin port {ADMIN_PORT}", service.what());
+            }
         }
     }
 }

@@ -36,12 +36,12 @@ struct Service {
     /// Its Compose service, and its identity (NKey) of `flexctl security init`.
     name: &'static str,
     binary: &'static str,
-    /// The command and projection services use Postgres; the scheduler and the runner
-    /// talk to NATS only (see each service's `main.rs`).
+    /// The command and projection services use Postgres; the scheduler, the runner and
+    /// the gateway talk to NATS only (see each service's `main.rs`).
     uses_postgres: bool,
 }
 
-const SERVICES: [Service; 4] = [
+const SERVICES: [Service; 5] = [
     Service {
         name: "command",
         binary: "flexcore-command",
@@ -62,10 +62,17 @@ const SERVICES: [Service; 4] = [
         binary: "flexcore-runner",
         uses_postgres: false,
     },
+    Service {
+        name: "gateway",
+        binary: "flexcore-gateway",
+        uses_postgres: false,
+    },
 ];
 
 /// The port of every service's admin server (health checks and probes).
 const ADMIN_PORT: u64 = 9090;
+/// The gateway's HTTP API port (its own Service: exposing the API never exposes `/metrics`).
+const GATEWAY_PORT: u64 = 8080;
 
 /// The service that runs `binary`.
 fn service_of(binary: &str) -> &'static Service {
