@@ -11,7 +11,6 @@ mod list;
 mod views;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_nats::{Client, Message};
 use flexcore_contracts::queries::{
@@ -289,9 +288,14 @@ pub fn db_error(error: sqlx::Error) -> ErrorBody {
 }
 
 /// Waits until every projection in `kinds` has applied global position `min_position`
-/// (bounded by `projection.min_position_timeout_ms`), else `stale`.
+/// (bounded by `projection.min_position_timeout_ms`), else `stale`. Position 0 (before
+/// the first event) is always reached; a position that is not in the event log is
+/// `invalid_value` at once: every position a reply or an event gives is committed, and
+/// so visible here, before anyone can know it, so waiting would not make it appear.
 async fn reach(ctx: &QueryContext, kinds: &[Kind], min_position: Option<u64>) -> Result<(), ErrorBody> {
-    let Some(position) = min_position else { return Ok(()) };
+    let Some(position) = min_position.filter(|p| *p > 0) else {
+        return Ok(());
+    };
     let bound = ctx.settings.min_position_timeout();
     let deadline = Instant::now() + bound;
     let stale = |why: String| {
@@ -302,23 +306,20 @@ async fn reach(ctx: &QueryContext, kinds: &[Kind], min_position: Option<u64>) ->
     // The schema bounds it (2^53 - 1), so it fits.
     let pos = i64::try_from(position).unwrap_or(i64::MAX);
     // The reading order is (transaction_id, global_position): find the event's transaction.
-    let target = loop {
-        let tx: Option<i64> =
-            sqlx::query_scalar("SELECT transaction_id::text::bigint FROM events WHERE global_position = $1")
-                .bind(pos)
-                .fetch_optional(&ctx.pool)
-                .await
-                .map_err(db_error)?;
-        if let Some(tx) = tx {
-            break checkpoint(tx, pos);
-        }
-        if Instant::now() + Duration::from_millis(10) >= deadline {
-            return Err(stale(format!(
-                "position {position} is not in the event log (not committed within {bound:?}); pass the global_position of a command reply"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    let tx: Option<i64> =
+        sqlx::query_scalar("SELECT transaction_id::text::bigint FROM events WHERE global_position = $1")
+            .bind(pos)
+            .fetch_optional(&ctx.pool)
+            .await
+            .map_err(db_error)?;
+    let Some(tx) = tx else {
+        return Err(ErrorBody::at(
+            ErrorReason::InvalidValue,
+            "/min_position",
+            format!("position {position} is not in the event log; pass the global_position of a command reply (or the id of an event)"),
+        ));
     };
+    let target = checkpoint(tx, pos);
     for kind in kinds {
         if !ctx.positions.wait(*kind, target, deadline).await {
             return Err(stale(format!(

@@ -22,12 +22,30 @@ async fn min_position_gives_read_your_writes_and_stale_after_its_bound() {
         assert_eq!(reply["data"]["name"], json!(format!("ryw-{i}")));
         assert!(reply["position"].as_u64().unwrap() >= position);
     }
-    // A position that will not exist within the bound (3 s in these tests).
+    // A position that is in no reply: refused at once, naming the field.
     let head = s.event_count().await as u64;
-    let started = Instant::now();
     let reply = s
         .query("pipeline.list", json!({"min_position": head + 1_000_000}))
         .await;
+    assert_eq!(reply["ok"], json!(false));
+    assert_eq!(reply["error"]["details"]["reason"], json!("invalid_value"), "{reply}");
+    assert_eq!(reply["error"]["details"]["path"], json!("/min_position"), "{reply}");
+    // Position 0 is before every event: always reached.
+    let reply = s.query("pipeline.list", json!({"min_position": 0})).await;
+    assert_eq!(reply["ok"], json!(true), "{reply}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_view_that_does_not_reach_the_position_in_time_is_stale() {
+    // A query-only replica (no worker applies events): the view never moves.
+    let mut s = stack(false).await;
+    s.settings.projection.workers_enabled = false;
+    s.spawn_projection().await;
+    s.register_plugins().await;
+    let (_, position) = s.create_pipeline("never-seen").await;
+    let started = Instant::now();
+    let reply = s.query("pipeline.list", json!({"min_position": position})).await;
     assert_eq!(reply["ok"], json!(false));
     assert_eq!(reply["error"]["code"], json!("stale"), "{reply}");
     let waited = started.elapsed();
