@@ -14,10 +14,16 @@ if [ ! -x .flexcore/singer/bin/target-jsonl ]; then
   python3 -m venv .flexcore/singer
   .flexcore/singer/bin/pip install --quiet --disable-pip-version-check target-jsonl==0.1.4
 fi
-# nats-py for examples/python, which a runner test runs against a real stack.
-if ! .flexcore/python/bin/python -c 'import nats, nkeys' >/dev/null 2>&1; then
+# nats-py and requests for examples/python, which tests run against a real stack.
+if ! .flexcore/python/bin/python -c 'import nats, nkeys, requests' >/dev/null 2>&1; then
   python3 -m venv .flexcore/python
   .flexcore/python/bin/pip install --quiet --disable-pip-version-check -r examples/python/requirements.txt
+fi
+# Schemathesis, which a gateway test runs against the served OpenAPI document.
+SCHEMATHESIS=4.32.5
+if ! .flexcore/schemathesis/bin/schemathesis --version 2>/dev/null | grep -q "$SCHEMATHESIS"; then
+  python3 -m venv .flexcore/schemathesis
+  .flexcore/schemathesis/bin/pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS"
 fi
 # A current nats-server for a second pass of the JetStream tests (Debian ships 2.9.10; both
 # are supported: docs/operations.md, "NATS server versions").
@@ -31,7 +37,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 # Every private nats-server a test starts is Debian's unless FLEXCORE_TEST_NATS_SERVER says.
 current_nats=(env FLEXCORE_TEST_NATS_SERVER="$PWD/.flexcore/nats/bin/nats-server")
 # The crates whose tests exercise JetStream end to end (relay, services, the stack).
-jetstream_crates=(-p flexcore-eventstore -p flexcore-command -p flexcore-projection -p flexcore-scheduler -p flexcore-runner -p flexcore-system-tests)
+jetstream_crates=(-p flexcore-eventstore -p flexcore-command -p flexcore-projection -p flexcore-scheduler -p flexcore-runner -p flexcore-gateway -p flexcore-system-tests)
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
   "${current_nats[@]}" cargo nextest run "${jetstream_crates[@]}" --no-fail-fast

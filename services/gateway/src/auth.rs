@@ -1,0 +1,628 @@
+//! Who is calling: API keys (hashed at rest, in a file `flexctl api-key` maintains) and
+//! JWT bearer tokens (HS256 with a shared secret, RS256/ES256 with a JWKS file), each
+//! mapped to one of the API roles `viewer`, `operator`, `admin`; anonymous callers only
+//! where an operator turned that on (`gateway.anonymous_role`, for local development).
+//!
+//! A principal's name (`key:<name>`, `jwt:<sub>`, `anonymous`) is what the command service
+//! records as the actor of its commands: the gateway signs each command with its own NKey
+//! and names the principal in the signed `Flexcore-On-Behalf-Of` header; a header a client
+//! sends is never used.
+//!
+//! API keys are `fck_` and 43 base64url characters (256 random bits); the file holds only
+//! their SHA-256 (a key is as strong as a random 256-bit secret, so a fast hash leaves
+//! nothing to brute-force). The file is re-read when it changes, so `flexctl api-key
+//! revoke` takes effect within [`RELOAD_EVERY`] without a restart.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine as _;
+use flexcore_security::ApiRole;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use parking_lot::Mutex;
+use rand::RngCore as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// How often the API keys file is checked for changes.
+pub const RELOAD_EVERY: Duration = Duration::from_secs(2);
+/// The prefix of every API key.
+pub const KEY_PREFIX: &str = "fck_";
+/// Longest principal name (`key:<name>`, `jwt:<sub>`): what a command may name as its caller.
+pub const MAX_PRINCIPAL: usize = 200;
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// `key:<name>`, `jwt:<sub>` or `anonymous`: the actor of its commands.
+    pub name: String,
+    /// What it may do.
+    pub role: ApiRole,
+}
+
+impl Principal {
+    /// Whether it may do what needs `role`.
+    pub fn may(&self, role: ApiRole) -> bool {
+        self.role >= role
+    }
+}
+
+/// Why a request is not authenticated (always a 401; the message never holds the
+/// credential).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization` header and anonymous access is off.
+    #[error("authentication required: send `Authorization: Bearer <API key or JWT>`")]
+    Missing,
+    /// The header is not `Bearer <token>`.
+    #[error("the Authorization header must be `Bearer <API key or JWT>`")]
+    Malformed,
+    /// No such key (never issued, or revoked).
+    #[error("unknown or revoked API key")]
+    UnknownKey,
+    /// A JWT that does not validate.
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
+    /// JWTs are not accepted here.
+    #[error("bearer tokens (JWT) are not accepted by this gateway: no gateway.jwt_hs256_secret_file or gateway.jwt_jwks_file is configured")]
+    JwtOff,
+}
+
+/// One API key in the keys file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyEntry {
+    /// Its name (unique): the principal is `key:<name>`.
+    pub name: String,
+    /// What it may do.
+    pub role: ApiRole,
+    /// `sha256:<hex>` of the key.
+    pub hash: String,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+}
+
+/// The API keys file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysFile {
+    /// Every key.
+    pub keys: Vec<KeyEntry>,
+}
+
+impl KeysFile {
+    /// Reads `path` (a missing file is an empty one).
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("API keys file {}: {e}", path.display()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(anyhow::anyhow!("reading API keys file {}: {e}", path.display())),
+        }
+    }
+
+    /// Writes it to `path` (0600, through a temporary file and a rename).
+    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let tmp = path.with_extension("tmp");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(&serde_json::to_vec_pretty(self)?)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
+
+    /// Adds a key called `name` with `role`; returns the key (shown once, never stored).
+    pub fn create(&mut self, name: &str, role: ApiRole) -> anyhow::Result<String> {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid {
+            anyhow::bail!("an API key's name is 1 to 64 of A-Z a-z 0-9 - _ . (got {name:?})");
+        }
+        if self.keys.iter().any(|k| k.name == name) {
+            anyhow::bail!("an API key called {name:?} exists; revoke it first or choose another name");
+        }
+        let mut secret = [0u8; 32];
+        rand::rng().fill_bytes(&mut secret);
+        let key = format!(
+            "{KEY_PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
+        );
+        self.keys.push(KeyEntry {
+            name: name.to_owned(),
+            role,
+            hash: hash_key(&key),
+            created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        });
+        Ok(key)
+    }
+
+    /// Removes the key called `name`; false if there was none.
+    pub fn revoke(&mut self, name: &str) -> bool {
+        let before = self.keys.len();
+        self.keys.retain(|k| k.name != name);
+        self.keys.len() != before
+    }
+}
+
+/// `sha256:<hex>` of an API key.
+pub fn hash_key(key: &str) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(key.as_bytes())))
+}
+
+/// The API keys, by hash, re-read when their file changes.
+#[derive(Debug)]
+struct Keys {
+    path: PathBuf,
+    state: Mutex<KeysState>,
+}
+
+#[derive(Debug)]
+struct KeysState {
+    by_hash: HashMap<String, Principal>,
+    modified: Option<SystemTime>,
+    checked: Instant,
+}
+
+impl Keys {
+    fn load(path: PathBuf) -> anyhow::Result<Self> {
+        let (by_hash, modified) = Self::read(&path)?;
+        Ok(Self {
+            path,
+            state: Mutex::new(KeysState {
+                by_hash,
+                modified,
+                checked: Instant::now(),
+            }),
+        })
+    }
+
+    fn read(path: &Path) -> anyhow::Result<(HashMap<String, Principal>, Option<SystemTime>)> {
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let file = KeysFile::read(path)?;
+        let by_hash = file
+            .keys
+            .into_iter()
+            .map(|k| {
+                (
+                    k.hash,
+                    Principal {
+                        name: format!("key:{}", k.name),
+                        role: k.role,
+                    },
+                )
+            })
+            .collect();
+        Ok((by_hash, modified))
+    }
+
+    fn find(&self, key: &str) -> Option<Principal> {
+        let mut state = self.state.lock();
+        if state.checked.elapsed() >= RELOAD_EVERY {
+            state.checked = Instant::now();
+            let modified = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+            if modified != state.modified {
+                match Self::read(&self.path) {
+                    Ok((by_hash, modified)) => {
+                        tracing::info!(path = %self.path.display(), keys = by_hash.len(), "API keys reloaded");
+                        state.by_hash = by_hash;
+                        state.modified = modified;
+                    }
+                    // Keep the keys known: a half-written file must not lock everyone out.
+                    Err(error) => tracing::error!(%error, "API keys file unreadable; keeping the keys loaded before"),
+                }
+            }
+        }
+        state.by_hash.get(&hash_key(key)).cloned()
+    }
+}
+
+/// How JWTs are checked.
+struct Jwt {
+    /// HS256 with the shared secret.
+    hs256: Option<DecodingKey>,
+    /// RS256/ES256 keys by `kid` (and those without one).
+    jwks: Vec<(Option<String>, Algorithm, DecodingKey)>,
+    issuer: Option<String>,
+    audience: Option<String>,
+}
+
+impl std::fmt::Debug for Jwt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jwt")
+            .field("hs256", &self.hs256.is_some())
+            .field("jwks", &self.jwks.len())
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish()
+    }
+}
+
+/// The claims the gateway reads.
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+impl Jwt {
+    fn check(&self, token: &str) -> Result<Principal, AuthError> {
+        let invalid = |e: jsonwebtoken::errors::Error| AuthError::InvalidToken(e.to_string());
+        let header = jsonwebtoken::decode_header(token).map_err(invalid)?;
+        let (algorithm, key) = match header.alg {
+            Algorithm::HS256 => (
+                Algorithm::HS256,
+                self.hs256
+                    .as_ref()
+                    .ok_or_else(|| AuthError::InvalidToken("HS256 tokens are not accepted here".into()))?,
+            ),
+            Algorithm::RS256 | Algorithm::ES256 => {
+                let found = self
+                    .jwks
+                    .iter()
+                    .find(|(kid, alg, _)| *alg == header.alg && (header.kid.is_none() || *kid == header.kid));
+                let (_, alg, key) = found.ok_or_else(|| {
+                    AuthError::InvalidToken("no key in the JWKS matches the token's kid and alg".into())
+                })?;
+                (*alg, key)
+            }
+            other => return Err(AuthError::InvalidToken(format!("algorithm {other:?} is not accepted"))),
+        };
+        let mut validation = Validation::new(algorithm);
+        validation.validate_nbf = true;
+        validation.leeway = 30;
+        // A configured issuer or audience must be present, not only right when present.
+        let mut required = vec!["exp", "sub"];
+        if self.issuer.is_some() {
+            required.push("iss");
+        }
+        if self.audience.is_some() {
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
+        match &self.issuer {
+            Some(issuer) => validation.set_issuer(&[issuer]),
+            None => validation.iss = None,
+        }
+        match &self.audience {
+            Some(audience) => validation.set_audience(&[audience]),
+            None => validation.validate_aud = false,
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(invalid)?;
+        let claims = data.claims;
+        let role = claims
+            .role
+            .iter()
+            .chain(claims.roles.iter())
+            .filter_map(|r| r.parse::<ApiRole>().ok())
+            .max()
+            .ok_or_else(|| {
+                AuthError::InvalidToken(
+                    "the token names no role (claim `role` or `roles`: viewer, operator, admin)".into(),
+                )
+            })?;
+        // The principal `jwt:<sub>` is named in every command (at most 200 characters).
+        let max = MAX_PRINCIPAL - "jwt:".len();
+        if claims.sub.is_empty() || claims.sub.chars().count() > max || claims.sub.chars().any(char::is_control) {
+            return Err(AuthError::InvalidToken(format!(
+                "claim `sub` must be 1 to {max} printable characters"
+            )));
+        }
+        Ok(Principal {
+            name: format!("jwt:{}", claims.sub),
+            role,
+        })
+    }
+}
+
+/// Everything the gateway authenticates with.
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    keys: Option<Arc<Keys>>,
+    jwt: Option<Arc<Jwt>>,
+    anonymous: Option<ApiRole>,
+}
+
+/// Where the authenticator's material comes from (the `gateway` settings).
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// The API keys file.
+    pub api_keys_file: Option<PathBuf>,
+    /// The HS256 secret's file.
+    pub hs256_secret_file: Option<PathBuf>,
+    /// A JWKS file (RS256/ES256 public keys).
+    pub jwks_file: Option<PathBuf>,
+    /// Required `iss`.
+    pub issuer: Option<String>,
+    /// Required `aud`.
+    pub audience: Option<String>,
+    /// The role of unauthenticated callers (local development only).
+    pub anonymous: Option<ApiRole>,
+}
+
+impl Authenticator {
+    /// Loads the keys file and JWT keys `config` names.
+    pub fn load(config: &AuthConfig) -> anyhow::Result<Self> {
+        let keys = config.api_keys_file.clone().map(Keys::load).transpose()?.map(Arc::new);
+        let hs256 = match &config.hs256_secret_file {
+            Some(path) => {
+                let secret = std::fs::read(path)
+                    .map_err(|e| anyhow::anyhow!("reading gateway.jwt_hs256_secret_file {}: {e}", path.display()))?;
+                let secret = secret.trim_ascii();
+                if secret.len() < 32 {
+                    anyhow::bail!(
+                        "gateway.jwt_hs256_secret_file {}: an HS256 secret needs at least 32 bytes",
+                        path.display()
+                    );
+                }
+                Some(
+                    DecodingKey::from_secret(secret)
+                        .map_err(|e| anyhow::anyhow!("gateway.jwt_hs256_secret_file {}: {e}", path.display()))?,
+                )
+            }
+            None => None,
+        };
+        let jwks = match &config.jwks_file {
+            Some(path) => {
+                let text = std::fs::read(path)
+                    .map_err(|e| anyhow::anyhow!("reading gateway.jwt_jwks_file {}: {e}", path.display()))?;
+                let set: JwkSet = serde_json::from_slice(&text)
+                    .map_err(|e| anyhow::anyhow!("gateway.jwt_jwks_file {}: {e}", path.display()))?;
+                let mut keys = Vec::new();
+                for jwk in &set.keys {
+                    let algorithm = match &jwk.algorithm {
+                        jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                        jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
+                        _ => continue,
+                    };
+                    let key = DecodingKey::from_jwk(jwk)
+                        .map_err(|e| anyhow::anyhow!("gateway.jwt_jwks_file {}: {e}", path.display()))?;
+                    keys.push((jwk.common.key_id.clone(), algorithm, key));
+                }
+                if keys.is_empty() {
+                    anyhow::bail!("gateway.jwt_jwks_file {}: no RSA or EC key in it", path.display());
+                }
+                keys
+            }
+            None => Vec::new(),
+        };
+        let jwt = (hs256.is_some() || !jwks.is_empty()).then(|| {
+            Arc::new(Jwt {
+                hs256,
+                jwks,
+                issuer: config.issuer.clone(),
+                audience: config.audience.clone(),
+            })
+        });
+        if keys.is_none() && jwt.is_none() && config.anonymous.is_none() {
+            anyhow::bail!(
+                "the gateway would let nobody in: set gateway.api_keys_file, a JWT key \
+                 (gateway.jwt_hs256_secret_file or gateway.jwt_jwks_file), or, for local development only, \
+                 gateway.anonymous_role"
+            );
+        }
+        Ok(Self {
+            keys,
+            jwt,
+            anonymous: config.anonymous,
+        })
+    }
+
+    /// The caller of a request with this `Authorization` header value (if any).
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
+        let Some(value) = authorization else {
+            return self
+                .anonymous
+                .map(|role| Principal {
+                    name: "anonymous".to_owned(),
+                    role,
+                })
+                .ok_or(AuthError::Missing);
+        };
+        // The scheme's name is case-insensitive (RFC 9110, 11.1).
+        let token = value
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthError::Malformed)?;
+        if token.starts_with(KEY_PREFIX) {
+            return self
+                .keys
+                .as_ref()
+                .and_then(|keys| keys.find(token))
+                .ok_or(AuthError::UnknownKey);
+        }
+        match &self.jwt {
+            Some(jwt) => jwt.check(token),
+            None => Err(AuthError::JwtOff),
+        }
+    }
+}
+
+/// Per-principal rate limits: a token bucket each.
+#[derive(Debug)]
+pub struct RateLimiter {
+    per_second: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    /// `per_second` requests a second on average, `burst` at once; 0 turns it off.
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        Self {
+            per_second: f64::from(per_second),
+            burst: f64::from(burst.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes a token for `who`; when there is none, how long until there is one.
+    pub fn take(&self, who: &str) -> Result<(), Duration> {
+        if self.per_second <= 0.0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock();
+        if buckets.len() > 100_000 {
+            // Forget full buckets (idle callers); a full bucket is what a new one is.
+            let (rate, burst) = (self.per_second, self.burst);
+            buckets.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * rate < burst);
+        }
+        let (tokens, at) = buckets.entry(who.to_owned()).or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - *tokens) / self.per_second))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn keys_config(dir: &Path, file: &KeysFile) -> AuthConfig {
+        let path = dir.join("keys.json");
+        file.write(&path).unwrap();
+        AuthConfig {
+            api_keys_file: Some(path),
+            ..AuthConfig::default()
+        }
+    }
+
+    #[test]
+    fn api_keys_are_found_by_hash_and_never_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = KeysFile::default();
+        let key = file.create("ci", ApiRole::Operator).unwrap();
+        assert!(
+            key.starts_with(KEY_PREFIX) && key.len() == KEY_PREFIX.len() + 43,
+            "{key}"
+        );
+        assert!(!serde_json::to_string(&file).unwrap().contains(&key[4..]));
+        assert!(file.create("ci", ApiRole::Admin).is_err(), "names are unique");
+        assert!(file.create("bad name", ApiRole::Admin).is_err());
+        let auth = Authenticator::load(&keys_config(dir.path(), &file)).unwrap();
+        let principal = auth.authenticate(Some(&format!("Bearer {key}"))).unwrap();
+        assert_eq!(principal.name, "key:ci");
+        assert_eq!(principal.role, ApiRole::Operator);
+        let mut other = key.clone();
+        other.pop();
+        other.push(if key.ends_with('A') { 'B' } else { 'A' });
+        assert_eq!(
+            auth.authenticate(Some(&format!("Bearer {other}"))),
+            Err(AuthError::UnknownKey)
+        );
+        assert_eq!(auth.authenticate(None), Err(AuthError::Missing));
+        assert_eq!(auth.authenticate(Some(&key)), Err(AuthError::Malformed));
+        assert_eq!(auth.authenticate(Some("Bearer a.b.c")), Err(AuthError::JwtOff));
+    }
+
+    #[test]
+    fn hs256_tokens_are_checked_for_signature_expiry_audience_and_issuer() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = "s".repeat(40);
+        std::fs::write(dir.path().join("secret"), &secret).unwrap();
+        let auth = Authenticator::load(&AuthConfig {
+            hs256_secret_file: Some(dir.path().join("secret")),
+            issuer: Some("https://idp.example".into()),
+            audience: Some("flexcore".into()),
+            ..AuthConfig::default()
+        })
+        .unwrap();
+        let now = chrono::Utc::now().timestamp();
+        let token = |claims: serde_json::Value, secret: &str| {
+            jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(Algorithm::HS256),
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap(),
+            )
+            .unwrap()
+        };
+        let good = serde_json::json!({"sub":"alice","exp":now+60,"iss":"https://idp.example","aud":"flexcore","roles":["viewer","operator"]});
+        let principal = auth
+            .authenticate(Some(&format!("Bearer {}", token(good.clone(), &secret))))
+            .unwrap();
+        assert_eq!(
+            (principal.name.as_str(), principal.role),
+            ("jwt:alice", ApiRole::Operator)
+        );
+        let refused = |claims: serde_json::Value, secret: &str| {
+            matches!(
+                auth.authenticate(Some(&format!("Bearer {}", token(claims, secret)))),
+                Err(AuthError::InvalidToken(_))
+            )
+        };
+        assert!(refused(good.clone(), &"t".repeat(40)), "wrong secret");
+        let mut expired = good.clone();
+        expired["exp"] = (now - 120).into();
+        assert!(refused(expired, &secret));
+        let mut early = good.clone();
+        early["nbf"] = (now + 600).into();
+        assert!(refused(early, &secret));
+        let mut audience = good.clone();
+        audience["aud"] = "other".into();
+        assert!(refused(audience, &secret));
+        let mut issuer = good.clone();
+        issuer["iss"] = "https://evil.example".into();
+        assert!(refused(issuer, &secret));
+        // A configured audience or issuer that the token leaves out.
+        for claim in ["aud", "iss"] {
+            let mut without = good.clone();
+            without.as_object_mut().unwrap().remove(claim);
+            assert!(refused(without, &secret), "a token without {claim}");
+        }
+        let mut long = good.clone();
+        long["sub"] = "s".repeat(MAX_PRINCIPAL - 3).into();
+        assert!(
+            refused(long, &secret),
+            "jwt:<sub> would be over {MAX_PRINCIPAL} characters"
+        );
+        let mut roleless = good;
+        roleless["roles"] = serde_json::json!(["root"]);
+        assert!(refused(roleless, &secret));
+    }
+
+    #[test]
+    fn nobody_gets_in_without_a_credential_source() {
+        assert!(Authenticator::load(&AuthConfig::default()).is_err());
+        let open = Authenticator::load(&AuthConfig {
+            anonymous: Some(ApiRole::Viewer),
+            ..AuthConfig::default()
+        })
+        .unwrap();
+        assert_eq!(open.authenticate(None).unwrap().role, ApiRole::Viewer);
+    }
+
+    #[test]
+    fn the_rate_limit_refills() {
+        let limiter = RateLimiter::new(10, 2);
+        assert!(limiter.take("a").is_ok());
+        assert!(limiter.take("a").is_ok());
+        let wait = limiter.take("a").unwrap_err();
+        assert!(wait > Duration::ZERO && wait <= Duration::from_millis(100), "{wait:?}");
+        assert!(limiter.take("b").is_ok(), "per principal");
+    }
+}

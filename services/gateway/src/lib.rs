@@ -1,0 +1,381 @@
+//! `flexcore-gateway`: FlexCore's HTTP API under `/api/v1/flexcore`, a client of the other
+//! services over NATS like any other. It keeps no state of its own: commands go to the
+//! command service and queries to the projection service through the typed client, signed
+//! with the gateway's identity on behalf of the authenticated caller; live streams are
+//! ordered consumers of the event and log streams, each message's signature checked.
+//!
+//! # Layout
+//! - this file: [`Gateway`] (shared state), [`router`], [`serve`], the per-request layer
+//!   (correlation id, authentication, rate limit, timeout).
+//! - [`auth`]: API keys, JWTs, anonymous mode, rate limits.
+//! - [`problem`]: RFC 7807 documents and the error-code → status table.
+//! - [`api`]: the resources.
+//! - [`presence`]: runners and schedulers heard (for `/status`).
+//! - [`openapi`]: the OpenAPI 3.1 document and its reference page.
+
+pub mod api;
+pub mod auth;
+pub mod openapi;
+pub mod presence;
+pub mod problem;
+
+use std::future::IntoFuture as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use flexcore_config::GatewaySettings;
+use flexcore_contracts::ErrorCode;
+use flexcore_security::{Credentials, Trust};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::auth::{AuthConfig, Authenticator, Principal, RateLimiter};
+use crate::problem::Problem;
+
+/// The header carrying a request's correlation id (given by the client, else new).
+pub const CORRELATION_HEADER: &str = "Flexcore-Correlation-Id";
+/// The header (request and response) carrying a global position: after a command, the
+/// position of its last event; on a query, the position the answer must include.
+pub const POSITION_HEADER: &str = "Consistency-Position";
+
+tokio::task_local! {
+    /// The path and correlation id of the request being handled (for problem documents).
+    static REQUEST: (String, String);
+}
+
+/// The request being handled: its path and correlation id.
+pub fn current_request() -> Option<(String, String)> {
+    REQUEST.try_with(Clone::clone).ok()
+}
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub struct Gateway {
+    /// The typed client, signing as the gateway.
+    pub client: flexcore_client::Client,
+    /// The NATS connection (streams).
+    pub nats: async_nats::Client,
+    /// The identities file: whose signatures streamed messages must carry.
+    pub trust: Trust,
+    /// Who is calling.
+    pub auth: Authenticator,
+    /// Requests per principal.
+    pub limiter: RateLimiter,
+    /// Runners and schedulers heard.
+    pub presence: Arc<presence::Presence>,
+    /// Open live streams.
+    pub streams: Arc<Semaphore>,
+    /// The settings.
+    pub settings: GatewaySettings,
+    /// Cancelled at shutdown (live streams end).
+    pub shutdown: CancellationToken,
+}
+
+impl Gateway {
+    /// The gateway's state from its settings, credentials and NATS connection.
+    pub fn new(
+        settings: &GatewaySettings,
+        credentials: Credentials,
+        nats: async_nats::Client,
+        request_timeout: Duration,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Arc<Self>> {
+        let path = |s: &str| (!s.trim().is_empty()).then(|| s.trim().into());
+        let text = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_owned());
+        let anonymous = text(&settings.anonymous_role)
+            .map(|r| r.parse())
+            .transpose()
+            .map_err(|e: String| anyhow::anyhow!("gateway.anonymous_role: {e}"))?;
+        let auth = Authenticator::load(&AuthConfig {
+            api_keys_file: path(&settings.api_keys_file),
+            hs256_secret_file: path(&settings.jwt_hs256_secret_file),
+            jwks_file: path(&settings.jwt_jwks_file),
+            issuer: text(&settings.jwt_issuer),
+            audience: text(&settings.jwt_audience),
+            anonymous,
+        })?;
+        if let Some(role) = anonymous {
+            tracing::warn!(%role, "anonymous access is on (gateway.anonymous_role): for local development only");
+        }
+        let presence = presence::Presence::start(nats.clone(), credentials.trust.clone(), shutdown.clone());
+        let client = flexcore_client::Client::new(nats.clone())
+            .with_identity(credentials.identity)
+            .with_timeout(request_timeout);
+        Ok(Arc::new(Self {
+            client,
+            nats,
+            trust: credentials.trust,
+            auth,
+            limiter: RateLimiter::new(settings.rate_limit_per_second, settings.rate_limit_burst),
+            presence,
+            streams: Arc::new(Semaphore::new(settings.max_streams)),
+            settings: settings.clone(),
+            shutdown,
+        }))
+    }
+}
+
+/// The whole HTTP surface.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    let max_body = gateway.settings.max_body_bytes;
+    api::routes()
+        .fallback(|request: Request| async move { Problem::no_route(request.uri().path()) })
+        .layer(axum::middleware::from_fn_with_state(gateway.clone(), per_request))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(gateway)
+}
+
+/// What the layer found out about the caller, for the handlers.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Who.
+    pub principal: Principal,
+    /// The request's correlation id.
+    pub correlation_id: String,
+}
+
+/// Correlation id, CORS, authentication, rate limit and timeout of every request.
+async fn per_request(State(gateway): State<Arc<Gateway>>, mut request: Request, next: Next) -> Response {
+    let correlation_id = request
+        .headers()
+        .get(CORRELATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| Uuid::new_v4().to_string(), str::to_owned);
+    let path = request.uri().path().to_owned();
+    let origin = request.headers().get(header::ORIGIN).cloned();
+    let allowed_origin = origin.filter(|o| {
+        o.to_str().is_ok_and(|o| {
+            gateway
+                .settings
+                .cors_origins
+                .iter()
+                .any(|allowed| allowed == o || allowed == "*")
+        })
+    });
+    let preflight = request.method() == Method::OPTIONS && allowed_origin.is_some();
+    let scope = (path.clone(), correlation_id.clone());
+    let mut response = REQUEST
+        .scope(scope, async {
+            if preflight {
+                return StatusCode::NO_CONTENT.into_response();
+            }
+            // Unauthenticated: the liveness of the gateway and the API's description.
+            let open = path == "/health" || path == "/api/v1/openapi.json" || path == "/api/v1/docs";
+            if !open {
+                let authorization = request.headers().get(header::AUTHORIZATION).map(|v| v.to_str());
+                let principal = match authorization {
+                    Some(Err(_)) => Err(auth::AuthError::Malformed),
+                    Some(Ok(value)) => gateway.auth.authenticate(Some(value)),
+                    None => gateway.auth.authenticate(None),
+                };
+                let principal = match principal {
+                    Ok(principal) => principal,
+                    Err(error) => {
+                        tracing::info!(%path, %error, "request not authenticated");
+                        return Problem::new(StatusCode::UNAUTHORIZED, "unauthenticated", error.to_string())
+                            .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
+                            .into_response();
+                    }
+                };
+                if let Err(wait) = gateway.limiter.take(&principal.name) {
+                    let seconds = wait.as_secs().max(1);
+                    return Problem::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limited",
+                        format!(
+                            "more than {} requests a second for {}; retry after {seconds} s",
+                            gateway.settings.rate_limit_per_second, principal.name
+                        ),
+                    )
+                    .with_header(header::RETRY_AFTER, HeaderValue::from(seconds))
+                    .into_response();
+                }
+                request.extensions_mut().insert(Caller {
+                    principal,
+                    correlation_id: correlation_id.clone(),
+                });
+            }
+            // The body is read here, so that a client too slow to send it (408) is told
+            // apart from services too slow to answer (504).
+            let timeout = Duration::from_millis(gateway.settings.request_timeout_ms);
+            let deadline = tokio::time::Instant::now() + timeout;
+            let (parts, body) = request.into_parts();
+            let limit = gateway.settings.max_body_bytes;
+            let body = match tokio::time::timeout_at(deadline, axum::body::to_bytes(body, limit)).await {
+                Ok(Ok(bytes)) => bytes,
+                Ok(Err(error)) => return body_error(&error, limit).into_response(),
+                Err(_) => {
+                    return Problem::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "timeout",
+                        format!(
+                            "the request body was not received within {} ms (gateway.request_timeout_ms)",
+                            timeout.as_millis()
+                        ),
+                    )
+                    .into_response()
+                }
+            };
+            let request = Request::from_parts(parts, axum::body::Body::from(body));
+            match tokio::time::timeout_at(deadline, next.run(request)).await {
+                Ok(response) => as_problem(response).await,
+                Err(_) => Problem::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    ErrorCode::Unavailable.as_str(),
+                    format!(
+                        "the services did not answer within {} ms (gateway.request_timeout_ms); a command may still be decided: retry with the same Idempotency-Key",
+                        timeout.as_millis()
+                    ),
+                )
+                .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+                .into_response(),
+            }
+        })
+        .await;
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&correlation_id) {
+        headers.insert(CORRELATION_HEADER, value);
+    }
+    if let Some(origin) = allowed_origin {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+        if preflight {
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("GET, POST, PUT, DELETE, OPTIONS"),
+            );
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static(
+                    "authorization, content-type, idempotency-key, if-match, consistency-position, last-event-id, flexcore-correlation-id",
+                ),
+            );
+            headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+        }
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(
+                "etag, location, link, consistency-position, flexcore-correlation-id, retry-after",
+            ),
+        );
+    }
+    response
+}
+
+/// A body that could not be read: over `gateway.max_body_bytes` (413), or cut off (400).
+fn body_error(error: &axum::Error, limit: usize) -> Problem {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::PayloadTooLarge.as_str(),
+                format!("the request body is larger than {limit} bytes (gateway.max_body_bytes)"),
+            );
+        }
+        source = e.source();
+    }
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        ErrorCode::ValidationFailed.as_str(),
+        format!("the request body could not be read: {error}"),
+    )
+}
+
+/// An error response axum made itself (a refused extractor: body too large or unreadable,
+/// a path that does not parse, a method a route does not have) as a problem document.
+async fn as_problem(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let body = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&body).trim().to_owned();
+    let (code, detail) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "payload_too_large",
+            "the request body is larger than gateway.max_body_bytes".to_owned(),
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "this resource does not take that method".to_owned(),
+        ),
+        StatusCode::NOT_FOUND => ("not_found", "no such resource".to_owned()),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", text.clone()),
+        s if s.is_client_error() => ("validation_failed", text.clone()),
+        _ => ("internal", "the gateway failed to answer (logged)".to_owned()),
+    };
+    if status.is_server_error() {
+        tracing::error!(%status, body = %text, "the gateway answered an error of its own");
+    }
+    let status = if status == StatusCode::INTERNAL_SERVER_ERROR {
+        StatusCode::BAD_GATEWAY
+    } else {
+        status
+    };
+    let problem = Problem::new(status, code, detail);
+    match allow {
+        Some(allow) => problem.with_header(header::ALLOW, allow).into_response(),
+        None => problem.into_response(),
+    }
+}
+
+/// Serves `gateway` on `listen` until `shutdown`, then drains: new connections are
+/// refused, live streams end, requests in flight get `gateway.shutdown_grace_ms`.
+pub async fn serve(listen: &str, gateway: Arc<Gateway>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let listener = bind(listen).await?;
+    serve_on(listener, gateway, shutdown).await
+}
+
+/// Binds `listen` (`host:port`), naming the setting when it cannot.
+pub async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot bind the gateway to {listen:?} (gateway.listen / FLEXCORE__GATEWAY__LISTEN)"))
+}
+
+/// [`serve`] on a bound listener.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let addr: SocketAddr = listener.local_addr()?;
+    let grace = Duration::from_millis(gateway.settings.shutdown_grace_ms);
+    let app = router(gateway);
+    tracing::info!(%addr, "gateway listening (/api/v1/flexcore, /api/v1/openapi.json, /health)");
+    let drained = shutdown.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move { drained.cancelled().await });
+    let server = server.into_future();
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return result.context("serving HTTP"),
+        () = shutdown.cancelled() => {}
+    }
+    match tokio::time::timeout(grace, server).await {
+        Ok(result) => result.context("serving HTTP"),
+        Err(_) => {
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "requests still in flight at the end of the shutdown grace; stopping"
+            );
+            Ok(())
+        }
+    }
+}
