@@ -109,6 +109,9 @@ pub enum Command {
     /// Identities (NKeys) of a deployment: init, add, remove, accounts.
     #[command(subcommand)]
     Security(crate::security::SecurityCommand),
+    /// API keys of the HTTP gateway: create, revoke, list.
+    #[command(subcommand, name = "api-key")]
+    ApiKey(crate::api_key::ApiKeyCommand),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -333,6 +336,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events(EventsCommand::Tail(args)) => crate::events::tail(&cli.nats_url, args, cli.output).await,
         Command::Status => crate::status::run(&cli.nats_url, cli.output).await,
         Command::Security(command) => crate::security::run(command),
+        Command::ApiKey(command) => crate::api_key::run(command, cli.output),
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
             clap_complete::generate(*shell, &mut Cli::command(), "flexctl", &mut std::io::stdout());

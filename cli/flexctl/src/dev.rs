@@ -44,11 +44,12 @@ use crate::cli::{Cli, Output};
 use crate::plugin::{Kind, RegisterArgs, Runtime, Submitted};
 
 /// The services, in start order.
-pub const SERVICES: [&str; 4] = [
+pub const SERVICES: [&str; 5] = [
     "flexcore-command",
     "flexcore-projection",
     "flexcore-scheduler",
     "flexcore-runner",
+    "flexcore-gateway",
 ];
 
 /// Options of `flexctl dev`.
@@ -76,10 +77,17 @@ pub struct DevArgs {
     /// status says whether the demo run succeeded (for CI and smoke tests).
     #[arg(long)]
     pub exit_after_demo: bool,
-    /// First admin (health, metrics) port; the services get this and the next three.
+    /// First admin (health, metrics) port; the services get this and the next four.
     /// 0 lets each service bind any free port (each logs the address it bound).
     #[arg(long, default_value_t = 9181)]
     pub admin_port: u16,
+    /// Port of the HTTP API (the gateway, on 127.0.0.1); 0 binds any free port.
+    #[arg(long, default_value_t = 8080)]
+    pub http_port: u16,
+    /// The role of requests without credentials at the HTTP API (local development only):
+    /// admin, operator or viewer, or `off` to require an API key or JWT as in production.
+    #[arg(long, default_value = "admin", value_parser = ["admin", "operator", "viewer", "off"])]
+    pub anonymous_role: String,
     /// Log format of the services: text, or json (one object per line, as in production).
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -137,11 +145,25 @@ async fn stack(
         if *name == "flexcore-runner" {
             command.env("FLEXCORE__RUNNER__SLOTS", "4");
         }
+        if *name == "flexcore-gateway" {
+            let anonymous = if args.anonymous_role == "off" {
+                ""
+            } else {
+                args.anonymous_role.as_str()
+            };
+            command
+                .env("FLEXCORE__GATEWAY__LISTEN", format!("127.0.0.1:{}", args.http_port))
+                .env("FLEXCORE__GATEWAY__API_KEYS_FILE", state_dir.join(API_KEYS_FILE))
+                .env("FLEXCORE__GATEWAY__ANONYMOUS_ROLE", anonymous);
+        }
         let child = spawn_prefixed(name, command, i, Some(exited_tx.clone()))?;
         servers.services.push(Started { name, child });
     }
     let api = Api::connect(&nats_url).await?;
     wait_ready(&api, stop).await?;
+    if args.http_port != 0 {
+        wait_http(args.http_port, stop).await?;
+    }
     say(&format!(
         "FlexCore is up: NATS {}, Postgres {}",
         redact(&nats_url),
@@ -668,6 +690,41 @@ async fn wait_ready(api: &Api, stop: &CancellationToken) -> anyhow::Result<()> {
     }
 }
 
+/// The API keys file of the gateway `flexctl dev` starts (in the state directory).
+pub const API_KEYS_FILE: &str = "api-keys.json";
+
+/// Waits until the gateway answers `GET /health` with 200 on `127.0.0.1:<port>`.
+async fn wait_http(port: u16, stop: &CancellationToken) -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = async {
+            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+            stream
+                .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                .await
+                .ok()?;
+            let mut line = String::new();
+            BufReader::new(stream).read_line(&mut line).await.ok()?;
+            Some(line)
+        };
+        let line = tokio::time::timeout(Duration::from_secs(2), answer)
+            .await
+            .ok()
+            .flatten();
+        if line.is_some_and(|l| l.starts_with("HTTP/1.1 200")) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("the HTTP gateway did not answer GET http://127.0.0.1:{port}/health within 60 s (see its log lines above)");
+        }
+        if stop.is_cancelled() {
+            bail!("stopped before the gateway was up");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The example plugins: (name, kind, grant the module needs).
 const EXAMPLES: [(&str, Kind); 5] = [
     ("generator", Kind::Extractor),
@@ -770,12 +827,18 @@ fn next_steps(args: &DevArgs, state_dir: &Path, keys: &Path, nats_url: &str) {
     flexctl schedule list                  the demo's schedule (every 5 minutes)
     flexctl pipeline create -f FILE        your own pipeline ({demo} is an example)
     FLEXCORE_NKEY_SEED_FILE={} python3 examples/python/run_pipeline.py  the same from Python
+  the HTTP API on http://127.0.0.1:{} (reference: /api/v1/docs; docs/http-api.md):
+    curl -s http://127.0.0.1:{}/api/v1/flexcore/pipelines
+    flexctl api-key create ci --role operator --file {}   a key (sent as Authorization: Bearer <key>)
   demo output: {}/demo-output/",
         redact(nats_url),
         keys.join("flexctl.nk").display(),
         keys.join(IDENTITIES_FILE).display(),
         keys.join("app.nk").display(),
         keys.join("app.nk").display(),
+        args.http_port,
+        args.http_port,
+        state_dir.join(API_KEYS_FILE).display(),
         state_dir.display()
     ));
 }

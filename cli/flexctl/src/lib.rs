@@ -21,6 +21,7 @@
 //!   - `bench/schedules.rs`: `bench schedules` (scheduler fire lag).
 
 pub mod api;
+pub mod api_key;
 pub mod bench;
 pub mod cli;
 pub mod dev;

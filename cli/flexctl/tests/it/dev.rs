@@ -33,6 +33,7 @@ fn free_port() -> u16 {
 
 struct Dev {
     nats_url: String,
+    http_port: u16,
     db: TestDb,
     state: tempfile::TempDir,
 }
@@ -56,6 +57,7 @@ impl Dev {
     fn dev(&self, extra: &[&str], log: &Path) -> Command {
         let plugins = plugins_dir();
         let state = self.state.path().to_str().unwrap().to_owned();
+        let http = self.http_port.to_string();
         let mut args = vec![
             "dev",
             "--state-dir",
@@ -66,6 +68,8 @@ impl Dev {
             // the services bind them (outgoing connections use the same range).
             "--admin-port",
             "0",
+            "--http-port",
+            &http,
         ];
         args.extend_from_slice(extra);
         let mut c = self.command(&args);
@@ -94,6 +98,28 @@ impl Dev {
     fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()
     }
+
+    /// `GET path` on the stack's HTTP gateway: the status and the body.
+    fn http_get(&self, path: &str, bearer: Option<&str>) -> (u16, String) {
+        use std::io::{Read as _, Write as _};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.http_port)).unwrap();
+        let auth = bearer
+            .map(|b| format!("Authorization: Bearer {b}\r\n"))
+            .unwrap_or_default();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let status = response.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
 }
 
 async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
@@ -118,6 +144,7 @@ async fn flexctl_dev_runs_the_stack_and_every_command_works_against_it() {
     flexcore_testkit::init_tracing();
     let dev = Dev {
         nats_url: format!("nats://127.0.0.1:{}", free_port()),
+        http_port: free_port(),
         db: TestDb::create_empty().await.unwrap(),
         state: tempfile::tempdir().unwrap(),
     };
@@ -134,7 +161,7 @@ async fn flexctl_dev_runs_the_stack_and_every_command_works_against_it() {
     let text = log_text(&log);
     assert!(text.contains("starting"), "a private nats-server was started:\n{text}");
     assert!(text.contains("demo run") && text.contains("succeeded"), "{text}");
-    for service in ["command |", "projection |", "scheduler |", "runner |"] {
+    for service in ["command |", "projection |", "scheduler |", "runner |", "gateway |"] {
         assert!(text.contains(service), "{service} lines are prefixed:\n{text}");
     }
     let output = dev.state.path().join("demo-output/demo/orders.jsonl");
@@ -148,6 +175,35 @@ async fn flexctl_dev_runs_the_stack_and_every_command_works_against_it() {
     assert_eq!(status["schedulers"].as_array().unwrap().len(), 1, "{status}");
     assert_eq!(status["runners"][0]["slots"], 4, "{status}");
     assert!(status["projections"].as_array().unwrap().len() >= 4, "{status}");
+
+    // The HTTP API: anonymous (admin) in dev; a key made with `flexctl api-key` works, a
+    // revoked one does not.
+    let (status, body) = dev.http_get("/api/v1/flexcore/pipelines", None);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"name\":\"demo\""), "{body}");
+    let keys = dev.state.path().join("api-keys.json");
+    let created = dev.json(&[
+        "api-key",
+        "create",
+        "ci",
+        "--role",
+        "viewer",
+        "--file",
+        keys.to_str().unwrap(),
+    ]);
+    let key = created["key"].as_str().unwrap().to_owned();
+    let listed = dev.json(&["api-key", "list", "--file", keys.to_str().unwrap()]);
+    assert_eq!(listed[0]["name"], "ci");
+    assert!(!listed.to_string().contains(&key), "the list never shows a key");
+    wait_for("the gateway to accept the new key", Duration::from_secs(10), || {
+        dev.http_get("/api/v1/flexcore/status", Some(&key)).0 == 200
+    })
+    .await;
+    dev.json(&["api-key", "revoke", "ci", "--file", keys.to_str().unwrap()]);
+    wait_for("the gateway to refuse the revoked key", Duration::from_secs(10), || {
+        dev.http_get("/api/v1/flexcore/status", Some(&key)).0 == 401
+    })
+    .await;
 
     // plugins
     let plugins = dev.json(&["plugin", "list"]);
@@ -299,6 +355,7 @@ async fn flexctl_dev_runs_the_stack_and_every_command_works_against_it() {
 async fn a_missing_service_binary_is_explained() {
     let dev = Dev {
         nats_url: "nats://127.0.0.1:4222".to_owned(),
+        http_port: free_port(),
         db: TestDb::create_empty().await.unwrap(),
         state: tempfile::tempdir().unwrap(),
     };
@@ -327,6 +384,7 @@ async fn a_nats_server_without_jetstream_is_explained() {
     .unwrap();
     let dev = Dev {
         nats_url: format!("nats://127.0.0.1:{port}"),
+        http_port: free_port(),
         db: TestDb::create_empty().await.unwrap(),
         state: tempfile::tempdir().unwrap(),
     };
@@ -350,6 +408,7 @@ async fn without_a_reachable_postgres_flexctl_dev_starts_a_private_one_and_stops
     let pg_port = free_port();
     let mut dev = Dev {
         nats_url: format!("nats://127.0.0.1:{}", free_port()),
+        http_port: free_port(),
         db: TestDb::create_empty().await.unwrap(),
         state: tempfile::tempdir().unwrap(),
     };
@@ -378,6 +437,7 @@ async fn a_referenced_secret_never_appears_in_any_log_line() {
     let secret = format!("/nonexistent/s3cr3t-{}", uuid::Uuid::new_v4().simple());
     let dev = Dev {
         nats_url: format!("nats://127.0.0.1:{}", free_port()),
+        http_port: free_port(),
         db: TestDb::create_empty().await.unwrap(),
         state: tempfile::tempdir().unwrap(),
     };
