@@ -4,7 +4,8 @@
 #
 #   docker build -t flexcore:local .
 #   docker run --rm flexcore:local flexcore-scheduler      # or flexcore-command (default),
-#                                                          # flexcore-projection, flexcore-runner, flexctl
+#                                                          # flexcore-projection, flexcore-runner,
+#                                                          # flexcore-gateway, flexctl
 #
 # Configuration: /etc/flexcore/base.yaml (a copy of config/, found through
 # FLEXCORE_CONFIG_DIR), overridden by FLEXCORE__SECTION__KEY environment variables.
@@ -29,10 +30,11 @@ RUN --mount=type=cache,id=flexcore-cargo-registry,target=/usr/local/cargo/regist
     --mount=type=cache,id=flexcore-target,target=/src/target,sharing=locked \
     set -eux; \
     cargo build --release --locked \
-        -p flexcore-command -p flexcore-projection -p flexcore-scheduler -p flexcore-runner -p flexctl; \
+        -p flexcore-command -p flexcore-projection -p flexcore-scheduler -p flexcore-runner \
+        -p flexcore-gateway -p flexctl; \
     bash plugins/build.sh --locked; \
     mkdir -p /out/bin /out/plugins; \
-    for bin in flexcore-command flexcore-projection flexcore-scheduler flexcore-runner flexctl; do \
+    for bin in flexcore-command flexcore-projection flexcore-scheduler flexcore-runner flexcore-gateway flexctl; do \
         install -m 0755 "target/release/$bin" /out/bin/; \
     done; \
     for wasm in target/plugins/*.wasm; do \
@@ -65,7 +67,7 @@ COPY config/ /etc/flexcore/
 ENV FLEXCORE_CONFIG_DIR=/etc/flexcore
 
 LABEL org.opencontainers.image.title="flexcore" \
-      org.opencontainers.image.description="FlexCore services (command, projection, scheduler, runner) and flexctl" \
+      org.opencontainers.image.description="FlexCore services (command, projection, scheduler, runner, gateway) and flexctl" \
       org.opencontainers.image.licenses="Apache-2.0"
 
 # Numeric, so Kubernetes' runAsNonRoot can verify it.
@@ -73,6 +75,9 @@ USER 10001:10001
 WORKDIR /
 # The admin server (FLEXCORE__ADMIN__LISTEN=0.0.0.0:9090): /health/live, /health/ready.
 EXPOSE 9090
+# flexcore-gateway's HTTP API (FLEXCORE__GATEWAY__LISTEN=0.0.0.0:8080; its default is
+# 127.0.0.1, unreachable from outside the container).
+EXPOSE 8080
 
 # The entrypoint stays tini; the command (docker-compose `command:`, Kubernetes `args:`)
 # names the binary.
