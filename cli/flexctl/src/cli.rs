@@ -150,6 +150,10 @@ pub enum BenchCommand {
     /// Query throughput and latency: `pipeline.get` by random id, then `pipeline.list`
     /// pages of 100, from N clients.
     Queries(QueriesArgs),
+    /// The HTTP gateway against NATS in one run: pause/resume toggles straight over NATS,
+    /// the same through the gateway, then `GET /pipelines/{id}` (needs the services and
+    /// flexcore-gateway running).
+    Http(HttpArgs),
     /// Projection rebuild speed; seeds the event log with pipeline toggles first when it
     /// holds fewer than --events events.
     Rebuild(RebuildArgs),
@@ -199,6 +203,26 @@ pub struct QueriesArgs {
     /// Pipelines created to query.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub pipelines: u32,
+    /// Measured duration of each phase.
+    #[arg(long, default_value = "20s", value_parser = parse_positive_duration)]
+    pub duration: Duration,
+    /// Unmeasured warm-up before each phase.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub warmup: Duration,
+}
+
+/// Options of `flexctl bench http`.
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs {
+    /// The gateway's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// API key (or JWT) of role operator or admin; without it, anonymous.
+    #[arg(long, env = "FLEXCORE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Concurrent clients (HTTP: keep-alive connections).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub clients: u32,
     /// Measured duration of each phase.
     #[arg(long, default_value = "20s", value_parser = parse_positive_duration)]
     pub duration: Duration,
@@ -367,6 +391,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await?;
             print_figures(&[figures], cli.output)
+        }
+        Command::Bench(BenchCommand::Http(args)) => {
+            let report = bench::http::run(
+                &cli.nats_url,
+                &args.url,
+                args.api_key.as_deref(),
+                usize::try_from(args.clients)?,
+                args.warmup,
+                args.duration,
+            )
+            .await?;
+            match cli.output {
+                Output::Text => print_stdout(&report.text()),
+                Output::Json => print_stdout(&format!("{}\n", serde_json::to_string_pretty(&report)?)),
+            }
+            Ok(())
         }
         Command::Bench(BenchCommand::Queries(args)) => {
             let figures = bench::projection::queries(

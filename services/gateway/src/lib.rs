@@ -163,8 +163,22 @@ async fn per_request(State(gateway): State<Arc<Gateway>>, mut request: Request, 
     });
     let preflight = request.method() == Method::OPTIONS && allowed_origin.is_some();
     let scope = (path.clone(), correlation_id.clone());
+    // With traces exported, one span per request, continuing the caller's `traceparent`:
+    // the typed client carries it on into the commands and queries it sends over NATS.
+    let span = if flexcore_telemetry::propagation::enabled() {
+        let span = tracing::info_span!("http.request", method = %request.method(), path = %path, correlation_id = %correlation_id);
+        let traceparent = request
+            .headers()
+            .get(flexcore_telemetry::propagation::TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| flexcore_telemetry::propagation::valid(v));
+        flexcore_telemetry::propagation::set_parent_traceparent(&span, traceparent);
+        span
+    } else {
+        tracing::Span::none()
+    };
     let mut response = REQUEST
-        .scope(scope, async {
+        .scope(scope, tracing::Instrument::instrument(async {
             if preflight {
                 return StatusCode::NO_CONTENT.into_response();
             }
@@ -239,7 +253,7 @@ async fn per_request(State(gateway): State<Arc<Gateway>>, mut request: Request, 
                 .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
                 .into_response(),
             }
-        })
+        }, span))
         .await;
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&correlation_id) {

@@ -36,6 +36,18 @@ pub fn document() -> Value {
     // refused key is named as sent).
     let problem = serde_json::to_value(schemars::schema_for!(crate::problem::Document)).unwrap_or(Value::Null);
     hoist("Problem", problem, &mut schemas);
+    for (name, schema) in [
+        (
+            "BackfillRequest",
+            flexcore_contracts::schema::schema_for::<crate::api::backfill::BackfillRequest>(),
+        ),
+        (
+            "BackfillAnswer",
+            flexcore_contracts::schema::schema_for::<crate::api::backfill::BackfillAnswer>(),
+        ),
+    ] {
+        hoist(name, serde_json::to_value(schema).unwrap_or(Value::Null), &mut schemas);
+    }
     for (name, schema) in wrappers() {
         schemas.insert(name.to_owned(), schema);
     }
@@ -672,6 +684,20 @@ fn operations(schemas: &mut Map<String, Value>) -> Vec<Operation> {
             });
         }
     }
+    out.push(Operation {
+        parameters: vec![param("Id")],
+        body: Some((reference("BackfillRequest"), true)),
+        success: (
+            200,
+            json_response(
+                "What became of every slot of the range: requested, existed, skipped or pending (send the request again later).",
+                reference("BackfillAnswer"),
+                &[],
+            ),
+        ),
+        errors: WRITE_ERRORS,
+        ..op("post", path("/schedules/{id}/backfill"), "backfillSchedule", "schedules", "Request the runs of a schedule's past slots")
+    });
     out.push(Operation {
         parameters: vec![
             param("Id"),

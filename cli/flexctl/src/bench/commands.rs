@@ -274,7 +274,7 @@ pub async fn connect(nats_url: &str, clients: usize) -> anyhow::Result<Vec<Clien
 }
 
 /// One client: alternates pause and resume on its pipeline until the window ends.
-async fn toggle(client: Client, pipeline_id: Uuid, window: Window) -> anyhow::Result<PhaseStats> {
+pub async fn toggle(client: Client, pipeline_id: Uuid, window: Window) -> anyhow::Result<PhaseStats> {
     let mut stats = PhaseStats::new(window.length())?;
     let mut next = Toggle::Pause;
     while !window.is_over(Instant::now()) {

@@ -54,6 +54,17 @@ impl Figures {
         }
     }
 
+    /// The figures of a phase's statistics (refusals and failures as errors).
+    pub fn of_stats(name: &str, stats: &super::stats::PhaseStats) -> Self {
+        Self {
+            name: name.to_owned(),
+            operations: stats.ok,
+            per_second: stats.per_second(),
+            errors: stats.errors(),
+            latency: stats.latency(),
+        }
+    }
+
     /// One human-readable line.
     pub fn text(&self) -> String {
         let l = &self.latency;

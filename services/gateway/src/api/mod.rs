@@ -3,7 +3,7 @@
 //! | resource | role | contract |
 //! |---|---|---|
 //! | `GET` lists and items, `/status`, `/events`, live streams, `POST /queries` | viewer | `<view>.list/get`, `stats.get`, `projection.list` |
-//! | `POST /pipelines/{id}/execute`, `…/pause`, `…/resume`, `POST /runs/{id}/cancel`, schedules' `pause`/`resume` | operator | `run.request`, `pipeline.pause/resume`, `run.cancel`, `schedule.pause/resume` |
+//! | `POST /pipelines/{id}/execute`, `…/pause`, `…/resume`, `POST /runs/{id}/cancel`, schedules' `pause`/`resume`/`backfill` | operator | `run.request`, `pipeline.pause/resume`, `run.cancel`, `schedule.pause/resume`, a backfill's `run.request`s and `schedule.skip_slot`s |
 //! | plugins, pipelines and schedules created, changed, archived or deleted | admin | `plugin.*`, `pipeline.create/update/archive`, `schedule.create/update/delete` |
 //! | `POST /commands` | the command service decides by the caller's role | any command |
 //!
@@ -14,6 +14,7 @@
 //! - [`streams`]: Server-Sent Events of a run and of the event log; a run's log lines.
 //! - [`status`]: `/status` and `/health`.
 
+pub mod backfill;
 pub mod commands;
 pub mod queries;
 pub mod status;
@@ -50,6 +51,7 @@ pub fn routes() -> Router<Arc<Gateway>> {
         .route("/runs/{id}/{action}", post(action))
         .route("/schedules", get(queries::list).post(create))
         .route("/schedules/{id}", get(queries::get).put(update).delete(remove))
+        .route("/schedules/{id}/backfill", post(backfill::backfill))
         .route("/schedules/{id}/{action}", post(action))
         .route("/events", get(queries::list))
         .route("/events/stream", get(streams::events))

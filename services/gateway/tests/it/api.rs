@@ -373,3 +373,90 @@ async fn the_generic_endpoints_map_onto_the_contract_and_the_event_stream_resume
     assert_eq!(body["projection"]["up"], true, "{body}");
     assert!(body["stats"].is_object(), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_requests_each_past_slot_once_and_says_what_became_of_it() {
+    let gw = Gw::start(Options::default()).await;
+    let pipeline = gw.pipeline("backfilled").await;
+    let created = gw
+        .post(
+            ApiRole::Admin,
+            "/schedules",
+            json!({"pipeline_id": pipeline, "cron": "0 * * * *", "timezone": "UTC", "paused": true}),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    let position = created.headers()["consistency-position"].to_str().unwrap().to_owned();
+    let schedule = created.json::<Value>().await.unwrap()["aggregate_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Read the schedule once at the create's position, so the backfill finds it.
+    let read = gw
+        .as_role(ApiRole::Viewer, reqwest::Method::GET, &format!("/schedules/{schedule}"))
+        .header("Consistency-Position", &position)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    let backfill = |overlap: &'static str| {
+        gw.as_role(
+            ApiRole::Operator,
+            reqwest::Method::POST,
+            &format!("/schedules/{schedule}/backfill"),
+        )
+        .json(&json!({"from": "2026-01-01T00:00:00Z", "to": "2026-01-01T02:30:00Z", "overlap": overlap}))
+        .send()
+    };
+    // No runner: the first slot's run stays active, and max_active_runs (1) holds the
+    // others back: `wait` leaves them pending…
+    let first: Value = backfill("wait").await.unwrap().json().await.unwrap();
+    let results: Vec<&str> = first["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(results, ["requested", "pending", "pending"], "{first}");
+    // …the same request again finds the first run existing; `skip` records the others.
+    let second: Value = backfill("skip").await.unwrap().json().await.unwrap();
+    let results: Vec<&str> = second["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(results, ["existed", "skipped", "skipped"], "{second}");
+    assert_eq!(
+        first["slots"][0]["run_id"], second["slots"][0]["run_id"],
+        "one run per slot"
+    );
+    // A viewer may not; a range in the future is refused.
+    let refused = gw
+        .as_role(
+            ApiRole::Viewer,
+            reqwest::Method::POST,
+            &format!("/schedules/{schedule}/backfill"),
+        )
+        .json(&json!({"from": "2026-01-01T00:00:00Z", "to": "2026-01-01T02:30:00Z"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(refused).await.0, 403);
+    let future = gw
+        .as_role(
+            ApiRole::Operator,
+            reqwest::Method::POST,
+            &format!("/schedules/{schedule}/backfill"),
+        )
+        .json(&json!({"from": "2026-01-01T00:00:00Z", "to": "2999-01-01T00:00:00Z"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = problem(future).await;
+    assert_eq!(
+        (status, body["errors"][0]["field"].as_str()),
+        (400, Some("/to")),
+        "{body}"
+    );
+}

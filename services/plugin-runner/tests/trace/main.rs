@@ -93,8 +93,13 @@ impl Services {
     }
 
     fn spawn(&mut self, name: &str, db: &TestDb, nats: &TestNats, otlp: &str) {
+        self.spawn_with(name, db, nats, otlp, &[]);
+    }
+
+    fn spawn_with(&mut self, name: &str, db: &TestDb, nats: &TestNats, otlp: &str, env: &[(&str, String)]) {
         let log = std::fs::File::create(self.logs.path().join(format!("{name}.log"))).unwrap();
         let child = Command::new(binary(name))
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("FLEXCORE_CONFIG_DIR", workspace().join("config"))
             .env("FLEXCORE__DATABASE__URL", &db.url)
             .envs(nats.env_for(name.strip_prefix("flexcore-").unwrap_or(name)))
@@ -120,6 +125,7 @@ impl Services {
     fn tails(&self) -> String {
         SERVICES
             .iter()
+            .chain(&["flexcore-gateway"])
             .map(|name| {
                 let text = std::fs::read_to_string(self.logs.path().join(format!("{name}.log"))).unwrap_or_default();
                 let lines: Vec<&str> = text.lines().collect();
@@ -339,6 +345,87 @@ async fn one_pipeline_run_is_one_trace_across_the_four_services() {
             })
             .collect();
         panic!("{e:#}\n{}", spans.join("\n"));
+    }
+}
+
+/// An HTTP request through the gateway with the caller's `traceparent` continues the
+/// caller's trace: the gateway's request span is the child of the caller's span, and the
+/// projection's query span the child of the gateway's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_request_continues_the_callers_trace_through_the_gateway() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    flexcore_testkit::init_tracing();
+    let collector = Collector::start().await.unwrap();
+    let db = TestDb::create().await.unwrap();
+    let nats = TestNats::start().await.unwrap();
+    let client = nats.client().await.unwrap();
+    let mut services = Services::new();
+    services.spawn("flexcore-command", &db, &nats, &collector.endpoint);
+    services.spawn("flexcore-projection", &db, &nats, &collector.endpoint);
+    let port = flexcore_testkit::unused_port().unwrap();
+    services.spawn_with(
+        "flexcore-gateway",
+        &db,
+        &nats,
+        &collector.endpoint,
+        &[
+            ("FLEXCORE__GATEWAY__LISTEN", format!("127.0.0.1:{port}")),
+            ("FLEXCORE__GATEWAY__ANONYMOUS_ROLE", "viewer".to_owned()),
+            ("FLEXCORE__ADMIN__LISTEN", "127.0.0.1:0".to_owned()),
+        ],
+    );
+    let answered = flexcore_testkit::wait_until(Duration::from_secs(60), "the projection answers", || async {
+        let probe = client.request(subjects::query("pipeline", "list"), "{}".into());
+        matches!(tokio::time::timeout(Duration::from_millis(500), probe).await, Ok(Ok(m)) if m.payload.starts_with(b"{\"ok\":true"))
+    })
+    .await;
+    if let Err(e) = answered {
+        panic!("{e}\n{}", services.tails());
+    }
+    let trace_id = Uuid::new_v4().simple().to_string();
+    let root = Uuid::new_v4().simple().to_string()[..16].to_owned();
+    let request = format!(
+        "GET /api/v1/flexcore/pipelines HTTP/1.1\r\nHost: x\r\ntraceparent: 00-{trace_id}-{root}-01\r\nConnection: close\r\n\r\n"
+    );
+    let status = flexcore_testkit::wait_until(Duration::from_secs(60), "the gateway answers 200", || async {
+        let Ok(mut socket) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+            return false;
+        };
+        if socket.write_all(request.as_bytes()).await.is_err() {
+            return false;
+        }
+        let mut answer = Vec::new();
+        let _ = socket.read_to_end(&mut answer).await;
+        answer.starts_with(b"HTTP/1.1 200")
+    })
+    .await;
+    if let Err(e) = status {
+        panic!("{e}\n{}", services.tails());
+    }
+    let linked = flexcore_testkit::wait_until(Duration::from_secs(30), "the gateway's spans", || {
+        let spans = collector.spans();
+        let linked = spans
+            .iter()
+            .filter(|s| s.service == "flexcore-gateway" && s.name == "http.request" && s.trace_id == trace_id)
+            .any(|http| {
+                http.parent.as_deref() == Some(root.as_str())
+                    && spans.iter().any(|query| {
+                        query.service == "flexcore-projection"
+                            && query.trace_id == trace_id
+                            && query.parent.as_deref() == Some(http.span_id.as_str())
+                    })
+            });
+        std::future::ready(linked)
+    })
+    .await;
+    if let Err(e) = linked {
+        let spans: Vec<String> = collector
+            .spans()
+            .iter()
+            .filter(|s| s.trace_id == trace_id)
+            .map(|s| format!("{} {} {} <- {:?}", s.service, s.name, s.span_id, s.parent))
+            .collect();
+        panic!("{e:#}\n{}\n{}", spans.join("\n"), services.tails());
     }
 }
 

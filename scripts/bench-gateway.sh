@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The HTTP gateway's cost, measured on a whole local stack: `flexctl dev` (release
+# binaries; a private nats-server, the local Postgres, every service and the gateway,
+# anonymous callers as admin on 127.0.0.1 only), then
+#
+#   1. the gateway's idle RSS;
+#   2. `flexctl bench http`: pipeline pause/resume straight over NATS, the same through the
+#      gateway, then GET /pipelines/{id}, 64 clients (keep-alive connections over HTTP);
+#   3. with `oha` on PATH (cargo install oha): GET /pipelines/{id} once more, from oha;
+#   4. the gateway's RSS after the load.
+#
+#   scripts/bench-gateway.sh [BENCH ARGS]     (default: --clients 64 --duration 20s --warmup 3s)
+#
+# Needs Postgres at FLEXCORE__DATABASE__URL (default postgres://postgres@127.0.0.1:5432/
+# flexcore_bench_gateway), nats-server, and the release build (scripts/dev.sh builds it, or
+# cargo build --release --bins). Used for docs/benchmarks.md ("HTTP gateway").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=target/release
+state=$(mktemp -d)
+port=${FLEXCORE_BENCH_HTTP_PORT:-18080}
+nats_port=${FLEXCORE_BENCH_NATS_PORT:-14333}
+db=${FLEXCORE__DATABASE__URL:-postgres://postgres@127.0.0.1:5432/flexcore_bench_gateway}
+args=("$@")
+[[ ${#args[@]} -gt 0 ]] || args=(--clients 64 --duration 20s --warmup 3s)
+bash plugins/build.sh >/dev/null
+"$bin/flexctl" --nats-url "nats://127.0.0.1:$nats_port" --database-url "$db" dev \
+  --state-dir "$state" --bin-dir "$bin" --plugins-dir target/plugins --no-demo \
+  --http-port "$port" --admin-port 0 --anonymous-role admin >"$state/dev.log" 2>&1 &
+dev=$!
+trap 'kill -INT $dev 2>/dev/null; wait $dev 2>/dev/null; rm -rf "$state"' EXIT
+for _ in $(seq 1 300); do
+  grep -q "try next" "$state/dev.log" && break
+  kill -0 $dev 2>/dev/null || { cat "$state/dev.log"; exit 1; }
+  sleep 1
+done
+grep -q "try next" "$state/dev.log" || { tail -50 "$state/dev.log"; echo "the stack did not come up in 5 minutes" >&2; exit 1; }
+gateway=$(pgrep -f "$bin/flexcore-gateway" | head -n1)
+rss() { awk '/VmRSS/ {printf "%.1f MB", $2/1024}' "/proc/$1/status"; }
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+sleep 5
+echo "gateway idle RSS: $(rss "$gateway")"
+export FLEXCORE__NATS__NKEY_SEED_FILE="$state/keys/flexctl.nk" FLEXCORE__SECURITY__IDENTITIES_FILE="$state/keys/identities.json"
+"$bin/flexctl" --nats-url "nats://127.0.0.1:$nats_port" --database-url "$db" bench http --url "http://127.0.0.1:$port" "${args[@]}"
+if command -v oha >/dev/null 2>&1; then
+  api="http://127.0.0.1:$port/api/v1/flexcore"
+  # A pipeline of the bench (archived at its end; still readable).
+  pipeline=$(curl -s "$api/pipelines?limit=1&state=archived" | sed -n 's/.*"pipeline_id":"\([0-9a-f-]*\)".*/\1/p' | head -n1)
+  echo "oha: GET /pipelines/{id}, 64 connections, 20 s"
+  oha -z 20s -c 64 --no-tui "$api/pipelines/$pipeline" | sed -n '/Summary/,/Status code/p'
+fi
+echo "gateway RSS after the load: $(rss "$gateway")"
