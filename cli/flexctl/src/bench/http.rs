@@ -5,7 +5,8 @@
 //!    `pipeline.resume` straight over NATS (what `flexctl bench commands` measures);
 //! 2. `http pause/resume`: the same commands as `POST /pipelines/{id}/pause|resume`
 //!    through the gateway, N keep-alive connections;
-//! 3. `http GET pipeline`: `GET /pipelines/{id}` of the same pipelines.
+//! 3. `http GET pipeline`: `GET /pipelines/{id}` of the same pipelines;
+//! 4. `nats pipeline.get`: the same reads straight over NATS.
 //!
 //! Each phase has its own warm-up. The report has each phase's throughput and latency,
 //! and the HTTP commands' share of the NATS throughput and their added p99.
@@ -97,15 +98,23 @@ pub async fn run(
             tokio::spawn(async move { request.get(id, window).await })
         });
         let http_get = merged(futures::future::join_all(tasks).await, window)?;
-        anyhow::Ok((nats, http_commands, http_get))
+        tracing::info!("phase 4: pipeline.get over NATS");
+        let window = Window::after_warmup(warmup, duration);
+        let tasks = pipelines.iter().enumerate().map(|(i, id)| {
+            let client = connections[i / CLIENTS_PER_CONNECTION].clone();
+            tokio::spawn(nats_get(client, *id, window))
+        });
+        let nats_get = merged(futures::future::join_all(tasks).await, window)?;
+        anyhow::Ok((nats, http_commands, http_get, nats_get))
     }
     .await;
     setup::archive_pipelines(&connections, &pipelines).await;
-    let (nats, http_commands, http_get) = result?;
+    let (nats, http_commands, http_get, nats_get) = result?;
     let phases = vec![
         Figures::of_stats("nats pause/resume", &nats),
         Figures::of_stats("http pause/resume", &http_commands),
         Figures::of_stats("http GET pipeline", &http_get),
+        Figures::of_stats("nats pipeline.get", &nats_get),
     ];
     let share = phases[1].per_second / phases[0].per_second.max(f64::MIN_POSITIVE);
     let added = phases[1].latency.p99_ms - phases[0].latency.p99_ms;
@@ -114,6 +123,27 @@ pub async fn run(
         http_share_of_nats: share,
         added_p99_ms: added,
     })
+}
+
+/// Reads `pipeline_id` with `pipeline.get` over NATS until the window ends.
+async fn nats_get(client: async_nats::Client, pipeline_id: Uuid, window: Window) -> anyhow::Result<PhaseStats> {
+    let mut stats = PhaseStats::new(window.length())?;
+    let typed = super::commands::typed(client);
+    let body = serde_json::json!({ "id": pipeline_id });
+    while !window.is_over(Instant::now()) {
+        let started = Instant::now();
+        let answer = typed
+            .query_raw("pipeline.get", &body, &flexcore_client::Retry::once())
+            .await;
+        let finished = Instant::now();
+        if window.measures(finished) {
+            match &answer {
+                Ok(_) => stats.record_ok(finished - started),
+                Err(e) => stats.record_rejected(&e.to_string(), finished - started),
+            }
+        }
+    }
+    Ok(stats)
 }
 
 /// The phase's statistics of every client, merged.
