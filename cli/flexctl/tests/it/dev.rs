@@ -529,6 +529,7 @@ async fn a_referenced_secret_never_appears_in_any_log_line() {
         services.into_iter().collect::<Vec<_>>(),
         [
             "flexcore-command",
+            "flexcore-gateway",
             "flexcore-projection",
             "flexcore-runner",
             "flexcore-scheduler",

@@ -290,7 +290,7 @@ pub fn db_error(error: sqlx::Error) -> ErrorBody {
 /// Waits until every projection in `kinds` has applied global position `min_position`
 /// (bounded by `projection.min_position_timeout_ms`), else `stale`. Position 0 (before
 /// the first event) is always reached; a position that is not in the event log is
-/// `invalid_value` at once: every position a reply or an event gives is committed, and
+/// `not_found` (at `/min_position`) at once: every position a reply or an event gives is committed, and
 /// so visible here, before anyone can know it, so waiting would not make it appear.
 async fn reach(ctx: &QueryContext, kinds: &[Kind], min_position: Option<u64>) -> Result<(), ErrorBody> {
     let Some(position) = min_position.filter(|p| *p > 0) else {
@@ -314,7 +314,7 @@ async fn reach(ctx: &QueryContext, kinds: &[Kind], min_position: Option<u64>) ->
             .map_err(db_error)?;
     let Some(tx) = tx else {
         return Err(ErrorBody::at(
-            ErrorReason::InvalidValue,
+            ErrorReason::NotFound,
             "/min_position",
             format!("position {position} is not in the event log; pass the global_position of a command reply (or the id of an event)"),
         ));
