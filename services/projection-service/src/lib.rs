@@ -76,14 +76,21 @@ pub async fn run(
         MIGRATOR.run(&pool).await.context("running migrations")?;
     }
     store::init(&pool).await.context("setting up the read models")?;
-    for kind in store::upgrade_documents(&pool)
+    for (kind, outdated) in store::upgrade_layouts(&pool)
         .await
-        .context("checking the read models' format")?
+        .context("checking the read models' layout")?
     {
-        tracing::info!(
-            projection = kind.name(),
-            "read model keeps documents as jsonb: rebuilding it with exact documents"
-        );
+        match outdated {
+            store::Outdated::JsonbDocuments => tracing::info!(
+                projection = kind.name(),
+                "read model keeps documents as jsonb: rebuilding it with exact documents"
+            ),
+            store::Outdated::MissingColumns(columns) => tracing::info!(
+                projection = kind.name(),
+                columns = columns.join(", "),
+                "read model lacked columns (added): rebuilding it to fill them"
+            ),
+        }
     }
     let positions = Arc::new(Positions::default());
     positions

@@ -63,26 +63,64 @@ pub async fn init(pool: &PgPool) -> Result<(), ProjectionError> {
     Ok(())
 }
 
-/// Requests a rebuild of every projection whose served tables keep documents as `jsonb`
-/// (built before documents were kept as exact text): the rebuild writes them again,
-/// exactly, while the old tables keep serving. Returns the projections it asked for.
-pub async fn upgrade_documents(pool: &PgPool) -> Result<Vec<Kind>, ProjectionError> {
+/// Why a served read-model table is out of date (see [`upgrade_layouts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outdated {
+    /// It keeps documents as `jsonb` (built before documents were kept as exact text).
+    JsonbDocuments,
+    /// It lacks these columns (added to it now, empty until the rebuild fills them).
+    MissingColumns(Vec<String>),
+}
+
+/// Brings every projection's served tables up to the current layout. A table that keeps
+/// documents as `jsonb` is rebuilt; a table that lacks columns gets them at once (nullable,
+/// so the live worker keeps writing, and its view re-created to show them) and is rebuilt
+/// to fill them for the rows written before. The old tables serve until the rebuild swaps
+/// the new ones in. Safe from every replica at once. Returns what it asked to rebuild.
+pub async fn upgrade_layouts(pool: &PgPool) -> Result<Vec<(Kind, Outdated)>, ProjectionError> {
     let mut requested = Vec::new();
     for kind in Kind::ALL {
+        let spec = kind.table();
+        let mut tx = pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(INIT_LOCK_KEY)
+            .execute(&mut *tx)
+            .await?;
         let generation: i32 = sqlx::query_scalar("SELECT generation FROM read.projections WHERE name = $1")
             .bind(kind.name())
-            .fetch_one(pool)
+            .fetch_one(&mut *tx)
             .await?;
-        let table = kind.table().table(u32::try_from(generation).unwrap_or_default());
-        let doc_type: Option<String> = sqlx::query_scalar(
-            "SELECT data_type FROM information_schema.columns \
-             WHERE table_schema = 'read' AND table_name = $1 AND column_name = 'doc'",
+        let generation = u32::try_from(generation).unwrap_or_default();
+        let table = spec.table(generation);
+        let columns: Vec<(String, String)> = sqlx::query_as(
+            "SELECT column_name::text, data_type::text FROM information_schema.columns \
+             WHERE table_schema = 'read' AND table_name = $1",
         )
         .bind(table.trim_start_matches("read."))
-        .fetch_optional(pool)
+        .fetch_all(&mut *tx)
         .await?;
-        if doc_type.as_deref() == Some("jsonb") && request_rebuild(pool, kind).await?.is_some() {
-            requested.push(kind);
+        let outdated = if columns.iter().any(|(name, ty)| name == "doc" && ty == "jsonb") {
+            Some(Outdated::JsonbDocuments)
+        } else {
+            let missing: Vec<&(&str, &str)> = spec
+                .columns
+                .iter()
+                .filter(|(name, _)| !columns.iter().any(|(have, _)| have == name))
+                .collect();
+            if missing.is_empty() {
+                None
+            } else {
+                tables::add_columns(&mut tx, spec, generation, &missing).await?;
+                Some(Outdated::MissingColumns(
+                    missing.iter().map(|(name, _)| (*name).to_owned()).collect(),
+                ))
+            }
+        };
+        tx.commit().await?;
+        if let Some(outdated) = outdated {
+            if request_rebuild(pool, kind).await?.is_some() {
+                requested.push((kind, outdated));
+            }
         }
     }
     Ok(requested)

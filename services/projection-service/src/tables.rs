@@ -167,6 +167,26 @@ pub async fn index_generation(
     execute_all(conn, spec.index_sql(generation)).await
 }
 
+/// Adds `columns` (nullable, whatever the spec says) to a generation's table and
+/// re-creates the view on it, whose `*` was expanded when it was created.
+pub async fn add_columns(
+    conn: &mut PgConnection,
+    spec: &TableSpec,
+    generation: u32,
+    columns: &[&(&str, &str)],
+) -> Result<(), ProjectionError> {
+    let table = spec.table(generation);
+    let mut sql: Vec<String> = columns
+        .iter()
+        .map(|(name, ty)| {
+            let ty = ty.trim_end_matches("NOT NULL").trim_end();
+            format!("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {ty}")
+        })
+        .collect();
+    sql.extend(spec.swap_sql(generation));
+    execute_all(conn, sql).await
+}
+
 /// Points the views at a generation (run inside the swapping transaction).
 pub async fn swap_views(conn: &mut PgConnection, spec: &TableSpec, generation: u32) -> Result<(), ProjectionError> {
     execute_all(conn, spec.swap_sql(generation)).await

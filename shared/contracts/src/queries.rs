@@ -224,6 +224,7 @@ impl<'de> Deserialize<'de> for QueryReply {
 pub const ALL: &[&str] = &[
     "plugin.get",
     "plugin.list",
+    "plugin.stats",
     "pipeline.get",
     "pipeline.list",
     "run.get",
@@ -301,7 +302,7 @@ pub fn schemas() -> Vec<(String, schemars::Schema)> {
                 ("stats", _) => schema_for::<StatsQuery>(),
                 ("projection", "list") => schema_for::<ProjectionsQuery>(),
                 ("projection", _) => schema_for::<RebuildRequest>(),
-                (_, "get") => schema_for::<GetById>(),
+                (_, "get") | ("plugin", "stats") => schema_for::<GetById>(),
                 (view, _) => list_schema(view),
             };
             ((*name).to_owned(), schema)

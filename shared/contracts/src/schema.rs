@@ -189,6 +189,10 @@ pub fn all() -> Vec<(String, String)> {
     push("views/schedule.json".into(), schema_for::<crate::views::ScheduleView>());
     push("views/stats.json".into(), schema_for::<crate::views::StatsView>());
     push(
+        "views/plugin-stats.json".into(),
+        schema_for::<crate::views::PluginStatsView>(),
+    );
+    push(
         "views/projection-status.json".into(),
         schema_for::<crate::views::ProjectionStatus>(),
     );

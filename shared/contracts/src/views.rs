@@ -162,6 +162,9 @@ pub struct RunView {
     pub scheduled_for: Option<DateTime<Utc>>,
     /// Pinned definition version.
     pub definition_version: u32,
+    /// The plugins the pinned definition's steps run, each once, in step order.
+    #[serde(default)]
+    pub plugin_ids: Vec<Uuid>,
     /// Current attempt number.
     pub attempt: u32,
     /// Every attempt so far.
@@ -260,6 +263,42 @@ pub struct StatsView {
     pub failed_last_day: u64,
     /// `failed_last_day / finished_last_day` (0 when nothing finished).
     pub failure_rate_last_day: f64,
+}
+
+/// `plugin.stats`: how a plugin has run, from the runs read model (every run whose
+/// pipeline definition has a step with this plugin).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PluginStatsView {
+    /// The plugin.
+    pub plugin_id: Uuid,
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// Its lifecycle state (`active`, `deprecated`, `disabled`).
+    pub state: String,
+    /// Runs that used it, in every state.
+    pub runs_total: u64,
+    /// Runs that used it, by run state, each with the average duration of its runs.
+    pub runs: BTreeMap<String, RunStateStats>,
+    /// Average duration (request to end) of the finished runs that used it, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average_duration_ms: Option<u64>,
+    /// Of the finished runs, the share that failed or timed out (0 when none finished).
+    pub failure_rate: f64,
+    /// When the last run that used it was requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_requested_at: Option<DateTime<Utc>>,
+}
+
+/// Runs in one state, inside [`PluginStatsView`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RunStateStats {
+    /// How many.
+    pub count: u64,
+    /// Their average duration (request to end) in ms; finished states only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average_duration_ms: Option<u64>,
 }
 
 /// Progress of a projection rebuild, inside [`ProjectionStatus`].

@@ -38,7 +38,7 @@ fn decode(kind: Kind, name: &str, payload: &[u8]) -> Result<Option<String>, Erro
             "stats.get" => queries::decode::<StatsQuery>(name, payload).map(|_| None),
             "projection.list" => queries::decode::<ProjectionsQuery>(name, payload).map(|_| None),
             "projection.rebuild" => queries::decode::<RebuildRequest>(name, payload).map(|_| None),
-            n if n.ends_with(".get") => queries::decode::<GetById>(name, payload).map(|_| None),
+            n if n.ends_with(".get") || n == "plugin.stats" => queries::decode::<GetById>(name, payload).map(|_| None),
             _ => queries::decode::<ListQuery>(name, payload).map(|_| None),
         },
     }

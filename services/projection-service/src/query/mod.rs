@@ -4,6 +4,7 @@
 //! Views and operations:
 //! - `plugin|pipeline|run|schedule` `.get` ([`GetById`]) and `.list` ([`ListQuery`]);
 //! - `event.list` (the audit log; [`ListQuery`] with aggregate/type/time filters);
+//! - `plugin.stats` ([`GetById`]: a plugin's runs by state and average duration);
 //! - `stats.get` ([`StatsQuery`]);
 //! - `projection.list` (positions, lag, rebuild progress) and `projection.rebuild`.
 
@@ -143,6 +144,11 @@ pub async fn answer(ctx: &QueryContext, message: &Message, reply_limit: usize) -
             let kind = Kind::parse(&q.name).ok_or_else(unknown)?;
             reach(ctx, &[kind], q.min_position).await?;
             ok(ctx, Kind::Audit, &views::request_rebuild(&ctx.pool, kind).await?, None)
+        }
+        ("plugin", "stats") => {
+            let q: GetById = queries::decode(&name, body)?;
+            reach(ctx, &[Kind::Plugins, Kind::Runs], q.min_position).await?;
+            ok(ctx, Kind::Runs, &views::plugin_stats(&ctx.pool, q.id).await?, None)
         }
         ("event", _) => {
             let q: ListQuery = queries::decode(&name, body)?;

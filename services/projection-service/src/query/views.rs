@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use flexcore_contracts::model::ScheduleSpec;
 use flexcore_contracts::queries::ListQuery;
-use flexcore_contracts::views::{ProjectionStatus, RebuildStatus, RunSummary, ScheduleView, StatsView};
+use flexcore_contracts::views::{
+    PluginStatsView, ProjectionStatus, RebuildStatus, RunStateStats, RunSummary, ScheduleView, StatsView,
+};
 use flexcore_contracts::{ErrorBody, ErrorReason, OpaqueJson};
 use sqlx::types::Json;
 use sqlx::PgPool;
@@ -289,6 +291,70 @@ pub async fn stats(pool: &PgPool) -> Result<StatsView, ErrorBody> {
         } else {
             0.0
         },
+    })
+}
+
+/// `plugin.stats`: the runs whose pinned definitions use plugin `id`, by state, with their
+/// average durations (one index scan of the runs' `plugin_ids`).
+pub async fn plugin_stats(pool: &PgPool, id: Uuid) -> Result<PluginStatsView, ErrorBody> {
+    let plugin: Option<(String, String, String)> =
+        sqlx::query_as("SELECT name, version, state FROM read.plugins WHERE plugin_id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .map_err(db_error)?;
+    let Some((name, version, state)) = plugin else {
+        return Err(ErrorBody::at(
+            ErrorReason::NotFound,
+            "/id",
+            format!("no plugin with id {id}; list them with plugin.list"),
+        ));
+    };
+    /// A run state's count, average duration (finished states) and last request.
+    type StateRow = (String, i64, Option<f64>, Option<DateTime<Utc>>);
+    let rows: Vec<StateRow> = sqlx::query_as(
+        "SELECT state, count(*), \
+           avg(extract(epoch FROM finished_at - requested_at) * 1000)::float8, max(requested_at) \
+         FROM read.runs WHERE plugin_ids @> ARRAY[$1]::uuid[] GROUP BY state",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+    .map_err(db_error)?;
+    let ms = |avg: f64| avg.max(0.0).round() as u64;
+    let (mut finished, mut failed, mut finished_ms) = (0_u64, 0_u64, 0.0_f64);
+    let mut runs = BTreeMap::new();
+    for (run_state, count, avg, _) in &rows {
+        let count = u64::try_from(*count).unwrap_or_default();
+        if let Some(avg) = avg {
+            finished += count;
+            finished_ms += avg * count as f64;
+            if matches!(run_state.as_str(), "failed" | "timed_out") {
+                failed += count;
+            }
+        }
+        runs.insert(
+            run_state.clone(),
+            RunStateStats {
+                count,
+                average_duration_ms: avg.map(ms),
+            },
+        );
+    }
+    Ok(PluginStatsView {
+        plugin_id: id,
+        name,
+        version,
+        state,
+        runs_total: runs.values().map(|r| r.count).sum(),
+        runs,
+        average_duration_ms: (finished > 0).then(|| ms(finished_ms / finished as f64)),
+        failure_rate: if finished > 0 {
+            failed as f64 / finished as f64
+        } else {
+            0.0
+        },
+        last_requested_at: rows.iter().filter_map(|r| r.3).max(),
     })
 }
 

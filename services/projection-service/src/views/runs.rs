@@ -20,6 +20,8 @@ impl Entity for RunView {
             ("requested_at", "timestamptz NOT NULL"),
             ("finished_at", "timestamptz"),
             ("updated_at", "timestamptz NOT NULL"),
+            // Nullable: rows written before the column existed have none until a rebuild.
+            ("plugin_ids", "uuid[]"),
             ("doc", "json NOT NULL"),
         ],
         indexes: &[
@@ -28,6 +30,7 @@ impl Entity for RunView {
             "(requested_at, run_id)",
             "(updated_at, run_id)",
             "(finished_at) WHERE finished_at IS NOT NULL",
+            "USING gin (plugin_ids)",
         ],
         counts: true,
     };
@@ -46,6 +49,12 @@ impl Entity for RunView {
             schedule_id: e.schedule_id,
             scheduled_for: e.scheduled_for,
             definition_version: e.definition_version,
+            plugin_ids: e.definition.steps.iter().fold(Vec::new(), |mut ids, step| {
+                if !ids.contains(&step.plugin_id) {
+                    ids.push(step.plugin_id);
+                }
+                ids
+            }),
             attempt: e.attempt,
             attempts: vec![pending(e.attempt)],
             counters: StreamCounters::new(),

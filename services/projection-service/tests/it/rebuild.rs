@@ -78,3 +78,52 @@ async fn a_rebuild_swaps_in_while_queries_keep_being_answered() {
     assert_read_models_match(&s.db.pool).await;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_read_model_lacking_a_column_gets_it_and_is_rebuilt_to_fill_it() {
+    let s = stack(false).await;
+    s.register_plugins().await;
+    crate::burst(&s, "c", 6, 6).await;
+    let mut first = s.spawn_projection_process();
+    s.caught_up().await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // The runs model as an older version laid it out: without plugin_ids.
+    for statement in [
+        "ALTER TABLE read.runs_g1 DROP COLUMN plugin_ids CASCADE",
+        "CREATE VIEW read.runs AS SELECT * FROM read.runs_g1",
+    ] {
+        sqlx::query(statement).execute(&s.db.pool).await.unwrap();
+    }
+
+    // Started again: the column is added at once, and a rebuild fills it.
+    let mut second = s.spawn_projection_process();
+    s.caught_up().await;
+    flexcore_testkit::wait_until(Duration::from_secs(60), "the runs model rebuilt", || async {
+        let list = s.data("projection.list", json!({})).await;
+        projection(&list, "runs")["rebuild"]["state"] == json!("done")
+    })
+    .await
+    .unwrap();
+    let list = s.data("projection.list", json!({})).await;
+    assert_eq!(projection(&list, "runs")["generation"], json!(2));
+    let unfilled: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM read.runs WHERE plugin_ids IS NULL OR plugin_ids = '{}'")
+            .fetch_one(&s.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(unfilled, 0, "every run names its plugins after the rebuild");
+    let runs = s.data("run.list", json!({"limit": 1000})).await;
+    assert!(runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| !r["plugin_ids"].as_array().unwrap().is_empty()));
+    // Live events keep being applied to the new generation.
+    crate::burst(&s, "c2", 2, 2).await;
+    s.caught_up().await;
+    assert_read_models_match(&s.db.pool).await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+    s.stop().await;
+}

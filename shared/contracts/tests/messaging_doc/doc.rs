@@ -7,7 +7,7 @@ use flexcore_contracts::envelope::{self, EventEnvelope};
 use flexcore_contracts::events::{PipelineEvent, PluginEvent, RunEvent, ScheduleEvent};
 use flexcore_contracts::queries::{GetById, ListQuery, ProjectionsQuery, QueryReply, RebuildRequest, StatsQuery};
 use flexcore_contracts::views::{
-    PipelineView, PluginView, ProjectionStatus, RebuildStatus, RunView, ScheduleView, StatsView,
+    PipelineView, PluginStatsView, PluginView, ProjectionStatus, RebuildStatus, RunView, ScheduleView, StatsView,
 };
 use flexcore_contracts::work::WorkItem;
 use flexcore_contracts::{subjects, CommandReply, ErrorCode, ErrorReason};
@@ -649,12 +649,14 @@ fn queries_section(types: &mut Types) -> String {
     let run = view(json::<RunView>());
     let schedule = view(json::<ScheduleView>());
     let stats_view = view(json::<StatsView>());
+    let plugin_stats = view(json::<PluginStatsView>());
     let status = view(json::<ProjectionStatus>());
     let rebuild_status = view(json::<RebuildStatus>());
     let event = "[`EventEnvelope`](#event-envelope)".to_owned();
     let rows = [
         ("plugin", "get", &get, plugin.clone()),
         ("plugin", "list", &list, format!("array of {plugin}")),
+        ("plugin", "stats", &get, plugin_stats),
         ("pipeline", "get", &get, pipeline.clone()),
         ("pipeline", "list", &list, format!("array of {pipeline}")),
         ("run", "get", &get, run.clone()),

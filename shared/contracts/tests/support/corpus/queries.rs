@@ -73,7 +73,7 @@ impl Corpus {
                 let projection = *queries::PROJECTIONS.choose(&mut self.rng).unwrap_or(&"runs");
                 body.insert("name".into(), projection.into());
             }
-            (_, "get") => {
+            (_, "get") | ("plugin", "stats") => {
                 let ids: fn(&World) -> &Vec<Uuid> = match view {
                     "pipeline" => |w| &w.pipelines,
                     "run" => |w| &w.runs,
