@@ -1,5 +1,5 @@
 //! Who is calling: API keys (hashed at rest, in a file `flexctl api-key` maintains) and
-//! JWT bearer tokens (HS256 with a shared secret, RS256/ES256 with a JWKS file), each
+//! JWT bearer tokens (HS256 with a shared secret, RS256/ES256 with a JWKS file or URL), each
 //! mapped to one of the API roles `viewer`, `operator`, `admin`; anonymous callers only
 //! where an operator turned that on (`gateway.anonymous_role`, for local development).
 //!
@@ -67,7 +67,7 @@ pub enum AuthError {
     #[error("invalid token: {0}")]
     InvalidToken(String),
     /// JWTs are not accepted here.
-    #[error("bearer tokens (JWT) are not accepted by this gateway: no gateway.jwt_hs256_secret_file or gateway.jwt_jwks_file is configured")]
+    #[error("bearer tokens (JWT) are not accepted by this gateway: no gateway.jwt_hs256_secret_file, gateway.jwt_jwks_file or gateway.jwt_jwks_url is configured")]
     JwtOff,
 }
 
@@ -230,24 +230,167 @@ impl Keys {
     }
 }
 
+/// A public key of the identity provider: its `kid`, algorithm and key.
+type JwkKey = (Option<String>, Algorithm, DecodingKey);
+
 /// How JWTs are checked.
 struct Jwt {
     /// HS256 with the shared secret.
     hs256: Option<DecodingKey>,
-    /// RS256/ES256 keys by `kid` (and those without one).
-    jwks: Vec<(Option<String>, Algorithm, DecodingKey)>,
+    /// RS256/ES256 keys by `kid` (and those without one): from the JWKS file, or the
+    /// latest fetch of the JWKS URL.
+    jwks: parking_lot::RwLock<Arc<Vec<JwkKey>>>,
+    /// The JWKS URL, when the keys come from one.
+    remote: Option<Remote>,
     issuer: Option<String>,
     audience: Option<String>,
+}
+
+/// Where a JWKS URL's keys come from and when to fetch them again.
+struct Remote {
+    url: reqwest::Url,
+    every: Duration,
+    /// Whether a fetch has succeeded (the gateway is ready only then).
+    loaded: std::sync::atomic::AtomicBool,
+    /// Woken by a token naming a key not in the set (a rotation), at most once a minute.
+    unknown_kid: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Jwt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Jwt")
             .field("hs256", &self.hs256.is_some())
-            .field("jwks", &self.jwks.len())
+            .field("jwks", &self.jwks.read().len())
+            .field("jwks_url", &self.remote.as_ref().map(|r| r.url.as_str()))
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .finish()
+    }
+}
+
+/// The RS256/ES256 keys of a JWKS document (`source` names it in errors).
+pub fn parse_jwks(bytes: &[u8], source: &str) -> anyhow::Result<Vec<(Option<String>, Algorithm, DecodingKey)>> {
+    let set: JwkSet = serde_json::from_slice(bytes).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+    let mut keys = Vec::new();
+    for jwk in &set.keys {
+        let algorithm = match &jwk.algorithm {
+            jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
+            jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
+            _ => continue,
+        };
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+        keys.push((jwk.common.key_id.clone(), algorithm, key));
+    }
+    if keys.is_empty() {
+        anyhow::bail!("{source}: no RSA or EC key in it");
+    }
+    Ok(keys)
+}
+
+/// A JWKS URL: `https://`, or `http://` to a loopback address (a sidecar, a test).
+pub fn jwks_url(text: &str) -> anyhow::Result<reqwest::Url> {
+    let url = reqwest::Url::parse(text).map_err(|e| anyhow::anyhow!("gateway.jwt_jwks_url {text:?}: {e}"))?;
+    let loopback = match url.host_str() {
+        Some("localhost") => true,
+        Some(host) => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    };
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if loopback => Ok(url),
+        _ => anyhow::bail!(
+            "gateway.jwt_jwks_url {text:?}: the identity provider's keys must come over https:// (http:// only from a loopback address)"
+        ),
+    }
+}
+
+/// Largest JWKS document fetched.
+const MAX_JWKS_BYTES: usize = 1 << 20;
+/// Shortest time between two fetches prompted by unknown key ids.
+const UNKNOWN_KID_EVERY: Duration = Duration::from_secs(60);
+
+impl Remote {
+    /// Fetches the JWKS once.
+    async fn fetch(&self, http: &reqwest::Client) -> anyhow::Result<Vec<JwkKey>> {
+        let mut response = http
+            .get(self.url.clone())
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("fetching {}: {e}", self.url))?;
+        if !response.status().is_success() {
+            anyhow::bail!("fetching {}: HTTP {}", self.url, response.status());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", self.url))?
+        {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_JWKS_BYTES {
+                anyhow::bail!("{} is larger than {MAX_JWKS_BYTES} bytes", self.url);
+            }
+        }
+        parse_jwks(&body, self.url.as_str())
+    }
+}
+
+/// Keeps the keys of a JWKS URL fresh until `shutdown`: fetched at once (again within
+/// seconds while that fails), then every `gateway.jwt_jwks_refresh_seconds`, and early
+/// (at most once a minute) when a token names a key id the set lacks. A failed refresh
+/// keeps the keys it had.
+async fn refresh_jwks(jwt: Arc<Jwt>, shutdown: tokio_util::sync::CancellationToken) {
+    let Some(remote) = &jwt.remote else { return };
+    let http = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    {
+        Ok(http) => http,
+        Err(error) => {
+            tracing::error!(%error, "cannot build the HTTP client for gateway.jwt_jwks_url");
+            return;
+        }
+    };
+    let mut retry = Duration::from_secs(1);
+    loop {
+        let last = Instant::now();
+        let wait = match remote.fetch(&http).await {
+            Ok(keys) => {
+                tracing::info!(url = %remote.url, keys = keys.len(), "JWKS loaded");
+                *jwt.jwks.write() = Arc::new(keys);
+                remote.loaded.store(true, std::sync::atomic::Ordering::Release);
+                retry = Duration::from_secs(1);
+                remote.every
+            }
+            Err(error) => {
+                let wait = if remote.loaded.load(std::sync::atomic::Ordering::Acquire) {
+                    remote.every.min(Duration::from_secs(60))
+                } else {
+                    retry
+                };
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    retry_in_s = wait.as_secs(),
+                    "JWKS not fetched; keeping the keys held"
+                );
+                retry = (retry * 2).min(Duration::from_secs(30));
+                wait
+            }
+        };
+        let early = async {
+            remote.unknown_kid.notified().await;
+            tokio::time::sleep_until((last + UNKNOWN_KID_EVERY.min(remote.every)).into()).await;
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+            () = early => {}
+        }
     }
 }
 
@@ -273,17 +416,27 @@ impl Jwt {
                     .ok_or_else(|| AuthError::InvalidToken("HS256 tokens are not accepted here".into()))?,
             ),
             Algorithm::RS256 | Algorithm::ES256 => {
-                let found = self
-                    .jwks
+                let keys = self.jwks.read().clone();
+                let found = keys
                     .iter()
                     .find(|(kid, alg, _)| *alg == header.alg && (header.kid.is_none() || *kid == header.kid));
-                let (_, alg, key) = found.ok_or_else(|| {
-                    AuthError::InvalidToken("no key in the JWKS matches the token's kid and alg".into())
-                })?;
-                (*alg, key)
+                let Some((_, alg, key)) = found else {
+                    if let Some(remote) = &self.remote {
+                        remote.unknown_kid.notify_one();
+                    }
+                    return Err(AuthError::InvalidToken(
+                        "no key in the JWKS matches the token's kid and alg".into(),
+                    ));
+                };
+                return self.decode(token, *alg, key);
             }
             other => return Err(AuthError::InvalidToken(format!("algorithm {other:?} is not accepted"))),
         };
+        self.decode(token, algorithm, key)
+    }
+
+    fn decode(&self, token: &str, algorithm: Algorithm, key: &DecodingKey) -> Result<Principal, AuthError> {
+        let invalid = |e: jsonwebtoken::errors::Error| AuthError::InvalidToken(e.to_string());
         let mut validation = Validation::new(algorithm);
         validation.validate_nbf = true;
         validation.leeway = 30;
@@ -348,6 +501,10 @@ pub struct AuthConfig {
     pub hs256_secret_file: Option<PathBuf>,
     /// A JWKS file (RS256/ES256 public keys).
     pub jwks_file: Option<PathBuf>,
+    /// A JWKS URL (fetched by [`Authenticator::start`]).
+    pub jwks_url: Option<String>,
+    /// How often the JWKS URL is fetched again.
+    pub jwks_refresh: Duration,
     /// Required `iss`.
     pub issuer: Option<String>,
     /// Required `aud`.
@@ -378,34 +535,34 @@ impl Authenticator {
             }
             None => None,
         };
+        if config.jwks_file.is_some() && config.jwks_url.is_some() {
+            anyhow::bail!("set gateway.jwt_jwks_file or gateway.jwt_jwks_url, not both");
+        }
         let jwks = match &config.jwks_file {
             Some(path) => {
                 let text = std::fs::read(path)
                     .map_err(|e| anyhow::anyhow!("reading gateway.jwt_jwks_file {}: {e}", path.display()))?;
-                let set: JwkSet = serde_json::from_slice(&text)
-                    .map_err(|e| anyhow::anyhow!("gateway.jwt_jwks_file {}: {e}", path.display()))?;
-                let mut keys = Vec::new();
-                for jwk in &set.keys {
-                    let algorithm = match &jwk.algorithm {
-                        jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
-                        jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
-                        _ => continue,
-                    };
-                    let key = DecodingKey::from_jwk(jwk)
-                        .map_err(|e| anyhow::anyhow!("gateway.jwt_jwks_file {}: {e}", path.display()))?;
-                    keys.push((jwk.common.key_id.clone(), algorithm, key));
-                }
-                if keys.is_empty() {
-                    anyhow::bail!("gateway.jwt_jwks_file {}: no RSA or EC key in it", path.display());
-                }
-                keys
+                parse_jwks(&text, &format!("gateway.jwt_jwks_file {}", path.display()))?
             }
             None => Vec::new(),
         };
-        let jwt = (hs256.is_some() || !jwks.is_empty()).then(|| {
+        let remote = config
+            .jwks_url
+            .as_deref()
+            .map(|url| {
+                Ok::<_, anyhow::Error>(Remote {
+                    url: jwks_url(url)?,
+                    every: config.jwks_refresh.max(Duration::from_secs(1)),
+                    loaded: std::sync::atomic::AtomicBool::new(false),
+                    unknown_kid: tokio::sync::Notify::new(),
+                })
+            })
+            .transpose()?;
+        let jwt = (hs256.is_some() || !jwks.is_empty() || remote.is_some()).then(|| {
             Arc::new(Jwt {
                 hs256,
-                jwks,
+                jwks: parking_lot::RwLock::new(Arc::new(jwks)),
+                remote,
                 issuer: config.issuer.clone(),
                 audience: config.audience.clone(),
             })
@@ -413,7 +570,7 @@ impl Authenticator {
         if keys.is_none() && jwt.is_none() && config.anonymous.is_none() {
             anyhow::bail!(
                 "the gateway would let nobody in: set gateway.api_keys_file, a JWT key \
-                 (gateway.jwt_hs256_secret_file or gateway.jwt_jwks_file), or, for local development only, \
+                 (gateway.jwt_hs256_secret_file, gateway.jwt_jwks_file or gateway.jwt_jwks_url), or, for local development only, \
                  gateway.anonymous_role"
             );
         }
@@ -422,6 +579,19 @@ impl Authenticator {
             jwt,
             anonymous: config.anonymous,
         })
+    }
+
+    /// Starts fetching the JWKS URL, if one is configured (until `shutdown`).
+    pub fn start(&self, shutdown: tokio_util::sync::CancellationToken) {
+        if let Some(jwt) = self.jwt.as_ref().filter(|j| j.remote.is_some()) {
+            tokio::spawn(refresh_jwks(jwt.clone(), shutdown));
+        }
+    }
+
+    /// `None` without a JWKS URL; else whether its keys have been fetched.
+    pub fn jwks_loaded(&self) -> Option<bool> {
+        let remote = self.jwt.as_ref()?.remote.as_ref()?;
+        Some(remote.loaded.load(std::sync::atomic::Ordering::Acquire))
     }
 
     /// The caller of a request with this `Authorization` header value (if any).
@@ -614,6 +784,88 @@ mod tests {
         })
         .unwrap();
         assert_eq!(open.authenticate(None).unwrap().role, ApiRole::Viewer);
+    }
+
+    fn test_key(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/keys").join(name)
+    }
+
+    fn signed(key: &str, kid: Option<&str>, claims: &serde_json::Value) -> String {
+        let der = std::fs::read(test_key(&format!("{key}.der"))).unwrap();
+        let (algorithm, encoding) = if key.starts_with("ec") {
+            (Algorithm::ES256, jsonwebtoken::EncodingKey::from_ec_der(&der))
+        } else {
+            (Algorithm::RS256, jsonwebtoken::EncodingKey::from_rsa_der(&der))
+        };
+        let mut header = jsonwebtoken::Header::new(algorithm);
+        header.kid = kid.map(str::to_owned);
+        jsonwebtoken::encode(&header, claims, &encoding).unwrap()
+    }
+
+    #[test]
+    fn es256_and_rs256_tokens_are_checked_against_a_jwks_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let jwk = |name: &str| -> serde_json::Value {
+            serde_json::from_slice(&std::fs::read(test_key(&format!("{name}.jwk.json"))).unwrap()).unwrap()
+        };
+        let path = dir.path().join("jwks.json");
+        std::fs::write(&path, serde_json::json!({"keys": [jwk("ec1"), jwk("rsa")]}).to_string()).unwrap();
+        let auth = Authenticator::load(&AuthConfig {
+            jwks_file: Some(path),
+            audience: Some("flexcore".into()),
+            ..AuthConfig::default()
+        })
+        .unwrap();
+        assert_eq!(auth.jwks_loaded(), None, "no URL to wait for");
+        let now = chrono::Utc::now().timestamp();
+        let claims =
+            serde_json::json!({"sub": "dave", "exp": now + 60, "aud": "flexcore", "roles": ["viewer", "admin"]});
+        let check = |token: String| auth.authenticate(Some(&format!("Bearer {token}")));
+        let principal = check(signed("ec1", Some("ec1"), &claims)).unwrap();
+        assert_eq!((principal.name.as_str(), principal.role), ("jwt:dave", ApiRole::Admin));
+        assert!(check(signed("rsa", Some("rsa"), &claims)).is_ok());
+        assert!(
+            check(signed("ec1", None, &claims)).is_ok(),
+            "no kid: any key of its algorithm"
+        );
+        // A key not in the set, a key under another's kid, an expired token.
+        assert!(check(signed("ec2", Some("ec2"), &claims)).is_err());
+        assert!(check(signed("ec2", Some("ec1"), &claims)).is_err());
+        let mut expired = claims.clone();
+        expired["exp"] = (now - 3600).into();
+        assert!(check(signed("ec1", Some("ec1"), &expired)).is_err());
+        // HS256 is not accepted without a secret, even for a kid in the set.
+        let hs = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(b"ec1").unwrap(),
+        )
+        .unwrap();
+        assert!(check(hs).is_err());
+    }
+
+    #[test]
+    fn a_jwks_url_is_https_or_loopback_and_not_with_a_file() {
+        assert!(jwks_url("https://idp.example/.well-known/jwks.json").is_ok());
+        assert!(jwks_url("http://127.0.0.1:9000/jwks").is_ok());
+        assert!(jwks_url("http://[::1]:9000/jwks").is_ok());
+        assert!(jwks_url("http://localhost/jwks").is_ok());
+        assert!(jwks_url("http://idp.example/jwks").is_err());
+        assert!(jwks_url("file:///etc/jwks.json").is_err());
+        assert!(jwks_url("not a url").is_err());
+        let both = Authenticator::load(&AuthConfig {
+            jwks_file: Some(test_key("ec1.jwk.json")),
+            jwks_url: Some("https://idp.example/jwks".into()),
+            ..AuthConfig::default()
+        });
+        assert!(both.is_err());
+        let url = Authenticator::load(&AuthConfig {
+            jwks_url: Some("https://idp.example/jwks".into()),
+            jwks_refresh: Duration::from_secs(300),
+            ..AuthConfig::default()
+        })
+        .unwrap();
+        assert_eq!(url.jwks_loaded(), Some(false), "not ready before the first fetch");
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub struct Gateway {
     pub presence: Arc<presence::Presence>,
     /// Open live streams.
     pub streams: Arc<Semaphore>,
+    /// Module uploads in progress.
+    pub uploads: Arc<Semaphore>,
     /// The settings.
     pub settings: GatewaySettings,
     /// Cancelled at shutdown (live streams end).
@@ -98,10 +100,13 @@ impl Gateway {
             api_keys_file: path(&settings.api_keys_file),
             hs256_secret_file: path(&settings.jwt_hs256_secret_file),
             jwks_file: path(&settings.jwt_jwks_file),
+            jwks_url: text(&settings.jwt_jwks_url),
+            jwks_refresh: Duration::from_secs(settings.jwt_jwks_refresh_seconds),
             issuer: text(&settings.jwt_issuer),
             audience: text(&settings.jwt_audience),
             anonymous,
         })?;
+        auth.start(shutdown.clone());
         if let Some(role) = anonymous {
             tracing::warn!(%role, "anonymous access is on (gateway.anonymous_role): for local development only");
         }
@@ -117,6 +122,7 @@ impl Gateway {
             limiter: RateLimiter::new(settings.rate_limit_per_second, settings.rate_limit_burst),
             presence,
             streams: Arc::new(Semaphore::new(settings.max_streams)),
+            uploads: Arc::new(Semaphore::new(settings.max_uploads)),
             settings: settings.clone(),
             shutdown,
         }))
@@ -178,82 +184,94 @@ async fn per_request(State(gateway): State<Arc<Gateway>>, mut request: Request, 
         tracing::Span::none()
     };
     let mut response = REQUEST
-        .scope(scope, tracing::Instrument::instrument(async {
-            if preflight {
-                return StatusCode::NO_CONTENT.into_response();
-            }
-            // Unauthenticated: the liveness of the gateway and the API's description.
-            let open = path == "/health" || path == "/api/v1/openapi.json" || path == "/api/v1/docs";
-            if !open {
-                let authorization = request.headers().get(header::AUTHORIZATION).map(|v| v.to_str());
-                let principal = match authorization {
-                    Some(Err(_)) => Err(auth::AuthError::Malformed),
-                    Some(Ok(value)) => gateway.auth.authenticate(Some(value)),
-                    None => gateway.auth.authenticate(None),
-                };
-                let principal = match principal {
-                    Ok(principal) => principal,
-                    Err(error) => {
-                        tracing::info!(%path, %error, "request not authenticated");
-                        return Problem::new(StatusCode::UNAUTHORIZED, "unauthenticated", error.to_string())
-                            .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
-                            .into_response();
+        .scope(
+            scope,
+            tracing::Instrument::instrument(
+                async {
+                    if preflight {
+                        return StatusCode::NO_CONTENT.into_response();
                     }
-                };
-                if let Err(wait) = gateway.limiter.take(&principal.name) {
-                    let seconds = wait.as_secs().max(1);
-                    return Problem::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "rate_limited",
-                        format!(
-                            "more than {} requests a second for {}; retry after {seconds} s",
-                            gateway.settings.rate_limit_per_second, principal.name
-                        ),
-                    )
-                    .with_header(header::RETRY_AFTER, HeaderValue::from(seconds))
-                    .into_response();
-                }
-                request.extensions_mut().insert(Caller {
-                    principal,
-                    correlation_id: correlation_id.clone(),
-                });
-            }
-            // The body is read here, so that a client too slow to send it (408) is told
-            // apart from services too slow to answer (504).
-            let timeout = Duration::from_millis(gateway.settings.request_timeout_ms);
-            let deadline = tokio::time::Instant::now() + timeout;
-            let (parts, body) = request.into_parts();
-            let limit = gateway.settings.max_body_bytes;
-            let body = match tokio::time::timeout_at(deadline, axum::body::to_bytes(body, limit)).await {
-                Ok(Ok(bytes)) => bytes,
-                Ok(Err(error)) => return body_error(&error, limit).into_response(),
-                Err(_) => {
-                    return Problem::new(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "timeout",
-                        format!(
-                            "the request body was not received within {} ms (gateway.request_timeout_ms)",
-                            timeout.as_millis()
-                        ),
-                    )
-                    .into_response()
-                }
-            };
-            let request = Request::from_parts(parts, axum::body::Body::from(body));
-            match tokio::time::timeout_at(deadline, next.run(request)).await {
-                Ok(response) => as_problem(response).await,
-                Err(_) => Problem::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    ErrorCode::Unavailable.as_str(),
-                    format!(
-                        "the services did not answer within {} ms (gateway.request_timeout_ms); a command may still be decided: retry with the same Idempotency-Key",
-                        timeout.as_millis()
-                    ),
-                )
-                .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
-                .into_response(),
-            }
-        }, span))
+                    // Unauthenticated: the liveness of the gateway and the API's description.
+                    let open = path == "/health" || path == "/api/v1/openapi.json" || path == "/api/v1/docs";
+                    if !open {
+                        let authorization = request.headers().get(header::AUTHORIZATION).map(|v| v.to_str());
+                        let principal = match authorization {
+                            Some(Err(_)) => Err(auth::AuthError::Malformed),
+                            Some(Ok(value)) => gateway.auth.authenticate(Some(value)),
+                            None => gateway.auth.authenticate(None),
+                        };
+                        let principal = match principal {
+                            Ok(principal) => principal,
+                            Err(error) => {
+                                tracing::info!(%path, %error, "request not authenticated");
+                                return Problem::new(StatusCode::UNAUTHORIZED, "unauthenticated", error.to_string())
+                                    .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
+                                    .into_response();
+                            }
+                        };
+                        if let Err(wait) = gateway.limiter.take(&principal.name) {
+                            let seconds = wait.as_secs().max(1);
+                            return Problem::new(
+                                StatusCode::TOO_MANY_REQUESTS,
+                                "rate_limited",
+                                format!(
+                                    "more than {} requests a second for {}; retry after {seconds} s",
+                                    gateway.settings.rate_limit_per_second, principal.name
+                                ),
+                            )
+                            .with_header(header::RETRY_AFTER, HeaderValue::from(seconds))
+                            .into_response();
+                        }
+                        request.extensions_mut().insert(Caller {
+                            principal,
+                            correlation_id: correlation_id.clone(),
+                        });
+                    }
+                    let timeout = Duration::from_millis(gateway.settings.request_timeout_ms);
+                    if is_upload(&request) {
+                        // Read as it arrives by the handler, within gateway.max_module_bytes and
+                        // gateway.upload_timeout_ms (408), then stored and registered (504 here).
+                        let upload = Duration::from_millis(gateway.settings.upload_timeout_ms);
+                        let (parts, body) = request.into_parts();
+                        let limit = usize::try_from(gateway.settings.max_module_bytes)
+                            .unwrap_or(usize::MAX)
+                            .saturating_add(gateway.settings.max_body_bytes);
+                        let body = axum::body::Body::new(http_body_util::Limited::new(body, limit));
+                        let request = Request::from_parts(parts, body);
+                        return match tokio::time::timeout(upload + timeout, next.run(request)).await {
+                            Ok(response) => as_problem(response).await,
+                            Err(_) => services_timeout(upload + timeout),
+                        };
+                    }
+                    // The body is read here, so that a client too slow to send it (408) is told
+                    // apart from services too slow to answer (504).
+                    let deadline = tokio::time::Instant::now() + timeout;
+                    let (parts, body) = request.into_parts();
+                    let limit = gateway.settings.max_body_bytes;
+                    let body = match tokio::time::timeout_at(deadline, axum::body::to_bytes(body, limit)).await {
+                        Ok(Ok(bytes)) => bytes,
+                        Ok(Err(error)) => return body_error(&error, limit).into_response(),
+                        Err(_) => {
+                            return Problem::new(
+                                StatusCode::REQUEST_TIMEOUT,
+                                "timeout",
+                                format!(
+                                    "the request body was not received within {} ms (gateway.request_timeout_ms)",
+                                    timeout.as_millis()
+                                ),
+                            )
+                            .into_response()
+                        }
+                    };
+                    let request = Request::from_parts(parts, axum::body::Body::from(body));
+                    match tokio::time::timeout_at(deadline, next.run(request)).await {
+                        Ok(response) => as_problem(response).await,
+                        Err(_) => services_timeout(timeout),
+                    }
+                },
+                span,
+            ),
+        )
         .await;
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&correlation_id) {
@@ -283,6 +301,28 @@ async fn per_request(State(gateway): State<Arc<Gateway>>, mut request: Request, 
         );
     }
     response
+}
+
+/// The 504 of a request the services did not answer in time.
+fn services_timeout(timeout: Duration) -> Response {
+    Problem::new(
+        StatusCode::GATEWAY_TIMEOUT,
+        ErrorCode::Unavailable.as_str(),
+        format!(
+            "the services did not answer within {} ms (gateway.request_timeout_ms); a command may still be decided: retry with the same Idempotency-Key",
+            timeout.as_millis()
+        ),
+    )
+    .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+    .into_response()
+}
+
+/// Whether a request is a module upload (`POST /plugins`, multipart), whose body the
+/// handler reads as it arrives.
+fn is_upload(request: &Request) -> bool {
+    request.method() == Method::POST
+        && request.uri().path() == format!("{}/plugins", api::BASE)
+        && api::upload::is_multipart(request.headers())
 }
 
 /// A body that could not be read: over `gateway.max_body_bytes` (413), or cut off (400).

@@ -2,6 +2,7 @@
 //! until SIGINT/SIGTERM (a graceful drain within `gateway.shutdown_grace_ms`).
 
 use anyhow::Context;
+use flexcore_service::admin::CheckOutcome;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -15,15 +16,27 @@ async fn main() -> anyhow::Result<()> {
         shutdown.clone(),
         settings.gateway.shutdown_grace(),
     ));
-    let checks = flexcore_service::admin::Checks::new().nats(nats.clone());
-    flexcore_service::admin::spawn(&settings.admin.listen, "flexcore-gateway", checks, shutdown.clone()).await?;
     let gateway = flexcore_gateway::Gateway::new(
         &settings.gateway,
         credentials,
-        nats,
+        nats.clone(),
         settings.nats.request_timeout(),
         shutdown.clone(),
     )?;
+    let auth = gateway.auth.clone();
+    let checks = flexcore_service::admin::Checks::new()
+        .nats(nats)
+        .with_fn("jwks", move || {
+            let loaded = auth.jwks_loaded();
+            async move {
+                match loaded {
+                    None => CheckOutcome::ok("no gateway.jwt_jwks_url"),
+                    Some(true) => CheckOutcome::ok("keys fetched"),
+                    Some(false) => CheckOutcome::failed("the keys of gateway.jwt_jwks_url are not fetched yet"),
+                }
+            }
+        });
+    flexcore_service::admin::spawn(&settings.admin.listen, "flexcore-gateway", checks, shutdown.clone()).await?;
     let result = flexcore_gateway::serve(&settings.gateway.listen, gateway, shutdown).await;
     match &result {
         Ok(()) => tracing::info!("flexcore-gateway stopped"),

@@ -323,6 +323,8 @@ struct Operation {
     summary: String,
     parameters: Vec<Value>,
     body: Option<(Value, bool)>,
+    /// The schema of a `multipart/form-data` body the operation also takes.
+    multipart: Option<Value>,
     success: (u16, Value),
     errors: &'static [u16],
     extra: Vec<(u16, Value)>,
@@ -358,6 +360,9 @@ impl Operation {
                 "required": required,
                 "content": {"application/json": {"schema": schema}},
             });
+            if let Some(multipart) = self.multipart {
+                operation["requestBody"]["content"]["multipart/form-data"] = multipart;
+            }
         }
         if self.open {
             operation["security"] = json!([]);
@@ -493,6 +498,7 @@ fn operations(schemas: &mut Map<String, Value>) -> Vec<Operation> {
         summary: summary.to_owned(),
         parameters: Vec::new(),
         body: None,
+        multipart: None,
         success: (200, json!({"description": "OK"})),
         errors: READ_ERRORS,
         extra: Vec::new(),
@@ -597,9 +603,31 @@ fn operations(schemas: &mut Map<String, Value>) -> Vec<Operation> {
         };
         if !create.is_empty() {
             let body = command_body(schemas, create, &[]);
+            // Plugins: the module uploaded with its metadata (`api::upload`).
+            let multipart = (segment == "plugins").then(|| {
+                json!({
+                    "schema": {
+                        "type": "object",
+                        "required": ["metadata", "module"],
+                        "properties": {
+                            "metadata": body.0.clone(),
+                            "module": {
+                                "type": "string",
+                                "contentMediaType": "application/wasm",
+                                "description": "The WebAssembly module (at most gateway.max_module_bytes); its sha256 becomes module_digest.",
+                            },
+                        },
+                    },
+                    "encoding": {
+                        "metadata": {"contentType": "application/json"},
+                        "module": {"contentType": "application/wasm, application/octet-stream"},
+                    },
+                })
+            });
             out.push(Operation {
                 parameters: vec![param("IdempotencyKey")],
                 body: Some(body),
+                multipart,
                 success: (
                     201,
                     accepted("Created: the accepted command; Location names the new resource."),
@@ -684,6 +712,24 @@ fn operations(schemas: &mut Map<String, Value>) -> Vec<Operation> {
             });
         }
     }
+    out.push(Operation {
+        parameters: vec![param("Id"), param("ConsistencyPosition"), param("MinPosition")],
+        success: (
+            200,
+            json_response(
+                "The plugin's runs by state with their average durations.",
+                reference("views.plugin-stats"),
+                &["Consistency-Position"],
+            ),
+        ),
+        ..op(
+            "get",
+            path("/plugins/{id}/status"),
+            "getPluginStatus",
+            "plugins",
+            "How a plugin has run (plugin.stats)",
+        )
+    });
     out.push(Operation {
         parameters: vec![param("Id")],
         body: Some((reference("BackfillRequest"), true)),

@@ -399,6 +399,13 @@ pub struct GatewaySettings {
     pub jwt_hs256_secret_file: String,
     /// JWKS file with the RS256/ES256 public keys of the identity provider; empty: none.
     pub jwt_jwks_file: String,
+    /// JWKS URL of the identity provider (`https://…/.well-known/jwks.json`), fetched at
+    /// start (the gateway is not ready until it has the keys) and again every
+    /// `jwt_jwks_refresh_seconds`, and when a token names a key it does not know (at most
+    /// once a minute); empty: none. `http://` only for loopback addresses.
+    pub jwt_jwks_url: String,
+    /// How often the JWKS URL is fetched again, in seconds.
+    pub jwt_jwks_refresh_seconds: u64,
     /// Required `iss` of JWTs; empty: not checked.
     pub jwt_issuer: String,
     /// Required `aud` of JWTs; empty: not checked.
@@ -409,6 +416,13 @@ pub struct GatewaySettings {
     pub rate_limit_burst: u32,
     /// Live streams (Server-Sent Events) open at once (503 beyond).
     pub max_streams: usize,
+    /// Largest plugin module `POST /plugins` takes as a multipart upload, in bytes (413
+    /// beyond). Each upload in progress holds its module in memory once.
+    pub max_module_bytes: u64,
+    /// Module uploads in progress at once (503 with `Retry-After` beyond).
+    pub max_uploads: usize,
+    /// Longest a module upload may take to arrive, in milliseconds (408 beyond).
+    pub upload_timeout_ms: u64,
     /// Time requests in flight get at shutdown, in milliseconds.
     pub shutdown_grace_ms: u64,
 }
@@ -424,11 +438,16 @@ impl Default for GatewaySettings {
             api_keys_file: String::new(),
             jwt_hs256_secret_file: String::new(),
             jwt_jwks_file: String::new(),
+            jwt_jwks_url: String::new(),
+            jwt_jwks_refresh_seconds: 300,
             jwt_issuer: String::new(),
             jwt_audience: String::new(),
             rate_limit_per_second: 200,
             rate_limit_burst: 400,
             max_streams: 1000,
+            max_module_bytes: 64 << 20,
+            max_uploads: 2,
+            upload_timeout_ms: 300_000,
             shutdown_grace_ms: 10_000,
         }
     }

@@ -311,6 +311,11 @@ pub fn of(role: Role, name: &str) -> Permissions {
             p.publish_allow.push(api(&format!("STREAM.INFO.{work}")));
             p.publish_allow
                 .push(api(&format!("CONSUMER.INFO.{work}.{RUNNER_CONSUMER}")));
+            // Module uploads of admin callers (`POST /plugins`, multipart): the object's
+            // info (is the digest stored?) and its chunks and metadata. Content-addressed:
+            // whoever loads a module checks its bytes against its digest.
+            p.publish_allow.extend(stream_reads(PLUGINS_STREAM));
+            own(&mut p.publish_allow, &[PLUGINS_SUBJECTS]);
             p.publish_allow.push("$JS.FC.>".to_owned());
             own(
                 &mut p.subscribe_allow,
@@ -486,7 +491,10 @@ mod tests {
         assert!(!g("$JS.API.CONSUMER.MSG.NEXT.FLEXCORE_WORK.flexcore-runner"));
         assert!(!g("$JS.API.CONSUMER.DELETE.FLEXCORE_WORK.flexcore-runner"));
         assert!(!g("$JS.API.STREAM.DELETE.FLEXCORE_EVENTS"));
-        assert!(!g("$O.flexcore-plugins.C.x"));
+        assert!(g("$O.flexcore-plugins.C.x"), "module uploads");
+        assert!(g("$JS.API.STREAM.INFO.OBJ_flexcore-plugins"));
+        assert!(!g("$JS.API.STREAM.PURGE.OBJ_flexcore-plugins"));
+        assert!(!g("$JS.API.STREAM.MSG.DELETE.OBJ_flexcore-plugins"));
     }
 
     #[test]

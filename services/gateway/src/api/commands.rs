@@ -39,31 +39,39 @@ const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2a0e_8d4b_4c55_9a1e_0
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 /// What one request asks: the command, the fields it splices in, and what to answer.
-struct Request<'a> {
-    command: String,
-    needed: ApiRole,
-    fields: Vec<(&'static str, Value)>,
-    body: &'a Bytes,
-    success: Success,
+pub(crate) struct Request<'a> {
+    pub(crate) command: String,
+    pub(crate) needed: ApiRole,
+    pub(crate) fields: Vec<(&'static str, Value)>,
+    pub(crate) body: &'a Bytes,
+    pub(crate) success: Success,
 }
 
 /// The reply's status and `Location`.
-enum Success {
+pub(crate) enum Success {
     Ok,
     Created(Collection),
     Accepted(String),
 }
 
 /// `POST /plugins`, `/pipelines`, `/schedules`: `plugin.register`, `pipeline.create`,
-/// `schedule.create`.
+/// `schedule.create`; `POST /plugins` as `multipart/form-data` uploads the module too
+/// ([`super::upload`]).
 pub async fn create(
     State(gateway): State<Arc<Gateway>>,
     Extension(caller): Extension<Caller>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
-    body: Bytes,
+    request: axum::extract::Request,
 ) -> Result<Response, Problem> {
     let collection = Collection::of_path(uri.path()).ok_or_else(|| Problem::no_route(uri.path()))?;
+    if collection == Collection::Plugins && super::upload::is_multipart(&headers) {
+        return super::upload::register(&gateway, &caller, uri.path(), &headers, request).await;
+    }
+    // The per-request layer has read the body already (within gateway.max_body_bytes).
+    let body = axum::body::to_bytes(request.into_body(), usize::MAX)
+        .await
+        .map_err(|e| Problem::invalid("", format!("the request body could not be read: {e}")))?;
     let command = match collection {
         Collection::Plugins => "plugin.register",
         Collection::Pipelines => "pipeline.create",
@@ -358,7 +366,7 @@ fn splice(body: &[u8], fields: &[(&'static str, Value)]) -> Result<Bytes, Proble
 }
 
 /// Sends one command for `caller` and answers as `request.success` says.
-async fn send(
+pub(crate) async fn send(
     gateway: &Gateway,
     caller: &Caller,
     method: &Method,

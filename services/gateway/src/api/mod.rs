@@ -2,7 +2,7 @@
 //!
 //! | resource | role | contract |
 //! |---|---|---|
-//! | `GET` lists and items, `/status`, `/events`, live streams, `POST /queries` | viewer | `<view>.list/get`, `stats.get`, `projection.list` |
+//! | `GET` lists and items, `/status`, `/events`, live streams, `POST /queries` | viewer | `<view>.list/get`, `plugin.stats`, `stats.get`, `projection.list` |
 //! | `POST /pipelines/{id}/execute`, `…/pause`, `…/resume`, `POST /runs/{id}/cancel`, schedules' `pause`/`resume`/`backfill` | operator | `run.request`, `pipeline.pause/resume`, `run.cancel`, `schedule.pause/resume`, a backfill's `run.request`s and `schedule.skip_slot`s |
 //! | plugins, pipelines and schedules created, changed, archived or deleted | admin | `plugin.*`, `pipeline.create/update/archive`, `schedule.create/update/delete` |
 //! | `POST /commands` | the command service decides by the caller's role | any command |
@@ -13,12 +13,15 @@
 //! - [`queries`]: gets and lists with consistency positions, ETags and `Link` paging.
 //! - [`streams`]: Server-Sent Events of a run and of the event log; a run's log lines.
 //! - [`status`]: `/status` and `/health`.
+//! - [`upload`]: `POST /plugins` as a multipart module upload.
+//! - [`backfill`]: a schedule's past slots.
 
 pub mod backfill;
 pub mod commands;
 pub mod queries;
 pub mod status;
 pub mod streams;
+pub mod upload;
 
 use std::sync::Arc;
 
@@ -38,8 +41,16 @@ pub fn routes() -> Router<Arc<Gateway>> {
     use commands::{action, create, remove, update};
     let api = Router::new()
         .route("/status", get(status::status))
-        .route("/plugins", get(queries::list).post(create))
+        // Module uploads are bounded by gateway.max_module_bytes instead (the per-request
+        // layer bounds every other body by gateway.max_body_bytes).
+        .route(
+            "/plugins",
+            get(queries::list)
+                .post(create)
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .route("/plugins/{id}", get(queries::get))
+        .route("/plugins/{id}/status", get(queries::plugin_status))
         .route("/plugins/{id}/{action}", post(action))
         .route("/pipelines", get(queries::list).post(create))
         .route("/pipelines/{id}", get(queries::get).put(update).delete(remove))

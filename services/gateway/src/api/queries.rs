@@ -88,9 +88,31 @@ pub async fn get(
 ) -> Result<Response, Problem> {
     require(&caller.principal, ApiRole::Viewer, "reading")?;
     let collection = Collection::of_path(uri.path()).ok_or_else(|| Problem::no_route(uri.path()))?;
-    let id = parse_id(collection, &id)?;
+    let body = item_body(parse_id(collection, &id)?, query.as_deref(), &headers)?;
+    let ok = ask(&gateway, &format!("{}.get", collection.aggregate()), &body).await?;
+    Ok(item(&ok))
+}
+
+/// `GET /plugins/{id}/status`: `plugin.stats`, the plugin's runs by state with their
+/// average durations.
+pub async fn plugin_status(
+    State(gateway): State<Arc<Gateway>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    require(&caller.principal, ApiRole::Viewer, "reading")?;
+    let body = item_body(parse_id(Collection::Plugins, &id)?, query.as_deref(), &headers)?;
+    let ok = ask(&gateway, "plugin.stats", &body).await?;
+    Ok(item(&ok))
+}
+
+/// The body of a query for one item: its id, and `min_position` from the query string or
+/// the `Consistency-Position` header.
+fn item_body(id: uuid::Uuid, query: Option<&str>, headers: &HeaderMap) -> Result<Value, Problem> {
     let mut body = serde_json::json!({ "id": id });
-    for (key, value) in form_pairs(query.as_deref().unwrap_or("")) {
+    for (key, value) in form_pairs(query.unwrap_or("")) {
         if key != "min_position" {
             return Err(Problem::invalid(
                 format!("query:{key}"),
@@ -105,11 +127,10 @@ pub async fn get(
         })?;
         body["min_position"] = position.into();
     }
-    if let Some(position) = position_header(&headers)? {
+    if let Some(position) = position_header(headers)? {
         body["min_position"] = position.into();
     }
-    let ok = ask(&gateway, &format!("{}.get", collection.aggregate()), &body).await?;
-    Ok(item(&ok))
+    Ok(body)
 }
 
 /// The list query of a query string: every parameter a string, the numeric ones numbers

@@ -152,3 +152,102 @@ async fn callers_over_their_rate_get_429_with_retry_after() {
     // Per caller: another key is not held back.
     assert_eq!(gw.get(ApiRole::Admin, "/runs").await.0, 200);
 }
+
+/// A token signed with the test key `key` (a file under tests/it/keys) naming key `kid`.
+pub fn signed(key: &str, kid: &str, claims: &serde_json::Value) -> String {
+    let der = std::fs::read(format!("{}/tests/it/keys/{key}.der", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let (algorithm, encoding) = if key.starts_with("ec") {
+        (
+            jsonwebtoken::Algorithm::ES256,
+            jsonwebtoken::EncodingKey::from_ec_der(&der),
+        )
+    } else {
+        (
+            jsonwebtoken::Algorithm::RS256,
+            jsonwebtoken::EncodingKey::from_rsa_der(&der),
+        )
+    };
+    let mut header = jsonwebtoken::Header::new(algorithm);
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(&header, claims, &encoding).unwrap()
+}
+
+/// The public half of test key `key`, as a JWK.
+pub fn jwk(key: &str) -> serde_json::Value {
+    let text = std::fs::read(format!("{}/tests/it/keys/{key}.jwk.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    serde_json::from_slice(&text).unwrap()
+}
+
+#[tokio::test]
+async fn tokens_of_an_identity_provider_are_checked_against_its_jwks_url_which_is_fetched_again() {
+    use std::sync::{Arc, Mutex};
+    // The identity provider's JWKS endpoint: ec1 and rsa now, ec2 after a rotation.
+    let served = Arc::new(Mutex::new(json!({"keys": [jwk("ec1"), jwk("rsa")]})));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/.well-known/jwks.json", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/.well-known/jwks.json",
+        axum::routing::get({
+            let served = served.clone();
+            move || {
+                let body = served.lock().unwrap().clone();
+                async move { axum::Json(body) }
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let gw = Gw::start_with(Options::default(), |g| {
+        g.jwt_jwks_url = url.clone();
+        g.jwt_jwks_refresh_seconds = 2;
+        g.jwt_issuer = "https://idp.test".to_owned();
+    })
+    .await;
+    let now = chrono::Utc::now().timestamp();
+    let claims =
+        json!({"sub": "carol", "exp": now + 600, "aud": "flexcore", "iss": "https://idp.test", "role": "operator"});
+    let status = |token: String| {
+        let request = gw.http.get(gw.url("/runs")).bearer_auth(token);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    // Fetched at start: ES256 and RS256 tokens of its keys are taken.
+    let token = signed("ec1", "ec1", &claims);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while status(token.clone()).await != 200 {
+        assert!(std::time::Instant::now() < deadline, "the JWKS was never fetched");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status(signed("rsa", "rsa", &claims)).await, 200);
+    // The operator's role holds: an unknown pipeline's execute is the service's 404.
+    let execute = gw
+        .http
+        .post(gw.url(&format!("/pipelines/{}/execute", uuid::Uuid::new_v4())))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(execute).await.0, 404);
+    // The configured issuer is required; a key's signature under another kid fails.
+    let mut no_issuer = claims.clone();
+    no_issuer.as_object_mut().unwrap().remove("iss");
+    assert_eq!(status(signed("ec1", "ec1", &no_issuer)).await, 401);
+    let mut other_issuer = claims.clone();
+    other_issuer["iss"] = "https://evil.test".into();
+    assert_eq!(status(signed("ec1", "ec1", &other_issuer)).await, 401);
+    assert_eq!(status(signed("ec2", "ec1", &claims)).await, 401);
+    // A key not published yet is refused, and taken once the provider publishes it.
+    let rotated = signed("ec2", "ec2", &claims);
+    assert_eq!(status(rotated.clone()).await, 401);
+    served.lock().unwrap()["keys"].as_array_mut().unwrap().push(jwk("ec2"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while status(rotated.clone()).await != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rotated key was never fetched"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A provider that fails keeps the keys held: tokens still pass.
+    *served.lock().unwrap() = json!({"not": "a jwks"});
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(status(rotated).await, 200);
+}

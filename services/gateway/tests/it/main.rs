@@ -8,6 +8,7 @@ mod auth;
 mod hostile;
 mod openapi;
 mod python;
+mod upload;
 
 use std::net::SocketAddr;
 
