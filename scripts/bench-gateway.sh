@@ -7,7 +7,9 @@
 #   2. `flexctl bench http`: pipeline pause/resume straight over NATS, the same through the
 #      gateway, then GET /pipelines/{id}, 64 clients (keep-alive connections over HTTP);
 #   3. with `oha` on PATH (cargo install oha): GET /pipelines/{id} once more, from oha;
-#   4. the gateway's RSS after the load.
+#   4. the gateway's RSS after the load, and its own time per request over the whole run
+#      (flexcore_http_gateway_own_seconds from its /metrics: each request's time in the
+#      gateway less its waits on the services; no load generator in it).
 #
 #   scripts/bench-gateway.sh [BENCH ARGS]     (default: --clients 64 --duration 20s --warmup 3s)
 #
@@ -20,6 +22,7 @@ bin=target/release
 state=$(mktemp -d)
 port=${FLEXCORE_BENCH_HTTP_PORT:-18080}
 nats_port=${FLEXCORE_BENCH_NATS_PORT:-14333}
+admin_port=${FLEXCORE_BENCH_ADMIN_PORT:-19281}
 db=${FLEXCORE__DATABASE__URL:-postgres://postgres@127.0.0.1:5432/flexcore_bench_gateway}
 args=("$@")
 [[ ${#args[@]} -gt 0 ]] || args=(--clients 64 --duration 20s --warmup 3s)
@@ -29,7 +32,7 @@ bash plugins/build.sh >/dev/null
 export FLEXCORE__GATEWAY__RATE_LIMIT_PER_SECOND=0
 "$bin/flexctl" --nats-url "nats://127.0.0.1:$nats_port" --database-url "$db" dev \
   --state-dir "$state" --bin-dir "$bin" --plugins-dir target/plugins --no-demo \
-  --http-port "$port" --admin-port 0 --anonymous-role admin >"$state/dev.log" 2>&1 &
+  --http-port "$port" --admin-port "$admin_port" --anonymous-role admin >"$state/dev.log" 2>&1 &
 dev=$!
 trap 'kill -INT $dev 2>/dev/null; wait $dev 2>/dev/null; rm -rf "$state"' EXIT
 for _ in $(seq 1 300); do
@@ -53,3 +56,21 @@ if command -v oha >/dev/null 2>&1; then
   oha -z 20s -c 64 --no-tui "$api/pipelines/$pipeline" | sed -n -e '/Summary/,/Size\/request/p' -e '/Response time distribution/,/99.90%/p' -e '/Status code distribution/,$p'
 fi
 echo "gateway RSS after the load: $(rss "$gateway")"
+# The gateway is the fifth service flexctl dev starts: its admin port is the fifth.
+curl -s "http://127.0.0.1:$((admin_port + 4))/metrics" | python3 -c '
+import re, sys
+buckets, total, count = [], 0.0, 0
+for line in sys.stdin:
+    m = re.match(r"flexcore_http_gateway_own_seconds_bucket\{le=\"([^\"]+)\"\} (\d+)", line)
+    if m:
+        buckets.append((float("inf") if m[1] == "+Inf" else float(m[1]), int(m[2])))
+    elif line.startswith("flexcore_http_gateway_own_seconds_sum "):
+        total = float(line.split()[1])
+    elif line.startswith("flexcore_http_gateway_own_seconds_count "):
+        count = int(line.split()[1])
+if count:
+    p99 = next(le for le, n in buckets if n >= 0.99 * count)
+    p50 = next(le for le, n in buckets if n >= 0.50 * count)
+    print(f"gateway own time per request: {count} requests, mean {total / count * 1000:.3f} ms, p50 <= {p50 * 1000:g} ms, p99 <= {p99 * 1000:g} ms")
+'
+

@@ -12,9 +12,11 @@
 //! - [`api`]: the resources.
 //! - [`presence`]: runners and schedulers heard (for `/status`).
 //! - [`openapi`]: the OpenAPI 3.1 document and its reference page.
+//! - [`metrics`]: requests by route and status, durations, the gateway's own time.
 
 pub mod api;
 pub mod auth;
+pub mod metrics;
 pub mod openapi;
 pub mod presence;
 pub mod problem;
@@ -183,96 +185,100 @@ async fn per_request(State(gateway): State<Arc<Gateway>>, mut request: Request, 
     } else {
         tracing::Span::none()
     };
-    let mut response = REQUEST
-        .scope(
-            scope,
-            tracing::Instrument::instrument(
-                async {
-                    if preflight {
-                        return StatusCode::NO_CONTENT.into_response();
-                    }
-                    // Unauthenticated: the liveness of the gateway and the API's description.
-                    let open = path == "/health" || path == "/api/v1/openapi.json" || path == "/api/v1/docs";
-                    if !open {
-                        let authorization = request.headers().get(header::AUTHORIZATION).map(|v| v.to_str());
-                        let principal = match authorization {
-                            Some(Err(_)) => Err(auth::AuthError::Malformed),
-                            Some(Ok(value)) => gateway.auth.authenticate(Some(value)),
-                            None => gateway.auth.authenticate(None),
-                        };
-                        let principal = match principal {
-                            Ok(principal) => principal,
-                            Err(error) => {
-                                tracing::info!(%path, %error, "request not authenticated");
-                                return Problem::new(StatusCode::UNAUTHORIZED, "unauthenticated", error.to_string())
-                                    .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
-                                    .into_response();
-                            }
-                        };
-                        if let Err(wait) = gateway.limiter.take(&principal.name) {
-                            let seconds = wait.as_secs().max(1);
-                            return Problem::new(
-                                StatusCode::TOO_MANY_REQUESTS,
-                                "rate_limited",
-                                format!(
-                                    "more than {} requests a second for {}; retry after {seconds} s",
-                                    gateway.settings.rate_limit_per_second, principal.name
-                                ),
-                            )
-                            .with_header(header::RETRY_AFTER, HeaderValue::from(seconds))
-                            .into_response();
-                        }
-                        request.extensions_mut().insert(Caller {
-                            principal,
-                            correlation_id: correlation_id.clone(),
-                        });
-                    }
-                    let timeout = Duration::from_millis(gateway.settings.request_timeout_ms);
-                    if is_upload(&request) {
-                        // Read as it arrives by the handler, within gateway.max_module_bytes and
-                        // gateway.upload_timeout_ms (408), then stored and registered (504 here).
-                        let upload = Duration::from_millis(gateway.settings.upload_timeout_ms);
-                        let (parts, body) = request.into_parts();
-                        let limit = usize::try_from(gateway.settings.max_module_bytes)
-                            .unwrap_or(usize::MAX)
-                            .saturating_add(gateway.settings.max_body_bytes);
-                        let body = axum::body::Body::new(http_body_util::Limited::new(body, limit));
-                        let request = Request::from_parts(parts, body);
-                        return match tokio::time::timeout(upload + timeout, next.run(request)).await {
-                            Ok(response) => as_problem(response).await,
-                            Err(_) => services_timeout(upload + timeout),
-                        };
-                    }
-                    // The body is read here, so that a client too slow to send it (408) is told
-                    // apart from services too slow to answer (504).
-                    let deadline = tokio::time::Instant::now() + timeout;
-                    let (parts, body) = request.into_parts();
-                    let limit = gateway.settings.max_body_bytes;
-                    let body = match tokio::time::timeout_at(deadline, axum::body::to_bytes(body, limit)).await {
-                        Ok(Ok(bytes)) => bytes,
-                        Ok(Err(error)) => return body_error(&error, limit).into_response(),
-                        Err(_) => {
-                            return Problem::new(
-                                StatusCode::REQUEST_TIMEOUT,
-                                "timeout",
-                                format!(
-                                    "the request body was not received within {} ms (gateway.request_timeout_ms)",
-                                    timeout.as_millis()
-                                ),
-                            )
-                            .into_response()
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", axum::extract::MatchedPath::as_str)
+        .to_owned();
+    let handled = REQUEST.scope(
+        scope,
+        tracing::Instrument::instrument(
+            async {
+                if preflight {
+                    return StatusCode::NO_CONTENT.into_response();
+                }
+                // Unauthenticated: the liveness of the gateway and the API's description.
+                let open = path == "/health" || path == "/api/v1/openapi.json" || path == "/api/v1/docs";
+                if !open {
+                    let authorization = request.headers().get(header::AUTHORIZATION).map(|v| v.to_str());
+                    let principal = match authorization {
+                        Some(Err(_)) => Err(auth::AuthError::Malformed),
+                        Some(Ok(value)) => gateway.auth.authenticate(Some(value)),
+                        None => gateway.auth.authenticate(None),
+                    };
+                    let principal = match principal {
+                        Ok(principal) => principal,
+                        Err(error) => {
+                            tracing::info!(%path, %error, "request not authenticated");
+                            return Problem::new(StatusCode::UNAUTHORIZED, "unauthenticated", error.to_string())
+                                .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
+                                .into_response();
                         }
                     };
-                    let request = Request::from_parts(parts, axum::body::Body::from(body));
-                    match tokio::time::timeout_at(deadline, next.run(request)).await {
-                        Ok(response) => as_problem(response).await,
-                        Err(_) => services_timeout(timeout),
+                    if let Err(wait) = gateway.limiter.take(&principal.name) {
+                        let seconds = wait.as_secs().max(1);
+                        return Problem::new(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            "rate_limited",
+                            format!(
+                                "more than {} requests a second for {}; retry after {seconds} s",
+                                gateway.settings.rate_limit_per_second, principal.name
+                            ),
+                        )
+                        .with_header(header::RETRY_AFTER, HeaderValue::from(seconds))
+                        .into_response();
                     }
-                },
-                span,
-            ),
-        )
-        .await;
+                    request.extensions_mut().insert(Caller {
+                        principal,
+                        correlation_id: correlation_id.clone(),
+                    });
+                }
+                let timeout = Duration::from_millis(gateway.settings.request_timeout_ms);
+                if is_upload(&request) {
+                    // Read as it arrives by the handler, within gateway.max_module_bytes and
+                    // gateway.upload_timeout_ms (408), then stored and registered (504 here).
+                    let upload = Duration::from_millis(gateway.settings.upload_timeout_ms);
+                    let (parts, body) = request.into_parts();
+                    let limit = usize::try_from(gateway.settings.max_module_bytes)
+                        .unwrap_or(usize::MAX)
+                        .saturating_add(gateway.settings.max_body_bytes);
+                    let body = axum::body::Body::new(http_body_util::Limited::new(body, limit));
+                    let request = Request::from_parts(parts, body);
+                    return match tokio::time::timeout(upload + timeout, next.run(request)).await {
+                        Ok(response) => as_problem(response).await,
+                        Err(_) => services_timeout(upload + timeout),
+                    };
+                }
+                // The body is read here, so that a client too slow to send it (408) is told
+                // apart from services too slow to answer (504).
+                let deadline = tokio::time::Instant::now() + timeout;
+                let (parts, body) = request.into_parts();
+                let limit = gateway.settings.max_body_bytes;
+                let body = match tokio::time::timeout_at(deadline, axum::body::to_bytes(body, limit)).await {
+                    Ok(Ok(bytes)) => bytes,
+                    Ok(Err(error)) => return body_error(&error, limit).into_response(),
+                    Err(_) => {
+                        return Problem::new(
+                            StatusCode::REQUEST_TIMEOUT,
+                            "timeout",
+                            format!(
+                                "the request body was not received within {} ms (gateway.request_timeout_ms)",
+                                timeout.as_millis()
+                            ),
+                        )
+                        .into_response()
+                    }
+                };
+                let request = Request::from_parts(parts, axum::body::Body::from(body));
+                match tokio::time::timeout_at(deadline, next.run(request)).await {
+                    Ok(response) => as_problem(response).await,
+                    Err(_) => services_timeout(timeout),
+                }
+            },
+            span,
+        ),
+    );
+    let mut response = metrics::measured(&route, handled).await;
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&correlation_id) {
         headers.insert(CORRELATION_HEADER, value);

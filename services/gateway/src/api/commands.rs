@@ -390,15 +390,14 @@ pub(crate) async fn send(
         .client
         .on_behalf_of(&caller.principal.name, caller.principal.role)
         .map_err(|e| Problem::invalid("", e))?;
-    let accepted = client
-        .command_with(
-            &request.command,
-            payload,
-            Some(caller.correlation_id.clone()),
-            &Retry::default(),
-        )
-        .await
-        .map_err(|e| Problem::from_client(&e))?;
+    let accepted = crate::metrics::upstream(client.command_with(
+        &request.command,
+        payload,
+        Some(caller.correlation_id.clone()),
+        &Retry::default(),
+    ))
+    .await
+    .map_err(|e| Problem::from_client(&e))?;
     Ok(answer(&accepted, request.success))
 }
 

@@ -49,9 +49,7 @@ pub fn position_header(headers: &HeaderMap) -> Result<Option<u64>, Problem> {
 
 /// Sends query `name` with `body` for `caller`.
 pub async fn ask(gateway: &Gateway, name: &str, body: &Value) -> Result<QueryOk, Problem> {
-    gateway
-        .client
-        .query_raw(name, body, &Retry::attempts(2))
+    crate::metrics::upstream(gateway.client.query_raw(name, body, &Retry::attempts(2)))
         .await
         .map_err(|e| Problem::from_client(&e))
 }

@@ -177,6 +177,16 @@ async fn a_pipeline_is_created_read_back_executed_once_and_followed_until_its_ru
     let (status, logs) = gw.get(ApiRole::Viewer, &format!("/runs/{run_id}/logs")).await;
     assert_eq!(status, 200, "{logs}");
     assert!(logs["lines"].is_array());
+
+    // Counted by route template and status, with the gateway's own time.
+    let metrics = flexcore_service::metrics::render().unwrap();
+    for line in [
+        r#"flexcore_http_requests_total{route="/api/v1/flexcore/pipelines/{id}/{action}",status="202"}"#,
+        r#"flexcore_http_request_duration_seconds_count{route="/api/v1/flexcore/runs/{id}/logs"}"#,
+        "flexcore_http_gateway_own_seconds_count",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
 }
 
 #[tokio::test]

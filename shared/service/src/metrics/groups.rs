@@ -383,3 +383,63 @@ mod tests {
         assert_eq!(runner().slots_busy(), before);
     }
 }
+
+/// Buckets of the gateway's own time per request: 50 µs … 50 ms.
+const OWN_BUCKETS: [f64; 10] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+];
+
+fn own_histogram() -> Histogram {
+    Histogram::new(OWN_BUCKETS)
+}
+
+/// The HTTP gateway: `flexcore_http_requests_total{route,status}`,
+/// `flexcore_http_request_duration_seconds{route}` (request in to response headers out),
+/// and `flexcore_http_gateway_own_seconds` (that time less the time spent waiting on the
+/// services over NATS: what the gateway itself adds). Routes are the route templates
+/// (`/api/v1/flexcore/pipelines/{id}`), `unmatched` for any other path.
+#[derive(Debug)]
+pub struct GatewayMetrics {
+    /// Requests by route and status code.
+    pub requests: Counters2,
+    duration: Family<OwnedLabels<1>, Histogram, fn() -> Histogram>,
+    /// The gateway's own time per request.
+    pub own: Histogram,
+}
+
+impl GatewayMetrics {
+    /// The duration histogram of `route` (keep the handle: the look-up allocates).
+    pub fn duration(&self, route: &str) -> Histogram {
+        self.duration.get_or_create_owned(&[("route", route.to_owned())])
+    }
+}
+
+/// The gateway's families.
+pub fn gateway() -> &'static GatewayMetrics {
+    static METRICS: LazyLock<GatewayMetrics> = LazyLock::new(|| {
+        let metrics = GatewayMetrics {
+            requests: Counters2::new(["route", "status"]),
+            duration: Family::new_with_constructor(command_histogram as fn() -> Histogram),
+            own: own_histogram(),
+        };
+        register(|r| {
+            r.register(
+                "flexcore_http_requests",
+                "HTTP requests answered by the gateway, by route and status code",
+                metrics.requests.family.clone(),
+            );
+            r.register(
+                "flexcore_http_request_duration_seconds",
+                "Time from a request's arrival to its response's headers, by route",
+                metrics.duration.clone(),
+            );
+            r.register(
+                "flexcore_http_gateway_own_seconds",
+                "Time per request spent in the gateway itself (the request's duration less its waits on the services over NATS)",
+                metrics.own.clone(),
+            );
+        });
+        metrics
+    });
+    &METRICS
+}

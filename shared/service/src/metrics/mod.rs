@@ -12,7 +12,7 @@
 //! - here: the process-wide registry, [`render`], and [`Counters2`], a counter family
 //!   with two free-form labels whose handles are cached per label pair.
 //! - [`groups`]: the metric families by service ([`commands`], [`store`],
-//!   [`projections`], [`runner`], [`scheduler`]). Each group registers itself on first
+//!   [`projections`], [`runner`], [`scheduler`], [`gateway`]). Each group registers itself on first
 //!   use, so a service exposes only its own families (plus the process metrics).
 //! - `process`: `process_*` metrics from Linux `/proc` at scrape time.
 //!
@@ -32,8 +32,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 pub use groups::{
-    commands, projections, runner, scheduler, store, BusySlot, CommandMetrics, ProjectionMetrics, RunnerMetrics,
-    SchedulerMetrics, StoreMetrics,
+    commands, gateway, projections, runner, scheduler, store, BusySlot, CommandMetrics, GatewayMetrics,
+    ProjectionMetrics, RunnerMetrics, SchedulerMetrics, StoreMetrics,
 };
 pub use prometheus_client::metrics::counter::Counter as CounterHandle;
 pub use prometheus_client::metrics::histogram::Histogram as HistogramHandle;
