@@ -87,6 +87,8 @@ impl fmt::Debug for Trust {
 
 /// The name no identity may have: the actor recorded for unsigned commands.
 pub const RESERVED_NAME: &str = "unsigned";
+/// Also reserved: the actor of the HTTP gateway's anonymous callers.
+pub const ANONYMOUS_NAME: &str = "anonymous";
 
 fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -102,9 +104,10 @@ impl Trust {
         let mut by_key = HashMap::with_capacity(identities.len());
         let mut names = std::collections::HashSet::new();
         for identity in identities {
-            if identity.name == RESERVED_NAME {
+            if identity.name == RESERVED_NAME || identity.name == ANONYMOUS_NAME {
                 return Err(SecurityError::Invalid(format!(
-                    "name {RESERVED_NAME:?} is reserved (the actor of unsigned commands)"
+                    "name {:?} is reserved (the actor of unsigned commands and of the HTTP API's anonymous callers)",
+                    identity.name
                 )));
             }
             if !valid_name(&identity.name) {

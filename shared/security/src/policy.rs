@@ -4,9 +4,9 @@
 //! | role | commands |
 //! |---|---|
 //! | client | `pipeline.*` but `commit_state`; `run.request` without a schedule; `run.cancel`; `schedule.create/update/pause/resume/delete`; `plugin.register` of a `wasm` plugin without grants |
-//! | admin | everything a client may, and `plugin.register` with grants or `runtime: process`, `plugin.deprecate/disable/enable`, `pipeline.commit_state`, `run.request` for a schedule's slot and `schedule.skip_slot` (`flexctl schedule backfill`) |
+//! | admin | everything a client may, and `plugin.register` with grants or `runtime: process`, `plugin.deprecate/disable/enable`, `pipeline.commit_state`, `run.request` for a schedule's slot (`trigger: backfill`) and `schedule.skip_slot` (`flexctl schedule backfill`) |
 //! | runner | `run.claim/checkpoint/succeed/fail/time_out` |
-//! | scheduler | `run.request` (of a schedule's slot or not), `run.retry`, `run.time_out`, `schedule.skip_slot/miss_slots` |
+//! | scheduler | `run.request` (of a schedule's slot or not; the only role that may send `trigger: schedule`), `run.retry`, `run.time_out`, `schedule.skip_slot/miss_slots` |
 //! | command, projection, setup | none |
 //! | gateway | only on behalf of a caller (`Flexcore-On-Behalf-Of`, signed), as that caller's [`ApiRole`]: |
 //! | … viewer | none |
@@ -14,7 +14,7 @@
 //! | … admin | what role admin may |
 
 use flexcore_contracts::commands::Command;
-use flexcore_contracts::model::PluginRuntime;
+use flexcore_contracts::model::{PluginRuntime, RunTrigger};
 
 use crate::{ApiRole, Role};
 
@@ -24,6 +24,10 @@ pub fn authorize(role: Role, command: &Command) -> Result<(), String> {
         return Ok(());
     }
     Err(match command {
+        Command::RequestRun(_) if schedulers(command) => format!(
+            "{} with trigger schedule is sent by schedulers only: request the run with trigger manual, api or backfill (sender has role {role})",
+            command.name()
+        ),
         Command::RegisterPlugin(_) if role == Role::Client => format!(
             "{} of a plugin with grants or runtime process needs role admin (sender has role client)",
             command.name()
@@ -50,20 +54,29 @@ pub fn authorize(role: Role, command: &Command) -> Result<(), String> {
 pub fn authorize_api(role: ApiRole, command: &Command) -> Result<(), String> {
     let allowed = match role {
         ApiRole::Viewer => false,
-        ApiRole::Operator => matches!(
-            command,
-            Command::RequestRun(_)
-                | Command::CancelRun(_)
-                | Command::PausePipeline(_)
-                | Command::ResumePipeline(_)
-                | Command::PauseSchedule(_)
-                | Command::ResumeSchedule(_)
-                | Command::SkipSlot(_)
-        ),
+        ApiRole::Operator => {
+            !schedulers(command)
+                && matches!(
+                    command,
+                    Command::RequestRun(_)
+                        | Command::CancelRun(_)
+                        | Command::PausePipeline(_)
+                        | Command::ResumePipeline(_)
+                        | Command::PauseSchedule(_)
+                        | Command::ResumeSchedule(_)
+                        | Command::SkipSlot(_)
+                )
+        }
         ApiRole::Admin => allowed(Role::Admin, command),
     };
     if allowed {
         return Ok(());
+    }
+    if schedulers(command) {
+        return Err(format!(
+            "{} with trigger schedule is sent by schedulers only: request the run with trigger api or backfill",
+            command.name()
+        ));
     }
     let may: Vec<&str> = ApiRole::ALL
         .into_iter()
@@ -129,23 +142,32 @@ fn client_may(command: &Command) -> bool {
         | Command::PauseSchedule(_)
         | Command::ResumeSchedule(_)
         | Command::DeleteSchedule(_) => true,
-        Command::RequestRun(request) => request.schedule_id.is_none() && request.scheduled_for.is_none(),
+        Command::RequestRun(request) => {
+            request.schedule_id.is_none() && request.scheduled_for.is_none() && !schedulers(command)
+        }
         _ => false,
     }
 }
 
+/// A run with `trigger: schedule`: only schedulers fire slots (others request runs as
+/// `manual`, `api` or `backfill`), so the trigger tells where a run came from.
+fn schedulers(command: &Command) -> bool {
+    matches!(command, Command::RequestRun(r) if r.trigger == RunTrigger::Schedule)
+}
+
 /// Commands only operators send.
 fn admin_only(command: &Command) -> bool {
-    matches!(
-        command,
-        Command::RequestRun(_)
-            | Command::SkipSlot(_)
-            | Command::RegisterPlugin(_)
-            | Command::DeprecatePlugin(_)
-            | Command::DisablePlugin(_)
-            | Command::EnablePlugin(_)
-            | Command::CommitPipelineState(_)
-    )
+    !schedulers(command)
+        && matches!(
+            command,
+            Command::RequestRun(_)
+                | Command::SkipSlot(_)
+                | Command::RegisterPlugin(_)
+                | Command::DeprecatePlugin(_)
+                | Command::DisablePlugin(_)
+                | Command::EnablePlugin(_)
+                | Command::CommitPipelineState(_)
+        )
 }
 
 #[cfg(test)]
@@ -153,6 +175,26 @@ mod tests {
     use super::*;
     use flexcore_contracts::commands::decode;
     use flexcore_contracts::subjects;
+
+    #[test]
+    fn only_schedulers_request_runs_with_trigger_schedule() {
+        let run = |trigger: &str| {
+            command(
+                "run.request",
+                &format!(
+                    r#"{{"pipeline_id":"00000000-0000-0000-0000-000000000001","trigger":"{trigger}","schedule_id":"00000000-0000-0000-0000-000000000002","scheduled_for":"2026-01-01T00:00:00Z"}}"#
+                ),
+            )
+        };
+        assert!(authorize(Role::Scheduler, &run("schedule")).is_ok());
+        assert!(authorize(Role::Admin, &run("schedule")).is_err());
+        assert!(authorize(Role::Admin, &run("backfill")).is_ok());
+        for role in ApiRole::ALL {
+            let refusal = authorize_api(role, &run("schedule")).unwrap_err();
+            assert!(refusal.contains("schedulers only"), "{refusal}");
+        }
+        assert!(authorize_api(ApiRole::Operator, &run("backfill")).is_ok());
+    }
 
     fn command(name: &str, body: &str) -> Command {
         let (aggregate, action) = name.split_once('.').unwrap();
@@ -238,13 +280,19 @@ mod tests {
             "run.request",
             r#"{"pipeline_id":"0190a000-0000-7000-8000-000000000001","trigger":"schedule","schedule_id":"0190a000-0000-7000-8000-000000000002","scheduled_for":"2026-12-04T10:00:00Z"}"#,
         );
+        let backfill = command(
+            "run.request",
+            r#"{"pipeline_id":"0190a000-0000-7000-8000-000000000001","trigger":"backfill","schedule_id":"0190a000-0000-7000-8000-000000000002","scheduled_for":"2026-12-04T10:00:00Z"}"#,
+        );
         assert!(authorize(Role::Client, &api).is_ok());
         assert!(authorize(Role::Scheduler, &api).is_ok());
         assert!(authorize(Role::Scheduler, &slot).is_ok());
         // Operators backfill slots.
-        assert!(authorize(Role::Admin, &slot).is_ok());
-        let refusal = authorize(Role::Client, &slot).unwrap_err();
+        assert!(authorize(Role::Admin, &backfill).is_ok());
+        let refusal = authorize(Role::Client, &backfill).unwrap_err();
         assert!(refusal.contains("sent by schedulers and operators"), "{refusal}");
+        let refusal = authorize(Role::Client, &slot).unwrap_err();
+        assert!(refusal.contains("schedulers only"), "{refusal}");
         assert!(authorize(Role::Runner, &api).is_err());
     }
 

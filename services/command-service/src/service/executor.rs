@@ -140,6 +140,13 @@ impl Executor {
             target,
             payload_hash,
         } = prepared;
+        // Who sent it is part of what a command id stands for: another sender's command
+        // under the same id is `command_id_reused`, never answered with the first reply
+        // (command ids are one namespace; a sender must not take up, or read, another's).
+        let payload_hash = match &ctx.actor {
+            Some(actor) => hex::encode(Sha256::digest(format!("{payload_hash}\n{actor}").as_bytes())),
+            None => payload_hash,
+        };
         let job = Job {
             meta: &meta,
             command: &command,

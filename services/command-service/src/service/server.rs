@@ -261,6 +261,32 @@ fn label_header(message: &Message, name: &str) -> Result<Option<String>, ErrorBo
     }
 }
 
+/// How far ahead of this service's clock a slot may be (the clocks of the scheduler's and
+/// this host differ a little).
+const SLOT_AHEAD: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// Refuses a slot that is not due yet in `schedule.skip_slot` and in a slot's
+/// `run.request` of anyone but a scheduler: firing or skipping a future slot would move the
+/// scheduler past it, and it would never fire.
+fn slot_due(command: &commands::Command, now: chrono::DateTime<chrono::Utc>) -> Result<(), ErrorBody> {
+    let (slot, pointer) = match command {
+        commands::Command::SkipSlot(c) => (c.slot, "/slot"),
+        commands::Command::RequestRun(c) => match c.scheduled_for {
+            Some(slot) => (slot, "/scheduled_for"),
+            None => return Ok(()),
+        },
+        _ => return Ok(()),
+    };
+    if slot <= now + SLOT_AHEAD {
+        return Ok(());
+    }
+    Err(ErrorBody::at(
+        ErrorReason::InvalidValue,
+        pointer,
+        format!("slot {slot} is not due yet: only slots up to now can be fired, backfilled or skipped"),
+    ))
+}
+
 /// The reply to `message`; `limits`: the command size limit, the bus's message limit and
 /// the module size limit.
 async fn answer(
@@ -279,6 +305,10 @@ async fn answer(
         sender.authority.authorize(&command).map_err(|refusal| {
             ErrorBody::new(ErrorReason::Unauthorized, refusal).with("actor", sender.name.as_str())
         })?;
+        // The scheduler's clock decides when its slots are due (tests drive it by hand).
+        if !matches!(sender.authority, Authority::Role(Role::Scheduler)) {
+            slot_due(&command, chrono::Utc::now())?;
+        }
         Ok(((correlation, Some(sender.name)), (meta, command)))
     });
     let checked = match authorized {
@@ -345,4 +375,55 @@ fn decode(message: &Message, max_payload: usize) -> Result<(commands::CommandMet
         .with("limit", max_payload));
     }
     commands::decode(message.subject.as_str(), &message.payload)
+}
+
+#[cfg(test)]
+mod slot_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn command(name: &str, body: &str) -> commands::Command {
+        let (aggregate, action) = name.split_once('.').unwrap();
+        commands::decode(&subjects::command(aggregate, action), body.as_bytes())
+            .unwrap()
+            .1
+    }
+
+    #[test]
+    fn slots_that_are_not_due_are_neither_fired_nor_skipped() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-05T12:00:00Z")
+            .unwrap()
+            .to_utc();
+        let skip = |slot: &str| {
+            command(
+                "schedule.skip_slot",
+                &format!(
+                    r#"{{"schedule_id":"0190a000-0000-7000-8000-000000000002","slot":"{slot}","reason":"maintenance"}}"#
+                ),
+            )
+        };
+        let fire = |slot: &str| {
+            command(
+                "run.request",
+                &format!(
+                    r#"{{"pipeline_id":"0190a000-0000-7000-8000-000000000001","trigger":"backfill","schedule_id":"0190a000-0000-7000-8000-000000000002","scheduled_for":"{slot}"}}"#
+                ),
+            )
+        };
+        // Past and current slots, and a slot within the clocks' tolerance.
+        for slot in ["2026-12-05T11:00:00Z", "2026-12-05T12:00:00Z", "2026-12-05T12:04:00Z"] {
+            assert!(slot_due(&skip(slot), now).is_ok(), "{slot}");
+            assert!(slot_due(&fire(slot), now).is_ok(), "{slot}");
+        }
+        let refused = slot_due(&skip("2999-01-01T00:00:00Z"), now).unwrap_err();
+        assert_eq!(refused.details.path.as_deref(), Some("/slot"));
+        let refused = slot_due(&fire("2026-12-05T12:06:00Z"), now).unwrap_err();
+        assert_eq!(refused.details.path.as_deref(), Some("/scheduled_for"));
+        // A run without a slot is not concerned.
+        let plain = command(
+            "run.request",
+            r#"{"pipeline_id":"0190a000-0000-7000-8000-000000000001"}"#,
+        );
+        assert!(slot_due(&plain, now).is_ok());
+    }
 }

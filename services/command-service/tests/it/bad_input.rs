@@ -110,3 +110,42 @@ async fn bad_input_gets_a_coded_error_and_writes_nothing() {
     app.ok("pipeline.pause", json!({"pipeline_id": pipeline})).await;
     app.stop().await;
 }
+
+/// A command id is its sender's: the same command under the same id from another sender
+/// is refused (`command_id_reused`), not answered with the first sender's reply.
+#[tokio::test]
+async fn a_command_id_taken_by_another_sender_is_refused_not_answered() {
+    let app = spawn_app().await;
+    app.register_plugins().await;
+    let pipeline = app.create_pipeline("taken").await;
+    let command_id = uuid::Uuid::new_v4();
+    let body = serde_json::to_vec(&json!({"pipeline_id": pipeline, "command_id": command_id})).unwrap();
+    let send_as = |name: &'static str| {
+        let body = body.clone();
+        let client = app.client.clone();
+        async move {
+            let subject = "flexcore.cmd.pipeline.pause";
+            let mut headers = async_nats::HeaderMap::new();
+            flexcore_testkit::nats::test_identity(name)
+                .unwrap()
+                .sign(subject, &mut headers, &body);
+            let reply = client
+                .request_with_headers(subject.to_owned(), headers, body.into())
+                .await
+                .unwrap();
+            serde_json::from_slice::<Value>(&reply.payload).unwrap()
+        }
+    };
+    let first = send_as("app").await;
+    assert_eq!(first["ok"], json!(true), "{first}");
+    // The same sender again: the first reply.
+    assert_eq!(send_as("app").await, first);
+    // Another sender, same id and body: refused.
+    let other = send_as("flexctl").await;
+    assert_eq!(other["ok"], json!(false), "{other}");
+    assert_eq!(
+        other["error"]["details"]["reason"],
+        json!("command_id_reused"),
+        "{other}"
+    );
+}

@@ -86,7 +86,7 @@ pub async fn build(s: &Stack, rng: &mut StdRng) -> World {
     for _ in 0..7 {
         runs.push(id(&s.ok("run.request", json!({"pipeline_id": p[0]})).await));
     }
-    let slot = json!({"pipeline_id": p[0], "trigger": "schedule", "schedule_id": world.schedules[0], "scheduled_for": "2027-01-01T00:00:00Z"});
+    let slot = json!({"pipeline_id": p[0], "trigger": "backfill", "schedule_id": world.schedules[0], "scheduled_for": "2026-01-01T00:00:00Z"});
     runs.push(id(&s.ok("run.request", slot).await));
     for run in &runs[1..5] {
         s.ok(
