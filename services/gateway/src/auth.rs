@@ -57,6 +57,9 @@ pub enum AuthError {
     /// No `Authorization` header and anonymous access is off.
     #[error("authentication required: send `Authorization: Bearer <API key or JWT>`")]
     Missing,
+    /// Anonymous access is on, but the request names a host that is not a loopback one.
+    #[error("authentication required: anonymous access serves only localhost, 127.0.0.1 and [::1]; send `Authorization: Bearer <API key or JWT>`")]
+    AnonymousNotLoopback,
     /// The header is not `Bearer <token>`.
     #[error("the Authorization header must be `Bearer <API key or JWT>`")]
     Malformed,
@@ -67,7 +70,7 @@ pub enum AuthError {
     #[error("invalid token: {0}")]
     InvalidToken(String),
     /// JWTs are not accepted here.
-    #[error("bearer tokens (JWT) are not accepted by this gateway: no gateway.jwt_hs256_secret_file, gateway.jwt_jwks_file or gateway.jwt_jwks_url is configured")]
+    #[error("bearer tokens (JWT) are not accepted by this gateway; use an API key")]
     JwtOff,
 }
 
@@ -163,6 +166,15 @@ pub fn hash_key(key: &str) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(key.as_bytes())))
 }
 
+/// What tells one version of the keys file from another.
+type FileStamp = (SystemTime, u64, u64);
+
+fn stamp(path: &Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len(), meta.ino()))
+}
+
 /// The API keys, by hash, re-read when their file changes.
 #[derive(Debug)]
 struct Keys {
@@ -173,7 +185,9 @@ struct Keys {
 #[derive(Debug)]
 struct KeysState {
     by_hash: HashMap<String, Principal>,
-    modified: Option<SystemTime>,
+    /// The file's modification time, size and inode when read: any change re-reads it
+    /// (a rewrite that keeps the time, as `cp -p` does, changes the size or the inode).
+    modified: Option<FileStamp>,
     checked: Instant,
 }
 
@@ -190,8 +204,8 @@ impl Keys {
         })
     }
 
-    fn read(path: &Path) -> anyhow::Result<(HashMap<String, Principal>, Option<SystemTime>)> {
-        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    fn read(path: &Path) -> anyhow::Result<(HashMap<String, Principal>, Option<FileStamp>)> {
+        let modified = stamp(path);
         let file = KeysFile::read(path)?;
         let by_hash = file
             .keys
@@ -213,7 +227,7 @@ impl Keys {
         let mut state = self.state.lock();
         if state.checked.elapsed() >= RELOAD_EVERY {
             state.checked = Instant::now();
-            let modified = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+            let modified = stamp(&self.path);
             if modified != state.modified {
                 match Self::read(&self.path) {
                     Ok((by_hash, modified)) => {
@@ -227,6 +241,21 @@ impl Keys {
             }
         }
         state.by_hash.get(&hash_key(key)).cloned()
+    }
+}
+
+/// Why a token was refused, in a few words (the library's own text names its internals).
+fn jwt_refusal(error: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match error.kind() {
+        ErrorKind::ExpiredSignature => "the token has expired".into(),
+        ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)".into(),
+        ErrorKind::InvalidAudience => "the token is meant for another audience".into(),
+        ErrorKind::InvalidIssuer => "the token is from another issuer".into(),
+        ErrorKind::InvalidSignature => "the token's signature does not verify".into(),
+        ErrorKind::MissingRequiredClaim(claim) => format!("the token lacks claim `{claim}`"),
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => "the token's algorithm is not accepted".into(),
+        _ => "the token is malformed".into(),
     }
 }
 
@@ -273,11 +302,29 @@ pub fn parse_jwks(bytes: &[u8], source: &str) -> anyhow::Result<Vec<(Option<Stri
     let set: JwkSet = serde_json::from_slice(bytes).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
     let mut keys = Vec::new();
     for jwk in &set.keys {
+        // Signing keys only, of the algorithms taken: RSA for RS256, P-256 for ES256 (a
+        // key whose `alg` names another algorithm is skipped).
+        if jwk
+            .common
+            .public_key_use
+            .as_ref()
+            .is_some_and(|u| *u != jsonwebtoken::jwk::PublicKeyUse::Signature)
+        {
+            continue;
+        }
         let algorithm = match &jwk.algorithm {
             jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
-            jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
+            jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(ec)
+                if ec.curve == jsonwebtoken::jwk::EllipticCurve::P256 =>
+            {
+                Algorithm::ES256
+            }
             _ => continue,
         };
+        let named = jwk.common.key_algorithm.map(|a| format!("{a:?}"));
+        if named.is_some_and(|a| a != format!("{algorithm:?}")) {
+            continue;
+        }
         let key = DecodingKey::from_jwk(jwk).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
         keys.push((jwk.common.key_id.clone(), algorithm, key));
     }
@@ -406,7 +453,7 @@ struct Claims {
 
 impl Jwt {
     fn check(&self, token: &str) -> Result<Principal, AuthError> {
-        let invalid = |e: jsonwebtoken::errors::Error| AuthError::InvalidToken(e.to_string());
+        let invalid = |e: jsonwebtoken::errors::Error| AuthError::InvalidToken(jwt_refusal(&e));
         let header = jsonwebtoken::decode_header(token).map_err(invalid)?;
         let (algorithm, key) = match header.alg {
             Algorithm::HS256 => (
@@ -417,18 +464,27 @@ impl Jwt {
             ),
             Algorithm::RS256 | Algorithm::ES256 => {
                 let keys = self.jwks.read().clone();
-                let found = keys
+                let mut candidates = keys
                     .iter()
-                    .find(|(kid, alg, _)| *alg == header.alg && (header.kid.is_none() || *kid == header.kid));
-                let Some((_, alg, key)) = found else {
+                    .filter(|(kid, alg, _)| *alg == header.alg && (header.kid.is_none() || *kid == header.kid))
+                    .peekable();
+                if candidates.peek().is_none() {
                     if let Some(remote) = &self.remote {
                         remote.unknown_kid.notify_one();
                     }
                     return Err(AuthError::InvalidToken(
                         "no key in the JWKS matches the token's kid and alg".into(),
                     ));
-                };
-                return self.decode(token, *alg, key);
+                }
+                // With a kid, its key; without one, every key of the algorithm in turn.
+                let mut last = None;
+                for (_, alg, key) in candidates {
+                    match self.decode(token, *alg, key) {
+                        Ok(principal) => return Ok(principal),
+                        Err(error) => last = Some(error),
+                    }
+                }
+                return Err(last.unwrap_or(AuthError::InvalidToken("no key verifies the token".into())));
             }
             other => return Err(AuthError::InvalidToken(format!("algorithm {other:?} is not accepted"))),
         };
@@ -436,7 +492,7 @@ impl Jwt {
     }
 
     fn decode(&self, token: &str, algorithm: Algorithm, key: &DecodingKey) -> Result<Principal, AuthError> {
-        let invalid = |e: jsonwebtoken::errors::Error| AuthError::InvalidToken(e.to_string());
+        let invalid = |e: jsonwebtoken::errors::Error| AuthError::InvalidToken(jwt_refusal(&e));
         let mut validation = Validation::new(algorithm);
         validation.validate_nbf = true;
         validation.leeway = 30;
@@ -472,9 +528,9 @@ impl Jwt {
             })?;
         // The principal `jwt:<sub>` is named in every command (at most 200 characters).
         let max = MAX_PRINCIPAL - "jwt:".len();
-        if claims.sub.is_empty() || claims.sub.chars().count() > max || claims.sub.chars().any(char::is_control) {
+        if !printable_name(&claims.sub, max) {
             return Err(AuthError::InvalidToken(format!(
-                "claim `sub` must be 1 to {max} printable characters"
+                "claim `sub` must be 1 to {max} printable characters, without surrounding spaces or invisible ones"
             )));
         }
         Ok(Principal {
@@ -482,6 +538,18 @@ impl Jwt {
             role,
         })
     }
+}
+
+/// Whether `name` is 1 to `max` characters, none a control or an invisible formatting
+/// character (bidirectional overrides, zero-width spaces), without surrounding whitespace:
+/// what the actor of a command may be, as shown to people.
+fn printable_name(name: &str, max: usize) -> bool {
+    let invisible = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{00ad}' | '\u{061c}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206f}' | '\u{feff}' | '\u{fff9}'..='\u{fffb}')
+    };
+    !name.is_empty() && name.chars().count() <= max && name.trim() == name && !name.chars().any(invisible)
 }
 
 /// Everything the gateway authenticates with.
@@ -558,6 +626,12 @@ impl Authenticator {
                 })
             })
             .transpose()?;
+        if (hs256.is_some() || !jwks.is_empty() || remote.is_some()) && config.audience.is_none() {
+            anyhow::bail!(
+                "gateway.jwt_audience must be set when JWTs are accepted: a token the identity provider issued \
+                 for another application (another audience) must not be taken here"
+            );
+        }
         let jwt = (hs256.is_some() || !jwks.is_empty() || remote.is_some()).then(|| {
             Arc::new(Jwt {
                 hs256,
@@ -834,6 +908,12 @@ mod tests {
         let mut expired = claims.clone();
         expired["exp"] = (now - 3600).into();
         assert!(check(signed("ec1", Some("ec1"), &expired)).is_err());
+        // A subject that would show as someone else: invisible or surrounding characters.
+        for sub in ["mallory\u{202e}gnp.exe", "alice\u{200b}", "alice ", " alice", ""] {
+            let mut odd = claims.clone();
+            odd["sub"] = sub.into();
+            assert!(check(signed("ec1", Some("ec1"), &odd)).is_err(), "{sub:?}");
+        }
         // HS256 is not accepted without a secret, even for a kid in the set.
         let hs = jsonwebtoken::encode(
             &jsonwebtoken::Header::new(Algorithm::HS256),
@@ -859,9 +939,15 @@ mod tests {
             ..AuthConfig::default()
         });
         assert!(both.is_err());
+        let without_audience = Authenticator::load(&AuthConfig {
+            jwks_url: Some("https://idp.example/jwks".into()),
+            ..AuthConfig::default()
+        });
+        assert!(without_audience.is_err(), "a token for another application would pass");
         let url = Authenticator::load(&AuthConfig {
             jwks_url: Some("https://idp.example/jwks".into()),
             jwks_refresh: Duration::from_secs(300),
+            audience: Some("flexcore".into()),
             ..AuthConfig::default()
         })
         .unwrap();

@@ -21,7 +21,6 @@ pub mod openapi;
 pub mod presence;
 pub mod problem;
 
-use std::future::IntoFuture as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +40,11 @@ use uuid::Uuid;
 
 use crate::auth::{AuthConfig, Authenticator, Principal, RateLimiter};
 use crate::problem::Problem;
+
+/// Failed authentications a peer address may make a second on average, and at once.
+pub const FAILED_AUTH_PER_SECOND: u32 = 10;
+/// See [`FAILED_AUTH_PER_SECOND`].
+pub const FAILED_AUTH_BURST: u32 = 100;
 
 /// The header carrying a request's correlation id (given by the client, else new).
 pub const CORRELATION_HEADER: &str = "Flexcore-Correlation-Id";
@@ -71,10 +75,14 @@ pub struct Gateway {
     pub auth: Authenticator,
     /// Requests per principal.
     pub limiter: RateLimiter,
+    /// Failed authentications per peer address.
+    pub failures: RateLimiter,
     /// Runners and schedulers heard.
     pub presence: Arc<presence::Presence>,
     /// Open live streams.
     pub streams: Arc<Semaphore>,
+    /// Open live streams by caller.
+    pub open_streams: Arc<parking_lot::Mutex<std::collections::HashMap<String, usize>>>,
     /// Module uploads in progress.
     pub uploads: Arc<Semaphore>,
     /// The settings.
@@ -122,8 +130,10 @@ impl Gateway {
             trust: credentials.trust,
             auth,
             limiter: RateLimiter::new(settings.rate_limit_per_second, settings.rate_limit_burst),
+            failures: RateLimiter::new(FAILED_AUTH_PER_SECOND, FAILED_AUTH_BURST),
             presence,
             streams: Arc::new(Semaphore::new(settings.max_streams)),
+            open_streams: Arc::default(),
             uploads: Arc::new(Semaphore::new(settings.max_uploads)),
             settings: settings.clone(),
             shutdown,
@@ -160,15 +170,7 @@ async fn per_request(State(gateway): State<Arc<Gateway>>, mut request: Request, 
         .map_or_else(|| Uuid::new_v4().to_string(), str::to_owned);
     let path = request.uri().path().to_owned();
     let origin = request.headers().get(header::ORIGIN).cloned();
-    let allowed_origin = origin.filter(|o| {
-        o.to_str().is_ok_and(|o| {
-            gateway
-                .settings
-                .cors_origins
-                .iter()
-                .any(|allowed| allowed == o || allowed == "*")
-        })
-    });
+    let allowed_origin = origin.filter(|o| o.to_str().is_ok_and(|o| cors_allows(&gateway, o)));
     let preflight = request.method() == Method::OPTIONS && allowed_origin.is_some();
     let scope = (path.clone(), correlation_id.clone());
     // With traces exported, one span per request, continuing the caller's `traceparent`:
@@ -197,6 +199,11 @@ async fn per_request(State(gateway): State<Arc<Gateway>>, mut request: Request, 
                 if preflight {
                     return StatusCode::NO_CONTENT.into_response();
                 }
+                // A browser's state-changing request from another origin is refused before
+                // anything else (CSRF: a page elsewhere posting to this API).
+                if let Err(problem) = browser_guard(&request, allowed_origin_for(&gateway, &request)) {
+                    return problem.into_response();
+                }
                 // Unauthenticated: the liveness of the gateway and the API's description.
                 let open = path == "/health" || path == "/api/v1/openapi.json" || path == "/api/v1/docs";
                 if !open {
@@ -204,12 +211,33 @@ async fn per_request(State(gateway): State<Arc<Gateway>>, mut request: Request, 
                     let principal = match authorization {
                         Some(Err(_)) => Err(auth::AuthError::Malformed),
                         Some(Ok(value)) => gateway.auth.authenticate(Some(value)),
+                        // Anonymous access serves loopback host names only: a public name that
+                        // resolves to this machine (DNS rebinding) gets no ambient authority.
+                        None if !loopback_host(request.headers()) => gateway
+                            .auth
+                            .authenticate(None)
+                            .and(Err(auth::AuthError::AnonymousNotLoopback)),
                         None => gateway.auth.authenticate(None),
                     };
                     let principal = match principal {
                         Ok(principal) => principal,
                         Err(error) => {
-                            tracing::info!(%path, %error, "request not authenticated");
+                            // Failed attempts are limited per peer address: beyond the
+                            // limit a 429, and no log line (a flood cannot fill the logs).
+                            let peer = request
+                                .extensions()
+                                .get::<axum::extract::ConnectInfo<SocketAddr>>()
+                                .map(|c| c.0.ip().to_string());
+                            if let Some(Err(wait)) = peer.as_deref().map(|ip| gateway.failures.take(ip)) {
+                                return Problem::new(
+                                    StatusCode::TOO_MANY_REQUESTS,
+                                    "rate_limited",
+                                    "too many requests with failed authentication from this address",
+                                )
+                                .with_header(header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)))
+                                .into_response();
+                            }
+                            tracing::info!(%path, %error, peer = peer.as_deref().unwrap_or("-"), "request not authenticated");
                             return Problem::new(StatusCode::UNAUTHORIZED, "unauthenticated", error.to_string())
                                 .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
                                 .into_response();
@@ -307,6 +335,62 @@ async fn per_request(State(gateway): State<Arc<Gateway>>, mut request: Request, 
         );
     }
     response
+}
+
+/// Whether `origin` may call the API from a browser (`gateway.cors_origins`).
+fn cors_allows(gateway: &Gateway, origin: &str) -> bool {
+    gateway
+        .settings
+        .cors_origins
+        .iter()
+        .any(|allowed| allowed == origin || allowed == "*")
+}
+
+fn allowed_origin_for(gateway: &Gateway, request: &Request) -> bool {
+    request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .is_some_and(|o| cors_allows(gateway, o))
+}
+
+/// Refuses a state-changing request (not GET, HEAD or OPTIONS) that a browser sent from
+/// another origin: its `Origin` is neither this gateway's own (its `host:port` equal to
+/// `Host`) nor one of `gateway.cors_origins`. Requests without `Origin` (curl, SDKs) pass.
+fn browser_guard(request: &Request, cors_allowed: bool) -> Result<(), Problem> {
+    if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) || cors_allowed {
+        return Ok(());
+    }
+    let Some(origin) = request.headers().get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, host)| host.trim_end_matches('/'));
+    let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+    if origin_host.is_some() && origin_host == host {
+        return Ok(());
+    }
+    Err(Problem::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "a cross-origin request from a browser is refused: its Origin is not in gateway.cors_origins",
+    ))
+}
+
+/// Whether the request's `Host` is a loopback name (`localhost`, `127.0.0.1`, `[::1]`,
+/// with any port).
+fn loopback_host(headers: &axum::http::HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The 504 of a request the services did not answer in time.
@@ -410,32 +494,125 @@ pub async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
         .with_context(|| format!("cannot bind the gateway to {listen:?} (gateway.listen / FLEXCORE__GATEWAY__LISTEN)"))
 }
 
-/// [`serve`] on a bound listener.
+/// How long a client may take to send a request's headers (a connection that sends them
+/// slower is closed: slow-loris clients cannot hold connections).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// [`serve`] on a bound listener: hyper's HTTP/1.1 and HTTP/2 with a header-read timeout,
+/// at most `gateway.max_connections` connections at once (further ones wait in the
+/// listen backlog), each request knowing its peer's address.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     gateway: Arc<Gateway>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     let addr: SocketAddr = listener.local_addr()?;
     let grace = Duration::from_millis(gateway.settings.shutdown_grace_ms);
+    let connections = Arc::new(Semaphore::new(gateway.settings.max_connections.max(1)));
     let app = router(gateway);
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tracing::info!(%addr, "gateway listening (/api/v1/flexcore, /api/v1/openapi.json, /health)");
-    let drained = shutdown.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move { drained.cancelled().await });
-    let server = server.into_future();
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => return result.context("serving HTTP"),
-        () = shutdown.cancelled() => {}
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.context("connection limit")?,
+            () = shutdown.cancelled() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: wait a little, keep serving.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            tower::ServiceExt::oneshot(app.clone(), request)
+        });
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, error = %error, "connection ended with an error");
+            }
+            drop(permit);
+        });
     }
-    match tokio::time::timeout(grace, server).await {
-        Ok(result) => result.context("serving HTTP"),
-        Err(_) => {
-            tracing::warn!(
-                grace_ms = grace.as_millis() as u64,
-                "requests still in flight at the end of the shutdown grace; stopping"
-            );
-            Ok(())
+    // New connections are refused from here; requests in flight get the grace period.
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "requests still in flight at the end of the shutdown grace; stopping"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod guard_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn request(method: Method, headers: &[(&str, &str)]) -> Request {
+        let mut builder = Request::builder().method(method).uri("/api/v1/flexcore/pipelines");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
         }
+        builder.body(axum::body::Body::empty()).unwrap()
+    }
+
+    #[test]
+    fn cross_origin_writes_from_browsers_are_refused() {
+        let evil = [("host", "127.0.0.1:8080"), ("origin", "https://evil.example")];
+        assert!(browser_guard(&request(Method::POST, &evil), false).is_err());
+        assert!(browser_guard(&request(Method::DELETE, &evil), false).is_err());
+        assert!(browser_guard(&request(Method::POST, &[("host", "a:1"), ("origin", "null")]), false).is_err());
+        // Reads, allowed origins, the gateway's own origin and clients without Origin pass.
+        assert!(browser_guard(&request(Method::GET, &evil), false).is_ok());
+        assert!(browser_guard(&request(Method::POST, &evil), true).is_ok());
+        let own = [("host", "127.0.0.1:8080"), ("origin", "http://127.0.0.1:8080")];
+        assert!(browser_guard(&request(Method::POST, &own), false).is_ok());
+        assert!(browser_guard(&request(Method::POST, &[("host", "127.0.0.1:8080")]), false).is_ok());
+    }
+
+    #[test]
+    fn loopback_hosts_are_told_from_others() {
+        let host = |h: &str| {
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert(header::HOST, HeaderValue::from_str(h).unwrap());
+            loopback_host(&headers)
+        };
+        for ok in [
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "LOCALHOST",
+            "[::1]:8080",
+            "127.0.0.2",
+        ] {
+            assert!(host(ok), "{ok}");
+        }
+        for no in [
+            "rebind.attacker.example:8080",
+            "10.0.0.1:8080",
+            "localhost.evil.example",
+            "[::2]:80",
+        ] {
+            assert!(!host(no), "{no}");
+        }
+        assert!(!loopback_host(&axum::http::HeaderMap::new()));
     }
 }

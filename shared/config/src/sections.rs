@@ -416,6 +416,10 @@ pub struct GatewaySettings {
     pub rate_limit_burst: u32,
     /// Live streams (Server-Sent Events) open at once (503 beyond).
     pub max_streams: usize,
+    /// Live streams one caller may have open at once (429 beyond).
+    pub max_streams_per_caller: usize,
+    /// Connections open at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
     /// Largest plugin module `POST /plugins` takes as a multipart upload, in bytes (413
     /// beyond). Each upload in progress holds its module in memory once.
     pub max_module_bytes: u64,
@@ -445,6 +449,8 @@ impl Default for GatewaySettings {
             rate_limit_per_second: 200,
             rate_limit_burst: 400,
             max_streams: 1000,
+            max_streams_per_caller: 100,
+            max_connections: 10_000,
             max_module_bytes: 64 << 20,
             max_uploads: 2,
             upload_timeout_ms: 300_000,

@@ -377,15 +377,18 @@ pub(crate) async fn send(
     require(&caller.principal, request.needed, &request.command)?;
     json_content(headers, request.body)?;
     let mut fields = request.fields;
+    // A command id the body names is the caller's own: derived under its name, so no
+    // caller can take up (and so answer) another's command id.
+    let body = own_command_id(caller, request.body)?;
     if let Some(command_id) = derived_id(caller, method, path, headers, "command")? {
         fields.push(("command_id", Value::from(command_id.to_string())));
-    } else if request.body.is_empty() || !body_has(request.body, "command_id") {
+    } else if body.is_empty() || !body_has(&body, "command_id") {
         fields.push(("command_id", Value::from(Uuid::new_v4().to_string())));
     }
     if let Some(version) = expected_version(headers)? {
         fields.push(("expected_version", Value::from(version)));
     }
-    let payload = splice(request.body, &fields)?;
+    let payload = splice(&body, &fields)?;
     let client = gateway
         .client
         .on_behalf_of(&caller.principal.name, caller.principal.role)
@@ -399,6 +402,31 @@ pub(crate) async fn send(
     .await
     .map_err(|e| Problem::from_client(&e))?;
     Ok(answer(&accepted, request.success))
+}
+
+/// `body` with its `command_id` (if it names one) replaced by the id derived from it and
+/// the caller (UUIDv5), the rest of it unchanged but the order of its top-level keys.
+fn own_command_id(caller: &Caller, body: &Bytes) -> Result<Bytes, Problem> {
+    if !body_has(body, "command_id") {
+        return Ok(body.clone());
+    }
+    let Ok(mut fields) =
+        serde_json::from_slice::<std::collections::BTreeMap<String, Box<serde_json::value::RawValue>>>(body)
+    else {
+        return Ok(body.clone());
+    };
+    let given = fields
+        .get("command_id")
+        .and_then(|v| serde_json::from_str::<Uuid>(v.get()).ok())
+        .ok_or_else(|| Problem::invalid("/command_id", "command_id must be a UUID"))?;
+    let name = format!("{}\nbody\n{given}", caller.principal.name);
+    let own = Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, name.as_bytes());
+    let own = serde_json::value::to_raw_value(&own.to_string())
+        .map_err(|e| Problem::invalid("/command_id", e.to_string()))?;
+    fields.insert("command_id".to_owned(), own);
+    serde_json::to_vec(&fields)
+        .map(Bytes::from)
+        .map_err(|e| Problem::invalid("", e.to_string()))
 }
 
 /// Whether the JSON object `body` has a top-level `key`.

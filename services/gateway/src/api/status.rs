@@ -29,7 +29,16 @@ async fn probe(gateway: &Gateway, query: &str) -> (Value, Option<flexcore_contra
             json!({"up": true, "latency_ms": started.elapsed().as_secs_f64() * 1000.0}),
             Some(ok),
         ),
-        Err(error) => (json!({"up": false, "error": error.to_string()}), None),
+        Err(error) => {
+            // The details (a service's internal message) go to the log, not to callers.
+            tracing::info!(%error, query, "status probe failed");
+            let said = match &error {
+                flexcore_client::ClientError::Refused { error, .. } => format!("refused ({})", error.code),
+                flexcore_client::ClientError::Unanswered { kind, .. } => format!("no answer ({kind:?})"),
+                _ => "no usable answer".to_owned(),
+            };
+            (json!({"up": false, "error": said}), None)
+        }
     }
 }
 
@@ -42,7 +51,10 @@ async fn command_probe(gateway: &Gateway) -> Value {
         .request("flexcore.cmd.status.probe".to_owned(), bytes::Bytes::from_static(b"{}"));
     match tokio::time::timeout(std::time::Duration::from_secs(2), request).await {
         Ok(Ok(_)) => json!({"up": true, "latency_ms": started.elapsed().as_secs_f64() * 1000.0}),
-        Ok(Err(error)) => json!({"up": false, "error": error.to_string()}),
+        Ok(Err(error)) => {
+            tracing::info!(%error, "command service probe failed");
+            json!({"up": false, "error": "no answer (no responders)"})
+        }
         Err(_) => json!({"up": false, "error": "no answer within 2 s"}),
     }
 }

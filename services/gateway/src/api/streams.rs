@@ -39,11 +39,62 @@ use crate::{Caller, Gateway};
 const FINAL_STATES: [&str; 4] = ["succeeded", "failed", "cancelled", "timed_out"];
 /// Most log lines one `GET /runs/{id}/logs` answers.
 pub const MAX_LOG_LINES: usize = 10_000;
+/// Most bytes of log lines one `GET /runs/{id}/logs` answers (it stops after the line
+/// that passes it).
+pub const MAX_LOG_BYTES: usize = 4 << 20;
 /// Aggregate types of the event log.
 const AGGREGATE_TYPES: [&str; 4] = ["plugin", "pipeline", "run", "schedule"];
 
-/// An open stream's place among `gateway.max_streams`.
-fn stream_permit(gateway: &Gateway) -> Result<tokio::sync::OwnedSemaphorePermit, Problem> {
+/// An open stream's place among `gateway.max_streams` and among its caller's
+/// `gateway.max_streams_per_caller`; both are given back when it is dropped.
+pub struct StreamPermit {
+    _global: tokio::sync::OwnedSemaphorePermit,
+    caller: String,
+    open: Arc<parking_lot::Mutex<std::collections::HashMap<String, usize>>>,
+}
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        let mut open = self.open.lock();
+        if let Some(n) = open.get_mut(&self.caller) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.caller);
+            }
+        }
+    }
+}
+
+/// A place for one more live stream (or log read) of `caller`: 429 when the caller has
+/// its share open, 503 when the gateway has all it serves.
+fn stream_permit(gateway: &Gateway, caller: &Caller) -> Result<StreamPermit, Problem> {
+    let global = global_stream_permit(gateway)?;
+    let name = caller.principal.name.clone();
+    let mut open = gateway.open_streams.lock();
+    let mine = open.entry(name.clone()).or_insert(0);
+    if *mine >= gateway.settings.max_streams_per_caller {
+        return Err(Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "{name} has {} live streams open (gateway.max_streams_per_caller); close one first",
+                gateway.settings.max_streams_per_caller
+            ),
+        )
+        .with_header(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("5"),
+        ));
+    }
+    *mine += 1;
+    Ok(StreamPermit {
+        _global: global,
+        caller: name,
+        open: gateway.open_streams.clone(),
+    })
+}
+
+fn global_stream_permit(gateway: &Gateway) -> Result<tokio::sync::OwnedSemaphorePermit, Problem> {
     gateway.streams.clone().try_acquire_owned().map_err(|_| {
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -171,7 +222,7 @@ pub async fn run_events(
             }
         }
     }
-    let permit = stream_permit(&gateway)?;
+    let permit = stream_permit(&gateway, &caller)?;
     let mut messages = ordered(
         &gateway,
         subjects::EVENTS_STREAM,
@@ -347,7 +398,7 @@ pub async fn events(
             Some(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
         },
     };
-    let permit = stream_permit(&gateway)?;
+    let permit = stream_permit(&gateway, &caller)?;
     let mut messages = ordered(&gateway, subjects::EVENTS_STREAM, filter, deliver).await?;
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(async move {
@@ -412,8 +463,11 @@ pub async fn logs(
     };
     let mut lines = Vec::new();
     if stored {
+        // A read of the logs stream holds a stream's place while it lasts.
+        let _permit = stream_permit(&gateway, &caller)?;
+        let mut bytes = 0usize;
         let mut messages = ordered(&gateway, subjects::LOGS_STREAM, subject, DeliverPolicy::All).await?;
-        while lines.len() < limit {
+        while lines.len() < limit && bytes < MAX_LOG_BYTES {
             let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await else {
                 break;
             };
@@ -430,6 +484,7 @@ pub async fn logs(
                 .is_ok();
             if trusted {
                 if let Ok(line) = serde_json::from_slice::<RunLogLine>(&message.payload) {
+                    bytes += message.payload.len();
                     lines.push(line);
                 }
             }

@@ -271,3 +271,70 @@ async fn bad_requests_get_problem_documents_and_harm_nothing() {
         .unwrap();
     assert_eq!(health["status"], "ok");
 }
+
+/// What a web page elsewhere, a rebinding DNS name, a slow client and a greedy caller can
+/// do: nothing.
+#[tokio::test]
+async fn other_origins_rebinding_hosts_slow_headers_and_greedy_streams_get_nothing() {
+    let gw = Gw::start_with(Options::default(), |g| {
+        g.anonymous_role = "admin".to_owned();
+        g.max_streams_per_caller = 2;
+    })
+    .await;
+    let addr = gw.base.trim_start_matches("http://").to_owned();
+    let raw = |request: String| {
+        let addr = addr.clone();
+        async move {
+            let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            socket.write_all(request.as_bytes()).await.unwrap();
+            let mut answer = Vec::new();
+            tokio::time::timeout(Duration::from_secs(15), socket.read_to_end(&mut answer))
+                .await
+                .expect("answered and closed")
+                .unwrap();
+            String::from_utf8_lossy(&answer).into_owned()
+        }
+    };
+    let post = |host: &str, origin: Option<&str>| {
+        format!(
+            "POST /api/v1/flexcore/pipelines HTTP/1.1\r\nHost: {host}\r\n{}Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}",
+            origin.map(|o| format!("Origin: {o}\r\n")).unwrap_or_default()
+        )
+    };
+    // A page on another origin posting to the API (CSRF): refused before anything runs.
+    let csrf = raw(post(&addr, Some("https://evil.example"))).await;
+    assert!(csrf.starts_with("HTTP/1.1 403"), "{csrf}");
+    assert!(csrf.contains("cross-origin"), "{csrf}");
+    // A public name resolving here (DNS rebinding): no anonymous access.
+    let rebound = raw(post("rebind.attacker.example:8080", None)).await;
+    assert!(rebound.starts_with("HTTP/1.1 401"), "{rebound}");
+    // The gateway's own origin, and loopback without Origin, are served (400: an empty
+    // pipeline body, decided by the command service).
+    let own = raw(post(&addr, Some(&format!("http://{addr}")))).await;
+    assert!(
+        !own.starts_with("HTTP/1.1 403") && !own.starts_with("HTTP/1.1 401"),
+        "{own}"
+    );
+
+    // Headers sent slower than the header timeout: the connection is closed.
+    let started = std::time::Instant::now();
+    let slow = raw("GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: 1".to_owned()).await;
+    assert!(!slow.contains("200 OK"), "{slow}");
+    assert!(started.elapsed() < Duration::from_secs(14));
+
+    // One caller's share of live streams: a third is 429, another caller still gets one.
+    let open = |role: ApiRole| gw.as_role(role, reqwest::Method::GET, "/events/stream").send();
+    let first = open(ApiRole::Viewer).await.unwrap();
+    let second = open(ApiRole::Viewer).await.unwrap();
+    assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 200));
+    let (status, body) = problem(open(ApiRole::Viewer).await.unwrap()).await;
+    assert_eq!((status, body["code"].as_str()), (429, Some("rate_limited")), "{body}");
+    assert_eq!(open(ApiRole::Admin).await.unwrap().status(), 200);
+    drop(first);
+    // Its place is given back when a stream closes.
+    flexcore_testkit::wait_until(Duration::from_secs(40), "a place back", || async {
+        open(ApiRole::Viewer).await.unwrap().status() == 200
+    })
+    .await
+    .unwrap();
+}
