@@ -2,7 +2,8 @@
 # The test command of the README: formatting, lints (warnings denied), every test.
 # Needs PostgreSQL on 127.0.0.1:5432 (trust auth; override with FLEXCORE_TEST_DATABASE_URL)
 # and the nats-server binary (tests start private servers on random ports), Python 3 with
-# venv/pip (for target-jsonl), and the wasm32-wasip1 Rust target (installed here).
+# venv/pip (for target-jsonl), the wasm32-wasip1 Rust target (installed here), and
+# Debian's chromium and chromium-driver for the console's browser test (.ci/run installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The plugin runner's tests build the example plugins for wasm32-wasip1 and run a real
@@ -24,6 +25,13 @@ SCHEMATHESIS=4.32.5
 if ! .flexcore/schemathesis/bin/schemathesis --version 2>/dev/null | grep -q "$SCHEMATHESIS"; then
   python3 -m venv .flexcore/schemathesis
   .flexcore/schemathesis/bin/pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS"
+fi
+# Selenium for the console's browser test (chromium and chromedriver come from Debian:
+# .ci/run installs them).
+SELENIUM=4.51.0
+if ! .flexcore/selenium/bin/python -c "import selenium, sys; sys.exit(selenium.__version__ != '$SELENIUM')" >/dev/null 2>&1; then
+  python3 -m venv .flexcore/selenium
+  .flexcore/selenium/bin/pip install --quiet --disable-pip-version-check "selenium==$SELENIUM"
 fi
 # A current nats-server for a second pass of the JetStream tests (Debian ships 2.9.10; both
 # are supported: docs/operations.md, "NATS server versions").

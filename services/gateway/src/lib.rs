@@ -13,9 +13,11 @@
 //! - [`presence`]: runners and schedulers heard (for `/status`).
 //! - [`openapi`]: the OpenAPI 3.1 document and its reference page.
 //! - [`metrics`]: requests by route and status, durations, the gateway's own time.
+//! - [`console`]: the web console at `/`.
 
 pub mod api;
 pub mod auth;
+pub mod console;
 pub mod metrics;
 pub mod openapi;
 pub mod presence;
@@ -145,6 +147,7 @@ impl Gateway {
 pub fn router(gateway: Arc<Gateway>) -> Router {
     let max_body = gateway.settings.max_body_bytes;
     api::routes()
+        .merge(console::routes())
         .fallback(|request: Request| async move { Problem::no_route(request.uri().path()) })
         .layer(axum::middleware::from_fn_with_state(gateway.clone(), per_request))
         .layer(DefaultBodyLimit::max(max_body))
@@ -204,23 +207,36 @@ async fn per_request(State(gateway): State<Arc<Gateway>>, mut request: Request, 
                 if let Err(problem) = browser_guard(&request, allowed_origin_for(&gateway, &request)) {
                     return problem.into_response();
                 }
-                // Unauthenticated: the liveness of the gateway and the API's description.
-                let open = path == "/health" || path == "/api/v1/openapi.json" || path == "/api/v1/docs";
+                // Unauthenticated: the liveness of the gateway, the API's description, the
+                // console's sign-in page and assets.
+                let open = path == "/health"
+                    || path == "/api/v1/openapi.json"
+                    || path == "/api/v1/docs"
+                    || console::is_open(&path);
+                let in_console = console::is_console(&path);
                 if !open {
                     let authorization = request.headers().get(header::AUTHORIZATION).map(|v| v.to_str());
-                    let principal = match authorization {
-                        Some(Err(_)) => Err(auth::AuthError::Malformed),
-                        Some(Ok(value)) => gateway.auth.authenticate(Some(value)),
+                    // The console's session cookie stands in for the header on the console's
+                    // pages and on reads (its live streams); writes to the API need the header.
+                    let cookie = (authorization.is_none() && (in_console || request.method() == Method::GET))
+                        .then(|| console::session(request.headers()))
+                        .flatten();
+                    let principal = match (authorization, cookie) {
+                        (Some(Err(_)), _) => Err(auth::AuthError::Malformed),
+                        (Some(Ok(value)), _) => gateway.auth.authenticate(Some(value)),
+                        (None, Some(token)) => gateway.auth.authenticate(Some(&format!("Bearer {token}"))),
                         // Anonymous access serves loopback host names only: a public name that
                         // resolves to this machine (DNS rebinding) gets no ambient authority.
-                        None if !loopback_host(request.headers()) => gateway
+                        (None, None) if !loopback_host(request.headers()) => gateway
                             .auth
                             .authenticate(None)
                             .and(Err(auth::AuthError::AnonymousNotLoopback)),
-                        None => gateway.auth.authenticate(None),
+                        (None, None) => gateway.auth.authenticate(None),
                     };
                     let principal = match principal {
                         Ok(principal) => principal,
+                        // A browser on the console signs in instead.
+                        Err(_) if in_console => return console::sign_in_redirect(&path),
                         Err(error) => {
                             // Failed attempts are limited per peer address: beyond the
                             // limit a 429, and no log line (a flood cannot fill the logs).

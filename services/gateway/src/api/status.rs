@@ -80,17 +80,22 @@ pub async fn status(
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, Problem> {
     require(&caller.principal, ApiRole::Viewer, "reading the status")?;
+    Ok(Json(snapshot(&gateway).await).into_response())
+}
+
+/// What `GET /status` answers (and the console's overview shows).
+pub async fn snapshot(gateway: &Gateway) -> Value {
     let ((projection, stats), (_, projections), command, queue) = tokio::join!(
-        probe(&gateway, "stats.get"),
-        probe(&gateway, "projection.list"),
-        command_probe(&gateway),
-        queue(&gateway),
+        probe(gateway, "stats.get"),
+        probe(gateway, "projection.list"),
+        command_probe(gateway),
+        queue(gateway),
     );
     let data = |ok: Option<flexcore_contracts::queries::QueryOk>| {
         ok.and_then(|ok| serde_json::from_str::<Value>(ok.data.as_str()).ok())
             .unwrap_or(Value::Null)
     };
-    Ok(Json(json!({
+    json!({
         "gateway": {"version": env!("CARGO_PKG_VERSION")},
         "nats_version": gateway.nats.server_info().version,
         "command": command,
@@ -100,8 +105,7 @@ pub async fn status(
         "projections": data(projections),
         "queue": queue,
         "stats": data(stats),
-    }))
-    .into_response())
+    })
 }
 
 /// `GET /health`: 200 while the gateway is connected to NATS, 503 otherwise.

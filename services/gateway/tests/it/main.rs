@@ -5,6 +5,8 @@
 
 mod api;
 mod auth;
+mod browser;
+mod console;
 mod hostile;
 mod openapi;
 mod python;

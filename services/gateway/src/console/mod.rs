@@ -1,0 +1,314 @@
+//! The web console at `/`: server-rendered pages over the same queries and commands as
+//! the API, signed in with an API key or a JWT (kept in an `HttpOnly`, `SameSite=Strict`
+//! cookie), showing each caller only the actions its role allows. Pages read without
+//! JavaScript; the console's one script (`/console/assets/console.js`) adds live updates
+//! (a run's counts over its Server-Sent Events, the overview's refresh).
+//!
+//! # Layout
+//! - this file: routes, the session cookie, sign-in and sign-out, actions.
+//! - [`html`]: escaping and the layout.
+//! - [`pages`]: overview, pipelines, a pipeline, runs, a run.
+
+pub mod html;
+pub mod pages;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use flexcore_security::ApiRole;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::api::commands::{send, Request as CommandRequest, Success};
+use crate::api::{parse_id, Collection, BASE};
+use crate::{Caller, Gateway};
+
+/// The session cookie: the credential the caller signed in with.
+pub const COOKIE: &str = "flexcore_session";
+
+/// The console's routes.
+pub fn routes() -> Router<Arc<Gateway>> {
+    Router::new()
+        .route("/", get(pages::overview))
+        .route("/console/login", get(login_page).post(login))
+        .route("/console/logout", post(logout))
+        .route("/console/pipelines", get(pages::pipelines))
+        .route("/console/pipelines/{id}", get(pages::pipeline))
+        .route("/console/pipelines/{id}/{action}", post(pipeline_action))
+        .route("/console/runs", get(pages::runs))
+        .route("/console/runs/{id}", get(pages::run))
+        .route("/console/runs/{id}/cancel", post(cancel_run))
+        .route("/console/assets/console.css", get(css))
+        .route("/console/assets/console.js", get(js))
+}
+
+/// Whether `path` is the console's (its pages send a browser to sign in, not a 401).
+pub fn is_console(path: &str) -> bool {
+    path == "/" || path.starts_with("/console/")
+}
+
+/// Console paths served without a session: sign-in and the assets.
+pub fn is_open(path: &str) -> bool {
+    path == "/console/login" || path.starts_with("/console/assets/")
+}
+
+/// The credential in the session cookie, if any.
+pub fn session(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// Where a browser without a (valid) session goes: the sign-in page, back here after.
+pub fn sign_in_redirect(path: &str) -> Response {
+    let target = format!("/console/login?next={}", html::url_value(path));
+    redirect(&target)
+}
+
+fn redirect(to: &str) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(value) = HeaderValue::from_str(to) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// A `next` that stays on this console (a path, never `//host` or a URL).
+fn safe_next(next: Option<&str>) -> &str {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && is_console(n) => n,
+        _ => "/",
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginQuery {
+    next: Option<String>,
+    failed: Option<String>,
+}
+
+async fn login_page(Query(query): Query<LoginQuery>) -> Response {
+    let failed = if query.failed.is_some() {
+        "<p class=\"error\" role=\"alert\">That key or token was not accepted.</p>"
+    } else {
+        ""
+    };
+    let body = format!(
+        "{failed}<form method=\"post\" action=\"/console/login\" class=\"login\">\
+         <input type=\"hidden\" name=\"next\" value=\"{next}\">\
+         <label for=\"token\">API key or JWT</label>\
+         <input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"current-password\" required>\
+         <button type=\"submit\" class=\"button\">Sign in</button></form>\
+         <p class=\"hint\">Create a key with <code>flexctl api-key create NAME --role viewer|operator|admin</code>.</p>",
+        next = html::esc(safe_next(query.next.as_deref()))
+    );
+    html::page("Sign in", None, &body)
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    token: String,
+    next: Option<String>,
+}
+
+/// Checks the credential as the API would, then keeps it in the session cookie.
+async fn login(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, Form(form): Form<LoginForm>) -> Response {
+    let token = form.token.trim();
+    let next = safe_next(form.next.as_deref());
+    let valid = !token.is_empty()
+        && token.bytes().all(|b| b.is_ascii_graphic())
+        && gateway.auth.authenticate(Some(&format!("Bearer {token}"))).is_ok();
+    if !valid {
+        return redirect(&format!("/console/login?failed=1&next={}", html::url_value(next)));
+    }
+    let secure = headers
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    let cookie = format!(
+        "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{}",
+        if secure { "; Secure" } else { "" }
+    );
+    let mut response = redirect(next);
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+async fn logout() -> Response {
+    let mut response = redirect("/console/login");
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("flexcore_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    response
+}
+
+/// `POST /console/pipelines/{id}/execute|pause|resume`: the command, then back to a page.
+async fn pipeline_action(
+    State(gateway): State<Arc<Gateway>>,
+    Extension(caller): Extension<Caller>,
+    Path((id, action)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let Ok(pipeline) = parse_id(Collection::Pipelines, &id) else {
+        return pages::error_page(&caller, StatusCode::NOT_FOUND, "No such pipeline.");
+    };
+    let back = format!("/console/pipelines/{pipeline}");
+    let empty = Bytes::new();
+    let api_path = format!("{BASE}/pipelines/{pipeline}/{action}");
+    let request = match action.as_str() {
+        "execute" => {
+            let run_id = uuid::Uuid::new_v4();
+            CommandRequest {
+                command: "run.request".to_owned(),
+                needed: ApiRole::Operator,
+                fields: vec![
+                    ("pipeline_id", Value::from(pipeline.to_string())),
+                    ("run_id", Value::from(run_id.to_string())),
+                ],
+                body: &empty,
+                success: Success::Accepted(format!("/console/runs/{run_id}")),
+            }
+        }
+        "pause" | "resume" => CommandRequest {
+            command: format!("pipeline.{action}"),
+            needed: ApiRole::Operator,
+            fields: vec![("pipeline_id", Value::from(pipeline.to_string()))],
+            body: &empty,
+            success: Success::Ok,
+        },
+        _ => return pages::error_page(&caller, StatusCode::NOT_FOUND, "No such action."),
+    };
+    act(&gateway, &caller, &api_path, &headers, request, &back).await
+}
+
+/// `POST /console/runs/{id}/cancel`.
+async fn cancel_run(
+    State(gateway): State<Arc<Gateway>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Ok(run) = parse_id(Collection::Runs, &id) else {
+        return pages::error_page(&caller, StatusCode::NOT_FOUND, "No such run.");
+    };
+    let empty = Bytes::new();
+    let request = CommandRequest {
+        command: "run.cancel".to_owned(),
+        needed: ApiRole::Operator,
+        fields: vec![("run_id", Value::from(run.to_string()))],
+        body: &empty,
+        success: Success::Ok,
+    };
+    let back = format!("/console/runs/{run}");
+    act(
+        &gateway,
+        &caller,
+        &format!("{BASE}/runs/{run}/cancel"),
+        &headers,
+        request,
+        &back,
+    )
+    .await
+}
+
+/// Sends `request` as the API would; on success back to `back` (or where an execute's
+/// `Location` points), else a page saying why.
+async fn act(
+    gateway: &Gateway,
+    caller: &Caller,
+    api_path: &str,
+    headers: &HeaderMap,
+    request: CommandRequest<'_>,
+    back: &str,
+) -> Response {
+    let target = match &request.success {
+        Success::Accepted(location) => location.clone(),
+        _ => back.to_owned(),
+    };
+    let mut headers = headers.clone();
+    headers.remove(header::CONTENT_TYPE);
+    match send(gateway, caller, &Method::POST, api_path, &headers, request).await {
+        Ok(response) if response.status().is_success() => {
+            // The next page reads this write: it waits for the position the command reached.
+            let position = response
+                .headers()
+                .get(crate::POSITION_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            match position {
+                Some(position) => redirect(&format!("{target}?after={position}")),
+                None => redirect(&target),
+            }
+        }
+        Ok(response) => pages::error_page(caller, response.status(), "The command was not accepted."),
+        Err(problem) => pages::error_page(
+            caller,
+            StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST),
+            &problem.detail,
+        ),
+    }
+}
+
+async fn css() -> Response {
+    asset("text/css; charset=utf-8", include_str!("console.css"))
+}
+
+async fn js() -> Response {
+    asset("text/javascript; charset=utf-8", include_str!("console.js"))
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; flexcore_session=fck_x; b=2"),
+        );
+        assert_eq!(session(&headers).as_deref(), Some("fck_x"));
+        headers.insert(header::COOKIE, HeaderValue::from_static("flexcore_session="));
+        assert_eq!(session(&headers), None);
+    }
+
+    #[test]
+    fn next_stays_on_the_console() {
+        assert_eq!(safe_next(Some("/console/runs")), "/console/runs");
+        for evil in [
+            "//evil.example",
+            "https://evil.example",
+            "/\\evil.example",
+            "/api/v1/flexcore/runs",
+        ] {
+            assert_eq!(safe_next(Some(evil)), "/", "{evil}");
+        }
+        assert_eq!(safe_next(None), "/");
+    }
+}

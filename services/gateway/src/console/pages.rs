@@ -1,0 +1,522 @@
+//! The console's pages: each one or two queries, rendered on the server.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Extension;
+use flexcore_security::ApiRole;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::html::{self, action_button, badge, esc, field, table, time};
+use crate::api::{parse_id, queries, Collection};
+use crate::{Caller, Gateway};
+
+/// Items on a list page.
+const PAGE: u32 = 50;
+
+/// A page saying what went wrong.
+pub fn error_page(caller: &Caller, status: StatusCode, detail: &str) -> Response {
+    let body = format!(
+        "<p class=\"error\" role=\"alert\">{}</p><p><a href=\"/\">Overview</a></p>",
+        esc(detail)
+    );
+    let mut response = html::page(
+        status.canonical_reason().unwrap_or("Error"),
+        Some(&caller.principal),
+        &body,
+    );
+    *response.status_mut() = status;
+    response
+}
+
+/// A query's `data` (and `next_cursor`), or the error page.
+async fn data(
+    gateway: &Gateway,
+    caller: &Caller,
+    query: &str,
+    body: &Value,
+) -> Result<(Value, Option<String>), Response> {
+    match queries::ask(gateway, query, body).await {
+        Ok(ok) => Ok((
+            serde_json::from_str(ok.data.as_str()).unwrap_or(Value::Null),
+            ok.next_cursor,
+        )),
+        Err(problem) => Err(error_page(
+            caller,
+            StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_GATEWAY),
+            &problem.detail,
+        )),
+    }
+}
+
+/// `GET /`: services, projections, the queue, runners, runs by state.
+pub async fn overview(State(gateway): State<Arc<Gateway>>, Extension(caller): Extension<Caller>) -> Response {
+    let status = crate::api::status::snapshot(&gateway).await;
+    let up = |v: &Value| {
+        if v["up"] == json!(true) {
+            badge("up")
+        } else {
+            badge("down")
+        }
+    };
+    let mut body =
+        String::from("<section aria-labelledby=\"services\" data-refresh=\"10\"><h2 id=\"services\">Services</h2>");
+    let runners: Vec<&Value> = status["runners"]
+        .as_array()
+        .map(|r| r.iter().collect())
+        .unwrap_or_default();
+    let slots: u64 = runners.iter().filter_map(|r| r["slots"].as_u64()).sum();
+    let busy: u64 = runners.iter().filter_map(|r| r["busy"].as_u64()).sum();
+    body.push_str(&table(
+        "Services and their state",
+        &["Service", "State", "Detail"],
+        &[
+            vec![
+                "gateway".into(),
+                badge("up"),
+                format!("version {}", field(&status, "/gateway/version")),
+            ],
+            vec![
+                "NATS".into(),
+                badge("up"),
+                format!("version {}", field(&status, "/nats_version")),
+            ],
+            vec!["command service".into(), up(&status["command"]), String::new()],
+            vec!["projection service".into(), up(&status["projection"]), String::new()],
+            vec![
+                "schedulers".into(),
+                status["schedulers"].as_array().map_or(0, Vec::len).to_string(),
+                "replicas heard".into(),
+            ],
+            vec![
+                "runners".into(),
+                runners.len().to_string(),
+                format!("{busy} of {slots} slots in use"),
+            ],
+            vec![
+                "work queue".into(),
+                field(&status, "/queue/waiting"),
+                format!("waiting, {} in progress", field(&status, "/queue/in_progress")),
+            ],
+        ],
+    ));
+    body.push_str("</section><section aria-labelledby=\"runs\"><h2 id=\"runs\">Runs</h2>");
+    let stats = &status["stats"];
+    let rate = stats["failure_rate_last_day"].as_f64().unwrap_or(0.0) * 100.0;
+    let _ = write!(
+        body,
+        "<dl class=\"figures\"><div><dt>Last hour</dt><dd>{}</dd></div><div><dt>Last day</dt><dd>{}</dd></div>\
+         <div><dt>Failure rate (day)</dt><dd>{rate:.1} %</dd></div></dl>",
+        field(stats, "/runs_last_hour"),
+        field(stats, "/runs_last_day"),
+    );
+    let by_state = |key: &str| -> Vec<Vec<String>> {
+        stats[key]
+            .as_object()
+            .map(|m| m.iter().map(|(state, n)| vec![badge(state), n.to_string()]).collect())
+            .unwrap_or_default()
+    };
+    body.push_str(&table("Runs by state", &["State", "Runs"], &by_state("runs")));
+    body.push_str(&table(
+        "Pipelines by state",
+        &["State", "Pipelines"],
+        &by_state("pipelines"),
+    ));
+    body.push_str("</section><section aria-labelledby=\"projections\"><h2 id=\"projections\">Read models</h2>");
+    let projections: Vec<Vec<String>> = status["projections"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .map(|p| {
+                    vec![
+                        field(p, "/name"),
+                        field(p, "/position"),
+                        field(p, "/lag_events"),
+                        format!("{} ms", field(p, "/lag_ms")),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    body.push_str(&table(
+        "Projections and their lag",
+        &["Projection", "Position", "Lag (events)", "Lag (time)"],
+        &projections,
+    ));
+    body.push_str("</section>");
+    html::page("Overview", Some(&caller.principal), &body)
+}
+
+/// A page after a write: the global position the write reached (`?after=`).
+#[derive(Debug, Default, Deserialize)]
+pub struct After {
+    after: Option<u64>,
+}
+
+/// `{"id": id}`, waiting for `after` when given.
+fn get_body(id: uuid::Uuid, after: &After) -> Value {
+    match after.after {
+        Some(position) => json!({"id": id, "min_position": position}),
+        None => json!({"id": id}),
+    }
+}
+
+/// List parameters of a console page.
+#[derive(Debug, Default, Deserialize)]
+pub struct ListParams {
+    q: Option<String>,
+    state: Option<String>,
+    pipeline: Option<String>,
+    cursor: Option<String>,
+}
+
+/// `GET /console/pipelines?q=&state=&cursor=`.
+pub async fn pipelines(
+    State(gateway): State<Arc<Gateway>>,
+    Extension(caller): Extension<Caller>,
+    Query(params): Query<ListParams>,
+) -> Response {
+    let mut query = json!({"limit": PAGE, "sort_by": "name", "order": "asc"});
+    if let Some(q) = params.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+        query["name"] = format!("{}*", q.trim_end_matches('*')).into();
+    }
+    if let Some(state) = params.state.as_deref().filter(|s| !s.is_empty()) {
+        query["state"] = state.into();
+    }
+    if let Some(cursor) = params.cursor.as_deref().filter(|c| !c.is_empty()) {
+        query["cursor"] = cursor.into();
+    }
+    let (items, next) = match data(&gateway, &caller, "pipeline.list", &query).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
+    let rows: Vec<Vec<String>> = items
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .map(|p| {
+                    vec![
+                        format!(
+                            "<a href=\"/console/pipelines/{}\">{}</a>",
+                            field(p, "/pipeline_id"),
+                            field(p, "/name")
+                        ),
+                        badge(p["state"].as_str().unwrap_or("")),
+                        p["last_run"]["state"].as_str().map(badge).unwrap_or_default(),
+                        time(p, "/next_fire"),
+                        p["tags"]
+                            .as_array()
+                            .map(|t| {
+                                t.iter()
+                                    .filter_map(Value::as_str)
+                                    .map(esc)
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            })
+                            .unwrap_or_default(),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut body = format!(
+        "<form method=\"get\" class=\"filters\" role=\"search\"><label for=\"q\">Name starts with</label>\
+         <input id=\"q\" name=\"q\" value=\"{}\"><label for=\"state\">State</label>{}\
+         <button type=\"submit\" class=\"button\">Filter</button></form>",
+        esc(params.q.as_deref().unwrap_or("")),
+        state_select(params.state.as_deref(), &["active", "paused", "archived"]),
+    );
+    body.push_str(&table(
+        "Pipelines",
+        &["Name", "State", "Last run", "Next fire", "Tags"],
+        &rows,
+    ));
+    body.push_str(&next_link("/console/pipelines", &params, next.as_deref()));
+    html::page("Pipelines", Some(&caller.principal), &body)
+}
+
+fn state_select(chosen: Option<&str>, states: &[&str]) -> String {
+    let mut out = String::from("<select id=\"state\" name=\"state\"><option value=\"\">any</option>");
+    for state in states {
+        let selected = if chosen == Some(*state) { " selected" } else { "" };
+        let _ = write!(out, "<option{selected}>{state}</option>");
+    }
+    out.push_str("</select>");
+    out
+}
+
+fn next_link(path: &str, params: &ListParams, next: Option<&str>) -> String {
+    let Some(next) = next else { return String::new() };
+    let mut href = format!("{path}?cursor={}", html::url_value(next));
+    for (key, value) in [
+        ("q", &params.q),
+        ("state", &params.state),
+        ("pipeline", &params.pipeline),
+    ] {
+        if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
+            let _ = write!(href, "&{key}={}", html::url_value(v));
+        }
+    }
+    format!("<p><a rel=\"next\" href=\"{}\">Next page</a></p>", esc(&href))
+}
+
+/// `GET /console/pipelines/{id}`: the pipeline, its steps, its runs, its actions.
+pub async fn pipeline(
+    State(gateway): State<Arc<Gateway>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    Query(after): Query<After>,
+) -> Response {
+    let Ok(id) = parse_id(Collection::Pipelines, &id) else {
+        return error_page(&caller, StatusCode::NOT_FOUND, "No such pipeline.");
+    };
+    let (p, _) = match data(&gateway, &caller, "pipeline.get", &get_body(id, &after)).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
+    let runs_query = json!({"pipeline_id": id, "limit": 20});
+    let (runs, _) = match data(&gateway, &caller, "run.list", &runs_query).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
+    let principal = &caller.principal;
+    let base = format!("/console/pipelines/{id}");
+    let state = p["state"].as_str().unwrap_or("");
+    let mut actions = String::new();
+    if state == "active" {
+        actions.push_str(&action_button(
+            principal,
+            ApiRole::Operator,
+            &format!("{base}/execute"),
+            "Run now",
+            false,
+        ));
+        actions.push_str(&action_button(
+            principal,
+            ApiRole::Operator,
+            &format!("{base}/pause"),
+            "Pause",
+            false,
+        ));
+    } else if state == "paused" {
+        actions.push_str(&action_button(
+            principal,
+            ApiRole::Operator,
+            &format!("{base}/resume"),
+            "Resume",
+            false,
+        ));
+    }
+    let mut body = format!(
+        "<p>{} · owner {} · version {}</p><div class=\"actions\">{actions}</div>",
+        badge(state),
+        field(&p, "/owner"),
+        field(&p, "/definition_version"),
+    );
+    if let Some(description) = p["description"].as_str() {
+        let _ = write!(body, "<p>{}</p>", esc(description));
+    }
+    let steps: Vec<Vec<String>> = p["definition"]["steps"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    vec![
+                        (i + 1).to_string(),
+                        field(s, "/plugin"),
+                        field(s, "/kind"),
+                        // Secrets appear in configs only as references (`${secret:NAME}`).
+                        format!("<code>{}</code>", esc(&s["config"].to_string())),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    body.push_str(&table("Steps", &["#", "Plugin", "Kind", "Config"], &steps));
+    let _ = write!(
+        body,
+        "<h2>Bookmark</h2><pre><code>{}</code></pre>",
+        esc(&serde_json::to_string_pretty(&p["bookmark"]).unwrap_or_default())
+    );
+    body.push_str(&run_table("Recent runs", &runs));
+    html::page(p["name"].as_str().unwrap_or("Pipeline"), Some(principal), &body)
+}
+
+fn run_table(caption: &str, runs: &Value) -> String {
+    let rows: Vec<Vec<String>> = runs
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .map(|r| {
+                    vec![
+                        format!("<a href=\"/console/runs/{0}\">{0}</a>", field(r, "/run_id")),
+                        field(r, "/pipeline_name"),
+                        badge(r["state"].as_str().unwrap_or("")),
+                        field(r, "/trigger"),
+                        field(r, "/records_total"),
+                        time(r, "/requested_at"),
+                        r["duration_ms"]
+                            .as_u64()
+                            .map(|ms| format!("{:.1} s", ms as f64 / 1000.0))
+                            .unwrap_or_default(),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(
+        caption,
+        &[
+            "Run",
+            "Pipeline",
+            "State",
+            "Trigger",
+            "Records",
+            "Requested",
+            "Duration",
+        ],
+        &rows,
+    )
+}
+
+/// `GET /console/runs?state=&pipeline=&cursor=`.
+pub async fn runs(
+    State(gateway): State<Arc<Gateway>>,
+    Extension(caller): Extension<Caller>,
+    Query(params): Query<ListParams>,
+) -> Response {
+    let mut query = json!({"limit": PAGE});
+    if let Some(state) = params.state.as_deref().filter(|s| !s.is_empty()) {
+        query["state"] = state.into();
+    }
+    if let Some(pipeline) = params.pipeline.as_deref().filter(|s| !s.is_empty()) {
+        query["pipeline_id"] = pipeline.into();
+    }
+    if let Some(cursor) = params.cursor.as_deref().filter(|c| !c.is_empty()) {
+        query["cursor"] = cursor.into();
+    }
+    let (items, next) = match data(&gateway, &caller, "run.list", &query).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
+    let mut body = format!(
+        "<form method=\"get\" class=\"filters\"><label for=\"state\">State</label>{}\
+         <label for=\"pipeline\">Pipeline id</label><input id=\"pipeline\" name=\"pipeline\" value=\"{}\">\
+         <button type=\"submit\" class=\"button\">Filter</button></form>",
+        state_select(
+            params.state.as_deref(),
+            &[
+                "requested",
+                "running",
+                "awaiting_retry",
+                "succeeded",
+                "failed",
+                "cancelled",
+                "timed_out"
+            ],
+        ),
+        esc(params.pipeline.as_deref().unwrap_or("")),
+    );
+    body.push_str(&run_table("Runs, newest first", &items));
+    body.push_str(&next_link("/console/runs", &params, next.as_deref()));
+    html::page("Runs", Some(&caller.principal), &body)
+}
+
+/// `GET /console/runs/{id}`: attempts, counts (live while it runs), error, cancel.
+pub async fn run(
+    State(gateway): State<Arc<Gateway>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    Query(after): Query<After>,
+) -> Response {
+    let Ok(id) = parse_id(Collection::Runs, &id) else {
+        return error_page(&caller, StatusCode::NOT_FOUND, "No such run.");
+    };
+    let (r, _) = match data(&gateway, &caller, "run.get", &get_body(id, &after)).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
+    let state = r["state"].as_str().unwrap_or("");
+    let finished = ["succeeded", "failed", "cancelled", "timed_out"].contains(&state);
+    let cancel = if finished {
+        String::new()
+    } else {
+        action_button(
+            &caller.principal,
+            ApiRole::Operator,
+            &format!("/console/runs/{id}/cancel"),
+            "Cancel",
+            true,
+        )
+    };
+    // The script follows the run's events while it is not final (data-live), updating
+    // the state, the counts and the progress; without it the page is as of loading.
+    let mut body = format!(
+        "<div class=\"run\" data-live=\"{live}\" data-events=\"/api/v1/flexcore/runs/{id}/events\">\
+         <p>Pipeline <a href=\"/console/pipelines/{pid}\">{pname}</a> · <span data-field=\"state\">{state}</span> · \
+         attempt {attempt} · trigger {trigger}</p>\
+         <progress data-field=\"progress\" aria-label=\"Run progress\"{progress}></progress>\
+         <div class=\"actions\">{cancel}</div>\
+         <dl class=\"figures\"><div><dt>Records</dt><dd data-field=\"records_total\">{records}</dd></div>\
+         <div><dt>Requested</dt><dd>{requested}</dd></div><div><dt>Duration</dt><dd>{duration}</dd></div></dl>",
+        live = !finished,
+        pid = field(&r, "/pipeline_id"),
+        pname = field(&r, "/pipeline_name"),
+        state = badge(state),
+        attempt = field(&r, "/attempt"),
+        trigger = field(&r, "/trigger"),
+        progress = if finished { " value=\"1\" max=\"1\"" } else { "" },
+        records = field(&r, "/records_total"),
+        requested = time(&r, "/requested_at"),
+        duration = r["duration_ms"]
+            .as_u64()
+            .map(|ms| format!("{:.1} s", ms as f64 / 1000.0))
+            .unwrap_or_default(),
+    );
+    if let Some(error) = r.get("error").filter(|e| !e.is_null()) {
+        let _ = write!(
+            body,
+            "<p class=\"error\" role=\"alert\"><strong>{}</strong>: {}</p>",
+            field(error, "/code"),
+            field(error, "/message")
+        );
+    }
+    let counters: Vec<Vec<String>> = r["counters"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(stream, n)| vec![esc(stream), format!("<span data-stream=\"{}\">{n}</span>", esc(stream))])
+                .collect()
+        })
+        .unwrap_or_default();
+    body.push_str(&table("Records per stream", &["Stream", "Records"], &counters));
+    let attempts: Vec<Vec<String>> = r["attempts"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .map(|a| {
+                    vec![
+                        field(a, "/attempt"),
+                        field(a, "/runner_id"),
+                        a["outcome"].as_str().map(badge).unwrap_or_default(),
+                        time(a, "/claimed_at"),
+                        time(a, "/ended_at"),
+                        field(a, "/error/message"),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    body.push_str(&table(
+        "Attempts",
+        &["Attempt", "Runner", "Outcome", "Claimed", "Ended", "Error"],
+        &attempts,
+    ));
+    body.push_str("</div>");
+    html::page(&format!("Run {id}"), Some(&caller.principal), &body)
+}

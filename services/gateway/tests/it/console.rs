@@ -1,0 +1,207 @@
+//! The web console over HTTP: sign-in with a key into an HttpOnly cookie, pages rendered
+//! on the server with everything escaped, role-aware actions, runs started from a page,
+//! and what a cookie may not do (write to the API, post from another origin).
+
+use std::time::Duration;
+
+use flexcore_security::ApiRole;
+use flexcore_system_tests::Options;
+use serde_json::{json, Value};
+
+use crate::Gw;
+
+/// A client that shows redirects instead of following them.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Signs in with `key` through the form; the session cookie (`name=value`).
+async fn sign_in(gw: &Gw, key: &str) -> String {
+    let response = browser()
+        .post(format!("{}/console/login", gw.base))
+        .header("Origin", &gw.base)
+        .form(&[("token", key), ("next", "/console/pipelines")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    assert_eq!(response.headers()["location"], "/console/pipelines");
+    let cookie = response.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+async fn page(gw: &Gw, cookie: &str, path: &str) -> (u16, String) {
+    let response = browser()
+        .get(format!("{}{path}", gw.base))
+        .header("Cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    if status == 200 {
+        let csp = response.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+            "{csp}"
+        );
+    }
+    (status, response.text().await.unwrap())
+}
+
+async fn post(gw: &Gw, cookie: &str, path: &str, origin: &str) -> reqwest::Response {
+    browser()
+        .post(format!("{}{path}", gw.base))
+        .header("Cookie", cookie)
+        .header("Origin", origin)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_signed_in_browser_reads_the_system_and_acts_as_its_role_allows() {
+    let gw = Gw::start(Options {
+        runner: true,
+        ..Options::default()
+    })
+    .await;
+    let pipeline = gw.pipeline("console-etl").await;
+    let described = gw
+        .post(
+            ApiRole::Admin,
+            "/pipelines",
+            json!({"name": "escaped", "owner": "o", "description": "<script>alert(1)</script>",
+                   "steps": [{"plugin": "console-etl-gen@1.0.0"}, {"plugin": "console-etl-discard@1.0.0"}]}),
+        )
+        .await;
+    assert_eq!(described.status(), 201);
+    let described: Value = described.json().await.unwrap();
+    let described = described["aggregate_id"].as_str().unwrap().to_owned();
+
+    // Without a session: to the sign-in page, and back after it.
+    let anonymous = browser().get(format!("{}/", gw.base)).send().await.unwrap();
+    assert_eq!(anonymous.status(), 303);
+    assert_eq!(anonymous.headers()["location"], "/console/login?next=%2F");
+    let (status, login) = page(&gw, "", "/console/login").await;
+    assert_eq!(status, 200);
+    assert!(login.contains("<label for=\"token\">"), "{login}");
+    let refused = browser()
+        .post(format!("{}/console/login", gw.base))
+        .form(&[("token", "fck_not-a-key")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 303);
+    assert!(refused.headers()["location"].to_str().unwrap().contains("failed=1"));
+    assert!(refused.headers().get("set-cookie").is_none());
+
+    // A viewer reads every page and sees no button it may not use.
+    let viewer = sign_in(&gw, gw.key(ApiRole::Viewer)).await;
+    let (status, overview) = page(&gw, &viewer, "/").await;
+    assert_eq!(status, 200, "{overview}");
+    assert!(
+        overview.contains("Services") && overview.contains("key:watcher"),
+        "{overview}"
+    );
+    let (_, list) = page(&gw, &viewer, "/console/pipelines?q=console").await;
+    assert!(list.contains("console-etl") && !list.contains(">escaped<"), "{list}");
+    let (_, detail) = page(&gw, &viewer, &format!("/console/pipelines/{pipeline}")).await;
+    assert!(detail.contains("console-etl-gen@1.0.0"), "{detail}");
+    assert!(!detail.contains("Run now") && !detail.contains("Pause"), "{detail}");
+    let (_, hostile) = page(&gw, &viewer, &format!("/console/pipelines/{described}")).await;
+    assert!(hostile.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{hostile}");
+    assert!(!hostile.contains("<script>alert"), "{hostile}");
+    // A viewer's action posted anyway is refused by role.
+    let forced = post(
+        &gw,
+        &viewer,
+        &format!("/console/pipelines/{pipeline}/execute"),
+        &gw.base,
+    )
+    .await;
+    assert_eq!(forced.status(), 403);
+
+    // An operator runs the pipeline from its page and lands on the run's page.
+    let operator = sign_in(&gw, gw.key(ApiRole::Operator)).await;
+    let (_, detail) = page(&gw, &operator, &format!("/console/pipelines/{pipeline}")).await;
+    assert!(detail.contains("Run now") && detail.contains("Pause"), "{detail}");
+    // Not from another origin (a page elsewhere posting with the cookie).
+    let csrf = post(
+        &gw,
+        &operator,
+        &format!("/console/pipelines/{pipeline}/execute"),
+        "https://evil.example",
+    )
+    .await;
+    assert_eq!(csrf.status(), 403);
+    let started = post(
+        &gw,
+        &operator,
+        &format!("/console/pipelines/{pipeline}/execute"),
+        &gw.base,
+    )
+    .await;
+    assert_eq!(started.status(), 303);
+    let run_page = started.headers()["location"].to_str().unwrap().to_owned();
+    let run_id = run_page
+        .trim_start_matches("/console/runs/")
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(run_page.contains("?after="), "the run page reads the write: {run_page}");
+    gw.stack
+        .wait_run_event(&run_id, "run.succeeded", Duration::from_secs(60))
+        .await;
+    flexcore_testkit::wait_until(Duration::from_secs(10), "the run page shows the end", || async {
+        page(&gw, &operator, &run_page).await.1.contains("state-succeeded")
+    })
+    .await
+    .unwrap();
+    let (_, run) = page(&gw, &operator, &run_page).await;
+    assert!(
+        run.contains("data-live=\"false\"") && !run.contains(">Cancel<"),
+        "{run}"
+    );
+    let (_, runs) = page(&gw, &operator, &format!("/console/runs?pipeline={pipeline}")).await;
+    assert!(runs.contains(&run_id), "{runs}");
+
+    // The cookie reads the API (the run page's live stream) but writes nothing there.
+    let read = browser()
+        .get(gw.url(&format!("/runs/{run_id}")))
+        .header("Cookie", &operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    let write = browser()
+        .post(gw.url(&format!("/pipelines/{pipeline}/pause")))
+        .header("Cookie", &operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(write.status(), 401);
+
+    // Signing out clears the cookie.
+    let out = post(&gw, &operator, "/console/logout", &gw.base).await;
+    assert_eq!(out.status(), 303);
+    assert!(out.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    // The assets are served without a session.
+    let css = browser()
+        .get(format!("{}/console/assets/console.css", gw.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(css.status(), 200);
+    assert!(css.headers()["content-type"].to_str().unwrap().starts_with("text/css"));
+}
