@@ -5,8 +5,8 @@ Run by services/gateway/tests/it/browser.rs against a live stack:
     console.py BASE_URL OPERATOR_KEY VIEWER_KEY PIPELINE_NAME LONG_PIPELINE_NAME [SCREENSHOT_DIR]
 
 Signs in, opens a pipeline, runs it and watches the run page reach its end live (the page's
-script follows the run's events), cancels a long run, and checks that a viewer sees no
-operator actions. With SCREENSHOT_DIR, saves each page at 1280x800 there.
+script follows the run's events), pauses a schedule, filters the audit log, cancels a long
+run, and checks that a viewer sees no operator actions. With SCREENSHOT_DIR, saves each page at 1280x800 there.
 """
 
 import os
@@ -17,7 +17,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 base, operator_key, viewer_key, pipeline, long_pipeline = sys.argv[1:6]
 shots = sys.argv[6] if len(sys.argv) > 6 else None
@@ -87,6 +87,27 @@ try:
     driver.get(f"{base}/console/runs")
     assert run_id in driver.page_source
     shot(driver, "runs")
+
+    # A schedule paused from the schedules page.
+    driver.get(f"{base}/console/schedules")
+    driver.find_element(By.XPATH, "//main//button[text()='Pause']").click()
+    WebDriverWait(driver, 10).until(
+        EC.presence_of_element_located((By.XPATH, "//main//button[text()='Resume']"))
+    )
+    assert driver.find_elements(By.CSS_SELECTOR, "main .state-paused")
+    shot(driver, "schedules")
+
+    # The audit log filtered to runs: every event shown is a run's.
+    driver.get(f"{base}/console/events")
+    shot(driver, "events")
+    Select(driver.find_element(By.ID, "aggregate_type")).select_by_visible_text("run")
+    driver.find_element(By.CSS_SELECTOR, "form.filters button[type=submit]").click()
+    WebDriverWait(driver, 10).until(EC.url_contains("aggregate_type=run"))
+    aggregates = [row.find_elements(By.TAG_NAME, "td")[3].text for row in driver.find_elements(By.CSS_SELECTOR, "main tbody tr")]
+    assert aggregates and all(a.startswith("run ") for a in aggregates), aggregates
+
+    driver.get(f"{base}/console/plugins")
+    shot(driver, "plugins")
 
     # A long run, cancelled from its page.
     open_pipeline(driver, long_pipeline)

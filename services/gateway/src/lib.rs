@@ -427,7 +427,7 @@ fn services_timeout(timeout: Duration) -> Response {
 /// handler reads as it arrives.
 fn is_upload(request: &Request) -> bool {
     request.method() == Method::POST
-        && request.uri().path() == format!("{}/plugins", api::BASE)
+        && (request.uri().path() == format!("{}/plugins", api::BASE) || request.uri().path() == "/console/plugins")
         && api::upload::is_multipart(request.headers())
 }
 

@@ -46,10 +46,28 @@ pub fn is_multipart(headers: &HeaderMap) -> bool {
 }
 
 /// The two parts, as received.
-struct Parts {
-    metadata: Bytes,
-    module: Vec<u8>,
-    digest: String,
+pub(crate) struct Parts {
+    /// The `plugin.register` body (JSON).
+    pub(crate) metadata: Bytes,
+    /// The module.
+    pub(crate) module: Vec<u8>,
+    /// Its digest, `sha256:<hex>`.
+    pub(crate) digest: String,
+}
+
+/// A place among `gateway.max_uploads` (503 when there is none).
+pub(crate) fn upload_permit(gateway: &Gateway) -> Result<tokio::sync::OwnedSemaphorePermit, Problem> {
+    gateway.uploads.clone().try_acquire_owned().map_err(|_| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable.as_str(),
+            format!(
+                "{} module uploads are in progress (gateway.max_uploads); retry shortly",
+                gateway.settings.max_uploads
+            ),
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from_static("5"))
+    })
 }
 
 /// `POST /plugins` with `multipart/form-data`.
@@ -62,17 +80,7 @@ pub async fn register(
 ) -> Result<Response, Problem> {
     // Nothing is read, let alone stored, for a caller who may not register plugins.
     require(&caller.principal, ApiRole::Admin, "plugin.register")?;
-    let _permit = gateway.uploads.clone().try_acquire_owned().map_err(|_| {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Unavailable.as_str(),
-            format!(
-                "{} module uploads are in progress (gateway.max_uploads); retry shortly",
-                gateway.settings.max_uploads
-            ),
-        )
-        .with_header(header::RETRY_AFTER, HeaderValue::from_static("5"))
-    })?;
+    let _permit = upload_permit(gateway)?;
     let timeout = Duration::from_millis(gateway.settings.upload_timeout_ms);
     let limit = gateway.settings.max_module_bytes;
     let mut multipart = Multipart::from_request(request, &())
@@ -90,6 +98,19 @@ pub async fn register(
                 ),
             )
         })??;
+    store_and_register(gateway, caller, path, headers, parts).await
+}
+
+/// A module and its metadata, as received: checked against the contract, stored, and
+/// registered (`plugin.register` on behalf of `caller`).
+pub(crate) async fn store_and_register(
+    gateway: &Arc<Gateway>,
+    caller: &Caller,
+    path: &str,
+    headers: &HeaderMap,
+    parts: Parts,
+) -> Result<Response, Problem> {
+    let limit = gateway.settings.max_module_bytes;
     let metadata = metadata_with_digest(&parts.metadata, &parts.digest)?;
     // The contract's verdict on the metadata before anything is stored (the command
     // service decides again; this only spares the store a module nobody registers).
@@ -226,7 +247,8 @@ async fn read_metadata(mut field: Field<'_>) -> Result<Bytes, Problem> {
     Ok(Bytes::from(out))
 }
 
-async fn read_module(mut field: Field<'_>, limit: u64) -> Result<(Vec<u8>, String), Problem> {
+/// Reads a module part, hashing it as it arrives (413 beyond `limit`; not wasm: 400).
+pub(crate) async fn read_module(mut field: Field<'_>, limit: u64) -> Result<(Vec<u8>, String), Problem> {
     let mut hasher = Sha256::new();
     let mut out = Vec::new();
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
@@ -250,7 +272,7 @@ async fn read_module(mut field: Field<'_>, limit: u64) -> Result<(Vec<u8>, Strin
 }
 
 /// A multipart body that cannot be parsed, or that is over the body limit.
-fn multipart_error(error: MultipartError) -> Problem {
+pub(crate) fn multipart_error(error: MultipartError) -> Problem {
     let status = error.status();
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         return Problem::new(status, ErrorCode::PayloadTooLarge.as_str(), error.body_text());

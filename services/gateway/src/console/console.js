@@ -30,7 +30,55 @@ function followRun(run) {
   source.onerror = () => { if (source.readyState === EventSource.CLOSED) window.location.reload(); };
 }
 
+// Times marked data-local also in the viewer's own zone.
+function localTimes() {
+  const format = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+  for (const el of document.querySelectorAll("time[data-local]")) {
+    const at = new Date(el.getAttribute("datetime"));
+    if (!Number.isNaN(at.getTime())) el.textContent += ` (yours: ${format.format(at)})`;
+  }
+}
+
+// The audit log's first page: new events from the stream go on top.
+function tailEvents(audit) {
+  const body = audit.querySelector("tbody");
+  const source = new EventSource(audit.dataset.tail);
+  const add = (event) => {
+    let e;
+    try { e = JSON.parse(event.data); } catch { return; }
+    const row = document.createElement("tr");
+    const cells = [
+      event.lastEventId,
+      e.recorded_at || "",
+      event.type,
+      `${e.aggregate_type || ""} ${e.aggregate_id || ""}`,
+      (e.metadata && e.metadata.actor) || "",
+      (e.metadata && e.metadata.correlation_id) || "",
+      JSON.stringify(e.data === undefined ? null : e.data),
+    ];
+    for (const text of cells) {
+      const cell = document.createElement("td");
+      cell.textContent = text;
+      row.appendChild(cell);
+    }
+    row.className = "new";
+    body.insertBefore(row, body.firstChild);
+  };
+  for (const type of ["plugin", "pipeline", "run", "schedule"].flatMap((a) => EVENT_TYPES[a])) {
+    source.addEventListener(type, add);
+  }
+}
+
+const EVENT_TYPES = {
+  plugin: ["plugin.registered", "plugin.deprecated", "plugin.disabled", "plugin.enabled"],
+  pipeline: ["pipeline.created", "pipeline.updated", "pipeline.paused", "pipeline.resumed", "pipeline.archived", "pipeline.state_committed"],
+  run: ["run.requested", "run.claimed", "run.checkpointed", "run.succeeded", "run.failed", "run.retried", "run.cancelled", "run.timed_out"],
+  schedule: ["schedule.created", "schedule.updated", "schedule.paused", "schedule.resumed", "schedule.deleted", "schedule.slot_skipped", "schedule.slots_missed"],
+};
+
 document.addEventListener("DOMContentLoaded", () => {
+  localTimes();
+  for (const audit of document.querySelectorAll("[data-tail]")) tailEvents(audit);
   for (const run of document.querySelectorAll('[data-live="true"]')) followRun(run);
   const refresh = document.querySelector("[data-refresh]");
   if (refresh) {

@@ -104,6 +104,7 @@ pub fn page(title: &str, principal: Option<&Principal>, body: &str) -> Response 
          <body><a class=\"skip\" href=\"#main\">Skip to content</a>\
          <header><nav aria-label=\"Main\"><a class=\"brand\" href=\"/\">FlexCore</a>\
          <a href=\"/\">Overview</a><a href=\"/console/pipelines\">Pipelines</a><a href=\"/console/runs\">Runs</a>\
+         <a href=\"/console/schedules\">Schedules</a><a href=\"/console/plugins\">Plugins</a><a href=\"/console/events\">Audit log</a>\
          <a href=\"/api/v1/docs\">API</a></nav><div class=\"session\">{who}</div></header>\
          <main id=\"main\"><h1>{title}</h1>{body}</main></body></html>",
         title = esc(title),

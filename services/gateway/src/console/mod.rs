@@ -43,6 +43,15 @@ pub fn routes() -> Router<Arc<Gateway>> {
         .route("/console/runs", get(pages::runs))
         .route("/console/runs/{id}", get(pages::run))
         .route("/console/runs/{id}/cancel", post(cancel_run))
+        .route("/console/schedules", get(pages::schedules))
+        .route("/console/schedules/{id}/{action}", post(schedule_action))
+        .route(
+            "/console/plugins",
+            get(pages::plugins)
+                .post(upload_plugin)
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/console/events", get(pages::events))
         .route("/console/assets/console.css", get(css))
         .route("/console/assets/console.js", get(js))
 }
@@ -192,6 +201,89 @@ async fn pipeline_action(
         _ => return pages::error_page(&caller, StatusCode::NOT_FOUND, "No such action."),
     };
     act(&gateway, &caller, &api_path, &headers, request, &back).await
+}
+
+/// `POST /console/schedules/{id}/pause|resume`.
+async fn schedule_action(
+    State(gateway): State<Arc<Gateway>>,
+    Extension(caller): Extension<Caller>,
+    Path((id, action)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let Ok(schedule) = parse_id(Collection::Schedules, &id) else {
+        return pages::error_page(&caller, StatusCode::NOT_FOUND, "No such schedule.");
+    };
+    if !matches!(action.as_str(), "pause" | "resume") {
+        return pages::error_page(&caller, StatusCode::NOT_FOUND, "No such action.");
+    }
+    let empty = Bytes::new();
+    let request = CommandRequest {
+        command: format!("schedule.{action}"),
+        needed: ApiRole::Operator,
+        fields: vec![("schedule_id", Value::from(schedule.to_string()))],
+        body: &empty,
+        success: Success::Ok,
+    };
+    let api_path = format!("{BASE}/schedules/{schedule}/{action}");
+    act(&gateway, &caller, &api_path, &headers, request, "/console/schedules").await
+}
+
+/// `POST /console/plugins` (multipart: `name`, `version`, `kind`, `module`): the upload of
+/// `POST /plugins`, with its checks, then the catalogue.
+async fn upload_plugin(
+    State(gateway): State<Arc<Gateway>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+) -> Response {
+    use crate::api::upload;
+    use axum::extract::FromRequest as _;
+    let done = async {
+        crate::api::require(&caller.principal, ApiRole::Admin, "plugin.register")?;
+        let _permit = upload::upload_permit(&gateway)?;
+        let mut multipart = axum::extract::Multipart::from_request(request, &())
+            .await
+            .map_err(|e| crate::problem::Problem::invalid("header:Content-Type", e.body_text()))?;
+        let mut metadata = serde_json::Map::new();
+        let mut module = None;
+        let read = async {
+            while let Some(field) = multipart.next_field().await.map_err(upload::multipart_error)? {
+                match field.name().unwrap_or("") {
+                    "module" => module = Some(upload::read_module(field, gateway.settings.max_module_bytes).await?),
+                    name @ ("name" | "version" | "kind") => {
+                        let name = name.to_owned();
+                        let text = field.text().await.map_err(upload::multipart_error)?;
+                        metadata.insert(name, Value::from(text.trim()));
+                    }
+                    _ => {}
+                }
+            }
+            Ok::<(), crate::problem::Problem>(())
+        };
+        tokio::time::timeout(
+            std::time::Duration::from_millis(gateway.settings.upload_timeout_ms),
+            read,
+        )
+        .await
+        .map_err(|_| crate::problem::Problem::invalid("part:module", "the upload did not arrive in time"))??;
+        let (module, digest) =
+            module.ok_or_else(|| crate::problem::Problem::invalid("part:module", "choose a .wasm file to upload"))?;
+        let parts = upload::Parts {
+            metadata: Bytes::from(serde_json::to_vec(&metadata).unwrap_or_default()),
+            module,
+            digest,
+        };
+        upload::store_and_register(&gateway, &caller, &format!("{BASE}/plugins"), &headers, parts).await
+    };
+    match done.await {
+        Ok(response) if response.status().is_success() => redirect("/console/plugins"),
+        Ok(response) => pages::error_page(&caller, response.status(), "The plugin was not registered."),
+        Err(problem) => pages::error_page(
+            &caller,
+            StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST),
+            &problem.detail,
+        ),
+    }
 }
 
 /// `POST /console/runs/{id}/cancel`.

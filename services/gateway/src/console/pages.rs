@@ -168,6 +168,8 @@ fn get_body(id: uuid::Uuid, after: &After) -> Value {
 /// List parameters of a console page.
 #[derive(Debug, Default, Deserialize)]
 pub struct ListParams {
+    /// The position of a write just made (the list waits for it).
+    after: Option<u64>,
     q: Option<String>,
     state: Option<String>,
     pipeline: Option<String>,
@@ -189,6 +191,9 @@ pub async fn pipelines(
     }
     if let Some(cursor) = params.cursor.as_deref().filter(|c| !c.is_empty()) {
         query["cursor"] = cursor.into();
+    }
+    if let Some(position) = params.after {
+        query["min_position"] = position.into();
     }
     let (items, next) = match data(&gateway, &caller, "pipeline.list", &query).await {
         Ok(found) => found,
@@ -400,6 +405,9 @@ pub async fn runs(
     if let Some(cursor) = params.cursor.as_deref().filter(|c| !c.is_empty()) {
         query["cursor"] = cursor.into();
     }
+    if let Some(position) = params.after {
+        query["min_position"] = position.into();
+    }
     let (items, next) = match data(&gateway, &caller, "run.list", &query).await {
         Ok(found) => found,
         Err(page) => return page,
@@ -519,4 +527,316 @@ pub async fn run(
     ));
     body.push_str("</div>");
     html::page(&format!("Run {id}"), Some(&caller.principal), &body)
+}
+
+/// `GET /console/schedules?state=&pipeline=&cursor=`: each schedule with its next fires.
+pub async fn schedules(
+    State(gateway): State<Arc<Gateway>>,
+    Extension(caller): Extension<Caller>,
+    Query(params): Query<ListParams>,
+) -> Response {
+    let mut query = json!({"limit": PAGE});
+    if let Some(state) = params.state.as_deref().filter(|s| !s.is_empty()) {
+        query["state"] = state.into();
+    }
+    if let Some(pipeline) = params.pipeline.as_deref().filter(|s| !s.is_empty()) {
+        query["pipeline_id"] = pipeline.into();
+    }
+    if let Some(cursor) = params.cursor.as_deref().filter(|c| !c.is_empty()) {
+        query["cursor"] = cursor.into();
+    }
+    if let Some(position) = params.after {
+        query["min_position"] = position.into();
+    }
+    let (items, next) = match data(&gateway, &caller, "schedule.list", &query).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
+    let now = chrono::Utc::now();
+    let rows: Vec<Vec<String>> = items
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .map(|s| {
+                    let id = field(s, "/schedule_id");
+                    let state = s["state"].as_str().unwrap_or("");
+                    let (label, action) = if state == "paused" {
+                        ("Resume", "resume")
+                    } else {
+                        ("Pause", "pause")
+                    };
+                    let button = if state == "deleted" {
+                        String::new()
+                    } else {
+                        action_button(
+                            &caller.principal,
+                            ApiRole::Operator,
+                            &format!("/console/schedules/{id}/{action}"),
+                            label,
+                            false,
+                        )
+                    };
+                    vec![
+                        format!("<a href=\"/console/pipelines/{0}\">{0}</a>", field(s, "/pipeline_id")),
+                        format!("<code>{}</code>", field(s, "/spec/cron")),
+                        field(s, "/spec/timezone"),
+                        badge(state),
+                        next_fires(s, now),
+                        format!(
+                            "{} skipped, {} missed{}",
+                            field(s, "/slots_skipped"),
+                            field(s, "/slots_missed"),
+                            s["last_skipped"]["reason"]
+                                .as_str()
+                                .map(|r| format!(" (last: {})", esc(r)))
+                                .unwrap_or_default()
+                        ),
+                        button,
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut body = format!(
+        "<form method=\"get\" class=\"filters\"><label for=\"state\">State</label>{}\
+         <button type=\"submit\" class=\"button\">Filter</button></form>",
+        state_select(params.state.as_deref(), &["active", "paused", "deleted"]),
+    );
+    body.push_str(&table(
+        "Schedules (next fires in the schedule's zone; your browser adds its own)",
+        &["Pipeline", "Cron", "Zone", "State", "Next fires", "Slots", ""],
+        &rows,
+    ));
+    body.push_str(&next_link("/console/schedules", &params, next.as_deref()));
+    html::page("Schedules", Some(&caller.principal), &body)
+}
+
+/// The next five fires of a schedule view, in its zone (each a `<time>` the script shows in
+/// the viewer's zone too).
+fn next_fires(schedule: &Value, now: chrono::DateTime<chrono::Utc>) -> String {
+    let Ok(spec) = serde_json::from_value::<flexcore_contracts::model::ScheduleSpec>(schedule["spec"].clone()) else {
+        return String::new();
+    };
+    if schedule["state"] != json!("active") {
+        return String::new();
+    }
+    let Ok(calendar) = flexcore_cron::Calendar::new(&spec) else {
+        return String::new();
+    };
+    let Ok(zone) = flexcore_cron::parse_zone(&spec.timezone) else {
+        return String::new();
+    };
+    let fires = calendar.slots_between(now, now + chrono::Duration::days(366), 5);
+    let items: Vec<String> = fires
+        .iter()
+        .map(|at| {
+            format!(
+                "<li><time datetime=\"{}\" data-local>{}</time></li>",
+                at.to_rfc3339(),
+                at.with_timezone(&zone).format("%Y-%m-%d %H:%M %Z")
+            )
+        })
+        .collect();
+    format!("<ul class=\"fires\">{}</ul>", items.join(""))
+}
+
+/// `GET /console/plugins`: the catalogue.
+pub async fn plugins(
+    State(gateway): State<Arc<Gateway>>,
+    Extension(caller): Extension<Caller>,
+    Query(params): Query<ListParams>,
+) -> Response {
+    let mut query = json!({"limit": PAGE, "sort_by": "name", "order": "asc"});
+    if let Some(q) = params.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+        query["name"] = format!("{}*", q.trim_end_matches('*')).into();
+    }
+    if let Some(cursor) = params.cursor.as_deref().filter(|c| !c.is_empty()) {
+        query["cursor"] = cursor.into();
+    }
+    if let Some(position) = params.after {
+        query["min_position"] = position.into();
+    }
+    let (items, next) = match data(&gateway, &caller, "plugin.list", &query).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
+    let rows: Vec<Vec<String>> = items
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .map(|p| {
+                    let grants = &p["grants"];
+                    let granted = ["dirs", "env", "allowed_hosts"]
+                        .iter()
+                        .map(|k| grants[*k].as_array().map_or(0, Vec::len))
+                        .sum::<usize>();
+                    vec![
+                        format!("{}@{}", field(p, "/name"), field(p, "/version")),
+                        field(p, "/kind"),
+                        field(p, "/runtime"),
+                        badge(p["state"].as_str().unwrap_or("")),
+                        format!(
+                            "<code title=\"{0}\">{1}</code>",
+                            field(p, "/module_digest"),
+                            esc(&p["module_digest"]
+                                .as_str()
+                                .unwrap_or("")
+                                .chars()
+                                .take(19)
+                                .collect::<String>())
+                        ),
+                        if granted == 0 {
+                            "none".to_owned()
+                        } else {
+                            format!("<code>{}</code>", esc(&grants.to_string()))
+                        },
+                        format!("<code>{}</code>", esc(&p["limits"].to_string())),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut body = format!(
+        "<form method=\"get\" class=\"filters\" role=\"search\"><label for=\"q\">Name starts with</label>\
+         <input id=\"q\" name=\"q\" value=\"{}\"><button type=\"submit\" class=\"button\">Filter</button></form>",
+        esc(params.q.as_deref().unwrap_or("")),
+    );
+    body.push_str(&table(
+        "Plugins",
+        &["Plugin", "Kind", "Runtime", "State", "Digest", "Grants", "Limits"],
+        &rows,
+    ));
+    body.push_str(&next_link("/console/plugins", &params, next.as_deref()));
+    if caller.principal.may(ApiRole::Admin) {
+        body.push_str(
+            "<h2>Upload a module</h2>\
+             <form method=\"post\" action=\"/console/plugins\" enctype=\"multipart/form-data\" class=\"login\">\
+             <label for=\"name\">Name</label><input id=\"name\" name=\"name\" required pattern=\"[a-z0-9_-]+\">\
+             <label for=\"version\">Version</label><input id=\"version\" name=\"version\" required placeholder=\"1.0.0\">\
+             <label for=\"kind\">Kind</label><select id=\"kind\" name=\"kind\"><option>extractor</option><option>transformer</option><option>loader</option></select>\
+             <label for=\"module\">WebAssembly module</label><input id=\"module\" name=\"module\" type=\"file\" accept=\".wasm,application/wasm\" required>\
+             <button type=\"submit\" class=\"button\">Upload and register</button></form>",
+        );
+    }
+    html::page("Plugins", Some(&caller.principal), &body)
+}
+
+/// Filters of the audit log page.
+#[derive(Debug, Default, Deserialize)]
+pub struct AuditParams {
+    aggregate_type: Option<String>,
+    event_type: Option<String>,
+    aggregate_id: Option<String>,
+    since: Option<String>,
+    cursor: Option<String>,
+}
+
+/// `GET /console/events`: the audit log, newest first, with a live tail.
+pub async fn events(
+    State(gateway): State<Arc<Gateway>>,
+    Extension(caller): Extension<Caller>,
+    Query(params): Query<AuditParams>,
+) -> Response {
+    let mut query = json!({"limit": PAGE});
+    let mut stream = Vec::new();
+    for (key, value) in [
+        ("aggregate_type", &params.aggregate_type),
+        ("event_type", &params.event_type),
+        ("aggregate_id", &params.aggregate_id),
+        ("since", &params.since),
+        ("cursor", &params.cursor),
+    ] {
+        if let Some(v) = value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+            query[key] = v.into();
+            if matches!(key, "aggregate_type" | "event_type" | "aggregate_id") {
+                stream.push(format!("{key}={}", html::url_value(v)));
+            }
+        }
+    }
+    let (items, next) = match data(&gateway, &caller, "event.list", &query).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
+    let rows = event_rows(&items);
+    let selected = |chosen: &Option<String>, value: &str| {
+        if chosen.as_deref() == Some(value) {
+            " selected"
+        } else {
+            ""
+        }
+    };
+    let mut types = String::from("<option value=\"\">any</option>");
+    for t in ["plugin", "pipeline", "run", "schedule"] {
+        let _ = write!(types, "<option{}>{t}</option>", selected(&params.aggregate_type, t));
+    }
+    let mut body = format!(
+        "<form method=\"get\" class=\"filters\"><label for=\"aggregate_type\">Aggregate</label>\
+         <select id=\"aggregate_type\" name=\"aggregate_type\">{types}</select>\
+         <label for=\"event_type\">Event type</label><input id=\"event_type\" name=\"event_type\" value=\"{}\" placeholder=\"run.succeeded\">\
+         <label for=\"aggregate_id\">Aggregate id</label><input id=\"aggregate_id\" name=\"aggregate_id\" value=\"{}\">\
+         <label for=\"since\">Since</label><input id=\"since\" name=\"since\" value=\"{}\" placeholder=\"2026-12-05T00:00:00Z\">\
+         <button type=\"submit\" class=\"button\">Filter</button></form>",
+        esc(params.event_type.as_deref().unwrap_or("")),
+        esc(params.aggregate_id.as_deref().unwrap_or("")),
+        esc(params.since.as_deref().unwrap_or("")),
+    );
+    // The script prepends new events from the stream (with the same filters) while the
+    // first page is shown.
+    let tail = if params.cursor.is_none() {
+        format!(
+            " data-tail=\"/api/v1/flexcore/events/stream{}\"",
+            esc(&if stream.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", stream.join("&"))
+            })
+        )
+    } else {
+        String::new()
+    };
+    let _ = write!(body, "<div class=\"audit\"{tail}>");
+    body.push_str(&table(
+        "Events, newest first",
+        &[
+            "Position",
+            "Recorded",
+            "Type",
+            "Aggregate",
+            "Actor",
+            "Correlation",
+            "Data",
+        ],
+        &rows,
+    ));
+    body.push_str("</div>");
+    let cursor_link = next.map(|n| {
+        let mut href = format!("/console/events?cursor={}", html::url_value(&n));
+        for s in &stream {
+            let _ = write!(href, "&{s}");
+        }
+        format!("<p><a rel=\"next\" href=\"{}\">Older events</a></p>", esc(&href))
+    });
+    body.push_str(&cursor_link.unwrap_or_default());
+    html::page("Audit log", Some(&caller.principal), &body)
+}
+
+fn event_rows(items: &Value) -> Vec<Vec<String>> {
+    items
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .map(|e| {
+                    vec![
+                        field(e, "/global_position"),
+                        time(e, "/recorded_at"),
+                        field(e, "/type"),
+                        format!("{} {}", field(e, "/aggregate_type"), field(e, "/aggregate_id")),
+                        field(e, "/metadata/actor"),
+                        field(e, "/metadata/correlation_id"),
+                        format!("<code>{}</code>", esc(&e["data"].to_string())),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -35,7 +35,15 @@ async fn the_console_works_in_a_real_browser() {
         ..Options::default()
     })
     .await;
-    gw.pipeline("browser-etl").await;
+    let pipeline = gw.pipeline("browser-etl").await;
+    let schedule = gw
+        .post(
+            ApiRole::Admin,
+            "/schedules",
+            json!({"pipeline_id": pipeline, "cron": "0 3 * * *", "timezone": "Europe/Berlin"}),
+        )
+        .await;
+    assert_eq!(schedule.status(), 201);
     // A run long enough to be cancelled from its page.
     let long = gw
         .post(

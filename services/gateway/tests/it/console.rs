@@ -192,6 +192,94 @@ async fn a_signed_in_browser_reads_the_system_and_acts_as_its_role_allows() {
         .unwrap();
     assert_eq!(write.status(), 401);
 
+    // Schedules: next fires, paused from the page.
+    let schedule = gw
+        .post(
+            ApiRole::Admin,
+            "/schedules",
+            json!({"pipeline_id": pipeline, "cron": "0 3 * * *", "timezone": "Europe/Berlin"}),
+        )
+        .await;
+    assert_eq!(schedule.status(), 201);
+    let position = schedule.headers()["consistency-position"].to_str().unwrap().to_owned();
+    let schedule: Value = schedule.json().await.unwrap();
+    let schedule = schedule["aggregate_id"].as_str().unwrap().to_owned();
+    gw.get(
+        ApiRole::Viewer,
+        &format!("/schedules/{schedule}?min_position={position}"),
+    )
+    .await;
+    let (_, schedules) = page(&gw, &operator, "/console/schedules").await;
+    assert!(
+        schedules.contains("0 3 * * *") && schedules.contains("Europe/Berlin"),
+        "{schedules}"
+    );
+    assert_eq!(
+        schedules.matches("<li><time").count(),
+        5,
+        "five next fires: {schedules}"
+    );
+    assert!(schedules.contains("03:00 CET"), "in the schedule's zone: {schedules}");
+    let paused = post(
+        &gw,
+        &operator,
+        &format!("/console/schedules/{schedule}/pause"),
+        &gw.base,
+    )
+    .await;
+    assert_eq!(paused.status(), 303);
+    let back = paused.headers()["location"].to_str().unwrap().to_owned();
+    let (_, schedules) = page(&gw, &operator, &back).await;
+    assert!(
+        schedules.contains("state-paused") && schedules.contains(">Resume<"),
+        "{schedules}"
+    );
+
+    // Plugins: the catalogue; the upload form for admins only.
+    let (_, plugins) = page(&gw, &operator, "/console/plugins").await;
+    assert!(
+        plugins.contains("console-etl-gen@1.0.0") && !plugins.contains("Upload a module"),
+        "{plugins}"
+    );
+    let admin = sign_in(&gw, gw.key(ApiRole::Admin)).await;
+    let (_, plugins) = page(&gw, &admin, "/console/plugins").await;
+    assert!(plugins.contains("Upload a module"), "{plugins}");
+    let module = flexcore_system_tests::plugins::wasm("flexcore-plugin-discard");
+    let form = reqwest::multipart::Form::new()
+        .text("name", "console-upload")
+        .text("version", "2.0.0")
+        .text("kind", "loader")
+        .part(
+            "module",
+            reqwest::multipart::Part::bytes(module).file_name("discard.wasm"),
+        );
+    let uploaded = browser()
+        .post(format!("{}/console/plugins", gw.base))
+        .header("Cookie", &admin)
+        .header("Origin", &gw.base)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploaded.status(), 303, "{}", uploaded.text().await.unwrap());
+    flexcore_testkit::wait_until(Duration::from_secs(10), "the upload listed", || async {
+        page(&gw, &admin, "/console/plugins")
+            .await
+            .1
+            .contains("console-upload@2.0.0")
+    })
+    .await
+    .unwrap();
+
+    // The audit log, filtered: only run events, each with its actor; a live tail.
+    let (_, audit) = page(&gw, &operator, "/console/events?aggregate_type=run").await;
+    assert!(audit.contains("run.requested") && audit.contains("key:ops"), "{audit}");
+    assert!(!audit.contains("pipeline.created"), "{audit}");
+    assert!(
+        audit.contains("data-tail=\"/api/v1/flexcore/events/stream?aggregate_type=run\""),
+        "{audit}"
+    );
+
     // Signing out clears the cookie.
     let out = post(&gw, &operator, "/console/logout", &gw.base).await;
     assert_eq!(out.status(), 303);
