@@ -28,14 +28,14 @@ pub mod dev;
 pub mod duration;
 pub mod events;
 pub mod pipeline;
-pub mod pipeline_file;
+pub use flexcore_pipeline_file::pipeline_file;
 pub mod plugin;
 pub mod run;
 pub mod schedule;
 pub mod security;
 pub mod status;
 pub mod table;
-pub mod yaml;
+pub use flexcore_pipeline_file::yaml;
 
 /// One NATS connection (a clear error when the server is unreachable).
 pub async fn connect_one(nats_url: &str) -> anyhow::Result<async_nats::Client> {
