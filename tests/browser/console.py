@@ -2,9 +2,9 @@
 
 Run by services/gateway/tests/it/browser.rs against a live stack:
 
-    console.py BASE_URL OPERATOR_KEY VIEWER_KEY PIPELINE_NAME LONG_PIPELINE_NAME [SCREENSHOT_DIR]
+    console.py BASE_URL OPERATOR_KEY VIEWER_KEY ADMIN_KEY PIPELINE_NAME LONG_PIPELINE_NAME [SCREENSHOT_DIR]
 
-Signs in, opens a pipeline, runs it and watches the run page reach its end live (the page's
+Signs in, creates a pipeline from YAML (after a broken version shown with its line), opens a pipeline, runs it and watches the run page reach its end live (the page's
 script follows the run's events), pauses a schedule, filters the audit log, cancels a long
 run, and checks that a viewer sees no operator actions. With SCREENSHOT_DIR, saves each page at 1280x800 there.
 """
@@ -19,8 +19,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-base, operator_key, viewer_key, pipeline, long_pipeline = sys.argv[1:6]
-shots = sys.argv[6] if len(sys.argv) > 6 else None
+base, operator_key, viewer_key, admin_key, pipeline, long_pipeline = sys.argv[1:7]
+shots = sys.argv[7] if len(sys.argv) > 7 else None
 
 
 def browser():
@@ -118,6 +118,36 @@ try:
     )
     driver.find_element(By.XPATH, "//main//button[text()='Cancel']").click()
     wait_state(driver, "cancelled", 60)
+
+    # An admin creates a pipeline from YAML: a misspelt plugin is shown at its line, the
+    # text kept; fixed, the pipeline is created.
+    driver.find_element(By.CSS_SELECTOR, "header form button").click()
+    WebDriverWait(driver, 10).until(EC.url_contains("/console/login"))
+    sign_in(driver, admin_key)
+    driver.get(f"{base}/console/pipelines/new")
+    good = (
+        "name: from-the-browser\n"
+        "owner: web\n"
+        "steps:\n"
+        f"  - plugin: {pipeline}-gen@1.0.0\n"
+        "    config: {records: 3}\n"
+        f"  - plugin: {pipeline}-discard@1.0.0\n"
+    )
+    editor = driver.find_element(By.ID, "yaml")
+    editor.clear()
+    editor.send_keys(good.replace("-gen@", "-gne@"))
+    driver.find_element(By.CSS_SELECTOR, "form.editor button[type=submit]").click()
+    error = WebDriverWait(driver, 10).until(EC.presence_of_element_located((By.ID, "error"))).text
+    assert error.startswith("pipeline.yaml:4:") and "not registered" in error, error
+    marked = driver.find_element(By.CSS_SELECTOR, ".source li.at-fault").text
+    assert "-gne@1.0.0" in marked, marked
+    shot(driver, "editor-error")
+    editor = driver.find_element(By.ID, "yaml")
+    assert "-gne@" in editor.get_attribute("value")
+    editor.clear()
+    editor.send_keys(good)
+    driver.find_element(By.CSS_SELECTOR, "form.editor button[type=submit]").click()
+    WebDriverWait(driver, 10).until(EC.title_contains("from-the-browser"))
 
     # Sign out; a viewer sees no operator action.
     driver.find_element(By.CSS_SELECTOR, "header form button").click()

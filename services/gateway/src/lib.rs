@@ -455,10 +455,10 @@ fn body_error(error: &axum::Error, limit: usize) -> Problem {
 /// a path that does not parse, a method a route does not have) as a problem document.
 async fn as_problem(response: Response) -> Response {
     let status = response.status();
-    let is_problem = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    // Problem documents, and the console's own pages (HTML for people), stay as they are.
+    let is_problem = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes().starts_with(b"application/problem+json") || v.as_bytes().starts_with(b"text/html")
+    });
     if !(status.is_client_error() || status.is_server_error()) || is_problem {
         return response;
     }

@@ -24,6 +24,15 @@ pub enum DomainError {
     /// The addressed or a referenced aggregate does not exist (`not_found`).
     #[error("{0}")]
     NotFound(String),
+    /// An aggregate a field of the command refers to does not exist (`not_found`, with the
+    /// field's JSON pointer: a step's plugin).
+    #[error("{message}")]
+    NotFoundAt {
+        /// JSON pointer of the field naming it.
+        path: String,
+        /// What is missing and how to fix it.
+        message: String,
+    },
     /// The command collides with existing data or a newer attempt (`conflict`).
     #[error("{message}")]
     Conflict {
@@ -74,7 +83,7 @@ impl DomainError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::Validation { .. } => ErrorCode::ValidationFailed,
-            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::NotFound(_) | Self::NotFoundAt { .. } => ErrorCode::NotFound,
             Self::Conflict { .. } => ErrorCode::Conflict,
             Self::InvalidState(_) => ErrorCode::InvalidState,
             Self::Corrupt(_) => ErrorCode::Internal,
@@ -85,7 +94,7 @@ impl DomainError {
     pub fn reason(&self) -> ErrorReason {
         match self {
             Self::Validation { reason, .. } | Self::Conflict { reason, .. } => *reason,
-            Self::NotFound(_) => ErrorReason::NotFound,
+            Self::NotFound(_) | Self::NotFoundAt { .. } => ErrorReason::NotFound,
             Self::InvalidState(_) => ErrorReason::InvalidState,
             Self::Corrupt(_) => ErrorReason::Internal,
         }
@@ -101,6 +110,7 @@ impl DomainError {
                 body.details.path = path.clone();
                 body.details.extra = Box::new(extra.clone());
             }
+            Self::NotFoundAt { path, .. } => body.details.path = Some(path.clone()),
             Self::Conflict { extra, .. } => body.details.extra = Box::new(extra.clone()),
             _ => {}
         }

@@ -142,11 +142,14 @@ fn pin_steps(steps: &[StepSpec], loaded: &Loaded) -> Result<Vec<PinnedStep>, Dom
     let mut pinned = Vec::with_capacity(steps.len());
     for (i, step) in steps.iter().enumerate() {
         let reference = step.plugin.as_str();
-        let plugin = loaded.plugin(step.plugin.plugin_id()).ok_or_else(|| {
-            DomainError::NotFound(format!(
-                "step {i}: plugin {reference} is not registered; register it first with plugin.register"
-            ))
-        })?;
+        let plugin = loaded
+            .plugin(step.plugin.plugin_id())
+            .ok_or_else(|| DomainError::NotFoundAt {
+                path: format!("/steps/{i}/plugin"),
+                message: format!(
+                    "step {i}: plugin {reference} is not registered; register it first with plugin.register"
+                ),
+            })?;
         if plugin.status == PluginStatus::Disabled {
             return Err(DomainError::validation(
                 ErrorReason::PluginDisabled,

@@ -7,8 +7,11 @@
 //! # Layout
 //! - this file: routes, the session cookie, sign-in and sign-out, actions.
 //! - [`html`]: escaping and the layout.
-//! - [`pages`]: overview, pipelines, a pipeline, runs, a run.
+//! - [`pages`]: overview, pipelines, a pipeline, runs, a run, schedules, plugins, the
+//!   audit log.
+//! - [`editor`]: creating and editing a pipeline as YAML, errors at their line.
 
+pub mod editor;
 pub mod html;
 pub mod pages;
 
@@ -38,7 +41,12 @@ pub fn routes() -> Router<Arc<Gateway>> {
         .route("/console/login", get(login_page).post(login))
         .route("/console/logout", post(logout))
         .route("/console/pipelines", get(pages::pipelines))
+        .route("/console/pipelines/new", get(editor::new_page).post(editor::create))
         .route("/console/pipelines/{id}", get(pages::pipeline))
+        .route(
+            "/console/pipelines/{id}/edit",
+            get(editor::edit_page).post(editor::update),
+        )
         .route("/console/pipelines/{id}/{action}", post(pipeline_action))
         .route("/console/runs", get(pages::runs))
         .route("/console/runs/{id}", get(pages::run))
@@ -85,7 +93,7 @@ pub fn sign_in_redirect(path: &str) -> Response {
     redirect(&target)
 }
 
-fn redirect(to: &str) -> Response {
+pub(crate) fn redirect(to: &str) -> Response {
     let mut response = StatusCode::SEE_OTHER.into_response();
     if let Ok(value) = HeaderValue::from_str(to) {
         response.headers_mut().insert(header::LOCATION, value);

@@ -235,6 +235,9 @@ pub async fn pipelines(
         esc(params.q.as_deref().unwrap_or("")),
         state_select(params.state.as_deref(), &["active", "paused", "archived"]),
     );
+    if caller.principal.may(ApiRole::Admin) {
+        body.push_str("<p><a class=\"button\" href=\"/console/pipelines/new\">New pipeline</a></p>");
+    }
     body.push_str(&table(
         "Pipelines",
         &["Name", "State", "Last run", "Next fire", "Tags"],
@@ -292,6 +295,9 @@ pub async fn pipeline(
     let base = format!("/console/pipelines/{id}");
     let state = p["state"].as_str().unwrap_or("");
     let mut actions = String::new();
+    if principal.may(ApiRole::Admin) && state != "archived" {
+        actions.push_str(&format!("<a class=\"button\" href=\"{base}/edit\">Edit</a>"));
+    }
     if state == "active" {
         actions.push_str(&action_button(
             principal,

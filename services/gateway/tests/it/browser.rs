@@ -60,6 +60,7 @@ async fn the_console_works_in_a_real_browser() {
         gw.base.as_str(),
         gw.key(ApiRole::Operator),
         gw.key(ApiRole::Viewer),
+        gw.key(ApiRole::Admin),
         "browser-etl",
         "browser-long",
     ]);

@@ -271,6 +271,73 @@ async fn a_signed_in_browser_reads_the_system_and_acts_as_its_role_allows() {
     .await
     .unwrap();
 
+    // A pipeline from YAML: errors at their line (the file's own, then the command
+    // service's), the text kept; then created with its schedule, and edited.
+    let (status, _) = page(&gw, &operator, "/console/pipelines/new").await;
+    assert_eq!(status, 403, "operators do not create pipelines");
+    let (status, new) = page(&gw, &admin, "/console/pipelines/new").await;
+    assert_eq!(status, 200);
+    assert!(new.contains("<textarea id=\"yaml\""), "{new}");
+    let submit = |cookie: String, path: String, yaml: String| {
+        let base = gw.base.clone();
+        async move {
+            let response = browser()
+                .post(format!("{base}{path}"))
+                .header("Cookie", cookie)
+                .header("Origin", &base)
+                .form(&[("yaml", yaml)])
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let location = response
+                .headers()
+                .get("location")
+                .map(|l| l.to_str().unwrap().to_owned());
+            (status, location, response.text().await.unwrap())
+        }
+    };
+    let good = "name: from-yaml\nowner: web\nsteps:\n  - plugin: console-etl-gen@1.0.0\n    config: {records: 5}\n  - plugin: console-etl-discard@1.0.0\nschedules:\n  - cron: \"0 4 * * *\"\n    timezone: UTC\n";
+    let unknown_key = good.replace("    config: {records: 5}", "    confg: {records: 5}");
+    let (status, _, shown) = submit(admin.clone(), "/console/pipelines/new".into(), unknown_key).await;
+    assert_eq!(status, 422);
+    assert!(
+        shown.contains("pipeline.yaml:5:") && shown.contains("class=\"at-fault\""),
+        "{shown}"
+    );
+    assert!(shown.contains("confg: {records: 5}"), "the text is kept: {shown}");
+    let typo = good.replace("console-etl-gen@1.0.0", "console-etl-gne@1.0.0");
+    let (status, _, shown) = submit(admin.clone(), "/console/pipelines/new".into(), typo).await;
+    assert_eq!(status, 422);
+    assert!(
+        shown.contains("pipeline.yaml:4:") && shown.contains("not registered"),
+        "{shown}"
+    );
+    let (status, location, _) = submit(admin.clone(), "/console/pipelines/new".into(), good.to_owned()).await;
+    assert_eq!(status, 303);
+    let location = location.unwrap();
+    let (_, created) = page(&gw, &admin, &location).await;
+    assert!(created.contains("from-yaml") && created.contains(">Edit<"), "{created}");
+    let created_id = location
+        .trim_start_matches("/console/pipelines/")
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let (_, edit) = page(&gw, &admin, &format!("/console/pipelines/{created_id}/edit")).await;
+    assert!(edit.contains("name: &quot;from-yaml&quot;"), "{edit}");
+    let edited = good
+        .replace("{records: 5}", "{records: 7}")
+        .replace("schedules:\n  - cron: \"0 4 * * *\"\n    timezone: UTC\n", "");
+    let (status, location, shown) =
+        submit(admin.clone(), format!("/console/pipelines/{created_id}/edit"), edited).await;
+    assert_eq!(status, 303, "{shown}");
+    let (_, updated) = page(&gw, &admin, &location.unwrap()).await;
+    assert!(
+        updated.contains("version 2") && updated.contains("&quot;records&quot;:7"),
+        "{updated}"
+    );
+
     // The audit log, filtered: only run events, each with its actor; a live tail.
     let (_, audit) = page(&gw, &operator, "/console/events?aggregate_type=run").await;
     assert!(audit.contains("run.requested") && audit.contains("key:ops"), "{audit}");

@@ -128,6 +128,8 @@ fn every_step_plugin_must_be_registered_and_not_disabled() {
             .starts_with("step 1: plugin jsonl@2.0.0 is not registered"),
         "{e}"
     );
+    // The refusal points at the step's plugin (a file's line, for flexctl and the console).
+    assert_eq!(e.to_error_body().details.path.as_deref(), Some("/steps/1/plugin"));
 
     let world = world.with([cmd("plugin.disable", json!({"plugin_id": plugin_id(CSV)}))]);
     assert_eq!(world.plugin(CSV).status, PluginStatus::Disabled);
