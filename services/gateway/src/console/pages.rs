@@ -176,25 +176,37 @@ pub struct ListParams {
     cursor: Option<String>,
 }
 
+impl ListParams {
+    /// `query` with the filters given: a name prefix (`q`, where `by_name`), the state, the
+    /// pipeline, the page's cursor, and the position of a write just made.
+    fn apply(&self, mut query: Value, by_name: bool) -> Value {
+        let given = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+        if let Some(q) = given(&self.q).filter(|_| by_name) {
+            query["name"] = format!("{}*", q.trim_end_matches('*')).into();
+        }
+        if let Some(state) = given(&self.state) {
+            query["state"] = state.into();
+        }
+        if let Some(pipeline) = given(&self.pipeline).filter(|_| !by_name) {
+            query["pipeline_id"] = pipeline.into();
+        }
+        if let Some(cursor) = given(&self.cursor) {
+            query["cursor"] = cursor.into();
+        }
+        if let Some(position) = self.after {
+            query["min_position"] = position.into();
+        }
+        query
+    }
+}
+
 /// `GET /console/pipelines?q=&state=&cursor=`.
 pub async fn pipelines(
     State(gateway): State<Arc<Gateway>>,
     Extension(caller): Extension<Caller>,
     Query(params): Query<ListParams>,
 ) -> Response {
-    let mut query = json!({"limit": PAGE, "sort_by": "name", "order": "asc"});
-    if let Some(q) = params.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
-        query["name"] = format!("{}*", q.trim_end_matches('*')).into();
-    }
-    if let Some(state) = params.state.as_deref().filter(|s| !s.is_empty()) {
-        query["state"] = state.into();
-    }
-    if let Some(cursor) = params.cursor.as_deref().filter(|c| !c.is_empty()) {
-        query["cursor"] = cursor.into();
-    }
-    if let Some(position) = params.after {
-        query["min_position"] = position.into();
-    }
+    let query = params.apply(json!({"limit": PAGE, "sort_by": "name", "order": "asc"}), true);
     let (items, next) = match data(&gateway, &caller, "pipeline.list", &query).await {
         Ok(found) => found,
         Err(page) => return page,
@@ -401,19 +413,7 @@ pub async fn runs(
     Extension(caller): Extension<Caller>,
     Query(params): Query<ListParams>,
 ) -> Response {
-    let mut query = json!({"limit": PAGE});
-    if let Some(state) = params.state.as_deref().filter(|s| !s.is_empty()) {
-        query["state"] = state.into();
-    }
-    if let Some(pipeline) = params.pipeline.as_deref().filter(|s| !s.is_empty()) {
-        query["pipeline_id"] = pipeline.into();
-    }
-    if let Some(cursor) = params.cursor.as_deref().filter(|c| !c.is_empty()) {
-        query["cursor"] = cursor.into();
-    }
-    if let Some(position) = params.after {
-        query["min_position"] = position.into();
-    }
+    let query = params.apply(json!({"limit": PAGE}), false);
     let (items, next) = match data(&gateway, &caller, "run.list", &query).await {
         Ok(found) => found,
         Err(page) => return page,
@@ -541,19 +541,7 @@ pub async fn schedules(
     Extension(caller): Extension<Caller>,
     Query(params): Query<ListParams>,
 ) -> Response {
-    let mut query = json!({"limit": PAGE});
-    if let Some(state) = params.state.as_deref().filter(|s| !s.is_empty()) {
-        query["state"] = state.into();
-    }
-    if let Some(pipeline) = params.pipeline.as_deref().filter(|s| !s.is_empty()) {
-        query["pipeline_id"] = pipeline.into();
-    }
-    if let Some(cursor) = params.cursor.as_deref().filter(|c| !c.is_empty()) {
-        query["cursor"] = cursor.into();
-    }
-    if let Some(position) = params.after {
-        query["min_position"] = position.into();
-    }
+    let query = params.apply(json!({"limit": PAGE}), false);
     let (items, next) = match data(&gateway, &caller, "schedule.list", &query).await {
         Ok(found) => found,
         Err(page) => return page,
@@ -652,16 +640,7 @@ pub async fn plugins(
     Extension(caller): Extension<Caller>,
     Query(params): Query<ListParams>,
 ) -> Response {
-    let mut query = json!({"limit": PAGE, "sort_by": "name", "order": "asc"});
-    if let Some(q) = params.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
-        query["name"] = format!("{}*", q.trim_end_matches('*')).into();
-    }
-    if let Some(cursor) = params.cursor.as_deref().filter(|c| !c.is_empty()) {
-        query["cursor"] = cursor.into();
-    }
-    if let Some(position) = params.after {
-        query["min_position"] = position.into();
-    }
+    let query = params.apply(json!({"limit": PAGE, "sort_by": "name", "order": "asc"}), true);
     let (items, next) = match data(&gateway, &caller, "plugin.list", &query).await {
         Ok(found) => found,
         Err(page) => return page,
