@@ -762,6 +762,11 @@ fn operations(schemas: &mut Map<String, Value>) -> Vec<Operation> {
         stream.extra.push((204, json!({"description": "The run had ended at Last-Event-ID: nothing more will come (an EventSource stops)."})));
     }
     out.push(Operation {
+        parameters: vec![param("Id"), param("ConsistencyPosition")],
+        success: (200, sse_response("Server-Sent Events: the run's log lines (`event: line`, data a run log line), the stored ones first, then live; ending after the run ends.")),
+        ..op("get", path("/runs/{id}/logs/stream"), "streamRunLogs", "runs", "A run's log lines, live (SSE)")
+    });
+    out.push(Operation {
         parameters: list_parameters(schemas, "queries.event.list"),
         success: (
             200,

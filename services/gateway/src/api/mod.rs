@@ -58,6 +58,7 @@ pub fn routes() -> Router<Arc<Gateway>> {
         .route("/runs", get(queries::list))
         .route("/runs/{id}", get(queries::get))
         .route("/runs/{id}/logs", get(streams::logs))
+        .route("/runs/{id}/logs/stream", get(streams::run_logs))
         .route("/runs/{id}/events", get(streams::run_events))
         .route("/runs/{id}/{action}", post(action))
         .route("/schedules", get(queries::list).post(create))

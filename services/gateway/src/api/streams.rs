@@ -260,6 +260,93 @@ pub async fn run_events(
     Ok(sse(rx))
 }
 
+/// `GET /runs/{id}/logs/stream`: the run's log lines as Server-Sent Events (event `line`,
+/// data a `RunLogLine`), the stored ones first, then live; the stream ends after the run's
+/// final event (at once for a run that has ended).
+pub async fn run_logs(
+    State(gateway): State<Arc<Gateway>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    require(&caller.principal, ApiRole::Viewer, "reading")?;
+    let run_id = parse_id(Collection::Runs, &id)?;
+    let mut get = json!({ "id": run_id });
+    if let Some(position) = queries::position_header(&headers)? {
+        get["min_position"] = position.into();
+    }
+    let view = queries::ask(&gateway, "run.get", &get).await?;
+    let state = serde_json::from_str::<Value>(view.data.as_str())
+        .ok()
+        .and_then(|v| v["state"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let mut ended = FINAL_STATES.contains(&state.as_str());
+    let permit = stream_permit(&gateway, &caller)?;
+    let mut lines = ordered(
+        &gateway,
+        subjects::LOGS_STREAM,
+        subjects::run_logs(run_id),
+        DeliverPolicy::All,
+    )
+    .await?;
+    let mut events = ordered(
+        &gateway,
+        subjects::EVENTS_STREAM,
+        format!("{}.evt.run.{run_id}.*", subjects::ROOT),
+        DeliverPolicy::New,
+    )
+    .await?;
+    // The run may have ended between the first look and the events consumer: look again.
+    if !ended {
+        let again = queries::ask(&gateway, "run.get", &json!({ "id": run_id })).await?;
+        ended = serde_json::from_str::<Value>(again.data.as_str())
+            .ok()
+            .and_then(|v| v["state"].as_str().map(|s| FINAL_STATES.contains(&s)))
+            .unwrap_or(false);
+    }
+    let (tx, rx) = mpsc::channel(256);
+    tokio::spawn(async move {
+        let _permit = permit;
+        loop {
+            // After the run's end, the lines already stored, then the stream ends.
+            let wait = if ended {
+                Duration::from_millis(500)
+            } else {
+                Duration::from_secs(3600)
+            };
+            tokio::select! {
+                () = gateway.shutdown.cancelled() => return,
+                () = tx.closed() => return,
+                event = events.next(), if !ended => {
+                    let Some(Ok(message)) = event else { return };
+                    if let Some((_, event_type, body)) = verified_event(&gateway, &message) {
+                        ended = run_ended(&event_type, &body);
+                    }
+                }
+                line = tokio::time::timeout(wait, lines.next()) => {
+                    let Ok(Some(Ok(message))) = line else {
+                        if ended {
+                            return;
+                        }
+                        continue;
+                    };
+                    let trusted = gateway
+                        .trust
+                        .verify(message.subject.as_str(), message.headers.as_ref(), &message.payload, &[Role::Runner], None)
+                        .is_ok();
+                    let Ok(text) = std::str::from_utf8(&message.payload) else { continue };
+                    if trusted && serde_json::from_str::<RunLogLine>(text).is_ok() {
+                        if tx.send(Event::default().event("line").data(text)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    Ok(sse(rx))
+}
+
 /// Whether the event of `event_type` (its envelope `body`) ends the run: a success or a
 /// cancellation does; a failure or time-out when it says it is `final` (no retry follows).
 fn run_ended(event_type: &str, body: &str) -> bool {
@@ -455,6 +542,18 @@ pub async fn logs(
         get["min_position"] = position.into();
     }
     queries::ask(&gateway, "run.get", &get).await?;
+    let lines = stored_lines(&gateway, &caller, run_id, limit).await?;
+    Ok(Json(json!({ "run_id": run_id, "lines": lines })).into_response())
+}
+
+/// The first `limit` log lines stored for run `run_id` (at most [`MAX_LOG_BYTES`] of
+/// them), oldest first, each signed by a runner.
+pub async fn stored_lines(
+    gateway: &Gateway,
+    caller: &Caller,
+    run_id: Uuid,
+    limit: usize,
+) -> Result<Vec<RunLogLine>, Problem> {
     let subject = subjects::run_logs(run_id);
     let js = async_nats::jetstream::new(gateway.nats.clone());
     let stored = match js.get_stream(subjects::LOGS_STREAM).await {
@@ -464,9 +563,9 @@ pub async fn logs(
     let mut lines = Vec::new();
     if stored {
         // A read of the logs stream holds a stream's place while it lasts.
-        let _permit = stream_permit(&gateway, &caller)?;
+        let _permit = stream_permit(gateway, caller)?;
         let mut bytes = 0usize;
-        let mut messages = ordered(&gateway, subjects::LOGS_STREAM, subject, DeliverPolicy::All).await?;
+        let mut messages = ordered(gateway, subjects::LOGS_STREAM, subject, DeliverPolicy::All).await?;
         while lines.len() < limit && bytes < MAX_LOG_BYTES {
             let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await else {
                 break;
@@ -493,7 +592,7 @@ pub async fn logs(
             }
         }
     }
-    Ok(Json(json!({ "run_id": run_id, "lines": lines })).into_response())
+    Ok(lines)
 }
 
 #[cfg(test)]

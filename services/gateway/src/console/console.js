@@ -76,8 +76,31 @@ const EVENT_TYPES = {
   schedule: ["schedule.created", "schedule.updated", "schedule.paused", "schedule.resumed", "schedule.deleted", "schedule.slot_skipped", "schedule.slots_missed"],
 };
 
+// A live run's log lines: the stream sends the stored ones, then new ones as they come.
+function tailLog(log) {
+  const body = log.querySelector("tbody");
+  body.replaceChildren();
+  const source = new EventSource(log.dataset.log);
+  source.addEventListener("line", (event) => {
+    let line;
+    try { line = JSON.parse(event.data); } catch { return; }
+    const row = document.createElement("tr");
+    const at = new Date(line.at);
+    for (const text of [at.toISOString().slice(11, 23), String(line.attempt), line.plugin, line.line]) {
+      const cell = document.createElement("td");
+      cell.textContent = text;
+      row.appendChild(cell);
+    }
+    body.appendChild(row);
+    while (body.rows.length > 1000) body.deleteRow(0);
+  });
+  // The stream ends with the run: no reconnection (it would send every line again).
+  source.onerror = () => source.close();
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   localTimes();
+  for (const log of document.querySelectorAll("[data-log]")) tailLog(log);
   for (const audit of document.querySelectorAll("[data-tail]")) tailEvents(audit);
   for (const run of document.querySelectorAll('[data-live="true"]')) followRun(run);
   const refresh = document.querySelector("[data-refresh]");

@@ -52,6 +52,7 @@ pub fn routes() -> Router<Arc<Gateway>> {
         .route("/console/runs/{id}", get(pages::run))
         .route("/console/runs/{id}/cancel", post(cancel_run))
         .route("/console/schedules", get(pages::schedules))
+        .route("/console/schedules/{id}/backfill", get(backfill_page).post(backfill))
         .route("/console/schedules/{id}/{action}", post(schedule_action))
         .route(
             "/console/plugins",
@@ -209,6 +210,91 @@ async fn pipeline_action(
         _ => return pages::error_page(&caller, StatusCode::NOT_FOUND, "No such action."),
     };
     act(&gateway, &caller, &api_path, &headers, request, &back).await
+}
+
+/// `GET /console/schedules/{id}/backfill`: the form (`from`, `to`, `overlap`).
+async fn backfill_page(Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Response {
+    let Ok(schedule) = parse_id(Collection::Schedules, &id) else {
+        return pages::error_page(&caller, StatusCode::NOT_FOUND, "No such schedule.");
+    };
+    backfill_form(&caller, schedule, "")
+}
+
+fn backfill_form(caller: &Caller, schedule: uuid::Uuid, result: &str) -> Response {
+    let now = chrono::Utc::now();
+    let body = format!(
+        "{result}<form method=\"post\" action=\"/console/schedules/{schedule}/backfill\" class=\"login\">\
+         <label for=\"from\">From (RFC 3339)</label><input id=\"from\" name=\"from\" required value=\"{}\">\
+         <label for=\"to\">To (RFC 3339, not in the future)</label><input id=\"to\" name=\"to\" required value=\"{}\">\
+         <label for=\"overlap\">When the pipeline is at its active-run limit</label>\
+         <select id=\"overlap\" name=\"overlap\"><option value=\"skip\">skip the slot (recorded)</option><option value=\"wait\">wait (send again later)</option></select>\
+         <button type=\"submit\" class=\"button\">Request the slots' runs</button></form>\
+         <p class=\"hint\">Each slot's run is requested once, however often this is sent.</p>",
+        (now - chrono::Duration::days(1)).format("%Y-%m-%dT%H:00:00Z"),
+        now.format("%Y-%m-%dT%H:00:00Z"),
+    );
+    html::page("Backfill a schedule", Some(&caller.principal), &body)
+}
+
+/// The backfill form.
+#[derive(Debug, Deserialize)]
+struct BackfillForm {
+    from: String,
+    to: String,
+    overlap: String,
+}
+
+/// `POST /console/schedules/{id}/backfill`: `POST /schedules/{id}/backfill`, then what
+/// became of every slot.
+async fn backfill(
+    State(gateway): State<Arc<Gateway>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<BackfillForm>,
+) -> Response {
+    let Ok(schedule) = parse_id(Collection::Schedules, &id) else {
+        return pages::error_page(&caller, StatusCode::NOT_FOUND, "No such schedule.");
+    };
+    let body = serde_json::json!({"from": form.from.trim(), "to": form.to.trim(), "overlap": form.overlap});
+    let mut headers = headers.clone();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let answered = crate::api::backfill::backfill(
+        State(gateway.clone()),
+        Extension(caller.clone()),
+        Path(schedule.to_string()),
+        headers,
+        Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+    )
+    .await;
+    let result = match answered {
+        Ok(response) => {
+            let bytes = axum::body::to_bytes(response.into_body(), 4 << 20)
+                .await
+                .unwrap_or_default();
+            let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let rows: Vec<Vec<String>> = answer["slots"]
+                .as_array()
+                .map(|all| {
+                    all.iter()
+                        .map(|s| {
+                            vec![
+                                html::time(s, "/slot"),
+                                html::badge(s["result"].as_str().unwrap_or("")),
+                                s["run_id"]
+                                    .as_str()
+                                    .map(|r| format!("<a href=\"/console/runs/{0}\">{0}</a>", html::esc(r)))
+                                    .unwrap_or_default(),
+                            ]
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            html::table("What became of each slot", &["Slot", "Result", "Run"], &rows)
+        }
+        Err(problem) => format!("<p class=\"error\" role=\"alert\">{}</p>", html::esc(&problem.detail)),
+    };
+    backfill_form(&caller, schedule, &result)
 }
 
 /// `POST /console/schedules/{id}/pause|resume`.

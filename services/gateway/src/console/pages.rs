@@ -17,6 +17,8 @@ use crate::{Caller, Gateway};
 
 /// Items on a list page.
 const PAGE: u32 = 50;
+/// Log lines on a run's page.
+const RUN_LOG_LINES: usize = 200;
 
 /// A page saying what went wrong.
 pub fn error_page(caller: &Caller, status: StatusCode, detail: &str) -> Response {
@@ -457,8 +459,15 @@ pub async fn run(
     };
     let state = r["state"].as_str().unwrap_or("");
     let finished = ["succeeded", "failed", "cancelled", "timed_out"].contains(&state);
+    // A final run can be run again (a new run of its pipeline); a live one cancelled.
     let cancel = if finished {
-        String::new()
+        action_button(
+            &caller.principal,
+            ApiRole::Operator,
+            &format!("/console/pipelines/{}/execute", field(&r, "/pipeline_id")),
+            "Run again",
+            false,
+        )
     } else {
         action_button(
             &caller.principal,
@@ -531,6 +540,34 @@ pub async fn run(
         &["Attempt", "Runner", "Outcome", "Claimed", "Ended", "Error"],
         &attempts,
     ));
+    // The plugins' log lines stored so far.
+    let lines = crate::api::streams::stored_lines(&gateway, &caller, id, RUN_LOG_LINES)
+        .await
+        .unwrap_or_default();
+    let rows: Vec<Vec<String>> = lines
+        .iter()
+        .map(|l| {
+            vec![
+                l.at.format("%H:%M:%S%.3f").to_string(),
+                l.attempt.to_string(),
+                esc(l.plugin.as_str()),
+                format!("<code>{}</code>", esc(&l.line)),
+            ]
+        })
+        .collect();
+    // While the run is live the script replaces these with the log stream (stored lines
+    // first, then new ones as they come).
+    if finished {
+        body.push_str("<div>");
+    } else {
+        let _ = write!(body, "<div data-log=\"/api/v1/flexcore/runs/{id}/logs/stream\">");
+    }
+    body.push_str(&table(
+        &format!("Log lines (the first {RUN_LOG_LINES})"),
+        &["At (UTC)", "Attempt", "Plugin", "Line"],
+        &rows,
+    ));
+    body.push_str("</div>");
     body.push_str("</div>");
     html::page(&format!("Run {id}"), Some(&caller.principal), &body)
 }
@@ -562,13 +599,17 @@ pub async fn schedules(
                     let button = if state == "deleted" {
                         String::new()
                     } else {
-                        action_button(
+                        let mut buttons = action_button(
                             &caller.principal,
                             ApiRole::Operator,
                             &format!("/console/schedules/{id}/{action}"),
                             label,
                             false,
-                        )
+                        );
+                        if caller.principal.may(ApiRole::Operator) {
+                            buttons.push_str(&format!(" <a href=\"/console/schedules/{id}/backfill\">Backfill</a>"));
+                        }
+                        buttons
                     };
                     vec![
                         format!("<a href=\"/console/pipelines/{0}\">{0}</a>", field(s, "/pipeline_id")),

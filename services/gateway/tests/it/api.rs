@@ -178,6 +178,33 @@ async fn a_pipeline_is_created_read_back_executed_once_and_followed_until_its_ru
     assert_eq!(status, 200, "{logs}");
     assert!(logs["lines"].is_array());
 
+    // Its log lines as a stream: the stored ones, then the end (the run has ended).
+    let logs = gw
+        .as_role(
+            ApiRole::Viewer,
+            reqwest::Method::GET,
+            &format!("/runs/{run_id}/logs/stream"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logs.status(), 200);
+    assert_eq!(logs.headers()["content-type"], "text/event-stream");
+    tokio::time::timeout(Duration::from_secs(15), logs.bytes())
+        .await
+        .expect("the log stream of an ended run ends")
+        .unwrap();
+    let unknown = gw
+        .as_role(
+            ApiRole::Viewer,
+            reqwest::Method::GET,
+            &format!("/runs/{}/logs/stream", uuid::Uuid::new_v4()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+
     // Counted by route template and status, with the gateway's own time.
     let metrics = flexcore_service::metrics::render().unwrap();
     for line in [

@@ -173,6 +173,7 @@ async fn a_signed_in_browser_reads_the_system_and_acts_as_its_role_allows() {
         run.contains("data-live=\"false\"") && !run.contains(">Cancel<"),
         "{run}"
     );
+    assert!(run.contains(">Run again<") && run.contains("Log lines"), "{run}");
     let (_, runs) = page(&gw, &operator, &format!("/console/runs?pipeline={pipeline}")).await;
     assert!(runs.contains(&run_id), "{runs}");
 
@@ -234,6 +235,29 @@ async fn a_signed_in_browser_reads_the_system_and_acts_as_its_role_allows() {
         schedules.contains("state-paused") && schedules.contains(">Resume<"),
         "{schedules}"
     );
+
+    // A backfill from its form: every slot of the range, and what became of it.
+    let (status, form) = page(&gw, &operator, &format!("/console/schedules/{schedule}/backfill")).await;
+    assert_eq!(status, 200);
+    assert!(form.contains("<label for=\"from\">"), "{form}");
+    let now = chrono::Utc::now();
+    let backfilled = browser()
+        .post(format!("{}/console/schedules/{schedule}/backfill", gw.base))
+        .header("Cookie", &operator)
+        .header("Origin", &gw.base)
+        .form(&[
+            ("from", (now - chrono::Duration::days(3)).to_rfc3339()),
+            ("to", now.to_rfc3339()),
+            ("overlap", "skip".to_owned()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(backfilled.status(), 200);
+    let answer = backfilled.text().await.unwrap();
+    assert!(answer.contains("What became of each slot"), "{answer}");
+    let slots = answer.matches("state-requested").count() + answer.matches("state-skipped").count();
+    assert_eq!(slots, 3, "three 03:00 slots in three days: {answer}");
 
     // Plugins: the catalogue; the upload form for admins only.
     let (_, plugins) = page(&gw, &operator, "/console/plugins").await;
