@@ -335,10 +335,11 @@ pub async fn run_logs(
                         .verify(message.subject.as_str(), message.headers.as_ref(), &message.payload, &[Role::Runner], None)
                         .is_ok();
                     let Ok(text) = std::str::from_utf8(&message.payload) else { continue };
-                    if trusted && serde_json::from_str::<RunLogLine>(text).is_ok() {
-                        if tx.send(Event::default().event("line").data(text)).await.is_err() {
-                            return;
-                        }
+                    if trusted
+                        && serde_json::from_str::<RunLogLine>(text).is_ok()
+                        && tx.send(Event::default().event("line").data(text)).await.is_err()
+                    {
+                        return;
                     }
                 }
             }
