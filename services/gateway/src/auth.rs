@@ -260,7 +260,7 @@ fn jwt_refusal(error: &jsonwebtoken::errors::Error) -> String {
 }
 
 /// A public key of the identity provider: its `kid`, algorithm and key.
-type JwkKey = (Option<String>, Algorithm, DecodingKey);
+pub type JwkKey = (Option<String>, Algorithm, DecodingKey);
 
 /// How JWTs are checked.
 struct Jwt {
@@ -298,7 +298,7 @@ impl std::fmt::Debug for Jwt {
 }
 
 /// The RS256/ES256 keys of a JWKS document (`source` names it in errors).
-pub fn parse_jwks(bytes: &[u8], source: &str) -> anyhow::Result<Vec<(Option<String>, Algorithm, DecodingKey)>> {
+pub fn parse_jwks(bytes: &[u8], source: &str) -> anyhow::Result<Vec<JwkKey>> {
     let set: JwkSet = serde_json::from_slice(bytes).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
     let mut keys = Vec::new();
     for jwk in &set.keys {
@@ -334,18 +334,17 @@ pub fn parse_jwks(bytes: &[u8], source: &str) -> anyhow::Result<Vec<(Option<Stri
     Ok(keys)
 }
 
+/// Whether a host name (without port; an IPv6 address with or without brackets) is a
+/// loopback one: `localhost`, `127.0.0.0/8`, `::1`.
+pub fn loopback_name(host: &str) -> bool {
+    let name = host.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// A JWKS URL: `https://`, or `http://` to a loopback address (a sidecar, a test).
 pub fn jwks_url(text: &str) -> anyhow::Result<reqwest::Url> {
     let url = reqwest::Url::parse(text).map_err(|e| anyhow::anyhow!("gateway.jwt_jwks_url {text:?}: {e}"))?;
-    let loopback = match url.host_str() {
-        Some("localhost") => true,
-        Some(host) => host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback()),
-        None => false,
-    };
+    let loopback = url.host_str().is_some_and(loopback_name);
     match url.scheme() {
         "https" => Ok(url),
         "http" if loopback => Ok(url),

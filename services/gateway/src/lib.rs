@@ -174,6 +174,7 @@ async fn per_request(State(gateway): State<Arc<Gateway>>, mut request: Request, 
     let path = request.uri().path().to_owned();
     let origin = request.headers().get(header::ORIGIN).cloned();
     let allowed_origin = origin.filter(|o| o.to_str().is_ok_and(|o| cors_allows(&gateway, o)));
+    let cors_allowed = allowed_origin.is_some();
     let preflight = request.method() == Method::OPTIONS && allowed_origin.is_some();
     let scope = (path.clone(), correlation_id.clone());
     // With traces exported, one span per request, continuing the caller's `traceparent`:
@@ -204,7 +205,7 @@ async fn per_request(State(gateway): State<Arc<Gateway>>, mut request: Request, 
                 }
                 // A browser's state-changing request from another origin is refused before
                 // anything else (CSRF: a page elsewhere posting to this API).
-                if let Err(problem) = browser_guard(&request, allowed_origin_for(&gateway, &request)) {
+                if let Err(problem) = browser_guard(&request, cors_allowed) {
                     return problem.into_response();
                 }
                 // Unauthenticated: the liveness of the gateway, the API's description, the
@@ -362,14 +363,6 @@ fn cors_allows(gateway: &Gateway, origin: &str) -> bool {
         .any(|allowed| allowed == origin || allowed == "*")
 }
 
-fn allowed_origin_for(gateway: &Gateway, request: &Request) -> bool {
-    request
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|o| o.to_str().ok())
-        .is_some_and(|o| cors_allows(gateway, o))
-}
-
 /// Refuses a state-changing request (not GET, HEAD or OPTIONS) that a browser sent from
 /// another origin: its `Origin` is neither this gateway's own (its `host:port` equal to
 /// `Host`) nor one of `gateway.cors_origins`. Requests without `Origin` (curl, SDKs) pass.
@@ -406,7 +399,7 @@ fn loopback_host(headers: &axum::http::HeaderMap) -> bool {
         Some(v6) => v6.split(']').next().unwrap_or(""),
         None => host.rsplit_once(':').map_or(host, |(name, _)| name),
     };
-    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    auth::loopback_name(name)
 }
 
 /// The 504 of a request the services did not answer in time.
@@ -426,8 +419,9 @@ fn services_timeout(timeout: Duration) -> Response {
 /// Whether a request is a module upload (`POST /plugins`, multipart), whose body the
 /// handler reads as it arrives.
 fn is_upload(request: &Request) -> bool {
+    let path = request.uri().path();
     request.method() == Method::POST
-        && (request.uri().path() == format!("{}/plugins", api::BASE) || request.uri().path() == "/console/plugins")
+        && (path.strip_prefix(api::BASE) == Some("/plugins") || path == "/console/plugins")
         && api::upload::is_multipart(request.headers())
 }
 

@@ -324,7 +324,7 @@ fn expected_version(headers: &HeaderMap) -> Result<Option<u64>, Problem> {
 
 /// `body` with `fields` added at the front of its object, unchanged otherwise. A body that
 /// is not a JSON object is passed on as sent: the command service says what is wrong.
-fn splice(body: &[u8], fields: &[(&'static str, Value)]) -> Result<Bytes, Problem> {
+pub(crate) fn splice(body: &[u8], fields: &[(&'static str, Value)]) -> Result<Bytes, Problem> {
     if body.is_empty() {
         let object: serde_json::Map<String, Value> = fields.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
         return Ok(Bytes::from(serde_json::to_vec(&object).unwrap_or_default()));
@@ -372,8 +372,23 @@ pub(crate) async fn send(
     method: &Method,
     path: &str,
     headers: &HeaderMap,
-    request: Request<'_>,
+    mut request: Request<'_>,
 ) -> Result<Response, Problem> {
+    let success = std::mem::replace(&mut request.success, Success::Ok);
+    let accepted = send_accepted(gateway, caller, method, path, headers, request).await?;
+    Ok(answer(&accepted, success))
+}
+
+/// Sends one command for `caller`: the command service's accepted reply (the console
+/// reads its id and position; `request.success` is not used).
+pub(crate) async fn send_accepted(
+    gateway: &Gateway,
+    caller: &Caller,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    request: Request<'_>,
+) -> Result<Accepted, Problem> {
     require(&caller.principal, request.needed, &request.command)?;
     json_content(headers, request.body)?;
     let mut fields = request.fields;
@@ -393,15 +408,14 @@ pub(crate) async fn send(
         .client
         .on_behalf_of(&caller.principal.name, caller.principal.role)
         .map_err(|e| Problem::invalid("", e))?;
-    let accepted = crate::metrics::upstream(client.command_with(
+    crate::metrics::upstream(client.command_with(
         &request.command,
         payload,
         Some(caller.correlation_id.clone()),
         &Retry::default(),
     ))
     .await
-    .map_err(|e| Problem::from_client(&e))?;
-    Ok(answer(&accepted, request.success))
+    .map_err(|e| Problem::from_client(&e))
 }
 
 /// `body` with its `command_id` (if it names one) replaced by the id derived from it and
@@ -430,7 +444,7 @@ fn own_command_id(caller: &Caller, body: &Bytes) -> Result<Bytes, Problem> {
 }
 
 /// Whether the JSON object `body` has a top-level `key`.
-fn body_has(body: &[u8], key: &str) -> bool {
+pub(crate) fn body_has(body: &[u8], key: &str) -> bool {
     serde_json::from_slice::<HashMap<String, serde::de::IgnoredAny>>(body).is_ok_and(|keys| keys.contains_key(key))
 }
 

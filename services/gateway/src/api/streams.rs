@@ -23,6 +23,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use flexcore_contracts::envelope::{HEADER_EVENT_TYPE, HEADER_GLOBAL_POSITION};
+use flexcore_contracts::queries::QueryOk;
 use flexcore_contracts::subjects;
 use flexcore_contracts::work::RunLogLine;
 use flexcore_security::{ApiRole, Role};
@@ -206,10 +207,7 @@ pub async fn run_events(
     }
     let view = queries::ask(&gateway, "run.get", &get).await?;
     if let Some(after) = last {
-        let state = serde_json::from_str::<Value>(view.data.as_str())
-            .ok()
-            .and_then(|v| v.get("state").and_then(Value::as_str).map(str::to_owned));
-        if state.is_some_and(|s| FINAL_STATES.contains(&s.as_str())) {
+        if run_is_final(&view) {
             // The run's last event, from the audit view (which has the run's end: the
             // run view's answer included it).
             let body = json!({"aggregate_id": run_id, "order": "desc", "limit": 1, "min_position": view.position});
@@ -275,12 +273,7 @@ pub async fn run_logs(
     if let Some(position) = queries::position_header(&headers)? {
         get["min_position"] = position.into();
     }
-    let view = queries::ask(&gateway, "run.get", &get).await?;
-    let state = serde_json::from_str::<Value>(view.data.as_str())
-        .ok()
-        .and_then(|v| v["state"].as_str().map(str::to_owned))
-        .unwrap_or_default();
-    let mut ended = FINAL_STATES.contains(&state.as_str());
+    let mut ended = run_is_final(&queries::ask(&gateway, "run.get", &get).await?);
     let permit = stream_permit(&gateway, &caller)?;
     let mut lines = ordered(
         &gateway,
@@ -298,11 +291,7 @@ pub async fn run_logs(
     .await?;
     // The run may have ended between the first look and the events consumer: look again.
     if !ended {
-        let again = queries::ask(&gateway, "run.get", &json!({ "id": run_id })).await?;
-        ended = serde_json::from_str::<Value>(again.data.as_str())
-            .ok()
-            .and_then(|v| v["state"].as_str().map(|s| FINAL_STATES.contains(&s)))
-            .unwrap_or(false);
+        ended = run_is_final(&queries::ask(&gateway, "run.get", &json!({ "id": run_id })).await?);
     }
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(async move {
@@ -330,13 +319,9 @@ pub async fn run_logs(
                         }
                         continue;
                     };
-                    let trusted = gateway
-                        .trust
-                        .verify(message.subject.as_str(), message.headers.as_ref(), &message.payload, &[Role::Runner], None)
-                        .is_ok();
+                    // A verified line is sent as it was stored.
                     let Ok(text) = std::str::from_utf8(&message.payload) else { continue };
-                    if trusted
-                        && serde_json::from_str::<RunLogLine>(text).is_ok()
+                    if verified_line(&gateway, &message).is_some()
                         && tx.send(Event::default().event("line").data(text)).await.is_err()
                     {
                         return;
@@ -346,6 +331,33 @@ pub async fn run_logs(
         }
     });
     Ok(sse(rx))
+}
+
+/// Whether the run view of a `run.get` answer is in a final state.
+fn run_is_final(view: &QueryOk) -> bool {
+    serde_json::from_str::<Value>(view.data.as_str())
+        .ok()
+        .and_then(|v| {
+            v.get("state")
+                .and_then(Value::as_str)
+                .map(|s| FINAL_STATES.contains(&s))
+        })
+        .unwrap_or(false)
+}
+
+/// A message of the logs stream as a log line, if a runner signed it and it is one.
+fn verified_line(gateway: &Gateway, message: &async_nats::jetstream::Message) -> Option<RunLogLine> {
+    gateway
+        .trust
+        .verify(
+            message.subject.as_str(),
+            message.headers.as_ref(),
+            &message.payload,
+            &[Role::Runner],
+            None,
+        )
+        .ok()?;
+    serde_json::from_slice(&message.payload).ok()
 }
 
 /// Whether the event of `event_type` (its envelope `body`) ends the run: a success or a
@@ -572,21 +584,9 @@ pub async fn stored_lines(
                 break;
             };
             let pending = message.info().map(|i| i.pending).unwrap_or(0);
-            let trusted = gateway
-                .trust
-                .verify(
-                    message.subject.as_str(),
-                    message.headers.as_ref(),
-                    &message.payload,
-                    &[Role::Runner],
-                    None,
-                )
-                .is_ok();
-            if trusted {
-                if let Ok(line) = serde_json::from_slice::<RunLogLine>(&message.payload) {
-                    bytes += message.payload.len();
-                    lines.push(line);
-                }
+            if let Some(line) = verified_line(gateway, &message) {
+                bytes += message.payload.len();
+                lines.push(line);
             }
             if pending == 0 {
                 break;

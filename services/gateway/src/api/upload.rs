@@ -28,7 +28,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
-use super::commands::{send, Request as CommandRequest, Success};
+use super::commands::{body_has, send, splice, Request as CommandRequest, Success};
 use super::{require, Collection};
 use crate::problem::Problem;
 use crate::{Caller, Gateway};
@@ -114,10 +114,14 @@ pub(crate) async fn store_and_register(
     let metadata = metadata_with_digest(&parts.metadata, &parts.digest)?;
     // The contract's verdict on the metadata before anything is stored (the command
     // service decides again; this only spares the store a module nobody registers).
-    let mut probe = metadata.to_vec();
-    if !probe_has_command_id(&metadata) {
-        probe = with_field(&metadata, "command_id", &Value::from(uuid::Uuid::new_v4().to_string()));
-    }
+    let probe = if body_has(&metadata, "command_id") {
+        metadata.clone()
+    } else {
+        splice(
+            &metadata,
+            &[("command_id", Value::from(uuid::Uuid::new_v4().to_string()))],
+        )?
+    };
     let subject = format!("{}.cmd.plugin.register", flexcore_contracts::subjects::ROOT);
     flexcore_contracts::commands::decode(&subject, &probe).map_err(|e| Problem::refused(&e))?;
     let js = async_nats::jetstream::new(gateway.nats.clone());
@@ -145,27 +149,6 @@ pub(crate) async fn store_and_register(
     send(gateway, caller, &Method::POST, path, &headers, request).await
 }
 
-fn probe_has_command_id(metadata: &[u8]) -> bool {
-    serde_json::from_slice::<BTreeMap<String, serde::de::IgnoredAny>>(metadata)
-        .is_ok_and(|m| m.contains_key("command_id"))
-}
-
-/// `object` (a JSON object's text) with `key: value` added.
-fn with_field(object: &[u8], key: &str, value: &Value) -> Vec<u8> {
-    let open = object.iter().position(|b| *b == b'{').unwrap_or(0);
-    let empty = object[open + 1..].iter().all(|b| b.is_ascii_whitespace() || *b == b'}');
-    let mut out = Vec::with_capacity(object.len() + 96);
-    out.extend_from_slice(&object[..=open]);
-    out.extend_from_slice(&serde_json::to_vec(key).unwrap_or_default());
-    out.push(b':');
-    out.extend_from_slice(&serde_json::to_vec(value).unwrap_or_default());
-    if !empty {
-        out.push(b',');
-    }
-    out.extend_from_slice(&object[open + 1..]);
-    out
-}
-
 /// The metadata with `module_digest` set to the module's digest; refused when it declares
 /// another digest or a runtime without a module.
 fn metadata_with_digest(metadata: &[u8], digest: &str) -> Result<Bytes, Problem> {
@@ -184,7 +167,7 @@ fn metadata_with_digest(metadata: &[u8], digest: &str) -> Result<Bytes, Problem>
         }
     }
     let Some(declared) = fields.get("module_digest") else {
-        return Ok(Bytes::from(with_field(metadata, "module_digest", &Value::from(digest))));
+        return splice(metadata, &[("module_digest", Value::from(digest))]);
     };
     if serde_json::from_str::<String>(declared.get()).ok().as_deref() != Some(digest) {
         return Err(Problem::invalid(

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use super::html::{self, esc};
 use super::pages;
-use crate::api::commands::{send, Request as CommandRequest, Success};
+use crate::api::commands::{send_accepted, Request as CommandRequest, Success};
 use crate::api::{parse_id, queries, Collection, BASE};
 use crate::{Caller, Gateway};
 
@@ -277,20 +277,8 @@ async fn command(
         body,
         success: Success::Ok,
     };
-    match send(gateway, caller, &Method::POST, path, &headers, request).await {
-        Ok(response) => {
-            let position = response
-                .headers()
-                .get(crate::POSITION_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-                .await
-                .unwrap_or_default();
-            let reply: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            Ok((reply["aggregate_id"].as_str().unwrap_or("").to_owned(), position))
-        }
+    match send_accepted(gateway, caller, &Method::POST, path, &headers, request).await {
+        Ok(accepted) => Ok((accepted.aggregate_id.to_string(), accepted.global_position)),
         Err(problem) => {
             let pointer = problem.errors.first().map(|e| e.field.clone()).unwrap_or_default();
             let reason = match problem.status {

@@ -84,7 +84,7 @@ pub fn action_button(principal: &Principal, needed: ApiRole, action: &str, label
     )
 }
 
-/// The page: navigation, who is signed in, `body`; `live` adds the console's script.
+/// The page: navigation, who is signed in, `body`, and the console's stylesheet and script.
 pub fn page(title: &str, principal: Option<&Principal>, body: &str) -> Response {
     let who = match principal {
         Some(p) => format!(

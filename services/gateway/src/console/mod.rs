@@ -27,7 +27,7 @@ use flexcore_security::ApiRole;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::api::commands::{send, Request as CommandRequest, Success};
+use crate::api::commands::{send_accepted, Request as CommandRequest, Success};
 use crate::api::{parse_id, Collection, BASE};
 use crate::{Caller, Gateway};
 
@@ -426,20 +426,9 @@ async fn act(
     };
     let mut headers = headers.clone();
     headers.remove(header::CONTENT_TYPE);
-    match send(gateway, caller, &Method::POST, api_path, &headers, request).await {
-        Ok(response) if response.status().is_success() => {
-            // The next page reads this write: it waits for the position the command reached.
-            let position = response
-                .headers()
-                .get(crate::POSITION_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            match position {
-                Some(position) => redirect(&format!("{target}?after={position}")),
-                None => redirect(&target),
-            }
-        }
-        Ok(response) => pages::error_page(caller, response.status(), "The command was not accepted."),
+    match send_accepted(gateway, caller, &Method::POST, api_path, &headers, request).await {
+        // The next page reads this write: it waits for the position the command reached.
+        Ok(accepted) => redirect(&format!("{target}?after={}", accepted.global_position)),
         Err(problem) => pages::error_page(
             caller,
             StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST),
