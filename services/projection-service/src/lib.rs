@@ -90,6 +90,10 @@ pub async fn run(
                 columns = columns.join(", "),
                 "read model lacked columns (added): rebuilding it to fill them"
             ),
+            store::Outdated::MissingMinutes => tracing::info!(
+                projection = kind.name(),
+                "read model lacked its per-minute activity table (added): rebuilding it to fill it"
+            ),
         }
     }
     let positions = Arc::new(Positions::default());
@@ -128,6 +132,7 @@ pub async fn run(
         pool,
         positions,
         settings: settings.projection.clone(),
+        upcoming: Default::default(),
     });
     let served = query::serve(nats, ctx, shutdown).await;
     stop.cancel();

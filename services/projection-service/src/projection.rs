@@ -119,6 +119,29 @@ pub trait Entity: Serialize + DeserializeOwned + Send + Sync + Unpin + Sized + '
     fn state(&self) -> &str;
     /// The aggregate version it reflects.
     fn aggregate_version(&self) -> u64;
+    /// What this row's change from `old_state` (`None`: a new row) adds to the per-minute
+    /// activity table, for a table that has one.
+    fn activity(&self, _old_state: Option<&str>) -> Activity {
+        Activity::default()
+    }
+}
+
+/// A row's contribution to its table's per-minute activity: requested at, finished at,
+/// and whether it finished failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Activity {
+    /// The row is new: it was requested at this time.
+    pub requested: Option<chrono::DateTime<chrono::Utc>>,
+    /// The row has just ended, at this time.
+    pub finished: Option<chrono::DateTime<chrono::Utc>>,
+    /// It ended failed (or timed out).
+    pub failed: bool,
+}
+
+/// The minute `at` falls in.
+fn minute_of(at: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    use chrono::DurationRound as _;
+    at.duration_trunc(chrono::TimeDelta::minutes(1)).unwrap_or(at)
 }
 
 fn event_error(event: &RecordedEvent, message: String) -> ProjectionError {
@@ -198,9 +221,22 @@ pub async fn apply_entities<E: Entity>(
     }
     let mut docs = Vec::with_capacity(dirty.len());
     let mut deltas: BTreeMap<String, i64> = BTreeMap::new();
+    // Per minute: requested, finished, failed.
+    let mut minutes: BTreeMap<chrono::DateTime<chrono::Utc>, [i64; 3]> = BTreeMap::new();
     for id in &dirty {
         let Some(row) = rows.get(id) else { continue };
         docs.push(row_with_doc(&serde_json::to_string(row)?));
+        if spec.minutes {
+            let activity = row.activity(old_states.get(id).map(String::as_str));
+            if let Some(at) = activity.requested {
+                minutes.entry(minute_of(at)).or_default()[0] += 1;
+            }
+            if let Some(at) = activity.finished {
+                let tally = minutes.entry(minute_of(at)).or_default();
+                tally[1] += 1;
+                tally[2] += i64::from(activity.failed);
+            }
+        }
         let new_state = row.state();
         match old_states.get(id) {
             Some(old) if old == new_state => {}
@@ -227,6 +263,31 @@ pub async fn apply_entities<E: Entity>(
         .bind(&changes)
         .execute(&mut *conn)
         .await?;
+    }
+    if !minutes.is_empty() {
+        let table = spec.minutes_table(generation);
+        let at: Vec<_> = minutes.keys().copied().collect();
+        let column = |i: usize| minutes.values().map(|t| t[i]).collect::<Vec<i64>>();
+        sqlx::query(&format!(
+            "INSERT INTO {table} (minute, requested, finished, failed) \
+             SELECT * FROM unnest($1::timestamptz[], $2::bigint[], $3::bigint[], $4::bigint[]) \
+             ON CONFLICT (minute) DO UPDATE SET requested = {table}.requested + EXCLUDED.requested, \
+             finished = {table}.finished + EXCLUDED.finished, failed = {table}.failed + EXCLUDED.failed"
+        ))
+        .bind(&at)
+        .bind(column(0))
+        .bind(column(1))
+        .bind(column(2))
+        .execute(&mut *conn)
+        .await?;
+        // Only the last day is read: a replay of older events leaves nothing behind.
+        let horizon = chrono::Utc::now() - chrono::TimeDelta::days(2);
+        if at.first().is_some_and(|first| *first < horizon) {
+            sqlx::query(&format!("DELETE FROM {table} WHERE minute < $1"))
+                .bind(horizon)
+                .execute(&mut *conn)
+                .await?;
+        }
     }
     Ok(applied)
 }
@@ -275,6 +336,7 @@ pub const AUDIT: TableSpec = TableSpec {
         "(recorded_at, global_position)",
     ],
     counts: false,
+    minutes: false,
 };
 
 async fn apply_audit(

@@ -70,6 +70,8 @@ pub enum Outdated {
     JsonbDocuments,
     /// It lacks these columns (added to it now, empty until the rebuild fills them).
     MissingColumns(Vec<String>),
+    /// It lacks its per-minute activity table (added now, filled by the rebuild).
+    MissingMinutes,
 }
 
 /// Brings every projection's served tables up to the current layout. A table that keeps
@@ -99,28 +101,36 @@ pub async fn upgrade_layouts(pool: &PgPool) -> Result<Vec<(Kind, Outdated)>, Pro
         .bind(table.trim_start_matches("read."))
         .fetch_all(&mut *tx)
         .await?;
-        let outdated = if columns.iter().any(|(name, ty)| name == "doc" && ty == "jsonb") {
-            Some(Outdated::JsonbDocuments)
-        } else {
-            let missing: Vec<&(&str, &str)> = spec
-                .columns
-                .iter()
-                .filter(|(name, _)| !columns.iter().any(|(have, _)| have == name))
-                .collect();
-            if missing.is_empty() {
-                None
-            } else {
-                tables::add_columns(&mut tx, spec, generation, &missing).await?;
-                Some(Outdated::MissingColumns(
-                    missing.iter().map(|(name, _)| (*name).to_owned()).collect(),
-                ))
-            }
-        };
+        let minutes_missing = spec.minutes
+            && !sqlx::query_scalar::<_, bool>("SELECT to_regclass($1) IS NOT NULL")
+                .bind(spec.minutes_table(generation))
+                .fetch_one(&mut *tx)
+                .await?;
+        // Whatever else, the served tables get what queries read at once (the rebuild
+        // then fills it for the rows written before).
+        let mut outdated = Vec::new();
+        if columns.iter().any(|(name, ty)| name == "doc" && ty == "jsonb") {
+            outdated.push(Outdated::JsonbDocuments);
+        }
+        // First: re-pointing the views (as adding columns does) needs every table there.
+        if minutes_missing {
+            tables::add_minutes(&mut tx, spec, generation).await?;
+            outdated.push(Outdated::MissingMinutes);
+        }
+        let missing: Vec<&(&str, &str)> = spec
+            .columns
+            .iter()
+            .filter(|(name, _)| !columns.iter().any(|(have, _)| have == name))
+            .collect();
+        if !missing.is_empty() {
+            tables::add_columns(&mut tx, spec, generation, &missing).await?;
+            outdated.push(Outdated::MissingColumns(
+                missing.iter().map(|(name, _)| (*name).to_owned()).collect(),
+            ));
+        }
         tx.commit().await?;
-        if let Some(outdated) = outdated {
-            if request_rebuild(pool, kind).await?.is_some() {
-                requested.push((kind, outdated));
-            }
+        if !outdated.is_empty() && request_rebuild(pool, kind).await?.is_some() {
+            requested.extend(outdated.into_iter().map(|o| (kind, o)));
         }
     }
     Ok(requested)

@@ -23,6 +23,9 @@ pub struct TableSpec {
     pub indexes: &'static [&'static str],
     /// Whether a per-state counts table goes with it.
     pub counts: bool,
+    /// Whether a per-minute activity table goes with it (`read.<base>_minutes`: rows
+    /// requested, finished and failed in each minute; see `Entity::activity`).
+    pub minutes: bool,
 }
 
 impl TableSpec {
@@ -34,6 +37,25 @@ impl TableSpec {
     /// Physical counts table of a generation.
     pub fn counts_table(&self, generation: u32) -> String {
         format!("read.{}_counts_g{generation}", self.base)
+    }
+
+    /// Physical per-minute activity table of a generation.
+    pub fn minutes_table(&self, generation: u32) -> String {
+        format!("read.{}_minutes_g{generation}", self.base)
+    }
+
+    /// The per-minute activity view queries read.
+    pub fn minutes_view(&self) -> String {
+        format!("read.{}_minutes", self.base)
+    }
+
+    /// `CREATE TABLE` of a generation's per-minute activity table.
+    pub fn minutes_create_sql(&self, generation: u32) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (minute timestamptz PRIMARY KEY, requested bigint NOT NULL DEFAULT 0, \
+             finished bigint NOT NULL DEFAULT 0, failed bigint NOT NULL DEFAULT 0)",
+            self.minutes_table(generation)
+        )
     }
 
     /// The view queries read.
@@ -91,6 +113,10 @@ impl TableSpec {
                 "CREATE TABLE {counts} (state text PRIMARY KEY, count bigint NOT NULL)"
             ));
         }
+        if self.minutes {
+            sql.push(format!("DROP TABLE IF EXISTS {}", self.minutes_table(generation)));
+            sql.push(self.minutes_create_sql(generation));
+        }
         sql
     }
 
@@ -120,6 +146,14 @@ impl TableSpec {
                 self.counts_table(generation)
             ));
         }
+        if self.minutes {
+            sql.push(format!("DROP VIEW IF EXISTS {}", self.minutes_view()));
+            sql.push(format!(
+                "CREATE VIEW {} AS SELECT * FROM {}",
+                self.minutes_view(),
+                self.minutes_table(generation)
+            ));
+        }
         sql
     }
 
@@ -127,6 +161,9 @@ impl TableSpec {
         let mut sql = vec![format!("DROP TABLE IF EXISTS {}", self.table(generation))];
         if self.counts {
             sql.push(format!("DROP TABLE IF EXISTS {}", self.counts_table(generation)));
+        }
+        if self.minutes {
+            sql.push(format!("DROP TABLE IF EXISTS {}", self.minutes_table(generation)));
         }
         sql
     }
@@ -187,6 +224,14 @@ pub async fn add_columns(
     execute_all(conn, sql).await
 }
 
+/// Adds a generation's missing per-minute activity table (empty) and points the views at
+/// the generation again, so the live worker fills it from now on.
+pub async fn add_minutes(conn: &mut PgConnection, spec: &TableSpec, generation: u32) -> Result<(), ProjectionError> {
+    let mut sql = vec![spec.minutes_create_sql(generation)];
+    sql.extend(spec.swap_sql(generation));
+    execute_all(conn, sql).await
+}
+
 /// Points the views at a generation (run inside the swapping transaction).
 pub async fn swap_views(conn: &mut PgConnection, spec: &TableSpec, generation: u32) -> Result<(), ProjectionError> {
     execute_all(conn, spec.swap_sql(generation)).await
@@ -215,6 +260,7 @@ mod tests {
         ],
         indexes: &["(state)"],
         counts: true,
+        minutes: false,
     };
 
     #[test]

@@ -253,7 +253,8 @@ pub struct StatsView {
     pub runs: BTreeMap<String, u64>,
     /// Schedules by state.
     pub schedules: BTreeMap<String, u64>,
-    /// Runs requested in the last hour.
+    /// Runs requested in the last hour (to the minute: all of the minute an hour ago counts,
+    /// as in the next three figures).
     pub runs_last_hour: u64,
     /// Runs requested in the last 24 hours.
     pub runs_last_day: u64,
@@ -263,6 +264,23 @@ pub struct StatsView {
     pub failed_last_day: u64,
     /// `failed_last_day / finished_last_day` (0 when nothing finished).
     pub failure_rate_last_day: f64,
+    /// The next fires across every active schedule, earliest first (at most five).
+    #[serde(default)]
+    pub next_fires: Vec<NextFire>,
+}
+
+/// A schedule's next fire, inside [`StatsView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NextFire {
+    /// When it fires.
+    pub at: DateTime<Utc>,
+    /// The schedule.
+    pub schedule_id: Uuid,
+    /// The pipeline it runs.
+    pub pipeline_id: Uuid,
+    /// That pipeline's name (absent if the pipelines read model lacks it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_name: Option<String>,
 }
 
 /// `plugin.stats`: how a plugin has run, from the runs read model (every run whose

@@ -9,6 +9,7 @@
 //! - `projection.list` (positions, lag, rebuild progress) and `projection.rebuild`.
 
 mod list;
+mod upcoming;
 mod views;
 
 use std::sync::Arc;
@@ -37,6 +38,8 @@ pub struct QueryContext {
     pub positions: Arc<Positions>,
     /// Tuning.
     pub settings: flexcore_config::ProjectionSettings,
+    /// The next schedule fires, kept between queries.
+    pub upcoming: upcoming::Upcoming,
 }
 
 /// Every query subject this service answers, for error messages.
@@ -132,7 +135,7 @@ pub async fn answer(ctx: &QueryContext, message: &Message, reply_limit: usize) -
             let q: StatsQuery = queries::decode(&name, body)?;
             let kinds = [Kind::Plugins, Kind::Pipelines, Kind::Runs, Kind::Schedules];
             reach(ctx, &kinds, q.min_position).await?;
-            ok(ctx, Kind::Runs, &views::stats(&ctx.pool).await?, None)
+            ok(ctx, Kind::Runs, &views::stats(&ctx.pool, &ctx.upcoming).await?, None)
         }
         ("projection", "list") => {
             let q: ProjectionsQuery = queries::decode(&name, body)?;

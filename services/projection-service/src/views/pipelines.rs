@@ -28,6 +28,7 @@ impl Entity for PipelineView {
             "(state)",
         ],
         counts: true,
+        minutes: false,
     };
     const AGGREGATE: &'static str = PipelineEvent::AGGREGATE_TYPE;
 

@@ -29,6 +29,7 @@ impl Entity for PluginView {
             "(kind)",
         ],
         counts: true,
+        minutes: false,
     };
     const AGGREGATE: &'static str = PluginEvent::AGGREGATE_TYPE;
 

@@ -6,7 +6,7 @@ use flexcore_eventstore::RecordedEvent;
 use uuid::Uuid;
 
 use super::typed;
-use crate::projection::Entity;
+use crate::projection::{Activity, Entity};
 use crate::tables::TableSpec;
 
 impl Entity for RunView {
@@ -33,6 +33,7 @@ impl Entity for RunView {
             "USING gin (plugin_ids)",
         ],
         counts: true,
+        minutes: true,
     };
     const AGGREGATE: &'static str = RunEvent::AGGREGATE_TYPE;
 
@@ -145,7 +146,22 @@ impl Entity for RunView {
     fn aggregate_version(&self) -> u64 {
         self.aggregate_version
     }
+
+    fn activity(&self, old_state: Option<&str>) -> Activity {
+        let is_final = |state: &str| FINAL.contains(&state);
+        let finished = self
+            .finished_at
+            .filter(|_| is_final(&self.state) && !old_state.is_some_and(is_final));
+        Activity {
+            requested: old_state.is_none().then_some(self.requested_at),
+            finished,
+            failed: finished.is_some() && matches!(self.state.as_str(), "failed" | "timed_out"),
+        }
+    }
 }
+
+/// The states a run ends in.
+const FINAL: [&str; 4] = ["succeeded", "failed", "cancelled", "timed_out"];
 
 fn pending(attempt: u32) -> AttemptView {
     AttemptView {

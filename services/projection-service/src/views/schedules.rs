@@ -26,6 +26,7 @@ impl Entity for ScheduleView {
             "(state)",
         ],
         counts: true,
+        minutes: false,
     };
     const AGGREGATE: &'static str = ScheduleEvent::AGGREGATE_TYPE;
 

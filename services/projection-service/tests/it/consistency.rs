@@ -111,6 +111,29 @@ pub async fn assert_read_models_match(pool: &PgPool) {
                 .collect();
         assert_eq!(counts, by_state, "{view}_counts");
     }
+    // The per-minute activity adds up to the runs (all of them recent here).
+    let runs: Vec<&Expected> = expected
+        .iter()
+        .filter(|((a, _), _)| a == "run")
+        .map(|(_, e)| e)
+        .collect();
+    let ended = |states: &[&str]| runs.iter().filter(|e| states.contains(&e.state.as_str())).count() as i64;
+    let activity: (i64, i64, i64) = sqlx::query_as(
+        "SELECT coalesce(sum(requested), 0)::bigint, coalesce(sum(finished), 0)::bigint, \
+         coalesce(sum(failed), 0)::bigint FROM read.runs_minutes",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        activity,
+        (
+            runs.len() as i64,
+            ended(&["succeeded", "failed", "cancelled", "timed_out"]),
+            ended(&["failed", "timed_out"])
+        ),
+        "read.runs_minutes: requested, finished, failed"
+    );
     let missing: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM events e FULL JOIN read.events a ON a.global_position = e.global_position \
          WHERE a.event_id IS DISTINCT FROM e.event_id",
@@ -139,6 +162,17 @@ async fn read_models_match_the_event_store_after_a_burst() {
     assert_eq!(stats["runs"]["failed"], json!(runs_failed));
     assert_eq!(stats["pipelines"]["paused"], json!(20));
     assert_eq!(stats["runs_last_hour"], json!(60), "40 first runs and 20 second ones");
+    let ended = |states: &[&str]| {
+        expected
+            .iter()
+            .filter(|((a, _), e)| a == "run" && states.contains(&e.state.as_str()))
+            .count()
+    };
+    assert_eq!(
+        stats["finished_last_day"],
+        json!(ended(&["succeeded", "failed", "cancelled", "timed_out"]))
+    );
+    assert_eq!(stats["failed_last_day"], json!(ended(&["failed", "timed_out"])));
     assert!(stats["failure_rate_last_day"].as_f64().unwrap() > 0.0);
 
     // Every event applied exactly once by every projection.

@@ -80,7 +80,7 @@ async fn a_rebuild_swaps_in_while_queries_keep_being_answered() {
 }
 
 #[tokio::test]
-async fn a_read_model_lacking_a_column_gets_it_and_is_rebuilt_to_fill_it() {
+async fn a_read_model_lacking_a_column_or_table_gets_it_and_is_rebuilt_to_fill_it() {
     let s = stack(false).await;
     s.register_plugins().await;
     crate::burst(&s, "c", 6, 6).await;
@@ -88,10 +88,12 @@ async fn a_read_model_lacking_a_column_gets_it_and_is_rebuilt_to_fill_it() {
     s.caught_up().await;
     first.kill().unwrap();
     first.wait().unwrap();
-    // The runs model as an older version laid it out: without plugin_ids.
+    // The runs model as an older version laid it out: without plugin_ids, without its
+    // per-minute activity table.
     for statement in [
         "ALTER TABLE read.runs_g1 DROP COLUMN plugin_ids CASCADE",
         "CREATE VIEW read.runs AS SELECT * FROM read.runs_g1",
+        "DROP TABLE read.runs_minutes_g1 CASCADE",
     ] {
         sqlx::query(statement).execute(&s.db.pool).await.unwrap();
     }
