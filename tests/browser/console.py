@@ -5,7 +5,7 @@ Run by services/gateway/tests/it/browser.rs against a live stack:
     console.py BASE_URL OPERATOR_KEY VIEWER_KEY ADMIN_KEY PIPELINE_NAME LONG_PIPELINE_NAME [SCREENSHOT_DIR]
 
 Signs in, creates a pipeline from YAML (after a broken version shown with its line), opens a pipeline, runs it and watches the run page reach its end live (the page's
-script follows the run's events), pauses a schedule, filters the audit log, cancels a long
+script follows the run's events), sees the overview update in place, pauses a schedule, filters the audit log, cancels a long
 run, and checks that a viewer sees no operator actions. With SCREENSHOT_DIR, saves each page at 1280x800 there.
 """
 
@@ -87,6 +87,15 @@ try:
     driver.get(f"{base}/console/runs")
     assert run_id in driver.page_source
     shot(driver, "runs")
+
+    # The overview updates in place (its script refetches it), not by reloading the page.
+    driver.get(f"{base}/")
+    driver.execute_script("window.flexcoreMarker = 1")
+    WebDriverWait(driver, 20).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, "[data-overview]").get_attribute("data-updated")
+    )
+    assert driver.execute_script("return window.flexcoreMarker") == 1, "the overview reloaded"
+    assert driver.find_element(By.ID, "fires").text == "Next schedule fires"
 
     # A schedule paused from the schedules page.
     driver.get(f"{base}/console/schedules")

@@ -1,7 +1,8 @@
 // FlexCore console: live updates on top of pages that read without it.
 // - A run page (data-live="true") follows the run's Server-Sent Events: each
 //   run.checkpointed moves the record counts, a final event reloads the page.
-// - The overview (data-refresh="N") reloads every N seconds while visible.
+// - The overview ([data-overview]) refetches itself and swaps its figures in: a second
+//   after run events (its data-events stream), and every 5 seconds while visible.
 const FINAL = new Set(["run.succeeded", "run.failed", "run.cancelled", "run.timed_out"]);
 
 function followRun(run) {
@@ -30,10 +31,10 @@ function followRun(run) {
   source.onerror = () => { if (source.readyState === EventSource.CLOSED) window.location.reload(); };
 }
 
-// Times marked data-local also in the viewer's own zone.
-function localTimes() {
+// Times marked data-local (under root) also in the viewer's own zone.
+function localTimes(root) {
   const format = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
-  for (const el of document.querySelectorAll("time[data-local]")) {
+  for (const el of root.querySelectorAll("time[data-local]")) {
     const at = new Date(el.getAttribute("datetime"));
     if (!Number.isNaN(at.getTime())) el.textContent += ` (yours: ${format.format(at)})`;
   }
@@ -98,14 +99,38 @@ function tailLog(log) {
   source.onerror = () => source.close();
 }
 
+// The overview: the same page fetched again, its [data-overview] part swapped in.
+function liveOverview(root) {
+  let pending = null;
+  const refresh = async () => {
+    try {
+      const response = await fetch(window.location.href, { headers: { Accept: "text/html" } });
+      if (!response.ok) return;
+      const fresh = new DOMParser()
+        .parseFromString(await response.text(), "text/html")
+        .querySelector("[data-overview]");
+      if (!fresh) return;
+      root.replaceChildren(...fresh.childNodes);
+      localTimes(root);
+      root.dataset.updated = new Date().toISOString();
+    } catch {
+      // Offline for a moment: the next tick tries again.
+    } finally {
+      pending = null;
+    }
+  };
+  const soon = (delay) => {
+    if (!pending && document.visibilityState === "visible") pending = setTimeout(refresh, delay);
+  };
+  const source = new EventSource(root.dataset.events);
+  for (const type of EVENT_TYPES.run) source.addEventListener(type, () => soon(1000));
+  setInterval(() => soon(0), 5000);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
-  localTimes();
+  localTimes(document);
   for (const log of document.querySelectorAll("[data-log]")) tailLog(log);
   for (const audit of document.querySelectorAll("[data-tail]")) tailEvents(audit);
   for (const run of document.querySelectorAll('[data-live="true"]')) followRun(run);
-  const refresh = document.querySelector("[data-refresh]");
-  if (refresh) {
-    const seconds = Number(refresh.dataset.refresh) || 10;
-    setInterval(() => { if (document.visibilityState === "visible") window.location.reload(); }, seconds * 1000);
-  }
+  for (const overview of document.querySelectorAll("[data-overview]")) liveOverview(overview);
 });

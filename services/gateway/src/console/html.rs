@@ -36,6 +36,11 @@ pub fn field(value: &Value, pointer: &str) -> String {
     }
 }
 
+/// [`time`], which the script also shows in the viewer's own zone.
+pub fn local_time(value: &Value, pointer: &str) -> String {
+    time(value, pointer).replacen("<time ", "<time data-local ", 1)
+}
+
 /// A timestamp field of a view as `2026-12-05 17:25:49 UTC` in a `<time>` element
 /// (empty when absent).
 pub fn time(value: &Value, pointer: &str) -> String {

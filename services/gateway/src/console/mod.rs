@@ -47,6 +47,10 @@ pub fn routes() -> Router<Arc<Gateway>> {
             "/console/pipelines/{id}/edit",
             get(editor::edit_page).post(editor::update),
         )
+        .route(
+            "/console/pipelines/{id}/archive",
+            get(archive_page).post(archive_pipeline),
+        )
         .route("/console/pipelines/{id}/{action}", post(pipeline_action))
         .route("/console/runs", get(pages::runs))
         .route("/console/runs/{id}", get(pages::run))
@@ -200,9 +204,13 @@ async fn pipeline_action(
                 success: Success::Accepted(format!("/console/runs/{run_id}")),
             }
         }
-        "pause" | "resume" => CommandRequest {
+        "pause" | "resume" | "archive" => CommandRequest {
             command: format!("pipeline.{action}"),
-            needed: ApiRole::Operator,
+            needed: if action == "archive" {
+                ApiRole::Admin
+            } else {
+                ApiRole::Operator
+            },
             fields: vec![("pipeline_id", Value::from(pipeline.to_string()))],
             body: &empty,
             success: Success::Ok,
@@ -210,6 +218,36 @@ async fn pipeline_action(
         _ => return pages::error_page(&caller, StatusCode::NOT_FOUND, "No such action."),
     };
     act(&gateway, &caller, &api_path, &headers, request, &back).await
+}
+
+/// `GET /console/pipelines/{id}/archive`: what archiving means, and the button that does it.
+async fn archive_page(Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Response {
+    let Ok(pipeline) = parse_id(Collection::Pipelines, &id) else {
+        return pages::error_page(&caller, StatusCode::NOT_FOUND, "No such pipeline.");
+    };
+    let body = format!(
+        "<p>An archived pipeline cannot run again or be changed, and its name becomes free. Its runs, \
+         bookmark and history stay readable. This cannot be undone.</p><div class=\"actions\">{}\
+         <a class=\"button\" href=\"/console/pipelines/{pipeline}\">Keep it</a></div>",
+        html::action_button(
+            &caller.principal,
+            ApiRole::Admin,
+            &format!("/console/pipelines/{pipeline}/archive"),
+            "Archive the pipeline",
+            true
+        ),
+    );
+    html::page("Archive a pipeline", Some(&caller.principal), &body)
+}
+
+/// `POST /console/pipelines/{id}/archive`: `pipeline.archive` (admin).
+async fn archive_pipeline(
+    gateway: State<Arc<Gateway>>,
+    caller: Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    pipeline_action(gateway, caller, Path((id, "archive".to_owned())), headers).await
 }
 
 /// `GET /console/schedules/{id}/backfill`: the form (`from`, `to`, `overlap`).

@@ -65,8 +65,12 @@ pub async fn overview(State(gateway): State<Arc<Gateway>>, Extension(caller): Ex
             badge("down")
         }
     };
-    let mut body =
-        String::from("<section aria-labelledby=\"services\" data-refresh=\"10\"><h2 id=\"services\">Services</h2>");
+    // The script refetches this page and swaps the `data-overview` part in: soon after a run
+    // event, and every few seconds for what has no event (services, queue, lag).
+    let mut body = String::from(
+        "<div data-overview data-events=\"/api/v1/flexcore/events/stream?aggregate_type=run\">\
+         <section aria-labelledby=\"services\"><h2 id=\"services\">Services</h2>",
+    );
     let runners: Vec<&Value> = status["runners"]
         .as_array()
         .map(|r| r.iter().collect())
@@ -128,6 +132,28 @@ pub async fn overview(State(gateway): State<Arc<Gateway>>, Extension(caller): Ex
         &["State", "Pipelines"],
         &by_state("pipelines"),
     ));
+    let fires: Vec<Vec<String>> = stats["next_fires"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .map(|f| {
+                    let pipeline = field(f, "/pipeline_id");
+                    let name = f["pipeline_name"].as_str().map_or_else(|| pipeline.clone(), esc);
+                    vec![
+                        html::local_time(f, "/at"),
+                        format!("<a href=\"/console/pipelines/{pipeline}\">{name}</a>"),
+                        format!("<a href=\"/console/schedules?pipeline={pipeline}\">schedule</a>"),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    body.push_str("</section><section aria-labelledby=\"fires\"><h2 id=\"fires\">Next schedule fires</h2>");
+    body.push_str(&table(
+        "The next fires across all active schedules",
+        &["When", "Pipeline", ""],
+        &fires,
+    ));
     body.push_str("</section><section aria-labelledby=\"projections\"><h2 id=\"projections\">Read models</h2>");
     let projections: Vec<Vec<String>> = status["projections"]
         .as_array()
@@ -149,7 +175,7 @@ pub async fn overview(State(gateway): State<Arc<Gateway>>, Extension(caller): Ex
         &["Projection", "Position", "Lag (events)", "Lag (time)"],
         &projections,
     ));
-    body.push_str("</section>");
+    body.push_str("</section></div>");
     html::page("Overview", Some(&caller.principal), &body)
 }
 
@@ -175,7 +201,27 @@ pub struct ListParams {
     q: Option<String>,
     state: Option<String>,
     pipeline: Option<String>,
+    /// Runs requested since: RFC 3339, `YYYY-MM-DDTHH:MM` or `YYYY-MM-DD` (UTC).
+    since: Option<String>,
     cursor: Option<String>,
+}
+
+/// A time typed into a filter as RFC 3339: RFC 3339 as it is, `YYYY-MM-DDTHH:MM[:SS]` and
+/// `YYYY-MM-DD` as UTC; anything else as typed (the query service says what is wrong).
+fn filter_time(text: &str) -> String {
+    use chrono::{NaiveDate, NaiveDateTime};
+    if chrono::DateTime::parse_from_rfc3339(text).is_ok() {
+        return text.to_owned();
+    }
+    let naive = ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+        .or_else(|| {
+            NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+        });
+    naive.map_or_else(|| text.to_owned(), |n| n.and_utc().to_rfc3339())
 }
 
 impl ListParams {
@@ -191,6 +237,9 @@ impl ListParams {
         }
         if let Some(pipeline) = given(&self.pipeline).filter(|_| !by_name) {
             query["pipeline_id"] = pipeline.into();
+        }
+        if let Some(since) = given(&self.since) {
+            query["since"] = filter_time(&since).into();
         }
         if let Some(cursor) = given(&self.cursor) {
             query["cursor"] = cursor.into();
@@ -278,6 +327,7 @@ fn next_link(path: &str, params: &ListParams, next: Option<&str>) -> String {
         ("q", &params.q),
         ("state", &params.state),
         ("pipeline", &params.pipeline),
+        ("since", &params.since),
     ] {
         if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
             let _ = write!(href, "&{key}={}", html::url_value(v));
@@ -301,16 +351,23 @@ pub async fn pipeline(
         Err(page) => return page,
     };
     let runs_query = json!({"pipeline_id": id, "limit": 20});
-    let (runs, _) = match data(&gateway, &caller, "run.list", &runs_query).await {
-        Ok(found) => found,
-        Err(page) => return page,
+    let schedules_query = json!({"pipeline_id": id, "limit": PAGE});
+    let (runs, schedules) = tokio::join!(
+        data(&gateway, &caller, "run.list", &runs_query),
+        data(&gateway, &caller, "schedule.list", &schedules_query)
+    );
+    let ((runs, _), (schedules, _)) = match (runs, schedules) {
+        (Ok(runs), Ok(schedules)) => (runs, schedules),
+        (Err(page), _) | (_, Err(page)) => return page,
     };
     let principal = &caller.principal;
     let base = format!("/console/pipelines/{id}");
     let state = p["state"].as_str().unwrap_or("");
     let mut actions = String::new();
     if principal.may(ApiRole::Admin) && state != "archived" {
-        actions.push_str(&format!("<a class=\"button\" href=\"{base}/edit\">Edit</a>"));
+        actions.push_str(&format!(
+            "<a class=\"button\" href=\"{base}/edit\">Edit</a><a class=\"button danger\" href=\"{base}/archive\">Archive…</a>"
+        ));
     }
     if state == "active" {
         actions.push_str(&action_button(
@@ -368,6 +425,7 @@ pub async fn pipeline(
         "<h2>Bookmark</h2><pre><code>{}</code></pre>",
         esc(&serde_json::to_string_pretty(&p["bookmark"]).unwrap_or_default())
     );
+    body.push_str(&schedule_table(&caller, "Schedules", &schedules));
     body.push_str(&run_table("Recent runs", &runs));
     html::page(p["name"].as_str().unwrap_or("Pipeline"), Some(principal), &body)
 }
@@ -409,7 +467,7 @@ fn run_table(caption: &str, runs: &Value) -> String {
     )
 }
 
-/// `GET /console/runs?state=&pipeline=&cursor=`.
+/// `GET /console/runs?state=&pipeline=&since=&cursor=`.
 pub async fn runs(
     State(gateway): State<Arc<Gateway>>,
     Extension(caller): Extension<Caller>,
@@ -423,6 +481,8 @@ pub async fn runs(
     let mut body = format!(
         "<form method=\"get\" class=\"filters\"><label for=\"state\">State</label>{}\
          <label for=\"pipeline\">Pipeline id</label><input id=\"pipeline\" name=\"pipeline\" value=\"{}\">\
+         <label for=\"since\">Requested since (UTC)</label>\
+         <input id=\"since\" name=\"since\" placeholder=\"2026-12-05T08:00\" value=\"{}\">\
          <button type=\"submit\" class=\"button\">Filter</button></form>",
         state_select(
             params.state.as_deref(),
@@ -437,6 +497,7 @@ pub async fn runs(
             ],
         ),
         esc(params.pipeline.as_deref().unwrap_or("")),
+        esc(params.since.as_deref().unwrap_or("")),
     );
     body.push_str(&run_table("Runs, newest first", &items));
     body.push_str(&next_link("/console/runs", &params, next.as_deref()));
@@ -583,6 +644,22 @@ pub async fn schedules(
         Ok(found) => found,
         Err(page) => return page,
     };
+    let mut body = format!(
+        "<form method=\"get\" class=\"filters\"><label for=\"state\">State</label>{}\
+         <button type=\"submit\" class=\"button\">Filter</button></form>",
+        state_select(params.state.as_deref(), &["active", "paused", "deleted"]),
+    );
+    body.push_str(&schedule_table(
+        &caller,
+        "Schedules (next fires in the schedule's zone; your browser adds its own)",
+        &items,
+    ));
+    body.push_str(&next_link("/console/schedules", &params, next.as_deref()));
+    html::page("Schedules", Some(&caller.principal), &body)
+}
+
+/// Schedules with their next fires, slots and actions.
+fn schedule_table(caller: &Caller, caption: &str, items: &Value) -> String {
     let now = chrono::Utc::now();
     let rows: Vec<Vec<String>> = items
         .as_array()
@@ -632,18 +709,11 @@ pub async fn schedules(
                 .collect()
         })
         .unwrap_or_default();
-    let mut body = format!(
-        "<form method=\"get\" class=\"filters\"><label for=\"state\">State</label>{}\
-         <button type=\"submit\" class=\"button\">Filter</button></form>",
-        state_select(params.state.as_deref(), &["active", "paused", "deleted"]),
-    );
-    body.push_str(&table(
-        "Schedules (next fires in the schedule's zone; your browser adds its own)",
+    table(
+        caption,
         &["Pipeline", "Cron", "Zone", "State", "Next fires", "Slots", ""],
         &rows,
-    ));
-    body.push_str(&next_link("/console/schedules", &params, next.as_deref()));
-    html::page("Schedules", Some(&caller.principal), &body)
+    )
 }
 
 /// The next five fires of a schedule view, in its zone (each a `<time>` the script shows in
@@ -865,4 +935,18 @@ fn event_rows(items: &Value) -> Vec<Vec<String>> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::filter_time;
+
+    #[test]
+    fn filter_times_are_rfc_3339_in_utc_and_the_rest_is_kept_as_typed() {
+        assert_eq!(filter_time("2026-12-05T08:00:00+01:00"), "2026-12-05T08:00:00+01:00");
+        assert_eq!(filter_time("2026-12-05T08:00"), "2026-12-05T08:00:00+00:00");
+        assert_eq!(filter_time("2026-12-05 08:00"), "2026-12-05T08:00:00+00:00");
+        assert_eq!(filter_time("2026-12-05"), "2026-12-05T00:00:00+00:00");
+        assert_eq!(filter_time("yesterday"), "yesterday");
+    }
 }

@@ -176,6 +176,25 @@ async fn a_signed_in_browser_reads_the_system_and_acts_as_its_role_allows() {
     assert!(run.contains(">Run again<") && run.contains("Log lines"), "{run}");
     let (_, runs) = page(&gw, &operator, &format!("/console/runs?pipeline={pipeline}")).await;
     assert!(runs.contains(&run_id), "{runs}");
+    // By time: a date is midnight UTC; a later one leaves the run out, the form keeps it.
+    let (_, runs) = page(
+        &gw,
+        &operator,
+        &format!("/console/runs?pipeline={pipeline}&since=2000-01-01"),
+    )
+    .await;
+    assert!(runs.contains(&run_id), "{runs}");
+    let (status, later) = page(
+        &gw,
+        &operator,
+        &format!("/console/runs?pipeline={pipeline}&since=2999-01-01T00:00"),
+    )
+    .await;
+    assert_eq!(status, 200, "{later}");
+    assert!(
+        !later.contains(&run_id) && later.contains("value=\"2999-01-01T00:00\""),
+        "{later}"
+    );
 
     // The cookie reads the API (the run page's live stream) but writes nothing there.
     let read = browser()
@@ -221,6 +240,17 @@ async fn a_signed_in_browser_reads_the_system_and_acts_as_its_role_allows() {
         "five next fires: {schedules}"
     );
     assert!(schedules.contains("03:00 CET"), "in the schedule's zone: {schedules}");
+    // The pipeline's page lists it; the overview has its next fire, refreshed by the script.
+    let (_, detail) = page(&gw, &operator, &format!("/console/pipelines/{pipeline}")).await;
+    assert!(detail.contains("0 3 * * *") && detail.contains(">Pause<"), "{detail}");
+    let (_, overview) = page(&gw, &operator, "/").await;
+    let fires = overview.split("Next schedule fires").nth(1).unwrap_or_default();
+    assert!(
+        fires.contains("<time data-local datetime=")
+            && fires.contains(&format!("/console/pipelines/{pipeline}\">console-etl<")),
+        "{overview}"
+    );
+    assert!(overview.contains("data-overview data-events="), "{overview}");
     let paused = post(
         &gw,
         &operator,
@@ -259,13 +289,45 @@ async fn a_signed_in_browser_reads_the_system_and_acts_as_its_role_allows() {
     let slots = answer.matches("state-requested").count() + answer.matches("state-skipped").count();
     assert_eq!(slots, 3, "three 03:00 slots in three days: {answer}");
 
+    // Archiving: admins only, after a page that says what it means.
+    let (_, detail) = page(&gw, &operator, &format!("/console/pipelines/{described}")).await;
+    assert!(!detail.contains("Archive"), "{detail}");
+    let refused = post(
+        &gw,
+        &operator,
+        &format!("/console/pipelines/{described}/archive"),
+        &gw.base,
+    )
+    .await;
+    assert_eq!(refused.status(), 403);
+    let admin = sign_in(&gw, gw.key(ApiRole::Admin)).await;
+    let (_, detail) = page(&gw, &admin, &format!("/console/pipelines/{described}")).await;
+    assert!(detail.contains("/archive\">Archive…</a>"), "{detail}");
+    let (_, confirm) = page(&gw, &admin, &format!("/console/pipelines/{described}/archive")).await;
+    assert!(
+        confirm.contains("cannot be undone") && confirm.contains(">Archive the pipeline<"),
+        "{confirm}"
+    );
+    let archived = post(
+        &gw,
+        &admin,
+        &format!("/console/pipelines/{described}/archive"),
+        &gw.base,
+    )
+    .await;
+    assert_eq!(archived.status(), 303);
+    let (_, detail) = page(&gw, &admin, archived.headers()["location"].to_str().unwrap()).await;
+    assert!(
+        detail.contains("state-archived") && !detail.contains(">Edit<"),
+        "{detail}"
+    );
+
     // Plugins: the catalogue; the upload form for admins only.
     let (_, plugins) = page(&gw, &operator, "/console/plugins").await;
     assert!(
         plugins.contains("console-etl-gen@1.0.0") && !plugins.contains("Upload a module"),
         "{plugins}"
     );
-    let admin = sign_in(&gw, gw.key(ApiRole::Admin)).await;
     let (_, plugins) = page(&gw, &admin, "/console/plugins").await;
     assert!(plugins.contains("Upload a module"), "{plugins}");
     let module = flexcore_system_tests::plugins::wasm("flexcore-plugin-discard");
