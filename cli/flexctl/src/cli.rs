@@ -154,6 +154,11 @@ pub enum BenchCommand {
     /// the same through the gateway, then `GET /pipelines/{id}` (needs the services and
     /// flexcore-gateway running).
     Http(HttpArgs),
+    /// The web console's page times with large read models: seeds pipelines, schedules
+    /// and runs until the read models hold as many as asked (runs are claimed and ended as
+    /// the runner identity of --runner-seed-file; start the stack with `flexctl dev
+    /// --no-runner`), then requests each page N times, one at a time.
+    Console(ConsoleArgs),
     /// Projection rebuild speed; seeds the event log with pipeline toggles first when it
     /// holds fewer than --events events.
     Rebuild(RebuildArgs),
@@ -229,6 +234,33 @@ pub struct HttpArgs {
     /// Unmeasured warm-up before each phase.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub warmup: Duration,
+}
+
+/// Options of `flexctl bench console`.
+#[derive(Debug, Clone, Args)]
+pub struct ConsoleArgs {
+    /// The gateway's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// API key (or JWT) of any role; without it, anonymous.
+    #[arg(long, env = "FLEXCORE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Pipelines the read models should hold (the missing ones are created).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub pipelines: u64,
+    /// Runs the read models should hold (the missing ones are requested and ended).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    pub runs: u64,
+    /// Schedules the read models should hold (daily, on the first pipelines).
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    pub schedules: u64,
+    /// Seed of the runner identity the seeded runs are claimed and ended as
+    /// (`flexctl dev`: .flexcore/keys/runner.nk); needs --identities-file.
+    #[arg(long)]
+    pub runner_seed_file: Option<PathBuf>,
+    /// Measured requests of each page (after 20 unmeasured ones).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub requests: u64,
 }
 
 /// Options of `flexctl bench rebuild`.
@@ -317,6 +349,17 @@ fn print_figures(figures: &[bench::projection::Figures], output: Output) -> anyh
     Ok(())
 }
 
+/// The identity whose seed is in `seed_file`, as the identities file names it.
+fn load_identity(
+    seed_file: &std::path::Path,
+    identities: &std::path::Path,
+) -> anyhow::Result<flexcore_security::Identity> {
+    let trust = flexcore_security::Trust::load(identities)?;
+    let seed = std::fs::read_to_string(seed_file)
+        .map_err(|e| anyhow::anyhow!("reading the NKey seed file {}: {e}", seed_file.display()))?;
+    Ok(flexcore_security::Identity::from_seed(&seed, &trust)?)
+}
+
 /// How this process reaches NATS, from the global options.
 fn nats_access(cli: &Cli, with_identity: bool) -> anyhow::Result<bench::commands::NatsAccess> {
     let identity = match (&cli.nkey_seed_file, &cli.identities_file) {
@@ -325,12 +368,7 @@ fn nats_access(cli: &Cli, with_identity: bool) -> anyhow::Result<bench::commands
         (Some(_), None) => anyhow::bail!(
             "--nkey-seed-file needs --identities-file (FLEXCORE__SECURITY__IDENTITIES_FILE), where its identity is"
         ),
-        (Some(seed_file), Some(identities)) => {
-            let trust = flexcore_security::Trust::load(identities)?;
-            let seed = std::fs::read_to_string(seed_file)
-                .map_err(|e| anyhow::anyhow!("reading the NKey seed file {}: {e}", seed_file.display()))?;
-            Some(flexcore_security::Identity::from_seed(&seed, &trust)?)
-        }
+        (Some(seed_file), Some(identities)) => Some(load_identity(seed_file, identities)?),
     };
     let tls_client = match (&cli.tls_cert_file, &cli.tls_key_file) {
         (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
@@ -424,6 +462,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             match cli.output {
                 Output::Text => print_stdout(&figures.text()),
                 Output::Json => print_stdout(&format!("{}\n", serde_json::to_string_pretty(&figures)?)),
+            }
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Console(args)) => {
+            let runner = match (&args.runner_seed_file, &cli.identities_file) {
+                (None, _) => None,
+                (Some(_), None) => anyhow::bail!("--runner-seed-file needs --identities-file"),
+                (Some(seed_file), Some(identities)) => Some(load_identity(seed_file, identities)?),
+            };
+            let bench = bench::console::ConsoleBench {
+                url: args.url.clone(),
+                api_key: args.api_key.clone(),
+                pipelines: args.pipelines,
+                runs: args.runs,
+                schedules: args.schedules,
+                runner,
+                requests: usize::try_from(args.requests)?,
+            };
+            let report = bench::console::run(&cli.nats_url, &bench).await?;
+            match cli.output {
+                Output::Text => print_stdout(&report.text()),
+                Output::Json => print_stdout(&format!("{}\n", serde_json::to_string_pretty(&report)?)),
             }
             Ok(())
         }

@@ -91,6 +91,10 @@ pub struct DevArgs {
     /// Log format of the services: text, or json (one object per line, as in production).
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+    /// Start no plugin runner: requested runs stay queued (for `flexctl bench console`,
+    /// which plays the runner itself). Implies --no-demo.
+    #[arg(long)]
+    pub no_runner: bool,
 }
 
 /// Something `flexctl dev` started and stops at the end.
@@ -125,7 +129,11 @@ async fn stack(
     servers: &mut Servers,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let binaries = SERVICES
+    let services: Vec<&'static str> = SERVICES
+        .into_iter()
+        .filter(|name| !(args.no_runner && *name == "flexcore-runner"))
+        .collect();
+    let binaries = services
         .iter()
         .map(|name| find_binary(name, args.bin_dir.as_deref()))
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -135,7 +143,7 @@ async fn stack(
     let urls = (database_url.as_str(), nats_url.as_str());
     set_up_streams(&binaries[0], urls, &keys, &args.log_format).await?;
     let (exited_tx, mut exited) = tokio::sync::mpsc::unbounded_channel::<(&'static str, String)>();
-    for (i, (name, binary)) in SERVICES.iter().zip(&binaries).enumerate() {
+    for (i, (name, binary)) in services.iter().zip(&binaries).enumerate() {
         let admin = match args.admin_port {
             0 => 0,
             first => first.saturating_add(u16::try_from(i).unwrap_or(0)),
@@ -160,7 +168,7 @@ async fn stack(
         servers.services.push(Started { name, child });
     }
     let api = Api::connect(&nats_url).await?;
-    wait_ready(&api, stop).await?;
+    wait_ready(&api, !args.no_runner, stop).await?;
     if args.http_port != 0 {
         wait_http(args.http_port, stop).await?;
     }
@@ -169,7 +177,7 @@ async fn stack(
         redact(&nats_url),
         redact(&database_url)
     ));
-    let demo_ok = if args.no_demo {
+    let demo_ok = if args.no_demo || args.no_runner {
         true
     } else {
         demo(&api, args, state_dir, stop).await?
@@ -669,13 +677,14 @@ fn spawn_prefixed(
     Ok(child)
 }
 
-/// Waits until the command and projection services answer and a scheduler and a runner
-/// announce themselves.
-async fn wait_ready(api: &Api, stop: &CancellationToken) -> anyhow::Result<()> {
+/// Waits until the command and projection services answer and a scheduler and (when
+/// `runner`) a runner announce themselves.
+async fn wait_ready(api: &Api, runner: bool, stop: &CancellationToken) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let status = crate::status::gather(api).await?;
-        if status.healthy() {
+        let up = status.command.up && status.projection.up && !status.schedulers.is_empty();
+        if up && (!runner || !status.runners.is_empty()) {
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {

@@ -123,7 +123,12 @@ pub async fn send<C: CommandBody>(client: &Client, command: &C) -> Outcome {
 
 /// [`send`], also returning the accepted reply.
 pub async fn send_accepted<C: CommandBody>(client: &Client, command: &C) -> (Outcome, Option<Accepted>) {
-    let typed = typed(client.clone()).with_timeout(REQUEST_TIMEOUT);
+    send_typed(&typed(client.clone()), command).await
+}
+
+/// [`send_accepted`] through a typed client (which signs as its own identity).
+pub async fn send_typed<C: CommandBody>(typed: &flexcore_client::Client, command: &C) -> (Outcome, Option<Accepted>) {
+    let typed = typed.clone().with_timeout(REQUEST_TIMEOUT);
     match typed.command(command).retry(Retry::once()).send().await {
         Ok(accepted) => (Outcome::Accepted, Some(accepted)),
         Err(ClientError::Refused { error, .. }) => (Outcome::Rejected(error), None),
@@ -243,7 +248,13 @@ pub fn typed(nats: Client) -> flexcore_client::Client {
 /// [`set_nats_access`] says, else with the credentials in `nats_url` (which async-nats
 /// would ignore, so they are taken out of the URL; errors show it without them).
 pub async fn connect(nats_url: &str, clients: usize) -> anyhow::Result<Vec<Client>> {
+    connect_as(nats_url, clients, None).await
+}
+
+/// [`connect`], logged in as `identity` instead of this process's identity when given.
+pub async fn connect_as(nats_url: &str, clients: usize, identity: Option<&Identity>) -> anyhow::Result<Vec<Client>> {
     let access = nats_access();
+    let identity = identity.or(access.identity.as_ref());
     let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
     let settings = flexcore_config::NatsSettings {
         url: nats_url.to_owned(),
@@ -260,7 +271,7 @@ pub async fn connect(nats_url: &str, clients: usize) -> anyhow::Result<Vec<Clien
     let mut connections = Vec::with_capacity(count);
     for _ in 0..count {
         // A CLI gives up on a server that is not there rather than waiting for it.
-        let client = flexcore_service::connect::nats_with("flexctl-bench", &settings, access.identity.as_ref(), |o| {
+        let client = flexcore_service::connect::nats_with("flexctl-bench", &settings, identity, |o| {
             o.max_reconnects(Some(3))
         })
         .await

@@ -7,6 +7,7 @@
 //! warm-up and window: the ceiling one-event-per-transaction writes could reach.
 
 pub mod commands;
+pub mod console;
 pub mod http;
 pub mod pipeline;
 pub mod projection;

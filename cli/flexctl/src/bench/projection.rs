@@ -44,7 +44,8 @@ pub struct Figures {
 }
 
 impl Figures {
-    fn of(name: &str, histogram: &Histogram<u64>, errors: u64, window: Duration) -> Self {
+    /// The figures of `histogram` (microseconds) over `window`.
+    pub fn of(name: &str, histogram: &Histogram<u64>, errors: u64, window: Duration) -> Self {
         Self {
             name: name.to_owned(),
             operations: histogram.len(),

@@ -74,6 +74,19 @@ pub async fn register_plugins(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The steps of a bench pipeline: the placeholder plugins.
+pub fn steps() -> anyhow::Result<Vec<StepSpec>> {
+    PLUGINS
+        .iter()
+        .map(|(name, _)| {
+            Ok(StepSpec {
+                plugin: format!("{name}@{PLUGIN_VERSION}").parse()?,
+                config: flexcore_contracts::StepConfig::empty(),
+            })
+        })
+        .collect()
+}
+
 /// Creates one pipeline per client, named `bench-<run>-<client>`, each allowing
 /// `max_active_runs` runs at once; returns their ids.
 pub async fn create_pipelines(
@@ -82,15 +95,7 @@ pub async fn create_pipelines(
     max_active_runs: u32,
 ) -> anyhow::Result<Vec<Uuid>> {
     let run: String = Uuid::new_v4().simple().to_string().chars().take(8).collect();
-    let steps = PLUGINS
-        .iter()
-        .map(|(name, _)| {
-            Ok(StepSpec {
-                plugin: format!("{name}@{PLUGIN_VERSION}").parse()?,
-                config: flexcore_contracts::StepConfig::empty(),
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let steps = steps()?;
     let creations = (0..clients).map(|i| {
         let client = &connections[i / CLIENTS_PER_CONNECTION];
         let steps = steps.clone();
