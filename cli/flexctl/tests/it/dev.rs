@@ -539,3 +539,102 @@ async fn a_referenced_secret_never_appears_in_any_log_line() {
     );
     assert!(with_run_id > 0, "no log line names the run");
 }
+
+#[tokio::test]
+async fn flexctl_bench_console_seeds_a_stack_without_a_runner_and_times_every_page() {
+    let dev = Dev {
+        nats_url: format!("nats://127.0.0.1:{}", free_port()),
+        http_port: free_port(),
+        db: TestDb::create_empty().await.unwrap(),
+        state: tempfile::tempdir().unwrap(),
+    };
+    let log = dev.state.path().join("dev.log");
+    let mut stack = dev.dev(&["--no-runner"], &log).spawn().unwrap();
+    wait_for("the stack to come up", Duration::from_secs(240), || {
+        let text = log_text(&log);
+        assert!(!text.contains("Error:"), "flexctl dev failed:\n{text}");
+        text.contains("try next")
+    })
+    .await;
+    let text = log_text(&log);
+    assert!(
+        text.contains("gateway |") && !text.contains("runner |") && !text.contains("demo run"),
+        "no runner, no demo:\n{text}"
+    );
+
+    let runner_seed = dev.state.path().join("keys/runner.nk");
+    let url = format!("http://127.0.0.1:{}", dev.http_port);
+    let report = dev.json(&[
+        "bench",
+        "console",
+        "--url",
+        &url,
+        "--pipelines",
+        "12",
+        "--runs",
+        "40",
+        "--schedules",
+        "3",
+        "--requests",
+        "2",
+        "--runner-seed-file",
+        runner_seed.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        (&report["pipelines"], &report["runs"], &report["schedules"]),
+        (&Value::from(12), &Value::from(40), &Value::from(3)),
+        "{report}"
+    );
+    let pages = report["pages"].as_array().unwrap();
+    assert_eq!(pages.len(), 14, "{report}");
+    for page in pages {
+        assert_eq!(
+            (&page["operations"], &page["errors"]),
+            (&Value::from(2), &Value::from(0)),
+            "{page}"
+        );
+    }
+    // The runs were taken through their lives by the runner's commands: 70 % succeeded,
+    // 15 % failed, 5 % each cancelled, running and still queued.
+    let (status, body) = dev.http_get("/api/v1/flexcore/status", None);
+    assert_eq!(status, 200, "{body}");
+    let status: Value = serde_json::from_str(&body).unwrap();
+    let runs = &status["stats"]["runs"];
+    assert_eq!(
+        [
+            &runs["succeeded"],
+            &runs["failed"],
+            &runs["cancelled"],
+            &runs["running"],
+            &runs["requested"]
+        ],
+        [28, 6, 2, 2, 2].map(Value::from).each_ref(),
+        "{status}"
+    );
+    assert_eq!(status["stats"]["runs_last_hour"], 40, "{status}");
+    assert_eq!(status["stats"]["failed_last_day"], 6, "{status}");
+    // A second run seeds nothing more.
+    let again = dev.json(&[
+        "bench",
+        "console",
+        "--url",
+        &url,
+        "--pipelines",
+        "12",
+        "--runs",
+        "40",
+        "--schedules",
+        "3",
+        "--requests",
+        "1",
+    ]);
+    assert_eq!(again["runs"], 40, "{again}");
+
+    let pid = rustix::process::Pid::from_raw(i32::try_from(stack.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let status = tokio::task::spawn_blocking(move || stack.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "flexctl dev exited {status}:\n{}", log_text(&log));
+}
