@@ -16,6 +16,7 @@
 # build --release --bins). Used for docs/benchmarks.md ("Web console").
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/dev-stack.sh
 bin=target/release
 state=${FLEXCORE_BENCH_STATE:-.flexcore/bench-console}
 port=${FLEXCORE_BENCH_HTTP_PORT:-18090}
@@ -28,17 +29,11 @@ mkdir -p "$state"
 # One caller (anonymous) makes every request: the per-caller rate limit would measure
 # itself, so it is off here (0).
 export FLEXCORE__GATEWAY__RATE_LIMIT_PER_SECOND=0
-"$bin/flexctl" --nats-url "nats://127.0.0.1:$nats_port" --database-url "$db" dev \
+dev=
+trap '[[ -z $dev ]] || { kill -INT $dev 2>/dev/null; wait $dev 2>/dev/null; }' EXIT
+start_dev_stack "$state/dev.log" --nats-url "nats://127.0.0.1:$nats_port" --database-url "$db" dev \
   --state-dir "$state" --bin-dir "$bin" --no-runner \
-  --http-port "$port" --admin-port "$admin_port" --anonymous-role admin >"$state/dev.log" 2>&1 &
-dev=$!
-trap 'kill -INT $dev 2>/dev/null; wait $dev 2>/dev/null' EXIT
-for _ in $(seq 1 300); do
-  grep -q "try next" "$state/dev.log" && break
-  kill -0 $dev 2>/dev/null || { cat "$state/dev.log"; exit 1; }
-  sleep 1
-done
-grep -q "try next" "$state/dev.log" || { tail -50 "$state/dev.log"; echo "the stack did not come up in 5 minutes" >&2; exit 1; }
+  --http-port "$port" --admin-port "$admin_port" --anonymous-role admin
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 keys="$state/keys"
 export FLEXCORE__NATS__NKEY_SEED_FILE="$keys/flexctl.nk" FLEXCORE__SECURITY__IDENTITIES_FILE="$keys/identities.json"

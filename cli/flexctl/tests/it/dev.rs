@@ -128,6 +128,17 @@ async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool
         .unwrap();
 }
 
+/// Ctrl-C (SIGINT) to a `flexctl dev`, which must then stop everything and exit cleanly.
+async fn interrupt(mut stack: std::process::Child, log: &Path) {
+    let pid = rustix::process::Pid::from_raw(i32::try_from(stack.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let status = tokio::task::spawn_blocking(move || stack.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "flexctl dev exited {status}:\n{}", log_text(log));
+}
+
 /// The stderr of a flexctl run that must have failed.
 fn failed(out: &Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -149,7 +160,7 @@ async fn flexctl_dev_runs_the_stack_and_every_command_works_against_it() {
         state: tempfile::tempdir().unwrap(),
     };
     let log = dev.state.path().join("dev.log");
-    let mut stack = dev.dev(&[], &log).spawn().unwrap();
+    let stack = dev.dev(&[], &log).spawn().unwrap();
 
     // The demo run ends, then flexctl dev says what to try next.
     wait_for("the demo to finish", Duration::from_secs(240), || {
@@ -327,13 +338,7 @@ async fn flexctl_dev_runs_the_stack_and_every_command_works_against_it() {
     dev.json(&["schedule", "delete", created["schedule_id"].as_str().unwrap()]);
 
     // Ctrl-C: everything stops, cleanly.
-    let pid = rustix::process::Pid::from_raw(i32::try_from(stack.id()).unwrap()).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
-    let status = tokio::task::spawn_blocking(move || stack.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "flexctl dev exited {status}:\n{}", log_text(&log));
+    interrupt(stack, &log).await;
     let port = dev.nats_url.rsplit(':').next().unwrap();
     assert!(
         std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err(),
@@ -549,7 +554,7 @@ async fn flexctl_bench_console_seeds_a_stack_without_a_runner_and_times_every_pa
         state: tempfile::tempdir().unwrap(),
     };
     let log = dev.state.path().join("dev.log");
-    let mut stack = dev.dev(&["--no-runner"], &log).spawn().unwrap();
+    let stack = dev.dev(&["--no-runner"], &log).spawn().unwrap();
     wait_for("the stack to come up", Duration::from_secs(240), || {
         let text = log_text(&log);
         assert!(!text.contains("Error:"), "flexctl dev failed:\n{text}");
@@ -564,22 +569,15 @@ async fn flexctl_bench_console_seeds_a_stack_without_a_runner_and_times_every_pa
 
     let runner_seed = dev.state.path().join("keys/runner.nk");
     let url = format!("http://127.0.0.1:{}", dev.http_port);
-    let report = dev.json(&[
-        "bench",
-        "console",
-        "--url",
-        &url,
-        "--pipelines",
-        "12",
-        "--runs",
-        "40",
-        "--schedules",
-        "3",
-        "--requests",
-        "2",
-        "--runner-seed-file",
-        runner_seed.to_str().unwrap(),
-    ]);
+    let bench = |requests: &str, seed: bool| {
+        let mut args = vec!["bench", "console", "--url", &url, "--pipelines", "12", "--runs", "40"];
+        args.extend(["--schedules", "3", "--requests", requests]);
+        if seed {
+            args.extend(["--runner-seed-file", runner_seed.to_str().unwrap()]);
+        }
+        dev.json(&args)
+    };
+    let report = bench("2", true);
     assert_eq!(
         (&report["pipelines"], &report["runs"], &report["schedules"]),
         (&Value::from(12), &Value::from(40), &Value::from(3)),
@@ -614,27 +612,8 @@ async fn flexctl_bench_console_seeds_a_stack_without_a_runner_and_times_every_pa
     assert_eq!(status["stats"]["runs_last_hour"], 40, "{status}");
     assert_eq!(status["stats"]["failed_last_day"], 6, "{status}");
     // A second run seeds nothing more.
-    let again = dev.json(&[
-        "bench",
-        "console",
-        "--url",
-        &url,
-        "--pipelines",
-        "12",
-        "--runs",
-        "40",
-        "--schedules",
-        "3",
-        "--requests",
-        "1",
-    ]);
+    let again = bench("1", false);
     assert_eq!(again["runs"], 40, "{again}");
 
-    let pid = rustix::process::Pid::from_raw(i32::try_from(stack.id()).unwrap()).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
-    let status = tokio::task::spawn_blocking(move || stack.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "flexctl dev exited {status}:\n{}", log_text(&log));
+    interrupt(stack, &log).await;
 }
