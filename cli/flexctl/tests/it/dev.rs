@@ -39,6 +39,16 @@ struct Dev {
 }
 
 impl Dev {
+    /// A stack of its own: a nats-server it starts, an empty database, a state directory.
+    async fn private() -> Self {
+        Self {
+            nats_url: format!("nats://127.0.0.1:{}", free_port()),
+            http_port: free_port(),
+            db: TestDb::create_empty().await.unwrap(),
+            state: tempfile::tempdir().unwrap(),
+        }
+    }
+
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_flexctl"));
         // flexctl's identity as `flexctl dev` generated it (and prints it to export).
@@ -128,6 +138,16 @@ async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool
         .unwrap();
 }
 
+/// Waits until the `flexctl dev` logging to `log` says what to try next (it is up).
+async fn wait_up(log: &Path, within: Duration) {
+    wait_for("flexctl dev to be up", within, || {
+        let text = log_text(log);
+        assert!(!text.contains("Error:"), "flexctl dev failed:\n{text}");
+        text.contains("try next")
+    })
+    .await;
+}
+
 /// Ctrl-C (SIGINT) to a `flexctl dev`, which must then stop everything and exit cleanly.
 async fn interrupt(mut stack: std::process::Child, log: &Path) {
     let pid = rustix::process::Pid::from_raw(i32::try_from(stack.id()).unwrap()).unwrap();
@@ -153,22 +173,12 @@ fn log_text(path: &Path) -> String {
 #[tokio::test]
 async fn flexctl_dev_runs_the_stack_and_every_command_works_against_it() {
     flexcore_testkit::init_tracing();
-    let dev = Dev {
-        nats_url: format!("nats://127.0.0.1:{}", free_port()),
-        http_port: free_port(),
-        db: TestDb::create_empty().await.unwrap(),
-        state: tempfile::tempdir().unwrap(),
-    };
+    let dev = Dev::private().await;
     let log = dev.state.path().join("dev.log");
     let stack = dev.dev(&[], &log).spawn().unwrap();
 
     // The demo run ends, then flexctl dev says what to try next.
-    wait_for("the demo to finish", Duration::from_secs(240), || {
-        let text = log_text(&log);
-        assert!(!text.contains("Error:"), "flexctl dev failed:\n{text}");
-        text.contains("try next")
-    })
-    .await;
+    wait_up(&log, Duration::from_secs(240)).await;
     let text = log_text(&log);
     assert!(text.contains("starting"), "a private nats-server was started:\n{text}");
     assert!(text.contains("demo run") && text.contains("succeeded"), "{text}");
@@ -440,12 +450,7 @@ async fn without_a_reachable_postgres_flexctl_dev_starts_a_private_one_and_stops
 #[tokio::test]
 async fn a_referenced_secret_never_appears_in_any_log_line() {
     let secret = format!("/nonexistent/s3cr3t-{}", uuid::Uuid::new_v4().simple());
-    let dev = Dev {
-        nats_url: format!("nats://127.0.0.1:{}", free_port()),
-        http_port: free_port(),
-        db: TestDb::create_empty().await.unwrap(),
-        state: tempfile::tempdir().unwrap(),
-    };
+    let dev = Dev::private().await;
     let log = dev.state.path().join("dev.log");
     let mut stack = dev
         .dev(&["--no-demo", "--log-format", "json"], &log)
@@ -456,12 +461,7 @@ async fn a_referenced_secret_never_appears_in_any_log_line() {
         )
         .spawn()
         .unwrap();
-    wait_for("the stack", Duration::from_secs(120), || {
-        let text = log_text(&log);
-        assert!(!text.contains("Error:"), "flexctl dev failed:\n{text}");
-        text.contains("try next")
-    })
-    .await;
+    wait_up(&log, Duration::from_secs(120)).await;
     let plugins = plugins_dir();
     for (file, name, kind) in [("misbehave", "leaky", "extractor"), ("discard", "discard", "loader")] {
         let module = plugins.join(format!("{file}.wasm"));
@@ -485,6 +485,11 @@ async fn a_referenced_secret_never_appears_in_any_log_line() {
     )
     .unwrap();
     dev.json(&["pipeline", "create", "-f", file.to_str().unwrap()]);
+    // A name is found in the read model, which a busy machine updates a moment later.
+    wait_for("the pipeline projected", Duration::from_secs(10), || {
+        dev.run(&["pipeline", "show", "leaky"]).status.success()
+    })
+    .await;
     let out = dev.run(&[
         "run",
         "start",
@@ -495,7 +500,8 @@ async fn a_referenced_secret_never_appears_in_any_log_line() {
         "--output",
         "json",
     ]);
-    let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(run["state"], "failed", "escape mode fails on the missing path: {run}");
     let run_id = run["run_id"].as_str().unwrap();
     let logs = dev.run(&["run", "logs", run_id]);
@@ -547,20 +553,10 @@ async fn a_referenced_secret_never_appears_in_any_log_line() {
 
 #[tokio::test]
 async fn flexctl_bench_console_seeds_a_stack_without_a_runner_and_times_every_page() {
-    let dev = Dev {
-        nats_url: format!("nats://127.0.0.1:{}", free_port()),
-        http_port: free_port(),
-        db: TestDb::create_empty().await.unwrap(),
-        state: tempfile::tempdir().unwrap(),
-    };
+    let dev = Dev::private().await;
     let log = dev.state.path().join("dev.log");
     let stack = dev.dev(&["--no-runner"], &log).spawn().unwrap();
-    wait_for("the stack to come up", Duration::from_secs(240), || {
-        let text = log_text(&log);
-        assert!(!text.contains("Error:"), "flexctl dev failed:\n{text}");
-        text.contains("try next")
-    })
-    .await;
+    wait_up(&log, Duration::from_secs(240)).await;
     let text = log_text(&log);
     assert!(
         text.contains("gateway |") && !text.contains("runner |") && !text.contains("demo run"),
