@@ -14,6 +14,10 @@
 pub mod domain;
 pub mod service;
 
+/// This service and its version, as its replies and announcements name it
+/// (`Flexcore-Service`).
+pub const SERVICE: &str = concat!("flexcore-command/", env!("CARGO_PKG_VERSION"));
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -201,8 +201,30 @@ fn wrappers() -> Vec<(&'static str, Value)> {
                     "nats_version": {"type": "string"},
                     "command": reference("ServiceProbe"),
                     "projection": reference("ServiceProbe"),
-                    "schedulers": {"type": "array", "items": reference("work.scheduler-presence")},
-                    "runners": {"type": "array", "items": reference("work.runner-presence")},
+                    "schedulers": {
+                        "type": "array",
+                        "description": "Scheduler replicas heard in the last 10 s, with the version each names (`flexcore-scheduler/0.1.0`).",
+                        "items": {
+                            "type": "object",
+                            "required": ["instance"],
+                            "properties": {"instance": {"type": "string"}, "version": {"type": "string"}},
+                        },
+                    },
+                    "runners": {
+                        "type": "array",
+                        "description": "Runners heard in the last 10 s: their announcement and the version each names.",
+                        "items": {
+                            "type": "object",
+                            "required": ["runner_id", "slots", "busy", "alive"],
+                            "properties": {
+                                "runner_id": {"type": "string"},
+                                "slots": {"type": "integer", "minimum": 0},
+                                "busy": {"type": "integer", "minimum": 0},
+                                "alive": {"type": "boolean"},
+                                "version": {"type": "string"},
+                            },
+                        },
+                    },
                     "projections": {"anyOf": [{"type": "array", "items": reference("views.projection-status")}, {"type": "null"}]},
                     "queue": {
                         "anyOf": [
@@ -223,6 +245,7 @@ fn wrappers() -> Vec<(&'static str, Value)> {
                     "up": {"type": "boolean"},
                     "latency_ms": {"type": "number"},
                     "error": {"type": "string"},
+                    "version": {"type": "string", "description": "The service and version its answer named (`flexcore-command/0.1.0`)."},
                 },
             }),
         ),

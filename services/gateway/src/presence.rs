@@ -16,11 +16,33 @@ use tokio_util::sync::CancellationToken;
 /// How long an announcement counts.
 pub const RECENT: Duration = Duration::from_secs(10);
 
-/// What has been heard.
+/// What has been heard: each replica's last announcement, when, and the service version it
+/// named (`Flexcore-Service`; not signed, so shown, never relied on).
 #[derive(Debug, Default)]
 pub struct Presence {
-    runners: Mutex<BTreeMap<String, (RunnerPresence, Instant)>>,
-    schedulers: Mutex<BTreeMap<String, Instant>>,
+    runners: Mutex<BTreeMap<String, (HeardRunner, Instant)>>,
+    schedulers: Mutex<BTreeMap<String, (HeardScheduler, Instant)>>,
+}
+
+/// A runner heard recently, with the version it named.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HeardRunner {
+    /// Its announcement.
+    #[serde(flatten)]
+    pub presence: RunnerPresence,
+    /// `flexcore-runner/<version>`, if it named one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// A scheduler replica heard recently, with the version it named.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HeardScheduler {
+    /// Its instance id.
+    pub instance: String,
+    /// `flexcore-scheduler/<version>`, if it named one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 impl Presence {
@@ -48,6 +70,7 @@ impl Presence {
                     m = both.next() => match m { Some(m) => m, None => return },
                 };
                 let runner = message.subject.as_str() == subjects::RUNNER_PRESENCE;
+                let version = flexcore_service::reply::service_of(message.headers.as_ref());
                 let role = if runner { Role::Runner } else { Role::Scheduler };
                 if let Err(error) = trust.verify_message(&message, &[role], Some(PRESENCE_FRESHNESS)) {
                     tracing::debug!(%error, subject = %message.subject, "ignoring an unverified presence announcement");
@@ -57,7 +80,8 @@ impl Presence {
                     if let Ok(p) = serde_json::from_slice::<RunnerPresence>(&message.payload) {
                         let mut runners = heard.runners.lock();
                         if p.alive {
-                            runners.insert(p.runner_id.clone(), (p, Instant::now()));
+                            let id = p.runner_id.clone();
+                            runners.insert(id, (HeardRunner { presence: p, version }, Instant::now()));
                         } else {
                             runners.remove(&p.runner_id);
                         }
@@ -65,7 +89,11 @@ impl Presence {
                 } else if let Ok(p) = serde_json::from_slice::<SchedulerPresence>(&message.payload) {
                     let mut schedulers = heard.schedulers.lock();
                     if p.alive {
-                        schedulers.insert(p.instance, Instant::now());
+                        let heard = HeardScheduler {
+                            instance: p.instance.clone(),
+                            version,
+                        };
+                        schedulers.insert(p.instance, (heard, Instant::now()));
                     } else {
                         schedulers.remove(&p.instance);
                     }
@@ -76,16 +104,16 @@ impl Presence {
     }
 
     /// The runners heard recently.
-    pub fn runners(&self) -> Vec<RunnerPresence> {
+    pub fn runners(&self) -> Vec<HeardRunner> {
         let mut runners = self.runners.lock();
         runners.retain(|_, (_, at)| at.elapsed() < RECENT);
-        runners.values().map(|(p, _)| p.clone()).collect()
+        runners.values().map(|(heard, _)| heard.clone()).collect()
     }
 
     /// The scheduler replicas heard recently.
-    pub fn schedulers(&self) -> Vec<String> {
+    pub fn schedulers(&self) -> Vec<HeardScheduler> {
         let mut schedulers = self.schedulers.lock();
-        schedulers.retain(|_, at| at.elapsed() < RECENT);
-        schedulers.keys().cloned().collect()
+        schedulers.retain(|_, (_, at)| at.elapsed() < RECENT);
+        schedulers.values().map(|(heard, _)| heard.clone()).collect()
     }
 }

@@ -30,3 +30,7 @@
 pub mod executor;
 pub mod sandbox;
 pub mod worker;
+
+/// This service and its version, as its replies and announcements name it
+/// (`Flexcore-Service`).
+pub const SERVICE: &str = concat!("flexcore-runner/", env!("CARGO_PKG_VERSION"));

@@ -23,6 +23,10 @@ pub mod tables;
 mod views;
 pub mod worker;
 
+/// This service and its version, as its replies and announcements name it
+/// (`Flexcore-Service`).
+pub const SERVICE: &str = concat!("flexcore-projection/", env!("CARGO_PKG_VERSION"));
+
 use std::sync::Arc;
 
 use anyhow::Context;

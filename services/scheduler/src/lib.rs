@@ -17,5 +17,9 @@ pub mod metrics;
 pub mod service;
 pub mod timers;
 
+/// This service and its version, as its replies and announcements name it
+/// (`Flexcore-Service`).
+pub const SERVICE: &str = concat!("flexcore-scheduler/", env!("CARGO_PKG_VERSION"));
+
 pub use clock::{Clock, ManualClock};
 pub use service::run;

@@ -296,7 +296,8 @@ async fn announce(client: &async_nats::Client, identity: &Identity, instance: &s
         alive,
     };
     if let Ok(body) = serde_json::to_vec(&presence) {
-        let headers = identity.signed_headers(subjects::SCHEDULER_PRESENCE, &body);
+        let mut headers = identity.signed_headers(subjects::SCHEDULER_PRESENCE, &body);
+        flexcore_service::reply::name_service(&mut headers, crate::SERVICE);
         if let Err(error) = client
             .publish_with_headers(subjects::SCHEDULER_PRESENCE, headers, body.into())
             .await

@@ -33,6 +33,9 @@ pub const HEADER_SIGNATURE: &str = "Flexcore-Signature";
 /// Header of a command the gateway sends for a caller of the HTTP API:
 /// `<api role>:<caller>` (e.g. `operator:key:ci`), covered by the signature.
 pub const HEADER_ON_BEHALF_OF: &str = "Flexcore-On-Behalf-Of";
+/// Header of every reply and presence announcement naming the service and its version that
+/// sent it (`flexcore-command/0.1.0`); not signed, for display only.
+pub const HEADER_SERVICE: &str = "Flexcore-Service";
 
 /// An event as published on JetStream and returned by event queries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

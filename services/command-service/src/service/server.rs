@@ -214,7 +214,7 @@ async fn handle(
             format!("reply encoding failed: {e}"),
         ))
     });
-    flexcore_service::reply::send(client, reply_to, body).await;
+    flexcore_service::reply::send(client, reply_to, body, crate::SERVICE).await;
 }
 
 /// A `plugin.register` naming a stored module larger than `max_module` bytes is refused:

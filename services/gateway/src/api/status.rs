@@ -17,42 +17,38 @@ use super::require;
 use crate::problem::Problem;
 use crate::{Caller, Gateway};
 
-/// A service's answer to a probe query.
-async fn probe(gateway: &Gateway, query: &str) -> (Value, Option<flexcore_contracts::queries::QueryOk>) {
-    let started = Instant::now();
+/// A query's `data`, or null when it has no answer (why goes to the log: a service's
+/// internal message is not for callers).
+async fn query_data(gateway: &Gateway, query: &str) -> Value {
     match gateway
         .client
         .query_raw(query, &json!({}), &flexcore_client::Retry::once())
         .await
     {
-        Ok(ok) => (
-            json!({"up": true, "latency_ms": started.elapsed().as_secs_f64() * 1000.0}),
-            Some(ok),
-        ),
+        Ok(ok) => serde_json::from_str(ok.data.as_str()).unwrap_or(Value::Null),
         Err(error) => {
-            // The details (a service's internal message) go to the log, not to callers.
-            tracing::info!(%error, query, "status probe failed");
-            let said = match &error {
-                flexcore_client::ClientError::Refused { error, .. } => format!("refused ({})", error.code),
-                flexcore_client::ClientError::Unanswered { kind, .. } => format!("no answer ({kind:?})"),
-                _ => "no usable answer".to_owned(),
-            };
-            (json!({"up": false, "error": said}), None)
+            tracing::info!(%error, query, "status query failed");
+            Value::Null
         }
     }
 }
 
-/// Whether the command service answers: a request on a subject that is no command, which
-/// it refuses (`unknown_subject`) without deciding anything; any answer means it is up.
-async fn command_probe(gateway: &Gateway) -> Value {
+/// Whether a service answers on `subject`, a subject it serves that names no command or
+/// query, which it refuses (`unknown_subject`) without deciding anything: any answer means
+/// it is up, and names its version (`Flexcore-Service`).
+async fn service_probe(gateway: &Gateway, subject: &'static str) -> Value {
     let started = Instant::now();
-    let request = gateway
-        .nats
-        .request("flexcore.cmd.status.probe".to_owned(), bytes::Bytes::from_static(b"{}"));
+    let request = gateway.nats.request(subject, bytes::Bytes::from_static(b"{}"));
     match tokio::time::timeout(std::time::Duration::from_secs(2), request).await {
-        Ok(Ok(_)) => json!({"up": true, "latency_ms": started.elapsed().as_secs_f64() * 1000.0}),
+        Ok(Ok(reply)) => {
+            let mut up = json!({"up": true, "latency_ms": started.elapsed().as_secs_f64() * 1000.0});
+            if let Some(version) = flexcore_service::reply::service_of(reply.headers.as_ref()) {
+                up["version"] = version.into();
+            }
+            up
+        }
         Ok(Err(error)) => {
-            tracing::info!(%error, "command service probe failed");
+            tracing::info!(%error, subject, "service probe failed");
             json!({"up": false, "error": "no answer (no responders)"})
         }
         Err(_) => json!({"up": false, "error": "no answer within 2 s"}),
@@ -85,16 +81,13 @@ pub async fn status(
 
 /// What `GET /status` answers (and the console's overview shows).
 pub async fn snapshot(gateway: &Gateway) -> Value {
-    let ((projection, stats), (_, projections), command, queue) = tokio::join!(
-        probe(gateway, "stats.get"),
-        probe(gateway, "projection.list"),
-        command_probe(gateway),
+    let (stats, projections, command, projection, queue) = tokio::join!(
+        query_data(gateway, "stats.get"),
+        query_data(gateway, "projection.list"),
+        service_probe(gateway, "flexcore.cmd.status.probe"),
+        service_probe(gateway, "flexcore.qry.status.probe"),
         queue(gateway),
     );
-    let data = |ok: Option<flexcore_contracts::queries::QueryOk>| {
-        ok.and_then(|ok| serde_json::from_str::<Value>(ok.data.as_str()).ok())
-            .unwrap_or(Value::Null)
-    };
     json!({
         "gateway": {"version": env!("CARGO_PKG_VERSION")},
         "nats_version": gateway.nats.server_info().version,
@@ -102,9 +95,9 @@ pub async fn snapshot(gateway: &Gateway) -> Value {
         "projection": projection,
         "schedulers": gateway.presence.schedulers(),
         "runners": gateway.presence.runners(),
-        "projections": data(projections),
+        "projections": projections,
         "queue": queue,
-        "stats": data(stats),
+        "stats": stats,
     })
 }
 

@@ -77,6 +77,38 @@ pub async fn overview(State(gateway): State<Arc<Gateway>>, Extension(caller): Ex
         .unwrap_or_default();
     let slots: u64 = runners.iter().filter_map(|r| r["slots"].as_u64()).sum();
     let busy: u64 = runners.iter().filter_map(|r| r["busy"].as_u64()).sum();
+    // Each service's version as it names itself (`flexcore-command/0.1.0`), or the versions
+    // its replicas name.
+    let version_of = |v: &Value| {
+        v["version"]
+            .as_str()
+            .map(|v| v.rsplit('/').next().unwrap_or(v).to_owned())
+    };
+    let versions = |replicas: &Value| {
+        let mut all: Vec<String> = replicas
+            .as_array()
+            .map(|r| r.iter().filter_map(version_of).collect())
+            .unwrap_or_default();
+        all.sort();
+        all.dedup();
+        match all.as_slice() {
+            [] => String::new(),
+            [one] => format!("version {}", esc(one)),
+            many => format!("versions {}", esc(&many.join(", "))),
+        }
+    };
+    let probed = |v: &Value| {
+        version_of(v)
+            .map(|v| format!("version {}", esc(&v)))
+            .unwrap_or_default()
+    };
+    let with = |a: String, b: String| {
+        [a, b]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
     body.push_str(&table(
         "Services and their state",
         &["Service", "State", "Detail"],
@@ -91,17 +123,25 @@ pub async fn overview(State(gateway): State<Arc<Gateway>>, Extension(caller): Ex
                 badge("up"),
                 format!("version {}", field(&status, "/nats_version")),
             ],
-            vec!["command service".into(), up(&status["command"]), String::new()],
-            vec!["projection service".into(), up(&status["projection"]), String::new()],
+            vec![
+                "command service".into(),
+                up(&status["command"]),
+                probed(&status["command"]),
+            ],
+            vec![
+                "projection service".into(),
+                up(&status["projection"]),
+                probed(&status["projection"]),
+            ],
             vec![
                 "schedulers".into(),
                 status["schedulers"].as_array().map_or(0, Vec::len).to_string(),
-                "replicas heard".into(),
+                with("replicas heard".to_owned(), versions(&status["schedulers"])),
             ],
             vec![
                 "runners".into(),
                 runners.len().to_string(),
-                format!("{busy} of {slots} slots in use"),
+                with(format!("{busy} of {slots} slots in use"), versions(&status["runners"])),
             ],
             vec![
                 "work queue".into(),

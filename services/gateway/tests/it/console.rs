@@ -113,6 +113,13 @@ async fn a_signed_in_browser_reads_the_system_and_acts_as_its_role_allows() {
         overview.contains("Services") && overview.contains("key:watcher"),
         "{overview}"
     );
+    // Each service with the version it names in its answers and announcements.
+    let version = format!("version {}", env!("CARGO_PKG_VERSION"));
+    for service in ["command service", "projection service", "runners"] {
+        let row = overview.split(service).nth(1).unwrap_or_default();
+        let row = row.split("</tr>").next().unwrap_or_default();
+        assert!(row.contains(&version), "{service}: {row}");
+    }
     let (_, list) = page(&gw, &viewer, "/console/pipelines?q=console").await;
     assert!(list.contains("console-etl") && !list.contains(">escaped<"), "{list}");
     let (_, detail) = page(&gw, &viewer, &format!("/console/pipelines/{pipeline}")).await;

@@ -215,7 +215,8 @@ async fn announce(
             alive,
         };
         if let Ok(payload) = serde_json::to_vec(&presence) {
-            let headers = identity.signed_headers(subjects::RUNNER_PRESENCE, &payload);
+            let mut headers = identity.signed_headers(subjects::RUNNER_PRESENCE, &payload);
+            flexcore_service::reply::name_service(&mut headers, crate::SERVICE);
             if let Err(error) = client
                 .publish_with_headers(subjects::RUNNER_PRESENCE, headers, payload.into())
                 .await

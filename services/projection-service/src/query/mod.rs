@@ -97,7 +97,7 @@ async fn handle(client: &Client, ctx: &QueryContext, message: Message) {
             format!("reply encoding failed: {e}"),
         ))
     });
-    flexcore_service::reply::send(client, reply_to, body).await;
+    flexcore_service::reply::send(client, reply_to, body, crate::SERVICE).await;
 }
 
 /// The answer to one query message; `reply_limit` is the largest reply the NATS server

@@ -293,9 +293,11 @@ fn headers_section() -> String {
     };
     let msg_id = placeholder(item.msg_id(), "run_id").replace("-0", "-<attempt>");
     out.push_str(&format!(
-        "\nA work item on `FLEXCORE_WORK` carries `{}: {msg_id}`, `{}` (the relay publish span's context while spans are exported, else the command request's, when it had one) and the relay's signature.\n\n",
+        "\nA work item on `FLEXCORE_WORK` carries `{}: {msg_id}`, `{}` (the relay publish span's context while spans are exported, else the command request's, when it had one) and the relay's signature.\n\n\
+         Every reply of the command and projection services, and every runner and scheduler presence announcement, carries `{}: <service>/<version>` (`flexcore-command/0.1.0`): which versions run, shown by the gateway's status and console. It is not signed: for display, never relied on.\n\n",
         envelope::HEADER_MSG_ID,
-        envelope::HEADER_TRACEPARENT
+        envelope::HEADER_TRACEPARENT,
+        envelope::HEADER_SERVICE
     ));
     out
 }
