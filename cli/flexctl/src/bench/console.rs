@@ -38,6 +38,8 @@ const SEED_CONCURRENCY: usize = 64;
 const MAX_ACTIVE_RUNS: u32 = 100;
 /// Unmeasured requests of each page before its measured ones.
 const WARMUP_REQUESTS: usize = 20;
+/// How the names of the seeded pipelines begin.
+const NAME_PREFIX: &str = "console-";
 /// Zones the seeded schedules are spread over.
 const ZONES: [&str; 4] = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo"];
 
@@ -107,7 +109,11 @@ pub async fn run(nats_url: &str, bench: &ConsoleBench) -> anyhow::Result<Report>
         pipelines.extend(seed_pipelines(&connections, missing).await?);
     }
     if pipelines.is_empty() {
-        bail!("no active pipeline to run; ask for --pipelines 1 or more");
+        bail!(
+            "the read models hold {} pipelines, none of them this bench's ({NAME_PREFIX}…) and active, so the runs \
+             and schedules have nowhere to go: ask for more --pipelines than there are",
+            counts.pipelines
+        );
     }
     let missing = bench.schedules.saturating_sub(counts.schedules);
     if missing > 0 {
@@ -171,12 +177,13 @@ async fn sizes(client: &Client) -> anyhow::Result<Sizes> {
     })
 }
 
-/// The active pipelines already there (the seeded runs and schedules go to them too).
+/// The active pipelines an earlier run of this bench seeded (`console-…`): the seeded runs
+/// and schedules go to them too, never to a pipeline of someone else.
 async fn pipeline_ids(client: &Client) -> anyhow::Result<Vec<Uuid>> {
     let mut ids = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let mut body = json!({"state": "active", "limit": 1000});
+        let mut body = json!({"state": "active", "name": format!("{NAME_PREFIX}*"), "limit": 1000});
         if let Some(c) = &cursor {
             body["cursor"] = c.clone().into();
         }
@@ -239,7 +246,7 @@ async fn seed_pipelines(connections: &[Client], count: u64) -> anyhow::Result<Ve
         let prefix = prefix.clone();
         async move {
             let pipeline_id = Uuid::new_v4();
-            let name = format!("console-{prefix}-{i:06}");
+            let name = format!("{NAME_PREFIX}{prefix}-{i:06}");
             let command = CreatePipeline {
                 pipeline_id: Some(pipeline_id),
                 name: name.parse()?,

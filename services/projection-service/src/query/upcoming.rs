@@ -1,6 +1,7 @@
 //! The next fires across every active schedule (`stats.get`'s `next_fires`), kept between
 //! queries: each active schedule's calendar and next slot are loaded once and reloaded
-//! only when the schedules read model changes (its row count or latest update); otherwise
+//! only when the schedules read model changes (its row count or latest update: rows are
+//! never removed, and every event on a schedule sets its `updated_at`); otherwise
 //! a query advances the slots that have passed and reads the earliest. Computing every
 //! schedule's next slot for each query would cost a cron evaluation per schedule.
 
@@ -17,6 +18,9 @@ use uuid::Uuid;
 
 use super::db_error;
 
+/// Longest a cache is used without reloading it.
+const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// What identifies one state of the schedules read model: its row count and latest update.
 type Stamp = (i64, Option<DateTime<Utc>>);
 
@@ -28,6 +32,9 @@ pub struct Upcoming {
 
 struct Cache {
     stamp: Stamp,
+    /// When it was loaded: reloaded after [`MAX_AGE`] whatever the stamp says (an update
+    /// recorded with an earlier time than the latest would not move the stamp).
+    loaded: std::time::Instant,
     /// Each active schedule's calendar and pipeline.
     schedules: HashMap<Uuid, (Calendar, Uuid)>,
     /// Each active schedule's next slot, earliest first.
@@ -43,6 +50,7 @@ impl Cache {
                 .map_err(db_error)?;
         let mut cache = Self {
             stamp,
+            loaded: std::time::Instant::now(),
             schedules: HashMap::with_capacity(rows.len()),
             fires: BTreeSet::new(),
         };
@@ -75,13 +83,20 @@ impl Cache {
 impl Upcoming {
     /// The first `limit` fires after `now`, earliest first, with their pipelines' names.
     pub async fn next(&self, pool: &PgPool, now: DateTime<Utc>, limit: usize) -> Result<Vec<NextFire>, ErrorBody> {
-        let stamp: Stamp = sqlx::query_as("SELECT count(*), max(updated_at) FROM read.schedules")
-            .fetch_one(pool)
-            .await
-            .map_err(db_error)?;
+        // Two index-sized reads: the per-state counts and the latest update.
+        let stamp: Stamp = sqlx::query_as(
+            "SELECT (SELECT coalesce(sum(count), 0)::bigint FROM read.schedules_counts), \
+             (SELECT max(updated_at) FROM read.schedules)",
+        )
+        .fetch_one(pool)
+        .await
+        .map_err(db_error)?;
         let firsts: Vec<(DateTime<Utc>, Uuid, Uuid)> = {
             let mut cache = self.cache.lock().await;
-            if cache.as_ref().is_none_or(|c| c.stamp != stamp) {
+            if cache
+                .as_ref()
+                .is_none_or(|c| c.stamp != stamp || c.loaded.elapsed() > MAX_AGE)
+            {
                 *cache = Some(Cache::load(pool, stamp, now).await?);
             }
             let Some(cache) = cache.as_mut() else {
@@ -130,6 +145,7 @@ mod tests {
         let (hourly, minutely) = (Uuid::from_u128(1), Uuid::from_u128(2));
         let mut cache = Cache {
             stamp: (2, None),
+            loaded: std::time::Instant::now(),
             schedules: HashMap::new(),
             fires: BTreeSet::new(),
         };

@@ -217,6 +217,27 @@ impl Stack {
         self.wait_events(aggregate, event_type, 1).await.remove(0)
     }
 
+    /// Waits until the relay has published every event in the store to the events stream
+    /// (what a replica starting now reads before it goes live).
+    pub async fn relayed(&self) {
+        let js = async_nats::jetstream::new(self.client.clone());
+        flexcore_testkit::wait_until(Duration::from_secs(20), "every event relayed", || async {
+            let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+                .fetch_one(&self.db.pool)
+                .await
+                .unwrap();
+            let Ok(mut stream) = js.get_stream(flexcore_contracts::subjects::EVENTS_STREAM).await else {
+                return false;
+            };
+            stream
+                .info()
+                .await
+                .is_ok_and(|info| info.state.messages == u64::try_from(stored).unwrap_or(0))
+        })
+        .await
+        .unwrap();
+    }
+
     /// Lets replicas react to whatever they were going to react to (for "nothing happens"
     /// assertions).
     pub async fn settle(&self) {
