@@ -83,14 +83,17 @@ impl Cache {
 impl Upcoming {
     /// The first `limit` fires after `now`, earliest first, with their pipelines' names.
     pub async fn next(&self, pool: &PgPool, now: DateTime<Utc>, limit: usize) -> Result<Vec<NextFire>, ErrorBody> {
-        // Two index-sized reads: the per-state counts and the latest update.
-        let stamp: Stamp = sqlx::query_as(
-            "SELECT (SELECT coalesce(sum(count), 0)::bigint FROM read.schedules_counts), \
-             (SELECT max(updated_at) FROM read.schedules)",
-        )
-        .fetch_one(pool)
-        .await
-        .map_err(db_error)?;
+        // Two index-sized reads, one statement each: a statement that read both views
+        // would lock them in the opposite order of a rebuild swapping them (a deadlock).
+        let count: i64 = sqlx::query_scalar("SELECT coalesce(sum(count), 0)::bigint FROM read.schedules_counts")
+            .fetch_one(pool)
+            .await
+            .map_err(db_error)?;
+        let latest: Option<DateTime<Utc>> = sqlx::query_scalar("SELECT max(updated_at) FROM read.schedules")
+            .fetch_one(pool)
+            .await
+            .map_err(db_error)?;
+        let stamp: Stamp = (count, latest);
         let firsts: Vec<(DateTime<Utc>, Uuid, Uuid)> = {
             let mut cache = self.cache.lock().await;
             if cache
