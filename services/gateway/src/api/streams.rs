@@ -186,6 +186,20 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, Problem> {
         .transpose()
 }
 
+/// The run's view, as of the position of a write just made (`Consistency-Position`) when
+/// the request names one: a run just requested is found rather than 404.
+async fn run_view(
+    gateway: &Gateway,
+    run_id: uuid::Uuid,
+    headers: &HeaderMap,
+) -> Result<flexcore_contracts::queries::QueryOk, Problem> {
+    let mut get = json!({ "id": run_id });
+    if let Some(position) = queries::position_header(headers)? {
+        get["min_position"] = position.into();
+    }
+    queries::ask(gateway, "run.get", &get).await
+}
+
 /// `GET /runs/{id}/events`: the run's events so far, then live, ending after the event
 /// that ends the run. With `Last-Event-ID` (an `EventSource` reconnecting) it continues
 /// after that event, and answers 204 (which stops an `EventSource`) when the run had
@@ -201,11 +215,7 @@ pub async fn run_events(
     let run_id = parse_id(Collection::Runs, &id)?;
     let last = last_event_id(&headers)?;
     // A run that does not exist is a 404, not a stream that never ends.
-    let mut get = json!({ "id": run_id });
-    if let Some(position) = queries::position_header(&headers)? {
-        get["min_position"] = position.into();
-    }
-    let view = queries::ask(&gateway, "run.get", &get).await?;
+    let view = run_view(&gateway, run_id, &headers).await?;
     if let Some(after) = last {
         if run_is_final(&view) {
             // The run's last event, from the audit view (which has the run's end: the
@@ -224,7 +234,7 @@ pub async fn run_events(
     let mut messages = ordered(
         &gateway,
         subjects::EVENTS_STREAM,
-        format!("{}.evt.run.{run_id}.*", subjects::ROOT),
+        subjects::events_of_aggregate("run", run_id),
         DeliverPolicy::All,
     )
     .await?;
@@ -269,11 +279,7 @@ pub async fn run_logs(
 ) -> Result<Response, Problem> {
     require(&caller.principal, ApiRole::Viewer, "reading")?;
     let run_id = parse_id(Collection::Runs, &id)?;
-    let mut get = json!({ "id": run_id });
-    if let Some(position) = queries::position_header(&headers)? {
-        get["min_position"] = position.into();
-    }
-    let mut ended = run_is_final(&queries::ask(&gateway, "run.get", &get).await?);
+    let mut ended = run_is_final(&run_view(&gateway, run_id, &headers).await?);
     let permit = stream_permit(&gateway, &caller)?;
     let mut lines = ordered(
         &gateway,
@@ -285,7 +291,7 @@ pub async fn run_logs(
     let mut events = ordered(
         &gateway,
         subjects::EVENTS_STREAM,
-        format!("{}.evt.run.{run_id}.*", subjects::ROOT),
+        subjects::events_of_aggregate("run", run_id),
         DeliverPolicy::New,
     )
     .await?;
