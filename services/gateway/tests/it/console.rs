@@ -202,6 +202,13 @@ async fn a_signed_in_browser_reads_the_system_and_acts_as_its_role_allows() {
         !later.contains(&run_id) && later.contains("value=\"2999-01-01T00:00\""),
         "{later}"
     );
+    // A time that is none: the query service's refusal, shown escaped.
+    let (status, refused) = page(&gw, &operator, "/console/runs?since=yesterday%3Cb%3E").await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        refused.contains("role=\"alert\"") && !refused.contains("yesterday<b>"),
+        "{refused}"
+    );
 
     // The cookie reads the API (the run page's live stream) but writes nothing there.
     let read = browser()
