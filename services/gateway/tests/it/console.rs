@@ -120,6 +120,15 @@ async fn a_signed_in_browser_reads_the_system_and_acts_as_its_role_allows() {
         let row = row.split("</tr>").next().unwrap_or_default();
         assert!(row.contains(&version), "{service}: {row}");
     }
+    // The list reads the pipelines read model, which a busy machine updates a moment later.
+    flexcore_testkit::wait_until(Duration::from_secs(10), "the pipeline listed", || async {
+        page(&gw, &viewer, "/console/pipelines?q=console")
+            .await
+            .1
+            .contains("console-etl")
+    })
+    .await
+    .unwrap();
     let (_, list) = page(&gw, &viewer, "/console/pipelines?q=console").await;
     assert!(list.contains("console-etl") && !list.contains(">escaped<"), "{list}");
     let (_, detail) = page(&gw, &viewer, &format!("/console/pipelines/{pipeline}")).await;
