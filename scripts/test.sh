@@ -3,7 +3,8 @@
 # Needs PostgreSQL on 127.0.0.1:5432 (trust auth; override with FLEXCORE_TEST_DATABASE_URL)
 # and the nats-server binary (tests start private servers on random ports), Python 3 with
 # venv/pip (for target-jsonl), the wasm32-wasip1 Rust target (installed here), and
-# Debian's chromium and chromium-driver for the console's browser test (.ci/run installs them).
+# Debian's chromium and chromium-driver for the console's browser test (.ci/run installs them);
+# as root, debootstrap and deb.debian.org once (scripts/postgres-next.sh, scripts/check-k8s.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The plugin runner's tests build the example plugins for wasm32-wasip1 and run a real
@@ -42,16 +43,31 @@ if ! .flexcore/nats/bin/nats-server --version 2>/dev/null | grep -q "v$NATS_CURR
 fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The Kubernetes manifests (deploy/), rendered with kustomize and schema-checked, strict.
+bash scripts/check-k8s.sh
 # Every private nats-server a test starts is Debian's unless FLEXCORE_TEST_NATS_SERVER says.
 current_nats=(env FLEXCORE_TEST_NATS_SERVER="$PWD/.flexcore/nats/bin/nats-server")
 # The crates whose tests exercise JetStream end to end (relay, services, the stack).
 jetstream_crates=(-p flexcore-eventstore -p flexcore-command -p flexcore-projection -p flexcore-scheduler -p flexcore-runner -p flexcore-gateway -p flexcore-system-tests)
+# A third pass: the event store and the services on Postgres on the next supported major
+# (PostgreSQL 17 from Debian trixie in a chroot on 127.0.0.1:5437, scripts/postgres-next.sh;
+# the other passes use the host's 15: docs/operations.md, "PostgreSQL versions").
+postgres_crates=(-p flexcore-eventstore -p flexcore-command -p flexcore-projection)
+postgres_next() {
+  local url status=0
+  url=$(bash scripts/postgres-next.sh start) || { bash scripts/postgres-next.sh stop; return 1; }
+  FLEXCORE_TEST_DATABASE_URL="$url" "$@" "${postgres_crates[@]}" --no-fail-fast || status=$?
+  bash scripts/postgres-next.sh stop
+  return "$status"
+}
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
   "${current_nats[@]}" cargo nextest run "${jetstream_crates[@]}" --no-fail-fast
+  postgres_next cargo nextest run
   # nextest does not run doctests.
   cargo test --workspace --doc
 else
   cargo test --workspace --no-fail-fast
   "${current_nats[@]}" cargo test "${jetstream_crates[@]}" --no-fail-fast
+  postgres_next cargo test
 fi
