@@ -48,13 +48,71 @@ pub fn credentials(settings: &Settings) -> anyhow::Result<flexcore_service::secu
     )?)
 }
 
-/// Connects to Postgres and NATS as configured.
-pub async fn connect(settings: &Settings) -> anyhow::Result<(PgPool, async_nats::Client)> {
+/// The projection service's connection pools.
+#[derive(Debug, Clone)]
+pub struct Databases {
+    /// The read models (schema `read`): written by the workers, read by the queries; its
+    /// advisory locks elect each projection's leader.
+    pub read: PgPool,
+    /// The event store when `projection.database_url` names another database than
+    /// `database.url` (its connections read-only: `default_transaction_read_only`);
+    /// `None` when the read models live in the event store's database.
+    pub separate_log: Option<PgPool>,
+}
+
+impl Databases {
+    /// Both in one database (the event store's holds the read models).
+    pub fn shared(pool: PgPool) -> Self {
+        Self {
+            read: pool,
+            separate_log: None,
+        }
+    }
+
+    /// The event store, from which catch-up and rebuilds read the log.
+    pub fn log(&self) -> &PgPool {
+        self.separate_log.as_ref().unwrap_or(&self.read)
+    }
+
+    /// Whether the read models live in a database of their own.
+    pub fn separate(settings: &Settings) -> bool {
+        !settings.projection.database_url.expose().is_empty()
+    }
+}
+
+/// Connects to Postgres and NATS as configured: the read models' database
+/// (`projection.database_url`, else `database.url`) and, when that is another database,
+/// the event store read-only.
+pub async fn connect(settings: &Settings) -> anyhow::Result<(Databases, async_nats::Client)> {
     let credentials = credentials(settings)?;
     // Read-model transactions need not wait for their WAL flush: rows and checkpoint
     // commit together, so a Postgres crash can only lose whole recent transactions, which
     // are re-applied identically from the older checkpoint (never half of one).
-    let pool = flexcore_service::connect::postgres_with(&settings.database, &[("synchronous_commit", "off")]).await?;
+    let read_model_settings = flexcore_config::DatabaseSettings {
+        url: if Databases::separate(settings) {
+            settings.projection.database_url.clone()
+        } else {
+            settings.database.url.clone()
+        },
+        ..settings.database.clone()
+    };
+    let read = flexcore_service::connect::postgres_with(&read_model_settings, &[("synchronous_commit", "off")])
+        .await
+        .context("connecting to the read models' database")?;
+    let databases = if Databases::separate(settings) {
+        // The log is only ever read here: a connection that cannot write makes sure of it
+        // (and a role with SELECT on `events` alone is all it needs).
+        let log =
+            flexcore_service::connect::postgres_with(&settings.database, &[("default_transaction_read_only", "on")])
+                .await
+                .context("connecting to the event store (database.url, read-only)")?;
+        Databases {
+            read,
+            separate_log: Some(log),
+        }
+    } else {
+        Databases::shared(read)
+    };
     // No echo: a leader's position announcements are for the other replicas; this process
     // updates its own positions directly.
     let nats = flexcore_service::connect::nats_with(
@@ -64,18 +122,24 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<(PgPool, async_nats:
         |o| o.no_echo(),
     )
     .await?;
-    Ok((pool, nats))
+    Ok((databases, nats))
 }
 
 /// Runs the projection service until `shutdown`: migrations (if configured), read-model
 /// set-up, the projection workers (if enabled), position tracking and the query loop.
+///
+/// The migrations run on the read models' database. They are one sequence for both
+/// layouts, so a separate read-model database also gets the (unused, empty) log tables,
+/// and the event store the (unused, empty) `read` schema; the event store is migrated by
+/// the command service.
 pub async fn run(
     settings: &Settings,
     nats: async_nats::Client,
-    pool: PgPool,
+    databases: Databases,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let credentials = credentials(settings)?;
+    let pool = databases.read.clone();
     if settings.database.migrate_on_start {
         MIGRATOR.run(&pool).await.context("running migrations")?;
     }
@@ -108,7 +172,7 @@ pub async fn run(
 
     let stop = CancellationToken::new();
     let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(metrics::sample(pool.clone(), stop.clone())));
+    tasks.push(tokio::spawn(metrics::sample(databases.clone(), stop.clone())));
     tasks.push(tokio::spawn({
         let (positions, nats, pool, stop) = (positions.clone(), nats.clone(), pool.clone(), stop.clone());
         let trust = credentials.trust.clone();
@@ -121,6 +185,7 @@ pub async fn run(
     if settings.projection.workers_enabled {
         let shared = Shared {
             pool: pool.clone(),
+            separate_log: databases.separate_log.clone(),
             nats: nats.clone(),
             positions: positions.clone(),
             settings: settings.projection.clone(),
@@ -134,6 +199,7 @@ pub async fn run(
     }
     let ctx = Arc::new(QueryContext {
         pool,
+        separate_log: databases.separate_log,
         positions,
         settings: settings.projection.clone(),
         upcoming: Default::default(),

@@ -6,7 +6,7 @@
 //!   column, so a rolled-back append's unused positions count too: an upper bound that is
 //!   0 exactly when the projection has applied the newest event.
 //! - `flexcore_queries_executed_total{query_type,status}`, counted by the query loop.
-//! - Readiness: NATS, Postgres, the events stream, and every projection within
+//! - Readiness: NATS, Postgres (both databases when the read models have their own), the events stream, and every projection within
 //!   `admin.ready_max_lag_events` of the head.
 
 use std::time::Duration;
@@ -16,27 +16,28 @@ use flexcore_contracts::queries::QueryReply;
 use flexcore_contracts::subjects;
 use flexcore_service::admin::{CheckOutcome, Checks};
 use flexcore_service::metrics as shared;
-use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::projection::Kind;
 use crate::query::KNOWN;
+use crate::Databases;
 
 /// How often the lag gauges are refreshed.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 /// Every projection's lag in events behind the head of the log, from the committed
-/// checkpoints (so any replica, leader or not, sees the same).
-pub async fn lags(pool: &PgPool) -> Result<Vec<(Kind, u64)>, sqlx::Error> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT p.name, greatest(h.head - p.global_position, 0) \
-         FROM read.projections p, (SELECT coalesce(max(global_position), 0) AS head FROM events) h",
-    )
-    .fetch_all(pool)
-    .await?;
+/// checkpoints (so any replica, leader or not, sees the same). The head is read before
+/// the checkpoints: a lag is never understated by events appended in between.
+pub async fn lags(databases: &Databases) -> Result<Vec<(Kind, u64)>, sqlx::Error> {
+    let head: i64 = sqlx::query_scalar("SELECT coalesce(max(global_position), 0) FROM events")
+        .fetch_one(databases.log())
+        .await?;
+    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT name, global_position FROM read.projections")
+        .fetch_all(&databases.read)
+        .await?;
     let lags: Vec<(Kind, u64)> = rows
         .into_iter()
-        .filter_map(|(name, lag)| Some((Kind::parse(&name)?, u64::try_from(lag).unwrap_or_default())))
+        .filter_map(|(name, at)| Some((Kind::parse(&name)?, u64::try_from(head - at).unwrap_or_default())))
         .collect();
     for (kind, lag) in &lags {
         shared::projections().set_lag(kind.name(), i64::try_from(*lag).unwrap_or(i64::MAX));
@@ -45,14 +46,14 @@ pub async fn lags(pool: &PgPool) -> Result<Vec<(Kind, u64)>, sqlx::Error> {
 }
 
 /// Refreshes the lag gauges every [`SAMPLE_EVERY`] until `stop`.
-pub async fn sample(pool: PgPool, stop: CancellationToken) {
+pub async fn sample(databases: Databases, stop: CancellationToken) {
     let mut tick = tokio::time::interval(SAMPLE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = tick.tick() => {
-                if let Err(error) = lags(&pool).await {
+                if let Err(error) = lags(&databases).await {
                     tracing::debug!(%error, "sampling projection lag failed");
                 }
             }
@@ -79,20 +80,21 @@ pub fn record_query(subject: &str, reply: &QueryReply) {
     shared::projections().query(query_type, status);
 }
 
-/// The readiness checks of the projection service: NATS, Postgres, the events stream,
-/// and every projection at most `admin.ready_max_lag_events` behind.
-pub fn checks(settings: &Settings, nats: &async_nats::Client, pool: &PgPool) -> Checks {
+/// The readiness checks of the projection service: NATS, Postgres (the read models'
+/// database; the event store is read by the lag check), the events stream, and every
+/// projection at most `admin.ready_max_lag_events` behind.
+pub fn checks(settings: &Settings, nats: &async_nats::Client, databases: &Databases) -> Checks {
     let max_lag = settings.admin.ready_max_lag_events;
-    let lag_pool = pool.clone();
+    let lag_databases = databases.clone();
     Checks::new()
         .nats(nats.clone())
-        .postgres(pool.clone())
+        .postgres(databases.read.clone())
         .stream(nats.clone(), subjects::EVENTS_STREAM)
         .serving("queries")
         .with_fn("projection_lag", move || {
-            let pool = lag_pool.clone();
+            let databases = lag_databases.clone();
             async move {
-                match lags(&pool).await {
+                match lags(&databases).await {
                     Ok(lags) => lag_outcome(&lags, max_lag),
                     Err(error) => CheckOutcome::failed(format!("reading projection positions: {error}")),
                 }

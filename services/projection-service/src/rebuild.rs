@@ -74,7 +74,7 @@ async fn rebuild(
     let old = live.lock().await.generation;
     let generation = old + 1;
     let target: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&shared.pool)
+        .fetch_one(shared.log())
         .await?;
     let started = Instant::now();
     status.state = "running".into();
@@ -92,7 +92,7 @@ async fn rebuild(
     let mut last_report = Instant::now();
     let batch_size = shared.settings.replay_batch_size;
     loop {
-        let batch = flexcore_eventstore::read_all_with(&shared.pool, checkpoint, batch_size).await?;
+        let batch = flexcore_eventstore::read_all_with(shared.log(), checkpoint, batch_size).await?;
         replay(kind, shared, generation, &batch, &mut checkpoint).await?;
         status.processed += batch.len() as u64;
         if last_report.elapsed().as_secs() >= 1 {
@@ -109,7 +109,7 @@ async fn rebuild(
     // The last stretch with the live worker paused, then the swap.
     let mut live = live.lock().await;
     loop {
-        let batch = flexcore_eventstore::read_all_with(&shared.pool, checkpoint, batch_size).await?;
+        let batch = flexcore_eventstore::read_all_with(shared.log(), checkpoint, batch_size).await?;
         if batch.is_empty() {
             if checkpoint >= live.checkpoint {
                 break;

@@ -150,6 +150,23 @@ pub async fn load(conn: &mut PgConnection, kind: Kind, lock: bool) -> Result<Liv
     })
 }
 
+/// Whether the log holds exactly `count` events in `(from, to]`: the check of [`advance`]
+/// on its own, for an event store in another database.
+async fn contiguous(log: &PgPool, from: Checkpoint, to: Checkpoint, count: usize) -> Result<bool, ProjectionError> {
+    let held: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events \
+         WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
+           AND (transaction_id, global_position) <= ($3::text::xid8, $4)",
+    )
+    .bind(from.transaction_id.to_string())
+    .bind(i64::try_from(from.global_position).unwrap_or(i64::MAX))
+    .bind(to.transaction_id.to_string())
+    .bind(i64::try_from(to.global_position).unwrap_or(i64::MAX))
+    .fetch_one(log)
+    .await?;
+    Ok(held == i64::try_from(count).unwrap_or(i64::MAX))
+}
+
 /// Moves the checkpoint from `from` to `to` by `count` events, only if it still is at
 /// `from` in `generation` and — unless `verified` — the log holds exactly `count` events
 /// in `(from, to]`: a batch read from JetStream is applied only when nothing in between
@@ -191,9 +208,13 @@ async fn advance<'e, E: sqlx::PgExecutor<'e>>(
 /// Applies the events after `live.checkpoint` and moves the checkpoint, in one
 /// transaction whose last statement moves the checkpoint only if nobody else moved it and
 /// nothing is missing before the batch (see [`advance`]); otherwise it rolls back.
-/// `verified` batches come from the event store (contiguous by construction).
+/// `verified` batches come from the event store (contiguous by construction). When the
+/// event store is another database (`separate_log`), the check that nothing is missing
+/// runs there first, in its own statement: the log up to the batch's last event is
+/// committed and immutable, so its answer cannot change before this transaction commits.
 pub async fn commit_batch(
     pool: &PgPool,
+    separate_log: Option<&PgPool>,
     kind: Kind,
     live: &mut Live,
     events: &[RecordedEvent],
@@ -212,7 +233,13 @@ pub async fn commit_batch(
         return Ok(Committed::Skipped);
     }
     let (from, generation) = (live.checkpoint, live.generation);
-    let (moved, changed) = if kind.concerns(&fresh) {
+    let verified = match separate_log {
+        Some(log) if !verified => contiguous(log, from, last, fresh.len()).await?,
+        _ => verified,
+    };
+    let (moved, changed) = if !verified && separate_log.is_some() {
+        (false, 0)
+    } else if kind.concerns(&fresh) {
         let mut tx = pool.begin().await?;
         let changed = kind.apply(&mut tx, generation, &fresh).await?;
         let moved = advance(&mut *tx, kind, generation, from, last, fresh.len(), verified).await?;

@@ -33,8 +33,11 @@ use crate::store::{self, Committed, Live};
 /// What every worker shares.
 #[derive(Clone)]
 pub struct Shared {
-    /// The read-model (and event-store) database.
+    /// The read models' database (leadership locks, checkpoints, rows).
     pub pool: PgPool,
+    /// The event store when it is another database than `pool` (read-only); see
+    /// [`crate::Databases`].
+    pub separate_log: Option<PgPool>,
     /// NATS.
     pub nats: async_nats::Client,
     /// This process's view of every projection's checkpoint.
@@ -48,6 +51,13 @@ pub struct Shared {
     /// Event messages already verified, shared by the workers (each view receives every
     /// event: one signature check per event, not one per view).
     pub verified: Arc<flexcore_security::VerifiedCache>,
+}
+
+impl Shared {
+    /// The event store, from which catch-up and rebuilds read the log.
+    pub fn log(&self) -> &PgPool {
+        self.separate_log.as_ref().unwrap_or(&self.pool)
+    }
 }
 
 /// How many verified event messages [`Shared::verified`] remembers: far more than the
@@ -174,13 +184,13 @@ pub async fn catch_up(kind: Kind, shared: &Shared, live: &mut Live) -> Result<u6
     let mut total = 0;
     loop {
         let batch =
-            flexcore_eventstore::read_all_with(&shared.pool, live.checkpoint, shared.settings.replay_batch_size)
+            flexcore_eventstore::read_all_with(shared.log(), live.checkpoint, shared.settings.replay_batch_size)
                 .await?;
         if batch.is_empty() {
             return Ok(total);
         }
         let n = batch.len() as u64;
-        match store::commit_batch(&shared.pool, kind, live, &batch, true).await? {
+        match store::commit_batch(&shared.pool, None, kind, live, &batch, true).await? {
             Committed::Applied(_) | Committed::Skipped => {
                 total += n;
                 shared.positions.advance(kind, live.checkpoint);
@@ -234,7 +244,16 @@ async fn apply_chunk(
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match store::commit_batch(&shared.pool, kind, &mut live, &events, false).await? {
+            match store::commit_batch(
+                &shared.pool,
+                shared.separate_log.as_ref(),
+                kind,
+                &mut live,
+                &events,
+                false,
+            )
+            .await?
+            {
                 Committed::Applied(_) | Committed::Skipped => break,
                 Committed::Gap | Committed::Resync if attempts < 4 => {
                     catch_up(kind, shared, &mut live).await?;

@@ -246,6 +246,11 @@ impl RelaySettings {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProjectionSettings {
+    /// Connection URL of the read models' database (a secret, like `database.url`);
+    /// empty = the event store's database. When set, the read models (and the
+    /// migrations) go there and the event log is read from `database.url` through
+    /// read-only connections, so the query tier can scale apart from the write tier.
+    pub database_url: Secret,
     /// Run projection workers in this process (one leader per projection across replicas).
     pub workers_enabled: bool,
     /// Most events applied in one read-model transaction.
@@ -267,6 +272,7 @@ pub struct ProjectionSettings {
 impl Default for ProjectionSettings {
     fn default() -> Self {
         Self {
+            database_url: Secret::new(""),
             workers_enabled: true,
             batch_size: 1000,
             replay_batch_size: 5000,

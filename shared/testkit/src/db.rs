@@ -31,6 +31,8 @@ pub struct TestDb {
     pub pool: PgPool,
     name: String,
     admin_url: String,
+    /// Roles made by [`TestDb::reader`], dropped with the database.
+    roles: std::sync::Mutex<Vec<String>>,
 }
 
 impl TestDb {
@@ -67,6 +69,7 @@ impl TestDb {
             pool,
             name,
             admin_url,
+            roles: Default::default(),
         };
         db.pool
             .acquire()
@@ -78,6 +81,21 @@ impl TestDb {
     /// The database's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// A login role of its own that may only read the event log (`SELECT` on `events`),
+    /// and this database's URL as that role (no password: the test server trusts local
+    /// logins). Dropped with the database.
+    pub async fn reader(&self) -> anyhow::Result<String> {
+        let role = format!("{}_reader", self.name);
+        sqlx::raw_sql(&format!(
+            r#"CREATE ROLE "{role}" LOGIN; GRANT SELECT ON events TO "{role}""#
+        ))
+        .execute(&self.pool)
+        .await
+        .with_context(|| format!("creating the reader role of {}", self.name))?;
+        self.roles.lock().unwrap_or_else(|e| e.into_inner()).push(role.clone());
+        with_user(&self.url, &role)
     }
 
     /// The workspace's `migrations/` directory.
@@ -109,9 +127,10 @@ impl Drop for TestDb {
         // The test's runtime may be a current-thread one (or already gone), so the drop
         // runs on a thread with a runtime of its own, and is waited for with a cap.
         let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        let roles = std::mem::take(&mut *self.roles.lock().unwrap_or_else(|e| e.into_inner()));
         let (done, finished) = mpsc::channel();
         let spawned = std::thread::Builder::new().name(format!("drop-{name}")).spawn(move || {
-            let _ = done.send(drop_database(&admin_url, &name));
+            let _ = done.send(drop_database(&admin_url, &name, &roles));
         });
         if let Err(err) = spawned {
             tracing::warn!(db = %self.name, error = %err, "could not drop test database");
@@ -129,17 +148,38 @@ impl Drop for TestDb {
     }
 }
 
-/// `DROP DATABASE … WITH (FORCE)`: the test's pool may still hold connections.
-fn drop_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
+/// `DROP DATABASE … WITH (FORCE)`: the test's pool may still hold connections. Then the
+/// database's `roles` (their privileges went with it).
+fn drop_database(admin_url: &str, name: &str, roles: &[String]) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let mut admin = PgConnection::connect(admin_url).await?;
         sqlx::raw_sql(&format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#))
             .execute(&mut admin)
             .await?;
+        for role in roles {
+            sqlx::raw_sql(&format!(r#"DROP ROLE IF EXISTS "{role}""#))
+                .execute(&mut admin)
+                .await?;
+        }
         let _ = admin.close().await;
         Ok(())
     })
+}
+
+/// `url` with its user replaced by `user` (and no password).
+fn with_user(url: &str, user: &str) -> anyhow::Result<String> {
+    let authority_start = url
+        .find("://")
+        .map(|i| i + 3)
+        .with_context(|| format!("{DATABASE_URL_VAR} is not a URL: {}", redact(url)))?;
+    let rest = &url[authority_start..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let host = match rest[..authority_end].rfind('@') {
+        Some(at) => &rest[at + 1..],
+        None => rest,
+    };
+    Ok(format!("{}{user}@{host}", &url[..authority_start]))
 }
 
 /// `url` with its database (path) replaced by `database`, keeping any query string.
@@ -188,6 +228,23 @@ mod tests {
         );
         assert_eq!(with_database("postgres://h:5432", "x").unwrap(), "postgres://h:5432/x");
         assert!(with_database("nonsense", "x").is_err());
+    }
+
+    #[test]
+    fn the_user_is_replaced_and_the_password_dropped() {
+        assert_eq!(
+            with_user("postgres://postgres@127.0.0.1:5432/db", "r").unwrap(),
+            "postgres://r@127.0.0.1:5432/db"
+        );
+        assert_eq!(
+            with_user("postgres://u:p@h/db?sslmode=disable", "r").unwrap(),
+            "postgres://r@h/db?sslmode=disable"
+        );
+        assert_eq!(
+            with_user("postgres://h:5432/db", "r").unwrap(),
+            "postgres://r@h:5432/db"
+        );
+        assert!(with_user("nonsense", "r").is_err());
     }
 
     #[test]

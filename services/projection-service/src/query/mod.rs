@@ -32,14 +32,24 @@ pub use list::{Item, ListSpec, Page, DEFAULT_LIMIT};
 
 /// What query handlers share.
 pub struct QueryContext {
-    /// The read models (and the event log, for positions and lag).
+    /// The read models (and, unless `separate_log`, the event log).
     pub pool: PgPool,
+    /// The event store when it is another database than `pool` (read-only), for
+    /// positions and lag; see [`crate::Databases`].
+    pub separate_log: Option<PgPool>,
     /// Where each projection stands.
     pub positions: Arc<Positions>,
     /// Tuning.
     pub settings: flexcore_config::ProjectionSettings,
     /// The next schedule fires, kept between queries.
     pub upcoming: upcoming::Upcoming,
+}
+
+impl QueryContext {
+    /// The event store.
+    pub fn log(&self) -> &PgPool {
+        self.separate_log.as_ref().unwrap_or(&self.pool)
+    }
 }
 
 /// Every query subject this service answers, for error messages.
@@ -140,7 +150,7 @@ pub async fn answer(ctx: &QueryContext, message: &Message, reply_limit: usize) -
         ("projection", "list") => {
             let q: ProjectionsQuery = queries::decode(&name, body)?;
             reach(ctx, &Kind::ALL, q.min_position).await?;
-            ok(ctx, Kind::Audit, &views::projections(&ctx.pool).await?, None)
+            ok(ctx, Kind::Audit, &views::projections(&ctx.pool, ctx.log()).await?, None)
         }
         ("projection", _) => {
             let q: RebuildRequest = queries::decode(&name, body)?;
@@ -318,7 +328,7 @@ async fn reach(ctx: &QueryContext, kinds: &[Kind], min_position: Option<u64>) ->
     let tx: Option<i64> =
         sqlx::query_scalar("SELECT transaction_id::text::bigint FROM events WHERE global_position = $1")
             .bind(pos)
-            .fetch_optional(&ctx.pool)
+            .fetch_optional(ctx.log())
             .await
             .map_err(db_error)?;
     let Some(tx) = tx else {

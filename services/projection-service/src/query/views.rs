@@ -363,8 +363,9 @@ pub async fn plugin_stats(pool: &PgPool, id: Uuid) -> Result<PluginStatsView, Er
     })
 }
 
-/// `projection.list`: position, lag and rebuild progress of every projection.
-pub async fn projections(pool: &PgPool) -> Result<Vec<ProjectionStatus>, ErrorBody> {
+/// `projection.list`: position, lag and rebuild progress of every projection (the
+/// checkpoints from the read models' database `pool`, the lag from the event store `log`).
+pub async fn projections(pool: &PgPool, log: &PgPool) -> Result<Vec<ProjectionStatus>, ErrorBody> {
     type Row = (String, i32, i64, i64, i64, DateTime<Utc>, Option<Json<RebuildStatus>>);
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT name, generation, transaction_id::text::bigint, global_position, events_applied, updated_at, rebuild \
@@ -386,7 +387,7 @@ pub async fn projections(pool: &PgPool) -> Result<Vec<ProjectionStatus>, ErrorBo
         )
         .bind(cp.transaction_id.to_string())
         .bind(pos)
-        .fetch_one(pool)
+        .fetch_one(log)
         .await
         .map_err(db_error)?;
         out.push(ProjectionStatus {

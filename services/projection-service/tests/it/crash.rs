@@ -51,7 +51,7 @@ async fn a_killed_projection_service_resumes_exactly_once() {
     let ((), (mut second, at_kill)) = tokio::join!(load, chaos);
     assert!(s.event_count().await > at_kill, "the kill happened mid-burst");
     s.caught_up().await;
-    assert_read_models_match(&s.db.pool).await;
+    assert_read_models_match(&s).await;
     let events = s.event_count().await;
     for p in s.data("projection.list", json!({})).await.as_array().unwrap() {
         assert_eq!(

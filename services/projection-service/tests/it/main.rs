@@ -8,6 +8,7 @@ mod consistency;
 mod crash;
 mod queries;
 mod rebuild;
+mod separate;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,7 +25,12 @@ pub fn workspace() -> PathBuf {
 }
 
 pub struct Stack {
+    /// The event store (and, unless `read_db`, the read models).
     pub db: TestDb,
+    /// The read models' own database, when the stack has the separate layout.
+    pub read_db: Option<TestDb>,
+    /// The projection service's settings on top of `settings`: its database URLs.
+    projection_urls: Option<(String, String)>,
     pub nats: TestNats,
     pub client: async_nats::Client,
     pub settings: Settings,
@@ -45,14 +51,39 @@ pub fn settings(db: &TestDb, nats: &TestNats) -> Settings {
     s
 }
 
+/// Where the read models live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// In the event store's database (the default).
+    Shared,
+    /// In a database of their own; the projection service reads the event store as a
+    /// role that may only `SELECT` from `events`.
+    Separate,
+}
+
 /// The command service and, when `projection`, the projection service, in-process.
 pub async fn stack(projection: bool) -> Stack {
+    stack_in(Layout::Shared, projection).await
+}
+
+/// [`stack`] with the read models laid out as `layout` says.
+pub async fn stack_in(layout: Layout, projection: bool) -> Stack {
     flexcore_testkit::init_tracing();
     let db = TestDb::create().await.unwrap();
     let nats = TestNats::start().await.unwrap();
     let client = nats.client().await.unwrap();
     let settings = settings(&db, &nats);
+    let (read_db, projection_urls) = match layout {
+        Layout::Shared => (None, None),
+        Layout::Separate => {
+            let read_db = TestDb::create_empty().await.unwrap();
+            let urls = (db.reader().await.unwrap(), read_db.url.clone());
+            (Some(read_db), Some(urls))
+        }
+    };
     let mut stack = Stack {
+        read_db,
+        projection_urls,
         db,
         nats,
         client,
@@ -74,9 +105,24 @@ pub async fn stack(projection: bool) -> Stack {
 }
 
 impl Stack {
-    pub async fn spawn_projection(&mut self) {
+    /// The read models' database.
+    pub fn read_pool(&self) -> &sqlx::PgPool {
+        &self.read_db.as_ref().unwrap_or(&self.db).pool
+    }
+
+    /// The projection service's settings.
+    pub fn projection_settings(&self) -> Settings {
         let mut s = self.settings.clone();
         self.nats.settings_for("projection", &mut s);
+        if let Some((log, read)) = &self.projection_urls {
+            s.database.url = flexcore_config::Secret::new(log.clone());
+            s.projection.database_url = flexcore_config::Secret::new(read.clone());
+        }
+        s
+    }
+
+    pub async fn spawn_projection(&mut self) {
+        let s = self.projection_settings();
         let token = self.shutdown.clone();
         let (pool, nats) = flexcore_projection::connect(&s).await.unwrap();
         self.tasks.push(tokio::spawn(async move {
@@ -89,6 +135,12 @@ impl Stack {
     pub fn spawn_projection_process(&self) -> std::process::Child {
         std::process::Command::new(env!("CARGO_BIN_EXE_flexcore-projection"))
             .env("FLEXCORE__DATABASE__URL", &self.db.url)
+            .envs(self.projection_urls.iter().flat_map(|(log, read)| {
+                [
+                    ("FLEXCORE__DATABASE__URL", log),
+                    ("FLEXCORE__PROJECTION__DATABASE_URL", read),
+                ]
+            }))
             .envs(self.nats.env_for("projection"))
             .env("FLEXCORE__PROJECTION__LEADER_RETRY_MS", "100")
             .env("FLEXCORE__DATABASE__MAX_CONNECTIONS", "8")

@@ -75,7 +75,7 @@ async fn a_rebuild_swaps_in_while_queries_keep_being_answered() {
     .unwrap();
     crate::burst(&s, "r2", 4, 4).await;
     s.caught_up().await;
-    assert_read_models_match(&s.db.pool).await;
+    assert_read_models_match(&s).await;
     s.stop().await;
 }
 
@@ -124,7 +124,7 @@ async fn a_read_model_lacking_a_column_or_table_gets_it_and_is_rebuilt_to_fill_i
     // Live events keep being applied to the new generation.
     crate::burst(&s, "c2", 2, 2).await;
     s.caught_up().await;
-    assert_read_models_match(&s.db.pool).await;
+    assert_read_models_match(&s).await;
     second.kill().unwrap();
     second.wait().unwrap();
     s.stop().await;
