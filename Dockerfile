@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1.7
-#
 # One image for every FlexCore binary; the command picks the service:
 #
 #   docker build -t flexcore:local .
@@ -11,9 +9,24 @@
 # FLEXCORE_CONFIG_DIR), overridden by FLEXCORE__SECTION__KEY environment variables.
 # The SQL migrations are embedded in the binaries (sqlx::migrate!), so the image carries
 # none. Example wasm plugins: /usr/share/flexcore/plugins/<name>.wasm.
+#
+# Build arguments (docs/operations.md, "Containers"); the defaults are the public images,
+# so a plain `docker build` compiles everything in rust:1.95-bookworm:
+#   RUST_IMAGE      the builder stage's image          (rust:1.95-bookworm)
+#   RUNTIME_IMAGE   the image the services run on      (debian:bookworm-slim)
+#   BINARIES        source: compile in the builder stage; prebuilt: take the binaries and
+#                   plugins that scripts/dist.sh left in target/dist/<profile>/ on the host
+#                   (same glibc as the runtime image: build them on Debian 12)
+#   DIST            with prebuilt, that directory      (target/dist/release)
+# BuildKit builds only the stages the runtime stage needs, so with BINARIES=prebuilt the
+# rust image is never pulled. No `# syntax=` line: BuildKit's built-in Dockerfile
+# frontend reads this file, and nothing needs a frontend image from a registry.
+ARG RUST_IMAGE=rust:1.95-bookworm
+ARG RUNTIME_IMAGE=debian:bookworm-slim
+ARG BINARIES=source
 
-############################################################################ builder
-FROM rust:1.95-bookworm AS builder
+############################################################################ source
+FROM ${RUST_IMAGE} AS source
 
 # Plugins are WASI command modules (plugins/build.sh builds them for this target).
 RUN rustup target add wasm32-wasip1
@@ -24,7 +37,9 @@ COPY . .
 # The registry and target directories are cache mounts (kept between builds, not in any
 # layer), so the artefacts are copied out to /out within the same RUN. build.sh leaves
 # every module in target/plugins/<name>.wasm; misbehave and leaky exist only for the
-# runner's sandbox and secret tests and are not shipped.
+# runner's sandbox and secret tests and are not shipped. The binaries lose their debug
+# info (most of their size; symbols stay, so backtraces name functions): scripts/dist.sh
+# keeps it in separate files for whoever needs it.
 RUN --mount=type=cache,id=flexcore-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,id=flexcore-cargo-git,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,id=flexcore-target,target=/src/target,sharing=locked \
@@ -35,15 +50,26 @@ RUN --mount=type=cache,id=flexcore-cargo-registry,target=/usr/local/cargo/regist
     bash plugins/build.sh --locked; \
     mkdir -p /out/bin /out/plugins; \
     for bin in flexcore-command flexcore-projection flexcore-scheduler flexcore-runner flexcore-gateway flexctl; do \
-        install -m 0755 "target/release/$bin" /out/bin/; \
+        objcopy --strip-debug "target/release/$bin" "/out/bin/$bin"; \
     done; \
     for wasm in target/plugins/*.wasm; do \
         case "$(basename "$wasm")" in misbehave.wasm|leaky.wasm) ;; *) install -m 0644 "$wasm" /out/plugins/ ;; esac; \
     done; \
     ls -l /out/bin /out/plugins
 
+############################################################################ prebuilt
+# Binaries built on the host (scripts/dist.sh: stripped, their debug info kept apart in
+# target/dist-debuginfo/, never in the image) and the example plugins.
+FROM scratch AS prebuilt
+ARG DIST=target/dist/release
+COPY ${DIST}/bin/ /out/bin/
+COPY ${DIST}/plugins/ /out/plugins/
+
+############################################################################ binaries
+FROM ${BINARIES} AS binaries
+
 ############################################################################ runtime
-FROM debian:bookworm-slim AS runtime
+FROM ${RUNTIME_IMAGE} AS runtime
 
 # ca-certificates: TLS to NATS / OTLP endpoints; curl: container health checks on the
 # admin port; tini: PID 1 that forwards SIGTERM and reaps the children of `process`
@@ -58,8 +84,8 @@ RUN set -eux; \
     useradd --system --uid 10001 --gid flexcore --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin flexcore
 
-COPY --from=builder /out/bin/ /usr/local/bin/
-COPY --from=builder /out/plugins/ /usr/share/flexcore/plugins/
+COPY --from=binaries /out/bin/ /usr/local/bin/
+COPY --from=binaries /out/plugins/ /usr/share/flexcore/plugins/
 COPY config/ /etc/flexcore/
 
 # FLEXCORE_CONFIG_DIR (not a FLEXCORE__ override) names the directory holding base.yaml;

@@ -249,8 +249,11 @@ fn compose_services_have_health_checks_dependencies_and_one_image() {
 #[test]
 fn the_image_carries_config_binaries_and_plugins() {
     let dockerfile = read(&root().join("Dockerfile"));
-    assert!(dockerfile.contains("FROM rust:1.95-bookworm AS builder"));
-    assert!(dockerfile.contains("FROM debian:bookworm-slim"));
+    // The base images are build arguments whose defaults are the public images.
+    assert!(dockerfile.contains("ARG RUST_IMAGE=rust:1.95-bookworm"));
+    assert!(dockerfile.contains("FROM ${RUST_IMAGE} AS source"));
+    assert!(dockerfile.contains("ARG RUNTIME_IMAGE=debian:bookworm-slim"));
+    assert!(dockerfile.contains("FROM ${RUNTIME_IMAGE} AS runtime"));
     for package in SERVICES.iter().map(|s| s.binary).chain(["flexctl"]) {
         assert!(
             dockerfile.contains(&format!("-p {package}")),
@@ -275,6 +278,81 @@ fn the_image_carries_config_binaries_and_plugins() {
     for entry in ["target/", ".git/", ".flexcore/"] {
         assert!(ignore.lines().any(|l| l.trim() == entry), ".dockerignore lists {entry}");
     }
+}
+
+/// The Dockerfile's global `ARG NAME=default` lines (before the first `FROM`).
+fn dockerfile_arg_defaults(dockerfile: &str) -> BTreeMap<String, String> {
+    dockerfile
+        .lines()
+        .take_while(|l| !l.starts_with("FROM "))
+        .filter_map(|l| l.strip_prefix("ARG "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect()
+}
+
+#[test]
+fn compose_defaults_are_the_public_images_and_ports() {
+    // Unset variables give a user today's stack: the public images, the usual host ports,
+    // the Dockerfile's own defaults for its build arguments (CI sets them to stand-ins).
+    let compose = compose();
+    let defaults = BTreeMap::new();
+    let image = |name: &str| interpolate(str_at(compose_service(&compose, name), &["image"]).unwrap(), &defaults);
+    assert_eq!(image("nats"), "nats:2.10-alpine");
+    assert_eq!(image("postgres"), "postgres:16");
+    assert_eq!(image("command"), "flexcore:local");
+    let ports = |name: &str| -> Vec<String> {
+        seq_at(compose_service(&compose, name), &["ports"])
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|p| interpolate(p, &defaults))
+            .collect()
+    };
+    assert_eq!(ports("nats"), ["127.0.0.1:4222:4222"]);
+    assert_eq!(ports("gateway"), ["127.0.0.1:8080:8080"]);
+    let moved = BTreeMap::from([("FLEXCORE_NATS_PORT", "14222"), ("FLEXCORE_NATS_IMAGE", "local/nats:1")]);
+    let nats = compose_service(&compose, "nats");
+    assert_eq!(interpolate(str_at(nats, &["image"]).unwrap(), &moved), "local/nats:1");
+    assert_eq!(
+        interpolate(seq_at(nats, &["ports"])[0].as_str().unwrap(), &moved),
+        "127.0.0.1:14222:4222"
+    );
+
+    let dockerfile = read(&root().join("Dockerfile"));
+    assert!(
+        !dockerfile.lines().any(|l| l.starts_with("# syntax=")),
+        "no `# syntax=` line: it makes BuildKit pull a frontend image from a registry"
+    );
+    let declared = dockerfile_arg_defaults(&dockerfile);
+    assert_eq!(declared.get("BINARIES").map(String::as_str), Some("source"));
+    let args = at(compose_service(&compose, "command"), &["build", "args"])
+        .and_then(Value::as_mapping)
+        .expect("build args");
+    for (name, value) in args {
+        let name = name.as_str().unwrap();
+        let value = interpolate(value.as_str().unwrap(), &defaults);
+        let dockerfile_default = declared
+            .get(name)
+            .cloned()
+            .or_else(|| {
+                // A stage's own ARG (DIST, in the prebuilt stage).
+                dockerfile
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("ARG {name}=")).map(str::to_owned))
+            })
+            .unwrap_or_else(|| panic!("build arg {name} is not declared in the Dockerfile"));
+        assert_eq!(
+            value, dockerfile_default,
+            "build arg {name}: compose's default is the Dockerfile's"
+        );
+    }
+    // The prebuilt stage's binaries are in the build context; their debug info is not.
+    let ignore = read(&root().join(".dockerignore"));
+    let lines: Vec<_> = ignore.lines().map(str::trim).collect();
+    let excluded = lines.iter().position(|l| *l == "target/").unwrap();
+    let included = lines.iter().position(|l| *l == "!target/dist/").expect("!target/dist/");
+    assert!(included > excluded, "the exception comes after target/");
+    assert!(!lines.iter().any(|l| l.contains("dist-debuginfo") && l.starts_with('!')));
 }
 
 #[test]
