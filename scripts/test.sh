@@ -5,6 +5,8 @@
 # venv/pip (for target-jsonl), the wasm32-wasip1 Rust target (installed here), and
 # Debian's chromium and chromium-driver for the console's browser test (.ci/run installs them);
 # as root, debootstrap and deb.debian.org once (scripts/postgres-next.sh, scripts/check-k8s.sh).
+# Last, the compose test (tests/compose/run.sh) when a Docker engine with Compose v2 is
+# reachable (.ci/run sets one up): skipped with a message otherwise, a failure when CI is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The plugin runner's tests build the example plugins for wasm32-wasip1 and run a real
@@ -70,4 +72,17 @@ else
   cargo test --workspace --no-fail-fast
   "${current_nats[@]}" cargo test "${jetstream_crates[@]}" --no-fail-fast
   postgres_next cargo test
+fi
+# The compose test: docker-compose.yml and the Dockerfile started for real, on local
+# stand-in base images (tests/compose/run.sh). --no-build: the image takes the debug
+# binaries the test runs above left in target/debug (every binary's package has
+# integration tests); building them again with `cargo build` could recompile much of the
+# workspace (other features than the tests'), for nothing the test needs.
+if docker info >/dev/null 2>&1; then
+  bash tests/compose/run.sh --no-build
+elif [ -n "${CI:-}" ]; then
+  echo "scripts/test.sh: no Docker engine reachable (docker info failed) and CI is set: the compose test must run in CI" >&2
+  exit 1
+else
+  echo "scripts/test.sh: SKIPPED the compose test (tests/compose/run.sh): no Docker engine reachable (docker info failed)" >&2
 fi
