@@ -357,6 +357,14 @@ impl Sender {
     }
 }
 
+/// The command id of skipping `slot` of `schedule_id`: the slot's alone, not the reason's.
+/// Two replicas that see the slot differently (one finds the pipeline paused, the other a
+/// run still active) then send one command, which the command service applies once: with
+/// the reason in the id, both skips were recorded (found by the cluster fault test).
+fn skip_command_id(schedule_id: Uuid, slot: chrono::DateTime<chrono::Utc>) -> Uuid {
+    command_id(scheduled_run_id(schedule_id, slot), "skip")
+}
+
 /// Sends one command, with an id derived from what it does so every replica sends the same
 /// command (and the command service applies it once), and says how it ended.
 async fn deliver(client: &flexcore_client::Client, action: &Action, retry: Retry) -> Outcome {
@@ -402,8 +410,7 @@ async fn deliver(client: &flexcore_client::Client, action: &Action, retry: Retry
                 slot: *slot,
                 reason: reason_label,
             };
-            let id = command_id(scheduled_run_id(*schedule_id, *slot), &format!("skip:{reason}"));
-            send(client, &body, id, None, retry).await
+            send(client, &body, skip_command_id(*schedule_id, *slot), None, retry).await
         }
         Action::Miss { schedule_id, slots } => {
             let key = format!("miss:{:?}:{:?}:{}", slots.first(), slots.last(), slots.len());
@@ -448,5 +455,27 @@ async fn deliver(client: &flexcore_client::Client, action: &Action, retry: Retry
         Err(error) if error.reason() == Some(ErrorReason::MaxActiveRuns) => Outcome::PoolFull,
         Err(ClientError::Refused { error, .. }) => Outcome::Refused(error.to_string()),
         Err(other) => Outcome::Failed(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Replicas that skip one slot for different reasons send one command (the command
+    /// service applies a command id once), so the slot is skipped once; another slot or
+    /// schedule is another command, and firing the slot is not skipping it.
+    #[test]
+    fn a_slot_is_skipped_by_one_command_whatever_the_reason() {
+        let schedule = Uuid::from_u128(7);
+        let slot = chrono::DateTime::parse_from_rfc3339("2026-12-05T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let id = skip_command_id(schedule, slot);
+        assert_eq!(id, skip_command_id(schedule, slot));
+        assert_ne!(id, skip_command_id(schedule, slot + chrono::Duration::seconds(1)));
+        assert_ne!(id, skip_command_id(Uuid::from_u128(8), slot));
+        assert_ne!(id, command_id(scheduled_run_id(schedule, slot), "request"));
     }
 }

@@ -312,8 +312,14 @@ pub(crate) fn request(id: Uuid, c: &RequestRun, loaded: &Loaded) -> Result<Decis
         holder: id,
         max: p.definition.max_active_runs,
     };
+    // The scheduler's run of a slot excludes a skip of it (see schedule::slot_key).
+    let claim_unique = match (c.trigger, c.schedule_id, c.scheduled_for) {
+        (RunTrigger::Schedule, Some(schedule_id), Some(at)) => vec![super::schedule::slot_key(schedule_id, at, id)],
+        _ => Vec::new(),
+    };
     Ok(Decision::one(AggRef::run(id), event).with(Constraints {
         acquire_slot: Some(slot),
+        claim_unique,
         ..Constraints::default()
     }))
 }

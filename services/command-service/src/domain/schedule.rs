@@ -14,7 +14,7 @@ use flexcore_contracts::ErrorReason;
 use uuid::Uuid;
 
 use super::pipeline::PipelineStatus;
-use super::{validation, AggRef, Decision, DomainError, Loaded};
+use super::{validation, AggRef, Constraints, Decision, DomainError, Loaded, UniqueKey};
 
 /// Lifecycle of a schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,7 +233,32 @@ pub(crate) fn skip_slot(c: &SkipSlot, loaded: &Loaded) -> Result<Decision, Domai
             slot: c.slot,
             reason: c.reason.to_string(),
         },
-    ))
+    )
+    .with(Constraints {
+        claim_unique: vec![slot_key(s.id, c.slot, s.id)],
+        ..Constraints::default()
+    }))
+}
+
+/// The unique-key scope of a schedule's slot outcomes.
+pub const SLOT_SCOPE: &str = "schedule_slot";
+
+/// The key a slot's outcome takes: held by the schedule for a skip, by the run for the
+/// scheduler's run. A scheduled `run.request` and a `schedule.skip_slot` of one slot, sent
+/// at once by two scheduler replicas that see the log differently (one has not yet read
+/// the other's outcome) and committed by two command-service replicas, cannot both
+/// commit: the skip's check that the slot's run does not exist reads another aggregate,
+/// which nothing fences; the key does (found by the cluster fault test). A backfill's run
+/// takes no key: backfilling a skipped slot is what backfill is for.
+pub(crate) fn slot_key(schedule_id: Uuid, slot: chrono::DateTime<chrono::Utc>, owner: Uuid) -> UniqueKey {
+    UniqueKey {
+        scope: SLOT_SCOPE.to_owned(),
+        key: format!(
+            "{schedule_id}/{}",
+            slot.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+        ),
+        owner,
+    }
 }
 
 /// `schedule.miss_slots`: records slots that fell outside the catch-up window or cap.

@@ -100,6 +100,7 @@ fn request_pins_the_definition_and_takes_a_slot() {
         d.constraints,
         Constraints {
             acquire_slot: Some(SlotClaim { holder: run, ..slot(3) }),
+            claim_unique: vec![crate::domain::schedule::slot_key(SCHEDULE, at, run)],
             ..Constraints::default()
         }
     );

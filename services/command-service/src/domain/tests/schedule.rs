@@ -232,6 +232,33 @@ fn skipped_and_missed_slots_are_recorded() {
     assert_eq!((s.skipped_slots, s.missed_slots), (1, 2));
 }
 
+/// A skip and the scheduler's run of one slot take the same unique key, held by different
+/// aggregates, so the store commits only one of them however two replicas race; a
+/// backfill's run takes none (backfilling a skipped slot is allowed).
+#[test]
+fn a_skip_and_the_scheduled_run_of_a_slot_exclude_each_other() {
+    use crate::domain::schedule::{slot_key, SLOT_SCOPE};
+    let world = with_schedule();
+    let at: chrono::DateTime<chrono::Utc> = "2025-01-01T10:00:00Z".parse().unwrap();
+    let (d, _) = then_one(world.when(skip("overlap")), SCHEDULE, "schedule.slot_skipped");
+    let skipped = slot_key(SCHEDULE, at, SCHEDULE);
+    assert_eq!(d.constraints.claim_unique, vec![skipped.clone()]);
+    let run = flexcore_contracts::ids::scheduled_run_id(SCHEDULE, at);
+    let request = |trigger: &str| {
+        cmd(
+            "run.request",
+            json!({"run_id": run, "pipeline_id": PIPELINE, "trigger": trigger, "schedule_id": SCHEDULE, "scheduled_for": at}),
+        )
+    };
+    let (d, _) = then_one(world.when(request("schedule")), run, "run.requested");
+    let fired = &d.constraints.claim_unique;
+    assert_eq!(fired, &vec![slot_key(SCHEDULE, at, run)]);
+    assert_eq!((fired[0].scope.as_str(), &fired[0].key), (SLOT_SCOPE, &skipped.key));
+    assert_ne!(fired[0].owner, skipped.owner);
+    let (d, _) = then_one(world.when(request("backfill")), run, "run.requested");
+    assert!(d.constraints.claim_unique.is_empty());
+}
+
 #[test]
 fn skip_needs_a_reason_and_miss_needs_slots() {
     let skip = json!({"schedule_id": SCHEDULE, "slot": "2025-01-01T10:00:00Z", "reason": "  "});
