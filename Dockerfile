@@ -1,4 +1,5 @@
-# One image for every FlexCore binary; the command picks the service:
+# One image for every FlexCore program, all in one multi-call binary (`flexcore`, with a
+# link per program name: services/multicall); the command picks the service:
 #
 #   docker build -t flexcore:local .
 #   docker run --rm flexcore:local flexcore-scheduler      # or flexcore-command (default),
@@ -37,20 +38,19 @@ COPY . .
 # The registry and target directories are cache mounts (kept between builds, not in any
 # layer), so the artefacts are copied out to /out within the same RUN. build.sh leaves
 # every module in target/plugins/<name>.wasm; misbehave and leaky exist only for the
-# runner's sandbox and secret tests and are not shipped. The binaries lose their debug
-# info (most of their size; symbols stay, so backtraces name functions): scripts/dist.sh
-# keeps it in separate files for whoever needs it.
+# runner's sandbox and secret tests and are not shipped. The binary loses its debug info
+# (most of its size; symbols stay, so backtraces name functions): scripts/dist.sh keeps it
+# in a separate file for whoever needs it.
 RUN --mount=type=cache,id=flexcore-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,id=flexcore-cargo-git,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,id=flexcore-target,target=/src/target,sharing=locked \
     set -eux; \
-    cargo build --release --locked \
-        -p flexcore-command -p flexcore-projection -p flexcore-scheduler -p flexcore-runner \
-        -p flexcore-gateway -p flexctl; \
+    cargo build --release --locked -p flexcore-multicall --bin flexcore; \
     bash plugins/build.sh --locked; \
     mkdir -p /out/bin /out/plugins; \
-    for bin in flexcore-command flexcore-projection flexcore-scheduler flexcore-runner flexcore-gateway flexctl; do \
-        objcopy --strip-debug "target/release/$bin" "/out/bin/$bin"; \
+    objcopy --strip-debug target/release/flexcore /out/bin/flexcore; \
+    for program in flexcore-command flexcore-projection flexcore-scheduler flexcore-runner flexcore-gateway flexctl; do \
+        ln -s flexcore "/out/bin/$program"; \
     done; \
     for wasm in target/plugins/*.wasm; do \
         case "$(basename "$wasm")" in misbehave.wasm|leaky.wasm) ;; *) install -m 0644 "$wasm" /out/plugins/ ;; esac; \
@@ -58,8 +58,8 @@ RUN --mount=type=cache,id=flexcore-cargo-registry,target=/usr/local/cargo/regist
     ls -l /out/bin /out/plugins
 
 ############################################################################ prebuilt
-# Binaries built on the host (scripts/dist.sh: stripped, their debug info kept apart in
-# target/dist-debuginfo/, never in the image) and the example plugins.
+# The binary built on the host with its links (scripts/dist.sh: stripped, its debug info
+# kept apart in target/dist-debuginfo/, never in the image) and the example plugins.
 FROM scratch AS prebuilt
 ARG DIST=target/dist/release
 COPY ${DIST}/bin/ /out/bin/

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# The shippable binaries: builds the five services and flexctl (and the example plugins),
-# then splits each binary's debug info off (GNU objcopy), so that
+# The shippable binary: builds `flexcore`, the multi-call binary holding the five services
+# and flexctl (services/multicall; and the example plugins), then splits its debug info
+# off (GNU objcopy), so that
 #
-#   target/dist/<profile>/bin/<binary>          stripped of debug info (symbols kept, so
+#   target/dist/<profile>/bin/flexcore          stripped of debug info (symbols kept, so
 #                                               backtraces still name functions), with a
 #                                               .gnu_debuglink to its debug file
+#   target/dist/<profile>/bin/<program>         a link to it per program (flexcore-command,
+#                                               flexcore-projection, flexcore-scheduler,
+#                                               flexcore-runner, flexcore-gateway, flexctl)
 #   target/dist/<profile>/plugins/<name>.wasm   the example plugins (not the test-only
 #                                               misbehave and leaky)
 #   target/dist-debuginfo/<profile>/<binary>.debug
@@ -39,13 +43,12 @@ case "$profile" in
   *) out_dir="$profile" ;;
 esac
 
-binaries=(flexcore-command flexcore-projection flexcore-scheduler flexcore-runner flexcore-gateway flexctl)
+binaries=(flexcore)
+programs=(flexcore-command flexcore-projection flexcore-scheduler flexcore-runner flexcore-gateway flexctl)
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 
 if [ "$build" = 1 ]; then
-  packages=()
-  for binary in "${binaries[@]}"; do packages+=(-p "$binary"); done
-  cargo build --locked --profile "$profile" --bins "${packages[@]}"
+  cargo build --locked --profile "$profile" -p flexcore-multicall --bin flexcore
   bash plugins/build.sh --locked >/dev/null
 fi
 
@@ -61,6 +64,9 @@ for binary in "${binaries[@]}"; do
   # The debuglink names the debug file and holds its CRC (gdb checks it).
   objcopy --strip-debug --add-gnu-debuglink="$debuginfo/$binary.debug" "$built" "$dist/bin/$binary"
   chmod 0755 "$dist/bin/$binary"
+done
+for program in "${programs[@]}"; do
+  ln -s flexcore "$dist/bin/$program"
 done
 shipped=0
 for wasm in "$target_dir"/plugins/*.wasm; do

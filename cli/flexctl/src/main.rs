@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 #[tokio::main]
-async fn main() -> ExitCode {
+pub(crate) async fn main() -> ExitCode {
     let cli = flexctl::cli::Cli::parse();
     let _telemetry = match flexcore_telemetry::init(
         "flexctl",

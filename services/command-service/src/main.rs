@@ -9,12 +9,14 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 // Decoding, deciding and encoding a command allocates many small JSON values; mimalloc
-// serves them with less contention and fragmentation than the system allocator.
+// serves them with less contention and fragmentation than the system allocator. (The
+// multi-call binary, services/multicall, includes this file and sets it itself.)
+#[cfg(not(flexcore_multicall))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+pub(crate) async fn main() -> anyhow::Result<()> {
     let settings = flexcore_config::Settings::load().context("loading configuration")?;
     match std::env::args().nth(1).as_deref() {
         None => {}

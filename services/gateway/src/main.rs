@@ -6,7 +6,7 @@ use flexcore_service::admin::CheckOutcome;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+pub(crate) async fn main() -> anyhow::Result<()> {
     let settings = flexcore_config::Settings::load().context("loading configuration")?;
     let _telemetry = flexcore_telemetry::init("flexcore-gateway", &settings.telemetry)?;
     let credentials = flexcore_service::security::credentials(&settings, flexcore_security::Role::Gateway)?;

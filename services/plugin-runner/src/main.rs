@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-fn main() -> anyhow::Result<()> {
+pub(crate) fn main() -> anyhow::Result<()> {
     if let Some(code) = flexcore_runner::sandbox::run_compile_check_if_asked() {
         std::process::exit(code);
     }

@@ -5,7 +5,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+pub(crate) async fn main() -> anyhow::Result<()> {
     let settings = flexcore_config::Settings::load().context("loading configuration")?;
     let _telemetry = flexcore_telemetry::init("flexcore-projection", &settings.telemetry)?;
     let (databases, nats) = flexcore_projection::connect(&settings).await?;
