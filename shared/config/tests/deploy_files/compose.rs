@@ -254,10 +254,22 @@ fn the_image_carries_config_binaries_and_plugins() {
     assert!(dockerfile.contains("FROM ${RUST_IMAGE} AS source"));
     assert!(dockerfile.contains("ARG RUNTIME_IMAGE=debian:bookworm-slim"));
     assert!(dockerfile.contains("FROM ${RUNTIME_IMAGE} AS runtime"));
-    for package in SERVICES.iter().map(|s| s.binary).chain(["flexctl"]) {
+    // One multi-call binary, and a link to it for every program the compose file and the
+    // Kubernetes manifests start (the binary answers to each of those names).
+    assert!(dockerfile.contains("-p flexcore-multicall --bin flexcore"));
+    let links = dockerfile
+        .lines()
+        .find(|l| l.contains("for program in"))
+        .expect("the Dockerfile links the programs to the binary");
+    let multicall = read(&root().join("services/multicall/src/main.rs"));
+    for program in SERVICES.iter().map(|s| s.binary).chain(["flexctl"]) {
         assert!(
-            dockerfile.contains(&format!("-p {package}")),
-            "the Dockerfile builds {package}"
+            links.contains(&format!(" {program}")),
+            "the Dockerfile links {program}: {links}"
+        );
+        assert!(
+            multicall.contains(&format!("(\"{program}\",")),
+            "the multi-call binary runs {program}"
         );
     }
     // The services find base.yaml through FLEXCORE_CONFIG_DIR (shared/config/src/load.rs).
