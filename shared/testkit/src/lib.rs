@@ -13,12 +13,14 @@
 
 pub mod db;
 pub mod nats;
+pub mod nats_cluster;
 pub mod pg;
 pub mod ports;
 pub mod wait;
 
 pub use db::TestDb;
 pub use nats::TestNats;
+pub use nats_cluster::TestNatsCluster;
 pub use pg::TestPostgres;
 pub use ports::unused_port;
 pub use wait::{try_wait_until, wait_until};

@@ -489,7 +489,7 @@ pub fn test_trust() -> anyhow::Result<Trust> {
 pub const BINARY_VAR: &str = "FLEXCORE_TEST_NATS_SERVER";
 
 /// `$FLEXCORE_TEST_NATS_SERVER`, else `nats-server` on `PATH`, else [`FALLBACK_BINARY`].
-fn find_binary() -> anyhow::Result<PathBuf> {
+pub(crate) fn find_binary() -> anyhow::Result<PathBuf> {
     if let Some(binary) = std::env::var_os(BINARY_VAR).filter(|b| !b.is_empty()) {
         let binary = PathBuf::from(binary);
         if !binary.is_file() {
@@ -516,7 +516,7 @@ fn find_binary() -> anyhow::Result<PathBuf> {
 
 /// Whether `addr` accepts a connection and greets with the `INFO` line of the server
 /// named `server_name` (a stranger that grabbed the port does not pass for ours).
-async fn is_our_server(addr: SocketAddr, server_name: &str) -> bool {
+pub(crate) async fn is_our_server(addr: SocketAddr, server_name: &str) -> bool {
     let expected = format!("\"server_name\":\"{server_name}\"");
     let attempt = async {
         let stream = tokio::net::TcpStream::connect(addr).await.ok()?;

@@ -35,11 +35,15 @@
 //! `FLEXCORE_CHAOS_ROUNDS` (rounds of every fault, default 1), `FLEXCORE_CHAOS_SECONDS`
 //! (keep injecting faults at least this long, default 0), `FLEXCORE_CHAOS_CLIENTS`
 //! (default 3), `FLEXCORE_CHAOS_FAULTS` (a comma-separated subset of `command`,
-//! `projection`, `scheduler`, `runner`, `nats-restart`, `nats-kill`, `postgres`),
+//! `projection`, `scheduler`, `runner`, `nats-restart`, `nats-kill`, `postgres`; the
+//! cluster fault test, `cluster.rs`, runs this suite on a NATS cluster with replicas and
+//! adds `nats-node`, `relay-leader`, `projection-leader`, `scheduler-owner`,
+//! `runner-mid-run`: `failover.rs`),
 //! `FLEXCORE_CHAOS_LOGS` (keep the services' logs in this directory),
 //! `FLEXCORE_CHAOS_REPORT` (append the recovery table to this file).
 
 mod execs;
+pub(crate) mod failover;
 mod fold;
 mod load;
 mod log;
@@ -52,11 +56,12 @@ use std::time::{Duration, Instant};
 
 use flexcore_client::{command_id, Retry};
 use flexcore_contracts::commands::{DeleteSchedule, RegisterPlugin};
-use flexcore_system_tests::cluster::{Cluster, Fault, Service};
+use flexcore_system_tests::cluster::{Cluster, Fault, Layout};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use failover::Step;
 use load::{body, create_pipeline, Outcome, Sender};
 use recovery::Recovery;
 
@@ -71,11 +76,11 @@ const RECOVERY_BOUND: Duration = Duration::from_secs(90);
 const LEASE_SECONDS: u64 = 5;
 
 /// The test's knobs.
-struct Knobs {
+pub(crate) struct Knobs {
     rounds: usize,
     seconds: u64,
     clients: usize,
-    faults: Vec<Fault>,
+    faults: Vec<Step>,
     /// Bound on settling after the load stops: every run final, nothing outstanding.
     settle: Duration,
     logs: Option<PathBuf>,
@@ -89,31 +94,27 @@ fn env_number(name: &str, default: u64) -> u64 {
 }
 
 impl Knobs {
-    fn from_env() -> Self {
-        let faults = match std::env::var("FLEXCORE_CHAOS_FAULTS") {
+    /// The knobs `<prefix>_ROUNDS`, `_SECONDS`, `_CLIENTS`, `_FAULTS` (default `faults`),
+    /// `_SETTLE_SECONDS`, `_LOGS`, `_REPORT` (prefix `FLEXCORE_CHAOS` for this test).
+    pub(crate) fn from_env(prefix: &str, faults: &[Step]) -> Self {
+        let var = |name: &str| format!("{prefix}_{name}");
+        let faults = match std::env::var(var("FAULTS")) {
             Ok(list) => list
                 .split(',')
-                .map(|name| match name.trim() {
-                    "command" => Fault::Kill(Service::Command),
-                    "projection" => Fault::Kill(Service::Projection),
-                    "scheduler" => Fault::Kill(Service::Scheduler),
-                    "runner" => Fault::Kill(Service::Runner),
-                    "nats-restart" => Fault::NatsRestart,
-                    "nats-kill" => Fault::NatsKill,
-                    "postgres" => Fault::PostgresKill,
-                    other => panic!("FLEXCORE_CHAOS_FAULTS: unknown fault {other:?}"),
+                .map(|name| {
+                    Step::parse(name.trim()).unwrap_or_else(|| panic!("{}: unknown fault {name:?}", var("FAULTS")))
                 })
                 .collect(),
-            Err(_) => Fault::ALL.to_vec(),
+            Err(_) => faults.to_vec(),
         };
         Self {
-            rounds: env_number("FLEXCORE_CHAOS_ROUNDS", 1) as usize,
-            seconds: env_number("FLEXCORE_CHAOS_SECONDS", 0),
-            clients: env_number("FLEXCORE_CHAOS_CLIENTS", 3) as usize,
+            rounds: env_number(&var("ROUNDS"), 1) as usize,
+            seconds: env_number(&var("SECONDS"), 0),
+            clients: env_number(&var("CLIENTS"), 3) as usize,
             faults,
-            settle: Duration::from_secs(env_number("FLEXCORE_CHAOS_SETTLE_SECONDS", 180)),
-            logs: std::env::var_os("FLEXCORE_CHAOS_LOGS").map(PathBuf::from),
-            report: std::env::var_os("FLEXCORE_CHAOS_REPORT").map(PathBuf::from),
+            settle: Duration::from_secs(env_number(&var("SETTLE_SECONDS"), 180)),
+            logs: std::env::var_os(var("LOGS")).map(PathBuf::from),
+            report: std::env::var_os(var("REPORT")).map(PathBuf::from),
         }
     }
 }
@@ -149,8 +150,14 @@ const UNFINISHED_RUNS: &str = "SELECT r.aggregate_id FROM events r WHERE r.event
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_work_survives_every_component_failing_and_nothing_happens_twice() {
+    let faults: Vec<Step> = Fault::ALL.into_iter().map(Step::Fault).collect();
+    scenario(Layout::SINGLE, Knobs::from_env("FLEXCORE_CHAOS", &faults), "chaos").await;
+}
+
+/// The suite: `layout`'s services under load, `knobs.faults` injected in turn, then the
+/// checks of the module documentation. `name` heads the report.
+pub(crate) async fn scenario(layout: Layout, knobs: Knobs, name: &str) {
     flexcore_testkit::init_tracing();
-    let knobs = Knobs::from_env();
     let work = tempfile::Builder::new()
         .prefix("flexcore-chaos-work-")
         .tempdir()
@@ -163,7 +170,7 @@ async fn acknowledged_work_survives_every_component_failing_and_nothing_happens_
     std::fs::create_dir(&output).unwrap();
 
     let started = Instant::now();
-    let mut cluster = Cluster::start(&settings(), knobs.logs.as_deref()).await;
+    let mut cluster = Cluster::start_layout(layout, &settings(), knobs.logs.as_deref()).await;
     let hard_deadline = CancellationToken::new();
     let _stop_retries = hard_deadline.clone().drop_guard();
     let sender = Sender {
@@ -256,33 +263,36 @@ async fn acknowledged_work_survives_every_component_failing_and_nothing_happens_
     let faults_started = Instant::now();
     let mut round = 0;
     while round < knobs.rounds || faults_started.elapsed() < Duration::from_secs(knobs.seconds) {
-        for &fault in &knobs.faults {
-            let injected = cluster.inject(fault, DOWNTIME).await;
+        for &step in &knobs.faults {
+            let injected = failover::inject(&mut cluster, &sender, step, DOWNTIME).await;
+            let fault = injected.name.clone();
             let n = recoveries.len();
             let (command, query, run, schedule) =
                 recovery::probe(&sender, &cluster.db, probe_pipeline, n, injected.ended, RECOVERY_BOUND).await;
             tracing::info!(
-                fault = fault.name(),
+                fault,
                 round,
                 ?command,
                 ?query,
                 ?run,
                 ?schedule,
+                failover = ?injected.failover,
                 "recovered"
             );
             recoveries.push(Recovery {
-                fault: fault.name(),
+                fault: fault.clone(),
                 round,
                 ready: injected.ready_after,
                 command,
                 query,
                 run,
                 schedule,
+                failover: injected.failover,
             });
-            for service in cluster.exited() {
-                problems.push(format!("{} exited on its own after {}", service.binary(), fault.name()));
-                cluster.spawn(service);
-                cluster.wait_ready(service, RECOVERY_BOUND).await;
+            for replica in cluster.exited() {
+                problems.push(format!("{replica} exited on its own after {fault}"));
+                cluster.spawn_replica(replica);
+                cluster.wait_replica_ready(replica, RECOVERY_BOUND).await;
             }
             tokio::time::sleep(CALM).await;
         }
@@ -335,10 +345,19 @@ async fn acknowledged_work_survives_every_component_failing_and_nothing_happens_
         .fetch_one(&cluster.db)
         .await?;
         let outstanding = stream::outstanding_work(&cluster.js).await?;
+        // On a cluster: every stream's every replica current.
+        let lagging = stream::lagging_replicas(&cluster.js).await?;
         // Unchanged since the previous look, half a second ago.
         let stable = count == last_count.replace(count);
-        tracing::info!(unfinished = unfinished.len(), behind, outstanding, count, "settling");
-        Ok(unfinished.is_empty() && behind == 0 && outstanding == 0 && stable)
+        tracing::info!(
+            unfinished = unfinished.len(),
+            behind,
+            outstanding,
+            count,
+            ?lagging,
+            "settling"
+        );
+        Ok(unfinished.is_empty() && behind == 0 && outstanding == 0 && lagging.is_empty() && stable)
     })
     .await;
     let settle_took = settle_started.elapsed();
@@ -362,10 +381,11 @@ async fn acknowledged_work_survives_every_component_failing_and_nothing_happens_
             })
             .collect();
         problems.push(format!(
-            "not settled within {:?} ({e:#}): {} runs unfinished, work outstanding {:?}\n{}",
+            "not settled within {:?} ({e:#}): {} runs unfinished, work outstanding {:?}, stream replicas lagging {:?}\n{}",
             knobs.settle,
             unfinished.len(),
             stream::outstanding_work(&cluster.js).await.ok(),
+            stream::lagging_replicas(&cluster.js).await.ok(),
             stuck.join("\n")
         ));
     }
@@ -416,12 +436,13 @@ async fn acknowledged_work_survives_every_component_failing_and_nothing_happens_
         .count();
     let longest = entries.iter().map(|s| s.took).max().unwrap_or_default();
     let table = format!(
-        "Recovery after each fault, seconds from its end (median / max):\n\n{}\nEach fault:\n\n{}",
+        "Recovery after each fault, seconds from its end (median / max):\n\n{}\nEach fault:\n\n{}\nFail-over, seconds from the kill (median / max):\n\n{}",
         recovery::summary(&recoveries),
-        recovery::table(&recoveries)
+        recovery::table(&recoveries),
+        recovery::failover_summary(&recoveries)
     );
     let summary = format!(
-        "chaos: {} faults in {:.0} s, {} commands sent ({} by the load clients, {} refused, the longest answered after {:.1} s), {} events, {} runs \
+        "{name}: {} faults in {:.0} s, {} commands sent ({} by the load clients, {} refused, the longest answered after {:.1} s), {} events, {} runs \
          ({} succeeded), {} plugin executions ({} of an attempt that had already ended), settled in {:.1} s, \
          {:.0} s in all\n\n{table}",
         recoveries.len(),

@@ -2,6 +2,7 @@
 //! real services, a private NATS and Postgres.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 mod chaos;
+mod cluster;
 mod contract;
 mod delivery;
 mod exact;

@@ -21,8 +21,9 @@ use uuid::Uuid;
 
 use super::log::LogEvent;
 
-/// The tap: logs the execution, then a SCHEMA, `records` RECORDs, a short pause (so that
-/// a kill can land in the middle of a run) and a STATE unique to this execution.
+/// The tap: logs the execution, then a SCHEMA, `records` RECORDs, a pause (0.3 s, or the
+/// config's `pause` seconds; so that a kill can land in the middle of a run) and a STATE
+/// unique to this execution.
 pub fn tap_script(execution_log: &Path) -> String {
     format!(
         r#"#!/bin/sh
@@ -38,6 +39,7 @@ while [ $# -gt 0 ]; do
 done
 tag=$(sed -n 's/.*"tag":"\([^"]*\)".*/\1/p' "$config")
 records=$(sed -n 's/.*"records":\([0-9]*\).*/\1/p' "$config")
+pause=$(sed -n 's/.*"pause":\([0-9.]*\).*/\1/p' "$config")
 start=$(date +%s%N)
 if [ -n "$state" ]; then resume=$(tr -d '\n' < "$state"); else resume=null; fi
 printf '%s\t%s\t%s\n' "$tag" "$start" "$resume" >> '{log}'
@@ -47,7 +49,7 @@ while [ "$i" -le "$records" ]; do
   printf '{{"type":"RECORD","stream":"rows","record":{{"id":%d,"execution":"%s"}}}}\n' "$i" "$start"
   i=$((i + 1))
 done
-sleep 0.3
+sleep "${{pause:-0.3}}"
 printf '{{"type":"STATE","value":{{"execution":"%s:%s"}}}}\n' "$tag" "$start"
 "#,
         log = execution_log.display()

@@ -115,13 +115,18 @@ pub const LOADER: &str = "jsonl@1.0.0";
 
 /// `pipeline.create` of pipeline `name` (its tap logs `name` with every execution).
 pub fn create_pipeline(id: Uuid, name: &str, max_active_runs: u32) -> CreatePipeline {
+    create_slow_pipeline(id, name, max_active_runs, 0.3)
+}
+
+/// [`create_pipeline`] whose tap pauses `pause` seconds before its STATE.
+pub fn create_slow_pipeline(id: Uuid, name: &str, max_active_runs: u32, pause: f64) -> CreatePipeline {
     body(json!({
         "pipeline_id": id, "name": name, "owner": "chaos", "tags": ["chaos"],
         "max_active_runs": max_active_runs,
         "retry": {"max_attempts": 20, "initial_backoff_seconds": 1, "max_backoff_seconds": 2},
         "run_timeout_seconds": 900,
         "steps": [
-            {"plugin": TAP, "config": {"tag": name, "records": 20}},
+            {"plugin": TAP, "config": {"tag": name, "records": 20, "pause": pause}},
             {"plugin": LOADER, "config": {"directory": format!("/out/{name}")}},
         ],
     }))

@@ -35,6 +35,8 @@ pub struct Recovery {
     pub run: Duration,
     /// Until a schedule created after the fault fired.
     pub schedule: Duration,
+    /// What took over from a killed leader or owner, and how long after the kill.
+    pub failover: Vec<(String, Duration)>,
 }
 
 /// Retries every 100 ms: the probe measures, so it must not back off for long.
@@ -215,6 +217,35 @@ pub fn table(recoveries: &[Recovery]) -> String {
             secs(r.query),
             secs(r.run),
             secs(r.schedule)
+        ));
+    }
+    out
+}
+
+/// Median and maximum of each fail-over (what took over from what) as a Markdown table
+/// (seconds from the kill), or a line saying there was none.
+pub fn failover_summary(recoveries: &[Recovery]) -> String {
+    let mut kinds: Vec<(String, Vec<Duration>)> = Vec::new();
+    for r in recoveries {
+        for (what, took) in &r.failover {
+            let key = format!("{} | {what}", r.fault);
+            match kinds.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, values)) => values.push(*took),
+                None => kinds.push((key, vec![*took])),
+            }
+        }
+    }
+    if kinds.is_empty() {
+        return "(no fail-over measured)\n".to_owned();
+    }
+    let mut out = String::from("| fault | taken over | n | seconds |\n|---|---|---|---|\n");
+    for (key, mut values) in kinds {
+        values.sort();
+        out.push_str(&format!(
+            "| {key} | {} | {:.2} / {:.2} |\n",
+            values.len(),
+            values[values.len() / 2].as_secs_f64(),
+            values[values.len() - 1].as_secs_f64()
         ));
     }
     out

@@ -132,3 +132,22 @@ pub async fn outstanding_work(js: &Context) -> anyhow::Result<u64> {
     let info = consumer.info().await?;
     Ok(info.num_pending + info.num_ack_pending as u64)
 }
+
+/// The replicas of the system's streams that are not current (on a single server:
+/// none), as `stream: node (lag n)`.
+pub async fn lagging_replicas(js: &Context) -> anyhow::Result<Vec<String>> {
+    let mut lagging = Vec::new();
+    for name in [subjects::EVENTS_STREAM, subjects::WORK_STREAM] {
+        let mut stream = js.get_stream(name).await?;
+        let info = stream.info().await?;
+        for peer in info.cluster.iter().flat_map(|c| &c.replicas) {
+            if !peer.current || peer.offline || peer.lag.unwrap_or(0) > 0 {
+                lagging.push(format!(
+                    "{name}: {} (lag {:?}, offline {})",
+                    peer.name, peer.lag, peer.offline
+                ));
+            }
+        }
+    }
+    Ok(lagging)
+}
