@@ -25,15 +25,25 @@
 # Needs what scripts/test.sh needs: PostgreSQL's server tools (initdb, pg_ctl), nats-server,
 # Python 3 with venv (for the current nats-server), the wasm32-wasip1 target. The shared
 # Postgres and NATS on the default ports are not used. Exits non-zero when a pass fails.
+#
+#   --cluster      the cluster fault test instead (tests/system/tests/it/cluster.rs, which
+#                  CI runs once, one round): a three-node NATS cluster from
+#                  deploy/nats/nats-server.conf and 2 command, 2 projection, 3 scheduler and
+#                  2 runner replicas; each round kills the NATS node leading the events
+#                  stream, the relay leader, a projection leader, a schedule's owning
+#                  scheduler and a runner mid-run, and the report adds the fail-over times.
+#                  --faults then takes nats-node, relay-leader, projection-leader,
+#                  scheduler-owner, runner-mid-run (and the faults above)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,27p' "$0" >&2; exit 2; }
+usage() { sed -n '2,36p' "$0" >&2; exit 2; }
 rounds=5
 seconds=0
 clients=4
 faults=""
 nats=both
+cluster=false
 out=".flexcore/chaos/$(date -u +%Y%m%dT%H%M%SZ)"
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -43,6 +53,7 @@ while [[ $# -gt 0 ]]; do
     --faults) faults="$2"; shift ;;
     --nats) nats="$2"; shift ;;
     --out) out="$2"; shift ;;
+    --cluster) cluster=true ;;
     *) usage ;;
   esac
   shift
@@ -69,7 +80,11 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 report="$out/report.md"
 {
-  echo "# FlexCore chaos run $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  if $cluster; then
+    echo "# FlexCore cluster chaos run $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  else
+    echo "# FlexCore chaos run $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  fi
   echo
   echo "rounds $rounds, at least ${seconds}s of faults, $clients clients, faults ${faults:-all};" \
        "$(nproc) cores, $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
@@ -81,20 +96,22 @@ for server in "${servers[@]}"; do
   binary=${server#*=}
   version=$("$binary" --version 2>&1 | head -n1)
   printf '\n## %s (%s)\n\n' "$version" "$name" >>"$report"
-  echo "==> chaos against $version"
+  echo "==> $test against $version"
+  # The cluster test reads the same knobs under FLEXCORE_CLUSTER_*.
+  if $cluster; then knob=FLEXCORE_CLUSTER; test=cluster::; else knob=FLEXCORE_CHAOS; test=chaos; fi
   env=(
     FLEXCORE_TEST_NATS_SERVER="$binary"
-    FLEXCORE_CHAOS_ROUNDS="$rounds"
-    FLEXCORE_CHAOS_SECONDS="$seconds"
-    FLEXCORE_CHAOS_CLIENTS="$clients"
-    FLEXCORE_CHAOS_LOGS="$out/$name/logs"
-    FLEXCORE_CHAOS_REPORT="$report"
+    "${knob}_ROUNDS=$rounds"
+    "${knob}_SECONDS=$seconds"
+    "${knob}_CLIENTS=$clients"
+    "${knob}_LOGS=$out/$name/logs"
+    "${knob}_REPORT=$report"
   )
-  [[ -n $faults ]] && env+=(FLEXCORE_CHAOS_FAULTS="$faults")
+  [[ -n $faults ]] && env+=("${knob}_FAULTS=$faults")
   if cargo nextest --version >/dev/null 2>&1; then
-    run=(cargo nextest run -p flexcore-system-tests chaos --no-capture)
+    run=(cargo nextest run -p flexcore-system-tests "$test" --no-capture)
   else
-    run=(cargo test -p flexcore-system-tests --test it chaos -- --nocapture)
+    run=(cargo test -p flexcore-system-tests --test it "$test" -- --nocapture)
   fi
   if ! env "${env[@]}" RUST_LOG="${RUST_LOG:-info,async_nats=warn}" "${run[@]}" >"$out/$name.log" 2>&1; then
     status=1
