@@ -90,6 +90,8 @@ report="$out/report.md"
        "$(nproc) cores, $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 } >"$report"
 
+# The cluster test reads the same knobs under FLEXCORE_CLUSTER_*.
+if $cluster; then knob=FLEXCORE_CLUSTER; test=cluster::; else knob=FLEXCORE_CHAOS; test=chaos; fi
 status=0
 for server in "${servers[@]}"; do
   name=${server%%=*}
@@ -97,8 +99,6 @@ for server in "${servers[@]}"; do
   version=$("$binary" --version 2>&1 | head -n1)
   printf '\n## %s (%s)\n\n' "$version" "$name" >>"$report"
   echo "==> $test against $version"
-  # The cluster test reads the same knobs under FLEXCORE_CLUSTER_*.
-  if $cluster; then knob=FLEXCORE_CLUSTER; test=cluster::; else knob=FLEXCORE_CHAOS; test=chaos; fi
   env=(
     FLEXCORE_TEST_NATS_SERVER="$binary"
     "${knob}_ROUNDS=$rounds"
