@@ -62,9 +62,21 @@ postgres_next() {
   bash scripts/postgres-next.sh stop
   return "$status"
 }
+# nextest selects the later passes' packages with a filter over the whole workspace: with
+# -p, Cargo would unify features over those packages alone and rebuild much of the
+# dependency graph a second and third time (minutes in CI).
+packages_filter() {
+  local filter="" arg
+  for arg in "$@"; do
+    [ "$arg" = -p ] && continue
+    filter+="${filter:+ | }package($arg)"
+  done
+  printf '%s' "$filter"
+}
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
-  "${current_nats[@]}" cargo nextest run "${jetstream_crates[@]}" --no-fail-fast
+  "${current_nats[@]}" cargo nextest run --workspace -E "$(packages_filter "${jetstream_crates[@]}")" --no-fail-fast
+  postgres_crates=(--workspace -E "$(packages_filter "${postgres_crates[@]}")")
   postgres_next cargo nextest run
   # nextest does not run doctests.
   cargo test --workspace --doc
