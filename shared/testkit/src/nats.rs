@@ -125,13 +125,7 @@ impl TestNats {
     /// A new client connected as identity `name` (one of [`STANDARD`] or [`HARNESS`]),
     /// with its inbox prefix, so it has exactly that identity's permissions.
     pub async fn client_as(&self, name: &str) -> anyhow::Result<async_nats::Client> {
-        let seed = self
-            .kit
-            .seed(name)
-            .with_context(|| format!("no test identity {name:?}"))?;
-        async_nats::ConnectOptions::with_nkey(seed.to_owned())
-            .custom_inbox_prefix(flexcore_security::identity::inbox_prefix(name))
-            .connection_timeout(Duration::from_secs(5))
+        login_as(&self.kit, name)?
             .connect(&self.url)
             .await
             .with_context(|| format!("connecting to the test nats-server at {} as {name}", self.url))
@@ -528,4 +522,13 @@ pub(crate) async fn is_our_server(addr: SocketAddr, server_name: &str) -> bool {
         tokio::time::timeout(Duration::from_secs(1), attempt).await,
         Ok(Some(true))
     )
+}
+
+/// Connect options logging in as test identity `name` of `kit` (its NKey and its inbox
+/// prefix, so the client has exactly that identity's permissions).
+pub(crate) fn login_as(kit: &Kit, name: &str) -> anyhow::Result<async_nats::ConnectOptions> {
+    let seed = kit.seed(name).with_context(|| format!("no test identity {name:?}"))?;
+    Ok(async_nats::ConnectOptions::with_nkey(seed.to_owned())
+        .custom_inbox_prefix(flexcore_security::identity::inbox_prefix(name))
+        .connection_timeout(Duration::from_secs(5)))
 }

@@ -187,13 +187,7 @@ impl TestNatsCluster {
 
     /// A client connected as identity `name`, knowing every node, with its inbox prefix.
     pub async fn client_as(&self, name: &str) -> anyhow::Result<async_nats::Client> {
-        let seed = self
-            .kit
-            .seed(name)
-            .with_context(|| format!("no test identity {name:?}"))?;
-        async_nats::ConnectOptions::with_nkey(seed.to_owned())
-            .custom_inbox_prefix(flexcore_security::identity::inbox_prefix(name))
-            .connection_timeout(Duration::from_secs(5))
+        crate::nats::login_as(&self.kit, name)?
             .retry_on_initial_connect()
             .max_reconnects(None)
             .connect(self.running_urls())

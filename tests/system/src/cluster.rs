@@ -336,13 +336,7 @@ impl Cluster {
             own.push(("FLEXCORE__SCHEDULER__INSTANCE_ID".to_owned(), identity.clone()));
         }
         if many && service == Service::Runner {
-            let base = self
-                .env
-                .iter()
-                .rev()
-                .find(|(k, _)| k == "FLEXCORE__RUNNER__RUNNER_ID")
-                .map_or("runner", |(_, v)| v.as_str());
-            own.push(("FLEXCORE__RUNNER__RUNNER_ID".to_owned(), format!("{base}-{index}")));
+            own.push(("FLEXCORE__RUNNER__RUNNER_ID".to_owned(), self.runner_id(index)));
         }
         let mut env = self.nats.env_for(&identity, service as usize + index);
         env.extend(own);

@@ -51,6 +51,15 @@ pub fn settings(db: &TestDb, nats: &TestNats) -> Settings {
     s
 }
 
+/// The entry of projection `name` in a `projection.list`.
+pub fn projection<'a>(list: &'a Value, name: &str) -> &'a Value {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == json!(name))
+        .unwrap()
+}
+
 /// Where the read models live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
@@ -105,6 +114,24 @@ pub async fn stack_in(layout: Layout, projection: bool) -> Stack {
 }
 
 impl Stack {
+    /// Requests a rebuild of each of `names` and waits until all are done; the
+    /// projection list then.
+    pub async fn rebuild(&self, names: &[&str]) -> Value {
+        for name in names {
+            let status = self.data("projection.rebuild", json!({"name": name})).await;
+            assert_eq!(status["state"], json!("requested"));
+        }
+        flexcore_testkit::wait_until(Duration::from_secs(60), "rebuilds done", || async {
+            let list = self.data("projection.list", json!({})).await;
+            names
+                .iter()
+                .all(|n| projection(&list, n)["rebuild"]["state"] == json!("done"))
+        })
+        .await
+        .unwrap();
+        self.data("projection.list", json!({})).await
+    }
+
     /// The read models' database.
     pub fn read_pool(&self) -> &sqlx::PgPool {
         &self.read_db.as_ref().unwrap_or(&self.db).pool

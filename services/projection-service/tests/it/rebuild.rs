@@ -3,18 +3,10 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::consistency::assert_read_models_match;
-use crate::stack;
-
-fn projection<'a>(list: &'a Value, name: &str) -> &'a Value {
-    list.as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == json!(name))
-        .unwrap()
-}
+use crate::{projection, stack};
 
 #[tokio::test]
 async fn a_rebuild_swaps_in_while_queries_keep_being_answered() {
@@ -38,18 +30,7 @@ async fn a_rebuild_swaps_in_while_queries_keep_being_answered() {
         }
     };
     let rebuild = async {
-        for name in ["runs", "pipelines"] {
-            let status = s.data("projection.rebuild", json!({"name": name})).await;
-            assert_eq!(status["state"], json!("requested"));
-        }
-        flexcore_testkit::wait_until(Duration::from_secs(60), "rebuilds done", || async {
-            let list = s.data("projection.list", json!({})).await;
-            ["runs", "pipelines"]
-                .iter()
-                .all(|n| projection(&list, n)["rebuild"]["state"] == json!("done"))
-        })
-        .await
-        .unwrap();
+        s.rebuild(&["runs", "pipelines"]).await;
         done.store(true, Ordering::Relaxed);
     };
     tokio::join!(readers, rebuild);

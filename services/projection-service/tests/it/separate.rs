@@ -2,20 +2,10 @@
 //! read through a role that may only `SELECT` from `events`: the same read models, live
 //! and rebuilt, the same positions and lag, and nothing written to the event store.
 
-use std::time::Duration;
-
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::consistency::assert_read_models_match;
-use crate::{burst, stack_in, Layout};
-
-fn projection<'a>(list: &'a Value, name: &str) -> &'a Value {
-    list.as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == json!(name))
-        .unwrap()
-}
+use crate::{burst, projection, stack_in, Layout};
 
 #[tokio::test]
 async fn read_models_in_their_own_database_follow_the_log_through_a_read_only_role() {
@@ -58,19 +48,7 @@ async fn read_models_in_their_own_database_follow_the_log_through_a_read_only_ro
     assert_eq!(unknown["error"]["code"], json!("not_found"), "{unknown}");
 
     // Rebuilds read the whole log through the read-only role.
-    for name in ["runs", "audit"] {
-        let status = s.data("projection.rebuild", json!({"name": name})).await;
-        assert_eq!(status["state"], json!("requested"));
-    }
-    flexcore_testkit::wait_until(Duration::from_secs(60), "rebuilds done", || async {
-        let list = s.data("projection.list", json!({})).await;
-        ["runs", "audit"]
-            .iter()
-            .all(|n| projection(&list, n)["rebuild"]["state"] == json!("done"))
-    })
-    .await
-    .unwrap();
-    let list = s.data("projection.list", json!({})).await;
+    let list = s.rebuild(&["runs", "audit"]).await;
     for name in ["runs", "audit"] {
         let p = projection(&list, name);
         assert_eq!(p["generation"], json!(2), "{p}");
