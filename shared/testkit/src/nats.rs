@@ -237,27 +237,9 @@ impl TestNats {
         let Some(mut child) = self.lock_child().take() else {
             return;
         };
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return;
+        if !terminate(&mut child) {
+            tracing::warn!(port = self.port, "nats-server did not stop on SIGTERM; killed it");
         }
-        let terminated = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success());
-        if terminated {
-            let deadline = std::time::Instant::now() + STOP_TIMEOUT;
-            while std::time::Instant::now() < deadline {
-                if !matches!(child.try_wait(), Ok(None)) {
-                    return;
-                }
-                std::thread::sleep(POLL);
-            }
-            tracing::warn!(port = self.port, "nats-server ignored SIGTERM; killing it");
-        }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 
     /// Stops the server if it runs, then starts it again on the same port with the
@@ -522,6 +504,33 @@ pub(crate) async fn is_our_server(addr: SocketAddr, server_name: &str) -> bool {
         tokio::time::timeout(Duration::from_secs(1), attempt).await,
         Ok(Some(true))
     )
+}
+
+/// Stops a nats-server process gracefully: SIGTERM (JetStream flushes its store), then up
+/// to [`STOP_TIMEOUT`] for it to exit; if it does not (or cannot be signalled), SIGKILL.
+/// False when it had to be killed.
+pub(crate) fn terminate(child: &mut Child) -> bool {
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        return true;
+    }
+    let terminated = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if terminated {
+        let deadline = std::time::Instant::now() + STOP_TIMEOUT;
+        while std::time::Instant::now() < deadline {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return true;
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
 }
 
 /// Connect options logging in as test identity `name` of `kit` (its NKey and its inbox

@@ -24,8 +24,6 @@ use crate::nats::{find_binary, is_our_server, kit};
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long the cluster may take to elect a JetStream meta leader and take the streams.
 const STREAMS_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a graceful stop may take before the node is killed.
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The deployment's cluster configuration.
 pub fn deploy_config() -> PathBuf {
@@ -256,25 +254,9 @@ impl TestNatsCluster {
 
     /// Stops node `i` gracefully (SIGTERM), killing it after 10 s.
     pub fn stop(&mut self, i: usize) {
-        let Some(mut child) = self.nodes[i].child.take() else {
-            return;
-        };
-        if let Ok(pid) = i32::try_from(child.id()) {
-            let _ = Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-            let deadline = std::time::Instant::now() + STOP_TIMEOUT;
-            while std::time::Instant::now() < deadline {
-                if !matches!(child.try_wait(), Ok(None)) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        if let Some(mut child) = self.nodes[i].child.take() {
+            crate::nats::terminate(&mut child);
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 
     /// Starts node `i` again (stopping it first if it runs): same name, ports and store.
