@@ -23,6 +23,7 @@ fn load(name: &str) -> Value {
 const EXPORTED: &[&str] = &[
     "flexcore_commands_processed_total",
     "flexcore_command_duration_seconds",
+    "flexcore_command_cache_checks_total",
     "flexcore_events_appended_total",
     "flexcore_relay_lag_seconds",
     "flexcore_projection_lag_events",

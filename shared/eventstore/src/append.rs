@@ -3,16 +3,15 @@
 //! commit for up to `batch_max` commands — so throughput grows with concurrency instead
 //! of being bound by one fsync per command.
 
-use std::sync::Arc;
-
 use flexcore_telemetry::propagation;
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument as _;
 use uuid::Uuid;
 
+use crate::batch::{self, SharedQueue};
 use crate::error::StoreError;
 use crate::model::{AppendOutcome, AppendRequest, StoredCommandRef};
 
@@ -48,8 +47,7 @@ pub struct GroupCommitter {
 impl GroupCommitter {
     /// Starts `config.writers` writer tasks on `pool`. They stop when every handle is dropped.
     pub fn start(pool: PgPool, config: GroupCommitConfig) -> Self {
-        let (tx, rx) = mpsc::channel(config.batch_max.max(1) * config.writers.max(1) * 4);
-        let rx = Arc::new(Mutex::new(rx));
+        let (tx, rx) = batch::queue(config.batch_max.max(1) * config.writers.max(1) * 4);
         for _ in 0..config.writers.max(1) {
             tokio::spawn(writer(pool.clone(), rx.clone(), config.batch_max.max(1)));
         }
@@ -90,24 +88,8 @@ impl GroupCommitter {
     }
 }
 
-async fn writer(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Queued>>>, batch_max: usize) {
-    loop {
-        let mut batch = Vec::with_capacity(batch_max);
-        {
-            // Whoever holds the receiver drains what has queued up while the other writers
-            // were committing: that is the batch.
-            let mut rx = rx.lock().await;
-            match rx.recv().await {
-                Some(item) => batch.push(item),
-                None => return,
-            }
-            while batch.len() < batch_max {
-                match rx.try_recv() {
-                    Ok(item) => batch.push(item),
-                    Err(_) => break,
-                }
-            }
-        }
+async fn writer(pool: PgPool, rx: SharedQueue<Queued>, batch_max: usize) {
+    while let Some(batch) = batch::next_batch(&rx, batch_max).await {
         let mut requests = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
         let mut spans = Vec::with_capacity(batch.len());

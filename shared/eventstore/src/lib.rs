@@ -5,6 +5,7 @@
 //! - [`store`]: [`EventStore`]: per-aggregate and global (transaction-horizon) reads,
 //!   command-log look-ups, and appends through the group committer.
 //! - [`append`]: the group committer: concurrent appends share one transaction commit.
+//! - `read`: the group reader: concurrent per-aggregate reads share one query.
 //! - [`relay`]: the outbox relay publishing the log to `FLEXCORE_EVENTS` in order; one
 //!   active relay per database through an advisory lock, with fail-over.
 //! - [`streams`]: idempotent creation/update of the JetStream streams at start-up.
@@ -14,9 +15,11 @@
 //! The SQL lives in `migrations/` at the workspace root ([`MIGRATOR`] embeds it).
 
 pub mod append;
+mod batch;
 pub mod error;
 pub mod metrics;
 pub mod model;
+mod read;
 pub mod relay;
 pub mod store;
 pub mod streams;

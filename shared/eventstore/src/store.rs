@@ -9,6 +9,7 @@ use uuid::Uuid;
 use crate::append::{GroupCommitConfig, GroupCommitter};
 use crate::error::StoreError;
 use crate::model::{AppendOutcome, AppendRequest, Checkpoint, RecordedEvent};
+use crate::read::GroupReader;
 
 /// Columns of a [`RecordedEvent`], with the xid8 cast to a bigint (a macro so the
 /// statements below are assembled at compile time).
@@ -59,13 +60,19 @@ pub struct StoredCommand {
 pub struct EventStore {
     pool: PgPool,
     committer: GroupCommitter,
+    reader: GroupReader,
 }
 
 impl EventStore {
     /// Wraps a pool and starts the group committer.
     pub fn new(pool: PgPool, config: GroupCommitConfig) -> Self {
         let committer = GroupCommitter::start(pool.clone(), config);
-        Self { pool, committer }
+        let reader = GroupReader::start(pool.clone());
+        Self {
+            pool,
+            committer,
+            reader,
+        }
     }
 
     /// The underlying pool.
@@ -87,17 +94,11 @@ impl EventStore {
         self.read_aggregates(&[(aggregate_id, after_version)]).await
     }
 
-    /// The events of several aggregates, each above its own version, in one round trip;
-    /// grouped by aggregate in the order asked, then by version.
+    /// The events of several aggregates, each above its own version, grouped by aggregate
+    /// in the order asked, then by version: one query, shared with the reads other
+    /// commands make at the same time (the group reader).
     pub async fn read_aggregates(&self, wanted: &[(Uuid, u64)]) -> Result<Vec<RecordedEvent>, StoreError> {
-        let ids: Vec<Uuid> = wanted.iter().map(|(id, _)| *id).collect();
-        let after: Vec<i64> = wanted.iter().map(|(_, v)| to_i64(*v)).collect();
-        let rows = sqlx::query(READ_AGGREGATES_SQL)
-            .bind(ids)
-            .bind(after)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(recorded_event).collect()
+        self.reader.read(wanted.to_vec()).await
     }
 
     /// Up to `limit` events of the global log after `after`, never skipping one that
@@ -129,6 +130,21 @@ impl EventStore {
             .await?;
         Ok(max.map_or(0, from_i64))
     }
+}
+
+/// The events of each of `wanted`'s aggregates after its version, in one query.
+pub(crate) async fn read_aggregates_with(
+    pool: &PgPool,
+    wanted: &[(Uuid, u64)],
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let ids: Vec<Uuid> = wanted.iter().map(|(id, _)| *id).collect();
+    let after: Vec<i64> = wanted.iter().map(|(_, v)| to_i64(*v)).collect();
+    let rows = sqlx::query(READ_AGGREGATES_SQL)
+        .bind(ids)
+        .bind(after)
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(recorded_event).collect()
 }
 
 /// [`EventStore::read_all`] on any executor (the relay and the projections use their own

@@ -4,6 +4,7 @@
 //! `expected_version`; a known `command_id` returns its first reply.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use flexcore_contracts::commands::{Command, CommandMeta};
 use flexcore_contracts::reply::{Accepted, EventRef};
@@ -49,6 +50,39 @@ pub struct Executor {
     cache: AggregateCache,
     conflict_retries: u32,
     locks: Vec<tokio::sync::Mutex<()>>,
+    staleness: Staleness,
+}
+
+/// How often this replica's cached states were stale lately: the last 64 checks of a
+/// cached addressed aggregate against the log, one bit each (1 = another replica had
+/// moved it on).
+///
+/// With one replica a cached state is nearly always current, and a command is decided on
+/// it without reading anything (the append proves it). With several replicas behind one
+/// queue group, successive commands on an aggregate land on different replicas, so most
+/// cached states are stale, and deciding on one costs a failed append, a read and a
+/// second append. Above [`STALE_LIMIT`] of the last 64 checks, the executor reads the
+/// addressed aggregate's new events first (an indexed read, usually of nothing) and
+/// decides on current state; those reads keep the record, so a replica returns to
+/// deciding on its cache when the others stop writing its aggregates.
+#[derive(Default)]
+struct Staleness(AtomicU64);
+
+/// Stale checks among the last 64 above which cached states are read up to date before
+/// deciding (docs/benchmarks.md, "Replicas", measured both ways).
+const STALE_LIMIT: u32 = 8;
+
+impl Staleness {
+    fn record(&self, stale: bool) {
+        let _ = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+            Some(bits << 1 | u64::from(stale))
+        });
+        flexcore_service::metrics::commands().cache_checked(stale);
+    }
+
+    fn read_first(&self) -> bool {
+        self.0.load(Ordering::Relaxed).count_ones() > STALE_LIMIT
+    }
 }
 
 /// A decoded command made ready to execute: its ids filled in and the aggregate it
@@ -128,6 +162,7 @@ impl Executor {
             cache,
             conflict_retries,
             locks,
+            staleness: Staleness::default(),
         }
     }
 
@@ -156,7 +191,7 @@ impl Executor {
         };
         let stripe = usize::try_from(target.id.as_u128() % LOCK_STRIPES as u128).unwrap_or(0);
         let _serialised = self.locks[stripe].lock().await;
-        let mut fresh = false;
+        let mut fresh = self.staleness.read_first();
         for retry in 0..=self.conflict_retries {
             if retry > 0 {
                 // Another replica wrote the same aggregate: back off a little, with jitter,
@@ -216,6 +251,15 @@ impl Executor {
         };
         let (request, new_states) = self.build(job, &load, decision)?;
         let outcome = self.store.append(request).await.map_err(store_error)?;
+        if !fresh && !load.assumed_new && load.checks.iter().any(|c| c.aggregate_id == target.id) {
+            // The addressed aggregate was decided on its cached state: the append tells
+            // whether that state was current.
+            let stale = matches!(
+                outcome,
+                AppendOutcome::StaleRead { .. } | AppendOutcome::VersionConflict
+            );
+            self.staleness.record(stale);
+        }
         Ok(Attempt::Done(match outcome {
             AppendOutcome::Committed { reply, .. } => {
                 for (id, versioned) in new_states {
@@ -332,7 +376,15 @@ impl Executor {
             if to_read.is_empty() {
                 continue;
             }
+            let cached_target = to_read
+                .contains(&target.id)
+                .then(|| self.cache.cached(target.id).map(|v| v.version))
+                .flatten();
             let mut read = self.cache.load_fresh_many(&to_read).await.map_err(load_error)?;
+            if let Some(cached) = cached_target {
+                let current = read.get(&target.id).map_or(0, |v| v.version);
+                self.staleness.record(current != cached);
+            }
             for r in wanted {
                 if let Some(v) = read.remove(&r.id).filter(|v| v.state.kind() == r.kind) {
                     load.loaded.states.insert(r.id, v);
@@ -548,5 +600,32 @@ fn load_error(error: LoadError) -> ErrorBody {
             tracing::error!(error = %e, "stored events cannot be folded");
             e.to_error_body()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_caches_turn_reading_first_on_and_current_ones_turn_it_off() {
+        let staleness = Staleness::default();
+        assert!(!staleness.read_first(), "a new replica decides on its cache");
+        for _ in 0..STALE_LIMIT {
+            staleness.record(true);
+        }
+        assert!(!staleness.read_first(), "{STALE_LIMIT} stale of 64 is within the limit");
+        staleness.record(true);
+        assert!(staleness.read_first());
+        // Current checks push the stale ones out of the last 64.
+        for _ in 0..64 - (STALE_LIMIT + 1) {
+            staleness.record(false);
+        }
+        assert!(
+            staleness.read_first(),
+            "all the stale checks are still among the last 64"
+        );
+        staleness.record(false);
+        assert!(!staleness.read_first(), "the first stale check dropped out");
     }
 }

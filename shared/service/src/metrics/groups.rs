@@ -41,6 +41,9 @@ type OwnedLabels<const N: usize> = [(&'static str, String); N];
 pub struct CommandMetrics {
     processed: Family<OwnedLabels<2>, Counter>,
     duration: Family<OwnedLabels<1>, Histogram, fn() -> Histogram>,
+    /// `flexcore_command_cache_checks_total{outcome="current"}` and `{outcome="stale"}`.
+    cache_current: Counter,
+    cache_stale: Counter,
 }
 
 impl CommandMetrics {
@@ -56,6 +59,16 @@ impl CommandMetrics {
         self.duration
             .get_or_create_owned(&[("command_type", command_type.to_owned())])
     }
+
+    /// Counts a cached aggregate state checked against the log: `stale` when another
+    /// replica had moved the aggregate on.
+    pub fn cache_checked(&self, stale: bool) {
+        if stale {
+            self.cache_stale.inc();
+        } else {
+            self.cache_current.inc();
+        }
+    }
 }
 
 // Help texts of registered metrics have no final period: the encoder adds one.
@@ -63,9 +76,16 @@ impl CommandMetrics {
 /// The command service's families.
 pub fn commands() -> &'static CommandMetrics {
     static METRICS: LazyLock<CommandMetrics> = LazyLock::new(|| {
+        let cache: Family<[(&'static str, &'static str); 1], Counter> = Family::default();
+        // One statement each: the family's read guard lives to the end of the statement,
+        // and a second look-up (a write) within it would wait for it forever.
+        let cache_current = cache.get_or_create(&[("outcome", "current")]).clone();
+        let cache_stale = cache.get_or_create(&[("outcome", "stale")]).clone();
         let metrics = CommandMetrics {
             processed: Family::default(),
             duration: Family::new_with_constructor(command_histogram as fn() -> Histogram),
+            cache_current,
+            cache_stale,
         };
         register(|r| {
             r.register(
@@ -77,6 +97,11 @@ pub fn commands() -> &'static CommandMetrics {
                 "flexcore_command_duration_seconds",
                 "Time from receiving a command to its reply being ready, by command type",
                 metrics.duration.clone(),
+            );
+            r.register(
+                "flexcore_command_cache_checks",
+                "Cached aggregate states checked against the event log, by outcome (current, or stale: moved on by another replica)",
+                cache,
             );
         });
         metrics

@@ -119,6 +119,7 @@ mod tests {
     fn families_render_in_the_text_format_with_their_labels() {
         commands().processed("pipeline.create", "ok").inc();
         commands().duration("pipeline.create").observe(0.003);
+        commands().cache_checked(true);
         store().appended.inc_by("pipeline", "pipeline.created", 2);
         let text = render().unwrap();
         assert!(
@@ -127,6 +128,10 @@ mod tests {
         );
         assert!(
             text.contains(r#"flexcore_commands_processed_total{command_type="pipeline.create",status="ok"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"flexcore_command_cache_checks_total{outcome="stale"} 1"#),
             "{text}"
         );
         assert!(
