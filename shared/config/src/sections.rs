@@ -164,9 +164,13 @@ pub struct CommandSettings {
     pub max_payload_bytes: usize,
     /// Commands handled concurrently before new ones wait.
     pub max_in_flight: usize,
-    /// Parallel appenders (group-commit writers) to the event store.
+    /// Parallel appenders (group-commit writers) to the event store (1–64).
+    #[serde(deserialize_with = "writers")]
     pub writers: usize,
-    /// Most commands committed in one transaction.
+    /// Most commands committed in one transaction (1–64): each command is a
+    /// subtransaction, and Postgres caches 64 per transaction before every later one
+    /// costs a look-up in `pg_subtrans` (ADR 0002).
+    #[serde(deserialize_with = "batch_max_commands")]
     pub batch_max_commands: usize,
     /// Aggregates kept in memory between commands.
     pub aggregate_cache_size: usize,
@@ -558,6 +562,33 @@ impl SampleRatio {
 }
 
 impl Eq for SampleRatio {}
+
+/// Postgres's cache of subtransactions per transaction (`PGPROC_MAX_CACHED_SUBXIDS`).
+pub const SUBTRANSACTION_CACHE: usize = 64;
+
+/// `command.batch_max_commands`: 1 to [`SUBTRANSACTION_CACHE`].
+fn batch_max_commands<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let value = usize::deserialize(d)?;
+    if (1..=SUBTRANSACTION_CACHE).contains(&value) {
+        Ok(value)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{value} commands per transaction is outside 1–{SUBTRANSACTION_CACHE}: each command is a subtransaction, and beyond Postgres's cache of {SUBTRANSACTION_CACHE} every one slows the whole database (ADR 0002)"
+        )))
+    }
+}
+
+/// `command.writers`: 1 to 64 (each holds a connection while it commits).
+fn writers<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let value = usize::deserialize(d)?;
+    if (1..=64).contains(&value) {
+        Ok(value)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{value} group-commit writers is outside 1–64 (each holds one of the pool's connections while it commits)"
+        )))
+    }
+}
 
 impl TryFrom<f64> for SampleRatio {
     type Error = String;

@@ -53,3 +53,24 @@ fn a_sample_ratio_is_read_from_files_and_variables_and_must_be_a_ratio() {
         assert!(err.to_string().contains("trace_sample_ratio"), "{bad}: {err}");
     }
 }
+
+#[test]
+fn a_batch_stays_within_the_subtransaction_cache_and_writers_within_bounds() {
+    let loaded = Settings::load_with(None, None, vars(&[("FLEXCORE__COMMAND__BATCH_MAX_COMMANDS", "64")])).unwrap();
+    assert_eq!(loaded.command.batch_max_commands, 64);
+    for (var, bad, field) in [
+        ("FLEXCORE__COMMAND__BATCH_MAX_COMMANDS", "65", "batch_max_commands"),
+        ("FLEXCORE__COMMAND__BATCH_MAX_COMMANDS", "0", "batch_max_commands"),
+        ("FLEXCORE__COMMAND__WRITERS", "0", "writers"),
+    ] {
+        let err = Settings::load_with(None, None, vars(&[(var, bad)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(field) && err.contains("outside 1–"), "{var}={bad}: {err}");
+    }
+    let dir = config_dir(&[("base.yaml", "command:\n  batch_max_commands: 100\n")]);
+    let err = Settings::load_with(Some(dir.path()), None, vars(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("subtransaction"), "{err}");
+}
