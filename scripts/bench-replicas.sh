@@ -17,6 +17,10 @@
 # FLEXCORE__STREAMS__REPLICAS=3, then N flexcore-command (one relay leader, N-1 standbys)
 # and N flexcore-projection replicas, replica i connected to node i mod 3; then
 # `flexctl bench commands --skip-raw`, `bench lag` and `bench queries` against node 0.
+# Each replica's pool has min(16, 32/N) connections (database.max_connections), so that
+# the 2N services with their lock connections stay within Postgres's default
+# max_connections of 100: with 16 each, three of each need 117, and the replica left
+# without connections answers `unavailable`.
 # Release binaries: `cargo build --release -p flexcore-command -p flexcore-projection -p flexctl`
 # (BIN_DIR overrides target/release). The benchmark clients share the machine.
 set -euo pipefail
@@ -114,6 +118,8 @@ for n in $replicas; do
   export FLEXCORE__SECURITY__IDENTITIES_FILE="$work/keys/identities.json"
   export FLEXCORE__TELEMETRY__LOG_FORMAT=json
   export FLEXCORE__STREAMS__REPLICAS=3
+  pool=$((32 / n)); ((pool > 16)) && pool=16
+  export FLEXCORE__DATABASE__MAX_CONNECTIONS=$pool
   url() { echo "nats://127.0.0.1:${client_ports[$(($1 % 3))]}"; }
   # Setup needs the JetStream meta leader and all three peers: retried.
   for attempt in $(seq 1 60); do
@@ -141,12 +147,14 @@ for n in $replicas; do
            --identities-file "$work/keys/identities.json")
   {
     echo
-    echo "### $n command + $n projection replicas"
+    echo "### $n command + $n projection replicas ($pool pooled connections each)"
     echo
     echo '```'
-    "${flexctl[@]}" bench commands --clients "$clients" --duration "$duration" --warmup 3s --skip-raw 2>/dev/null
-    "${flexctl[@]}" bench lag --rate "$rate" --duration "$duration" --warmup 3s 2>/dev/null
-    "${flexctl[@]}" bench queries --clients "$clients" --duration "$duration" --warmup 3s 2>/dev/null
+    "${flexctl[@]}" bench commands --clients "$clients" --duration "$duration" --warmup 3s --skip-raw 2>>"$work/bench.log"
+    "${flexctl[@]}" bench lag --rate "$rate" --duration "$duration" --warmup 3s 2>>"$work/bench.log"
+    "${flexctl[@]}" bench queries --clients "$clients" --duration "$duration" --warmup 3s 2>>"$work/bench.log"
+    # The first error of each kind in each phase, with its message.
+    grep -h 'first error of its kind' "$work/bench.log" | sed 's/^/  /' || true
     echo '```'
     leaders=$(grep -l 'relay leadership acquired' "$work"/command-*.log | xargs -n1 basename | tr '\n' ' ')
     echo "relay leader: $leaders; projection leaders: $(grep -h 'projection leadership acquired' "$work"/projection-*.log | grep -o '"projection":"[a-z]*"' | sort | uniq -c | tr -s ' ' | tr '\n' ' ')"

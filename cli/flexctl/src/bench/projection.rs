@@ -12,11 +12,13 @@
 //! - `rebuild`: optionally seeds the log with toggles until it holds `--events` events,
 //!   then rebuilds projections and reports their replay speed from `projection.list`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use async_nats::Client;
+use flexcore_client::{ClientError, Unanswered};
 use flexcore_contracts::views::ProjectionStatus;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -39,6 +41,10 @@ pub struct Figures {
     pub per_second: f64,
     /// Errors in the window.
     pub errors: u64,
+    /// The errors by kind (the error code of a refusal, else how the request failed),
+    /// where the benchmark tells them apart.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub error_kinds: BTreeMap<String, u64>,
     /// Latency percentiles.
     pub latency: LatencySummary,
 }
@@ -51,7 +57,16 @@ impl Figures {
             operations: histogram.len(),
             per_second: histogram.len() as f64 / window.as_secs_f64(),
             errors,
+            error_kinds: BTreeMap::new(),
             latency: LatencySummary::of(histogram),
+        }
+    }
+
+    /// The figures of a phase whose errors were counted by kind.
+    fn of_kinds(name: &str, histogram: &Histogram<u64>, errors: BTreeMap<String, u64>, window: Duration) -> Self {
+        Self {
+            error_kinds: errors.clone(),
+            ..Self::of(name, histogram, errors.values().sum(), window)
         }
     }
 
@@ -62,6 +77,7 @@ impl Figures {
             operations: stats.ok,
             per_second: stats.per_second(),
             errors: stats.errors(),
+            error_kinds: BTreeMap::new(),
             latency: stats.latency(),
         }
     }
@@ -69,10 +85,15 @@ impl Figures {
     /// One human-readable line.
     pub fn text(&self) -> String {
         let l = &self.latency;
-        format!(
+        let mut line = format!(
             "{:<28} {:>9} ops  {:>10.0}/s  errors {:>4}  p50 {:>7.2} ms  p95 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms\n",
             self.name, self.operations, self.per_second, self.errors, l.p50_ms, l.p95_ms, l.p99_ms, l.max_ms
-        )
+        );
+        if !self.error_kinds.is_empty() {
+            let kinds: Vec<String> = self.error_kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            line.push_str(&format!("{:<28} errors: {}\n", "", kinds.join(", ")));
+        }
+        line
     }
 }
 
@@ -80,11 +101,36 @@ fn histogram() -> anyhow::Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 60_000_000, 3).context("histogram")
 }
 
-async fn query(client: &Client, name: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+async fn query(client: &Client, name: &str, body: serde_json::Value) -> Result<serde_json::Value, ClientError> {
     let ok = super::commands::typed(client.clone())
         .query_raw(name, &body, &flexcore_client::Retry::once())
         .await?;
     Ok(ok.data.to_value())
+}
+
+/// The name a failed query is counted under: the refusal's error code, else how it failed.
+fn query_error_kind(error: &ClientError) -> String {
+    match error {
+        ClientError::Refused { error, .. } => error.code.as_str().to_owned(),
+        ClientError::Unanswered { kind, .. } => match kind {
+            Unanswered::NoResponders => "no_responders",
+            Unanswered::TimedOut => "timed_out",
+            Unanswered::Transient => "unavailable",
+            Unanswered::Connection => "transport",
+        }
+        .to_owned(),
+        ClientError::Stopped { .. } => "stopped".to_owned(),
+        ClientError::Protocol { .. } => "malformed_reply".to_owned(),
+    }
+}
+
+/// The name a failed command is counted under.
+fn command_error_kind(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Accepted => "accepted".to_owned(),
+        Outcome::Rejected(error) => error.code.as_str().to_owned(),
+        Outcome::Failed(failure, _) => failure.as_str().to_owned(),
+    }
 }
 
 /// Every projection's status.
@@ -145,7 +191,7 @@ pub async fn lag(
     }
     setup::archive_pipelines(&connections, &ids).await;
     let (h, errors) = results.take()?;
-    Ok(Figures::of(
+    Ok(Figures::of_kinds(
         &format!("lag at {rate}/s (reply→visible)"),
         &h,
         errors,
@@ -171,13 +217,17 @@ async fn toggle_and_read(
         ticker.tick().await;
         let position = match next.send(&client, pipeline_id).await {
             (_, Some(accepted)) => accepted.global_position,
-            (Outcome::Failed(..), _) => {
-                results.error(window.measures(Instant::now()));
+            (outcome @ Outcome::Failed(..), _) => {
+                results.error(window.measures(Instant::now()), command_error_kind(&outcome), || {
+                    format!("{outcome:?}")
+                });
                 continue;
             }
-            _ => {
+            (outcome, _) => {
                 next = next.flipped();
-                results.error(window.measures(Instant::now()));
+                results.error(window.measures(Instant::now()), command_error_kind(&outcome), || {
+                    format!("{outcome:?}")
+                });
                 continue;
             }
         };
@@ -195,7 +245,7 @@ async fn toggle_and_read(
             if window.measures(visible) {
                 match seen {
                     Ok(_) => results.record(visible - replied),
-                    Err(_) => results.error(true),
+                    Err(error) => results.error(true, query_error_kind(&error), || error.to_string()),
                 }
             }
         });
@@ -247,7 +297,7 @@ pub async fn queries(
                         if window.measures(done) {
                             match answer {
                                 Ok(_) => results.record(done - started),
-                                Err(_) => results.error(true),
+                                Err(error) => results.error(true, query_error_kind(&error), || error.to_string()),
                             }
                         }
                     }
@@ -258,7 +308,7 @@ pub async fn queries(
             task.await?;
         }
         let (h, errors) = results.take()?;
-        figures.push(Figures::of(phase, &h, errors, window.length()));
+        figures.push(Figures::of_kinds(phase, &h, errors, window.length()));
     }
     setup::archive_pipelines(&connections, &ids).await;
     Ok(figures)
@@ -350,12 +400,12 @@ pub async fn rebuild(nats_url: &str, names: &[String], events: u64) -> anyhow::R
     Ok(out)
 }
 
-/// A histogram and an error count shared by the clients of a phase.
-struct Recorder(std::sync::Mutex<(Histogram<u64>, u64)>);
+/// A histogram and the errors by kind, shared by the clients of a phase.
+struct Recorder(std::sync::Mutex<(Histogram<u64>, BTreeMap<String, u64>)>);
 
 impl Recorder {
     fn new() -> anyhow::Result<Arc<Self>> {
-        Ok(Arc::new(Self(std::sync::Mutex::new((histogram()?, 0)))))
+        Ok(Arc::new(Self(std::sync::Mutex::new((histogram()?, BTreeMap::new())))))
     }
 
     fn record(&self, latency: Duration) {
@@ -364,19 +414,25 @@ impl Recorder {
         }
     }
 
-    fn error(&self, counted: bool) {
+    /// Counts an error of `kind` (when `counted`: inside the measured window); the first
+    /// of each kind is logged with its `detail`, to explain it.
+    fn error(&self, counted: bool, kind: String, detail: impl FnOnce() -> String) {
         if counted {
             if let Ok(mut g) = self.0.lock() {
-                g.1 += 1;
+                let n = g.1.entry(kind).or_default();
+                if *n == 0 {
+                    tracing::warn!(detail = detail(), "first error of its kind in this phase");
+                }
+                *n += 1;
             }
         }
     }
 
-    fn take(&self) -> anyhow::Result<(Histogram<u64>, u64)> {
+    fn take(&self) -> anyhow::Result<(Histogram<u64>, BTreeMap<String, u64>)> {
         let g = self
             .0
             .lock()
             .map_err(|_| anyhow::anyhow!("a benchmark client panicked"))?;
-        Ok((g.0.clone(), g.1))
+        Ok((g.0.clone(), g.1.clone()))
     }
 }
