@@ -15,6 +15,14 @@ use crate::batch::{self, SharedQueue};
 use crate::error::StoreError;
 use crate::model::{AppendOutcome, AppendRequest, StoredCommandRef};
 
+/// The canonical source of `flexcore_append`, the function every batch calls
+/// (`shared/eventstore/sql/flexcore_append.sql`; migrations deploy it, and tests check
+/// that the newest one and a migrated database hold exactly this).
+pub const APPEND_FUNCTION_SQL: &str = include_str!("../sql/flexcore_append.sql");
+
+/// The unique constraint whose violation means another writer took the version first.
+const VERSION_CONSTRAINT: &str = "events_aggregate_version";
+
 /// Group-commit tuning.
 #[derive(Debug, Clone, Copy)]
 pub struct GroupCommitConfig {
@@ -155,7 +163,9 @@ enum RawOutcome {
         reply: serde_json::Value,
     },
     Duplicate(StoredCommandRef),
-    Conflict {},
+    Conflict {
+        constraint: String,
+    },
     Stale {
         aggregate_id: Uuid,
     },
@@ -187,9 +197,10 @@ struct WireEvent<'a> {
     body: usize,
 }
 
-async fn write_batch(pool: &PgPool, requests: &[AppendRequest]) -> Result<Vec<AppendOutcome>, StoreError> {
+/// The batch as `flexcore_append` takes it: the requests, and the events' data apart.
+fn wire(requests: &[AppendRequest]) -> (Vec<WireRequest<'_>>, Vec<&str>) {
     let mut bodies: Vec<&str> = Vec::new();
-    let wire: Vec<WireRequest<'_>> = requests
+    let wire = requests
         .iter()
         .map(|request| WireRequest {
             request,
@@ -206,6 +217,25 @@ async fn write_batch(pool: &PgPool, requests: &[AppendRequest]) -> Result<Vec<Ap
                 .collect(),
         })
         .collect();
+    (wire, bodies)
+}
+
+impl RawOutcome {
+    fn into_outcome(self) -> AppendOutcome {
+        match self {
+            Self::Ok { positions, reply } => AppendOutcome::Committed { positions, reply },
+            Self::Duplicate(stored) => AppendOutcome::Duplicate(stored),
+            Self::Conflict { constraint } if constraint == VERSION_CONSTRAINT => AppendOutcome::VersionConflict,
+            Self::Conflict { constraint } => AppendOutcome::ConstraintViolated { constraint },
+            Self::Stale { aggregate_id } => AppendOutcome::StaleRead { aggregate_id },
+            Self::UniqueTaken { scope, key, owner } => AppendOutcome::UniqueTaken { scope, key, owner },
+            Self::SlotFull { active, max } => AppendOutcome::SlotsFull { active, max },
+        }
+    }
+}
+
+async fn write_batch(pool: &PgPool, requests: &[AppendRequest]) -> Result<Vec<AppendOutcome>, StoreError> {
+    let (wire, bodies) = wire(requests);
     let Json(raw): Json<Vec<RawOutcome>> = sqlx::query_scalar("SELECT flexcore_append($1, $2)")
         .bind(Json(wire))
         .bind(&bodies)
@@ -218,15 +248,188 @@ async fn write_batch(pool: &PgPool, requests: &[AppendRequest]) -> Result<Vec<Ap
             requests.len()
         )));
     }
-    Ok(raw
-        .into_iter()
-        .map(|r| match r {
-            RawOutcome::Ok { positions, reply } => AppendOutcome::Committed { positions, reply },
-            RawOutcome::Duplicate(stored) => AppendOutcome::Duplicate(stored),
-            RawOutcome::Conflict {} => AppendOutcome::VersionConflict,
-            RawOutcome::Stale { aggregate_id } => AppendOutcome::StaleRead { aggregate_id },
-            RawOutcome::UniqueTaken { scope, key, owner } => AppendOutcome::UniqueTaken { scope, key, owner },
-            RawOutcome::SlotFull { active, max } => AppendOutcome::SlotsFull { active, max },
-        })
-        .collect())
+    Ok(raw.into_iter().map(RawOutcome::into_outcome).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::model::{NewEvent, SlotClaim, UniqueKey, VersionCheck};
+
+    /// The function's text without its comments.
+    fn function_code() -> String {
+        APPEND_FUNCTION_SQL
+            .lines()
+            .map(|line| line.split("--").next().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The JSON keys the function reads: `x->'key'`, `x->>'key'`, `x ? 'key'`, and the
+    /// columns of `jsonb_to_recordset(…) AS r(key type, …)`.
+    fn keys_read(code: &str) -> BTreeSet<String> {
+        let mut keys = BTreeSet::new();
+        for marker in ["->>'", "->'", "? '"] {
+            for (at, _) in code.match_indices(marker) {
+                let rest = &code[at + marker.len()..];
+                keys.insert(rest[..rest.find('\'').unwrap()].to_owned());
+            }
+        }
+        for (at, _) in code.match_indices("jsonb_to_recordset(") {
+            let rest = &code[at..];
+            let columns = &rest[rest.find("AS r(").unwrap() + 5..];
+            for column in columns[..columns.find(')').unwrap()].split(',') {
+                keys.insert(column.split_whitespace().next().unwrap().to_owned());
+            }
+        }
+        keys
+    }
+
+    /// Every object key in `value`, except inside the opaque `reply` and `metadata`.
+    fn keys_sent(value: &serde_json::Value, keys: &mut BTreeSet<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, inner) in map {
+                    keys.insert(key.clone());
+                    if key != "reply" && key != "metadata" {
+                        keys_sent(inner, keys);
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|item| keys_sent(item, keys)),
+            _ => {}
+        }
+    }
+
+    fn full_request() -> AppendRequest {
+        let id = Uuid::now_v7();
+        let key = UniqueKey {
+            scope: "pipeline_name".into(),
+            key: "orders".into(),
+            owner: id,
+        };
+        let slot = SlotClaim {
+            pool: id,
+            holder: Uuid::now_v7(),
+            max: 1,
+        };
+        AppendRequest {
+            command_id: Some(Uuid::now_v7()),
+            command_type: "pipeline.create".into(),
+            payload_hash: "h".into(),
+            events: vec![NewEvent {
+                event_id: Uuid::now_v7(),
+                aggregate_type: "pipeline".into(),
+                aggregate_id: id,
+                version: 1,
+                event_type: "pipeline.created".into(),
+                schema_version: 1,
+                data: serde_json::json!({"name": "orders"}).into(),
+                metadata: Default::default(),
+            }],
+            claims: vec![key.clone()],
+            releases: vec![key],
+            slot_acquire: Some(slot.clone()),
+            slot_release: Some(slot),
+            reply: serde_json::json!({"ok": true}),
+            checks: vec![VersionCheck {
+                aggregate_id: id,
+                version: 3,
+            }],
+        }
+    }
+
+    #[test]
+    fn the_function_reads_exactly_the_fields_the_rust_side_sends() {
+        let requests = [full_request()];
+        let (wire, bodies) = wire(&requests);
+        assert_eq!(bodies, vec![r#"{"name":"orders"}"#]);
+        let mut sent = BTreeSet::new();
+        keys_sent(&serde_json::to_value(&wire).unwrap(), &mut sent);
+        assert_eq!(
+            keys_read(&function_code()),
+            sent,
+            "read by flexcore_append (left) vs sent by AppendRequest (right)"
+        );
+    }
+
+    /// The arguments of `call(` … `)` starting at `from`, split at top-level commas.
+    fn arguments(code: &str, from: usize) -> Vec<String> {
+        let (mut depth, mut quoted, mut current, mut args) = (0, false, String::new(), Vec::new());
+        for ch in code[from..].chars() {
+            match ch {
+                '\'' => quoted = !quoted,
+                '(' if !quoted => depth += 1,
+                ')' if !quoted && depth == 0 => break,
+                ')' if !quoted => depth -= 1,
+                ',' if !quoted && depth == 0 => {
+                    args.push(current.trim().to_owned());
+                    current.clear();
+                    continue;
+                }
+                _ => {}
+            }
+            current.push(ch);
+        }
+        args.push(current.trim().to_owned());
+        args
+    }
+
+    #[test]
+    fn every_outcome_the_function_builds_is_understood_with_all_its_fields() {
+        let code = function_code();
+        let mut statuses = BTreeSet::new();
+        for (at, marker) in code.match_indices("jsonb_build_object(") {
+            let args = arguments(&code, at + marker.len());
+            let pairs: Vec<(String, &String)> = args
+                .chunks(2)
+                .map(|pair| (pair[0].trim_matches('\'').to_owned(), &pair[1]))
+                .collect();
+            let Some((_, status)) = pairs.iter().find(|(key, _)| key == "status") else {
+                continue; // the stored reply's global_position
+            };
+            let status = status.trim_matches('\'').to_owned();
+            let mut object = serde_json::Map::new();
+            for (key, _) in &pairs {
+                let value = match key.as_str() {
+                    "status" => serde_json::json!(status),
+                    "positions" => serde_json::json!([1, 2]),
+                    "reply" => serde_json::json!({"ok": true}),
+                    "aggregate_id" | "owner" => serde_json::json!(Uuid::now_v7()),
+                    "active" | "max" => serde_json::json!(1),
+                    _ => serde_json::json!("x"),
+                };
+                object.insert(key.clone(), value);
+            }
+            let outcome: RawOutcome = serde_json::from_value(serde_json::Value::Object(object.clone()))
+                .unwrap_or_else(|e| panic!("{status}: {object:?} is not understood: {e}"));
+            if let RawOutcome::Conflict { constraint } = outcome {
+                assert_eq!(constraint, "x", "the conflict's constraint name is kept");
+            }
+            statuses.insert(status);
+        }
+        let expected: BTreeSet<String> = ["ok", "duplicate", "conflict", "stale", "unique_taken", "slot_full"]
+            .map(String::from)
+            .into();
+        assert_eq!(statuses, expected);
+    }
+
+    #[test]
+    fn only_the_version_constraint_is_a_version_conflict() {
+        let conflict = |constraint: &str| {
+            RawOutcome::Conflict {
+                constraint: constraint.into(),
+            }
+            .into_outcome()
+        };
+        assert_eq!(conflict("events_aggregate_version"), AppendOutcome::VersionConflict);
+        assert_eq!(
+            conflict("run_slots_pkey"),
+            AppendOutcome::ConstraintViolated {
+                constraint: "run_slots_pkey".into()
+            }
+        );
+    }
 }

@@ -12,7 +12,11 @@
 //! - [`error`]: the store error type, [`StoreError`].
 //! - [`metrics`]: hooks through which a service counts appends and sees the relay's lag.
 //!
-//! The SQL lives in `migrations/` at the workspace root ([`MIGRATOR`] embeds it).
+//! The SQL lives in `migrations/` at the workspace root ([`MIGRATOR`] embeds it). The
+//! group-commit function `flexcore_append` has one canonical source,
+//! `shared/eventstore/sql/flexcore_append.sql` ([`append::APPEND_FUNCTION_SQL`]): the
+//! newest migration defining it repeats it, and tests check that and the deployed
+//! function against it, and its JSON field names against [`AppendRequest`]'s.
 
 pub mod append;
 mod batch;

@@ -100,6 +100,12 @@ pub enum AppendOutcome {
     Duplicate(StoredCommandRef),
     /// Another writer appended to one of the aggregates first (optimistic concurrency).
     VersionConflict,
+    /// A unique constraint other than an aggregate's version refused the command's rows:
+    /// a defect (an event id or a slot holder used twice), never retried.
+    ConstraintViolated {
+        /// The constraint's name, as Postgres reported it.
+        constraint: String,
+    },
     /// An aggregate in [`AppendRequest::checks`] is no longer at the version checked:
     /// nothing was written; decide again on fresh state.
     StaleRead {

@@ -292,6 +292,12 @@ impl Executor {
                 }
                 return Ok(Attempt::Retry);
             }
+            AppendOutcome::ConstraintViolated { constraint } => {
+                tracing::error!(%constraint, command = command.name(), "the append violated a constraint");
+                return Err(internal(format!(
+                    "the command's writes violated the store's constraint {constraint}"
+                )));
+            }
             AppendOutcome::UniqueTaken { scope, key, owner } => {
                 let owner = owner
                     .map(|o| o.to_string())

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod append;
+mod append_sql;
 mod ordering;
 mod relay;
 
