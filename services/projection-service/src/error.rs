@@ -3,14 +3,17 @@
 use flexcore_eventstore::StoreError;
 
 /// Why applying events or answering a query failed.
+///
+/// Each variant's message includes its cause, so none also returns it as its `source()`:
+/// a chain printed with `{:#}` names every cause once.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
     /// Postgres refused or is unreachable.
     #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     /// Reading the event store failed.
     #[error("event store: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// NATS / JetStream failed.
     #[error("nats: {0}")]
     Nats(String),
@@ -29,7 +32,25 @@ pub enum ProjectionError {
     Invariant(String),
     /// A row of a read model could not be (de)serialised.
     #[error("read model row: {0}")]
-    Row(#[from] serde_json::Error),
+    Row(serde_json::Error),
+}
+
+impl From<sqlx::Error> for ProjectionError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Database(error)
+    }
+}
+
+impl From<StoreError> for ProjectionError {
+    fn from(error: StoreError) -> Self {
+        Self::Store(error)
+    }
+}
+
+impl From<serde_json::Error> for ProjectionError {
+    fn from(error: serde_json::Error) -> Self {
+        Self::Row(error)
+    }
 }
 
 impl ProjectionError {

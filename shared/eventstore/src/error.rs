@@ -1,14 +1,17 @@
 //! Event store errors.
 
 /// What can go wrong talking to the store or the relay's targets.
+///
+/// Each variant's message includes its cause, so none also returns it as its `source()`:
+/// a chain printed with `{:#}` names every cause once.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// PostgreSQL failed (connection, statement, …).
     #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     /// A migration failed.
     #[error("migration: {0}")]
-    Migration(#[from] sqlx::migrate::MigrateError),
+    Migration(sqlx::migrate::MigrateError),
     /// NATS / JetStream failed.
     #[error("nats: {0}")]
     Nats(String),
@@ -33,6 +36,18 @@ pub enum StoreError {
         /// The server's `max_payload`.
         limit: usize,
     },
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Database(error)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(error: sqlx::migrate::MigrateError) -> Self {
+        Self::Migration(error)
+    }
 }
 
 impl StoreError {
@@ -95,6 +110,14 @@ mod tests {
     use std::borrow::Cow;
 
     use super::*;
+
+    #[test]
+    fn a_chain_printed_in_full_names_the_cause_once() {
+        let error = anyhow::Error::from(StoreError::from(sqlx::Error::PoolTimedOut)).context("appending");
+        let text = format!("{error:#}");
+        assert_eq!(text.matches("pool timed out").count(), 1, "{text}");
+        assert!(text.starts_with("appending: database: "), "{text}");
+    }
 
     /// A database error with SQLSTATE `code` (sqlx's own are built only by its driver).
     #[derive(Debug)]

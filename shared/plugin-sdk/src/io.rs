@@ -111,10 +111,9 @@ impl<R: BufRead> Iterator for Input<R> {
             if self.buf.trim().is_empty() {
                 continue;
             }
-            return Some(Message::parse_line(&self.buf).map_err(|source| PluginError::Protocol {
-                line: self.line,
-                source,
-            }));
+            return Some(
+                Message::parse_line(&self.buf).map_err(|error| PluginError::Protocol { line: self.line, error }),
+            );
         }
     }
 }

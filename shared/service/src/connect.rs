@@ -11,16 +11,17 @@ use std::str::FromStr;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
-/// A connection that could not be opened.
+/// A connection that could not be opened. The messages include their causes, which are
+/// therefore not also the errors' `source()` (`{:#}` names each cause once).
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// Postgres.
     #[error("cannot connect to Postgres (database.url / FLEXCORE__DATABASE__URL): {0}")]
-    Postgres(#[source] sqlx::Error),
+    Postgres(sqlx::Error),
     /// NATS.
     #[error(
         "cannot connect to NATS at {url}{} (nats.url / FLEXCORE__NATS__URL; identity: \
-         nats.nkey_seed_file or nats.nkey_seed; TLS: nats.tls_*): {source}",
+         nats.nkey_seed_file or nats.nkey_seed; TLS: nats.tls_*): {cause}",
         user.as_deref().map(|user| format!(" as user {user:?}")).unwrap_or_default()
     )]
     Nats {
@@ -28,9 +29,8 @@ pub enum ConnectError {
         url: String,
         /// The user logged in as, if any (never the password).
         user: Option<String>,
-        /// Why.
-        #[source]
-        source: async_nats::ConnectError,
+        /// Why (in the message, so not also the error's `source()`).
+        cause: async_nats::ConnectError,
     },
 }
 
@@ -104,12 +104,12 @@ pub async fn nats_with(
     more(options)
         .connect(login.url.as_str())
         .await
-        .map_err(|source| ConnectError::Nats {
+        .map_err(|cause| ConnectError::Nats {
             user: login
                 .user()
                 .map(str::to_owned)
                 .or_else(|| identity.map(|i| format!("{} (NKey {})", i.name(), i.public_key()))),
             url: login.url,
-            source,
+            cause,
         })
 }

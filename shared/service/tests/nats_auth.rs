@@ -147,11 +147,11 @@ fn refusal(what: &str, result: Result<async_nats::Client, ConnectError>) -> Stri
         Ok(_) => panic!("{what}: the server must refuse the login"),
         Err(error) => error,
     };
-    let ConnectError::Nats { source, .. } = &error else {
+    let ConnectError::Nats { cause, .. } = &error else {
         panic!("{what}: not a NATS error: {error}")
     };
     assert_eq!(
-        source.kind(),
+        cause.kind(),
         ConnectErrorKind::AuthorizationViolation,
         "{what}: {error}"
     );
