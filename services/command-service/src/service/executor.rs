@@ -196,7 +196,7 @@ impl Executor {
             if retry > 0 {
                 // Another replica wrote the same aggregate: back off a little, with jitter,
                 // so competing replicas do not collide again in lock step.
-                let jitter = u64::from(rand_u8()) % (2 << retry.min(5));
+                let jitter = rand::random_range(0..2u64 << retry.min(5));
                 tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
             }
             match self.attempt(&job, fresh).await? {
@@ -554,11 +554,6 @@ fn too_large(message: String, size: usize, limit: usize) -> ErrorBody {
     ErrorBody::new(ErrorReason::TooLarge, message)
         .with("size", size)
         .with("limit", limit)
-}
-
-/// A cheap random byte for retry jitter (no cryptographic need).
-fn rand_u8() -> u8 {
-    Uuid::new_v4().as_bytes()[0]
 }
 
 fn duplicate(
