@@ -162,6 +162,12 @@ pub async fn run(
                 projection = kind.name(),
                 "read model lacked its per-minute activity table (added): rebuilding it to fill it"
             ),
+            store::Outdated::Layout { built, current } => tracing::info!(
+                projection = kind.name(),
+                built,
+                current,
+                "read model was built to another table layout: rebuilding it to this build's"
+            ),
         }
     }
     let positions = Arc::new(Positions::default());

@@ -135,13 +135,14 @@ async fn rebuild(
     status.events_per_second = Some(rate(status.processed, started));
     sqlx::query(
         "UPDATE read.projections SET generation = $2, transaction_id = $3::text::xid8, global_position = $4, \
-         events_applied = $5, updated_at = now() WHERE name = $1",
+         events_applied = $5, layout = $6, updated_at = now() WHERE name = $1",
     )
     .bind(kind.name())
     .bind(i32::try_from(generation).unwrap_or(i32::MAX))
     .bind(checkpoint.transaction_id.to_string())
     .bind(i64::try_from(checkpoint.global_position).unwrap_or(i64::MAX))
     .bind(i64::try_from(status.processed).unwrap_or(i64::MAX))
+    .bind(spec.layout())
     .execute(&mut *tx)
     .await?;
     store::save_rebuild_status(&mut tx, kind, status).await?;

@@ -48,12 +48,14 @@ pub async fn init(pool: &PgPool) -> Result<(), ProjectionError> {
         .execute(&mut *tx)
         .await?;
     for kind in Kind::ALL {
-        let inserted =
-            sqlx::query("INSERT INTO read.projections (name, generation) VALUES ($1, 1) ON CONFLICT (name) DO NOTHING")
-                .bind(kind.name())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+        let inserted = sqlx::query(
+            "INSERT INTO read.projections (name, generation, layout) VALUES ($1, 1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(kind.name())
+        .bind(kind.table().layout())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         if inserted == 1 {
             tables::create_generation(&mut tx, kind.table(), 1, true).await?;
             tables::swap_views(&mut tx, kind.table(), 1).await?;
@@ -72,13 +74,22 @@ pub enum Outdated {
     MissingColumns(Vec<String>),
     /// It lacks its per-minute activity table (added now, filled by the rebuild).
     MissingMinutes,
+    /// It was built to another layout (`read.projections.layout`) than this build's.
+    Layout {
+        /// The layout it was built to.
+        built: String,
+        /// This build's.
+        current: String,
+    },
 }
 
-/// Brings every projection's served tables up to the current layout. A table that keeps
-/// documents as `jsonb` is rebuilt; a table that lacks columns gets them at once (nullable,
-/// so the live worker keeps writing, and its view re-created to show them) and is rebuilt
-/// to fill them for the rows written before. The old tables serve until the rebuild swaps
-/// the new ones in. Safe from every replica at once. Returns what it asked to rebuild.
+/// Brings every projection's served tables up to the current layout. A table built to
+/// another layout than this build's ([`tables::TableSpec::layout`], recorded in
+/// `read.projections`) or keeping documents as `jsonb` is rebuilt; a table that lacks
+/// columns gets them at once (nullable, so the live worker keeps writing, and its view
+/// re-created to show them) and is rebuilt to fill them for the rows written before. The
+/// old tables serve until the rebuild swaps the new ones in (and records the layout).
+/// Safe from every replica at once. Returns what it asked to rebuild.
 pub async fn upgrade_layouts(pool: &PgPool) -> Result<Vec<(Kind, Outdated)>, ProjectionError> {
     let mut requested = Vec::new();
     for kind in Kind::ALL {
@@ -88,10 +99,11 @@ pub async fn upgrade_layouts(pool: &PgPool) -> Result<Vec<(Kind, Outdated)>, Pro
             .bind(INIT_LOCK_KEY)
             .execute(&mut *tx)
             .await?;
-        let generation: i32 = sqlx::query_scalar("SELECT generation FROM read.projections WHERE name = $1")
-            .bind(kind.name())
-            .fetch_one(&mut *tx)
-            .await?;
+        let (generation, built): (i32, Option<String>) =
+            sqlx::query_as("SELECT generation, layout FROM read.projections WHERE name = $1")
+                .bind(kind.name())
+                .fetch_one(&mut *tx)
+                .await?;
         let generation = u32::try_from(generation).unwrap_or_default();
         let table = spec.table(generation);
         let columns: Vec<(String, String)> = sqlx::query_as(
@@ -127,6 +139,21 @@ pub async fn upgrade_layouts(pool: &PgPool) -> Result<Vec<(Kind, Outdated)>, Pro
             outdated.push(Outdated::MissingColumns(
                 missing.iter().map(|(name, _)| (*name).to_owned()).collect(),
             ));
+        }
+        let current = spec.layout();
+        match built {
+            Some(built) if built != current => outdated.push(Outdated::Layout { built, current }),
+            Some(_) => {}
+            // Built before layouts were recorded: it has what this build needs unless
+            // one of the checks above found otherwise (then the rebuild records it).
+            None if outdated.is_empty() => {
+                sqlx::query("UPDATE read.projections SET layout = $2 WHERE name = $1")
+                    .bind(kind.name())
+                    .bind(&current)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            None => {}
         }
         tx.commit().await?;
         if !outdated.is_empty() && request_rebuild(pool, kind).await?.is_some() {

@@ -29,6 +29,18 @@ pub struct TableSpec {
 }
 
 impl TableSpec {
+    /// A fingerprint of the layout (columns with their types, indexes, side tables),
+    /// recorded in `read.projections.layout` with the generation built to it: when the
+    /// code's layout differs from the recorded one, the projection is rebuilt.
+    pub fn layout(&self) -> String {
+        use sha2::Digest as _;
+        let text = format!(
+            "key {}; columns {:?}; indexes {:?}; counts {}; minutes {}",
+            self.key, self.columns, self.indexes, self.counts, self.minutes
+        );
+        hex::encode(&sha2::Sha256::digest(text.as_bytes())[..8])
+    }
+
     /// Physical table of a generation.
     pub fn table(&self, generation: u32) -> String {
         format!("read.{}_g{generation}", self.base)
@@ -275,5 +287,33 @@ mod tests {
             .swap_sql(4)
             .contains(&"CREATE VIEW read.things AS SELECT * FROM read.things_g4".to_owned()));
         assert!(SPEC.create_sql(1).iter().any(|s| s.contains("read.things_counts_g1")));
+    }
+
+    #[test]
+    fn the_layout_changes_with_a_column_type_an_index_or_a_side_table_only() {
+        assert_eq!(SPEC.layout(), SPEC.layout());
+        assert_eq!(SPEC.layout().len(), 16);
+        let retyped = TableSpec {
+            columns: &[
+                ("thing_id", "uuid NOT NULL"),
+                ("state", "text"),
+                ("doc", "json NOT NULL"),
+            ],
+            ..SPEC
+        };
+        let reindexed = TableSpec {
+            indexes: &["(state, thing_id)"],
+            ..SPEC
+        };
+        let without_counts = TableSpec { counts: false, ..SPEC };
+        let renamed_view = TableSpec { base: "stuff", ..SPEC };
+        for changed in [&retyped, &reindexed, &without_counts] {
+            assert_ne!(changed.layout(), SPEC.layout(), "{changed:?}");
+        }
+        assert_eq!(
+            renamed_view.layout(),
+            SPEC.layout(),
+            "the base name is not part of the layout"
+        );
     }
 }

@@ -110,3 +110,62 @@ async fn a_read_model_lacking_a_column_or_table_gets_it_and_is_rebuilt_to_fill_i
     second.wait().unwrap();
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_read_model_built_to_another_layout_is_rebuilt_and_records_this_one() {
+    let s = stack(false).await;
+    s.register_plugins().await;
+    crate::burst(&s, "l", 4, 4).await;
+    let mut first = s.spawn_projection_process();
+    s.caught_up().await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let layout = |name: &'static str| {
+        let pool = s.db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<String>>("SELECT layout FROM read.projections WHERE name = $1")
+                .bind(name)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let current = layout("schedules").await.expect("a layout recorded at set-up");
+    assert_eq!(layout("schedules").await, layout("schedules").await);
+    // The schedules model as built by a version with another layout; the runs model as
+    // built before layouts were recorded.
+    sqlx::query("UPDATE read.projections SET layout = 'an-older-layout' WHERE name = 'schedules'")
+        .execute(&s.db.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE read.projections SET layout = NULL WHERE name = 'runs'")
+        .execute(&s.db.pool)
+        .await
+        .unwrap();
+
+    let mut second = s.spawn_projection_process();
+    s.caught_up().await;
+    flexcore_testkit::wait_until(Duration::from_secs(60), "the schedules model rebuilt", || async {
+        let list = s.data("projection.list", json!({})).await;
+        projection(&list, "schedules")["rebuild"]["state"] == json!("done")
+    })
+    .await
+    .unwrap();
+    let list = s.data("projection.list", json!({})).await;
+    assert_eq!(projection(&list, "schedules")["generation"], json!(2));
+    assert_eq!(
+        layout("schedules").await,
+        Some(current),
+        "the rebuild recorded this build's layout"
+    );
+    // A model from before layouts were recorded, complete as it is: its layout is recorded
+    // and it is not rebuilt.
+    assert!(layout("runs").await.is_some());
+    assert_eq!(projection(&list, "runs")["generation"], json!(1));
+    crate::burst(&s, "m", 2, 2).await;
+    s.caught_up().await;
+    assert_read_models_match(&s).await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+    s.stop().await;
+}
