@@ -121,6 +121,12 @@ impl Stack {
             let status = self.data("projection.rebuild", json!({"name": name})).await;
             assert_eq!(status["state"], json!("requested"));
         }
+        self.rebuilt(names).await
+    }
+
+    /// Waits until the rebuilds of each of `names` (requested by anyone) are done; the
+    /// projection list then.
+    pub async fn rebuilt(&self, names: &[&str]) -> Value {
         flexcore_testkit::wait_until(Duration::from_secs(60), "rebuilds done", || async {
             let list = self.data("projection.list", json!({})).await;
             names
