@@ -113,12 +113,22 @@ async fn a_signed_in_browser_reads_the_system_and_acts_as_its_role_allows() {
         overview.contains("Services") && overview.contains("key:watcher"),
         "{overview}"
     );
-    // Each service with the version it names in its answers and announcements.
+    // Each service with the version it names in its answers and announcements (the
+    // runner's first announcement may come a moment after the stack is up).
     let version = format!("version {}", env!("CARGO_PKG_VERSION"));
-    for service in ["command service", "projection service", "runners"] {
+    let row = |overview: &str, service: &str| {
         let row = overview.split(service).nth(1).unwrap_or_default();
-        let row = row.split("</tr>").next().unwrap_or_default();
-        assert!(row.contains(&version), "{service}: {row}");
+        row.split("</tr>").next().unwrap_or_default().to_owned()
+    };
+    if let Err(e) = flexcore_testkit::wait_until(Duration::from_secs(10), "every service announced", || async {
+        let overview = page(&gw, &viewer, "/").await.1;
+        ["command service", "projection service", "runners"]
+            .iter()
+            .all(|service| row(&overview, service).contains(&version))
+    })
+    .await
+    {
+        panic!("{e}: {}", page(&gw, &viewer, "/").await.1);
     }
     // The list reads the pipelines read model, which a busy machine updates a moment later.
     flexcore_testkit::wait_until(Duration::from_secs(10), "the pipeline listed", || async {

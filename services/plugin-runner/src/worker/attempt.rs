@@ -301,17 +301,31 @@ fn failure(code: &str, message: String, step: Option<usize>, retryable: bool) ->
     }
 }
 
+/// How long an attempt waits for its definition through NATS errors (a reconnection, a
+/// stream leader elected again after a node died: 6–7 s in the cluster test, on top of a
+/// request that timed out) and for the relay to publish its claim. The lease is kept alive
+/// meanwhile, so waiting is cheaper than spending one of the run's attempts on an outage.
+const DEFINITION_WAIT: Duration = Duration::from_secs(60);
+
 async fn run_attempt(ctx: &Context, item: &WorkItem, cancel: CancellationToken) -> Result<StreamCounters, Failure> {
-    let def = definition::load(&ctx.js, &ctx.trust, item.run_id, item.attempt, Duration::from_secs(10))
-        .await
-        .map_err(|e| match e {
-            // Someone forged a message into the stream: the run must not use it, and
-            // trying again reads the same message.
-            definition::DefinitionError::Unverified { .. } => {
-                failure("unverified_definition", e.to_string(), None, false)
-            }
-            e => failure("definition", e.to_string(), None, true),
-        })?;
+    let load = definition::load(&ctx.js, &ctx.trust, item.run_id, item.attempt, DEFINITION_WAIT);
+    let def = tokio::select! {
+        def = load => def,
+        () = cancel.cancelled() => {
+            return Err(failure(
+                executor::code::CANCELLED,
+                "stopped before the attempt's definition was read".to_owned(),
+                None,
+                true,
+            ))
+        }
+    }
+    .map_err(|e| match e {
+        // Someone forged a message into the stream: the run must not use it, and
+        // trying again reads the same message.
+        definition::DefinitionError::Unverified { .. } => failure("unverified_definition", e.to_string(), None, false),
+        e => failure("definition", e.to_string(), None, true),
+    })?;
     let stages = stages(ctx, &def).await?;
     let resume: Option<OpaqueJson> = (!def.claimed.resume_state.is_null()).then(|| def.claimed.resume_state.clone());
     let (events_tx, mut events) = mpsc::channel(1024);
