@@ -9,6 +9,8 @@
 //! - [`commands`]: one module per aggregate with every command body, plus [`commands::decode`].
 //! - [`events`]: one module per aggregate with every event payload.
 //! - [`queries`]: query requests and replies served by the projection service.
+//! - [`lifecycle`]: the aggregates' lifecycle states and how events move them (shared by
+//!   the command service, the projections and the scheduler).
 //! - [`model`]: shared building blocks of commands and events (kinds, limits, policies).
 //! - [`ids`]: deterministic identifiers (plugin id from name@version, run id from a schedule slot).
 //! - [`work`]: run work items on `FLEXCORE_WORK`.
@@ -26,6 +28,7 @@ pub mod envelope;
 pub mod error;
 pub mod events;
 pub mod ids;
+pub mod lifecycle;
 pub mod model;
 pub mod opaque;
 pub mod queries;
