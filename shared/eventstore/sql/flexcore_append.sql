@@ -100,14 +100,15 @@ BEGIN
             )
             SELECT jsonb_agg(global_position ORDER BY global_position) INTO positions FROM ins;
 
-            stored := coalesce(req->'reply', '{}'::jsonb)
-                      || jsonb_build_object('global_position', positions->-1);
+            -- The caller builds its reply from the positions; the one stored answers a
+            -- retry of the same command id.
             IF req->>'command_id' IS NOT NULL THEN
+                stored := coalesce(req->'reply', '{}'::jsonb)
+                          || jsonb_build_object('global_position', positions->-1);
                 INSERT INTO command_log (command_id, command_type, payload_hash, reply)
                 VALUES ((req->>'command_id')::uuid, req->>'command_type', req->>'payload_hash', stored);
             END IF;
-            results := array_append(results, jsonb_build_object(
-                'status', 'ok', 'positions', positions, 'reply', stored));
+            results := array_append(results, jsonb_build_object('status', 'ok', 'positions', positions));
             any_ok := true;
         EXCEPTION
             WHEN unique_violation THEN

@@ -160,7 +160,6 @@ fn commit_span(appends: &[tracing::Span]) -> tracing::Span {
 enum RawOutcome {
     Ok {
         positions: Vec<u64>,
-        reply: serde_json::Value,
     },
     Duplicate(StoredCommandRef),
     Conflict {
@@ -223,7 +222,7 @@ fn wire(requests: &[AppendRequest]) -> (Vec<WireRequest<'_>>, Vec<&str>) {
 impl RawOutcome {
     fn into_outcome(self) -> AppendOutcome {
         match self {
-            Self::Ok { positions, reply } => AppendOutcome::Committed { positions, reply },
+            Self::Ok { positions } => AppendOutcome::Committed { positions },
             Self::Duplicate(stored) => AppendOutcome::Duplicate(stored),
             Self::Conflict { constraint } if constraint == VERSION_CONSTRAINT => AppendOutcome::VersionConflict,
             Self::Conflict { constraint } => AppendOutcome::ConstraintViolated { constraint },
@@ -333,7 +332,7 @@ mod tests {
             releases: vec![key],
             slot_acquire: Some(slot.clone()),
             slot_release: Some(slot),
-            reply: serde_json::json!({"ok": true}),
+            reply: Some(serde_json::json!({"ok": true})),
             checks: vec![VersionCheck {
                 aggregate_id: id,
                 version: 3,

@@ -79,8 +79,11 @@ pub struct AppendRequest {
     pub slot_acquire: Option<SlotClaim>,
     /// Slot to give back.
     pub slot_release: Option<SlotClaim>,
-    /// The reply to store in the command log; `global_position` is filled in by the store.
-    pub reply: serde_json::Value,
+    /// The reply to store in the command log for a retry of `command_id` to be answered
+    /// with (`None` without a command id: nothing would read it); the store fills in its
+    /// `global_position`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply: Option<serde_json::Value>,
     /// Versions of aggregates read from a cache, checked before anything is written.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<VersionCheck>,
@@ -89,12 +92,11 @@ pub struct AppendRequest {
 /// What became of one append.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AppendOutcome {
-    /// Committed: the global position of each event, and the stored reply.
+    /// Committed: the global position of each event (the caller builds its reply from
+    /// them; the stored reply is read only for a retried command id).
     Committed {
         /// Positions, in event order.
         positions: Vec<u64>,
-        /// The reply with `global_position` filled in.
-        reply: serde_json::Value,
     },
     /// The command id was processed before: its stored reply.
     Duplicate(StoredCommandRef),

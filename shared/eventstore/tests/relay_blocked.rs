@@ -55,7 +55,7 @@ async fn append(db: &TestDb, data: serde_json::Value) -> Uuid {
             releases: Vec::new(),
             slot_acquire: None,
             slot_release: None,
-            reply: serde_json::json!({}),
+            reply: None,
             checks: Vec::new(),
         })
         .await

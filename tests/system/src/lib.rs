@@ -368,7 +368,7 @@ pub async fn append_directly(pool: &sqlx::PgPool, command_type: &str, event: fle
             releases: Vec::new(),
             slot_acquire: None,
             slot_release: None,
-            reply: json!({}),
+            reply: None,
             checks: Vec::new(),
         })
         .await

@@ -45,6 +45,11 @@ impl AggregateCache {
         self.states.lock().get(&id).cloned()
     }
 
+    /// The cached state's version, without cloning the state.
+    pub fn cached_version(&self, id: Uuid) -> Option<u64> {
+        self.states.lock().peek(&id).map(|v| v.version)
+    }
+
     /// The current state: the cached state brought up to date with the events appended
     /// since. `None` when the aggregate has no events.
     pub async fn load_fresh(&self, id: Uuid) -> Result<Option<Versioned>, LoadError> {

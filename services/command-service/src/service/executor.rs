@@ -3,7 +3,6 @@
 //! retried (reload, decide again) a bounded number of times when the client gave no
 //! `expected_version`; a known `command_id` returns its first reply.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use flexcore_contracts::commands::{Command, CommandMeta};
@@ -16,7 +15,8 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::cache::{AggregateCache, LoadError};
-use crate::domain::{self, AggRef, AggregateState, Decision, DomainError, Loaded, Versioned};
+use super::snapshot::{self, Next, Plan, Planned, Snapshot, Source};
+use crate::domain::{self, AggRef};
 
 /// Who sent the command, from its headers.
 #[derive(Debug, Clone, Default)]
@@ -134,19 +134,6 @@ struct Job<'a> {
     payload_hash: String,
 }
 
-/// What a decision is made on.
-#[derive(Default)]
-struct Load {
-    loaded: Loaded,
-    /// Some state came from the cache (or the target was taken to be new): a refusal is
-    /// confirmed on fresh state before it is given.
-    from_cache: bool,
-    /// The target was not cached and is taken not to exist yet.
-    assumed_new: bool,
-    /// Versions of the cached states read, for the append to check.
-    checks: Vec<VersionCheck>,
-}
-
 enum Attempt {
     Done(CommandReply),
     Retry,
@@ -218,40 +205,31 @@ impl Executor {
         let Job {
             meta, command, target, ..
         } = *job;
-        let mut load = self.load(command, target, fresh).await?;
-        let decision = loop {
-            let Load { loaded, from_cache, .. } = &load;
-            let current = loaded.states.get(&target.id).map_or(0, |v| v.version);
-            let verdict = match meta.expected_version {
-                Some(expected) if expected != current => Err(DomainError::conflict(
-                    ErrorReason::Version,
-                    format!(
-                        "expected version {expected} but {} {} is at version {current}",
-                        target.kind.as_str(),
-                        target.id
-                    ),
-                )
-                .with("expected_version", expected)
-                .with("current_version", current)),
-                _ => domain::decide(command, loaded),
-            };
-            match verdict {
-                // Taking the target to be new holds only for a decision that creates it
-                // (the append's version 1 then proves it); anything else is decided again.
-                Ok(decision) if load.assumed_new && !decision.events.iter().any(|(agg, _)| agg.id == target.id) => {
-                    load = self.load(command, target, true).await?;
+        let mut snapshot = Snapshot::new(target);
+        self.fill(command, &mut snapshot, fresh).await?;
+        let plan = loop {
+            let verdict = domain::decide(command, snapshot.loaded());
+            match snapshot::next(&snapshot, meta.expected_version, verdict).map_err(|e| e.to_error_body())? {
+                Next::Commit(plan) => break plan,
+                // Read what may be stale, and what the states read name, then decide again
+                // (on states all read from the log: the next answer is not a reload).
+                Next::Reload(refs) => {
+                    self.read(&mut snapshot, &refs).await?;
+                    self.fill(command, &mut snapshot, true).await?;
                 }
-                Ok(decision) => break decision,
-                // A refusal may come from a stale cached state: confirm it on fresh data.
-                Err(_) if *from_cache => {
-                    load = self.load(command, target, true).await?;
-                }
-                Err(error) => return Ok(Attempt::Done(self.refuse(job, error.to_error_body()).await?)),
+                Next::Refuse(error) => return Ok(Attempt::Done(self.refuse(job, error.to_error_body()).await?)),
             }
         };
-        let (request, new_states) = self.build(job, &load, decision)?;
+        let Plan {
+            events,
+            constraints,
+            checks,
+            states,
+            target_version,
+        } = plan;
+        let (request, refs) = self.request(job, events, constraints, checks, target_version)?;
         let outcome = self.store.append(request).await.map_err(store_error)?;
-        if !fresh && !load.assumed_new && load.checks.iter().any(|c| c.aggregate_id == target.id) {
+        if snapshot.source(target.id) == Some(Source::Cached) {
             // The addressed aggregate was decided on its cached state: the append tells
             // whether that state was current.
             let stale = matches!(
@@ -261,11 +239,12 @@ impl Executor {
             self.staleness.record(stale);
         }
         Ok(Attempt::Done(match outcome {
-            AppendOutcome::Committed { reply, .. } => {
-                for (id, versioned) in new_states {
+            AppendOutcome::Committed { positions } => {
+                for (id, versioned) in states {
                     self.cache.store_committed(id, versioned);
                 }
-                parse_reply(reply)?
+                let global_position = positions.last().copied().unwrap_or_default();
+                accepted(target, target_version, refs, global_position)
             }
             AppendOutcome::Duplicate(stored) => {
                 duplicate(job, &stored.command_type, &stored.payload_hash, stored.reply)?
@@ -276,7 +255,7 @@ impl Executor {
                 return Ok(Attempt::Retry);
             }
             AppendOutcome::VersionConflict => {
-                for id in new_states.keys() {
+                for id in states.keys() {
                     self.cache.invalidate(*id);
                 }
                 if meta.expected_version.is_some() {
@@ -326,87 +305,73 @@ impl Executor {
         }))
     }
 
-    /// Loads every aggregate the decision needs. Unless `fresh`, cached states are used
-    /// as they are, each proven when the command is appended: an aggregate the decision
-    /// writes by its new version, any other by a [`VersionCheck`]. The addressed aggregate,
-    /// when not cached, is taken to be new, which only a decision creating it may rely on.
-    /// Only aggregates missing from the cache are read, all of a round in one query.
-    async fn load(&self, command: &Command, target: AggRef, fresh: bool) -> Result<Load, ErrorBody> {
-        let mut load = Load::default();
-        let mut seen = Vec::new();
-        // `required` grows as references are discovered (a run needs its pipeline, then
-        // the pipeline's plugins); a few rounds always suffice.
-        for _ in 0..4 {
-            let mut wanted: Vec<AggRef> = domain::required(command, &load.loaded);
-            if fresh {
-                // References are discovered from cached states too (a cached pipeline
-                // names its plugins), so one round usually reads everything; the fresh
-                // states then confirm them, and a reference only they have costs a round.
-                let mut hinted = load.loaded.clone();
-                for r in &wanted {
-                    if let Some(v) = self.cache.cached(r.id).filter(|_| !hinted.states.contains_key(&r.id)) {
-                        hinted.states.insert(r.id, v);
-                    }
-                }
-                wanted.extend(domain::required(command, &hinted));
-            }
-            wanted.retain(|r| !seen.contains(&r.id));
-            let mut unique = std::collections::HashSet::new();
-            wanted.retain(|r| unique.insert(r.id));
+    /// Adds to `snapshot` every aggregate `command` needs, round after round as references
+    /// are discovered (a run needs its pipeline, then the pipeline's plugins). Unless
+    /// `fresh`, cached states are taken as they are and an addressed aggregate that is not
+    /// cached is assumed absent (the append proves both, see [`snapshot`]); the rest is
+    /// read, all of a round in one query. Ends because every round looks at something
+    /// new and states name finitely many others.
+    async fn fill(&self, command: &Command, snapshot: &mut Snapshot, fresh: bool) -> Result<(), ErrorBody> {
+        loop {
+            let wanted = match fresh {
+                // Cached states name references early, so one round usually reads all.
+                true => snapshot.missing(command, |id| self.cache.cached(id)),
+                false => snapshot.missing(command, |_| None),
+            };
             if wanted.is_empty() {
-                break;
+                return Ok(());
             }
             let mut to_read = Vec::with_capacity(wanted.len());
-            for r in &wanted {
-                seen.push(r.id);
-                match (!fresh).then(|| self.cache.cached(r.id)).flatten() {
-                    Some(v) => {
-                        load.from_cache = true;
-                        // Dropped for the aggregates the decision writes (their new
-                        // versions prove them), kept for the rest, the target included.
-                        load.checks.push(VersionCheck {
-                            aggregate_id: r.id,
-                            version: v.version,
-                        });
-                        if v.state.kind() == r.kind {
-                            load.loaded.states.insert(r.id, v);
-                        }
+            for reference in wanted {
+                if fresh {
+                    to_read.push(reference);
+                    continue;
+                }
+                match self.cache.cached(reference.id) {
+                    Some(cached) => snapshot.insert(reference, Source::Cached, Some(cached)),
+                    None if reference.id == snapshot.target().id => {
+                        snapshot.insert(reference, Source::AssumedAbsent, None)
                     }
-                    None if !fresh && r.id == target.id => {
-                        load.from_cache = true;
-                        load.assumed_new = true;
-                    }
-                    None => to_read.push(r.id),
+                    None => to_read.push(reference),
                 }
             }
-            if to_read.is_empty() {
-                continue;
-            }
-            let cached_target = to_read
-                .contains(&target.id)
-                .then(|| self.cache.cached(target.id).map(|v| v.version))
-                .flatten();
-            let mut read = self.cache.load_fresh_many(&to_read).await.map_err(load_error)?;
-            if let Some(cached) = cached_target {
-                let current = read.get(&target.id).map_or(0, |v| v.version);
-                self.staleness.record(current != cached);
-            }
-            for r in wanted {
-                if let Some(v) = read.remove(&r.id).filter(|v| v.state.kind() == r.kind) {
-                    load.loaded.states.insert(r.id, v);
-                }
-            }
+            self.read(snapshot, &to_read).await?;
         }
-        Ok(load)
     }
 
-    fn build(
+    /// Reads `refs` from the log (the cached states brought up to date) into `snapshot`.
+    async fn read(&self, snapshot: &mut Snapshot, refs: &[AggRef]) -> Result<(), ErrorBody> {
+        if refs.is_empty() {
+            return Ok(());
+        }
+        let target = snapshot.target().id;
+        let ids: Vec<Uuid> = refs.iter().map(|r| r.id).collect();
+        let cached_target = ids
+            .contains(&target)
+            .then(|| self.cache.cached_version(target))
+            .flatten();
+        let mut read = self.cache.load_fresh_many(&ids).await.map_err(load_error)?;
+        if let Some(cached) = cached_target {
+            self.staleness
+                .record(read.get(&target).map_or(0, |v| v.version) != cached);
+        }
+        for reference in refs {
+            snapshot.insert(*reference, Source::Fresh, read.remove(&reference.id));
+        }
+        Ok(())
+    }
+
+    /// The append of a plan's events (new ids, the command's metadata), and the reply's
+    /// references to them. The reply is stored with the command only when the client
+    /// gave a `command_id` (to answer a retry); the store fills in its `global_position`.
+    fn request(
         &self,
         job: &Job<'_>,
-        load: &Load,
-        decision: Decision,
-    ) -> Result<(AppendRequest, HashMap<Uuid, Versioned>), ErrorBody> {
-        let loaded = &load.loaded;
+        planned: Vec<Planned>,
+        constraints: domain::Constraints,
+        checks: Vec<VersionCheck>,
+        target_version: u64,
+    ) -> Result<(AppendRequest, Vec<EventRef>), ErrorBody> {
         let Job {
             meta,
             command,
@@ -423,28 +388,25 @@ impl Executor {
             actor: ctx.actor.clone(),
             traceparent: ctx.traceparent.clone(),
         };
-        let mut states: HashMap<Uuid, Versioned> = HashMap::new();
-        let mut events = Vec::with_capacity(decision.events.len());
-        let mut refs = Vec::with_capacity(decision.events.len());
-        for (agg, event) in decision.events {
-            let entry = match states.remove(&agg.id) {
-                Some(v) => Some(v),
-                None => loaded.states.get(&agg.id).cloned(),
-            };
-            let version = entry.as_ref().map_or(0, |v| v.version) + 1;
-            let state = AggregateState::evolve(entry.map(|v| v.state), &event).map_err(|e| e.to_error_body())?;
-            states.insert(agg.id, Versioned { version, state });
+        let mut events = Vec::with_capacity(planned.len());
+        let mut refs = Vec::with_capacity(planned.len());
+        for Planned {
+            aggregate,
+            version,
+            event,
+        } in planned
+        {
             let event_id = Uuid::now_v7();
             refs.push(EventRef {
                 event_id,
                 event_type: event.event_type().to_owned(),
-                aggregate_id: (agg.id != target.id).then_some(agg.id),
+                aggregate_id: (aggregate.id != target.id).then_some(aggregate.id),
                 version,
             });
             events.push(NewEvent {
                 event_id,
-                aggregate_type: agg.kind.as_str().to_owned(),
-                aggregate_id: agg.id,
+                aggregate_type: aggregate.kind.as_str().to_owned(),
+                aggregate_id: aggregate.id,
                 version,
                 event_type: event.event_type().to_owned(),
                 schema_version: flexcore_contracts::events::SCHEMA_VERSION,
@@ -453,18 +415,13 @@ impl Executor {
             });
         }
         check_sizes(command, &events, ctx.bus_limit)?;
-        let version = states
-            .get(&target.id)
-            .or_else(|| loaded.states.get(&target.id))
-            .map_or(0, |v| v.version);
-        let reply = Accepted {
-            ok: true,
-            aggregate_id: target.id,
-            version,
-            global_position: 0,
-            events: refs,
+        let reply = match meta.command_id {
+            Some(_) => Some(
+                serde_json::to_value(accepted(target, target_version, refs.clone(), 0))
+                    .map_err(|e| internal(e.to_string()))?,
+            ),
+            None => None,
         };
-        let c = decision.constraints;
         let key = |k: domain::UniqueKey| UniqueKey {
             scope: k.scope,
             key: k.key,
@@ -480,20 +437,14 @@ impl Executor {
             command_type: command.name().to_owned(),
             payload_hash: job.payload_hash.clone(),
             events,
-            claims: c.claim_unique.into_iter().map(key).collect(),
-            releases: c.release_unique.into_iter().map(key).collect(),
-            slot_acquire: c.acquire_slot.map(slot),
-            slot_release: c.release_slot.map(slot),
-            reply: serde_json::to_value(CommandReply::Accepted(reply)).map_err(|e| internal(e.to_string()))?,
-            // Aggregates this command writes are proven by their new versions.
-            checks: load
-                .checks
-                .iter()
-                .filter(|c| !states.contains_key(&c.aggregate_id))
-                .copied()
-                .collect(),
+            claims: constraints.claim_unique.into_iter().map(key).collect(),
+            releases: constraints.release_unique.into_iter().map(key).collect(),
+            slot_acquire: constraints.acquire_slot.map(slot),
+            slot_release: constraints.release_slot.map(slot),
+            reply,
+            checks,
         };
-        Ok((request, states))
+        Ok((request, refs))
     }
 
     /// A refusal, unless the command id was already processed: then its first reply.
@@ -569,6 +520,17 @@ fn duplicate(
         )));
     }
     parse_reply(reply)
+}
+
+/// The reply to an accepted command.
+fn accepted(target: AggRef, version: u64, events: Vec<EventRef>, global_position: u64) -> CommandReply {
+    CommandReply::Accepted(Accepted {
+        ok: true,
+        aggregate_id: target.id,
+        version,
+        global_position,
+        events,
+    })
 }
 
 fn parse_reply(reply: serde_json::Value) -> Result<CommandReply, ErrorBody> {

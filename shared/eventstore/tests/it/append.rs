@@ -9,16 +9,20 @@ async fn append_assigns_positions_and_reads_back_in_version_order() {
     let db = TestDb::create().await.unwrap();
     let store = store(&db);
     let id = Uuid::now_v7();
+    let command_id = Uuid::now_v7();
     let out = store
-        .append(request(None, vec![event(id, 1), event(id, 2)]))
+        .append(request(Some(command_id), vec![event(id, 1), event(id, 2)]))
         .await
         .unwrap();
-    let AppendOutcome::Committed { positions, reply } = out else {
+    let AppendOutcome::Committed { positions } = out else {
         panic!("{out:?}")
     };
     assert_eq!(positions.len(), 2);
     assert!(positions[0] < positions[1]);
-    assert_eq!(reply["global_position"], serde_json::json!(positions[1]));
+    // The reply kept for a retry of the command id has the last event's position.
+    let stored = store.command(command_id).await.unwrap().unwrap();
+    assert_eq!(stored.reply["global_position"], serde_json::json!(positions[1]));
+    assert_eq!(stored.reply["ok"], serde_json::json!(true));
     let read = store.read_aggregate(id, 0).await.unwrap();
     assert_eq!(read.iter().map(|e| e.version).collect::<Vec<_>>(), vec![1, 2]);
     assert_eq!(store.read_aggregate(id, 1).await.unwrap().len(), 1);
@@ -134,9 +138,9 @@ async fn command_id_is_idempotent_sequentially_and_concurrently() {
     let mut replies = Vec::new();
     for t in tasks {
         match t.await.unwrap() {
-            AppendOutcome::Committed { reply, .. } => {
+            AppendOutcome::Committed { .. } => {
                 committed += 1;
-                replies.push(reply);
+                replies.push(store.command(command_id).await.unwrap().unwrap().reply);
             }
             AppendOutcome::Duplicate(stored) => replies.push(stored.reply),
             // Lost the version race before reaching the command log: the caller then

@@ -45,7 +45,7 @@ pub fn request(command_id: Option<Uuid>, events: Vec<NewEvent>) -> AppendRequest
         releases: vec![],
         slot_acquire: None,
         slot_release: None,
-        reply: serde_json::json!({"ok": true, "aggregate_id": aggregate_id}),
+        reply: command_id.map(|_| serde_json::json!({"ok": true, "aggregate_id": aggregate_id})),
         checks: vec![],
     }
 }
