@@ -61,10 +61,11 @@ pub struct Executor {
 /// it without reading anything (the append proves it). With several replicas behind one
 /// queue group, successive commands on an aggregate land on different replicas, so most
 /// cached states are stale, and deciding on one costs a failed append, a read and a
-/// second append. Above [`STALE_LIMIT`] of the last 64 checks, the executor reads the
-/// addressed aggregate's new events first (an indexed read, usually of nothing) and
-/// decides on current state; those reads keep the record, so a replica returns to
-/// deciding on its cache when the others stop writing its aggregates.
+/// second append. Above [`STALE_LIMIT`] of the last 64 checks, the executor reads the new
+/// events of every aggregate the command needs first (one indexed query, from the cached
+/// versions, usually finding nothing) and decides on current state; the addressed
+/// aggregate's reads keep the record, so a replica returns to deciding on its cache when
+/// the others stop writing its aggregates.
 #[derive(Default)]
 struct Staleness(AtomicU64);
 
