@@ -1,35 +1,197 @@
-//! The aggregate-independent wrappers: aggregate types, any event, any state and the fold.
+//! The aggregate pattern: the [`Aggregate`] trait each of the four implements (create from
+//! the first event, apply the later ones), and the wrappers the service glue handles
+//! without knowing which aggregate it holds — [`AggregateType`], [`AnyEvent`] and
+//! [`AggregateState`] — generated from one list of the aggregates, so adding one is one
+//! line there plus its `impl Aggregate`.
 
 use std::fmt;
 use std::str::FromStr;
 
-use flexcore_contracts::events::{EventDecodeError, PipelineEvent, PluginEvent, RunEvent, ScheduleEvent};
+use flexcore_contracts::events::{PipelineEvent, PluginEvent, RunEvent, ScheduleEvent};
 
 use super::{DomainError, Pipeline, Plugin, Run, Schedule};
 
-/// The four aggregate types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AggregateType {
-    /// A plugin version.
-    Plugin,
-    /// A pipeline.
-    Pipeline,
-    /// A run of a pipeline.
-    Run,
-    /// A cron schedule of a pipeline.
-    Schedule,
+/// An event-sourced aggregate: its state is rebuilt by folding its events, the first of
+/// which creates it. Folding only mutates and never checks business rules (those were
+/// checked when the event was decided); it fails only when the event cannot belong there
+/// (a first event that does not create, a creating event on an existing aggregate).
+/// Deciding is done by the aggregate's command handlers, which read [`super::Loaded`].
+pub trait Aggregate: Member {
+    /// The state after the first event.
+    fn create(event: &Self::Event) -> Result<Self, DomainError>;
+    /// Folds one later event.
+    fn apply(&mut self, event: &Self::Event) -> Result<(), DomainError>;
 }
 
-impl AggregateType {
-    /// The stored and wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Plugin => "plugin",
-            Self::Pipeline => "pipeline",
-            Self::Run => "run",
-            Self::Schedule => "schedule",
+/// How an aggregate sits inside the wrappers: its type, its event enum, and its variant of
+/// [`AggregateState`]. Implemented for the four aggregates by the list below.
+pub trait Member: Sized {
+    /// Its type.
+    const KIND: AggregateType;
+    /// Its events: one enum of the contracts.
+    type Event;
+    /// The state, if `state` is one of this aggregate's.
+    fn state_ref(state: &AggregateState) -> Option<&Self>;
+    /// The state, if `state` is one of this aggregate's.
+    fn take(state: AggregateState) -> Option<Self>;
+    /// Wrapped.
+    fn into_state(self) -> AggregateState;
+}
+
+macro_rules! aggregates {
+    ($( $variant:ident($event:ty) = $name:literal ),* $(,)?) => {
+        /// The four aggregate types.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum AggregateType {
+            $( #[doc = concat!("A ", $name, ".")] $variant, )*
         }
-    }
+
+        impl AggregateType {
+            /// The stored and wire name.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $name,)* }
+            }
+        }
+
+        impl FromStr for AggregateType {
+            type Err = DomainError;
+
+            fn from_str(s: &str) -> Result<Self, DomainError> {
+                match s {
+                    $($name => Ok(Self::$variant),)*
+                    other => {
+                        let names = [$($name),*];
+                        let (last, rest) = names.split_last().unwrap_or((&"", &[]));
+                        Err(DomainError::Corrupt(format!(
+                            "unknown aggregate type {other:?}: expected {} or {last}",
+                            rest.join(", ")
+                        )))
+                    }
+                }
+            }
+        }
+
+        /// An event of any aggregate.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum AnyEvent {
+            $( #[doc = concat!("A ", $name, " event.")] $variant($event), )*
+        }
+
+        impl AnyEvent {
+            /// Rebuilds an event from its stored columns (upcasting older schema versions).
+            /// Anything that does not decode is [`DomainError::Corrupt`]: the log is the
+            /// source of truth, so an unreadable event is a bug, never the client's fault.
+            pub fn from_stored(
+                aggregate_type: &str,
+                event_type: &str,
+                schema_version: u32,
+                data: &flexcore_contracts::OpaqueJson,
+            ) -> Result<Self, DomainError> {
+                let corrupt = |e: flexcore_contracts::events::EventDecodeError| DomainError::Corrupt(e.to_string());
+                Ok(match aggregate_type.parse::<AggregateType>()? {
+                    $(AggregateType::$variant => {
+                        Self::$variant(<$event>::from_stored(event_type, schema_version, data).map_err(corrupt)?)
+                    })*
+                })
+            }
+
+            /// The qualified event type (`pipeline.created`).
+            pub fn event_type(&self) -> &'static str {
+                match self { $(Self::$variant(e) => e.event_type(),)* }
+            }
+
+            /// The event's `data` as stored.
+            pub fn data(&self) -> flexcore_contracts::OpaqueJson {
+                match self { $(Self::$variant(e) => e.data(),)* }
+            }
+
+            /// The aggregate type the event belongs to.
+            pub fn aggregate_type(&self) -> AggregateType {
+                match self { $(Self::$variant(_) => AggregateType::$variant,)* }
+            }
+        }
+
+        /// The folded state of any aggregate.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum AggregateState {
+            $( #[doc = concat!("A ", $name, ".")] $variant($variant), )*
+        }
+
+        impl AggregateState {
+            /// The aggregate type.
+            pub fn kind(&self) -> AggregateType {
+                match self { $(Self::$variant(_) => AggregateType::$variant,)* }
+            }
+
+            /// Folds one event into the state (`None` before the first event) with the
+            /// event's aggregate's [`Aggregate::create`] or [`Aggregate::apply`]; an event
+            /// of another aggregate type than the state's is [`DomainError::Corrupt`].
+            pub fn evolve(state: Option<AggregateState>, event: &AnyEvent) -> Result<AggregateState, DomainError> {
+                match event {
+                    $(AnyEvent::$variant(e) => fold::<$variant>(state, e, event),)*
+                }
+            }
+        }
+
+        $(
+            impl From<$event> for AnyEvent {
+                fn from(e: $event) -> Self {
+                    Self::$variant(e)
+                }
+            }
+
+            impl Member for $variant {
+                const KIND: AggregateType = AggregateType::$variant;
+                type Event = $event;
+
+                fn state_ref(state: &AggregateState) -> Option<&Self> {
+                    match state {
+                        AggregateState::$variant(s) => Some(s),
+                        _ => None,
+                    }
+                }
+
+                fn take(state: AggregateState) -> Option<Self> {
+                    match state {
+                        AggregateState::$variant(s) => Some(s),
+                        _ => None,
+                    }
+                }
+
+                fn into_state(self) -> AggregateState {
+                    AggregateState::$variant(self)
+                }
+            }
+        )*
+    };
+}
+
+aggregates! {
+    Plugin(PluginEvent) = "plugin",
+    Pipeline(PipelineEvent) = "pipeline",
+    Run(RunEvent) = "run",
+    Schedule(ScheduleEvent) = "schedule",
+}
+
+/// [`AggregateState::evolve`] for one aggregate type.
+fn fold<A: Aggregate>(
+    state: Option<AggregateState>,
+    event: &A::Event,
+    any: &AnyEvent,
+) -> Result<AggregateState, DomainError> {
+    let Some(state) = state else {
+        return A::create(event).map(A::into_state);
+    };
+    let kind = state.kind();
+    let Some(mut aggregate) = A::take(state) else {
+        return Err(DomainError::Corrupt(format!(
+            "{} event {} cannot be applied to a {kind}",
+            A::KIND,
+            any.event_type(),
+        )));
+    };
+    aggregate.apply(event)?;
+    Ok(aggregate.into_state())
 }
 
 impl fmt::Display for AggregateType {
@@ -38,182 +200,27 @@ impl fmt::Display for AggregateType {
     }
 }
 
-impl FromStr for AggregateType {
-    type Err = DomainError;
-
-    fn from_str(s: &str) -> Result<Self, DomainError> {
-        match s {
-            "plugin" => Ok(Self::Plugin),
-            "pipeline" => Ok(Self::Pipeline),
-            "run" => Ok(Self::Run),
-            "schedule" => Ok(Self::Schedule),
-            other => Err(DomainError::Corrupt(format!(
-                "unknown aggregate type {other:?}: expected plugin, pipeline, run or schedule"
-            ))),
-        }
-    }
-}
-
-/// An event of any aggregate.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AnyEvent {
-    /// A plugin event.
-    Plugin(PluginEvent),
-    /// A pipeline event.
-    Pipeline(PipelineEvent),
-    /// A run event.
-    Run(RunEvent),
-    /// A schedule event.
-    Schedule(ScheduleEvent),
-}
-
-impl AnyEvent {
-    /// Rebuilds an event from its stored columns (upcasting older schema versions).
-    /// Anything that does not decode is [`DomainError::Corrupt`]: the log is the source of
-    /// truth, so an unreadable event is a bug, never the client's fault.
-    pub fn from_stored(
-        aggregate_type: &str,
-        event_type: &str,
-        schema_version: u32,
-        data: &flexcore_contracts::OpaqueJson,
-    ) -> Result<Self, DomainError> {
-        let kind = aggregate_type
-            .parse::<AggregateType>()
-            .map_err(|e| DomainError::Corrupt(e.to_string()))?;
-        let corrupt = |e: EventDecodeError| DomainError::Corrupt(e.to_string());
-        Ok(match kind {
-            AggregateType::Plugin => {
-                Self::Plugin(PluginEvent::from_stored(event_type, schema_version, data).map_err(corrupt)?)
-            }
-            AggregateType::Pipeline => {
-                Self::Pipeline(PipelineEvent::from_stored(event_type, schema_version, data).map_err(corrupt)?)
-            }
-            AggregateType::Run => Self::Run(RunEvent::from_stored(event_type, schema_version, data).map_err(corrupt)?),
-            AggregateType::Schedule => {
-                Self::Schedule(ScheduleEvent::from_stored(event_type, schema_version, data).map_err(corrupt)?)
-            }
-        })
-    }
-
-    /// The qualified event type (`pipeline.created`).
-    pub fn event_type(&self) -> &'static str {
-        match self {
-            Self::Plugin(e) => e.event_type(),
-            Self::Pipeline(e) => e.event_type(),
-            Self::Run(e) => e.event_type(),
-            Self::Schedule(e) => e.event_type(),
-        }
-    }
-
-    /// The event's `data` as stored.
-    pub fn data(&self) -> flexcore_contracts::OpaqueJson {
-        match self {
-            Self::Plugin(e) => e.data(),
-            Self::Pipeline(e) => e.data(),
-            Self::Run(e) => e.data(),
-            Self::Schedule(e) => e.data(),
-        }
-    }
-
-    /// The aggregate type the event belongs to.
-    pub fn aggregate_type(&self) -> AggregateType {
-        match self {
-            Self::Plugin(_) => AggregateType::Plugin,
-            Self::Pipeline(_) => AggregateType::Pipeline,
-            Self::Run(_) => AggregateType::Run,
-            Self::Schedule(_) => AggregateType::Schedule,
-        }
-    }
-}
-
+/// `From` each event payload into [`AnyEvent`], so a handler writes `Decision::one(agg,
+/// PipelinePaused { .. })`.
 macro_rules! into_any {
-    ($($variant:ident($enum:ty): $($ty:ty),*;)*) => {
-        $(
-            impl From<$enum> for AnyEvent {
-                fn from(e: $enum) -> Self {
-                    Self::$variant(e)
+    ($($enum:ty: $($ty:ty),*;)*) => {
+        $($(
+            impl From<$ty> for AnyEvent {
+                fn from(e: $ty) -> Self {
+                    Self::from(<$enum>::from(e))
                 }
             }
-            $(
-                impl From<$ty> for AnyEvent {
-                    fn from(e: $ty) -> Self {
-                        Self::$variant(<$enum>::from(e))
-                    }
-                }
-            )*
-        )*
+        )*)*
     };
 }
 
 use flexcore_contracts::events as ev;
 into_any! {
-    Plugin(PluginEvent): ev::PluginRegistered, ev::PluginDeprecated, ev::PluginDisabled, ev::PluginEnabled;
-    Pipeline(PipelineEvent): ev::PipelineCreated, ev::PipelineUpdated, ev::PipelinePaused, ev::PipelineResumed,
+    PluginEvent: ev::PluginRegistered, ev::PluginDeprecated, ev::PluginDisabled, ev::PluginEnabled;
+    PipelineEvent: ev::PipelineCreated, ev::PipelineUpdated, ev::PipelinePaused, ev::PipelineResumed,
         ev::PipelineArchived, ev::PipelineStateCommitted;
-    Run(RunEvent): ev::RunRequested, ev::RunClaimed, ev::RunCheckpointed, ev::RunSucceeded, ev::RunFailed,
+    RunEvent: ev::RunRequested, ev::RunClaimed, ev::RunCheckpointed, ev::RunSucceeded, ev::RunFailed,
         ev::RunRetried, ev::RunCancelled, ev::RunTimedOut;
-    Schedule(ScheduleEvent): ev::ScheduleCreated, ev::ScheduleUpdated, ev::SchedulePaused, ev::ScheduleResumed,
+    ScheduleEvent: ev::ScheduleCreated, ev::ScheduleUpdated, ev::SchedulePaused, ev::ScheduleResumed,
         ev::ScheduleDeleted, ev::ScheduleSlotSkipped, ev::ScheduleSlotsMissed;
-}
-
-/// The folded state of any aggregate.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AggregateState {
-    /// A plugin.
-    Plugin(Plugin),
-    /// A pipeline.
-    Pipeline(Pipeline),
-    /// A run.
-    Run(Run),
-    /// A schedule.
-    Schedule(Schedule),
-}
-
-impl AggregateState {
-    /// The aggregate type.
-    pub fn kind(&self) -> AggregateType {
-        match self {
-            Self::Plugin(_) => AggregateType::Plugin,
-            Self::Pipeline(_) => AggregateType::Pipeline,
-            Self::Run(_) => AggregateType::Run,
-            Self::Schedule(_) => AggregateType::Schedule,
-        }
-    }
-
-    /// Folds one event into the state (`None` before the first event). It only mutates and
-    /// never checks business rules (those were checked when the event was decided); it
-    /// fails only when the event cannot belong there (wrong aggregate type, a first event
-    /// that does not create, a creating event on an existing aggregate).
-    pub fn evolve(state: Option<AggregateState>, event: &AnyEvent) -> Result<AggregateState, DomainError> {
-        Ok(match (state, event) {
-            (None, AnyEvent::Plugin(e)) => Self::Plugin(Plugin::create(e)?),
-            (None, AnyEvent::Pipeline(e)) => Self::Pipeline(Pipeline::create(e)?),
-            (None, AnyEvent::Run(e)) => Self::Run(Run::create(e)?),
-            (None, AnyEvent::Schedule(e)) => Self::Schedule(Schedule::create(e)?),
-            (Some(Self::Plugin(mut s)), AnyEvent::Plugin(e)) => {
-                s.apply(e)?;
-                Self::Plugin(s)
-            }
-            (Some(Self::Pipeline(mut s)), AnyEvent::Pipeline(e)) => {
-                s.apply(e)?;
-                Self::Pipeline(s)
-            }
-            (Some(Self::Run(mut s)), AnyEvent::Run(e)) => {
-                s.apply(e)?;
-                Self::Run(s)
-            }
-            (Some(Self::Schedule(mut s)), AnyEvent::Schedule(e)) => {
-                s.apply(e)?;
-                Self::Schedule(s)
-            }
-            (Some(state), event) => {
-                return Err(DomainError::Corrupt(format!(
-                    "{} event {} cannot be applied to a {}",
-                    event.aggregate_type(),
-                    event.event_type(),
-                    state.kind()
-                )))
-            }
-        })
-    }
 }

@@ -4,8 +4,13 @@
 //! - this file: the aggregate-independent API the service glue calls: [`target`] (fill
 //!   generated ids), [`required`] (what to load), [`decide`] (command → events plus store
 //!   constraints) and [`AggregateState::evolve`] (fold one event).
+//! - `any`: the [`Aggregate`] trait (create from the first event, apply the later ones)
+//!   and the wrappers generated from the list of aggregates: [`AggregateType`],
+//!   [`AnyEvent`], [`AggregateState`].
 //! - [`plugin`], [`pipeline`], [`run`], [`schedule`]: one file per aggregate with its state,
-//!   `apply` (only mutates) and its command handlers (decide, never mutate).
+//!   its `impl Aggregate` (only mutates) and its command handlers (decide, never mutate).
+//!   Lifecycle states and how events move them are the contracts'
+//!   ([`flexcore_contracts::lifecycle`]), shared with the projections and the scheduler.
 //! - [`validation`] holds checks shared by handlers: step configs against JSON Schemas,
 //!   secret references, cron expressions and time zones.
 //! - [`error`] holds [`DomainError`], one variant per reply error code.
@@ -31,7 +36,7 @@ use std::collections::HashMap;
 use flexcore_contracts::commands::Command;
 use uuid::Uuid;
 
-pub use any::{AggregateState, AggregateType, AnyEvent};
+pub use any::{Aggregate, AggregateState, AggregateType, AnyEvent, Member};
 pub use error::DomainError;
 pub use pipeline::Pipeline;
 pub use plugin::Plugin;
@@ -95,33 +100,25 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// The aggregate `id` of type `A`, if loaded.
+    pub fn get<A: Aggregate>(&self, id: Uuid) -> Option<&A> {
+        self.states.get(&id).and_then(|v| A::state_ref(&v.state))
+    }
     /// The plugin `id`, if loaded.
     pub fn plugin(&self, id: Uuid) -> Option<&Plugin> {
-        match self.states.get(&id).map(|v| &v.state) {
-            Some(AggregateState::Plugin(p)) => Some(p),
-            _ => None,
-        }
+        self.get(id)
     }
     /// The pipeline `id`, if loaded.
     pub fn pipeline(&self, id: Uuid) -> Option<&Pipeline> {
-        match self.states.get(&id).map(|v| &v.state) {
-            Some(AggregateState::Pipeline(p)) => Some(p),
-            _ => None,
-        }
+        self.get(id)
     }
     /// The run `id`, if loaded.
     pub fn run(&self, id: Uuid) -> Option<&Run> {
-        match self.states.get(&id).map(|v| &v.state) {
-            Some(AggregateState::Run(r)) => Some(r),
-            _ => None,
-        }
+        self.get(id)
     }
     /// The schedule `id`, if loaded.
     pub fn schedule(&self, id: Uuid) -> Option<&Schedule> {
-        match self.states.get(&id).map(|v| &v.state) {
-            Some(AggregateState::Schedule(s)) => Some(s),
-            _ => None,
-        }
+        self.get(id)
     }
 }
 
@@ -197,25 +194,27 @@ impl Decision {
 /// execution address the same new aggregate.
 pub fn target(cmd: &mut Command) -> AggRef {
     match cmd {
-        Command::RegisterPlugin(c) => {
-            AggRef::plugin(flexcore_contracts::ids::plugin_id(c.name.as_str(), c.version.as_str()))
+        Command::CreatePipeline(c) => {
+            c.pipeline_id.get_or_insert_with(Uuid::now_v7);
         }
-        Command::CreatePipeline(c) => AggRef::pipeline(*c.pipeline_id.get_or_insert_with(Uuid::now_v7)),
         Command::RequestRun(c) => {
             let derived = c
                 .schedule_id
                 .zip(c.scheduled_for)
                 .map(|(s, t)| flexcore_contracts::ids::scheduled_run_id(s, t));
-            AggRef::run(*c.run_id.get_or_insert_with(|| derived.unwrap_or_else(Uuid::now_v7)))
+            c.run_id.get_or_insert_with(|| derived.unwrap_or_else(Uuid::now_v7));
         }
-        Command::CreateSchedule(c) => AggRef::schedule(*c.schedule_id.get_or_insert_with(Uuid::now_v7)),
-        // Every other command names its aggregate, so `addressed` always answers; the nil
-        // fallback only keeps this function total.
-        other => addressed(other).unwrap_or(AggRef {
-            kind: AggregateType::Plugin,
-            id: Uuid::nil(),
-        }),
+        Command::CreateSchedule(c) => {
+            c.schedule_id.get_or_insert_with(Uuid::now_v7);
+        }
+        _ => {}
     }
+    // Every id is filled now, so `addressed` always answers; the nil fallback only keeps
+    // this function total.
+    addressed(cmd).unwrap_or(AggRef {
+        kind: AggregateType::Plugin,
+        id: Uuid::nil(),
+    })
 }
 
 /// The aggregate a command addresses, without generating ids: `None` only for a creating

@@ -14,32 +14,12 @@ use flexcore_contracts::{ErrorReason, OpaqueJson};
 use uuid::Uuid;
 
 use super::plugin::PluginStatus;
-use super::{validation, AggRef, Constraints, Decision, DomainError, Loaded, UniqueKey};
+use super::{validation, AggRef, Aggregate, Constraints, Decision, DomainError, Loaded, UniqueKey};
 
 /// Scope of the unique pipeline names in the store.
 pub const NAME_SCOPE: &str = "pipeline_name";
 
-/// Lifecycle of a pipeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PipelineStatus {
-    /// Runs may be requested.
-    Active,
-    /// No new runs until resumed.
-    Paused,
-    /// Final; the name is free again.
-    Archived,
-}
-
-impl PipelineStatus {
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Paused => "paused",
-            Self::Archived => "archived",
-        }
-    }
-}
+pub use flexcore_contracts::lifecycle::PipelineStatus;
 
 /// A pipeline.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,10 +45,9 @@ pub struct Pipeline {
     pub bookmark: OpaqueJson,
 }
 
-impl Pipeline {
-    /// The state after the first event.
-    pub fn create(event: &PipelineEvent) -> Result<Self, DomainError> {
-        let PipelineEvent::Created(e) = event else {
+impl Aggregate for Pipeline {
+    fn create(event: &PipelineEvent) -> Result<Self, DomainError> {
+        let (Some(status), PipelineEvent::Created(e)) = (PipelineStatus::initial(event), event) else {
             return Err(DomainError::Corrupt(format!(
                 "the first pipeline event must be pipeline.created, not {}",
                 event.event_type()
@@ -80,15 +59,14 @@ impl Pipeline {
             owner: e.owner.clone(),
             description: e.description.clone(),
             tags: e.tags.clone(),
-            status: PipelineStatus::Active,
+            status,
             definition: e.definition.clone(),
             definition_version: 1,
             bookmark: OpaqueJson::null(),
         })
     }
 
-    /// Folds one later event.
-    pub fn apply(&mut self, event: &PipelineEvent) -> Result<(), DomainError> {
+    fn apply(&mut self, event: &PipelineEvent) -> Result<(), DomainError> {
         match event {
             PipelineEvent::Created(_) => {
                 return Err(DomainError::Corrupt(format!("pipeline {} is created twice", self.id)))
@@ -100,14 +78,15 @@ impl Pipeline {
                 self.description = e.description.clone();
                 self.tags = e.tags.clone();
             }
-            PipelineEvent::Paused(_) => self.status = PipelineStatus::Paused,
-            PipelineEvent::Resumed(_) => self.status = PipelineStatus::Active,
-            PipelineEvent::Archived(_) => self.status = PipelineStatus::Archived,
+            PipelineEvent::Paused(_) | PipelineEvent::Resumed(_) | PipelineEvent::Archived(_) => {}
             PipelineEvent::StateCommitted(e) => self.bookmark = e.state.clone(),
         }
+        self.status = self.status.after(event);
         Ok(())
     }
+}
 
+impl Pipeline {
     fn name_key(&self) -> UniqueKey {
         UniqueKey {
             scope: NAME_SCOPE.to_owned(),

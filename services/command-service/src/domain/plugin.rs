@@ -9,29 +9,9 @@ use flexcore_contracts::ErrorReason;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{validation, AggRef, Decision, DomainError, Loaded};
+use super::{validation, AggRef, Aggregate, Decision, DomainError, Loaded};
 
-/// Lifecycle of a plugin version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PluginStatus {
-    /// Usable.
-    Active,
-    /// Usable, but flagged for replacement.
-    Deprecated,
-    /// New pipelines and runs may not use it.
-    Disabled,
-}
-
-impl PluginStatus {
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Deprecated => "deprecated",
-            Self::Disabled => "disabled",
-        }
-    }
-}
+pub use flexcore_contracts::lifecycle::PluginStatus;
 
 /// A registered plugin version.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,10 +49,11 @@ impl Plugin {
     pub fn reference(&self) -> String {
         format!("{}@{}", self.name, self.version)
     }
+}
 
-    /// The state after the first event.
-    pub fn create(event: &PluginEvent) -> Result<Self, DomainError> {
-        let PluginEvent::Registered(e) = event else {
+impl Aggregate for Plugin {
+    fn create(event: &PluginEvent) -> Result<Self, DomainError> {
+        let (Some(status), PluginEvent::Registered(e)) = (PluginStatus::initial(event), event) else {
             return Err(DomainError::Corrupt(format!(
                 "the first plugin event must be plugin.registered, not {}",
                 event.event_type()
@@ -90,30 +71,21 @@ impl Plugin {
             limits: e.limits.clone(),
             grants: e.grants.clone(),
             description: e.description.clone(),
-            status: PluginStatus::Active,
+            status,
             status_reason: None,
         })
     }
 
-    /// Folds one later event.
-    pub fn apply(&mut self, event: &PluginEvent) -> Result<(), DomainError> {
-        match event {
+    fn apply(&mut self, event: &PluginEvent) -> Result<(), DomainError> {
+        self.status_reason = match event {
             PluginEvent::Registered(_) => {
                 return Err(DomainError::Corrupt(format!("plugin {} is registered twice", self.id)))
             }
-            PluginEvent::Deprecated(e) => {
-                self.status = PluginStatus::Deprecated;
-                self.status_reason = e.reason.clone();
-            }
-            PluginEvent::Disabled(e) => {
-                self.status = PluginStatus::Disabled;
-                self.status_reason = e.reason.clone();
-            }
-            PluginEvent::Enabled(_) => {
-                self.status = PluginStatus::Active;
-                self.status_reason = None;
-            }
-        }
+            PluginEvent::Deprecated(e) => e.reason.clone(),
+            PluginEvent::Disabled(e) => e.reason.clone(),
+            PluginEvent::Enabled(_) => None,
+        };
+        self.status = self.status.after(event);
         Ok(())
     }
 }

@@ -18,46 +18,9 @@ use uuid::Uuid;
 use super::pipeline::PipelineStatus;
 use super::plugin::PluginStatus;
 use super::schedule::ScheduleStatus;
-use super::{AggRef, Constraints, Decision, DomainError, Loaded, Pipeline, SlotClaim};
+use super::{AggRef, Aggregate, Constraints, Decision, DomainError, Loaded, Pipeline, SlotClaim};
 
-/// Where a run is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunStatus {
-    /// The current attempt waits for a runner.
-    Requested,
-    /// A runner holds the current attempt.
-    Running,
-    /// The current attempt failed retryably or lost its lease; a retry will follow.
-    AwaitingRetry,
-    /// Final: done.
-    Succeeded,
-    /// Final: the last attempt failed.
-    Failed,
-    /// Final: stopped on request.
-    Cancelled,
-    /// Final: the run timed out (or its last attempt lost its lease).
-    TimedOut,
-}
-
-impl RunStatus {
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Requested => "requested",
-            Self::Running => "running",
-            Self::AwaitingRetry => "awaiting_retry",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::Cancelled => "cancelled",
-            Self::TimedOut => "timed_out",
-        }
-    }
-
-    /// True when nothing can happen to the run any more.
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled | Self::TimedOut)
-    }
-}
+pub use flexcore_contracts::lifecycle::RunStatus;
 
 /// A run.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,10 +59,9 @@ pub struct Run {
     pub timeout_reason: Option<TimeoutReason>,
 }
 
-impl Run {
-    /// The state after the first event.
-    pub fn create(event: &RunEvent) -> Result<Self, DomainError> {
-        let RunEvent::Requested(e) = event else {
+impl Aggregate for Run {
+    fn create(event: &RunEvent) -> Result<Self, DomainError> {
+        let (Some(status), RunEvent::Requested(e)) = (RunStatus::initial(event), event) else {
             return Err(DomainError::Corrupt(format!(
                 "the first run event must be run.requested, not {}",
                 event.event_type()
@@ -115,7 +77,7 @@ impl Run {
             schedule_id: e.schedule_id,
             scheduled_for: e.scheduled_for,
             attempt: e.attempt,
-            status: RunStatus::Requested,
+            status,
             runner_id: None,
             resume_state: OpaqueJson::null(),
             last_state: OpaqueJson::null(),
@@ -125,13 +87,11 @@ impl Run {
         })
     }
 
-    /// Folds one later event.
-    pub fn apply(&mut self, event: &RunEvent) -> Result<(), DomainError> {
+    fn apply(&mut self, event: &RunEvent) -> Result<(), DomainError> {
         match event {
             RunEvent::Requested(_) => return Err(DomainError::Corrupt(format!("run {} is requested twice", self.id))),
             RunEvent::Claimed(e) => {
                 self.attempt = e.attempt;
-                self.status = RunStatus::Running;
                 self.runner_id = Some(e.runner_id.clone());
                 self.resume_state = e.resume_state.clone();
                 self.counters.clear();
@@ -141,42 +101,30 @@ impl Run {
                 self.counters = e.counters.clone();
             }
             RunEvent::Succeeded(e) => {
-                self.status = RunStatus::Succeeded;
                 self.counters = e.counters.clone();
                 self.runner_id = None;
             }
             RunEvent::Failed(e) => {
-                self.status = if e.is_final {
-                    RunStatus::Failed
-                } else {
-                    RunStatus::AwaitingRetry
-                };
                 self.last_error = Some(e.error.clone());
                 self.counters = e.counters.clone();
                 self.runner_id = None;
             }
             RunEvent::Retried(e) => {
                 self.attempt = e.attempt;
-                self.status = RunStatus::Requested;
                 self.runner_id = None;
             }
-            RunEvent::Cancelled(_) => {
-                self.status = RunStatus::Cancelled;
-                self.runner_id = None;
-            }
+            RunEvent::Cancelled(_) => self.runner_id = None,
             RunEvent::TimedOut(e) => {
-                self.status = if e.is_final {
-                    RunStatus::TimedOut
-                } else {
-                    RunStatus::AwaitingRetry
-                };
                 self.timeout_reason = Some(e.reason);
                 self.runner_id = None;
             }
         }
+        self.status = self.status.after(event);
         Ok(())
     }
+}
 
+impl Run {
     fn agg(&self) -> AggRef {
         AggRef::run(self.id)
     }

@@ -14,29 +14,9 @@ use flexcore_contracts::ErrorReason;
 use uuid::Uuid;
 
 use super::pipeline::PipelineStatus;
-use super::{validation, AggRef, Constraints, Decision, DomainError, Loaded, UniqueKey};
+use super::{validation, AggRef, Aggregate, Constraints, Decision, DomainError, Loaded, UniqueKey};
 
-/// Lifecycle of a schedule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScheduleStatus {
-    /// Fires.
-    Active,
-    /// Does not fire; slots passed while paused are not caught up.
-    Paused,
-    /// Final.
-    Deleted,
-}
-
-impl ScheduleStatus {
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Paused => "paused",
-            Self::Deleted => "deleted",
-        }
-    }
-}
+pub use flexcore_contracts::lifecycle::ScheduleStatus;
 
 /// A schedule.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,10 +35,9 @@ pub struct Schedule {
     pub missed_slots: u64,
 }
 
-impl Schedule {
-    /// The state after the first event.
-    pub fn create(event: &ScheduleEvent) -> Result<Self, DomainError> {
-        let ScheduleEvent::Created(e) = event else {
+impl Aggregate for Schedule {
+    fn create(event: &ScheduleEvent) -> Result<Self, DomainError> {
+        let (Some(status), ScheduleEvent::Created(e)) = (ScheduleStatus::initial(event), event) else {
             return Err(DomainError::Corrupt(format!(
                 "the first schedule event must be schedule.created, not {}",
                 event.event_type()
@@ -68,32 +47,28 @@ impl Schedule {
             id: e.schedule_id,
             pipeline_id: e.pipeline_id,
             spec: e.spec.clone(),
-            status: if e.paused {
-                ScheduleStatus::Paused
-            } else {
-                ScheduleStatus::Active
-            },
+            status,
             skipped_slots: 0,
             missed_slots: 0,
         })
     }
 
-    /// Folds one later event.
-    pub fn apply(&mut self, event: &ScheduleEvent) -> Result<(), DomainError> {
+    fn apply(&mut self, event: &ScheduleEvent) -> Result<(), DomainError> {
         match event {
             ScheduleEvent::Created(_) => {
                 return Err(DomainError::Corrupt(format!("schedule {} is created twice", self.id)))
             }
             ScheduleEvent::Updated(e) => self.spec = e.spec.clone(),
-            ScheduleEvent::Paused(_) => self.status = ScheduleStatus::Paused,
-            ScheduleEvent::Resumed(_) => self.status = ScheduleStatus::Active,
-            ScheduleEvent::Deleted(_) => self.status = ScheduleStatus::Deleted,
+            ScheduleEvent::Paused(_) | ScheduleEvent::Resumed(_) | ScheduleEvent::Deleted(_) => {}
             ScheduleEvent::SlotSkipped(_) => self.skipped_slots += 1,
             ScheduleEvent::SlotsMissed(e) => self.missed_slots += e.slots.len() as u64,
         }
+        self.status = self.status.after(event);
         Ok(())
     }
+}
 
+impl Schedule {
     fn agg(&self) -> AggRef {
         AggRef::schedule(self.id)
     }

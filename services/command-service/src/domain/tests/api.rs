@@ -105,10 +105,13 @@ fn folding_refuses_events_that_cannot_belong_there() {
     let world = with_pipeline();
     let pipeline = world.state(PIPELINE).state.clone();
     let enabled = AnyEvent::from(PluginEnabled {});
-    assert!(matches!(
-        AggregateState::evolve(Some(pipeline.clone()), &enabled),
-        Err(DomainError::Corrupt(_))
-    ));
+    let e = AggregateState::evolve(Some(pipeline.clone()), &enabled).unwrap_err();
+    assert!(matches!(e, DomainError::Corrupt(_)));
+    assert!(
+        e.to_string()
+            .contains("plugin event plugin.enabled cannot be applied to a pipeline"),
+        "{e}"
+    );
     // A creating event on an existing aggregate.
     let created = with_plugins()
         .when(create_pipeline(PIPELINE, "orders", good_steps()))
@@ -120,6 +123,18 @@ fn folding_refuses_events_that_cannot_belong_there() {
         AggregateState::evolve(Some(pipeline), &created),
         Err(DomainError::Corrupt(_))
     ));
+}
+
+#[test]
+fn loaded_states_are_found_by_id_and_type() {
+    let world = with_pipeline();
+    let pipeline = world.all.get::<crate::domain::Pipeline>(PIPELINE);
+    assert_eq!(pipeline.map(|p| p.id), Some(PIPELINE));
+    assert_eq!(world.all.pipeline(PIPELINE), pipeline);
+    // The same id asked for as another aggregate type is not there.
+    assert!(world.all.get::<crate::domain::Run>(PIPELINE).is_none());
+    assert!(world.all.run(PIPELINE).is_none());
+    assert!(world.all.get::<crate::domain::Pipeline>(RUN).is_none());
 }
 
 #[test]
