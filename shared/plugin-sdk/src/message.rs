@@ -1,12 +1,17 @@
 //! Singer messages: one JSON object per line, parsed once into a [`Value`] and then
 //! taken apart without copying.
 
-use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 /// A Singer message (see the Singer SPEC: SCHEMA, RECORD, STATE plus the common
 /// ACTIVATE_VERSION and BATCH extensions; any other type is allowed and passed through).
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Serialised by serde as the SPEC writes it (`type` first, absent options left out);
+/// parsed by hand ([`Message::from_value`]), since parsing must match `type`
+/// case-insensitively, take the object apart without copying and name what is wrong.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Message {
     /// Describes the records of `stream`; a later SCHEMA for the same stream replaces it.
     Schema {
@@ -17,6 +22,7 @@ pub enum Message {
         /// Primary-key columns; targets upsert on them (delivery is at-least-once).
         key_properties: Vec<String>,
         /// Columns the tap bookmarks on, if it says so.
+        #[serde(skip_serializing_if = "Option::is_none")]
         bookmark_properties: Option<Vec<String>>,
     },
     /// One row of `stream`.
@@ -26,8 +32,10 @@ pub enum Message {
         /// The row; always a JSON object.
         record: Value,
         /// RFC 3339 time the row was extracted, if the tap reports it.
+        #[serde(skip_serializing_if = "Option::is_none")]
         time_extracted: Option<String>,
         /// Table version (used together with ACTIVATE_VERSION).
+        #[serde(skip_serializing_if = "Option::is_none")]
         version: Option<u64>,
     },
     /// A checkpoint; `value` is opaque and owned by the tap.
@@ -43,8 +51,10 @@ pub enum Message {
         version: u64,
     },
     /// A BATCH message (a manifest of files holding raw records), kept whole.
+    #[serde(untagged)]
     Batch(Value),
     /// A message of a type this SDK does not know, kept whole.
+    #[serde(untagged)]
     Other(Value),
 }
 
@@ -225,61 +235,6 @@ impl Message {
     }
 }
 
-impl Serialize for Message {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Message::Schema {
-                stream,
-                schema,
-                key_properties,
-                bookmark_properties,
-            } => {
-                let mut map = serializer.serialize_map(None)?;
-                map.serialize_entry("type", SCHEMA)?;
-                map.serialize_entry("stream", stream)?;
-                map.serialize_entry("schema", schema)?;
-                map.serialize_entry("key_properties", key_properties)?;
-                if let Some(bookmarks) = bookmark_properties {
-                    map.serialize_entry("bookmark_properties", bookmarks)?;
-                }
-                map.end()
-            }
-            Message::Record {
-                stream,
-                record,
-                time_extracted,
-                version,
-            } => {
-                let mut map = serializer.serialize_map(None)?;
-                map.serialize_entry("type", RECORD)?;
-                map.serialize_entry("stream", stream)?;
-                map.serialize_entry("record", record)?;
-                if let Some(time) = time_extracted {
-                    map.serialize_entry("time_extracted", time)?;
-                }
-                if let Some(version) = version {
-                    map.serialize_entry("version", version)?;
-                }
-                map.end()
-            }
-            Message::State { value } => {
-                let mut map = serializer.serialize_map(Some(2))?;
-                map.serialize_entry("type", STATE)?;
-                map.serialize_entry("value", value)?;
-                map.end()
-            }
-            Message::ActivateVersion { stream, version } => {
-                let mut map = serializer.serialize_map(Some(3))?;
-                map.serialize_entry("type", ACTIVATE_VERSION)?;
-                map.serialize_entry("stream", stream)?;
-                map.serialize_entry("version", version)?;
-                map.end()
-            }
-            Message::Batch(value) | Message::Other(value) => value.serialize(serializer),
-        }
-    }
-}
-
 fn missing(kind: &'static str, field: &'static str) -> ProtocolError {
     ProtocolError::MissingField { kind, field }
 }
@@ -417,8 +372,8 @@ mod tests {
         ];
         for line in lines {
             let msg = Message::parse_line(line).unwrap();
-            let again: Value = serde_json::from_str(&msg.to_line()).unwrap();
-            assert_eq!(again, serde_json::from_str::<Value>(line).unwrap(), "{line}");
+            // Byte for byte: `type` first, the SPEC's field order, nothing added.
+            assert_eq!(msg.to_line(), line);
             assert_eq!(Message::parse_line(&msg.to_line()).unwrap(), msg);
         }
     }
