@@ -14,8 +14,8 @@
 //!    stated (its config: `.flexcore/nats-server.conf`). A missing binary stops here with
 //!    the exact command that installs it.
 //! 4. **Services**: `flexcore-command setup` as the `setup` identity creates the streams
-//!    and the plugin bucket (no service may); then the four binaries (next to `flexctl`,
-//!    else on PATH) as child processes, their log lines prefixed with the service's name
+//!    and the plugin bucket (no service may); then the five binaries (next to
+//!    `flexcore-dev` and `flexctl`, else on PATH) as child processes, their log lines prefixed with the service's name
 //!    in its colour; the command service applies the migrations at start.
 //! 5. **Demo**: registers the example plugins (`target/plugins/*.wasm`, built by
 //!    `plugins/build.sh`), creates the pipeline of `examples/demo.yaml` (with its
@@ -39,9 +39,10 @@ use tokio_util::sync::CancellationToken;
 use flexcore_security::kit::{Kit, ACCOUNTS_FILE, IDENTITIES_FILE, STANDARD};
 use flexcore_security::{Identity, Trust};
 
-use crate::api::Api;
-use crate::cli::{Cli, Output};
-use crate::plugin::{Kind, RegisterArgs, Runtime, Submitted};
+use flexctl::api::Api;
+use flexctl::cli::{Globals, Output};
+use flexctl::nats::{Nats, NatsLogin};
+use flexctl::plugin::{Kind, RegisterArgs, Runtime, Submitted};
 
 /// The services, in start order.
 pub const SERVICES: [&str; 5] = [
@@ -55,6 +56,15 @@ pub const SERVICES: [&str; 5] = [
 /// Options of `flexctl dev`.
 #[derive(Debug, Clone, Args)]
 pub struct DevArgs {
+    /// PostgreSQL server of the stack (used if it answers, else started privately on its
+    /// port); its database is created if missing.
+    #[arg(
+        long,
+        env = "FLEXCORE__DATABASE__URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/flexcore",
+        hide_env_values = true
+    )]
+    pub database_url: String,
     /// State directory: private Postgres and NATS data, demo output.
     #[arg(long, default_value = ".flexcore")]
     pub state_dir: PathBuf,
@@ -103,8 +113,10 @@ struct Started {
     child: Child,
 }
 
-/// Runs `flexctl dev`.
-pub async fn run(cli: &Cli, args: &DevArgs) -> anyhow::Result<()> {
+/// Runs `flexctl dev` with the NATS server and login of `globals`, logged in as the
+/// stack's `flexctl` identity rather than the operator's.
+pub async fn run(globals: &Globals, args: &DevArgs) -> anyhow::Result<()> {
+    let login = globals.login(false)?;
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("cannot create the state directory {}", args.state_dir.display()))?;
     let state_dir = args.state_dir.canonicalize()?;
@@ -117,13 +129,14 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> anyhow::Result<()> {
         }
     });
     let mut servers = Servers::default();
-    let result = stack(cli, args, &state_dir, &mut servers, &stop).await;
+    let nats = Nats::new(&globals.nats_url, login);
+    let result = stack(&nats, args, &state_dir, &mut servers, &stop).await;
     servers.stop().await;
     result
 }
 
 async fn stack(
-    cli: &Cli,
+    nats: &Nats,
     args: &DevArgs,
     state_dir: &Path,
     servers: &mut Servers,
@@ -137,9 +150,13 @@ async fn stack(
         .iter()
         .map(|name| find_binary(name, args.bin_dir.as_deref()))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let database_url = postgres(&cli.database_url, state_dir, servers).await?;
-    let keys = identities(state_dir)?;
-    let nats_url = nats(&cli.nats_url, state_dir, &keys, servers).await?;
+    let database_url = postgres(&args.database_url, state_dir, servers).await?;
+    let (keys, identity) = identities(state_dir)?;
+    let login = NatsLogin {
+        identity: Some(identity),
+        ..nats.login.clone()
+    };
+    let nats_url = nats_server(&Nats::new(&nats.url, login.clone()), state_dir, &keys, servers).await?;
     let urls = (database_url.as_str(), nats_url.as_str());
     set_up_streams(&binaries[0], urls, &keys, &args.log_format).await?;
     let (exited_tx, mut exited) = tokio::sync::mpsc::unbounded_channel::<(&'static str, String)>();
@@ -167,7 +184,7 @@ async fn stack(
         let child = spawn_prefixed(name, command, i, Some(exited_tx.clone()))?;
         servers.services.push(Started { name, child });
     }
-    let api = Api::connect(&nats_url).await?;
+    let api = Nats::new(&nats_url, login).api().await?;
     wait_ready(&api, !args.no_runner, stop).await?;
     if args.http_port != 0 {
         wait_http(args.http_port, stop).await?;
@@ -461,9 +478,9 @@ fn identity_of(binary: &str) -> &str {
 
 /// The stack's identities in `<state_dir>/keys`: generated the first time (one per
 /// service, `flexctl`, `app` and `setup`), reused after (one missing from an older
-/// directory is added); this process then logs in and signs as `flexctl`. Returns the
-/// directory.
-fn identities(state_dir: &Path) -> anyhow::Result<PathBuf> {
+/// directory is added). Returns the directory and the `flexctl` identity, which this
+/// process then logs in and signs as.
+fn identities(state_dir: &Path) -> anyhow::Result<(PathBuf, Identity)> {
     let keys = state_dir.join("keys");
     if !keys.join(IDENTITIES_FILE).is_file() || !keys.join(ACCOUNTS_FILE).is_file() {
         Kit::generate(&STANDARD)
@@ -485,15 +502,14 @@ fn identities(state_dir: &Path) -> anyhow::Result<PathBuf> {
     let seed = std::fs::read_to_string(keys.join("flexctl.nk"))
         .with_context(|| format!("reading {}", keys.join("flexctl.nk").display()))?;
     let identity = Identity::from_seed(&seed, &trust)?;
-    let mut access = crate::bench::commands::nats_access();
-    access.identity = Some(identity);
-    crate::bench::commands::set_nats_access(access);
-    Ok(keys)
+    Ok((keys, identity))
 }
 
-/// Uses the NATS at `url` (logging in as `flexctl`) or, when nothing listens there,
-/// starts `nats-server -js` on its port with the identities of `keys`.
-async fn nats(url: &str, state_dir: &Path, keys: &Path, servers: &mut Servers) -> anyhow::Result<String> {
+/// Uses the NATS server of `nats` (logging in as its login says: `flexctl`) or, when
+/// nothing listens there, starts `nats-server -js` on its port with the identities of
+/// `keys`. Returns the URL of the server in use.
+async fn nats_server(nats: &Nats, state_dir: &Path, keys: &Path, servers: &mut Servers) -> anyhow::Result<String> {
+    let url = nats.url.as_str();
     let (host, port) = nats_address(url);
     let shown = redact(url);
     let listening = tokio::time::timeout(
@@ -503,7 +519,7 @@ async fn nats(url: &str, state_dir: &Path, keys: &Path, servers: &mut Servers) -
     .await
     .is_ok_and(|c| c.is_ok());
     if listening {
-        let client = crate::connect_one(url).await?;
+        let client = nats.connect().await?;
         let info = client.request("$JS.API.INFO", "".into()).await;
         let usable = info
             .ok()
@@ -560,7 +576,7 @@ async fn nats(url: &str, state_dir: &Path, keys: &Path, servers: &mut Servers) -
     });
     let local = format!("nats://127.0.0.1:{port}");
     for _ in 0..50 {
-        if crate::connect_one(&local).await.is_ok() {
+        if Nats::new(&local, nats.login.clone()).connect().await.is_ok() {
             return Ok(local);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -568,7 +584,8 @@ async fn nats(url: &str, state_dir: &Path, keys: &Path, servers: &mut Servers) -
     bail!("nats-server started but does not answer on port {port}")
 }
 
-/// A service binary: in `dir`, else next to flexctl, else on PATH.
+/// A service binary: in `dir`, else next to this executable (flexcore-dev, which
+/// `flexctl dev` becomes, so next to flexctl too), else on PATH.
 fn find_binary(name: &str, dir: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(dir) = dir {
         let p = dir.join(name);
@@ -584,7 +601,7 @@ fn find_binary(name: &str, dir: Option<&Path>) -> anyhow::Result<PathBuf> {
         .filter(|p| p.is_file());
     beside.or_else(|| which(name)).ok_or_else(|| {
         anyhow::anyhow!(
-            "{name} not found next to flexctl nor on PATH; build every binary first: cargo build --release --bins (or run scripts/dev.sh)"
+            "{name} not found next to flexcore-dev (and flexctl) nor on PATH; build every binary first: cargo build --release --bins (or run scripts/dev.sh)"
         )
     })
 }
@@ -682,7 +699,7 @@ fn spawn_prefixed(
 async fn wait_ready(api: &Api, runner: bool, stop: &CancellationToken) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let status = crate::status::gather(api).await?;
+        let status = flexctl::status::gather(api).await?;
         let up = status.command.up && status.projection.up && !status.schedulers.is_empty();
         if up && (!runner || !status.runners.is_empty()) {
             return Ok(());
@@ -777,12 +794,12 @@ async fn demo(api: &Api, args: &DevArgs, state_dir: &Path, stop: &CancellationTo
             limits: vec!["memory=256MiB".to_owned(), "timeout=10m".to_owned()],
             description: Some(format!("FlexCore example plugin ({name})")),
         };
-        match crate::plugin::submit(api.client(), &register).await? {
+        match flexctl::plugin::submit(api, &register).await? {
             Submitted::Registered(_) => say(&format!("registered plugin {name}@{version}")),
             Submitted::AlreadyRegistered => say(&format!("plugin {name}@{version} already registered")),
         }
     }
-    let loaded = crate::pipeline_file::load(&args.demo)?;
+    let loaded = flexctl::pipeline_file::load(&args.demo)?;
     let name = loaded.pipeline.name.to_string();
     let exists: Vec<serde_json::Value> = api
         .query("pipeline.list", &serde_json::json!({"name": name, "limit": 1}))
@@ -793,7 +810,7 @@ async fn demo(api: &Api, args: &DevArgs, state_dir: &Path, stop: &CancellationTo
             id.parse()?
         }
         None => {
-            let created = crate::pipeline::create(api, &loaded).await?;
+            let created = flexctl::pipeline::create(api, &loaded).await?;
             say(&format!(
                 "created pipeline {name} and {} schedule(s) from {}",
                 created.schedule_ids.len(),
@@ -805,7 +822,7 @@ async fn demo(api: &Api, args: &DevArgs, state_dir: &Path, stop: &CancellationTo
     say(&format!("running {name} once (flexctl run start {name} --follow)"));
     let outcome = tokio::select! {
         () = stop.cancelled() => return Ok(false),
-        o = crate::run::start(api, pipeline_id, true, Duration::from_secs(300), Output::Text) => o?,
+        o = flexctl::run::start(api, pipeline_id, true, Duration::from_secs(300), Output::Text) => o?,
     };
     let ok = outcome.state == "succeeded";
     say(&format!(

@@ -26,17 +26,11 @@ pub struct Api {
 }
 
 impl Api {
-    /// Connects to NATS (a clear error when the server is unreachable).
-    pub async fn connect(nats_url: &str) -> anyhow::Result<Self> {
-        Ok(Self::new(crate::connect_one(nats_url).await?))
-    }
-
-    /// Wraps an existing connection; commands are signed as this process's identity
-    /// (`--nkey-seed-file`), which the command service records as their actor.
-    pub fn new(nats: async_nats::Client) -> Self {
-        Self {
-            client: crate::bench::commands::typed(nats),
-        }
+    /// Wraps a typed client; commands are signed as its identity (flexctl's:
+    /// `--nkey-seed-file`, see [`crate::nats::Nats::api`]), which the command service
+    /// records as their actor.
+    pub fn new(client: Client) -> Self {
+        Self { client }
     }
 
     /// The NATS connection.

@@ -11,6 +11,7 @@ use futures::StreamExt as _;
 use uuid::Uuid;
 
 use crate::cli::Output;
+use crate::nats::Nats;
 
 /// Options of `flexctl events tail`.
 #[derive(Debug, Clone, Args)]
@@ -84,8 +85,8 @@ pub fn line(e: &EventEnvelope) -> String {
 }
 
 /// Runs `flexctl events tail`.
-pub async fn tail(nats_url: &str, args: &TailArgs, output: Output) -> anyhow::Result<()> {
-    let client = crate::connect_one(nats_url).await?;
+pub async fn tail(nats: &Nats, args: &TailArgs, output: Output) -> anyhow::Result<()> {
+    let client = nats.connect().await?;
     let filter = filter_subject(args.aggregate, args.event_type.as_deref())?;
     let deliver = if args.all {
         DeliverPolicy::All

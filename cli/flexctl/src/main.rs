@@ -10,7 +10,7 @@ pub(crate) async fn main() -> ExitCode {
     let cli = flexctl::cli::Cli::parse();
     let _telemetry = match flexcore_telemetry::init(
         "flexctl",
-        &flexctl::cli::telemetry_settings(cli.otlp_endpoint.as_deref()),
+        &flexctl::cli::telemetry_settings(cli.globals.otlp_endpoint.as_deref()),
     ) {
         Ok(guard) => guard,
         Err(error) => {

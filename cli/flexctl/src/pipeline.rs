@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::api::{Api, ApiError};
 use crate::cli::Output;
+use crate::nats::Nats;
 use crate::pipeline_file::{self, Loaded};
 use crate::table::{self, Table};
 
@@ -90,7 +91,7 @@ pub struct ListArgs {
 }
 
 /// Runs a `pipeline` subcommand.
-pub async fn run(nats_url: &str, command: &PipelineCommand, output: Output) -> anyhow::Result<()> {
+pub async fn run(nats: &Nats, command: &PipelineCommand, output: Output) -> anyhow::Result<()> {
     if let PipelineCommand::Create(args) = command {
         if args.dry_run {
             let loaded = pipeline_file::load(&args.file)?;
@@ -103,7 +104,7 @@ pub async fn run(nats_url: &str, command: &PipelineCommand, output: Output) -> a
             ));
         }
     }
-    let api = Api::connect(nats_url).await?;
+    let api = nats.api().await?;
     match command {
         PipelineCommand::Create(args) => {
             let loaded = pipeline_file::load(&args.file)?;

@@ -10,8 +10,9 @@ use flexcore_contracts::model::{DirAccess, DirGrant, Grants, PluginKind, PluginR
 use flexcore_contracts::views::PluginView;
 use flexcore_contracts::{ids, ErrorReason};
 
-use crate::bench::commands::connect;
+use crate::api::Api;
 use crate::cli::Output;
+use crate::nats::Nats;
 use crate::write_stdout;
 
 /// Options of `flexctl plugin register`.
@@ -148,9 +149,9 @@ pub enum Submitted {
 }
 
 /// Uploads (wasm) and registers the plugin.
-pub async fn register(nats_url: &str, args: &RegisterArgs, output: Output) -> anyhow::Result<()> {
-    let client = connect(nats_url, 1).await?.remove(0);
-    let digest = match submit(&client, args).await? {
+pub async fn register(nats: &Nats, args: &RegisterArgs, output: Output) -> anyhow::Result<()> {
+    let api = nats.api().await?;
+    let digest = match submit(&api, args).await? {
         Submitted::Registered(digest) => digest,
         Submitted::AlreadyRegistered => bail!(
             "plugin {}@{} is already registered; versions are immutable, register a new version",
@@ -175,8 +176,8 @@ pub async fn register(nats_url: &str, args: &RegisterArgs, output: Output) -> an
 
 /// Uploads the module (content-addressed, so a repeat upload is a no-op) and sends
 /// `plugin.register`.
-pub async fn submit(client: &async_nats::Client, args: &RegisterArgs) -> anyhow::Result<Submitted> {
-    let js = async_nats::jetstream::new(client.clone());
+pub async fn submit(api: &Api, args: &RegisterArgs) -> anyhow::Result<Submitted> {
+    let js = async_nats::jetstream::new(api.client().clone());
     let digest = match (args.runtime, &args.file) {
         (Runtime::Wasm, Some(file)) => {
             // Refused before reading: the runner would refuse it anyway (runner.max_module_bytes).
@@ -220,7 +221,7 @@ pub async fn submit(client: &async_nats::Client, args: &RegisterArgs) -> anyhow:
         grants: parse_grants(&args.grants)?,
         description: args.description.clone(),
     };
-    match crate::api::Api::new(client.clone()).send(&command).await {
+    match api.send(&command).await {
         Ok(_) => Ok(Submitted::Registered(digest.map(|d| d.to_string()))),
         Err(e) if e.reason() == Some(ErrorReason::Exists) => Ok(Submitted::AlreadyRegistered),
         Err(e) => Err(e.into()),
@@ -279,11 +280,11 @@ pub struct ListArgs {
 }
 
 /// Runs a `plugin` subcommand.
-pub async fn run(nats_url: &str, command: &PluginCommand, output: Output) -> anyhow::Result<()> {
+pub async fn run(nats: &Nats, command: &PluginCommand, output: Output) -> anyhow::Result<()> {
     if let PluginCommand::Register(args) = command {
-        return register(nats_url, args, output).await;
+        return register(nats, args, output).await;
     }
-    let api = crate::api::Api::connect(nats_url).await?;
+    let api = nats.api().await?;
     let simple = |action: &'static str, plugin: String, reason: Option<String>| {
         let api = api.clone();
         async move {

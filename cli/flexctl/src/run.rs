@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use crate::api::Api;
 use crate::cli::Output;
+use crate::nats::Nats;
 use crate::pipeline::strip_nulls;
 use crate::table::{self, Table};
 
@@ -92,8 +93,8 @@ pub struct ListArgs {
 }
 
 /// Runs a `run` subcommand.
-pub async fn run(nats_url: &str, command: &RunCommand, output: Output) -> anyhow::Result<()> {
-    let api = Api::connect(nats_url).await?;
+pub async fn run(nats: &Nats, command: &RunCommand, output: Output) -> anyhow::Result<()> {
+    let api = nats.api().await?;
     match command {
         RunCommand::Start(args) => {
             let pipeline_id = api.pipeline_id(&args.pipeline).await?;

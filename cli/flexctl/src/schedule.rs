@@ -13,7 +13,6 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use async_nats::Client;
 use chrono::{DateTime, Utc};
 use clap::{Args, ValueEnum};
 use flexcore_contracts::commands::{
@@ -29,6 +28,7 @@ use uuid::Uuid;
 
 use crate::api::Api;
 use crate::cli::Output;
+use crate::nats::Nats;
 
 /// Most slots one backfill requests.
 pub const MAX_SLOTS: usize = 10_000;
@@ -87,9 +87,8 @@ pub struct SlotLine {
 }
 
 /// Runs the backfill and prints one line per slot.
-pub async fn backfill(nats_url: &str, args: &BackfillArgs, output: Output) -> anyhow::Result<()> {
-    let client = crate::connect_one(nats_url).await?;
-    let lines = run_backfill(&client, args).await?;
+pub async fn backfill(nats: &Nats, args: &BackfillArgs, output: Output) -> anyhow::Result<()> {
+    let lines = run_backfill(&nats.api().await?, args).await?;
     match output {
         Output::Json => crate::write_stdout(&serde_json::to_string(&lines)?),
         Output::Text => {
@@ -109,7 +108,7 @@ pub async fn backfill(nats_url: &str, args: &BackfillArgs, output: Output) -> an
 }
 
 /// The backfill itself (separate from printing, for tests).
-pub async fn run_backfill(client: &Client, args: &BackfillArgs) -> anyhow::Result<Vec<SlotLine>> {
+pub async fn run_backfill(api: &Api, args: &BackfillArgs) -> anyhow::Result<Vec<SlotLine>> {
     if args.to < args.from {
         bail!("--to ({}) is before --from ({})", args.to, args.from);
     }
@@ -119,7 +118,6 @@ pub async fn run_backfill(client: &Client, args: &BackfillArgs) -> anyhow::Resul
             args.to
         );
     }
-    let api = Api::new(client.clone());
     let schedule: ScheduleView = api
         .query("schedule.get", &json!({"id": args.schedule_id}))
         .await
@@ -146,7 +144,7 @@ pub async fn run_backfill(client: &Client, args: &BackfillArgs) -> anyhow::Resul
         let run_id = scheduled_run_id(args.schedule_id, slot);
         if args.overlap == BackfillOverlap::BufferOne {
             if let Some(run) = previous {
-                wait_finished(&api, run).await?;
+                wait_finished(api, run).await?;
             }
         }
         let request = RequestRun {
@@ -286,11 +284,11 @@ pub enum Overlap {
 }
 
 /// Runs a `schedule` subcommand.
-pub async fn run(nats_url: &str, command: &ScheduleCommand, output: Output) -> anyhow::Result<()> {
+pub async fn run(nats: &Nats, command: &ScheduleCommand, output: Output) -> anyhow::Result<()> {
     if let ScheduleCommand::Backfill(args) = command {
-        return backfill(nats_url, args, output).await;
+        return backfill(nats, args, output).await;
     }
-    let api = Api::connect(nats_url).await?;
+    let api = nats.api().await?;
     match command {
         ScheduleCommand::Create(a) => {
             let pipeline_id = api.pipeline_id(&a.pipeline).await?;

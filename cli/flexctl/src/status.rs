@@ -16,6 +16,7 @@ use serde_json::json;
 
 use crate::api::Api;
 use crate::cli::Output;
+use crate::nats::Nats;
 use crate::table::{self, Table};
 
 /// How long presence announcements are listened for (runners announce every 2 s,
@@ -124,7 +125,7 @@ pub async fn gather(api: &Api) -> anyhow::Result<Status> {
     let queue = async {
         let js = jetstream::new(client.clone());
         let mut consumer: jetstream::consumer::PullConsumer = js
-            .get_consumer_from_stream(flexcore_runner::worker::CONSUMER, subjects::WORK_STREAM)
+            .get_consumer_from_stream(flexcore_security::permissions::RUNNER_CONSUMER, subjects::WORK_STREAM)
             .await
             .ok()?;
         let info = consumer.info().await.ok()?;
@@ -263,8 +264,8 @@ impl Status {
 }
 
 /// Runs `flexctl status`; the exit status is non-zero when a service kind is missing.
-pub async fn run(nats_url: &str, output: Output) -> anyhow::Result<()> {
-    let api = Api::connect(nats_url).await?;
+pub async fn run(nats: &Nats, output: Output) -> anyhow::Result<()> {
+    let api = nats.api().await?;
     let status = gather(&api).await?;
     table::emit(output, &status, || status.text())?;
     if status.healthy() {

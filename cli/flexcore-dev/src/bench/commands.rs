@@ -4,18 +4,14 @@
 //! Every request goes through the typed client, once (a benchmark measures single tries),
 //! with a fresh `command_id`, so every one is a new command that appends one event.
 
-use std::path::PathBuf;
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use async_nats::Client;
-use flexcore_client::{ClientError, Retry, Unanswered};
-use flexcore_config::Secret;
+use flexcore_client::{Client, ClientError, Retry, Unanswered};
 use flexcore_contracts::commands::{CommandBody, PausePipeline, ResumePipeline};
 use flexcore_contracts::reply::Accepted;
 use flexcore_contracts::{ErrorBody, ErrorCode};
-use flexcore_security::Identity;
+use flexctl::nats::Nats;
 use uuid::Uuid;
 
 use super::setup;
@@ -23,11 +19,11 @@ use super::stats::PhaseStats;
 use super::Window;
 
 /// How long one command request waits for its reply.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub use flexctl::nats::REQUEST_TIMEOUT;
 /// What a run without a command service says.
 pub const NO_SERVICE: &str = "no command service answers on flexcore.cmd.>: start flexcore-command first";
 /// Benchmark clients sharing one NATS connection.
-pub const CLIENTS_PER_CONNECTION: usize = 16;
+pub use flexctl::nats::CLIENTS_PER_CONNECTION;
 /// Pause of a client whose request found no responder, so a vanished service is not
 /// hammered in a tight loop.
 const NO_RESPONDERS_BACKOFF: Duration = Duration::from_millis(100);
@@ -115,20 +111,15 @@ impl Toggle {
     }
 }
 
-/// Sends one command once (a fresh `command_id`) through the typed client and classifies
-/// the reply.
+/// Sends one command once (a fresh `command_id`) through the typed client (signed as its
+/// identity) and classifies the reply.
 pub async fn send<C: CommandBody>(client: &Client, command: &C) -> Outcome {
     send_accepted(client, command).await.0
 }
 
 /// [`send`], also returning the accepted reply.
 pub async fn send_accepted<C: CommandBody>(client: &Client, command: &C) -> (Outcome, Option<Accepted>) {
-    send_typed(&typed(client.clone()), command).await
-}
-
-/// [`send_accepted`] through a typed client (which signs as its own identity).
-pub async fn send_typed<C: CommandBody>(typed: &flexcore_client::Client, command: &C) -> (Outcome, Option<Accepted>) {
-    let typed = typed.clone().with_timeout(REQUEST_TIMEOUT);
+    let typed = client.clone().with_timeout(REQUEST_TIMEOUT);
     match typed.command(command).retry(Retry::once()).send().await {
         Ok(accepted) => (Outcome::Accepted, Some(accepted)),
         Err(ClientError::Refused { error, .. }) => (Outcome::Rejected(error), None),
@@ -145,10 +136,10 @@ pub async fn send_typed<C: CommandBody>(typed: &flexcore_client::Client, command
     }
 }
 
-/// Phases 0 and 1 against the command service reachable at `nats_url`: the accepted
+/// Phases 0 and 1 against the command service reachable through `nats`: the accepted
 /// commands, refusals and latencies of the measured window.
-pub async fn run(nats_url: &str, clients: usize, warmup: Duration, duration: Duration) -> anyhow::Result<PhaseStats> {
-    let connections = connect(nats_url, clients).await?;
+pub async fn run(nats: &Nats, clients: usize, warmup: Duration, duration: Duration) -> anyhow::Result<PhaseStats> {
+    let connections = connect(nats, clients).await?;
     tracing::info!(
         clients,
         "phase 0: registering the bench plugins and one pipeline per client"
@@ -159,8 +150,8 @@ pub async fn run(nats_url: &str, clients: usize, warmup: Duration, duration: Dur
 
     tracing::info!(
         clients,
-        warmup = %crate::duration::format_duration(warmup),
-        duration = %crate::duration::format_duration(duration),
+        warmup = %flexctl::duration::format_duration(warmup),
+        duration = %flexctl::duration::format_duration(duration),
         "phase 1: toggling pipelines (pipeline.pause / pipeline.resume)"
     );
     let window = Window::after_warmup(warmup, duration);
@@ -188,100 +179,15 @@ pub async fn run(nats_url: &str, clients: usize, warmup: Duration, duration: Dur
     Ok(total)
 }
 
-/// How this process reaches a NATS server: the user and password (`--nats-user`,
-/// `--nats-password`) or the identity (`--nkey-seed-file` with `--identities-file`) to log
-/// in as, which also signs commands, and TLS (`--tls-*`).
-#[derive(Debug, Clone)]
-pub struct NatsAccess {
-    /// User to log in as (empty: the URL's, if any, else the identity's NKey).
-    pub user: String,
-    /// Its password.
-    pub password: Secret,
-    /// This operator's identity: logs in (unless `user` is set) and signs commands.
-    pub identity: Option<Identity>,
-    /// CA certificates to trust for the server's certificate (TLS on when set).
-    pub tls_ca_file: Option<PathBuf>,
-    /// Client certificate and key for mutual TLS.
-    pub tls_client: Option<(PathBuf, PathBuf)>,
-}
-
-impl Default for NatsAccess {
-    fn default() -> Self {
-        Self {
-            user: String::new(),
-            password: Secret::new(""),
-            identity: None,
-            tls_ca_file: None,
-            tls_client: None,
-        }
-    }
-}
-
-/// The access of every connection this process opens: process-wide, so the many
-/// `connect(nats_url, …)` callers need not carry it. Set by `cli::run`.
-static NATS_ACCESS: Mutex<Option<NatsAccess>> = Mutex::new(None);
-
-/// Sets how [`connect`] reaches NATS.
-pub fn set_nats_access(access: NatsAccess) {
-    *NATS_ACCESS.lock().unwrap_or_else(PoisonError::into_inner) = Some(access);
-}
-
-/// How this process reaches NATS (the default: anonymous, or the URL's credentials).
-pub fn nats_access() -> NatsAccess {
-    NATS_ACCESS
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone()
-        .unwrap_or_default()
-}
-
-/// The typed client on `nats`, signing commands as this process's identity, if any.
-pub fn typed(nats: Client) -> flexcore_client::Client {
-    let client = flexcore_client::Client::new(nats);
-    match nats_access().identity {
-        Some(identity) => client.with_identity(identity),
-        None => client,
-    }
-}
-
-/// One connection per [`CLIENTS_PER_CONNECTION`] clients (at least one), logged in as
-/// [`set_nats_access`] says, else with the credentials in `nats_url` (which async-nats
-/// would ignore, so they are taken out of the URL; errors show it without them).
-pub async fn connect(nats_url: &str, clients: usize) -> anyhow::Result<Vec<Client>> {
-    connect_as(nats_url, clients, None).await
-}
-
-/// [`connect`], logged in as `identity` instead of this process's identity when given.
-pub async fn connect_as(nats_url: &str, clients: usize, identity: Option<&Identity>) -> anyhow::Result<Vec<Client>> {
-    let access = nats_access();
-    let identity = identity.or(access.identity.as_ref());
-    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
-    let settings = flexcore_config::NatsSettings {
-        url: nats_url.to_owned(),
-        user: access.user.clone(),
-        password: access.password.clone(),
-        tls_ca_file: path(&access.tls_ca_file),
-        tls_cert_file: path(&access.tls_client.as_ref().map(|(cert, _)| cert.clone())),
-        tls_key_file: path(&access.tls_client.as_ref().map(|(_, key)| key.clone())),
-        connect_timeout_ms: REQUEST_TIMEOUT.as_millis() as u64,
-        request_timeout_ms: REQUEST_TIMEOUT.as_millis() as u64,
-        ..Default::default()
-    };
-    let count = clients.div_ceil(CLIENTS_PER_CONNECTION).max(1);
-    let mut connections = Vec::with_capacity(count);
-    for _ in 0..count {
-        // A CLI gives up on a server that is not there rather than waiting for it.
-        let client = flexcore_service::connect::nats_with("flexctl-bench", &settings, identity, |o| {
-            o.max_reconnects(Some(3))
-        })
-        .await
-        .context(
-            "flexctl cannot connect to NATS (--nats-url; --nkey-seed-file and --identities-file as `flexctl dev` \
-             prints them; --tls-*): is nats-server running?",
-        )?;
-        connections.push(client);
-    }
-    Ok(connections)
+/// One signed client per [`CLIENTS_PER_CONNECTION`] benchmark clients (at least one), on
+/// connections logged in as `nats` says.
+pub async fn connect(nats: &Nats, clients: usize) -> anyhow::Result<Vec<Client>> {
+    Ok(nats
+        .connections(clients)
+        .await?
+        .into_iter()
+        .map(|connection| nats.typed(connection))
+        .collect())
 }
 
 /// One client: alternates pause and resume on its pipeline until the window ends.

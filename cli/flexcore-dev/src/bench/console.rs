@@ -16,7 +16,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use async_nats::Client;
+use flexcore_client::Client;
 use flexcore_contracts::commands::{
     CancelRun, ClaimRun, CreatePipeline, CreateSchedule, FailRun, RequestRun, SucceedRun,
 };
@@ -28,7 +28,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::commands::{connect, connect_as, send_typed, typed, Outcome, CLIENTS_PER_CONNECTION};
+use flexctl::nats::Nats;
+
+use super::commands::{connect, send_accepted, Outcome, CLIENTS_PER_CONNECTION};
 use super::projection::{wait_caught_up, Figures};
 use super::setup;
 
@@ -91,8 +93,8 @@ impl Report {
 }
 
 /// Seeds what is missing, then times the pages.
-pub async fn run(nats_url: &str, bench: &ConsoleBench) -> anyhow::Result<Report> {
-    let connections = connect(nats_url, SEED_CONCURRENCY).await?;
+pub async fn run(nats: &Nats, bench: &ConsoleBench) -> anyhow::Result<Report> {
+    let connections = connect(nats, SEED_CONCURRENCY).await?;
     let first = connections.first().context("no NATS connection")?.clone();
     let counts = sizes(&first).await?;
     tracing::info!(
@@ -131,7 +133,7 @@ pub async fn run(nats_url: &str, bench: &ConsoleBench) -> anyhow::Result<Report>
             );
         };
         tracing::info!(missing, "seeding runs (request, claim, end)");
-        seed_runs(nats_url, &connections, runner, &pipelines, missing).await?;
+        seed_runs(nats, &connections, runner, &pipelines, missing).await?;
     }
     wait_caught_up(&first, Duration::from_secs(600)).await?;
     let counts = sizes(&first).await?;
@@ -155,7 +157,7 @@ struct Sizes {
 }
 
 async fn query(client: &Client, name: &str, body: Value) -> anyhow::Result<(Value, Option<String>)> {
-    let ok = typed(client.clone())
+    let ok = client
         .query_raw(name, &body, &flexcore_client::Retry::once())
         .await
         .with_context(|| format!("query {name}"))?;
@@ -239,7 +241,7 @@ fn accepted(what: String, outcome: (Outcome, Option<flexcore_contracts::reply::A
 async fn seed_pipelines(connections: &[Client], count: u64) -> anyhow::Result<Vec<Uuid>> {
     let prefix: String = Uuid::new_v4().simple().to_string().chars().take(6).collect();
     let steps = setup::steps()?;
-    let clients: Vec<_> = connections.iter().map(|c| typed(c.clone())).collect();
+    let clients = connections;
     seed("pipelines", count, |i| {
         let client = clients[usize::try_from(i).unwrap_or(0) / CLIENTS_PER_CONNECTION % clients.len()].clone();
         let steps = steps.clone();
@@ -258,7 +260,10 @@ async fn seed_pipelines(connections: &[Client], count: u64) -> anyhow::Result<Ve
                 retry: RetryPolicy::default(),
                 run_timeout_seconds: 86_400,
             };
-            accepted(format!("creating pipeline {name}"), send_typed(&client, &command).await)?;
+            accepted(
+                format!("creating pipeline {name}"),
+                send_accepted(&client, &command).await,
+            )?;
             Ok(pipeline_id)
         }
     })
@@ -266,7 +271,7 @@ async fn seed_pipelines(connections: &[Client], count: u64) -> anyhow::Result<Ve
 }
 
 async fn seed_schedules(connections: &[Client], pipelines: &[Uuid], count: u64) -> anyhow::Result<()> {
-    let clients: Vec<_> = connections.iter().map(|c| typed(c.clone())).collect();
+    let clients = connections;
     seed("schedules", count, |i| {
         let at = usize::try_from(i).unwrap_or(0);
         let client = clients[at / CLIENTS_PER_CONNECTION % clients.len()].clone();
@@ -288,7 +293,7 @@ async fn seed_schedules(connections: &[Client], pipelines: &[Uuid], count: u64) 
             };
             accepted(
                 format!("creating a schedule of pipeline {pipeline_id}"),
-                send_typed(&client, &command).await,
+                send_accepted(&client, &command).await,
             )
         }
     })
@@ -320,14 +325,15 @@ impl Fate {
 }
 
 async fn seed_runs(
-    nats_url: &str,
+    nats: &Nats,
     connections: &[Client],
     runner: &Identity,
     pipelines: &[Uuid],
     count: u64,
 ) -> anyhow::Result<()> {
-    let operators: Vec<_> = connections.iter().map(|c| typed(c.clone())).collect();
-    let runners: Vec<_> = connect_as(nats_url, SEED_CONCURRENCY, Some(runner))
+    let operators = connections;
+    let runners: Vec<_> = nats
+        .connections_as(SEED_CONCURRENCY, Some(runner))
         .await
         .context("connecting as the runner identity")?
         .into_iter()
@@ -351,7 +357,7 @@ async fn seed_runs(
             };
             accepted(
                 format!("requesting a run of {pipeline_id}"),
-                send_typed(&operator, &request).await,
+                send_accepted(&operator, &request).await,
             )?;
             let fate = Fate::of(i);
             match fate {
@@ -361,7 +367,10 @@ async fn seed_runs(
                         run_id,
                         reason: Some("seeded by flexctl bench console".to_owned()),
                     };
-                    return accepted(format!("cancelling run {run_id}"), send_typed(&operator, &cancel).await);
+                    return accepted(
+                        format!("cancelling run {run_id}"),
+                        send_accepted(&operator, &cancel).await,
+                    );
                 }
                 _ => {}
             }
@@ -371,14 +380,14 @@ async fn seed_runs(
                 runner_id,
                 lease_seconds: 86_400,
             };
-            accepted(format!("claiming run {run_id}"), send_typed(&runner, &claim).await)?;
+            accepted(format!("claiming run {run_id}"), send_accepted(&runner, &claim).await)?;
             let counters = [("customers".to_owned(), i % 1000), ("orders".to_owned(), i % 7919)]
                 .into_iter()
                 .collect();
             match fate {
                 Fate::Succeeded => accepted(
                     format!("ending run {run_id}"),
-                    send_typed(
+                    send_accepted(
                         &runner,
                         &SucceedRun {
                             run_id,
@@ -401,7 +410,7 @@ async fn seed_runs(
                         retryable: false,
                         counters,
                     };
-                    accepted(format!("failing run {run_id}"), send_typed(&runner, &fail).await)
+                    accepted(format!("failing run {run_id}"), send_accepted(&runner, &fail).await)
                 }
                 _ => Ok(()),
             }

@@ -17,6 +17,8 @@ use anyhow::Context as _;
 use serde::Serialize;
 use uuid::Uuid;
 
+use flexctl::nats::Nats;
+
 use super::commands::{connect, toggle, Toggle, CLIENTS_PER_CONNECTION};
 use super::projection::Figures;
 use super::setup;
@@ -47,16 +49,16 @@ impl Report {
     }
 }
 
-/// Runs the three phases against the stack at `nats_url` and its gateway at `base_url`.
+/// Runs the three phases against the stack reached through `nats` and its gateway at `base_url`.
 pub async fn run(
-    nats_url: &str,
+    nats: &Nats,
     base_url: &str,
     api_key: Option<&str>,
     clients: usize,
     warmup: Duration,
     duration: Duration,
 ) -> anyhow::Result<Report> {
-    let connections = connect(nats_url, clients).await?;
+    let connections = connect(nats, clients).await?;
     tracing::info!(clients, "registering the bench plugins and one pipeline per client");
     setup::register_plugins(&connections[0]).await?;
     let pipelines = setup::create_pipelines(&connections, clients, 1).await?;
@@ -126,9 +128,9 @@ pub async fn run(
 }
 
 /// Reads `pipeline_id` with `pipeline.get` over NATS until the window ends.
-async fn nats_get(client: async_nats::Client, pipeline_id: Uuid, window: Window) -> anyhow::Result<PhaseStats> {
+async fn nats_get(client: flexcore_client::Client, pipeline_id: Uuid, window: Window) -> anyhow::Result<PhaseStats> {
     let mut stats = PhaseStats::new(window.length())?;
-    let typed = super::commands::typed(client);
+    let typed = client;
     let body = serde_json::json!({ "id": pipeline_id });
     while !window.is_over(Instant::now()) {
         let started = Instant::now();

@@ -1,4 +1,5 @@
-//! `flexctl bench commands`: the command-throughput benchmark.
+//! `flexctl bench`, the benchmarks; this module's own is `bench commands`, the
+//! command-throughput benchmark (the others: see the crate's `# Layout`).
 //!
 //! Phase 0 registers two plugins and gives every client its own pipeline (not timed).
 //! Phase 1 has N clients toggle their pipeline with `pipeline.pause` / `pipeline.resume`
@@ -6,6 +7,7 @@
 //! single-row INSERT+COMMIT into a scratch table shaped like `events`, with the same
 //! warm-up and window: the ceiling one-event-per-transaction writes could reach.
 
+pub mod cli;
 pub mod commands;
 pub mod console;
 pub mod http;
@@ -20,13 +22,15 @@ pub mod stats;
 
 use std::time::{Duration, Instant};
 
+use flexctl::nats::Nats;
+
 use crate::bench::report::Report;
 
 /// What to benchmark, and where.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
-    /// NATS server of the command service.
-    pub nats_url: String,
+    /// NATS server of the command service, and the login to use there.
+    pub nats: Nats,
     /// PostgreSQL server of the raw phase.
     pub database_url: String,
     /// Concurrent clients (raw phase: connections).
@@ -86,7 +90,7 @@ impl Window {
 /// Runs the configured phases in order and reports on them.
 pub async fn run(config: &BenchConfig) -> anyhow::Result<Report> {
     let commands = if config.phases.commands {
-        Some(commands::run(&config.nats_url, config.clients, config.warmup, config.duration).await?)
+        Some(commands::run(&config.nats, config.clients, config.warmup, config.duration).await?)
     } else {
         None
     };

@@ -17,13 +17,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use async_nats::Client;
-use flexcore_client::{ClientError, Unanswered};
+use flexcore_client::{Client, ClientError, Unanswered};
 use flexcore_contracts::views::ProjectionStatus;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
+
+use flexctl::nats::Nats;
 
 use super::commands::{connect, Outcome, Toggle, CLIENTS_PER_CONNECTION};
 use super::setup;
@@ -102,9 +103,7 @@ fn histogram() -> anyhow::Result<Histogram<u64>> {
 }
 
 async fn query(client: &Client, name: &str, body: serde_json::Value) -> Result<serde_json::Value, ClientError> {
-    let ok = super::commands::typed(client.clone())
-        .query_raw(name, &body, &flexcore_client::Retry::once())
-        .await?;
+    let ok = client.query_raw(name, &body, &flexcore_client::Retry::once()).await?;
     Ok(ok.data.to_value())
 }
 
@@ -156,7 +155,7 @@ pub async fn wait_caught_up(client: &Client, within: Duration) -> anyhow::Result
 
 /// `flexctl bench lag`.
 pub async fn lag(
-    nats_url: &str,
+    nats: &Nats,
     rate: u32,
     pipelines: usize,
     sample: u64,
@@ -164,7 +163,7 @@ pub async fn lag(
     duration: Duration,
 ) -> anyhow::Result<Figures> {
     let sample = sample.max(1);
-    let connections = connect(nats_url, pipelines).await?;
+    let connections = connect(nats, pipelines).await?;
     let first = connections.first().context("no NATS connection")?.clone();
     setup::register_plugins(&first).await?;
     let ids = setup::create_pipelines(&connections, pipelines, 1).await?;
@@ -257,13 +256,13 @@ async fn toggle_and_read(
 
 /// `flexctl bench queries`: get-by-id, then list pages.
 pub async fn queries(
-    nats_url: &str,
+    nats: &Nats,
     clients: usize,
     pipelines: usize,
     warmup: Duration,
     duration: Duration,
 ) -> anyhow::Result<Vec<Figures>> {
-    let connections = connect(nats_url, clients.max(pipelines)).await?;
+    let connections = connect(nats, clients.max(pipelines)).await?;
     let first = connections.first().context("no NATS connection")?.clone();
     setup::register_plugins(&first).await?;
     let ids = Arc::new(setup::create_pipelines(&connections, pipelines, 1).await?);
@@ -328,8 +327,8 @@ pub struct RebuildFigures {
 }
 
 /// `flexctl bench rebuild`.
-pub async fn rebuild(nats_url: &str, names: &[String], events: u64) -> anyhow::Result<Vec<RebuildFigures>> {
-    let connections = connect(nats_url, 64).await?;
+pub async fn rebuild(nats: &Nats, names: &[String], events: u64) -> anyhow::Result<Vec<RebuildFigures>> {
+    let connections = connect(nats, 64).await?;
     let first = connections.first().context("no NATS connection")?.clone();
     let logged = |all: &[ProjectionStatus]| all.iter().find(|p| p.name == "audit").map_or(0, |p| p.position);
     if logged(&projections(&first).await?) < events {

@@ -64,8 +64,8 @@ pub async fn run(
 
     tracing::info!(
         connections = clients,
-        warmup = %crate::duration::format_duration(warmup),
-        duration = %crate::duration::format_duration(duration),
+        warmup = %flexctl::duration::format_duration(warmup),
+        duration = %flexctl::duration::format_duration(duration),
         database = %shown_url,
         "phase 2: raw single-row INSERT+COMMIT ceiling"
     );

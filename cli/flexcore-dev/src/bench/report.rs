@@ -8,8 +8,8 @@ use serde::Serialize;
 use super::record::Machine;
 use super::stats::{LatencySummary, PhaseStats};
 use super::BenchConfig;
-use crate::cli::Output;
-use crate::duration::format_duration;
+use flexctl::cli::Output;
+use flexctl::duration::format_duration;
 
 /// Everything a run measured.
 #[derive(Debug, Clone, Serialize)]
@@ -174,7 +174,7 @@ pub(crate) mod tests {
 
     pub(crate) fn config() -> BenchConfig {
         BenchConfig {
-            nats_url: "nats://127.0.0.1:4222".to_owned(),
+            nats: flexctl::nats::Nats::new("nats://127.0.0.1:4222", Default::default()),
             database_url: "postgres://postgres@127.0.0.1:5432/flexcore".to_owned(),
             clients: 64,
             duration: Duration::from_secs(2),

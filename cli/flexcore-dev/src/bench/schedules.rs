@@ -23,6 +23,8 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use uuid::Uuid;
 
+use flexctl::nats::Nats;
+
 use super::commands::{connect, send, Outcome, CLIENTS_PER_CONNECTION};
 use super::setup;
 use super::stats::LatencySummary;
@@ -92,8 +94,8 @@ impl ScheduleFigures {
 }
 
 /// Runs the benchmark.
-pub async fn run(nats_url: &str, schedules: usize, minutes: u32) -> anyhow::Result<ScheduleFigures> {
-    let connections = connect(nats_url, schedules.min(SETUP_BATCH)).await?;
+pub async fn run(nats: &Nats, schedules: usize, minutes: u32) -> anyhow::Result<ScheduleFigures> {
+    let connections = connect(nats, schedules.min(SETUP_BATCH)).await?;
     setup::register_plugins(&connections[0]).await?;
     // Setup takes about a second per 2,000 commands; start at the first minute after it.
     let setup_estimate = chrono::Duration::seconds(10 + (schedules as i64) / 1000);
@@ -136,7 +138,7 @@ pub async fn run(nats_url: &str, schedules: usize, minutes: u32) -> anyhow::Resu
     }
     tracing::info!(schedules, %first, %last, "schedules created; waiting for their slots");
 
-    let client = &connections[0];
+    let client = connections[0].nats();
     let mut requested = client.subscribe(subjects::events_of_type("run")).await?;
     let mut skipped = client.subscribe(subjects::events_of_type("schedule")).await?;
     let expected_runs = schedules * minutes as usize;

@@ -2,7 +2,7 @@
 //! clean-up after phase 1, which archives those pipelines.
 
 use anyhow::anyhow;
-use async_nats::Client;
+use flexcore_client::Client;
 use flexcore_contracts::commands::{ArchivePipeline, CreatePipeline, RegisterPlugin};
 use flexcore_contracts::model::{Grants, PluginKind, PluginRuntime, ResourceLimits, RetryPolicy, StepSpec};
 use flexcore_contracts::ErrorCode;

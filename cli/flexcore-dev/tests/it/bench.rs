@@ -1,14 +1,14 @@
 use std::time::Duration;
 
+use flexcore_dev::bench::commands::NO_SERVICE;
+use flexcore_dev::bench::{BenchConfig, Phases};
 use flexcore_testkit::{TestDb, TestNats};
-use flexctl::bench::commands::NO_SERVICE;
-use flexctl::bench::{BenchConfig, Phases};
 
-use crate::spawn_service;
+use crate::{operator, spawn_service};
 
 fn config(nats_url: &str, database_url: &str, clients: usize) -> BenchConfig {
     BenchConfig {
-        nats_url: nats_url.to_owned(),
+        nats: operator(nats_url),
         database_url: database_url.to_owned(),
         clients,
         duration: Duration::from_secs(1),
@@ -27,7 +27,7 @@ async fn count(db: &TestDb, sql: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_benchmark_measures_a_real_service_and_the_raw_ceiling() {
     let service = spawn_service().await;
-    let report = flexctl::bench::run(&config(&service.nats.url, &service.db.url, 4))
+    let report = flexcore_dev::bench::run(&config(&service.nats.url, &service.db.url, 4))
         .await
         .unwrap();
 
@@ -60,7 +60,7 @@ async fn the_benchmark_measures_a_real_service_and_the_raw_ceiling() {
     // A second run finds the plugins registered (a `conflict`, which is fine).
     let mut again = config(&service.nats.url, &service.db.url, 2);
     again.phases.raw = false;
-    let second = flexctl::bench::run(&again).await.unwrap();
+    let second = flexcore_dev::bench::run(&again).await.unwrap();
     assert!(second.commands.unwrap().accepted > 0);
     assert_eq!(
         count(
@@ -77,10 +77,9 @@ async fn the_benchmark_measures_a_real_service_and_the_raw_ceiling() {
 
 #[tokio::test]
 async fn without_a_command_service_the_error_says_what_to_start() {
-    crate::as_operator();
     let nats = TestNats::start().await.unwrap();
     let mut config = config(&nats.url, "postgres://unused", 2);
     config.phases.raw = false;
-    let error = flexctl::bench::run(&config).await.unwrap_err();
+    let error = flexcore_dev::bench::run(&config).await.unwrap_err();
     assert_eq!(error.to_string(), NO_SERVICE);
 }

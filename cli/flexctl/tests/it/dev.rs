@@ -1,4 +1,5 @@
-//! `flexctl dev` as a user runs it: the real flexctl binary starts a private nats-server
+//! `flexctl dev` as a user runs it: the real flexctl binary (which hands `dev` and
+//! `bench` to the flexcore-dev binary beside it) starts a private nats-server
 //! and the four service binaries, registers the example plugins, creates and runs the
 //! demo; then every flexctl command is used against that stack as a process (JSON
 //! output parsed), Ctrl-C (SIGTERM) stops it all, and a second `flexctl dev` reuses
@@ -53,13 +54,14 @@ impl Dev {
         let mut c = Command::new(env!("CARGO_BIN_EXE_flexctl"));
         // flexctl's identity as `flexctl dev` generated it (and prints it to export).
         let keys = self.state.path().join("keys");
-        c.args(["--nats-url", &self.nats_url, "--database-url", &self.db.url])
+        c.args(["--nats-url", &self.nats_url])
             .args(args)
             .env("FLEXCORE_CONFIG_DIR", workspace().join("config"))
             .env("FLEXCORE__NATS__NKEY_SEED_FILE", keys.join("flexctl.nk"))
             .env("FLEXCORE__SECURITY__IDENTITIES_FILE", keys.join("identities.json"))
             .env_remove("FLEXCORE__NATS__URL")
-            .env_remove("FLEXCORE__DATABASE__URL")
+            // `dev`'s --database-url (bench commands' too).
+            .env("FLEXCORE__DATABASE__URL", &self.db.url)
             .current_dir(workspace());
         c
     }
@@ -70,6 +72,8 @@ impl Dev {
         let http = self.http_port.to_string();
         let mut args = vec![
             "dev",
+            "--database-url",
+            &self.db.url,
             "--state-dir",
             &state,
             "--plugins-dir",
@@ -382,6 +386,33 @@ async fn a_missing_service_binary_is_explained() {
         .unwrap();
     let stderr = failed(&out);
     assert!(stderr.contains("cargo build --release --bins"), "{stderr}");
+}
+
+#[test]
+fn dev_and_bench_are_flexcore_devs_and_a_missing_one_is_explained() {
+    // Help and errors name the command as typed: flexcore-dev runs as flexctl.
+    let out = Command::new(env!("CARGO_BIN_EXE_flexctl"))
+        .args(["bench", "commands", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", failed(&out));
+    assert!(help.contains("Usage: flexctl bench commands"), "{help}");
+    assert!(help.contains("--database-url"), "{help}");
+    // A flexctl alone, with nothing on PATH either.
+    let alone = tempfile::tempdir().unwrap();
+    let flexctl = alone.path().join("flexctl");
+    std::fs::copy(env!("CARGO_BIN_EXE_flexctl"), &flexctl).unwrap();
+    let out = Command::new(&flexctl)
+        .args(["dev", "--no-demo"])
+        .env("PATH", alone.path())
+        .output()
+        .unwrap();
+    let stderr = failed(&out);
+    assert!(
+        stderr.contains("run by flexcore-dev") && stderr.contains("cargo build --release -p flexcore-dev"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

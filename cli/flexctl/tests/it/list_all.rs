@@ -40,7 +40,7 @@ async fn list_all_skips_an_item_too_large_for_a_reply() {
                 .unwrap();
         }
     });
-    let api = flexctl::api::Api::new(nats.client().await.unwrap());
+    let api = flexctl::api::Api::new(flexcore_client::Client::new(nats.client().await.unwrap()));
     let items: Vec<Value> = api.list_all("pipeline.list", &json!({}), 100).await.unwrap();
     assert_eq!(items, vec![json!({"pipeline_id": "a"}), json!({"pipeline_id": "c"})]);
     assert_eq!(*asked.lock().unwrap(), vec![Value::Null, json!("c1"), json!("c2")]);

@@ -1,8 +1,8 @@
-//! flexctl integration tests: the benchmark against a real command service (its own
-//! fresh database and private nats-server per test), and without one.
+//! flexctl integration tests: commands against a real command service (its own fresh
+//! database and private nats-server per test), and `flexctl dev` (flexcore-dev behind
+//! it) as a user runs it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod bench;
 mod dev;
 mod list_all;
 mod plugin;
@@ -20,18 +20,15 @@ pub struct Service {
     pub task: JoinHandle<anyhow::Result<()>>,
 }
 
-/// This process acts as the `flexctl` identity (role admin), as `flexctl` with
+/// The API on `client`, signing as the `flexctl` identity (role admin), as `flexctl` with
 /// `--nkey-seed-file` does.
-pub fn as_operator() {
-    flexctl::bench::commands::set_nats_access(flexctl::bench::commands::NatsAccess {
-        identity: Some(flexcore_testkit::nats::test_identity("flexctl").unwrap()),
-        ..Default::default()
-    });
+pub fn operator_api(client: async_nats::Client) -> flexctl::api::Api {
+    let identity = flexcore_testkit::nats::test_identity("flexctl").unwrap();
+    flexctl::api::Api::new(flexcore_client::Client::new(client).with_identity(identity))
 }
 
 pub async fn spawn_service() -> Service {
     flexcore_testkit::init_tracing();
-    as_operator();
     let db = TestDb::create().await.unwrap();
     let nats = TestNats::start().await.unwrap();
     let mut settings = Settings::default();

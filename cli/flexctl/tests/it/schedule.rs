@@ -8,11 +8,13 @@ use flexctl::schedule::{run_backfill, BackfillArgs, BackfillOverlap, SlotResult}
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::{spawn_service, Service};
+use crate::{operator_api, spawn_service, Service};
 
 struct Env {
     service: Service,
     client: async_nats::Client,
+    /// The same connection, signing as flexctl does.
+    api: flexctl::api::Api,
 }
 
 async fn env() -> Env {
@@ -25,7 +27,8 @@ async fn env() -> Env {
     let token = service.shutdown.clone();
     tokio::spawn(async move { flexcore_projection::run(&settings, nats, pool, token).await });
     let client = service.nats.client().await.unwrap();
-    Env { service, client }
+    let api = operator_api(client.clone());
+    Env { service, client, api }
 }
 
 impl Env {
@@ -112,7 +115,7 @@ fn args(schedule: Uuid, overlap: BackfillOverlap) -> BackfillArgs {
 async fn backfill_requests_each_past_slot_once_and_is_idempotent() {
     let e = env().await;
     let schedule = e.hourly("backfilled", 10).await;
-    let lines = run_backfill(&e.client, &args(schedule, BackfillOverlap::Allow))
+    let lines = run_backfill(&e.api, &args(schedule, BackfillOverlap::Allow))
         .await
         .unwrap();
     let (from, _) = four_hours();
@@ -126,7 +129,7 @@ async fn backfill_requests_each_past_slot_once_and_is_idempotent() {
         assert_eq!(requested["scheduled_for"], json!(l.slot));
     }
     // Again: every run exists already, nothing new is requested.
-    let again = run_backfill(&e.client, &args(schedule, BackfillOverlap::Allow))
+    let again = run_backfill(&e.api, &args(schedule, BackfillOverlap::Allow))
         .await
         .unwrap();
     assert!(again.iter().all(|l| l.result == SlotResult::Existed), "{again:?}");
@@ -137,7 +140,7 @@ async fn backfill_requests_each_past_slot_once_and_is_idempotent() {
 async fn backfill_skip_records_slots_that_find_the_pipeline_busy() {
     let e = env().await;
     let schedule = e.hourly("busy", 1).await;
-    let lines = run_backfill(&e.client, &args(schedule, BackfillOverlap::Skip))
+    let lines = run_backfill(&e.api, &args(schedule, BackfillOverlap::Skip))
         .await
         .unwrap();
     let results: Vec<_> = lines.iter().map(|l| l.result.clone()).collect();
@@ -184,7 +187,7 @@ async fn backfill_buffer_one_runs_the_slots_one_after_the_other() {
             }
         })
     };
-    let lines = run_backfill(&e.client, &args(schedule, BackfillOverlap::BufferOne))
+    let lines = run_backfill(&e.api, &args(schedule, BackfillOverlap::BufferOne))
         .await
         .unwrap();
     ender.await.unwrap();
@@ -209,14 +212,14 @@ async fn backfill_bad_input_is_explained() {
     let schedule = e.hourly("bad", 1).await;
     let mut reversed = args(schedule, BackfillOverlap::Allow);
     std::mem::swap(&mut reversed.from, &mut reversed.to);
-    let err = run_backfill(&e.client, &reversed).await.unwrap_err().to_string();
+    let err = run_backfill(&e.api, &reversed).await.unwrap_err().to_string();
     assert!(err.contains("is before --from"), "{err}");
     let mut future = args(schedule, BackfillOverlap::Allow);
     future.to = Utc::now() + chrono::Duration::hours(1);
-    let err = run_backfill(&e.client, &future).await.unwrap_err().to_string();
+    let err = run_backfill(&e.api, &future).await.unwrap_err().to_string();
     assert!(err.contains("in the future"), "{err}");
     let unknown = args(Uuid::new_v4(), BackfillOverlap::Allow);
-    let err = format!("{:#}", run_backfill(&e.client, &unknown).await.unwrap_err());
+    let err = format!("{:#}", run_backfill(&e.api, &unknown).await.unwrap_err());
     assert!(err.contains("not_found"), "{err}");
     e.service.shutdown.cancel();
 }
