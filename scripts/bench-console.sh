@@ -31,11 +31,11 @@ mkdir -p "$state"
 export FLEXCORE__GATEWAY__RATE_LIMIT_PER_SECOND=0
 dev=
 trap '[[ -z $dev ]] || { kill -INT $dev 2>/dev/null; wait $dev 2>/dev/null; }' EXIT
-start_dev_stack "$state/dev.log" --nats-url "nats://127.0.0.1:$nats_port" --database-url "$db" dev \
+start_dev_stack "$state/dev.log" --nats-url "nats://127.0.0.1:$nats_port" dev --database-url "$db" \
   --state-dir "$state" --bin-dir "$bin" --no-runner \
   --http-port "$port" --admin-port "$admin_port" --anonymous-role admin
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 keys="$state/keys"
 export FLEXCORE__NATS__NKEY_SEED_FILE="$keys/flexctl.nk" FLEXCORE__SECURITY__IDENTITIES_FILE="$keys/identities.json"
-"$bin/flexctl" --nats-url "nats://127.0.0.1:$nats_port" --database-url "$db" bench console \
+"$bin/flexctl" --nats-url "nats://127.0.0.1:$nats_port" bench console \
   --url "http://127.0.0.1:$port" --runner-seed-file "$keys/runner.nk" "${args[@]}"

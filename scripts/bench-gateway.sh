@@ -33,7 +33,7 @@ bash plugins/build.sh >/dev/null
 export FLEXCORE__GATEWAY__RATE_LIMIT_PER_SECOND=0
 dev=
 trap '[[ -z $dev ]] || { kill -INT $dev 2>/dev/null; wait $dev 2>/dev/null; }; rm -rf "$state"' EXIT
-start_dev_stack "$state/dev.log" --nats-url "nats://127.0.0.1:$nats_port" --database-url "$db" dev \
+start_dev_stack "$state/dev.log" --nats-url "nats://127.0.0.1:$nats_port" dev --database-url "$db" \
   --state-dir "$state" --bin-dir "$bin" --plugins-dir target/plugins --no-demo \
   --http-port "$port" --admin-port "$admin_port" --anonymous-role admin
 gateway=$(pgrep -f "$bin/flexcore-gateway" | head -n1)
@@ -42,7 +42,7 @@ echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}
 sleep 5
 echo "gateway idle RSS: $(rss "$gateway")"
 export FLEXCORE__NATS__NKEY_SEED_FILE="$state/keys/flexctl.nk" FLEXCORE__SECURITY__IDENTITIES_FILE="$state/keys/identities.json"
-"$bin/flexctl" --nats-url "nats://127.0.0.1:$nats_port" --database-url "$db" bench http --url "http://127.0.0.1:$port" "${args[@]}"
+"$bin/flexctl" --nats-url "nats://127.0.0.1:$nats_port" bench http --url "http://127.0.0.1:$port" "${args[@]}"
 if command -v oha >/dev/null 2>&1; then
   api="http://127.0.0.1:$port/api/v1/flexcore"
   # A pipeline of the bench (archived at its end; still readable).

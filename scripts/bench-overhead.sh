@@ -17,7 +17,8 @@
 # drops their NATS permission lists (a diagnostic: what the permissions cost the server).
 #
 # BIN_DIR holds the build's flexcore-command (e.g. target/release); the driver is
-# FLEXCTL (default: target/release/flexctl), the same for every build compared.
+# FLEXCTL (default: target/release/flexctl, with the flexcore-dev that runs its benchmarks
+# beside it), the same for every build compared.
 #
 # Without --callgrind it prints the benchmark's throughput and latency, and the CPU time
 # per event appended of the service and of the whole machine. With --callgrind

@@ -21,7 +21,7 @@
 # the 2N services with their lock connections stay within Postgres's default
 # max_connections of 100: with 16 each, three of each need 117, and the replica left
 # without connections answers `unavailable`.
-# Release binaries: `cargo build --release -p flexcore-command -p flexcore-projection -p flexctl`
+# Release binaries: `cargo build --release -p flexcore-command -p flexcore-projection -p flexctl -p flexcore-dev`
 # (BIN_DIR overrides target/release). The benchmark clients share the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,8 +46,8 @@ done
 
 bin=${BIN_DIR:-target/release}
 bin=$(cd "$bin" && pwd)
-for b in flexcore-command flexcore-projection flexctl; do
-  [[ -x $bin/$b ]] || { echo "no $bin/$b: cargo build --release -p flexcore-command -p flexcore-projection -p flexctl" >&2; exit 1; }
+for b in flexcore-command flexcore-projection flexctl flexcore-dev; do
+  [[ -x $bin/$b ]] || { echo "no $bin/$b: cargo build --release -p flexcore-command -p flexcore-projection -p flexctl -p flexcore-dev" >&2; exit 1; }
 done
 nats_server=${FLEXCORE_TEST_NATS_SERVER:-$(command -v nats-server || echo /usr/sbin/nats-server)}
 pg_host=${PGHOST:-127.0.0.1}

@@ -10,8 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip1 >/dev/null 2>&1 || rustup target list --installed | grep -qx wasm32-wasip1
-echo "building the services, flexctl and the example plugins (release; the first build takes a few minutes)" >&2
-cargo build --release --bins -p flexcore-command -p flexcore-projection -p flexcore-scheduler -p flexcore-runner -p flexcore-gateway -p flexctl
+echo "building the services, flexctl (with flexcore-dev, which runs flexctl dev) and the example plugins (release; the first build takes a few minutes)" >&2
+cargo build --release --bins -p flexcore-command -p flexcore-projection -p flexcore-scheduler -p flexcore-runner -p flexcore-gateway -p flexctl -p flexcore-dev
 bash plugins/build.sh >/dev/null
 target_dir="${CARGO_TARGET_DIR:-target}"
 exec "$target_dir/release/flexctl" dev --plugins-dir "$target_dir/plugins" "$@"
