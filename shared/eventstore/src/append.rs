@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::batch::{self, SharedQueue};
 use crate::error::StoreError;
-use crate::model::{AppendOutcome, AppendRequest, StoredCommandRef};
+use crate::model::{AppendOutcome, AppendRequest, StoredCommand};
 
 /// The canonical source of `flexcore_append`, the function every batch calls
 /// (`shared/eventstore/sql/flexcore_append.sql`; migrations deploy it, and tests check
@@ -161,7 +161,7 @@ enum RawOutcome {
     Ok {
         positions: Vec<u64>,
     },
-    Duplicate(StoredCommandRef),
+    Duplicate(StoredCommand),
     Conflict {
         constraint: String,
     },

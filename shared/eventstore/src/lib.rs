@@ -30,9 +30,10 @@ pub mod streams;
 
 pub use error::StoreError;
 pub use model::{
-    AppendOutcome, AppendRequest, Checkpoint, NewEvent, RecordedEvent, SlotClaim, UniqueKey, VersionCheck,
+    AppendOutcome, AppendRequest, Checkpoint, NewEvent, RecordedEvent, SlotClaim, StoredCommand, UniqueKey,
+    VersionCheck,
 };
-pub use store::{read_all_with, EventStore, StoredCommand};
+pub use store::{read_all_with, EventStore};
 
 /// The workspace migrations, embedded at compile time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");

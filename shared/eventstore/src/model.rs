@@ -99,7 +99,7 @@ pub enum AppendOutcome {
         positions: Vec<u64>,
     },
     /// The command id was processed before: its stored reply.
-    Duplicate(StoredCommandRef),
+    Duplicate(StoredCommand),
     /// Another writer appended to one of the aggregates first (optimistic concurrency).
     VersionConflict,
     /// A unique constraint other than an aggregate's version refused the command's rows:
@@ -132,10 +132,12 @@ pub enum AppendOutcome {
     },
 }
 
-/// A command-log entry returned for a duplicate command id.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct StoredCommandRef {
+/// A command-log entry: what a command id was first used for, and its reply (read for a
+/// duplicate command id, by [`crate::EventStore::command`] or from `flexcore_append`).
+#[derive(Debug, Clone, PartialEq, Deserialize, sqlx::FromRow)]
+pub struct StoredCommand {
     /// The stored reply.
+    #[sqlx(json)]
     pub reply: serde_json::Value,
     /// The command the id was first used for.
     pub command_type: String,

@@ -19,7 +19,7 @@ use flexcore_contracts::{envelope, subjects};
 use flexcore_security::Identity;
 use flexcore_telemetry::propagation;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgConnection, Row};
+use sqlx::{ConnectOptions, Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::StoreError;
@@ -386,19 +386,15 @@ impl Trouble {
 }
 
 async fn load_checkpoint(conn: &mut PgConnection) -> Result<Checkpoint, StoreError> {
-    let row = sqlx::query(
-        "SELECT transaction_id::text::bigint AS tx, global_position FROM relay_checkpoints WHERE name = $1",
-    )
-    .bind(CHECKPOINT_NAME)
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(match row {
-        Some(r) => Checkpoint {
-            transaction_id: from_i64(r.try_get("tx")?),
-            global_position: from_i64(r.try_get("global_position")?),
-        },
-        None => Checkpoint::default(),
-    })
+    let row: Option<(i64, i64)> =
+        sqlx::query_as("SELECT transaction_id::text::bigint, global_position FROM relay_checkpoints WHERE name = $1")
+            .bind(CHECKPOINT_NAME)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(row.map_or_else(Checkpoint::default, |(tx, position)| Checkpoint {
+        transaction_id: from_i64(tx),
+        global_position: from_i64(position),
+    }))
 }
 
 async fn save_checkpoint(conn: &mut PgConnection, cp: Checkpoint) -> Result<(), StoreError> {

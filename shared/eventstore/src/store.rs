@@ -1,14 +1,12 @@
 //! [`EventStore`]: reads of the log and appends through the group committer.
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgRow;
-use sqlx::types::Json;
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::append::{GroupCommitConfig, GroupCommitter};
 use crate::error::StoreError;
-use crate::model::{AppendOutcome, AppendRequest, Checkpoint, RecordedEvent};
+use crate::model::{AppendOutcome, AppendRequest, Checkpoint, RecordedEvent, StoredCommand};
 use crate::read::GroupReader;
 
 /// Columns of a [`RecordedEvent`], with the xid8 cast to a bigint (a macro so the
@@ -44,15 +42,40 @@ const READ_ALL_SQL: &str = concat!(
      LIMIT $3"
 );
 
-/// A command-log entry.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredCommand {
-    /// The command the id was used for.
-    pub command_type: String,
-    /// Hash of its body.
-    pub payload_hash: String,
-    /// Its reply.
-    pub reply: serde_json::Value,
+/// A row of `events` as [`event_columns!`] selects it.
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    global_position: i64,
+    transaction_id: i64,
+    event_id: Uuid,
+    aggregate_type: String,
+    aggregate_id: Uuid,
+    version: i64,
+    event_type: String,
+    schema_version: i32,
+    #[sqlx(json)]
+    data: flexcore_contracts::OpaqueJson,
+    #[sqlx(json)]
+    metadata: flexcore_contracts::EventMetadata,
+    recorded_at: DateTime<Utc>,
+}
+
+impl From<EventRow> for RecordedEvent {
+    fn from(row: EventRow) -> Self {
+        Self {
+            global_position: from_i64(row.global_position),
+            transaction_id: from_i64(row.transaction_id),
+            event_id: row.event_id,
+            aggregate_type: row.aggregate_type,
+            aggregate_id: row.aggregate_id,
+            version: from_i64(row.version),
+            event_type: row.event_type,
+            schema_version: u32::try_from(row.schema_version).unwrap_or(0),
+            data: row.data,
+            metadata: row.metadata,
+            recorded_at: row.recorded_at,
+        }
+    }
 }
 
 /// The event store. Cheap to clone.
@@ -109,18 +132,12 @@ impl EventStore {
 
     /// The command-log entry of `command_id`, if it was processed.
     pub async fn command(&self, command_id: Uuid) -> Result<Option<StoredCommand>, StoreError> {
-        let row = sqlx::query("SELECT command_type, payload_hash, reply FROM command_log WHERE command_id = $1")
-            .bind(command_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| {
-            Ok(StoredCommand {
-                command_type: r.try_get("command_type")?,
-                payload_hash: r.try_get("payload_hash")?,
-                reply: r.try_get::<Json<serde_json::Value>, _>("reply")?.0,
-            })
-        })
-        .transpose()
+        Ok(
+            sqlx::query_as("SELECT command_type, payload_hash, reply FROM command_log WHERE command_id = $1")
+                .bind(command_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// The highest committed global position (0 when empty).
@@ -139,12 +156,12 @@ pub(crate) async fn read_aggregates_with(
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let ids: Vec<Uuid> = wanted.iter().map(|(id, _)| *id).collect();
     let after: Vec<i64> = wanted.iter().map(|(_, v)| to_i64(*v)).collect();
-    let rows = sqlx::query(READ_AGGREGATES_SQL)
+    let rows: Vec<EventRow> = sqlx::query_as(READ_AGGREGATES_SQL)
         .bind(ids)
         .bind(after)
         .fetch_all(pool)
         .await?;
-    rows.iter().map(recorded_event).collect()
+    Ok(rows.into_iter().map(RecordedEvent::from).collect())
 }
 
 /// [`EventStore::read_all`] on any executor (the relay and the projections use their own
@@ -153,13 +170,13 @@ pub async fn read_all_with<'e, E>(executor: E, after: Checkpoint, limit: i64) ->
 where
     E: sqlx::PgExecutor<'e>,
 {
-    let rows = sqlx::query(READ_ALL_SQL)
+    let rows: Vec<EventRow> = sqlx::query_as(READ_ALL_SQL)
         .bind(after.transaction_id.to_string())
         .bind(to_i64(after.global_position))
         .bind(limit)
         .fetch_all(executor)
         .await?;
-    rows.iter().map(recorded_event).collect()
+    Ok(rows.into_iter().map(RecordedEvent::from).collect())
 }
 
 pub(crate) fn to_i64(v: u64) -> i64 {
@@ -168,22 +185,4 @@ pub(crate) fn to_i64(v: u64) -> i64 {
 
 pub(crate) fn from_i64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
-}
-
-pub(crate) fn recorded_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
-    let metadata: Json<flexcore_contracts::EventMetadata> = row.try_get("metadata")?;
-    let schema_version: i32 = row.try_get("schema_version")?;
-    Ok(RecordedEvent {
-        global_position: from_i64(row.try_get("global_position")?),
-        transaction_id: from_i64(row.try_get("transaction_id")?),
-        event_id: row.try_get("event_id")?,
-        aggregate_type: row.try_get("aggregate_type")?,
-        aggregate_id: row.try_get("aggregate_id")?,
-        version: from_i64(row.try_get("version")?),
-        event_type: row.try_get("event_type")?,
-        schema_version: u32::try_from(schema_version).unwrap_or(0),
-        data: row.try_get::<Json<flexcore_contracts::OpaqueJson>, _>("data")?.0,
-        metadata: metadata.0,
-        recorded_at: row.try_get::<DateTime<Utc>, _>("recorded_at")?,
-    })
 }
