@@ -14,9 +14,9 @@ pub enum ProjectionError {
     /// Reading the event store failed.
     #[error("event store: {0}")]
     Store(StoreError),
-    /// NATS / JetStream failed.
+    /// NATS / JetStream failed: the client's error as it came (or what ended).
     #[error("nats: {0}")]
-    Nats(String),
+    Nats(async_nats::Error),
     /// An event could not be decoded or contradicts the view (a bug or a corrupt log).
     #[error("event {position} ({event_type}): {message}")]
     Event {
@@ -55,7 +55,7 @@ impl From<serde_json::Error> for ProjectionError {
 
 impl ProjectionError {
     /// A NATS error.
-    pub fn nats(e: impl std::fmt::Display) -> Self {
-        Self::Nats(e.to_string())
+    pub fn nats(e: impl Into<async_nats::Error>) -> Self {
+        Self::Nats(e.into())
     }
 }

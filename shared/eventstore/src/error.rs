@@ -12,9 +12,19 @@ pub enum StoreError {
     /// A migration failed.
     #[error("migration: {0}")]
     Migration(sqlx::migrate::MigrateError),
-    /// NATS / JetStream failed.
+    /// NATS / JetStream failed doing `what`; the client's error is kept as it came (to be
+    /// inspected with `downcast_ref`), not as its text.
+    #[error("nats: {what}: {cause}")]
+    Nats {
+        /// What was being done (`publish <event id>`, `create stream FLEXCORE_EVENTS`).
+        what: String,
+        /// The async-nats error.
+        cause: async_nats::Error,
+    },
+    /// JetStream did not acknowledge a publication: not in time, or the connection
+    /// changed before it did (the batch is published again).
     #[error("nats: {0}")]
-    Nats(String),
+    Unacknowledged(String),
     /// The database returned something this build does not understand.
     #[error("unexpected store response: {0}")]
     Protocol(String),
@@ -51,6 +61,14 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 }
 
 impl StoreError {
+    /// A NATS failure while doing `what`.
+    pub fn nats(what: impl Into<String>, cause: impl Into<async_nats::Error>) -> Self {
+        Self::Nats {
+            what: what.into(),
+            cause: cause.into(),
+        }
+    }
+
     /// Whether the store cannot be reached right now (see [`is_unavailable`]), or is
     /// shutting down: a retry later may succeed.
     pub fn is_unavailable(&self) -> bool {
@@ -201,6 +219,6 @@ mod tests {
             assert!(!is_unavailable(&error), "{error}");
         }
         assert!(!StoreError::Protocol("empty result".into()).is_unavailable());
-        assert!(!StoreError::Nats("timed out".into()).is_unavailable());
+        assert!(!StoreError::nats("publish", "timed out").is_unavailable());
     }
 }

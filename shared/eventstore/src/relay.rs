@@ -538,7 +538,7 @@ async fn publish(js: &jetstream::Context, batch: Vec<Prepared<'_>>, timeout: Dur
         let ack = js
             .publish_with_headers(subject, headers, body.into())
             .await
-            .map_err(|e| StoreError::Nats(format!("publish {}: {e}", event.event_id)))?;
+            .map_err(|e| StoreError::nats(format!("publish {}", event.event_id), e))?;
         acks.push(ack);
         if let Some((subject, mut headers, payload)) = work {
             if let Some(span) = &span {
@@ -547,21 +547,21 @@ async fn publish(js: &jetstream::Context, batch: Vec<Prepared<'_>>, timeout: Dur
             let ack = js
                 .publish_with_headers(subject, headers, payload.into())
                 .await
-                .map_err(|e| StoreError::Nats(format!("publish work for {}: {e}", event.aggregate_id)))?;
+                .map_err(|e| StoreError::nats(format!("publish work for {}", event.aggregate_id), e))?;
             acks.push(ack);
         }
         spans.extend(span);
     }
     let all = async {
         for ack in acks {
-            ack.await.map_err(|e| StoreError::Nats(format!("publish ack: {e}")))?;
+            ack.await.map_err(|e| StoreError::nats("publish ack", e))?;
         }
         Ok::<(), StoreError>(())
     };
     let acknowledged = tokio::select! {
         acknowledged = tokio::time::timeout(timeout, all) => acknowledged
-            .map_err(|_| StoreError::Nats(format!("no JetStream acknowledgement within {timeout:?}")))?,
-        () = reconnected => Err(StoreError::Nats(
+            .map_err(|_| StoreError::Unacknowledged(format!("no JetStream acknowledgement within {timeout:?}")))?,
+        () = reconnected => Err(StoreError::Unacknowledged(
             "NATS reconnected before the batch was acknowledged; publishing it again".to_owned(),
         )),
     };

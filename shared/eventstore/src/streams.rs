@@ -112,21 +112,21 @@ pub async fn setup(js: &jetstream::Context, settings: &StreamSettings) -> Result
                 ..Default::default()
             })
             .await
-            .map_err(|e| StoreError::Nats(format!("create bucket {}: {e}", flexcore_plugin_store::BUCKET)))?;
+            .map_err(|e| StoreError::nats(format!("create bucket {}", flexcore_plugin_store::BUCKET), e))?;
             tracing::info!(stream = %bucket_stream, "plugin bucket created");
         }
         Ok(mut existing) => {
             let info = existing
                 .info()
                 .await
-                .map_err(|e| StoreError::Nats(format!("stream {bucket_stream} info: {e}")))?;
+                .map_err(|e| StoreError::nats(format!("stream {bucket_stream} info"), e))?;
             if info.config.max_bytes != max_bytes || info.config.num_replicas != settings.replicas.max(1) {
                 let mut config = info.config.clone();
                 config.max_bytes = max_bytes;
                 config.num_replicas = settings.replicas.max(1);
                 js.update_stream(&config)
                     .await
-                    .map_err(|e| StoreError::Nats(format!("update stream {bucket_stream}: {e}")))?;
+                    .map_err(|e| StoreError::nats(format!("update stream {bucket_stream}"), e))?;
                 tracing::info!(stream = %bucket_stream, "plugin bucket settings updated");
             }
         }
@@ -156,11 +156,11 @@ async fn ensure(js: &jetstream::Context, config: stream::Config) -> Result<(), S
             let info = existing
                 .info()
                 .await
-                .map_err(|e| StoreError::Nats(format!("stream {name} info: {e}")))?;
+                .map_err(|e| StoreError::nats(format!("stream {name} info"), e))?;
             if differs(&info.config, &config) {
                 js.update_stream(&config)
                     .await
-                    .map_err(|e| StoreError::Nats(format!("update stream {name}: {e}")))?;
+                    .map_err(|e| StoreError::nats(format!("update stream {name}"), e))?;
                 tracing::info!(stream = %name, "stream settings updated");
             }
             Ok(())
@@ -175,7 +175,7 @@ async fn ensure(js: &jetstream::Context, config: stream::Config) -> Result<(), S
                 tracing::debug!(stream = %name, error = %e, "stream created concurrently");
                 Ok(())
             }
-            Err(e) => Err(StoreError::Nats(format!("create stream {name}: {e}"))),
+            Err(e) => Err(StoreError::nats(format!("create stream {name}"), e)),
         },
     }
 }

@@ -46,9 +46,14 @@ pub enum PluginStoreError {
         /// The limit.
         limit: u64,
     },
-    /// NATS / JetStream failed.
-    #[error("plugin store: {0}")]
-    Nats(String),
+    /// NATS / JetStream failed doing `what`; the client's error is kept as it came.
+    #[error("plugin store: {what}: {cause}")]
+    Nats {
+        /// What was being done (`download <digest>`).
+        what: String,
+        /// The async-nats error.
+        cause: async_nats::Error,
+    },
 }
 
 /// The `sha256:<hex>` digest of `bytes`.
@@ -56,6 +61,13 @@ pub fn digest_of(bytes: &[u8]) -> Digest {
     let text = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
     // A sha256 hex digest always parses.
     text.parse().unwrap_or_else(|_| unreachable_digest())
+}
+
+fn nats(what: String, cause: impl Into<async_nats::Error>) -> PluginStoreError {
+    PluginStoreError::Nats {
+        what,
+        cause: cause.into(),
+    }
 }
 
 #[allow(clippy::panic)]
@@ -67,9 +79,12 @@ fn unreachable_digest() -> Digest {
 /// missing bucket is reported as such.
 pub async fn bucket(js: &jetstream::Context) -> Result<object_store::ObjectStore, PluginStoreError> {
     js.get_object_store(BUCKET).await.map_err(|e| {
-        PluginStoreError::Nats(format!(
-            "bucket {BUCKET} not usable ({e}): it is created by `flexcore-command setup`, run as the setup identity"
-        ))
+        nats(
+            format!(
+                "bucket {BUCKET} not usable (it is created by `flexcore-command setup`, run as the setup identity)"
+            ),
+            e,
+        )
     })
 }
 
@@ -98,7 +113,7 @@ pub async fn upload_at_most(js: &jetstream::Context, bytes: &[u8], max_bytes: u6
     store
         .put(digest.as_str(), &mut reader)
         .await
-        .map_err(|e| PluginStoreError::Nats(format!("upload {digest}: {e}")))?;
+        .map_err(|e| nats(format!("upload {digest}"), e))?;
     Ok(digest)
 }
 
@@ -126,7 +141,7 @@ pub async fn download_at_most(
         .map_err(|_| PluginStoreError::NotFound(digest.to_string()))?;
     let mut object = store.get(digest.as_str()).await.map_err(|e| match e.kind() {
         object_store::GetErrorKind::NotFound => PluginStoreError::NotFound(digest.to_string()),
-        _ => PluginStoreError::Nats(format!("download {digest}: {e}")),
+        _ => nats(format!("download {digest}"), e),
     })?;
     let size = object.info().size as u64;
     if size > max_bytes {
@@ -137,7 +152,7 @@ pub async fn download_at_most(
         .take(max_bytes.saturating_add(1))
         .read_to_end(&mut bytes)
         .await
-        .map_err(|e| PluginStoreError::Nats(format!("read {digest}: {e}")))?;
+        .map_err(|e| nats(format!("read {digest}"), e))?;
     if bytes.len() as u64 > max_bytes {
         return Err(too_large(bytes.len() as u64));
     }
@@ -154,7 +169,7 @@ pub async fn stored_size(js: &jetstream::Context, digest: &Digest) -> Result<Opt
     match store.info(digest.as_str()).await {
         Ok(info) => Ok(Some(info.size as u64)),
         Err(e) if e.kind() == object_store::InfoErrorKind::NotFound => Ok(None),
-        Err(e) => Err(PluginStoreError::Nats(format!("look up {digest}: {e}"))),
+        Err(e) => Err(nats(format!("look up {digest}"), e)),
     }
 }
 

@@ -19,13 +19,13 @@ pub enum DefinitionError {
     /// An event the attempt needs is not (yet) on the stream.
     #[error("{0} is not on {stream} (relay behind, or beyond the stream's retention)", stream = subjects::EVENTS_STREAM)]
     Missing(String),
-    /// NATS failed.
-    #[error("reading {subject}: {message}")]
+    /// NATS failed (the client's error kept as it came).
+    #[error("reading {subject}: {cause}")]
     Nats {
         /// The subject read.
         subject: String,
-        /// The error.
-        message: String,
+        /// The async-nats error.
+        cause: async_nats::Error,
     },
     /// The event was not signed by the command service (forged into the stream).
     #[error("event {subject} is not signed by the command service: {message}")]
@@ -85,7 +85,7 @@ async fn last<T: DeserializeOwned>(
         Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
         Err(e) => Err(DefinitionError::Nats {
             subject: subject.to_owned(),
-            message: e.to_string(),
+            cause: e.into(),
         }),
     }
 }
@@ -126,7 +126,7 @@ pub async fn load(
             Err(e) => {
                 return Err(DefinitionError::Nats {
                     subject: subjects::EVENTS_STREAM.to_owned(),
-                    message: e.to_string(),
+                    cause: e.into(),
                 })
             }
         }
