@@ -8,6 +8,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
+use flexcore_contracts::lifecycle::ScheduleStatus;
 use flexcore_contracts::model::ScheduleSpec;
 use flexcore_contracts::views::NextFire;
 use flexcore_contracts::ErrorBody;
@@ -44,7 +45,8 @@ struct Cache {
 impl Cache {
     async fn load(pool: &PgPool, stamp: Stamp, now: DateTime<Utc>) -> Result<Self, ErrorBody> {
         let rows: Vec<(Uuid, Uuid, sqlx::types::Json<ScheduleSpec>)> =
-            sqlx::query_as("SELECT schedule_id, pipeline_id, doc->'spec' FROM read.schedules WHERE state = 'active'")
+            sqlx::query_as("SELECT schedule_id, pipeline_id, doc->'spec' FROM read.schedules WHERE state = $1")
+                .bind(ScheduleStatus::Active.as_str())
                 .fetch_all(pool)
                 .await
                 .map_err(db_error)?;

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use flexcore_contracts::lifecycle::{PipelineStatus, RunStatus, ScheduleStatus};
 use flexcore_contracts::model::ScheduleSpec;
 use flexcore_contracts::queries::ListQuery;
 use flexcore_contracts::views::{
@@ -190,7 +191,11 @@ fn enrich(
     match target {
         Target::Schedule => {
             let view: Option<ScheduleView> = doc.decode().ok();
-            if let Some(next) = view.and_then(|v| (v.state == "active").then(|| next_fire(&v.spec, now)).flatten()) {
+            if let Some(next) = view.and_then(|v| {
+                (v.state == ScheduleStatus::Active.as_str())
+                    .then(|| next_fire(&v.spec, now))
+                    .flatten()
+            }) {
                 added.push(("next_fire", serde_json::json!(next)));
             }
         }
@@ -199,7 +204,9 @@ fn enrich(
             struct State {
                 state: String,
             }
-            let active = doc.decode::<State>().is_ok_and(|s| s.state == "active");
+            let active = doc
+                .decode::<State>()
+                .is_ok_and(|s| s.state == PipelineStatus::Active.as_str());
             let last_run = extra
                 .get("x_last_run")
                 .and_then(|r| serde_json::from_value::<RunSummary>(r.clone()).ok());
@@ -334,7 +341,7 @@ pub async fn plugin_stats(pool: &PgPool, id: Uuid) -> Result<PluginStatsView, Er
         if let Some(avg) = avg {
             finished += count;
             finished_ms += avg * count as f64;
-            if matches!(run_state.as_str(), "failed" | "timed_out") {
+            if run_state.parse::<RunStatus>().is_ok_and(RunStatus::is_failure) {
                 failed += count;
             }
         }

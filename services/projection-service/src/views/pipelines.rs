@@ -1,9 +1,10 @@
 use flexcore_contracts::events::PipelineEvent;
+use flexcore_contracts::lifecycle::PipelineStatus;
 use flexcore_contracts::views::PipelineView;
 use flexcore_eventstore::RecordedEvent;
 use uuid::Uuid;
 
-use super::typed;
+use super::{status, typed};
 use crate::projection::Entity;
 use crate::tables::TableSpec;
 
@@ -33,7 +34,8 @@ impl Entity for PipelineView {
     const AGGREGATE: &'static str = PipelineEvent::AGGREGATE_TYPE;
 
     fn create(event: &RecordedEvent) -> Result<Self, String> {
-        let PipelineEvent::Created(e) = typed(event, PipelineEvent::from_stored)? else {
+        let first = typed(event, PipelineEvent::from_stored)?;
+        let (Some(state), PipelineEvent::Created(e)) = (PipelineStatus::initial(&first), first) else {
             return Err("the first pipeline event must be pipeline.created".into());
         };
         Ok(PipelineView {
@@ -42,7 +44,7 @@ impl Entity for PipelineView {
             owner: e.owner.to_string(),
             description: e.description,
             tags: e.tags.iter().map(ToString::to_string).collect(),
-            state: "active".into(),
+            state: state.as_str().into(),
             state_reason: None,
             definition_version: 1,
             definition: e.definition,
@@ -58,7 +60,9 @@ impl Entity for PipelineView {
     }
 
     fn apply(&mut self, event: &RecordedEvent) -> Result<(), String> {
-        match typed(event, PipelineEvent::from_stored)? {
+        let typed = typed(event, PipelineEvent::from_stored)?;
+        let state = status::<PipelineStatus>(&self.state)?.after(&typed);
+        match typed {
             PipelineEvent::Created(_) => return Err("pipeline created twice".into()),
             PipelineEvent::Updated(e) => {
                 self.definition_version = e.definition_version;
@@ -67,24 +71,16 @@ impl Entity for PipelineView {
                 self.description = e.description;
                 self.tags = e.tags.iter().map(ToString::to_string).collect();
             }
-            PipelineEvent::Paused(e) => {
-                self.state = "paused".into();
-                self.state_reason = e.reason;
-            }
-            PipelineEvent::Resumed(_) => {
-                self.state = "active".into();
-                self.state_reason = None;
-            }
-            PipelineEvent::Archived(e) => {
-                self.state = "archived".into();
-                self.state_reason = e.reason;
-            }
+            PipelineEvent::Paused(e) => self.state_reason = e.reason,
+            PipelineEvent::Resumed(_) => self.state_reason = None,
+            PipelineEvent::Archived(e) => self.state_reason = e.reason,
             PipelineEvent::StateCommitted(e) => {
                 self.bookmark = e.state;
                 self.bookmark_run_id = e.run_id;
                 self.bookmark_at = Some(event.recorded_at);
             }
         }
+        self.state = state.as_str().into();
         self.updated_at = event.recorded_at;
         self.aggregate_version = event.version;
         Ok(())

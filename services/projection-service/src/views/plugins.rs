@@ -1,9 +1,10 @@
 use flexcore_contracts::events::PluginEvent;
+use flexcore_contracts::lifecycle::PluginStatus;
 use flexcore_contracts::views::PluginView;
 use flexcore_eventstore::RecordedEvent;
 use uuid::Uuid;
 
-use super::typed;
+use super::{status, typed};
 use crate::projection::Entity;
 use crate::tables::TableSpec;
 
@@ -34,7 +35,8 @@ impl Entity for PluginView {
     const AGGREGATE: &'static str = PluginEvent::AGGREGATE_TYPE;
 
     fn create(event: &RecordedEvent) -> Result<Self, String> {
-        let PluginEvent::Registered(e) = typed(event, PluginEvent::from_stored)? else {
+        let first = typed(event, PluginEvent::from_stored)?;
+        let (Some(state), PluginEvent::Registered(e)) = (PluginStatus::initial(&first), first) else {
             return Err("the first plugin event must be plugin.registered".into());
         };
         Ok(PluginView {
@@ -43,7 +45,7 @@ impl Entity for PluginView {
             version: e.version.to_string(),
             kind: e.kind,
             runtime: e.runtime,
-            state: "active".into(),
+            state: state.as_str().into(),
             state_reason: None,
             module_digest: e.module_digest.map(|d| d.to_string()),
             executable: e.executable,
@@ -58,21 +60,15 @@ impl Entity for PluginView {
     }
 
     fn apply(&mut self, event: &RecordedEvent) -> Result<(), String> {
-        match typed(event, PluginEvent::from_stored)? {
+        let typed = typed(event, PluginEvent::from_stored)?;
+        let state = status::<PluginStatus>(&self.state)?.after(&typed);
+        self.state_reason = match typed {
             PluginEvent::Registered(_) => return Err("plugin registered twice".into()),
-            PluginEvent::Deprecated(e) => {
-                self.state = "deprecated".into();
-                self.state_reason = e.reason;
-            }
-            PluginEvent::Disabled(e) => {
-                self.state = "disabled".into();
-                self.state_reason = e.reason;
-            }
-            PluginEvent::Enabled(_) => {
-                self.state = "active".into();
-                self.state_reason = None;
-            }
-        }
+            PluginEvent::Deprecated(e) => e.reason,
+            PluginEvent::Disabled(e) => e.reason,
+            PluginEvent::Enabled(_) => None,
+        };
+        self.state = state.as_str().into();
         self.updated_at = event.recorded_at;
         self.aggregate_version = event.version;
         Ok(())

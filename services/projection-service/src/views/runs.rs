@@ -1,11 +1,12 @@
 use chrono::{DateTime, Utc};
 use flexcore_contracts::events::RunEvent;
+use flexcore_contracts::lifecycle::RunStatus;
 use flexcore_contracts::model::StreamCounters;
 use flexcore_contracts::views::{AttemptView, RunView};
 use flexcore_eventstore::RecordedEvent;
 use uuid::Uuid;
 
-use super::typed;
+use super::{status, typed};
 use crate::projection::{Activity, Entity};
 use crate::tables::TableSpec;
 
@@ -38,14 +39,15 @@ impl Entity for RunView {
     const AGGREGATE: &'static str = RunEvent::AGGREGATE_TYPE;
 
     fn create(event: &RecordedEvent) -> Result<Self, String> {
-        let RunEvent::Requested(e) = typed(event, RunEvent::from_stored)? else {
+        let first = typed(event, RunEvent::from_stored)?;
+        let (Some(state), RunEvent::Requested(e)) = (RunStatus::initial(&first), first) else {
             return Err("the first run event must be run.requested".into());
         };
         Ok(RunView {
             run_id: e.run_id,
             pipeline_id: e.pipeline_id,
             pipeline_name: e.pipeline_name.to_string(),
-            state: "requested".into(),
+            state: state.as_str().into(),
             trigger: e.trigger,
             schedule_id: e.schedule_id,
             scheduled_for: e.scheduled_for,
@@ -75,11 +77,12 @@ impl Entity for RunView {
 
     fn apply(&mut self, event: &RecordedEvent) -> Result<(), String> {
         let at = event.recorded_at;
-        match typed(event, RunEvent::from_stored)? {
+        let typed = typed(event, RunEvent::from_stored)?;
+        let state = status::<RunStatus>(&self.state)?.after(&typed);
+        match typed {
             RunEvent::Requested(_) => return Err("run requested twice".into()),
             RunEvent::Claimed(e) => {
                 self.attempt = e.attempt;
-                self.state = "running".into();
                 self.started_at.get_or_insert(at);
                 self.set_counters(StreamCounters::new());
                 let attempt = self.attempt_mut(e.attempt);
@@ -93,43 +96,39 @@ impl Entity for RunView {
                 self.set_counters(e.counters);
             }
             RunEvent::Succeeded(e) => {
-                self.end_attempt(e.attempt, "succeeded", None, &e.counters, at);
+                self.end_attempt(e.attempt, RunStatus::Succeeded, None, &e.counters, at);
                 self.set_counters(e.counters);
-                self.finish("succeeded", at);
+                self.finish(at);
             }
             RunEvent::Failed(e) => {
-                self.end_attempt(e.attempt, "failed", Some(e.error.clone()), &e.counters, at);
+                self.end_attempt(e.attempt, RunStatus::Failed, Some(e.error.clone()), &e.counters, at);
                 self.set_counters(e.counters);
                 self.error = Some(e.error);
-                if e.is_final {
-                    self.finish("failed", at);
-                } else {
-                    self.state = "awaiting_retry".into();
+                if state.is_terminal() {
+                    self.finish(at);
                 }
             }
             RunEvent::Retried(e) => {
                 self.attempt = e.attempt;
-                self.state = "requested".into();
                 self.attempts.push(pending(e.attempt));
             }
             RunEvent::Cancelled(e) => {
                 let counters = self.counters.clone();
                 if self.attempt_mut(e.attempt).outcome.is_none() {
-                    self.end_attempt(e.attempt, "cancelled", None, &counters, at);
+                    self.end_attempt(e.attempt, RunStatus::Cancelled, None, &counters, at);
                 }
-                self.finish("cancelled", at);
+                self.finish(at);
             }
             RunEvent::TimedOut(e) => {
                 let counters = self.counters.clone();
-                self.end_attempt(e.attempt, "timed_out", None, &counters, at);
+                self.end_attempt(e.attempt, RunStatus::TimedOut, None, &counters, at);
                 self.timeout_reason = Some(e.reason);
-                if e.is_final {
-                    self.finish("timed_out", at);
-                } else {
-                    self.state = "awaiting_retry".into();
+                if state.is_terminal() {
+                    self.finish(at);
                 }
             }
         }
+        self.state = state.as_str().into();
         self.updated_at = at;
         self.aggregate_version = event.version;
         Ok(())
@@ -148,20 +147,18 @@ impl Entity for RunView {
     }
 
     fn activity(&self, old_state: Option<&str>) -> Activity {
-        let is_final = |state: &str| FINAL.contains(&state);
+        let state = self.state.parse::<RunStatus>().ok();
+        let is_final = |state: &str| state.parse::<RunStatus>().is_ok_and(RunStatus::is_terminal);
         let finished = self
             .finished_at
-            .filter(|_| is_final(&self.state) && !old_state.is_some_and(is_final));
+            .filter(|_| state.is_some_and(RunStatus::is_terminal) && !old_state.is_some_and(is_final));
         Activity {
             requested: old_state.is_none().then_some(self.requested_at),
             finished,
-            failed: finished.is_some() && matches!(self.state.as_str(), "failed" | "timed_out"),
+            failed: finished.is_some() && state.is_some_and(RunStatus::is_failure),
         }
     }
 }
-
-/// The states a run ends in.
-const FINAL: [&str; 4] = ["succeeded", "failed", "cancelled", "timed_out"];
 
 fn pending(attempt: u32) -> AttemptView {
     AttemptView {
@@ -180,13 +177,13 @@ trait RunViewExt {
     fn end_attempt(
         &mut self,
         attempt: u32,
-        outcome: &str,
+        outcome: RunStatus,
         error: Option<flexcore_contracts::model::RunError>,
         counters: &StreamCounters,
         at: DateTime<Utc>,
     );
     fn set_counters(&mut self, counters: StreamCounters);
-    fn finish(&mut self, state: &str, at: DateTime<Utc>);
+    fn finish(&mut self, at: DateTime<Utc>);
 }
 
 impl RunViewExt for RunView {
@@ -204,13 +201,13 @@ impl RunViewExt for RunView {
     fn end_attempt(
         &mut self,
         attempt: u32,
-        outcome: &str,
+        outcome: RunStatus,
         error: Option<flexcore_contracts::model::RunError>,
         counters: &StreamCounters,
         at: DateTime<Utc>,
     ) {
         let a = self.attempt_mut(attempt);
-        a.outcome = Some(outcome.to_owned());
+        a.outcome = Some(outcome.as_str().to_owned());
         a.ended_at = Some(at);
         a.error = error;
         a.counters = counters.clone();
@@ -221,8 +218,8 @@ impl RunViewExt for RunView {
         self.counters = counters;
     }
 
-    fn finish(&mut self, state: &str, at: DateTime<Utc>) {
-        self.state = state.to_owned();
+    /// Records the end of the run (its state is set by the caller).
+    fn finish(&mut self, at: DateTime<Utc>) {
         self.finished_at = Some(at);
         self.duration_ms = u64::try_from((at - self.requested_at).num_milliseconds()).ok();
     }

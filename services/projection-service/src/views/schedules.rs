@@ -1,9 +1,10 @@
 use flexcore_contracts::events::ScheduleEvent;
+use flexcore_contracts::lifecycle::ScheduleStatus;
 use flexcore_contracts::views::{ScheduleView, SkippedSlot};
 use flexcore_eventstore::RecordedEvent;
 use uuid::Uuid;
 
-use super::typed;
+use super::{status, typed};
 use crate::projection::Entity;
 use crate::tables::TableSpec;
 
@@ -31,14 +32,15 @@ impl Entity for ScheduleView {
     const AGGREGATE: &'static str = ScheduleEvent::AGGREGATE_TYPE;
 
     fn create(event: &RecordedEvent) -> Result<Self, String> {
-        let ScheduleEvent::Created(e) = typed(event, ScheduleEvent::from_stored)? else {
+        let first = typed(event, ScheduleEvent::from_stored)?;
+        let (Some(state), ScheduleEvent::Created(e)) = (ScheduleStatus::initial(&first), first) else {
             return Err("the first schedule event must be schedule.created".into());
         };
         Ok(ScheduleView {
             schedule_id: e.schedule_id,
             pipeline_id: e.pipeline_id,
             spec: e.spec,
-            state: if e.paused { "paused" } else { "active" }.into(),
+            state: state.as_str().into(),
             slots_skipped: 0,
             last_skipped: None,
             slots_missed: 0,
@@ -51,12 +53,12 @@ impl Entity for ScheduleView {
     }
 
     fn apply(&mut self, event: &RecordedEvent) -> Result<(), String> {
-        match typed(event, ScheduleEvent::from_stored)? {
+        let typed = typed(event, ScheduleEvent::from_stored)?;
+        let state = status::<ScheduleStatus>(&self.state)?.after(&typed);
+        match typed {
             ScheduleEvent::Created(_) => return Err("schedule created twice".into()),
             ScheduleEvent::Updated(e) => self.spec = e.spec,
-            ScheduleEvent::Paused(_) => self.state = "paused".into(),
-            ScheduleEvent::Resumed(_) => self.state = "active".into(),
-            ScheduleEvent::Deleted(_) => self.state = "deleted".into(),
+            ScheduleEvent::Paused(_) | ScheduleEvent::Resumed(_) | ScheduleEvent::Deleted(_) => {}
             ScheduleEvent::SlotSkipped(e) => {
                 self.slots_skipped += 1;
                 self.last_skipped = Some(SkippedSlot {
@@ -69,6 +71,7 @@ impl Entity for ScheduleView {
                 self.last_missed = e.slots.iter().copied().max().max(self.last_missed);
             }
         }
+        self.state = state.as_str().into();
         self.updated_at = event.recorded_at;
         self.aggregate_version = event.version;
         Ok(())
