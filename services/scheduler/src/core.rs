@@ -23,14 +23,22 @@
 //! lease is timed out (`lease_expired`); a run awaiting retry is retried at the failure's
 //! `recorded_at` plus the pipeline's back-off ([`RetryPolicy::backoff`]); a run older than
 //! its pipeline's `run_timeout_seconds` (counted from its request) is timed out for good.
+//!
+//! # Statuses and undecodable events
+//! Pipeline, run and schedule statuses are the contracts' lifecycle enums, moved by their
+//! shared transitions, so the scheduler agrees with the command service and the read
+//! models on what each event means. An event of those aggregates that does not decode is
+//! an [`UndecodableEvent`] error, never skipped: the log is the truth, and a state folded
+//! past a hole in it is one the log does not describe (docs/architecture.md).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, Utc};
 use flexcore_contracts::envelope::EventEnvelope;
-use flexcore_contracts::events::{PipelineEvent, RunEvent, ScheduleEvent};
+use flexcore_contracts::events::{EventDecodeError, PipelineEvent, RunEvent, ScheduleEvent};
 use flexcore_contracts::ids::scheduled_run_id;
+use flexcore_contracts::lifecycle::{PipelineStatus, RunStatus, ScheduleStatus};
 use flexcore_contracts::model::{OverlapPolicy, RetryPolicy, RunTrigger, ScheduleSpec, TimeoutReason};
 use flexcore_cron::Calendar;
 use uuid::Uuid;
@@ -141,13 +149,6 @@ pub struct Tuning {
     pub max_catchup_slots: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PipelineStatus {
-    Active,
-    Paused,
-    Archived,
-}
-
 #[derive(Debug)]
 struct Pipeline {
     status: PipelineStatus,
@@ -176,16 +177,9 @@ struct Schedule {
     pipeline_id: Uuid,
     spec: ScheduleSpec,
     calendar: Option<Calendar>,
-    active: bool,
+    status: ScheduleStatus,
     cursor: DateTime<Utc>,
     buffered: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RunStatus {
-    Requested,
-    Running,
-    AwaitingRetry,
 }
 
 #[derive(Debug)]
@@ -297,49 +291,57 @@ impl Core {
         }
     }
 
-    /// Folds one event of the log. Unknown or undecodable events are ignored (other
-    /// services validate what they write; the scheduler only reads what it needs).
-    pub fn apply(&mut self, e: &EventEnvelope) {
+    /// Folds one event of the log. Events of the aggregates the scheduler keeps (schedules,
+    /// pipelines, runs) must decode: one that does not is an error and changes nothing,
+    /// and the caller stops rather than fold on past it. Plugin events, and those of any
+    /// aggregate type it does not keep, are not its to read.
+    pub fn apply(&mut self, e: &EventEnvelope) -> Result<(), UndecodableEvent> {
+        let undecodable = |error| UndecodableEvent {
+            global_position: e.global_position,
+            aggregate_id: e.aggregate_id,
+            event_type: e.event_type.clone(),
+            error,
+        };
         match e.aggregate_type.as_str() {
-            "schedule" => {
-                if let Ok(event) = ScheduleEvent::from_stored(&e.event_type, e.schema_version, &e.data) {
-                    self.apply_schedule(e.aggregate_id, e.recorded_at, event);
-                    self.rearm(Key::Schedule(e.aggregate_id));
-                }
+            ScheduleEvent::AGGREGATE_TYPE => {
+                let event =
+                    ScheduleEvent::from_stored(&e.event_type, e.schema_version, &e.data).map_err(undecodable)?;
+                self.apply_schedule(e.aggregate_id, e.recorded_at, event);
+                self.rearm(Key::Schedule(e.aggregate_id));
             }
-            "pipeline" => {
-                if let Ok(event) = PipelineEvent::from_stored(&e.event_type, e.schema_version, &e.data) {
-                    self.apply_pipeline(e.aggregate_id, event);
-                }
+            PipelineEvent::AGGREGATE_TYPE => {
+                let event =
+                    PipelineEvent::from_stored(&e.event_type, e.schema_version, &e.data).map_err(undecodable)?;
+                self.apply_pipeline(e.aggregate_id, event);
             }
-            "run" => {
-                if let Ok(event) = RunEvent::from_stored(&e.event_type, e.schema_version, &e.data) {
-                    let requested = matches!(event, RunEvent::Requested(_));
-                    self.apply_run(e.aggregate_id, e.recorded_at, event);
-                    if let Some(run) = self.runs.get_mut(&e.aggregate_id) {
-                        if let Some(traceparent) = &e.metadata.traceparent {
-                            run.traceparent = Some(traceparent.clone());
-                        }
-                        if requested {
-                            run.correlation_id = e.metadata.correlation_id.clone();
-                        }
+            RunEvent::AGGREGATE_TYPE => {
+                let event = RunEvent::from_stored(&e.event_type, e.schema_version, &e.data).map_err(undecodable)?;
+                let requested = matches!(event, RunEvent::Requested(_));
+                self.apply_run(e.aggregate_id, e.recorded_at, event);
+                if let Some(run) = self.runs.get_mut(&e.aggregate_id) {
+                    if let Some(traceparent) = &e.metadata.traceparent {
+                        run.traceparent = Some(traceparent.clone());
                     }
-                    self.rearm(Key::Run(e.aggregate_id));
+                    if requested {
+                        run.correlation_id = e.metadata.correlation_id.clone();
+                    }
                 }
+                self.rearm(Key::Run(e.aggregate_id));
             }
             _ => {}
         }
+        Ok(())
     }
 
     fn apply_schedule(&mut self, id: Uuid, at: DateTime<Utc>, event: ScheduleEvent) {
-        if let ScheduleEvent::Created(c) = &event {
+        if let (Some(status), ScheduleEvent::Created(c)) = (ScheduleStatus::initial(&event), &event) {
             self.schedules.insert(
                 id,
                 Schedule {
                     pipeline_id: c.pipeline_id,
                     calendar: Calendar::new(&c.spec).ok(),
                     spec: c.spec.clone(),
-                    active: !c.paused,
+                    status,
                     cursor: at,
                     buffered: None,
                 },
@@ -349,6 +351,7 @@ impl Core {
         let Some(s) = self.schedules.get_mut(&id) else {
             return;
         };
+        s.status = s.status.after(&event);
         match event {
             ScheduleEvent::Created(_) => {}
             // A changed spec starts from now: the old spec's last slot is not re-run.
@@ -357,15 +360,9 @@ impl Core {
                 s.spec = u.spec;
                 s.cursor = s.cursor.max(at);
             }
-            ScheduleEvent::Paused(_) => {
-                s.active = false;
-                s.buffered = None;
-            }
+            ScheduleEvent::Paused(_) => s.buffered = None,
             // Slots passed while paused are not caught up.
-            ScheduleEvent::Resumed(_) => {
-                s.active = true;
-                s.cursor = s.cursor.max(at);
-            }
+            ScheduleEvent::Resumed(_) => s.cursor = s.cursor.max(at),
             ScheduleEvent::Deleted(_) => {
                 self.schedules.remove(&id);
             }
@@ -379,13 +376,8 @@ impl Core {
     }
 
     fn apply_pipeline(&mut self, id: Uuid, event: PipelineEvent) {
-        let status = match event {
-            PipelineEvent::Created(_) | PipelineEvent::Resumed(_) => PipelineStatus::Active,
-            PipelineEvent::Paused(_) => PipelineStatus::Paused,
-            PipelineEvent::Archived(_) => PipelineStatus::Archived,
-            _ => return,
-        };
-        self.pipelines.entry(id).or_insert_with(Pipeline::new).status = status;
+        let pipeline = self.pipelines.entry(id).or_insert_with(Pipeline::new);
+        pipeline.status = pipeline.status.after(&event);
     }
 
     fn apply_run(&mut self, id: Uuid, at: DateTime<Utc>, event: RunEvent) {
@@ -422,36 +414,23 @@ impl Core {
         let Some(run) = self.runs.get_mut(&id) else {
             return;
         };
-        let finished = match event {
-            RunEvent::Requested(_) => false,
+        run.status = run.status.after(&event);
+        match event {
+            RunEvent::Requested(_) | RunEvent::Succeeded(_) | RunEvent::Cancelled(_) => {}
             RunEvent::Claimed(c) => {
                 run.attempt = c.attempt;
-                run.status = RunStatus::Running;
                 run.lease = seconds(c.lease_seconds);
                 run.last_seen = at;
-                false
             }
-            RunEvent::Checkpointed(_) => {
-                run.last_seen = run.last_seen.max(at);
-                false
-            }
-            RunEvent::Failed(f) => {
-                run.await_retry(id, f.attempt, at);
-                f.is_final
-            }
-            RunEvent::TimedOut(t) => {
-                run.await_retry(id, t.attempt, at);
-                t.is_final
-            }
+            RunEvent::Checkpointed(_) => run.last_seen = run.last_seen.max(at),
+            RunEvent::Failed(f) => run.retry_after(id, f.attempt, at),
+            RunEvent::TimedOut(t) => run.retry_after(id, t.attempt, at),
             RunEvent::Retried(r) => {
                 run.attempt = r.attempt;
-                run.status = RunStatus::Requested;
                 run.retry_at = None;
-                false
             }
-            RunEvent::Succeeded(_) | RunEvent::Cancelled(_) => true,
-        };
-        if finished {
+        }
+        if run.status.is_terminal() {
             let pipeline_id = run.pipeline_id;
             self.runs.remove(&id);
             let idle = self.pipelines.get_mut(&pipeline_id).is_some_and(|p| {
@@ -554,7 +533,7 @@ impl Core {
         let Some(s) = self.schedules.get_mut(&id) else {
             return;
         };
-        if !s.active {
+        if s.status != ScheduleStatus::Active {
             return;
         }
         let Some(calendar) = &s.calendar else {
@@ -670,7 +649,7 @@ impl Core {
         let at = match key {
             Key::Schedule(id) => {
                 let s = self.schedules.get(&id)?;
-                if !s.active {
+                if s.status != ScheduleStatus::Active {
                     return None;
                 }
                 let idle = self.pipelines.get(&s.pipeline_id).is_none_or(|p| !p.busy());
@@ -720,14 +699,40 @@ impl Core {
 }
 
 impl Run {
-    /// After a failure or timeout of `attempt`: retry at `at` plus the back-off, unless
-    /// the event was final (the caller removes the run then).
-    fn await_retry(&mut self, id: Uuid, attempt: u32, at: DateTime<Utc>) {
-        self.status = RunStatus::AwaitingRetry;
+    /// After a failure or timeout of `attempt`: retry at `at` plus the back-off (unless
+    /// the event was final: the caller removes the run then).
+    fn retry_after(&mut self, id: Uuid, attempt: u32, at: DateTime<Utc>) {
         let backoff = Duration::from_std(self.retry.backoff(attempt, id)).unwrap_or(Duration::MAX);
         self.retry_at = Some(at.checked_add_signed(backoff).unwrap_or(DateTime::<Utc>::MAX_UTC));
     }
 }
+
+/// An event of an aggregate the scheduler keeps that it cannot decode (unknown type,
+/// data that does not match, a newer schema version): a damaged log or a writer newer
+/// than this build.
+#[derive(Debug)]
+pub struct UndecodableEvent {
+    /// Its position in the log.
+    pub global_position: u64,
+    /// Its aggregate.
+    pub aggregate_id: Uuid,
+    /// Its stored type.
+    pub event_type: String,
+    /// Why it does not decode (part of the message, so not also a `source()`).
+    pub error: EventDecodeError,
+}
+
+impl std::fmt::Display for UndecodableEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "event {} at global position {} (aggregate {}) cannot be decoded: {}",
+            self.event_type, self.global_position, self.aggregate_id, self.error
+        )
+    }
+}
+
+impl std::error::Error for UndecodableEvent {}
 
 fn action_key(a: &Action) -> Key {
     match a {

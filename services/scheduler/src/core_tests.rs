@@ -36,7 +36,19 @@ fn traced(
     at: DateTime<Utc>,
     traceparent: Option<&str>,
 ) {
-    core.apply(&EventEnvelope {
+    core.apply(&envelope(aggregate, id, event_type, data, at, traceparent))
+        .unwrap();
+}
+
+fn envelope(
+    aggregate: &str,
+    id: Uuid,
+    event_type: &str,
+    data: Value,
+    at: DateTime<Utc>,
+    traceparent: Option<&str>,
+) -> EventEnvelope {
+    EventEnvelope {
         event_id: Uuid::new_v4(),
         event_type: event_type.into(),
         aggregate_type: aggregate.into(),
@@ -51,13 +63,16 @@ fn traced(
             correlation_id: Some(format!("corr-{id}")),
             ..Default::default()
         },
-    });
+    }
 }
 
 fn schedule(core: &mut Core, spec: Value, at: DateTime<Utc>) {
     let mut full = json!({"cron": "* * * * *", "timezone": "UTC", "overlap": "skip", "catchup_window_seconds": 3600, "catchup_cap": 1, "jitter_seconds": 0});
     full.as_object_mut().unwrap().extend(spec.as_object().unwrap().clone());
-    event(core, "pipeline", PIPELINE, "pipeline.created", json!({}), at);
+    let created = json!({"pipeline_id": PIPELINE, "name": "orders", "owner": "team", "tags": [],
+           "definition": {"steps": [], "max_active_runs": 5, "run_timeout_seconds": 3600,
+                          "retry": {"max_attempts": 3, "initial_backoff_seconds": 10, "max_backoff_seconds": 600, "multiplier": 2.0}}});
+    event(core, "pipeline", PIPELINE, "pipeline.created", created, at);
     event(
         core,
         "schedule",
@@ -501,4 +516,34 @@ fn an_undelivered_fire_is_tried_again() {
         )
         .is_empty());
     assert_eq!(fired(&c.due(t("2026-11-24T10:01:01Z"))), [t("2026-11-24T10:01:00Z")]);
+}
+
+#[test]
+fn an_undecodable_event_is_an_error_that_changes_nothing_and_other_aggregates_are_not_read() {
+    let mut c = core();
+    schedule(&mut c, json!({}), t("2026-11-24T10:00:30Z"));
+    c.go_live(t("2026-11-24T10:00:31Z"));
+    let before = (c.counts(), c.next_deadline());
+    let at = t("2026-11-24T10:00:40Z");
+    for (aggregate, id, event_type, data, schema_version) in [
+        ("schedule", SCHEDULE, "schedule.exploded", json!({}), 1),
+        ("schedule", SCHEDULE, "schedule.updated", json!({"spec": "hourly"}), 1),
+        ("pipeline", PIPELINE, "pipeline.paused", json!({}), 2),
+        ("run", RUN, "run.requested", json!({"run_id": RUN}), 1),
+    ] {
+        let mut e = envelope(aggregate, id, event_type, data, at, None);
+        e.schema_version = schema_version;
+        e.global_position = 42;
+        let error = c.apply(&e).unwrap_err();
+        assert_eq!((error.global_position, error.aggregate_id), (42, id));
+        assert!(error.to_string().contains(event_type), "{error}");
+    }
+    // Nothing was folded: the schedule still fires at the next minute, its pipeline active.
+    assert_eq!((c.counts(), c.next_deadline()), before);
+    assert_eq!(fired(&c.due(t("2026-11-24T10:01:00Z"))), [t("2026-11-24T10:01:00Z")]);
+    // Plugin events, and those of an aggregate type the scheduler does not keep, are not
+    // its to decode.
+    let plugin = envelope("plugin", Uuid::nil(), "plugin.exploded", json!({}), at, None);
+    let widget = envelope("widget", Uuid::nil(), "widget.made", json!({}), at, None);
+    assert!(c.apply(&plugin).is_ok() && c.apply(&widget).is_ok());
 }

@@ -114,6 +114,8 @@ async fn replica(
     announce(&client, &identity, &instance, true).await;
     let mut tick = tokio::time::interval(settings.presence_interval());
     tracing::info!(replay_to, "scheduler started; replaying the event log");
+    // Set when the log cannot be folded: the replica says goodbye and stops with it.
+    let mut failure = None;
     loop {
         let deadline = core.next_deadline();
         tokio::select! {
@@ -132,9 +134,10 @@ async fn replica(
                     last_sequence = sequence;
                     // Only what the command service's relay signed is history.
                     let trusted = trust.verify_message(&message, &[Role::Command], None);
-                    match trusted.map(|_| serde_json::from_slice::<EventEnvelope>(&message.payload)) {
+                    let applied = match trusted.map(|_| serde_json::from_slice::<EventEnvelope>(&message.payload)) {
                         Err(error) => {
                             tracing::warn!(%error, subject = %message.subject, sequence, "unverified event ignored");
+                            Ok(())
                         }
                         // Live events only: a replay would add spans to old traces.
                         Ok(Ok(event)) if core.is_live() && propagation::carried(message.headers.as_ref()) => {
@@ -147,10 +150,21 @@ async fn replica(
                                 aggregate_id = %event.aggregate_id
                             );
                             propagation::set_parent(&span, message.headers.as_ref());
-                            span.in_scope(|| core.apply(&event));
+                            span.in_scope(|| core.apply(&event)).map_err(anyhow::Error::from)
                         }
-                        Ok(Ok(event)) => core.apply(&event),
-                        Ok(Err(error)) => tracing::warn!(%error, subject = %message.subject, "unreadable event skipped"),
+                        Ok(Ok(event)) => core.apply(&event).map_err(anyhow::Error::from),
+                        // Signed by the relay, so it is history too.
+                        Ok(Err(error)) => Err(anyhow::Error::from(error).context("the event envelope does not parse")),
+                    };
+                    // The log is the truth: an event skipped here would leave the replica
+                    // acting on a state the log does not describe. It stops, like a
+                    // projection stops at such an event (docs/architecture.md).
+                    if let Err(error) = applied {
+                        failure = Some(error.context(format!(
+                            "event message {sequence} on {} cannot be folded; the scheduler stops",
+                            message.subject
+                        )));
+                        break;
                     }
                     if !core.is_live() && (sequence >= replay_to || pending == 0) {
                         core.go_live(clock.now());
@@ -221,8 +235,13 @@ async fn replica(
     }
     announce(&client, &identity, &instance, false).await;
     let _ = tokio::time::timeout(flexcore_service::FLUSH_TIMEOUT, client.flush()).await;
-    tracing::info!("scheduler stopped");
-    Ok(())
+    match failure {
+        Some(error) => Err(error),
+        None => {
+            tracing::info!("scheduler stopped");
+            Ok(())
+        }
+    }
 }
 
 async fn sleep_until(clock: &Clock, deadline: Option<chrono::DateTime<Utc>>) {

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod firing;
+mod log;
 mod process;
 mod runs;
 
@@ -37,6 +38,14 @@ impl Replica {
     /// Gone at once, without its goodbye (like SIGKILL: the others notice its silence).
     pub fn kill(self) {
         self.task.abort();
+    }
+
+    /// What the replica ended with, once it ends by itself (within 30 s).
+    pub async fn ended(self) -> anyhow::Result<()> {
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("the replica ends within 30 s")
+            .unwrap()
     }
 
     /// Stopped cleanly.
