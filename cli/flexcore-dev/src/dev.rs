@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::Args;
+use flexcore_config::url_text::redact;
 use sqlx::{Connection as _, Executor as _, PgConnection};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
@@ -262,17 +263,6 @@ async fn terminate(started: &mut Started) {
 /// One status line of flexctl dev itself.
 fn say(line: &str) {
     eprintln!("\x1b[1m{:>12} |\x1b[0m {line}", "flexctl");
-}
-
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{user}@{}", &url[..scheme + 3], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
 }
 
 /// Uses the Postgres at `url` (creating the database) or starts a private one on the
@@ -893,7 +883,7 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted_from_urls() {
-        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u@h:5432/db");
+        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:[redacted]@h:5432/db");
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("nats://h:4222"), "nats://h:4222");
     }

@@ -17,6 +17,7 @@ pub mod load;
 pub mod nats_login;
 pub mod secret;
 pub mod sections;
+pub mod url_text;
 
 pub use config::ConfigError;
 pub use load::find_config_dir;

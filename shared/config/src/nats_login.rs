@@ -21,17 +21,15 @@ impl NatsLogin {
     /// and `password` that is not empty wins over the one in the URL; without a user (from
     /// either place) there is no authentication.
     pub fn resolve(url: &str, user: &str, password: &Secret) -> Self {
-        let parts = UrlParts::split(url);
-        let url_user = parts.user.map(percent_decode).unwrap_or_default();
-        let url_password = parts.password.map(percent_decode).unwrap_or_default();
-        let user = if user.is_empty() { url_user } else { user.to_owned() };
+        let parts = crate::url_text::split_credentials(url);
+        let user = if user.is_empty() { parts.user } else { user.to_owned() };
         let password = if password.expose().is_empty() {
-            Secret::new(url_password)
+            Secret::new(parts.password)
         } else {
             password.clone()
         };
         Self {
-            url: parts.without_credentials(),
+            url: parts.url,
             credentials: (!user.is_empty()).then_some((user, password)),
         }
     }
@@ -49,86 +47,6 @@ impl NatsSettings {
     pub fn login(&self) -> NatsLogin {
         NatsLogin::resolve(&self.url, &self.user, &self.password)
     }
-}
-
-/// `url` with the password (if any) replaced by `[redacted]`, for `Debug` output.
-pub(crate) fn redacted_url(url: &str) -> String {
-    let parts = UrlParts::split(url);
-    match (&parts.user, &parts.password) {
-        (Some(user), Some(_)) => format!("{}{user}:[redacted]@{}", parts.scheme, parts.rest),
-        _ => url.to_owned(),
-    }
-}
-
-/// A URL cut around its user information: `<scheme><user>:<password>@<rest>`.
-struct UrlParts<'a> {
-    /// Up to and including `://` (empty without a scheme).
-    scheme: &'a str,
-    user: Option<&'a str>,
-    password: Option<&'a str>,
-    /// The host and whatever follows it.
-    rest: &'a str,
-}
-
-impl<'a> UrlParts<'a> {
-    fn split(url: &'a str) -> Self {
-        let (scheme, after) = match url.find("://") {
-            Some(i) => url.split_at(i + 3),
-            None => ("", url),
-        };
-        let authority_end = after.find(['/', '?', '#']).unwrap_or(after.len());
-        // The last `@` of the authority: a raw `@` in a password is a malformed URL, but
-        // it still must not end up in the host (or in an error message).
-        match after[..authority_end].rfind('@') {
-            Some(at) => {
-                let (user, password) = match after[..at].split_once(':') {
-                    Some((user, password)) => (user, Some(password)),
-                    None => (&after[..at], None),
-                };
-                Self {
-                    scheme,
-                    user: Some(user),
-                    password,
-                    rest: &after[at + 1..],
-                }
-            }
-            None => Self {
-                scheme,
-                user: None,
-                password: None,
-                rest: after,
-            },
-        }
-    }
-
-    fn without_credentials(&self) -> String {
-        format!("{}{}", self.scheme, self.rest)
-    }
-}
-
-/// Decodes `%XX` escapes (user information in a URL is percent-encoded).
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            Some(byte) => {
-                out.push(byte);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

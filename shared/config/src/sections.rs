@@ -98,7 +98,7 @@ impl Default for NatsSettings {
 impl fmt::Debug for NatsSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NatsSettings")
-            .field("url", &crate::nats_login::redacted_url(&self.url))
+            .field("url", &crate::url_text::redact(&self.url))
             .field("user", &self.user)
             .field("password", &self.password)
             .field("nkey_seed", &self.nkey_seed)

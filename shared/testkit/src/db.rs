@@ -5,6 +5,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use flexcore_config::url_text::redact;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::Connection as _;
@@ -195,23 +196,6 @@ fn with_database(url: &str, database: &str) -> anyhow::Result<String> {
     Ok(format!("{}/{database}{query}", &base[..authority_end]))
 }
 
-/// `url` without a password, for error messages.
-fn redact(url: &str) -> String {
-    let Some(start) = url.find("://").map(|i| i + 3) else {
-        return url.to_owned();
-    };
-    let authority_end = url[start..].find('/').map_or(url.len(), |i| start + i);
-    match url[start..authority_end].rfind('@') {
-        Some(at) => match url[start..start + at].split_once(':') {
-            Some((user, _password)) => {
-                format!("{}{user}:[redacted]{}", &url[..start], &url[start + at..])
-            }
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,12 +229,5 @@ mod tests {
             "postgres://r@h:5432/db"
         );
         assert!(with_user("nonsense", "r").is_err());
-    }
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:[redacted]@h/db");
-        assert_eq!(redact("postgres://h/db"), "postgres://h/db");
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
     }
 }

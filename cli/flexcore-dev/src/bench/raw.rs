@@ -11,7 +11,6 @@ use sqlx::types::Json;
 use sqlx::ConnectOptions as _;
 use uuid::Uuid;
 
-use super::record::redact_url;
 use super::stats::PhaseStats;
 use super::Window;
 
@@ -42,7 +41,7 @@ pub async fn run(
     warmup: Duration,
     duration: Duration,
 ) -> anyhow::Result<PhaseStats> {
-    let shown_url = redact_url(database_url);
+    let shown_url = flexcore_config::url_text::redact(database_url);
     let connections = u32::try_from(clients).context("too many clients for one pool")?;
     let options = PgConnectOptions::from_str(database_url)
         .with_context(|| format!("invalid --database-url {shown_url}"))?

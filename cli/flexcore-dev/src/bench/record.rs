@@ -95,7 +95,7 @@ fn mem_total_kib(meminfo: &str) -> Option<u64> {
 pub fn command_line(args: impl IntoIterator<Item = String>) -> String {
     let mut words = vec!["flexctl".to_owned()];
     for arg in args.into_iter().skip(1) {
-        let arg = redact_url(&arg);
+        let arg = flexcore_config::url_text::redact(&arg);
         let plain = !arg.is_empty()
             && arg
                 .chars()
@@ -107,32 +107,6 @@ pub fn command_line(args: impl IntoIterator<Item = String>) -> String {
         });
     }
     words.join(" ")
-}
-
-/// Masks the password of every `scheme://user:password@host` in `text`.
-pub fn redact_url(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(scheme_end) = rest.find("://") {
-        let (head, tail) = rest.split_at(scheme_end + 3);
-        out.push_str(head);
-        let authority_end = tail.find(['/', '?', '#', ' ']).unwrap_or(tail.len());
-        let authority = &tail[..authority_end];
-        match authority
-            .rfind('@')
-            .and_then(|at| authority[..at].find(':').map(|colon| (colon, at)))
-        {
-            Some((colon, at)) => {
-                out.push_str(&authority[..=colon]);
-                out.push_str("***");
-                out.push_str(&authority[at..]);
-            }
-            None => out.push_str(authority),
-        }
-        rest = &tail[authority_end..];
-    }
-    out.push_str(rest);
-    out
 }
 
 /// `8456/s, p50 6.95 / p95 12.92 / p99 19.09 ms`, then the errors if there are any.
@@ -227,14 +201,9 @@ mod tests {
     #[test]
     fn passwords_never_reach_the_record() {
         assert_eq!(
-            redact_url("--database-url=postgres://app:s3cr3t@db:5432/flexcore"),
-            "--database-url=postgres://app:***@db:5432/flexcore"
+            command_line(["x", "--database-url=postgres://app:s3cr3t@db:5432/flexcore"].map(String::from)),
+            "flexctl '--database-url=postgres://app:[redacted]@db:5432/flexcore'"
         );
-        assert_eq!(
-            redact_url("postgres://postgres@127.0.0.1/x"),
-            "postgres://postgres@127.0.0.1/x"
-        );
-        assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
         let line = command_line(
             [
                 "/target/release/flexctl",
@@ -249,7 +218,7 @@ mod tests {
         );
         assert_eq!(
             line,
-            "flexctl bench commands --database-url 'postgres://u:***@h/d' --duration '1m 30s'"
+            "flexctl bench commands --database-url 'postgres://u:[redacted]@h/d' --duration '1m 30s'"
         );
     }
 
