@@ -55,6 +55,16 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let mut subscriber = client.queue_subscribe(subject.to_owned(), queue.to_owned()).await?;
+    // The subscription is written to the server with the client's next flush: flushing
+    // now puts it there before this replica says it serves (a request sent right after the
+    // log line or readiness found no responders once in CI).
+    if let Err(error) = tokio::time::timeout(FLUSH_TIMEOUT, client.flush())
+        .await
+        .map_err(|_| "timed out".to_owned())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+    {
+        tracing::warn!(%error, "could not confirm the subscription to {subject}; serving anyway");
+    }
     tracing::info!(subject, queue, "serving {what}");
     let _serving = admin::Serving::start(what);
     let max_in_flight = limits.max_in_flight.max(1);
