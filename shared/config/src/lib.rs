@@ -6,7 +6,7 @@
 //!
 //! # Layout
 //! - [`Settings`] (here): the root, one field per section.
-//! - [`sections`]: the section structs and their defaults (equal to `config/base.yaml`).
+//! - [`sections`]: the section structs; their defaults are `config/base.yaml`, built in.
 //! - [`load`]: finding the config directory and merging the layers
 //!   ([`Settings::load`], [`Settings::load_from`], [`Settings::load_with`]).
 //! - [`secret`]: [`Secret`], a string whose `Debug`/`Display` print `[redacted]`.
@@ -31,9 +31,9 @@ pub use sections::{
 
 use serde::Deserialize;
 
-/// All settings of a FlexCore process. `Default` equals `config/base.yaml`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// All settings of a FlexCore process. `Default` is the built-in `config/base.yaml`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     /// PostgreSQL, the event store.
     pub database: DatabaseSettings,
@@ -59,4 +59,10 @@ pub struct Settings {
     pub admin: AdminSettings,
     /// The HTTP gateway.
     pub gateway: GatewaySettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        load::built_in().clone()
+    }
 }

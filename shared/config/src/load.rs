@@ -3,9 +3,34 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use config::{Config, ConfigError, Environment, File};
+use std::sync::OnceLock;
+
+use config::{Config, ConfigError, Environment, File, FileFormat};
 
 use crate::Settings;
+
+/// `config/base.yaml` as this build was made with: the first layer of every load (so a key
+/// a deployed `base.yaml` leaves out keeps its default) and the `Default` of every section.
+pub const BASE_YAML: &str = include_str!("../../../config/base.yaml");
+
+/// The built-in `base.yaml`, parsed once.
+pub(crate) fn built_in() -> &'static Settings {
+    static BUILT_IN: OnceLock<Settings> = OnceLock::new();
+    BUILT_IN.get_or_init(|| {
+        Config::builder()
+            .add_source(File::from_str(BASE_YAML, FileFormat::Yaml))
+            .build()
+            .and_then(Config::try_deserialize)
+            .unwrap_or_else(|e| invalid_built_in(&e))
+    })
+}
+
+/// `tests/it/layers.rs` loads the built-in file, so a build whose `base.yaml` does not
+/// parse fails its tests; this never runs in a tested build.
+#[allow(clippy::panic)]
+fn invalid_built_in(error: &ConfigError) -> ! {
+    panic!("the built-in config/base.yaml does not load: {error}")
+}
 
 /// Variable naming the environment file to layer on top of `base.yaml`.
 pub const ENV_VAR: &str = "FLEXCORE_ENV";
@@ -22,7 +47,7 @@ impl Settings {
     /// The directory is `$FLEXCORE_CONFIG_DIR` if set (its `base.yaml` must exist),
     /// else the nearest `config/` holding a `base.yaml` found from the current
     /// directory upwards (so binaries and tests work from any subdirectory of the
-    /// repository), else none: the built-in defaults stand in for `base.yaml`.
+    /// repository), else none: the built-in `base.yaml` ([`BASE_YAML`]) alone.
     /// `$FLEXCORE_ENV` names the optional environment file; `FLEXCORE__…` variables
     /// override both.
     pub fn load() -> Result<Self, ConfigError> {
@@ -40,8 +65,8 @@ impl Settings {
         Self::load_with(Some(dir), env, None)
     }
 
-    /// The general form of [`Settings::load_from`]: with `dir` `None` the built-in
-    /// defaults replace the files, and with `vars` `Some` the override variables are
+    /// The general form of [`Settings::load_from`]: the built-in `base.yaml` first, then
+    /// the files (none with `dir` `None`), and with `vars` `Some` the override variables are
     /// read from that map instead of the process environment (tests use this so they
     /// do not race on the process-wide environment).
     pub fn load_with(
@@ -49,7 +74,7 @@ impl Settings {
         env: Option<&str>,
         vars: Option<HashMap<String, String>>,
     ) -> Result<Self, ConfigError> {
-        let mut builder = Config::builder();
+        let mut builder = Config::builder().add_source(File::from_str(BASE_YAML, FileFormat::Yaml));
         if let Some(dir) = dir {
             builder = builder.add_source(File::from(dir.join("base.yaml")).required(true));
             if let Some(env) = env {

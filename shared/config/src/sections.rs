@@ -1,7 +1,8 @@
 //! The typed sections of [`Settings`](crate::Settings).
 //!
-//! Every `Default` impl here must equal `config/base.yaml` (a test checks it), so a
-//! binary started without any config file behaves exactly like one started with it.
+//! Every section's `Default` is its part of `config/base.yaml` as built in
+//! ([`crate::load::BASE_YAML`]): the defaults are written once, there, with their comments,
+//! and a binary started without any config file behaves exactly like one started with it.
 
 use std::fmt;
 use std::time::Duration;
@@ -10,9 +11,37 @@ use serde::Deserialize;
 
 use crate::Secret;
 
+/// `Default` for each section: its part of the built-in `config/base.yaml`.
+macro_rules! defaults_from_base {
+    ($($section:ty => $field:ident),* $(,)?) => {
+        $(
+            impl Default for $section {
+                fn default() -> Self {
+                    crate::load::built_in().$field.clone()
+                }
+            }
+        )*
+    };
+}
+
+defaults_from_base! {
+    DatabaseSettings => database,
+    NatsSettings => nats,
+    SecuritySettings => security,
+    CommandSettings => command,
+    RelaySettings => relay,
+    ProjectionSettings => projection,
+    SchedulerSettings => scheduler,
+    AdminSettings => admin,
+    GatewaySettings => gateway,
+    StreamsSettings => streams,
+    TelemetrySettings => telemetry,
+    RunnerSettings => runner,
+}
+
 /// PostgreSQL, the event store.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     /// Connection URL (may carry a password, hence secret).
     pub url: Secret,
@@ -22,17 +51,6 @@ pub struct DatabaseSettings {
     pub migrate_on_start: bool,
     /// How long to wait for a pooled connection before failing, in milliseconds.
     pub acquire_timeout_ms: u64,
-}
-
-impl Default for DatabaseSettings {
-    fn default() -> Self {
-        Self {
-            url: Secret::new("postgres://postgres@127.0.0.1:5432/flexcore"),
-            max_connections: 16,
-            migrate_on_start: true,
-            acquire_timeout_ms: 5000,
-        }
-    }
 }
 
 impl DatabaseSettings {
@@ -47,7 +65,7 @@ impl DatabaseSettings {
 /// `Debug` shows a password in [`Self::url`] as `[redacted]`; [`Self::login`] resolves
 /// the credentials to connect with.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct NatsSettings {
     /// Server URL, e.g. `nats://127.0.0.1:4222`. Credentials in it
     /// (`nats://user:password@host:4222`, percent-encoded) apply where [`Self::user`] /
@@ -75,24 +93,6 @@ pub struct NatsSettings {
     pub connect_timeout_ms: u64,
     /// Timeout of a request/reply round trip, in milliseconds.
     pub request_timeout_ms: u64,
-}
-
-impl Default for NatsSettings {
-    fn default() -> Self {
-        Self {
-            url: "nats://127.0.0.1:4222".to_owned(),
-            user: String::new(),
-            password: Secret::new(""),
-            nkey_seed: Secret::new(""),
-            nkey_seed_file: String::new(),
-            tls_ca_file: String::new(),
-            tls_cert_file: String::new(),
-            tls_key_file: String::new(),
-            tls_required: false,
-            connect_timeout_ms: 5000,
-            request_timeout_ms: 5000,
-        }
-    }
 }
 
 impl fmt::Debug for NatsSettings {
@@ -127,22 +127,13 @@ impl NatsSettings {
 
 /// Identities and what unsigned commands may do (docs/security.md).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct SecuritySettings {
     /// The identities file (JSON: name, role and NKey public key of every identity);
     /// required: no FlexCore service runs without it.
     pub identities_file: String,
     /// What the command service does with a command that carries no signature.
     pub unsigned_commands: UnsignedCommands,
-}
-
-impl Default for SecuritySettings {
-    fn default() -> Self {
-        Self {
-            identities_file: String::new(),
-            unsigned_commands: UnsignedCommands::Client,
-        }
-    }
 }
 
 /// What the command service does with an unsigned command (one from an application that
@@ -158,7 +149,7 @@ pub enum UnsignedCommands {
 
 /// The command service.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct CommandSettings {
     /// Largest accepted command payload, in bytes.
     pub max_payload_bytes: usize,
@@ -180,20 +171,6 @@ pub struct CommandSettings {
     pub shutdown_grace_ms: u64,
 }
 
-impl Default for CommandSettings {
-    fn default() -> Self {
-        Self {
-            max_payload_bytes: 1_048_576,
-            max_in_flight: 4096,
-            writers: 4,
-            batch_max_commands: 64,
-            aggregate_cache_size: 100_000,
-            conflict_retries: 3,
-            shutdown_grace_ms: 10_000,
-        }
-    }
-}
-
 impl CommandSettings {
     /// [`Self::shutdown_grace_ms`] as a `Duration`.
     pub fn shutdown_grace(&self) -> Duration {
@@ -203,7 +180,7 @@ impl CommandSettings {
 
 /// The outbox relay publishing the event log to JetStream.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct RelaySettings {
     /// Run the relay in this process.
     pub enabled: bool,
@@ -215,18 +192,6 @@ pub struct RelaySettings {
     pub leader_retry_ms: u64,
     /// Timeout of one publish acknowledgement, in milliseconds.
     pub publish_timeout_ms: u64,
-}
-
-impl Default for RelaySettings {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            batch_size: 1000,
-            idle_poll_ms: 500,
-            leader_retry_ms: 1000,
-            publish_timeout_ms: 5000,
-        }
-    }
 }
 
 impl RelaySettings {
@@ -248,7 +213,7 @@ impl RelaySettings {
 
 /// The projection service.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct ProjectionSettings {
     /// Connection URL of the read models' database (a secret, like `database.url`);
     /// empty = the event store's database. When set, the read models (and the
@@ -273,22 +238,6 @@ pub struct ProjectionSettings {
     pub shutdown_grace_ms: u64,
 }
 
-impl Default for ProjectionSettings {
-    fn default() -> Self {
-        Self {
-            database_url: Secret::new(""),
-            workers_enabled: true,
-            batch_size: 1000,
-            replay_batch_size: 5000,
-            max_in_flight: 1024,
-            max_payload_bytes: 65_536,
-            min_position_timeout_ms: 5000,
-            leader_retry_ms: 1000,
-            shutdown_grace_ms: 5000,
-        }
-    }
-}
-
 impl ProjectionSettings {
     /// [`Self::min_position_timeout_ms`] as a `Duration`.
     pub fn min_position_timeout(&self) -> Duration {
@@ -308,7 +257,7 @@ impl ProjectionSettings {
 
 /// The scheduler.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct SchedulerSettings {
     /// This replica's id in presence announcements and logs; empty = `<hostname>-<pid>`.
     pub instance_id: String,
@@ -325,19 +274,6 @@ pub struct SchedulerSettings {
     /// On shutdown, how long commands in flight get to be answered before the replica
     /// exits (milliseconds).
     pub shutdown_grace_ms: u64,
-}
-
-impl Default for SchedulerSettings {
-    fn default() -> Self {
-        Self {
-            instance_id: String::new(),
-            takeover_grace_ms: 2000,
-            presence_interval_ms: 1000,
-            max_in_flight: 512,
-            max_catchup_slots: 10_000,
-            shutdown_grace_ms: 5000,
-        }
-    }
 }
 
 impl SchedulerSettings {
@@ -359,22 +295,13 @@ impl SchedulerSettings {
 
 /// The per-service admin HTTP server (`/health/live`, `/health/ready`, `/metrics`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct AdminSettings {
     /// Address to listen on, `host:port` (e.g. `0.0.0.0:9090`); empty = no admin server.
     pub listen: String,
     /// The projection service is ready only while no projection is more than this many
     /// events behind the event log.
     pub ready_max_lag_events: u64,
-}
-
-impl Default for AdminSettings {
-    fn default() -> Self {
-        Self {
-            listen: String::new(),
-            ready_max_lag_events: 10_000,
-        }
-    }
 }
 
 impl AdminSettings {
@@ -386,7 +313,7 @@ impl AdminSettings {
 
 /// The HTTP gateway (`flexcore-gateway`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct GatewaySettings {
     /// Address the HTTP API listens on, `host:port`.
     pub listen: String,
@@ -441,34 +368,6 @@ pub struct GatewaySettings {
     pub shutdown_grace_ms: u64,
 }
 
-impl Default for GatewaySettings {
-    fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:8080".to_owned(),
-            max_body_bytes: 1_048_576,
-            request_timeout_ms: 30_000,
-            cors_origins: Vec::new(),
-            anonymous_role: String::new(),
-            api_keys_file: String::new(),
-            jwt_hs256_secret_file: String::new(),
-            jwt_jwks_file: String::new(),
-            jwt_jwks_url: String::new(),
-            jwt_jwks_refresh_seconds: 300,
-            jwt_issuer: String::new(),
-            jwt_audience: String::new(),
-            rate_limit_per_second: 200,
-            rate_limit_burst: 400,
-            max_streams: 1000,
-            max_streams_per_caller: 100,
-            max_connections: 10_000,
-            max_module_bytes: 64 << 20,
-            max_uploads: 2,
-            upload_timeout_ms: 300_000,
-            shutdown_grace_ms: 10_000,
-        }
-    }
-}
-
 impl GatewaySettings {
     /// [`Self::shutdown_grace_ms`] as a `Duration`.
     pub fn shutdown_grace(&self) -> Duration {
@@ -478,7 +377,7 @@ impl GatewaySettings {
 
 /// The JetStream streams, as `flexcore-command setup` (the setup identity) creates them.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct StreamsSettings {
     /// Maximum age of events in the events stream, in days; 0 keeps them forever.
     pub events_max_age_days: u64,
@@ -489,17 +388,6 @@ pub struct StreamsSettings {
     /// Bound of the plugin bucket (`flexcore-plugins`), all modules together, in bytes;
     /// 0 leaves it unbounded. An upload over it is refused by the server.
     pub plugins_max_bytes: u64,
-}
-
-impl Default for StreamsSettings {
-    fn default() -> Self {
-        Self {
-            events_max_age_days: 0,
-            replicas: 1,
-            duplicate_window_seconds: 120,
-            plugins_max_bytes: 10 << 30,
-        }
-    }
 }
 
 impl StreamsSettings {
@@ -530,7 +418,7 @@ pub enum LogFormat {
 
 /// Logging and tracing.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct TelemetrySettings {
     /// Log format.
     pub log_format: LogFormat,
@@ -602,21 +490,9 @@ impl TryFrom<f64> for SampleRatio {
     }
 }
 
-impl Default for TelemetrySettings {
-    fn default() -> Self {
-        Self {
-            log_format: LogFormat::Auto,
-            log_filter: "info".to_owned(),
-            otlp_endpoint: None,
-            service_instance: None,
-            trace_sample_ratio: SampleRatio::ALL,
-        }
-    }
-}
-
 /// The plugin runner (`flexcore-runner`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct RunnerSettings {
     /// Id recorded in `run.claimed`; null derives `<host>-<pid>`.
     pub runner_id: Option<String>,
@@ -678,39 +554,6 @@ pub struct RunnerSettings {
     pub process_max_open_files: u64,
     /// Processes of a `process` stage's user (RLIMIT_NPROC) when it runs as its own user.
     pub process_max_processes: u64,
-}
-
-impl Default for RunnerSettings {
-    fn default() -> Self {
-        Self {
-            runner_id: None,
-            slots: 8,
-            lease_seconds: 30,
-            max_deliver: 10,
-            secrets_source: "env".to_owned(),
-            secrets_env_prefix: "FLEXCORE_SECRET_".to_owned(),
-            secrets_dir: None,
-            plugin_env_allow: Vec::new(),
-            work_dir: None,
-            log_retention_days: 7,
-            shutdown_grace_ms: 10_000,
-            max_module_bytes: 64 << 20,
-            compile_timeout_seconds: 30,
-            compile_memory_bytes: 4 << 30,
-            compile_concurrency: 1,
-            module_cache_entries: 64,
-            module_cache_bytes: 1 << 30,
-            max_state_bytes: (1 << 20) - (8 << 10),
-            checkpoint_interval_ms: 1000,
-            run_memory_bytes: 2 << 30,
-            max_stages: 32,
-            process_pid_namespace: true,
-            process_uid: Some(65_534),
-            process_gid: Some(65_534),
-            process_max_open_files: 1024,
-            process_max_processes: 256,
-        }
-    }
 }
 
 /// A list given as a YAML sequence or, as an environment variable can only give it, as
