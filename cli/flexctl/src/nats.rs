@@ -95,8 +95,8 @@ impl Nats {
             tls_ca_file: path(login.tls_ca_file.as_ref()),
             tls_cert_file: path(login.tls_client.as_ref().map(|(cert, _)| cert)),
             tls_key_file: path(login.tls_client.as_ref().map(|(_, key)| key)),
-            connect_timeout_ms: REQUEST_TIMEOUT.as_millis() as u64,
-            request_timeout_ms: REQUEST_TIMEOUT.as_millis() as u64,
+            connect_timeout: REQUEST_TIMEOUT,
+            request_timeout: REQUEST_TIMEOUT,
             ..Default::default()
         };
         let count = clients.div_ceil(CLIENTS_PER_CONNECTION).max(1);

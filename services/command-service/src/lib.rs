@@ -118,9 +118,9 @@ pub async fn run(
         let r = &settings.relay;
         let config = RelayConfig {
             batch_size: r.batch_size,
-            idle_poll: Duration::from_millis(r.idle_poll_ms),
-            leader_retry: Duration::from_millis(r.leader_retry_ms),
-            publish_timeout: Duration::from_millis(r.publish_timeout_ms),
+            idle_poll: r.idle_poll,
+            leader_retry: r.leader_retry,
+            publish_timeout: r.publish_timeout,
             signer: credentials.identity.clone(),
         };
         tokio::spawn(relay::run(
@@ -134,7 +134,7 @@ pub async fn run(
     let limits = ServerLimits {
         max_payload_bytes: c.max_payload_bytes,
         max_in_flight: c.max_in_flight,
-        shutdown_grace: Duration::from_millis(c.shutdown_grace_ms),
+        shutdown_grace: c.shutdown_grace,
         max_module_bytes: settings.runner.max_module_bytes,
     };
     let auth = server::Auth {

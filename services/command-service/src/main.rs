@@ -33,7 +33,7 @@ pub(crate) async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(flexcore_service::stop_on_signal(
         shutdown.clone(),
-        settings.command.shutdown_grace(),
+        settings.command.shutdown_grace,
     ));
     let checks = flexcore_command::service::metrics::checks(&nats, &pool);
     flexcore_service::admin::spawn(&settings.admin.listen, "flexcore-command", checks, shutdown.clone()).await?;

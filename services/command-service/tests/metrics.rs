@@ -38,8 +38,8 @@ async fn metrics_count_commands_by_type_and_status_and_ready_needs_the_streams()
     let mut settings = Settings::default();
     settings.database.url = flexcore_config::Secret::new(db.url.clone());
     nats.settings_for("command", &mut settings);
-    settings.relay.idle_poll_ms = 50;
-    settings.relay.leader_retry_ms = 100;
+    settings.relay.idle_poll = Duration::from_millis(50);
+    settings.relay.leader_retry = Duration::from_millis(100);
     let shutdown = CancellationToken::new();
     let (pool, service_client) = flexcore_command::connect(&settings).await.unwrap();
     let checks = flexcore_command::service::metrics::checks(&service_client, &pool);

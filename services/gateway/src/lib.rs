@@ -278,11 +278,11 @@ async fn per_request(State(gateway): State<Arc<Gateway>>, mut request: Request, 
                         correlation_id: correlation_id.clone(),
                     });
                 }
-                let timeout = Duration::from_millis(gateway.settings.request_timeout_ms);
+                let timeout = gateway.settings.request_timeout;
                 if is_upload(&request) {
                     // Read as it arrives by the handler, within gateway.max_module_bytes and
                     // gateway.upload_timeout_ms (408), then stored and registered (504 here).
-                    let upload = Duration::from_millis(gateway.settings.upload_timeout_ms);
+                    let upload = gateway.settings.upload_timeout;
                     let (parts, body) = request.into_parts();
                     let limit = usize::try_from(gateway.settings.max_module_bytes)
                         .unwrap_or(usize::MAX)
@@ -518,7 +518,7 @@ pub async fn serve_on(
 ) -> anyhow::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     let addr: SocketAddr = listener.local_addr()?;
-    let grace = Duration::from_millis(gateway.settings.shutdown_grace_ms);
+    let grace = gateway.settings.shutdown_grace;
     let connections = Arc::new(Semaphore::new(gateway.settings.max_connections.max(1)));
     let app = router(gateway);
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

@@ -14,13 +14,13 @@ pub(crate) async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(flexcore_service::stop_on_signal(
         shutdown.clone(),
-        settings.gateway.shutdown_grace(),
+        settings.gateway.shutdown_grace,
     ));
     let gateway = flexcore_gateway::Gateway::new(
         &settings.gateway,
         credentials,
         nats.clone(),
-        settings.nats.request_timeout(),
+        settings.nats.request_timeout,
         shutdown.clone(),
     )?;
     let auth = gateway.auth.clone();

@@ -29,7 +29,7 @@ async fn serve() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(flexcore_service::stop_on_signal(
         shutdown.clone(),
-        std::time::Duration::from_millis(settings.runner.shutdown_grace_ms),
+        settings.runner.shutdown_grace,
     ));
     let checks = flexcore_runner::worker::metrics::checks(&client);
     flexcore_service::admin::spawn(&settings.admin.listen, "flexcore-runner", checks, shutdown.clone()).await?;

@@ -12,7 +12,7 @@ pub(crate) async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(flexcore_service::stop_on_signal(
         shutdown.clone(),
-        settings.projection.shutdown_grace(),
+        settings.projection.shutdown_grace,
     ));
     let checks = flexcore_projection::metrics::checks(&settings, &nats, &databases);
     flexcore_service::admin::spawn(&settings.admin.listen, "flexcore-projection", checks, shutdown.clone()).await?;

@@ -74,7 +74,7 @@ pub async fn run(kind: Kind, shared: Shared, shutdown: CancellationToken) {
         }
         tokio::select! {
             () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(shared.settings.leader_retry()) => {}
+            () = tokio::time::sleep(shared.settings.leader_retry) => {}
         }
     }
 }
@@ -100,7 +100,7 @@ async fn lead(
         }
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            () = tokio::time::sleep(shared.settings.leader_retry()) => {}
+            () = tokio::time::sleep(shared.settings.leader_retry) => {}
         }
         lock.ping().await?;
     }

@@ -46,9 +46,9 @@ async fn lag_gauges_and_readiness_follow_the_projections_and_queries_are_counted
     settings.database.url = flexcore_config::Secret::new(db.url.clone());
     nats.settings_for("command", &mut settings);
     settings.database.max_connections = 8;
-    settings.relay.idle_poll_ms = 50;
-    settings.relay.leader_retry_ms = 100;
-    settings.projection.leader_retry_ms = 100;
+    settings.relay.idle_poll = Duration::from_millis(50);
+    settings.relay.leader_retry = Duration::from_millis(100);
+    settings.projection.leader_retry = Duration::from_millis(100);
     settings.admin.ready_max_lag_events = 3;
     let shutdown = CancellationToken::new();
     {

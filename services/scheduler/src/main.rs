@@ -14,7 +14,7 @@ pub(crate) async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(flexcore_service::stop_on_signal(
         shutdown.clone(),
-        settings.scheduler.shutdown_grace(),
+        settings.scheduler.shutdown_grace,
     ));
     let checks = flexcore_scheduler::metrics::checks(&nats);
     flexcore_service::admin::spawn(&settings.admin.listen, "flexcore-scheduler", checks, shutdown.clone()).await?;
@@ -22,7 +22,7 @@ pub(crate) async fn main() -> anyhow::Result<()> {
         &settings.scheduler,
         nats,
         credentials,
-        settings.nats.request_timeout(),
+        settings.nats.request_timeout,
         flexcore_scheduler::Clock::System,
         shutdown,
     )

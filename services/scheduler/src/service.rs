@@ -86,11 +86,11 @@ async fn replica(
     let mut heartbeats = client.subscribe(subjects::RUN_HEARTBEATS_WILDCARD).await?;
     let mut presence = client.subscribe(subjects::SCHEDULER_PRESENCE).await?;
     let tuning = Tuning {
-        takeover_grace: chrono::Duration::from_std(settings.takeover_grace()).unwrap_or(chrono::Duration::MAX),
+        takeover_grace: chrono::Duration::from_std(settings.takeover_grace).unwrap_or(chrono::Duration::MAX),
         recheck_after: chrono::Duration::from_std(RECHECK_AFTER).unwrap_or(chrono::Duration::MAX),
         max_catchup_slots: settings.max_catchup_slots.max(1),
     };
-    let members = Members::new(instance.clone(), settings.presence_interval() * 3);
+    let members = Members::new(instance.clone(), settings.presence_interval * 3);
     let mut core = Core::new(tuning, members);
     let (outcomes_tx, mut outcomes) = mpsc::channel::<(Action, Outcome)>(4096);
     let sender = Sender {
@@ -112,7 +112,7 @@ async fn replica(
     }
     let Credentials { identity, trust } = credentials;
     announce(&client, &identity, &instance, true).await;
-    let mut tick = tokio::time::interval(settings.presence_interval());
+    let mut tick = tokio::time::interval(settings.presence_interval);
     tracing::info!(replay_to, "scheduler started; replaying the event log");
     // Set when the log cannot be folded: the replica says goodbye and stops with it.
     let mut failure = None;

@@ -46,7 +46,7 @@ async fn the_fire_lag_histogram_counts_a_fired_slot_and_ready_needs_the_events_s
     let mut settings = Settings::default();
     settings.database.url = flexcore_config::Secret::new(db.url.clone());
     nats.settings_for("command", &mut settings);
-    settings.relay.idle_poll_ms = 50;
+    settings.relay.idle_poll = Duration::from_millis(50);
     let shutdown = CancellationToken::new();
     {
         let (token, s) = (shutdown.clone(), settings.clone());
@@ -93,7 +93,7 @@ async fn the_fire_lag_histogram_counts_a_fired_slot_and_ready_needs_the_events_s
     let replica = {
         let settings = SchedulerSettings {
             instance_id: "solo".to_owned(),
-            presence_interval_ms: 150,
+            presence_interval: Duration::from_millis(150),
             ..SchedulerSettings::default()
         };
         let (clock, token) = (Clock::Manual(clock.clone()), shutdown.clone());

@@ -13,6 +13,7 @@
 //! - [`nats_login`]: [`NatsLogin`], the NATS URL without credentials and the user and
 //!   password to log in with ([`NatsSettings::login`]).
 
+pub mod duration;
 pub mod load;
 pub mod nats_login;
 pub mod secret;

@@ -50,14 +50,8 @@ pub struct DatabaseSettings {
     /// Apply the SQL migrations at start-up.
     pub migrate_on_start: bool,
     /// How long to wait for a pooled connection before failing, in milliseconds.
-    pub acquire_timeout_ms: u64,
-}
-
-impl DatabaseSettings {
-    /// [`Self::acquire_timeout_ms`] as a `Duration`.
-    pub fn acquire_timeout(&self) -> Duration {
-        Duration::from_millis(self.acquire_timeout_ms)
-    }
+    #[serde(rename = "acquire_timeout_ms", deserialize_with = "crate::duration::millis")]
+    pub acquire_timeout: Duration,
 }
 
 /// NATS with JetStream, the bus.
@@ -90,9 +84,11 @@ pub struct NatsSettings {
     /// Refuse to connect without TLS.
     pub tls_required: bool,
     /// Timeout of the initial connection, in milliseconds.
-    pub connect_timeout_ms: u64,
+    #[serde(rename = "connect_timeout_ms", deserialize_with = "crate::duration::millis")]
+    pub connect_timeout: Duration,
     /// Timeout of a request/reply round trip, in milliseconds.
-    pub request_timeout_ms: u64,
+    #[serde(rename = "request_timeout_ms", deserialize_with = "crate::duration::millis")]
+    pub request_timeout: Duration,
 }
 
 impl fmt::Debug for NatsSettings {
@@ -107,21 +103,9 @@ impl fmt::Debug for NatsSettings {
             .field("tls_cert_file", &self.tls_cert_file)
             .field("tls_key_file", &self.tls_key_file)
             .field("tls_required", &self.tls_required)
-            .field("connect_timeout_ms", &self.connect_timeout_ms)
-            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
             .finish()
-    }
-}
-
-impl NatsSettings {
-    /// [`Self::connect_timeout_ms`] as a `Duration`.
-    pub fn connect_timeout(&self) -> Duration {
-        Duration::from_millis(self.connect_timeout_ms)
-    }
-
-    /// [`Self::request_timeout_ms`] as a `Duration`.
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.request_timeout_ms)
     }
 }
 
@@ -168,14 +152,8 @@ pub struct CommandSettings {
     /// Retries of a command after an optimistic-concurrency conflict.
     pub conflict_retries: u32,
     /// Time given to in-flight commands at shutdown, in milliseconds.
-    pub shutdown_grace_ms: u64,
-}
-
-impl CommandSettings {
-    /// [`Self::shutdown_grace_ms`] as a `Duration`.
-    pub fn shutdown_grace(&self) -> Duration {
-        Duration::from_millis(self.shutdown_grace_ms)
-    }
+    #[serde(rename = "shutdown_grace_ms", deserialize_with = "crate::duration::millis")]
+    pub shutdown_grace: Duration,
 }
 
 /// The outbox relay publishing the event log to JetStream.
@@ -187,28 +165,14 @@ pub struct RelaySettings {
     /// Events read and published per round.
     pub batch_size: i64,
     /// Poll interval when there is nothing to publish, in milliseconds.
-    pub idle_poll_ms: u64,
+    #[serde(rename = "idle_poll_ms", deserialize_with = "crate::duration::millis")]
+    pub idle_poll: Duration,
     /// Interval at which a standby relay retries to become leader, in milliseconds.
-    pub leader_retry_ms: u64,
+    #[serde(rename = "leader_retry_ms", deserialize_with = "crate::duration::millis")]
+    pub leader_retry: Duration,
     /// Timeout of one publish acknowledgement, in milliseconds.
-    pub publish_timeout_ms: u64,
-}
-
-impl RelaySettings {
-    /// [`Self::idle_poll_ms`] as a `Duration`.
-    pub fn idle_poll(&self) -> Duration {
-        Duration::from_millis(self.idle_poll_ms)
-    }
-
-    /// [`Self::leader_retry_ms`] as a `Duration`.
-    pub fn leader_retry(&self) -> Duration {
-        Duration::from_millis(self.leader_retry_ms)
-    }
-
-    /// [`Self::publish_timeout_ms`] as a `Duration`.
-    pub fn publish_timeout(&self) -> Duration {
-        Duration::from_millis(self.publish_timeout_ms)
-    }
+    #[serde(rename = "publish_timeout_ms", deserialize_with = "crate::duration::millis")]
+    pub publish_timeout: Duration,
 }
 
 /// The projection service.
@@ -231,28 +195,14 @@ pub struct ProjectionSettings {
     /// Largest accepted query payload in bytes.
     pub max_payload_bytes: usize,
     /// Longest wait of a query for its `min_position`, in milliseconds (then `stale`).
-    pub min_position_timeout_ms: u64,
+    #[serde(rename = "min_position_timeout_ms", deserialize_with = "crate::duration::millis")]
+    pub min_position_timeout: Duration,
     /// Interval at which a standby worker retries to become leader, in milliseconds.
-    pub leader_retry_ms: u64,
+    #[serde(rename = "leader_retry_ms", deserialize_with = "crate::duration::millis")]
+    pub leader_retry: Duration,
     /// Time given to in-flight queries at shutdown, in milliseconds.
-    pub shutdown_grace_ms: u64,
-}
-
-impl ProjectionSettings {
-    /// [`Self::min_position_timeout_ms`] as a `Duration`.
-    pub fn min_position_timeout(&self) -> Duration {
-        Duration::from_millis(self.min_position_timeout_ms)
-    }
-
-    /// [`Self::leader_retry_ms`] as a `Duration`.
-    pub fn leader_retry(&self) -> Duration {
-        Duration::from_millis(self.leader_retry_ms)
-    }
-
-    /// [`Self::shutdown_grace_ms`] as a `Duration`.
-    pub fn shutdown_grace(&self) -> Duration {
-        Duration::from_millis(self.shutdown_grace_ms)
-    }
+    #[serde(rename = "shutdown_grace_ms", deserialize_with = "crate::duration::millis")]
+    pub shutdown_grace: Duration,
 }
 
 /// The scheduler.
@@ -263,34 +213,20 @@ pub struct SchedulerSettings {
     pub instance_id: String,
     /// How long a replica waits past a slot or timer that another live replica owns before
     /// acting on it itself, in milliseconds.
-    pub takeover_grace_ms: u64,
+    #[serde(rename = "takeover_grace_ms", deserialize_with = "crate::duration::millis")]
+    pub takeover_grace: Duration,
     /// Interval of presence announcements, in milliseconds; a replica unheard for three
     /// intervals is taken as gone and its share is taken over.
-    pub presence_interval_ms: u64,
+    #[serde(rename = "presence_interval_ms", deserialize_with = "crate::duration::millis")]
+    pub presence_interval: Duration,
     /// Commands in flight at once.
     pub max_in_flight: usize,
     /// Most past slots of one schedule examined on catch-up (older ones are not recorded).
     pub max_catchup_slots: usize,
     /// On shutdown, how long commands in flight get to be answered before the replica
     /// exits (milliseconds).
-    pub shutdown_grace_ms: u64,
-}
-
-impl SchedulerSettings {
-    /// [`Self::takeover_grace_ms`] as a `Duration`.
-    pub fn takeover_grace(&self) -> Duration {
-        Duration::from_millis(self.takeover_grace_ms)
-    }
-
-    /// [`Self::presence_interval_ms`] as a `Duration`.
-    pub fn presence_interval(&self) -> Duration {
-        Duration::from_millis(self.presence_interval_ms)
-    }
-
-    /// [`Self::shutdown_grace_ms`] as a `Duration`.
-    pub fn shutdown_grace(&self) -> Duration {
-        Duration::from_millis(self.shutdown_grace_ms)
-    }
+    #[serde(rename = "shutdown_grace_ms", deserialize_with = "crate::duration::millis")]
+    pub shutdown_grace: Duration,
 }
 
 /// The per-service admin HTTP server (`/health/live`, `/health/ready`, `/metrics`).
@@ -321,7 +257,8 @@ pub struct GatewaySettings {
     pub max_body_bytes: usize,
     /// Longest a request may take to be read and answered, in milliseconds (408 beyond;
     /// live streams are not bound by it once they started).
-    pub request_timeout_ms: u64,
+    #[serde(rename = "request_timeout_ms", deserialize_with = "crate::duration::millis")]
+    pub request_timeout: Duration,
     /// Origins allowed to call the API from a browser (CORS); `*` allows any. A list, or
     /// one comma-separated string (`FLEXCORE__GATEWAY__CORS_ORIGINS=https://a,https://b`).
     #[serde(deserialize_with = "list_or_commas")]
@@ -363,16 +300,11 @@ pub struct GatewaySettings {
     /// Module uploads in progress at once (503 with `Retry-After` beyond).
     pub max_uploads: usize,
     /// Longest a module upload may take to arrive, in milliseconds (408 beyond).
-    pub upload_timeout_ms: u64,
+    #[serde(rename = "upload_timeout_ms", deserialize_with = "crate::duration::millis")]
+    pub upload_timeout: Duration,
     /// Time requests in flight get at shutdown, in milliseconds.
-    pub shutdown_grace_ms: u64,
-}
-
-impl GatewaySettings {
-    /// [`Self::shutdown_grace_ms`] as a `Duration`.
-    pub fn shutdown_grace(&self) -> Duration {
-        Duration::from_millis(self.shutdown_grace_ms)
-    }
+    #[serde(rename = "shutdown_grace_ms", deserialize_with = "crate::duration::millis")]
+    pub shutdown_grace: Duration,
 }
 
 /// The JetStream streams, as `flexcore-command setup` (the setup identity) creates them.
@@ -523,7 +455,8 @@ pub struct RunnerSettings {
     pub log_retention_days: u64,
     /// On shutdown, how long attempts in flight get to hand back their work or report
     /// their outcome before the runner exits (milliseconds).
-    pub shutdown_grace_ms: u64,
+    #[serde(rename = "shutdown_grace_ms", deserialize_with = "crate::duration::millis")]
+    pub shutdown_grace: Duration,
     /// Largest wasm module a runner downloads and compiles (bytes).
     pub max_module_bytes: u64,
     /// CPU seconds a module may take to compile (single-threaded, in a child process).
@@ -539,7 +472,8 @@ pub struct RunnerSettings {
     /// Largest STATE message accepted from a plugin (bytes).
     pub max_state_bytes: usize,
     /// At most one checkpoint per this interval; STATEs in between are coalesced (ms).
-    pub checkpoint_interval_ms: u64,
+    #[serde(rename = "checkpoint_interval_ms", deserialize_with = "crate::duration::millis")]
+    pub checkpoint_interval: Duration,
     /// Sum of the memory limits of one run's stages (bytes).
     pub run_memory_bytes: u64,
     /// Most stages in one run.

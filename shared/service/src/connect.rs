@@ -1,8 +1,6 @@
 //! Connections every service opens the same way: the Postgres pool and the NATS client,
 //! from the `database` and `nats` config sections, with errors naming the setting to fix.
 
-use std::time::Duration;
-
 use flexcore_config::{DatabaseSettings, NatsSettings};
 use flexcore_security::Identity;
 use std::path::PathBuf;
@@ -47,7 +45,7 @@ pub async fn postgres_with(settings: &DatabaseSettings, parameters: &[(&str, &st
         .options(parameters.iter().copied());
     PgPoolOptions::new()
         .max_connections(settings.max_connections)
-        .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+        .acquire_timeout(settings.acquire_timeout)
         .connect_with(options)
         .await
         .map_err(ConnectError::Postgres)
@@ -77,8 +75,8 @@ pub async fn nats_with(
     let mut options = async_nats::ConnectOptions::new()
         .name(name)
         .max_reconnects(None)
-        .connection_timeout(Duration::from_millis(settings.connect_timeout_ms))
-        .request_timeout(Some(Duration::from_millis(settings.request_timeout_ms)));
+        .connection_timeout(settings.connect_timeout)
+        .request_timeout(Some(settings.request_timeout));
     if let Some(identity) = identity {
         options = options.custom_inbox_prefix(identity.inbox_prefix());
     }

@@ -113,7 +113,7 @@ fn settings(url: &str, user: &str, password: &str) -> NatsSettings {
         url: url.to_owned(),
         user: user.to_owned(),
         password: Secret::new(password),
-        connect_timeout_ms: 3000,
+        connect_timeout: Duration::from_millis(3000),
         ..NatsSettings::default()
     }
 }

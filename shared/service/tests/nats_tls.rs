@@ -143,7 +143,7 @@ fn settings(url: &str, dir: &Path, ca: bool, client: bool) -> NatsSettings {
         tls_ca_file: if ca { file("ca.crt") } else { String::new() },
         tls_cert_file: if client { file("client.crt") } else { String::new() },
         tls_key_file: if client { file("client.key") } else { String::new() },
-        connect_timeout_ms: 3000,
+        connect_timeout: Duration::from_millis(3000),
         ..NatsSettings::default()
     }
 }

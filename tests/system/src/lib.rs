@@ -119,9 +119,9 @@ impl Stack {
         let mut settings = Settings::default();
         settings.database.url = Secret::new(db.url.clone());
         nats.settings_for("command", &mut settings);
-        settings.relay.idle_poll_ms = 50;
-        settings.relay.leader_retry_ms = 100;
-        settings.projection.leader_retry_ms = 100;
+        settings.relay.idle_poll = Duration::from_millis(50);
+        settings.relay.leader_retry = Duration::from_millis(100);
+        settings.projection.leader_retry = Duration::from_millis(100);
         let mut stack = Self {
             db,
             nats,
@@ -187,7 +187,7 @@ impl Stack {
         }
         if options.scheduler {
             let settings = stack.settings.scheduler.clone();
-            let timeout = stack.settings.nats.request_timeout();
+            let timeout = stack.settings.nats.request_timeout;
             let nats = stack.nats.client_as("scheduler").await.unwrap();
             let credentials = stack.nats.credentials("scheduler").unwrap();
             let stop = CancellationToken::new();

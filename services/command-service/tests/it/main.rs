@@ -32,9 +32,9 @@ pub fn settings(db: &TestDb, nats: &TestNats) -> Settings {
     s.database.url = flexcore_config::Secret::new(db.url.clone());
     s.database.migrate_on_start = true;
     nats.settings_for("command", &mut s);
-    s.relay.idle_poll_ms = 50;
-    s.relay.leader_retry_ms = 100;
-    s.command.shutdown_grace_ms = 5_000;
+    s.relay.idle_poll = Duration::from_millis(50);
+    s.relay.leader_retry = Duration::from_millis(100);
+    s.command.shutdown_grace = Duration::from_millis(5_000);
     // Small, so a test can store a module over it.
     s.runner.max_module_bytes = 1 << 20;
     s

@@ -15,7 +15,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::multipart::{Field, MultipartError};
 use axum::extract::{FromRequest as _, Multipart, Request};
@@ -81,7 +80,7 @@ pub async fn register(
     // Nothing is read, let alone stored, for a caller who may not register plugins.
     require(&caller.principal, ApiRole::Admin, "plugin.register")?;
     let _permit = upload_permit(gateway)?;
-    let timeout = Duration::from_millis(gateway.settings.upload_timeout_ms);
+    let timeout = gateway.settings.upload_timeout;
     let limit = gateway.settings.max_module_bytes;
     let mut multipart = Multipart::from_request(request, &())
         .await

@@ -392,12 +392,9 @@ async fn upload_plugin(
             }
             Ok::<(), crate::problem::Problem>(())
         };
-        tokio::time::timeout(
-            std::time::Duration::from_millis(gateway.settings.upload_timeout_ms),
-            read,
-        )
-        .await
-        .map_err(|_| crate::problem::Problem::invalid("part:module", "the upload did not arrive in time"))??;
+        tokio::time::timeout(gateway.settings.upload_timeout, read)
+            .await
+            .map_err(|_| crate::problem::Problem::invalid("part:module", "the upload did not arrive in time"))??;
         let (module, digest) =
             module.ok_or_else(|| crate::problem::Problem::invalid("part:module", "choose a .wasm file to upload"))?;
         let parts = upload::Parts {

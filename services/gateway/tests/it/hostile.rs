@@ -13,7 +13,7 @@ use crate::{problem, Gw};
 async fn bad_requests_get_problem_documents_and_harm_nothing() {
     let gw = Gw::start_with(Options::default(), |g| {
         g.max_body_bytes = 4096;
-        g.request_timeout_ms = 1500;
+        g.request_timeout = Duration::from_millis(1500);
     })
     .await;
     let admin = gw.key(ApiRole::Admin).to_owned();

@@ -264,7 +264,7 @@ pub fn config_from(settings: &flexcore_config::RunnerSettings) -> anyhow::Result
         max_deliver: settings.max_deliver,
         secrets,
         plugin_env_allow,
-        shutdown_grace: Duration::from_millis(settings.shutdown_grace_ms),
+        shutdown_grace: settings.shutdown_grace,
     })
 }
 
@@ -280,7 +280,7 @@ pub fn sandbox_config_from(
     SandboxConfig {
         defaults: Defaults {
             max_state_bytes: settings.max_state_bytes,
-            checkpoint_interval: Duration::from_millis(settings.checkpoint_interval_ms),
+            checkpoint_interval: settings.checkpoint_interval,
             max_run_memory_bytes: settings.run_memory_bytes,
             max_stages: settings.max_stages,
             ..base.defaults

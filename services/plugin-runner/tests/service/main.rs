@@ -80,8 +80,8 @@ pub fn settings(db: &TestDb, nats: &TestNats) -> Settings {
     let mut s = Settings::default();
     s.database.url = flexcore_config::Secret::new(db.url.clone());
     nats.settings_for("command", &mut s);
-    s.relay.idle_poll_ms = 50;
-    s.relay.leader_retry_ms = 100;
+    s.relay.idle_poll = Duration::from_millis(50);
+    s.relay.leader_retry = Duration::from_millis(100);
     s
 }
 

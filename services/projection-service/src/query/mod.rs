@@ -63,7 +63,7 @@ const REPLY_OVERHEAD: usize = 4096;
 pub async fn serve(client: Client, ctx: Arc<QueryContext>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let limits = flexcore_service::ServeLimits {
         max_in_flight: ctx.settings.max_in_flight,
-        shutdown_grace: ctx.settings.shutdown_grace(),
+        shutdown_grace: ctx.settings.shutdown_grace,
     };
     let replies = client.clone();
     flexcore_service::serve(
@@ -315,7 +315,7 @@ async fn reach(ctx: &QueryContext, kinds: &[Kind], min_position: Option<u64>) ->
     let Some(position) = min_position.filter(|p| *p > 0) else {
         return Ok(());
     };
-    let bound = ctx.settings.min_position_timeout();
+    let bound = ctx.settings.min_position_timeout;
     let deadline = Instant::now() + bound;
     let stale = |why: String| {
         ErrorBody::new(ErrorReason::NotReached, why)

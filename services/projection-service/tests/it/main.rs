@@ -42,12 +42,12 @@ pub fn settings(db: &TestDb, nats: &TestNats) -> Settings {
     let mut s = Settings::default();
     s.database.url = flexcore_config::Secret::new(db.url.clone());
     nats.settings_for("command", &mut s);
-    s.relay.idle_poll_ms = 50;
-    s.relay.leader_retry_ms = 100;
-    s.projection.leader_retry_ms = 100;
+    s.relay.idle_poll = Duration::from_millis(50);
+    s.relay.leader_retry = Duration::from_millis(100);
+    s.projection.leader_retry = Duration::from_millis(100);
     // Two services per test and tests in parallel share the local Postgres's 100 connections.
     s.database.max_connections = 8;
-    s.projection.min_position_timeout_ms = 3000;
+    s.projection.min_position_timeout = Duration::from_millis(3000);
     s
 }
 

@@ -63,7 +63,7 @@ pub async fn stack() -> Stack {
     let mut settings = Settings::default();
     settings.database.url = flexcore_config::Secret::new(db.url.clone());
     nats.settings_for("command", &mut settings);
-    settings.relay.idle_poll_ms = 50;
+    settings.relay.idle_poll = Duration::from_millis(50);
     settings.database.max_connections = 8;
     let shutdown = CancellationToken::new();
     let (pool, service_client) = flexcore_command::connect(&settings).await.unwrap();
@@ -95,8 +95,8 @@ impl Stack {
     pub fn replica(&self, name: &str) -> Replica {
         let settings = SchedulerSettings {
             instance_id: name.to_owned(),
-            presence_interval_ms: 150,
-            takeover_grace_ms: 30_000,
+            presence_interval: Duration::from_millis(150),
+            takeover_grace: Duration::from_millis(30_000),
             ..SchedulerSettings::default()
         };
         let stop = self.shutdown.child_token();

@@ -62,14 +62,27 @@ fn the_environment_file_overrides_base() {
     ]);
     let loaded = Settings::load_with(Some(dir.path()), Some("staging"), vars(&[])).unwrap();
     assert_eq!(loaded.nats.url, "nats://staging:4222");
-    assert_eq!(loaded.nats.connect_timeout_ms, 7);
+    assert_eq!(loaded.nats.connect_timeout, std::time::Duration::from_millis(7));
+}
+
+#[test]
+fn a_duration_key_takes_milliseconds_or_a_duration() {
+    let dir = config_dir(&[("base.yaml", "relay:\n  idle_poll_ms: 2s\n")]);
+    let loaded = Settings::load_with(
+        Some(dir.path()),
+        None,
+        vars(&[("FLEXCORE__RELAY__LEADER_RETRY_MS", "250")]),
+    )
+    .unwrap();
+    assert_eq!(loaded.relay.idle_poll, std::time::Duration::from_secs(2));
+    assert_eq!(loaded.relay.leader_retry, std::time::Duration::from_millis(250));
 }
 
 #[test]
 fn a_missing_environment_file_is_skipped() {
     let dir = config_dir(&[("base.yaml", "relay:\n  idle_poll_ms: 9\n")]);
     let loaded = Settings::load_with(Some(dir.path()), Some("nowhere"), vars(&[])).unwrap();
-    assert_eq!(loaded.relay.idle_poll_ms, 9);
+    assert_eq!(loaded.relay.idle_poll, std::time::Duration::from_millis(9));
 }
 
 #[test]
@@ -103,8 +116,8 @@ fn the_database_url_never_prints() {
 #[test]
 fn durations_follow_the_millisecond_fields() {
     let settings = Settings::default();
-    assert_eq!(settings.database.acquire_timeout().as_millis(), 5000);
-    assert_eq!(settings.relay.idle_poll().as_millis(), 500);
+    assert_eq!(settings.database.acquire_timeout.as_millis(), 5000);
+    assert_eq!(settings.relay.idle_poll.as_millis(), 500);
     assert!(settings.streams.events_max_age().is_zero());
     assert_eq!(settings.streams.duplicate_window().as_secs(), 120);
 }
