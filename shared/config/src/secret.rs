@@ -4,27 +4,38 @@ use std::convert::Infallible;
 use std::fmt;
 use std::str::FromStr;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
 
-/// A secret string (a URL with a password, a token): `Debug` and `Display` print
-/// `[redacted]`, so a `?settings` in a log line cannot leak it. Read it with
-/// [`Secret::expose`] at the one place that needs the value.
+/// A secret string (a URL with a password, a token) held by `secrecy` (its memory is
+/// zeroed when dropped): `Debug` and `Display` print `[redacted]`, so a `?settings` in a
+/// log line cannot leak it. Read it with [`Secret::expose`] at the one place that needs
+/// the value.
 ///
-/// It deliberately does not implement `Serialize`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+/// It deliberately does not implement `Serialize`. Equality compares the values, so the
+/// settings holding one can be compared in tests.
+#[derive(Clone)]
+pub struct Secret(SecretString);
 
 impl Secret {
     /// Wraps a value.
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self(SecretString::from(value.into()))
     }
 
     /// The secret value. Do not log it.
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 }
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for Secret {}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -40,13 +51,13 @@ impl fmt::Display for Secret {
 
 impl From<String> for Secret {
     fn from(value: String) -> Self {
-        Self(value)
+        Self::new(value)
     }
 }
 
 impl From<&str> for Secret {
     fn from(value: &str) -> Self {
-        Self(value.to_owned())
+        Self::new(value)
     }
 }
 
@@ -61,7 +72,7 @@ impl FromStr for Secret {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(Self)
+        String::deserialize(deserializer).map(Self::new)
     }
 }
 
