@@ -164,6 +164,29 @@ pub enum EventsCommand {
     Tail(crate::events::TailArgs),
 }
 
+/// The whole of a CLI binary's `main` once its command line is parsed (flexctl's and
+/// flexcore-dev's): logging installed (spans exported to `otlp_endpoint`, if given), the
+/// command run, and its error printed in full on stderr, even when logging is filtered out.
+pub async fn main_with(
+    otlp_endpoint: Option<&str>,
+    command: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> std::process::ExitCode {
+    let _telemetry = match flexcore_telemetry::init("flexctl", &telemetry_settings(otlp_endpoint)) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("error: cannot initialise logging: {error:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match command.await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Logging of the CLI: human-readable text on stderr, quiet dependencies; spans exported
 /// to `otlp_endpoint` (`--otlp-endpoint`), if given and not blank.
 pub fn telemetry_settings(otlp_endpoint: Option<&str>) -> TelemetrySettings {

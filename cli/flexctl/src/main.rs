@@ -1,4 +1,4 @@
-//! `flexctl`: parses the command line, installs logging (stderr), runs the command.
+//! `flexctl`: parses the command line and runs the command (logging on stderr).
 //! Everything else lives in the library (see its `# Layout`).
 
 use std::process::ExitCode;
@@ -8,22 +8,6 @@ use clap::Parser as _;
 #[tokio::main]
 pub(crate) async fn main() -> ExitCode {
     let cli = flexctl::cli::Cli::parse();
-    let _telemetry = match flexcore_telemetry::init(
-        "flexctl",
-        &flexctl::cli::telemetry_settings(cli.globals.otlp_endpoint.as_deref()),
-    ) {
-        Ok(guard) => guard,
-        Err(error) => {
-            eprintln!("error: cannot initialise logging: {error:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match flexctl::cli::run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            // The user-facing outcome, printed even when logging is filtered out.
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let otlp_endpoint = cli.globals.otlp_endpoint.clone();
+    flexctl::cli::main_with(otlp_endpoint.as_deref(), flexctl::cli::run(cli)).await
 }
