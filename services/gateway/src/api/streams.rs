@@ -192,10 +192,24 @@ async fn run_view(
     gateway: &Gateway,
     run_id: uuid::Uuid,
     headers: &HeaderMap,
+    seen: Option<u64>,
 ) -> Result<flexcore_contracts::queries::QueryOk, Problem> {
     let mut get = json!({ "id": run_id });
-    if let Some(position) = queries::position_header(headers)? {
+    let asked = queries::position_header(headers)?;
+    if let Some(position) = asked {
         get["min_position"] = position.into();
+    }
+    // A client that has seen the event at `seen` (its Last-Event-ID) gets a view that
+    // includes it: the stream it read runs ahead of the read model. An id the read model
+    // never reaches (from before a restore) is not the client's fault: then the view as
+    // it is.
+    if let Some(seen) = seen.filter(|seen| asked.is_none_or(|asked| *seen > asked)) {
+        let mut after_seen = get.clone();
+        after_seen["min_position"] = seen.into();
+        match queries::ask(gateway, "run.get", &after_seen).await {
+            Err(problem) if problem.code == "stale" => {}
+            answer => return answer,
+        }
     }
     queries::ask(gateway, "run.get", &get).await
 }
@@ -215,7 +229,7 @@ pub async fn run_events(
     let run_id = parse_id(Collection::Runs, &id)?;
     let last = last_event_id(&headers)?;
     // A run that does not exist is a 404, not a stream that never ends.
-    let view = run_view(&gateway, run_id, &headers).await?;
+    let view = run_view(&gateway, run_id, &headers, last).await?;
     if let Some(after) = last {
         if run_is_final(&view) {
             // The run's last event, from the audit view (which has the run's end: the
@@ -279,7 +293,7 @@ pub async fn run_logs(
 ) -> Result<Response, Problem> {
     require(&caller.principal, ApiRole::Viewer, "reading")?;
     let run_id = parse_id(Collection::Runs, &id)?;
-    let mut ended = run_is_final(&run_view(&gateway, run_id, &headers).await?);
+    let mut ended = run_is_final(&run_view(&gateway, run_id, &headers, None).await?);
     let permit = stream_permit(&gateway, &caller)?;
     let mut lines = ordered(
         &gateway,
