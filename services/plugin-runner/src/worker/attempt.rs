@@ -309,9 +309,12 @@ const DEFINITION_WAIT: Duration = Duration::from_secs(60);
 
 async fn run_attempt(ctx: &Context, item: &WorkItem, cancel: CancellationToken) -> Result<StreamCounters, Failure> {
     let load = definition::load(&ctx.js, &ctx.trust, item.run_id, item.attempt, DEFINITION_WAIT);
+    // A shutdown ends the wait (the item goes back); a cancellation of the run does not:
+    // the plugins then start on a cancelled token and end at once, each execution counted
+    // as cancelled like any other.
     let def = tokio::select! {
         def = load => def,
-        () = cancel.cancelled() => {
+        () = ctx.shutdown.cancelled() => {
             return Err(failure(
                 executor::code::CANCELLED,
                 "stopped before the attempt's definition was read".to_owned(),
