@@ -19,6 +19,8 @@ use croner::Cron;
 use flexcore_contracts::model::ScheduleSpec;
 use uuid::Uuid;
 
+mod fields;
+
 /// Why a schedule's timing is invalid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CalendarError {
@@ -62,7 +64,7 @@ pub fn parse_cron(expr: &str) -> Result<Cron, CalendarError> {
         .seconds(Seconds::Optional)
         .build()
         .parse(expr)
-        .map_err(|e| invalid(e.to_string()))
+        .map_err(|e| invalid(fields::explain(expr, &e.to_string())))
 }
 
 /// Parses an IANA time zone name.
@@ -293,6 +295,10 @@ mod tests {
     fn bad_specs_name_the_field() {
         let e = Calendar::new(&spec("61 * * * *", "UTC")).unwrap_err();
         assert_eq!(e.field(), "cron");
+        assert_eq!(
+            e.to_string(),
+            r#"cron "61 * * * *" is invalid: minute field "61" is out of range 0–59"#
+        );
         let e = Calendar::new(&spec("* * * *", "UTC")).unwrap_err();
         assert!(e.to_string().contains("4 field(s)"), "{e}");
         let e = Calendar::new(&spec("* * * * *", "Mars/Olympus")).unwrap_err();
