@@ -4,11 +4,12 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
-
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = flexcore_dev::cli::Cli::parse();
+    let cli = match flexctl::error::parse_args::<flexcore_dev::cli::Cli>() {
+        Ok(cli) => cli,
+        Err(status) => return status,
+    };
     let otlp_endpoint = cli.globals.otlp_endpoint.clone();
     flexctl::cli::main_with(otlp_endpoint.as_deref(), flexcore_dev::cli::run(cli)).await
 }

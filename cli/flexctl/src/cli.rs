@@ -166,7 +166,8 @@ pub enum EventsCommand {
 
 /// The whole of a CLI binary's `main` once its command line is parsed (flexctl's and
 /// flexcore-dev's): logging installed (spans exported to `otlp_endpoint`, if given), the
-/// command run, and its error printed in full on stderr, even when logging is filtered out.
+/// command run, and its error printed in full on stderr, even when logging is filtered out
+/// (as JSON with `--output json`: [`crate::error`]).
 pub async fn main_with(
     otlp_endpoint: Option<&str>,
     command: impl std::future::Future<Output = anyhow::Result<()>>,
@@ -181,7 +182,8 @@ pub async fn main_with(
     match command.await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // `--output json` makes it one JSON document on stderr (crate::error).
+            crate::error::print(&std::env::args_os().collect::<Vec<_>>(), &error);
             std::process::ExitCode::FAILURE
         }
     }

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`cli`]: the command line (clap derive), its global options, and dispatch.
 //! - [`duration`]: the `30s` / `2m` / `500ms` parser used by duration options.
+//! - [`error`]: how a failure is printed (`error: …`, or JSON with `--output json`).
 //! - [`plugin`]: `flexctl plugin register` (upload + register).
 //! - [`schedule`]: `flexctl schedule backfill`.
 //! - [`security`]: `flexctl security init|add|remove|accounts`, a deployment's identities.
@@ -17,6 +18,7 @@ pub mod api;
 pub mod api_key;
 pub mod cli;
 pub mod duration;
+pub mod error;
 pub mod events;
 pub mod nats;
 pub mod pipeline;

@@ -3,11 +3,12 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
-
 #[tokio::main]
 pub(crate) async fn main() -> ExitCode {
-    let cli = flexctl::cli::Cli::parse();
+    let cli = match flexctl::error::parse_args::<flexctl::cli::Cli>() {
+        Ok(cli) => cli,
+        Err(status) => return status,
+    };
     let otlp_endpoint = cli.globals.otlp_endpoint.clone();
     flexctl::cli::main_with(otlp_endpoint.as_deref(), flexctl::cli::run(cli)).await
 }

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream::consumer::DeliverPolicy;
+use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
+use flexcore_client::ClientError;
 use flexcore_contracts::commands::{CancelRun, RequestRun};
 use flexcore_contracts::model::RunTrigger;
 use flexcore_contracts::views::RunView;
@@ -15,10 +17,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
+use tracing::Instrument as _;
 
 use crate::api::Api;
 use crate::cli::Output;
 use crate::nats::Nats;
+use crate::error::Failure;
 use crate::pipeline::strip_nulls;
 use crate::table::{self, Table};
 
@@ -50,6 +54,12 @@ pub struct StartArgs {
     #[arg(long, default_value = "1h", value_parser = crate::duration::parse_duration)]
     pub timeout: Duration,
 }
+    /// Makes the request idempotent: the same key (for the same pipeline) always means the
+    /// same run, requested once however often the command is repeated (a repeat after
+    /// "did not answer in time" reports, and with --follow follows, that run). Without
+    /// it a fresh key is drawn, and printed when the request goes unanswered.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
 
 /// A run by id.
 #[derive(Debug, Clone, Args)]
@@ -98,16 +108,32 @@ pub async fn run(nats: &Nats, command: &RunCommand, output: Output) -> anyhow::R
     match command {
         RunCommand::Start(args) => {
             let pipeline_id = api.pipeline_id(&args.pipeline).await?;
-            let outcome = start(&api, pipeline_id, args.follow, args.timeout, output).await?;
+            let key = args
+                .idempotency_key
+                .clone()
+                .unwrap_or_else(|| Uuid::new_v4().to_string());
+            let request = StartRequest {
+                pipeline: &args.pipeline,
+                pipeline_id,
+                idempotency_key: &key,
+                follow: args.follow,
+                timeout: args.timeout,
+            };
+            let outcome = start_with(&api, &request, output).await?;
             table::emit(output, &outcome, || outcome.text())?;
             match outcome.state.as_str() {
                 "succeeded" | "requested" => Ok(()),
-                state => Err(anyhow::anyhow!(
-                    "run {} ended {state}{}; `flexctl run logs {}` shows its plugins' output",
-                    outcome.run_id,
-                    outcome.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default(),
-                    outcome.run_id
-                )),
+                state => Err(Failure {
+                    code: "run_not_succeeded",
+                    message: format!(
+                        "run {} ended {state}{}; `flexctl run logs {}` shows its plugins' output",
+                        outcome.run_id,
+                        outcome.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default(),
+                        outcome.run_id
+                    ),
+                    details: json!({"run_id": outcome.run_id, "state": state, "run_error": outcome.error}),
+                }
+                .into()),
             }
         }
         RunCommand::List(args) => {
@@ -164,7 +190,15 @@ impl Outcome {
             );
         }
         format!(
-            "run {} {} after {} attempt(s) in {:.1} s; records: {}",
+    /// Of those, seconds waiting for a runner: from the request to the first claim (to
+    /// the end, if no runner ever claimed it), by the events' `recorded_at`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queued_seconds: Option<f64>,
+    /// Seconds from the first claim to the end (retries' back-off included), by the
+    /// events' `recorded_at`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running_seconds: Option<f64>,
+            "run {} {} after {} attempt(s) in {:.1} s{split}; records: {}",
             self.run_id,
             self.state,
             self.attempts,
@@ -174,6 +208,11 @@ impl Outcome {
     }
 }
 
+        let split = match (self.queued_seconds, self.running_seconds) {
+            (Some(queued), Some(running)) => format!(" (queued {queued:.1} s, running {running:.1} s)"),
+            (Some(queued), None) => format!(" (queued {queued:.1} s, never claimed)"),
+            _ => String::new(),
+        };
 fn records_text(counters: &Value) -> String {
     let Some(map) = counters.as_object().filter(|m| !m.is_empty()) else {
         return "0".to_owned();
@@ -185,13 +224,78 @@ fn records_text(counters: &Value) -> String {
 }
 
 fn total(counters: &Value) -> u64 {
+/// When a followed run was requested, first claimed and ended, by its events' `recorded_at`
+/// (the command service's clock, so flexctl's own clock and latency do not count).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct Timeline {
+    requested: Option<DateTime<Utc>>,
+    claimed: Option<DateTime<Utc>>,
+    ended: Option<DateTime<Utc>>,
+}
+
+impl Timeline {
+    /// Notes event `name` (`requested`, `claimed`, …) recorded at `at`; `last` marks the
+    /// event that ended the run.
+    fn see(&mut self, name: &str, at: DateTime<Utc>, last: bool) {
+        match name {
+            "requested" => {
+                self.requested.get_or_insert(at);
+            }
+            "claimed" => {
+                self.claimed.get_or_insert(at);
+            }
+            _ => {}
+        }
+        if last {
+            self.ended = Some(at);
+        }
+    }
+
+    /// Seconds from the request to the first claim, or to the end when never claimed.
+    fn queued_seconds(&self) -> Option<f64> {
+        seconds_between(self.requested?, self.claimed.or(self.ended)?)
+    }
+
+    /// Seconds from the first claim to the end.
+    fn running_seconds(&self) -> Option<f64> {
+        seconds_between(self.claimed?, self.ended?)
+    }
+}
+
+fn seconds_between(from: DateTime<Utc>, to: DateTime<Utc>) -> Option<f64> {
+    (to - from).to_std().ok().map(|d| d.as_secs_f64())
+}
+
+/// What `run start` asks for.
+#[derive(Debug, Clone)]
+pub struct StartRequest<'a> {
+    /// The pipeline as the operator named it (for the hints printed).
+    pub pipeline: &'a str,
+    /// The pipeline.
+    pub pipeline_id: Uuid,
+    /// The key the run id and the command id derive from ([`request_ids`]).
+    pub idempotency_key: &'a str,
+    /// Follow the run to its end.
+    pub follow: bool,
+    /// Give up following after this long.
+    pub timeout: Duration,
+}
+
+/// The run id and the command id of `run start --idempotency-key KEY` on a pipeline: the
+/// same for the same pipeline and key in every process, so a repeated request is the same
+/// command, which the command service applies once and answers again with its first reply.
+pub fn request_ids(pipeline_id: Uuid, idempotency_key: &str) -> (Uuid, Uuid) {
+    let run_id = Uuid::new_v5(&pipeline_id, format!("flexctl run start:{idempotency_key}").as_bytes());
+    (run_id, flexcore_client::command_id(run_id, "request"))
+}
+
     counters
         .as_object()
         .map_or(0, |m| m.values().filter_map(Value::as_u64).sum())
 }
 
-/// Requests a run; with `follow`, watches its events (subscribed before the request, so
-/// nothing is missed) until a final one or `timeout`.
+/// Requests a run (under a fresh idempotency key); with `follow`, watches it to its end:
+/// see [`start_with`].
 pub async fn start(
     api: &Api,
     pipeline_id: Uuid,
@@ -199,22 +303,63 @@ pub async fn start(
     timeout: Duration,
     output: Output,
 ) -> anyhow::Result<Outcome> {
-    let run_id = Uuid::now_v7();
+    let key = Uuid::new_v4().to_string();
+    let pipeline = pipeline_id.to_string();
+    let request = StartRequest {
+        pipeline: &pipeline,
+        pipeline_id,
+        idempotency_key: &key,
+        follow,
+        timeout,
+    };
+    start_with(api, &request, output).await
+}
+
+/// Requests a run with the ids of its idempotency key ([`request_ids`]); with `follow`,
+/// watches its events (subscribed before the request, so nothing is missed) until a
+/// final one or `timeout`. A request nobody answered may still have been applied: the
+/// error then names the run and the key that repeats the request safely.
+pub async fn start_with(api: &Api, request: &StartRequest<'_>, output: Output) -> anyhow::Result<Outcome> {
+    let (run_id, command_id) = request_ids(request.pipeline_id, request.idempotency_key);
+    let timeout = request.timeout;
     let filter = subjects::events_of_aggregate("run", run_id);
-    let mut events = if follow {
+    let mut events = if request.follow {
         Some(crate::events::subscribe(api.client(), &filter, DeliverPolicy::All).await?)
     } else {
         None
     };
     let started = std::time::Instant::now();
-    api.send(&RequestRun {
+    let body = RequestRun {
         run_id: Some(run_id),
-        pipeline_id,
+        pipeline_id: request.pipeline_id,
         trigger: RunTrigger::Manual,
         schedule_id: None,
         scheduled_for: None,
-    })
-    .await?;
+    };
+    let span = tracing::info_span!("flexctl.request", request = "run.request");
+    flexcore_telemetry::propagation::set_parent_traceparent(&span, None);
+    let sent = api.typed().command(&body).id(command_id).send().instrument(span).await;
+    match sent {
+        Ok(_) => {}
+        Err(error @ (ClientError::Unanswered { .. } | ClientError::Stopped { .. })) => {
+            let key = request.idempotency_key;
+            let failure = Failure {
+                code: "unavailable",
+                message: format!(
+                    "run {run_id} may have been requested all the same: `flexctl run show {run_id}` says whether it exists; \
+                     `flexctl run start {} --idempotency-key {key}` repeats the request without starting a second run",
+                    request.pipeline
+                ),
+                details: json!({
+                    "reason": crate::error::unanswered_reason(&error),
+                    "run_id": run_id,
+                    "idempotency_key": key,
+                }),
+            };
+            return Err(anyhow::Error::new(error).context(failure));
+        }
+        Err(error) => return Err(error.into()),
+    }
     let mut outcome = Outcome {
         run_id,
         state: "requested".to_owned(),
@@ -233,7 +378,10 @@ pub async fn start(
     };
     bar.set_style(
         ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
+        queued_seconds: None,
+        running_seconds: None,
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    let mut timeline = Timeline::default();
     );
     bar.enable_steady_tick(Duration::from_millis(120));
     bar.set_message(format!("run {run_id} requested"));
@@ -243,10 +391,16 @@ pub async fn start(
         let message = match next {
             Err(_) => {
                 bar.finish_and_clear();
-                anyhow::bail!(
-                    "run {run_id} still {} after {timeout:?}; it goes on: `flexctl run show {run_id}`",
-                    outcome.state
-                );
+                return Err(Failure {
+                    code: "follow_timed_out",
+                    message: format!(
+                        "run {run_id} still {} after {}; it goes on: `flexctl run show {run_id}`",
+                        outcome.state,
+                        humantime::format_duration(timeout)
+                    ),
+                    details: json!({"run_id": run_id, "state": outcome.state}),
+                }
+                .into());
             }
             Ok(None) => anyhow::bail!("the events stream ended while following run {run_id}"),
             Ok(Some(m)) => m.context("reading the events stream")?,
@@ -287,12 +441,15 @@ pub async fn start(
             outcome.attempts.max(1),
             total(&outcome.counters)
         ));
-        if matches!(name.as_str(), "succeeded" | "failed" | "cancelled" | "timed_out") {
-            // A failed or timed-out attempt may still be retried by the scheduler.
-            let last = data.get("final").and_then(Value::as_bool).unwrap_or(true);
-            if name == "succeeded" || name == "cancelled" || last {
-                break;
-            }
+        // A failed or timed-out attempt may still be retried by the scheduler.
+        let ended = match name.as_str() {
+            "succeeded" | "cancelled" => true,
+            "failed" | "timed_out" => data.get("final").and_then(Value::as_bool).unwrap_or(true),
+            _ => false,
+        };
+        timeline.see(&name, event.recorded_at, ended);
+        if ended {
+            break;
         }
     }
     bar.finish_and_clear();
@@ -308,6 +465,8 @@ async fn logs(client: &async_nats::Client, args: &LogsArgs, output: Output) -> a
         format!(
             "the {} stream is not there: has a runner ever run?",
             subjects::LOGS_STREAM
+    outcome.queued_seconds = timeline.queued_seconds();
+    outcome.running_seconds = timeline.running_seconds();
         )
     })?;
     if !args.follow && stream.get_last_raw_message_by_subject(&subject).await.is_err() {
@@ -414,4 +573,78 @@ fn show_text(r: &RunView) -> String {
     }
     text.push_str(&t.render("no attempts yet"));
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(second: u32, millis: u32) -> DateTime<Utc> {
+        use chrono::TimeZone as _;
+        Utc.with_ymd_and_hms(2026, 12, 6, 9, 0, second).unwrap() + chrono::Duration::milliseconds(millis.into())
+    }
+
+    #[test]
+    fn a_run_splits_into_time_queued_and_time_running() {
+        let mut t = Timeline::default();
+        t.see("requested", at(0, 0), false);
+        t.see("claimed", at(1, 500), false);
+        t.see("checkpointed", at(2, 0), false);
+        // A failed attempt that is retried does not end the run; the second claim does
+        // not restart the clock.
+        t.see("failed", at(3, 0), false);
+        t.see("retried", at(3, 100), false);
+        t.see("claimed", at(5, 0), false);
+        t.see("succeeded", at(6, 250), true);
+        assert_eq!(t.queued_seconds(), Some(1.5));
+        assert_eq!(t.running_seconds(), Some(4.75));
+    }
+
+    #[test]
+    fn a_run_never_claimed_was_queued_until_it_ended() {
+        let mut t = Timeline::default();
+        t.see("requested", at(0, 0), false);
+        assert_eq!((t.queued_seconds(), t.running_seconds()), (None, None));
+        t.see("cancelled", at(2, 0), true);
+        assert_eq!((t.queued_seconds(), t.running_seconds()), (Some(2.0), None));
+        let outcome = Outcome {
+            run_id: Uuid::nil(),
+            state: "cancelled".into(),
+            attempts: 0,
+            counters: json!({}),
+            error: None,
+            seconds: Some(2.1),
+            queued_seconds: t.queued_seconds(),
+            running_seconds: t.running_seconds(),
+        };
+        assert!(
+            outcome.text().contains("in 2.1 s (queued 2.0 s, never claimed)"),
+            "{}",
+            outcome.text()
+        );
+        let json = serde_json::to_value(&outcome).unwrap();
+        assert_eq!(json["queued_seconds"], json!(2.0));
+        assert!(json.get("running_seconds").is_none(), "{json}");
+    }
+
+    #[test]
+    fn an_idempotency_key_always_means_the_same_run_and_command() {
+        let (pipeline, other) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        assert_eq!(request_ids(pipeline, "nightly-1"), request_ids(pipeline, "nightly-1"));
+        let (run, command) = request_ids(pipeline, "nightly-1");
+        assert_ne!(run, command);
+        assert_ne!(request_ids(pipeline, "nightly-2").0, run);
+        assert_ne!(request_ids(other, "nightly-1").0, run, "a key is per pipeline");
+    }
+
+    #[test]
+    fn start_takes_an_idempotency_key() {
+        use clap::Parser as _;
+        let cli =
+            crate::cli::Cli::try_parse_from(["flexctl", "run", "start", "demo", "--idempotency-key", "k1"]).unwrap();
+        let crate::cli::Command::Run(RunCommand::Start(args)) = cli.command else {
+            panic!("not run start")
+        };
+        assert_eq!(args.idempotency_key.as_deref(), Some("k1"));
+    }
 }
