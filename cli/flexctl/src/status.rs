@@ -14,6 +14,8 @@ use futures::StreamExt as _;
 use serde::Serialize;
 use serde_json::json;
 
+use flexcore_client::{ClientError, Unanswered};
+
 use crate::api::Api;
 use crate::cli::Output;
 use crate::nats::Nats;
@@ -32,6 +34,8 @@ pub struct Probe {
     pub latency_ms: Option<f64>,
     /// What went wrong, when it did not.
     pub error: Option<String>,
+    /// What the probe checks, in an operator's words.
+    pub check: String,
 }
 
 /// The work queue.
@@ -101,7 +105,8 @@ pub async fn gather(api: &Api) -> anyhow::Result<Status> {
         (schedulers, runners)
     };
     let command = async {
-        // An empty plugin.enable is refused by validation: any answer proves it is up.
+        // An empty plugin enable is refused by validation without deciding anything: any
+        // answer proves the command service is up and reading commands.
         let started = Instant::now();
         let once = flexcore_client::Retry::once();
         match api
@@ -109,16 +114,16 @@ pub async fn gather(api: &Api) -> anyhow::Result<Status> {
             .command_raw("plugin.enable", bytes::Bytes::from_static(b"{}"), &once)
             .await
         {
-            Ok(_) => probe_up(started),
-            Err(e) if e.is(ErrorCode::ValidationFailed) => probe_up(started),
-            Err(e) => probe_down(e.to_string()),
+            Ok(_) => probe_up(Service::Command, started),
+            Err(e) if e.is(ErrorCode::ValidationFailed) => probe_up(Service::Command, started),
+            Err(e) => probe_down(Service::Command, &e),
         }
     };
     let projection = async {
         let started = Instant::now();
         match api.query::<Vec<ProjectionStatus>>("projection.list", &json!({})).await {
-            Ok(p) => (probe_up(started), p),
-            Err(e) => (probe_down(e.to_string()), Vec::new()),
+            Ok(p) => (probe_up(Service::Projection, started), p),
+            Err(e) => (probe_down(Service::Projection, &e), Vec::new()),
         }
     };
     let stats = async { api.query::<StatsView>("stats.get", &json!({})).await.ok() };
@@ -158,19 +163,68 @@ pub async fn gather(api: &Api) -> anyhow::Result<Status> {
     })
 }
 
-fn probe_up(started: Instant) -> Probe {
+fn probe_up(service: Service, started: Instant) -> Probe {
     Probe {
         up: true,
         latency_ms: Some(started.elapsed().as_secs_f64() * 1000.0),
         error: None,
+        check: service.check().to_owned(),
     }
 }
 
-fn probe_down(error: String) -> Probe {
+/// The service a probe checks, for its operator-facing failure text.
+#[derive(Debug, Clone, Copy)]
+enum Service {
+    /// flexcore-command, probed by a harmless command.
+    Command,
+    /// flexcore-projection, probed by reading the projections' positions.
+    Projection,
+}
+
+impl Service {
+    /// What the probe checks, in an operator's words.
+    fn check(self) -> &'static str {
+        match self {
+            Self::Command => "a test command (refused by validation, changes nothing)",
+            Self::Projection => "a read of the projections' positions",
+        }
+    }
+
+    /// The binary, for "is it running?".
+    fn binary(self) -> &'static str {
+        match self {
+            Self::Command => "flexcore-command",
+            Self::Projection => "flexcore-projection",
+        }
+    }
+}
+
+/// Why a probe failed, in operator terms: what was checked and what that means, never the
+/// request's internal name.
+fn describe_failure(service: Service, error: &ClientError) -> String {
+    let check = service.check();
+    let binary = service.binary();
+    match error {
+        ClientError::Unanswered { kind, why, .. } => match kind {
+            Unanswered::NoResponders => format!(
+                "nothing answers {check}: no {binary} replica is connected to this NATS server (is it running?)"
+            ),
+            Unanswered::TimedOut => format!("{check} got no answer in time: {binary} is overloaded or stuck"),
+            Unanswered::Transient => format!("{binary} failed {check} with a transient error: {}", why),
+            Unanswered::Connection => format!("the NATS connection failed during {check}: {}", why),
+        },
+        ClientError::Refused { error, .. } => format!("{binary} refused {check} ({}): {}", error.code, error.message),
+        ClientError::Stopped { .. } => format!("stopped before {check} was answered"),
+        ClientError::Protocol { message, .. } => format!("{binary} gave an unreadable answer to {check}: {message}"),
+    }
+}
+
+fn probe_down(service: Service, error: &ClientError) -> Probe {
     Probe {
         up: false,
         latency_ms: None,
-        error: Some(error),
+        error: Some(describe_failure(service, error)),
+        check: service.check().to_owned(),
     }
 }
 
@@ -183,7 +237,7 @@ impl Status {
     /// Human text.
     pub fn text(&self) -> String {
         let probe = |p: &Probe| match (p.up, p.latency_ms) {
-            (true, Some(ms)) => format!("up ({ms:.1} ms)"),
+            (true, Some(ms)) => format!("up ({ms:.1} ms to answer {})", p.check),
             _ => format!("DOWN: {}", p.error.clone().unwrap_or_default()),
         };
         let busy: u32 = self.runners.iter().map(|r| r.busy).sum();
@@ -272,5 +326,77 @@ pub async fn run(nats: &Nats, output: Output) -> anyhow::Result<()> {
         Ok(())
     } else {
         anyhow::bail!("not every FlexCore service is running (see above)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use flexcore_contracts::{ErrorBody, ErrorReason};
+
+    use super::*;
+
+    fn unanswered(kind: Unanswered) -> ClientError {
+        ClientError::Unanswered {
+            what: "plugin.enable".to_owned(),
+            why: "no flexcore-command is listening on NATS".to_owned(),
+            kind,
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn a_silent_command_service_is_described_by_what_was_checked_not_by_the_probe_request() {
+        let probe = probe_down(Service::Command, &unanswered(Unanswered::NoResponders));
+        let error = probe.error.unwrap_or_default();
+        assert!(!error.contains("plugin.enable"), "{error}");
+        assert!(error.contains("a test command"), "{error}");
+        assert!(error.contains("no flexcore-command replica is connected"), "{error}");
+        let slow = describe_failure(Service::Command, &unanswered(Unanswered::TimedOut));
+        assert!(
+            slow.contains("got no answer in time") && !slow.contains("plugin.enable"),
+            "{slow}"
+        );
+    }
+
+    #[test]
+    fn a_refused_probe_names_the_service_and_the_refusal_not_the_request() {
+        let refused = ClientError::Refused {
+            what: "projection.list".to_owned(),
+            error: ErrorBody::new(ErrorReason::Unauthorized, "this identity may not read"),
+        };
+        let text = describe_failure(Service::Projection, &refused);
+        assert!(!text.contains("projection.list"), "{text}");
+        assert!(
+            text.starts_with("flexcore-projection refused a read of the projections' positions"),
+            "{text}"
+        );
+        assert!(text.ends_with("this identity may not read"), "{text}");
+    }
+
+    #[test]
+    fn the_status_text_says_what_each_probe_checked() {
+        let status = Status {
+            nats_version: "2.9.10".to_owned(),
+            command: probe_up(Service::Command, Instant::now()),
+            projection: probe_down(Service::Projection, &unanswered(Unanswered::NoResponders)),
+            schedulers: Vec::new(),
+            runners: Vec::new(),
+            projections: Vec::new(),
+            queue: None,
+            stats: None,
+        };
+        let text = status.text();
+        assert!(
+            text.contains("to answer a test command (refused by validation, changes nothing)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("DOWN: nothing answers a read of the projections' positions"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("plugin.enable") && !text.contains("projection.list"),
+            "{text}"
+        );
     }
 }
