@@ -46,10 +46,12 @@ pub fn to_json(error: &anyhow::Error) -> Value {
 
 /// The code and details of the first cause in `error`'s chain that has them.
 fn classify(error: &anyhow::Error) -> (String, Value) {
+    // A Failure may be a context (`.context(failure)`), which only anyhow's own downcast
+    // finds, not the chain's.
+    if let Some(failure) = error.downcast_ref::<Failure>() {
+        return (failure.code.to_owned(), failure.details.clone());
+    }
     for cause in error.chain() {
-        if let Some(failure) = cause.downcast_ref::<Failure>() {
-            return (failure.code.to_owned(), failure.details.clone());
-        }
         if let Some(client) = cause.downcast_ref::<ClientError>() {
             return match client {
                 ClientError::Refused { what, error } => {
@@ -208,6 +210,16 @@ mod tests {
         };
         let json = to_json(&anyhow::Error::new(failure));
         assert_eq!(json["error"]["code"], "run_failed");
+        let wrapped = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::TimedOut)).context(Failure {
+            code: "follow_timed_out",
+            message: "still running".to_owned(),
+            details: json!({}),
+        });
+        assert_eq!(
+            to_json(&wrapped)["error"]["code"],
+            "follow_timed_out",
+            "a failure as context wins"
+        );
         assert_eq!(json["error"]["details"]["state"], "failed");
         let io = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::NotFound)).context("reading p.yaml");
         assert_eq!(to_json(&io)["error"]["code"], "io");

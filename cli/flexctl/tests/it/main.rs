@@ -9,6 +9,7 @@ mod service;
 mod dev;
 mod list_all;
 mod plugin;
+mod run_start;
 mod schedule;
 
 /// The API on `client`, signing as the `flexctl` identity (role admin), as `flexctl` with
