@@ -31,6 +31,10 @@ pub struct Accepted {
     pub global_position: u64,
     /// The events written, in order.
     pub events: Vec<EventRef>,
+    /// `true` when the command was a dry run: the events listed (with ids never used)
+    /// would have been written, nothing was, and `global_position` is 0.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
 }
 
 /// A refused command.

@@ -140,6 +140,18 @@ impl EventStore {
         )
     }
 
+    /// Who holds unique key `key` of `scope` (a pipeline name), if anyone: what an append
+    /// claiming it would find. A dry run asks this instead of appending.
+    pub async fn unique_owner(&self, scope: &str, key: &str) -> Result<Option<Uuid>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT owner FROM unique_keys WHERE scope = $1 AND key = $2")
+                .bind(scope)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
     /// The highest committed global position (0 when empty).
     pub async fn head_position(&self) -> Result<u64, StoreError> {
         let max: Option<i64> = sqlx::query_scalar("SELECT max(global_position) FROM events")

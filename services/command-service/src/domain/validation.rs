@@ -67,7 +67,7 @@ pub fn check_step_config(
     })?;
     let errors: Vec<(String, String)> = validator
         .iter_errors(&config)
-        .map(|e| (e.instance_path.as_str().to_owned(), e.to_string()))
+        .map(|e| (error_pointer(&e), e.to_string()))
         .collect();
     let Some((pointer, first)) = errors.first() else {
         return Ok(());
@@ -87,6 +87,22 @@ pub fn check_step_config(
             .map(|(p, m)| serde_json::json!({"pointer": p, "message": m}))
             .collect::<Vec<_>>(),
     ))
+}
+
+/// Where an error of a config's schema is: the value that breaks the rule, or for an
+/// unknown key (`additionalProperties` / `unevaluatedProperties` false) the first such
+/// key, not the object holding it, so the error points at the key to remove or fix.
+fn error_pointer(error: &jsonschema::ValidationError<'_>) -> String {
+    use jsonschema::error::ValidationErrorKind;
+    let at = error.instance_path.as_str().to_owned();
+    match &error.kind {
+        ValidationErrorKind::AdditionalProperties { unexpected }
+        | ValidationErrorKind::UnevaluatedProperties { unexpected } => match unexpected.first() {
+            Some(key) => format!("{at}/{}", key.replace('~', "~0").replace('/', "~1")),
+            None => at,
+        },
+        _ => at,
+    }
 }
 
 /// The secret name if `value` is exactly one reference `${secret:NAME}`.

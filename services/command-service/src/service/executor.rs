@@ -1,7 +1,9 @@
 //! Executes one decoded command: load what the decision needs, decide, append through
 //! the group committer, and turn the outcome into the reply. Version conflicts are
 //! retried (reload, decide again) a bounded number of times when the client gave no
-//! `expected_version`; a known `command_id` returns its first reply.
+//! `expected_version`; a known `command_id` returns its first reply. A dry run
+//! (`dry_run: true`) takes the same path up to the append, decided on state read from
+//! the log, and stops there: it writes nothing (see [`Executor::dry_run`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -25,6 +27,9 @@ pub struct RequestContext {
     pub correlation_id: Option<String>,
     /// The verified sender's identity name (`unsigned` for an accepted unsigned command).
     pub actor: Option<String>,
+    /// `Flexcore-Requested-By`: who the sender says asked (unverified), recorded apart
+    /// from `actor` and never in its place.
+    pub requested_by: Option<String>,
     /// W3C `traceparent` stored on the events: the command handling span's when spans
     /// are exported, else the request's `traceparent` header (only a valid one).
     pub traceparent: Option<String>,
@@ -179,7 +184,8 @@ impl Executor {
         };
         let stripe = usize::try_from(target.id.as_u128() % LOCK_STRIPES as u128).unwrap_or(0);
         let _serialised = self.locks[stripe].lock().await;
-        let mut fresh = self.staleness.read_first();
+        // A dry run has no append to prove a cached state current: it reads the log.
+        let mut fresh = self.staleness.read_first() || meta.dry_run;
         for retry in 0..=self.conflict_retries {
             if retry > 0 {
                 // Another replica wrote the same aggregate: back off a little, with jitter,
@@ -218,9 +224,15 @@ impl Executor {
                     self.read(&mut snapshot, &refs).await?;
                     self.fill(command, &mut snapshot, true).await?;
                 }
+                Next::Refuse(error) if meta.dry_run => {
+                    return Ok(Attempt::Done(CommandReply::rejected(error.to_error_body())))
+                }
                 Next::Refuse(error) => return Ok(Attempt::Done(self.refuse(job, error.to_error_body()).await?)),
             }
         };
+        if meta.dry_run {
+            return Ok(Attempt::Done(self.dry_run(job, plan).await?));
+        }
         let Plan {
             events,
             constraints,
@@ -279,20 +291,7 @@ impl Executor {
                 )));
             }
             AppendOutcome::UniqueTaken { scope, key, owner } => {
-                let owner = owner
-                    .map(|o| o.to_string())
-                    .unwrap_or_else(|| "another aggregate".into());
-                let error = ErrorBody::new(
-                    ErrorReason::Unique,
-                    format!(
-                        "{} {key:?} is already used by {owner}; choose another",
-                        scope.replace('_', " ")
-                    ),
-                )
-                .with("scope", scope)
-                .with("key", key)
-                .with("owner", owner);
-                self.refuse(job, error).await?
+                self.refuse(job, unique_taken(scope, key, owner)).await?
             }
             AppendOutcome::SlotsFull { active, max } => {
                 let error = ErrorBody::new(
@@ -387,6 +386,7 @@ impl Executor {
                 .or_else(|| meta.command_id.map(|c| c.to_string())),
             causation_id: meta.command_id,
             actor: ctx.actor.clone(),
+            requested_by: ctx.requested_by.clone(),
             traceparent: ctx.traceparent.clone(),
         };
         let mut events = Vec::with_capacity(planned.len());
@@ -448,6 +448,43 @@ impl Executor {
         Ok((request, refs))
     }
 
+    /// The end of a dry run: what the append would check that the decision does not (a
+    /// unique name taken, an event too large to publish), then the reply the command would
+    /// get, marked `dry_run`, with nothing written and no command id recorded.
+    async fn dry_run(&self, job: &Job<'_>, plan: Plan) -> Result<CommandReply, ErrorBody> {
+        let Plan {
+            events,
+            constraints,
+            checks,
+            target_version,
+            ..
+        } = plan;
+        for claim in &constraints.claim_unique {
+            let Some(owner) = self
+                .store
+                .unique_owner(&claim.scope, &claim.key)
+                .await
+                .map_err(store_error)?
+            else {
+                continue;
+            };
+            let released = constraints
+                .release_unique
+                .iter()
+                .any(|r| r.scope == claim.scope && r.key == claim.key && r.owner == owner);
+            if !released {
+                let error = unique_taken(claim.scope.clone(), claim.key.clone(), Some(owner));
+                return Ok(CommandReply::rejected(error));
+            }
+        }
+        let (_, refs) = self.request(job, events, constraints, checks, target_version)?;
+        let mut reply = accepted(job.target, target_version, refs, 0);
+        if let CommandReply::Accepted(accepted) = &mut reply {
+            accepted.dry_run = true;
+        }
+        Ok(reply)
+    }
+
     /// A refusal, unless the command id was already processed: then its first reply.
     async fn refuse(&self, job: &Job<'_>, error: ErrorBody) -> Result<CommandReply, ErrorBody> {
         if let Some(id) = job.meta.command_id {
@@ -502,6 +539,23 @@ fn check_sizes(command: &Command, events: &[NewEvent], bus_limit: usize) -> Resu
     Ok(())
 }
 
+/// The refusal of a command claiming a unique key (a pipeline name) someone holds.
+fn unique_taken(scope: String, key: String, owner: Option<Uuid>) -> ErrorBody {
+    let owner = owner
+        .map(|o| o.to_string())
+        .unwrap_or_else(|| "another aggregate".into());
+    ErrorBody::new(
+        ErrorReason::Unique,
+        format!(
+            "{} {key:?} is already used by {owner}; choose another",
+            scope.replace('_', " ")
+        ),
+    )
+    .with("scope", scope)
+    .with("key", key)
+    .with("owner", owner)
+}
+
 fn too_large(message: String, size: usize, limit: usize) -> ErrorBody {
     ErrorBody::new(ErrorReason::TooLarge, message)
         .with("size", size)
@@ -531,6 +585,7 @@ fn accepted(target: AggRef, version: u64, events: Vec<EventRef>, global_position
         version,
         global_position,
         events,
+        dry_run: false,
     })
 }
 

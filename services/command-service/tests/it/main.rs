@@ -5,6 +5,7 @@
 mod bad_input;
 mod concurrency;
 mod db_outage;
+mod dry_run;
 mod lifecycle;
 mod outage;
 

@@ -1,7 +1,8 @@
 //! Every command, one module per aggregate, and [`decode`]: subject + raw bytes → command.
 //!
 //! A command body is a JSON object with the command's fields plus the optional
-//! `command_id` (idempotency key) and `expected_version` (optimistic concurrency).
+//! `command_id` (idempotency key), `expected_version` (optimistic concurrency) and
+//! `dry_run` (decide, but write nothing).
 
 pub mod pipeline;
 pub mod plugin;
@@ -33,10 +34,15 @@ pub struct CommandMeta {
     /// The aggregate version the client decided on; a mismatch is a `conflict`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_version: Option<u64>,
+    /// Decide only: the command is validated exactly as it would be (the same decision on
+    /// the current state, unique names included) and the reply says what it would write,
+    /// but nothing is written (`dry_run: true` in the reply).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
 }
 
 /// The names of the [`CommandMeta`] fields inside a command body.
-pub const META_FIELDS: &[&str] = &["command_id", "expected_version"];
+pub const META_FIELDS: &[&str] = &["command_id", "expected_version", "dry_run"];
 
 /// A command's body type: knows its subject (`flexcore.cmd.<AGGREGATE>.<ACTION>`).
 pub trait CommandBody: Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static {

@@ -512,7 +512,7 @@ fn commands_section(types: &mut Types) -> String {
             out.push_str(&text);
             out.push_str("\n\n");
         }
-        match render::fields(&schema, &["command_id", "expected_version"]) {
+        match render::fields(&schema, flexcore_contracts::commands::META_FIELDS) {
             Some(table) => out.push_str(&table),
             None => out.push_str("No fields besides the common ones.\n"),
         }

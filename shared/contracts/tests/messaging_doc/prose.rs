@@ -121,7 +121,7 @@ body, when one is), and facts of the reason (`limit` and `size` of `too_large`, 
 
 /// Introduction of the commands section.
 pub const COMMANDS: &str = r#"Commands are requests on `flexcore.cmd.<aggregate>.<action>`, served by the queue
-group of `flexcore-command` replicas. The body is the command's fields plus two optional
+group of `flexcore-command` replicas. The body is the command's fields plus three optional
 fields common to all commands:
 
 "#;
@@ -136,7 +136,12 @@ With a `command_id`, the reply is stored with the events: the same id with the s
 command returns the first reply (also to a create whose id was generated); with a
 different command it is refused (`reason: command_id_reused`). Send every command with a
 `command_id` and retry it with the same id until it is answered: that is how FlexCore's
-own senders (`flexcore-client`) make a lost reply or an outage harmless. A payload larger
+own senders (`flexcore-client`) make a lost reply or an outage harmless. With
+`dry_run: true` the command is decided exactly as it would be (the same code, on state
+read from the log, a unique name checked against the names taken) and answered as it
+would be, with `dry_run: true` in the reply, but nothing is written, no `command_id` is
+recorded, and `global_position` is 0 (`flexctl pipeline create --dry-run` and
+`flexctl apply --dry-run` use it to check a file). A payload larger
 than `command.max_payload_bytes` or the NATS server's `max_payload` is refused with
 `payload_too_large`. The optional header `Flexcore-Correlation-Id` is a label (1-200
 printable characters); other values are refused with `invalid_value` (`details.header`

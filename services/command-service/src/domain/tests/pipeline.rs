@@ -167,6 +167,24 @@ fn step_configs_are_validated_against_the_plugin_schema() {
 }
 
 #[test]
+fn an_unknown_config_key_is_refused_at_the_key_itself() {
+    let strict = json!({"type": "object", "properties": {"path": {"type": "string"}}, "additionalProperties": false});
+    let world = World::default().with([
+        register(CSV, "extractor", Some(strict)),
+        register(JSONL, "loader", None),
+    ]);
+    let e = then_error(
+        world.when(create(
+            json!([{"plugin": CSV, "config": {"path": "/in", "pth": "/x"}}, {"plugin": JSONL}]),
+        )),
+        ErrorCode::ValidationFailed,
+    );
+    assert_eq!(details(&e)["path"], json!("/steps/0/config/pth"), "{e}");
+    assert_eq!(details(&e)["errors"][0]["pointer"], json!("/pth"));
+    assert!(e.to_string().contains("'pth' was unexpected"), "{e}");
+}
+
+#[test]
 fn a_literal_value_in_a_secret_property_is_refused_without_echoing_it() {
     let world = with_plugins();
     let steps = json!([{"plugin": CSV}, {"plugin": JSONL, "config": {"path": "/o", "password": "hunter2"}}]);
