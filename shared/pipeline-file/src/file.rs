@@ -153,6 +153,21 @@ fn path_of(pointer: &str) -> String {
     path
 }
 
+/// The path of the key an "unknown field `KEY`" error is about (serde names the mapping
+/// holding it, or the key itself), so the error points at the key, not its value.
+fn unknown_key(at: &str, message: &str) -> Option<String> {
+    let (_, rest) = message.split_once("unknown field `")?;
+    let (key, _) = rest.split_once('`')?;
+    let at = at.trim_start_matches('.');
+    Some(if at == key || at.ends_with(&format!(".{key}")) {
+        at.to_owned()
+    } else if at.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{at}.{key}")
+    })
+}
+
 /// Reads, parses and checks a pipeline file. Every error names the line.
 pub fn load(path: &Path) -> anyhow::Result<Loaded> {
     let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
@@ -172,7 +187,10 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<Loaded> {
         let at = e.path().to_string();
         let message = e.into_inner().to_string();
         let message = if at == "." { message } else { format!("{at}: {message}") };
-        let position = document.position(&at);
+        let position = match unknown_key(&at, &message) {
+            Some(key) => document.key_position(&key),
+            None => document.position(&at),
+        };
         match position {
             Some(p) => anyhow::anyhow!("{}:{}:{}: {message}", path.display(), p.line, p.column),
             None => anyhow::anyhow!("{}: {message}", path.display()),
@@ -249,6 +267,56 @@ schedules:
         assert!(e.starts_with("p.yaml:8:"), "{e}");
     }
 
+    /// The service's refusals land on the line they are about, not on the first line
+    /// (a block mapping's start is the `:` of its first key) or the next one.
+    #[test]
+    fn refusals_land_on_the_line_they_are_about() {
+        let text = "\
+name: demo
+owner: team
+steps:
+  - plugin: generatr@1.0.0
+    config:
+      records: 10
+      recrods: 5
+  - plugin: discard@1.0.0
+";
+        let loaded = parse(Path::new("p.yaml"), text).unwrap();
+        let at = |reason, pointer: &str| {
+            let error = ErrorBody::at(reason, pointer, "bad");
+            loaded.refusal("", &error).to_string()
+        };
+        use flexcore_contracts::ErrorReason::{ConfigInvalid, NotFound};
+        assert!(
+            at(NotFound, "/steps/0/plugin").starts_with("p.yaml:4:13:"),
+            "plugin typo"
+        );
+        assert!(
+            at(ConfigInvalid, "/steps/0/config/recrods").starts_with("p.yaml:7:"),
+            "unknown key"
+        );
+        assert!(
+            at(ConfigInvalid, "/steps/1/config").starts_with("p.yaml:8:5:"),
+            "no config: its step"
+        );
+        assert!(
+            at(ConfigInvalid, "/steps/0/config").starts_with("p.yaml:5:5:"),
+            "the config: its key"
+        );
+        assert!(at(ConfigInvalid, "").starts_with("p.yaml:1:1:"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_at_their_own_line() {
+        let e = err("name: demo\nowner: team\ndescripton: x\nsteps: []\n");
+        assert!(e.starts_with("p.yaml:3:1:") && e.contains("descripton"), "{e}");
+        let e = err(&GOOD.replace(
+            "    timezone: Europe/Berlin\n",
+            "    timezone: Europe/Berlin\n    jiter: 5\n",
+        ));
+        assert!(e.starts_with("p.yaml:10:5:") && e.contains("jiter"), "{e}");
+    }
+
     #[test]
     fn refusals_point_at_the_step_config_or_field() {
         let loaded = parse(Path::new("p.yaml"), GOOD).unwrap();
@@ -258,7 +326,7 @@ schedules:
         };
         assert!(refusal("/steps/0/config/records").starts_with("p.yaml:5:"));
         assert!(refusal("/steps/1").starts_with("p.yaml:6:"));
-        assert!(refusal("/steps").starts_with("p.yaml:4:"));
+        assert!(refusal("/steps").starts_with("p.yaml:3:"), "the `steps:` key");
         let error = ErrorBody::at(flexcore_contracts::ErrorReason::InvalidValue, "/timezone", "tz");
         assert!(loaded
             .refusal("schedules[0]", &error)

@@ -1,6 +1,12 @@
 //! YAML → JSON with positions: every value's path (`steps[1].config.path`, the form the
 //! contracts' decode errors use) maps to its line and column, so an error found later
 //! (by flexctl's own decode, or by the command service) points at the line to fix.
+//!
+//! Which position a path gets: a scalar's own; a mapping's or sequence's under a key,
+//! the key's (`config:`: a block mapping's own start is where its first key's `:` is,
+//! which is no place a person looks); a mapping in a sequence or at the root, its first
+//! key's. So an error about a missing or unknown key of `config` points at `config:`,
+//! and one about an unknown key (whose path ends in that key) at the key itself.
 
 use std::collections::HashMap;
 
@@ -24,6 +30,7 @@ pub struct Document {
     /// The document as JSON.
     pub value: Value,
     positions: HashMap<String, Position>,
+    keys: HashMap<String, Position>,
 }
 
 impl Document {
@@ -37,6 +44,15 @@ impl Document {
             let cut = path.rfind(['.', '['])?;
             path.truncate(cut);
         }
+    }
+
+    /// Where the key of the value at `path` is (`descripton` of `descripton: x`), for an
+    /// error about the key itself; [`Self::position`] when `path` names no key.
+    pub fn key_position(&self, path: &str) -> Option<Position> {
+        self.keys
+            .get(path.trim_start_matches('.'))
+            .copied()
+            .or_else(|| self.position(path))
     }
 }
 
@@ -55,6 +71,7 @@ pub fn parse(text: &str) -> Result<Document, String> {
     Ok(Document {
         value: builder.root.unwrap_or(Value::Null),
         positions: builder.positions,
+        keys: builder.keys,
     })
 }
 
@@ -69,11 +86,30 @@ struct Builder {
     root: Option<Value>,
     anchors: HashMap<usize, Value>,
     positions: HashMap<String, Position>,
+    keys: HashMap<String, Position>,
     documents: usize,
     error: Option<String>,
 }
 
 impl Builder {
+    /// Records where key `key` of the innermost mapping is (the path of its value, until
+    /// the value's own position replaces it when it is a scalar), and where the mapping
+    /// is, if that is not known yet (its first key).
+    fn key_position(&mut self, key: &str, position: Position) {
+        let Some((Frame::Mapping(_, path, _), _)) = self.stack.last() else {
+            return;
+        };
+        let path = path.clone();
+        let child = if path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{path}.{key}")
+        };
+        self.positions.insert(child.clone(), position);
+        self.keys.insert(child, position);
+        self.positions.entry(path).or_insert(position);
+    }
+
     /// The path of the next value, and (for a mapping) whether it is a key.
     fn next_path(&self) -> (String, bool) {
         match self.stack.last() {
@@ -166,7 +202,9 @@ impl MarkedEventReceiver for Builder {
         match event {
             Event::DocumentStart => self.documents += 1,
             Event::Scalar(text, style, anchor, _) => {
-                if !is_key {
+                if is_key {
+                    self.key_position(&text, position);
+                } else {
                     self.positions.insert(path, position);
                 }
                 self.value(scalar(text, style), anchor, mark);
@@ -182,14 +220,15 @@ impl MarkedEventReceiver for Builder {
                 if is_key {
                     return self.fail(mark, "a mapping key must be a plain string");
                 }
-                self.positions.insert(path.clone(), position);
+                self.positions.entry(path.clone()).or_insert(position);
                 self.stack.push((Frame::Sequence(Vec::new(), path), anchor));
             }
             Event::MappingStart(anchor, _) => {
                 if is_key {
                     return self.fail(mark, "a mapping key must be a plain string");
                 }
-                self.positions.insert(path.clone(), position);
+                // Under a key the key's position is there already; elsewhere the first
+                // key's is taken (see the module's comment).
                 self.stack.push((Frame::Mapping(Map::new(), path, None), anchor));
             }
             Event::SequenceEnd | Event::MappingEnd => {
@@ -241,11 +280,38 @@ steps:
         let doc = parse(TEXT).unwrap();
         let line = |p: &str| doc.position(p).map(|p| p.line);
         assert_eq!(line("name"), Some(1));
-        assert_eq!(line("steps"), Some(8));
+        assert_eq!(line("steps"), Some(7), "a block under a key: the key's line");
+        assert_eq!(
+            line("steps[0]"),
+            Some(8),
+            "a mapping in a sequence: its first key's line"
+        );
+        assert_eq!(line("steps[0].config"), Some(9));
+        assert_eq!(line(""), Some(1));
         assert_eq!(line("steps[0].config.records"), Some(10));
         assert_eq!(line("steps[1].plugin"), Some(11));
         assert_eq!(line("steps[1].config"), Some(11), "missing: its step's line");
         assert_eq!(doc.position("steps[0].plugin").map(|p| p.column), Some(13));
+    }
+
+    #[test]
+    fn blocks_point_at_their_key_and_mappings_at_their_first_key() {
+        let doc = parse("name: demo\nsteps:\n\n  - plugin: a\n    config:\n      x: 1\n  -   plugin: b\n").unwrap();
+        let at = |p: &str| doc.position(p).map(|p| (p.line, p.column));
+        assert_eq!(at(""), Some((1, 1)), "the root: its first key, not the `:` after it");
+        assert_eq!(at("steps"), Some((2, 1)));
+        assert_eq!(at("steps[0]"), Some((4, 5)));
+        assert_eq!(at("steps[0].config"), Some((5, 5)));
+        assert_eq!(at("steps[0].config.x"), Some((6, 10)));
+        assert_eq!(
+            at("steps[0].config.y"),
+            Some((5, 5)),
+            "an unknown key: its mapping's key"
+        );
+        assert_eq!(at("steps[1]"), Some((7, 7)));
+        let flow = parse("a: {b: 1}\nc: [1, 2]\n").unwrap();
+        assert_eq!(flow.position("a").map(|p| p.line), Some(1));
+        assert_eq!(flow.position("c[1]").map(|p| (p.line, p.column)), Some((2, 8)));
     }
 
     #[test]
