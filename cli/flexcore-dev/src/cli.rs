@@ -1,6 +1,6 @@
 //! The command line: flexctl's global options, then `dev` or `bench`.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use flexctl::cli::Globals;
 
 use crate::bench::cli::BenchCommand;
@@ -20,6 +20,24 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--database-url`, the one Postgres option of flexcore-dev, flattened into the commands
+/// that use it (`dev` and `bench commands`) so its help is the same, and true, for both.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL server: for `dev`, the stack's database (FlexCore's event store and
+    /// read models; used if it answers, created if missing, else a private server is
+    /// started on its port); for `bench commands`, the server of the raw INSERT ceiling
+    /// (phase 2). The rest of flexctl speaks only NATS and never connects to Postgres.
+    #[arg(
+        long = "database-url",
+        env = "FLEXCORE__DATABASE__URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/flexcore",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub url: String,
 }
 
 /// Top-level commands.
@@ -82,7 +100,7 @@ mod tests {
         assert_eq!(args.duration, Duration::from_secs(3));
         assert_eq!(args.warmup, Duration::ZERO);
         assert!(args.raw_only && !args.skip_raw);
-        assert_eq!(args.database_url, "postgres://u@h:5433/db");
+        assert_eq!(args.database.url, "postgres://u@h:5433/db");
     }
 
     #[test]
@@ -91,6 +109,31 @@ mod tests {
         assert_eq!(cli.globals.nats_url, "nats://h:1");
         assert_eq!(cli.globals.output, Output::Json);
         assert!(matches!(cli.command, Command::Dev(_)));
+    }
+
+    #[test]
+    fn dev_and_bench_commands_share_one_true_database_url_option() {
+        use clap::CommandFactory as _;
+        let mut command = Cli::command();
+        let help = |command: &mut clap::Command, path: &[&str]| {
+            let mut sub = command.clone();
+            for name in path {
+                sub = sub.find_subcommand_mut(name).unwrap().clone();
+            }
+            sub.render_long_help().to_string()
+        };
+        let dev = help(&mut command, &["dev"]);
+        let bench = help(&mut command, &["bench", "commands"]);
+        for text in [&dev, &bench] {
+            assert!(text.contains("--database-url"), "{text}");
+            assert!(text.contains("the stack's database"), "{text}");
+            assert!(!text.contains("never reads FlexCore's own"), "{text}");
+        }
+        let cli = Cli::try_parse_from(["flexctl", "dev", "--database-url", "postgres://h/fc"]).unwrap();
+        let Command::Dev(args) = cli.command else {
+            panic!("not dev")
+        };
+        assert_eq!(args.database.url, "postgres://h/fc");
     }
 
     #[test]

@@ -57,15 +57,9 @@ pub const SERVICES: [&str; 5] = [
 /// Options of `flexctl dev`.
 #[derive(Debug, Clone, Args)]
 pub struct DevArgs {
-    /// PostgreSQL server of the stack (used if it answers, else started privately on its
-    /// port); its database is created if missing.
-    #[arg(
-        long,
-        env = "FLEXCORE__DATABASE__URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/flexcore",
-        hide_env_values = true
-    )]
-    pub database_url: String,
+    /// `--database-url`.
+    #[command(flatten)]
+    pub database: crate::cli::DatabaseArgs,
     /// State directory: private Postgres and NATS data, demo output.
     #[arg(long, default_value = ".flexcore")]
     pub state_dir: PathBuf,
@@ -151,7 +145,7 @@ async fn stack(
         .iter()
         .map(|name| find_binary(name, args.bin_dir.as_deref()))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let database_url = postgres(&args.database_url, state_dir, servers).await?;
+    let database_url = postgres(&args.database.url, state_dir, servers).await?;
     let (keys, identity) = identities(state_dir)?;
     let login = NatsLogin {
         identity: Some(identity),

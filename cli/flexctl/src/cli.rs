@@ -133,7 +133,7 @@ pub enum Command {
     /// Schedules: create, list, pause, resume, delete, backfill.
     #[command(subcommand)]
     Schedule(crate::schedule::ScheduleCommand),
-    /// Events, live from the event stream.
+    /// Events: tail (live from the event stream), list (the stored ones, an audit log).
     #[command(subcommand)]
     Events(EventsCommand),
     /// Services seen, projection lag, queue depth, runner slots.
@@ -159,9 +159,12 @@ pub enum Command {
 /// `flexctl events …`.
 #[derive(Debug, Subcommand)]
 pub enum EventsCommand {
-    /// Print events as they are appended (optionally the last N first), filtered by
-    /// aggregate and type.
+    /// Print events as they are appended (optionally the last N matching ones first),
+    /// filtered by aggregate and type.
     Tail(crate::events::TailArgs),
+    /// The audit log: the stored events matching aggregate, type and time, oldest
+    /// first (position, time, type, aggregate, actor), then exit.
+    List(crate::events::ListArgs),
 }
 
 /// The whole of a CLI binary's `main` once its command line is parsed (flexctl's and
@@ -181,6 +184,9 @@ pub async fn main_with(
     };
     match command.await {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // The reader of stdout went away (`| head`): it has what it wanted; exit quietly,
+        // with success so `set -o pipefail` scripts do not fail on it.
+        Err(error) if crate::is_broken_pipe(&error) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             // `--output json` makes it one JSON document on stderr (crate::error).
             crate::error::print(&std::env::args_os().collect::<Vec<_>>(), &error);
@@ -225,13 +231,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(command) => crate::run::run(&globals.nats()?, command, output).await,
         Command::Schedule(command) => crate::schedule::run(&globals.nats()?, command, output).await,
         Command::Events(EventsCommand::Tail(args)) => crate::events::tail(&globals.nats()?, args, output).await,
+        Command::Events(EventsCommand::List(args)) => crate::events::list(&globals.nats()?, args, output).await,
         Command::Status => crate::status::run(&globals.nats()?, output).await,
         Command::Security(command) => crate::security::run(command),
         Command::ApiKey(command) => crate::api_key::run(command, output),
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
-            clap_complete::generate(*shell, &mut Cli::command(), "flexctl", &mut std::io::stdout());
-            Ok(())
+            // Into a buffer first: clap_complete panics when its writer fails.
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "flexctl", &mut script);
+            crate::write_stdout_raw(&script)
         }
     }
 }

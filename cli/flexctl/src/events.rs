@@ -1,17 +1,30 @@
-//! `flexctl events tail`: events live from the `FLEXCORE_EVENTS` stream (an ordered,
-//! ephemeral consumer: nothing is left behind on the server), optionally filtered by
-//! aggregate and by event type; and the event subscription `run start --follow` uses.
+//! `flexctl events tail` and `flexctl events list`: events from the `FLEXCORE_EVENTS`
+//! stream (ordered, ephemeral consumers: nothing is left behind on the server), filtered
+//! by aggregate and by event type; the event subscription `run start --follow` uses; and
+//! the [`Watch`] on the NATS connection of every command that follows a stream.
+//!
+//! `tail` follows (optionally after the last N matching events); `list` is the audit
+//! log: the matching events stored when it starts, then it exits. With `--output json`
+//! both print JSON Lines (one event envelope per line).
+
+use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::{self, consumer::pull::Ordered};
+use chrono::{DateTime, Utc};
 use clap::Args;
 use flexcore_contracts::{subjects, EventEnvelope};
-use futures::StreamExt as _;
+use futures::{Stream, StreamExt as _};
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::cli::Output;
 use crate::nats::Nats;
+
+/// How long a following command waits for a lost NATS connection to come back, unless
+/// told otherwise (`--reconnect-timeout`).
+pub const RECONNECT_TIMEOUT: &str = "30s";
 
 /// Options of `flexctl events tail`.
 #[derive(Debug, Clone, Args)]
@@ -22,8 +35,9 @@ pub struct TailArgs {
     /// Only events of this type, e.g. `run.succeeded` (or an aggregate type: `run`).
     #[arg(long = "type", value_name = "TYPE")]
     pub event_type: Option<String>,
-    /// Start with the last N matching events already stored, then follow.
-    #[arg(long, default_value_t = 0)]
+    /// First print the last N stored events that match --aggregate and --type (exactly N,
+    /// or all of them when fewer are stored), then follow new ones. 0: only new ones.
+    #[arg(long, default_value_t = 0, value_name = "N")]
     pub last: u64,
     /// Start from the first stored event, then follow.
     #[arg(long, conflicts_with = "last")]
@@ -31,6 +45,47 @@ pub struct TailArgs {
     /// Stop after this many events (default: follow until Ctrl-C).
     #[arg(long)]
     pub count: Option<u64>,
+    /// Give up (exit non-zero) when the connection to NATS is lost for this long.
+    #[arg(long, default_value = RECONNECT_TIMEOUT, value_parser = crate::duration::parse_duration)]
+    pub reconnect_timeout: Duration,
+}
+
+/// Options of `flexctl events list`.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Only events of this aggregate (a pipeline, run, plugin or schedule id).
+    #[arg(long)]
+    pub aggregate: Option<Uuid>,
+    /// Only events of this type, e.g. `run.succeeded` (or an aggregate type: `run`).
+    #[arg(long = "type", value_name = "TYPE")]
+    pub event_type: Option<String>,
+    /// Only events recorded at or after this time: RFC 3339 (`2026-01-31T12:00:00Z`) or a
+    /// duration ago (`1h`, `2d`).
+    #[arg(long, value_name = "TIME|DURATION", value_parser = parse_time)]
+    pub since: Option<DateTime<Utc>>,
+    /// Only events recorded at or before this time (RFC 3339, or a duration ago).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub until: Option<DateTime<Utc>>,
+    /// At most this many events (the oldest that match).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+    /// Give up (exit non-zero) when the connection to NATS is lost for this long.
+    #[arg(long, default_value = RECONNECT_TIMEOUT, value_parser = crate::duration::parse_duration)]
+    pub reconnect_timeout: Duration,
+}
+
+/// A point in time on the command line: RFC 3339, or a duration before now.
+pub fn parse_time(input: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(time) = DateTime::parse_from_rfc3339(input.trim()) {
+        return Ok(time.with_timezone(&Utc));
+    }
+    let ago = crate::duration::parse_duration(input).map_err(|_| {
+        format!("{input:?} is neither a time (RFC 3339, e.g. 2026-01-31T12:00:00Z) nor a duration ago (e.g. 1h, 2d)")
+    })?;
+    let ago = chrono::Duration::from_std(ago).map_err(|_| format!("{input:?} is too long ago"))?;
+    Utc::now()
+        .checked_sub_signed(ago)
+        .ok_or_else(|| format!("{input:?} is too long ago"))
 }
 
 /// The NATS filter subject for an aggregate and/or event type.
@@ -47,24 +102,75 @@ pub fn filter_subject(aggregate: Option<Uuid>, event_type: Option<&str>) -> anyh
     Ok(format!("{}.evt.{aggregate_type}.{id}.{name}", subjects::ROOT))
 }
 
-/// An ordered consumer of the events matching `filter`, from `deliver`.
-pub async fn subscribe(client: &async_nats::Client, filter: &str, deliver: DeliverPolicy) -> anyhow::Result<Ordered> {
-    let js = jetstream::new(client.clone());
-    let stream = js.get_stream(subjects::EVENTS_STREAM).await.with_context(|| {
-        format!(
-            "the {} stream is not there: has flexcore-command ever run against this NATS?",
-            subjects::EVENTS_STREAM
-        )
-    })?;
-    let consumer = stream
+async fn events_stream(client: &async_nats::Client) -> anyhow::Result<jetstream::stream::Stream> {
+    jetstream::new(client.clone())
+        .get_stream(subjects::EVENTS_STREAM)
+        .await
+        .with_context(|| {
+            format!(
+                "the {} stream is not there: has flexcore-command ever run against this NATS?",
+                subjects::EVENTS_STREAM
+            )
+        })
+}
+
+type OrderedConsumer = jetstream::consumer::Consumer<jetstream::consumer::pull::OrderedConfig>;
+
+async fn ordered_consumer(
+    stream: &jetstream::stream::Stream,
+    filter: &str,
+    deliver: DeliverPolicy,
+) -> anyhow::Result<OrderedConsumer> {
+    stream
         .create_consumer(jetstream::consumer::pull::OrderedConfig {
             filter_subject: filter.to_owned(),
             deliver_policy: deliver,
             ..Default::default()
         })
         .await
-        .context("creating an ordered consumer on the events stream")?;
+        .context("creating an ordered consumer on the events stream")
+}
+
+/// An ordered consumer of the events matching `filter`, from `deliver`.
+pub async fn subscribe(client: &async_nats::Client, filter: &str, deliver: DeliverPolicy) -> anyhow::Result<Ordered> {
+    let stream = events_stream(client).await?;
+    let consumer = ordered_consumer(&stream, filter, deliver).await?;
     consumer.messages().await.context("reading the events stream")
+}
+
+/// The first stream sequence of a window of `window` messages ending at `last`.
+fn window_start(last: u64, window: u64) -> u64 {
+    last.saturating_sub(window.saturating_sub(1)).max(1)
+}
+
+/// The ordered consumer of `--last n` matching events, and how many of its first
+/// messages to skip. A filter matches only some messages, so the window of sequences
+/// read is widened backwards (doubling) until at least `n` match in it, or it reaches the
+/// start of the stream; the consumer's `num_pending` says how many match from its start.
+async fn last_matching(
+    stream: &mut jetstream::stream::Stream,
+    filter: &str,
+    n: u64,
+) -> anyhow::Result<(OrderedConsumer, u64)> {
+    let last = stream
+        .info()
+        .await
+        .context("reading the events stream's state")?
+        .state
+        .last_sequence;
+    let mut window = n;
+    loop {
+        let start = window_start(last, window);
+        let consumer =
+            ordered_consumer(stream, filter, DeliverPolicy::ByStartSequence { start_sequence: start }).await?;
+        let pending = consumer.cached_info().num_pending;
+        if pending >= n || start <= 1 {
+            return Ok((consumer, pending.saturating_sub(n)));
+        }
+        // Not used: removed now rather than when the server times it out.
+        let _ = stream.delete_consumer(&consumer.cached_info().name).await;
+        window = window.saturating_mul(2);
+    }
 }
 
 /// One event as a human line.
@@ -84,36 +190,42 @@ pub fn line(e: &EventEnvelope) -> String {
     )
 }
 
+/// One event as a line of `events list`: position, time, type, aggregate id, actor.
+pub fn list_line(e: &EventEnvelope) -> String {
+    format!(
+        "{:>8}  {}  {:<26} {}  {}",
+        e.global_position,
+        e.recorded_at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+        e.event_type,
+        e.aggregate_id,
+        e.metadata.actor.as_deref().unwrap_or("-")
+    )
+}
+
 /// Runs `flexctl events tail`.
 pub async fn tail(nats: &Nats, args: &TailArgs, output: Output) -> anyhow::Result<()> {
-    let client = nats.connect().await?;
+    let client = nats.connect_following().await?;
     let filter = filter_subject(args.aggregate, args.event_type.as_deref())?;
-    let deliver = if args.all {
-        DeliverPolicy::All
+    let mut stream = events_stream(&client).await?;
+    let (consumer, mut skip) = if args.all {
+        (ordered_consumer(&stream, &filter, DeliverPolicy::All).await?, 0)
     } else if args.last > 0 {
-        let js = jetstream::new(client.clone());
-        let mut stream = js.get_stream(subjects::EVENTS_STREAM).await?;
-        let last = stream.info().await?.state.last_sequence;
-        DeliverPolicy::ByStartSequence {
-            start_sequence: last.saturating_sub(args.last).max(1),
-        }
+        last_matching(&mut stream, &filter, args.last).await?
     } else {
-        DeliverPolicy::New
+        (ordered_consumer(&stream, &filter, DeliverPolicy::New).await?, 0)
     };
-    let mut messages = subscribe(&client, &filter, deliver).await?;
+    let mut messages = consumer.messages().await.context("reading the events stream")?;
     if output == Output::Text {
         tracing::info!(filter, "following events (Ctrl-C stops)");
     }
+    let mut watch = Watch::new(&client, &nats.url, args.reconnect_timeout);
     let mut seen = 0;
-    while let Some(message) = messages.next().await {
-        let message = message.context("reading the events stream")?;
-        let event: EventEnvelope = match serde_json::from_slice(&message.payload) {
-            Ok(e) => e,
-            Err(error) => {
-                tracing::warn!(subject = %message.subject, %error, "skipping an unreadable event");
-                continue;
-            }
-        };
+    while let Next::Message(message) = watch.next(&mut messages, None).await? {
+        if skip > 0 {
+            skip -= 1;
+            continue;
+        }
+        let Some(event) = decode(&message) else { continue };
         match output {
             Output::Json => crate::write_stdout(&serde_json::to_string(&event)?)?,
             Output::Text => crate::write_stdout(&line(&event))?,
@@ -124,6 +236,218 @@ pub async fn tail(nats: &Nats, args: &TailArgs, output: Output) -> anyhow::Resul
         }
     }
     Ok(())
+}
+
+fn decode(message: &jetstream::Message) -> Option<EventEnvelope> {
+    match serde_json::from_slice(&message.payload) {
+        Ok(e) => Some(e),
+        Err(error) => {
+            tracing::warn!(subject = %message.subject, %error, "skipping an unreadable event");
+            None
+        }
+    }
+}
+
+/// Where `events list` starts reading.
+pub fn list_start(since: Option<DateTime<Utc>>) -> anyhow::Result<DeliverPolicy> {
+    let Some(since) = since else {
+        return Ok(DeliverPolicy::All);
+    };
+    // From JSON, as the server takes it: the policy holds a `time` date this crate need
+    // not name.
+    serde_json::from_value(serde_json::json!({
+        "deliver_policy": "by_start_time",
+        "opt_start_time": since.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+    }))
+    .context("--since")
+}
+
+/// Runs `flexctl events list`: the matching events stored when it starts, oldest first.
+pub async fn list(nats: &Nats, args: &ListArgs, output: Output) -> anyhow::Result<()> {
+    if let (Some(since), Some(until)) = (args.since, args.until) {
+        anyhow::ensure!(since <= until, "--since {since} is after --until {until}");
+    }
+    let client = nats.connect_following().await?;
+    let filter = filter_subject(args.aggregate, args.event_type.as_deref())?;
+    let mut stream = events_stream(&client).await?;
+    // The end: what is stored now. Later events are for `events tail`.
+    let end = stream
+        .info()
+        .await
+        .context("reading the events stream's state")?
+        .state
+        .last_sequence;
+    if end == 0 {
+        return Ok(());
+    }
+    let consumer = ordered_consumer(&stream, &filter, list_start(args.since)?).await?;
+    if consumer.cached_info().num_pending == 0 {
+        return Ok(());
+    }
+    let mut messages = consumer.messages().await.context("reading the events stream")?;
+    let mut watch = Watch::new(&client, &nats.url, args.reconnect_timeout);
+    let mut printed = 0;
+    while let Next::Message(message) = watch.next(&mut messages, None).await? {
+        let info = message
+            .info()
+            .map_err(|e| anyhow::anyhow!("an event without its stream position: {e}"))?;
+        let (sequence, pending) = (info.stream_sequence, info.pending);
+        if sequence > end {
+            break;
+        }
+        if let Some(event) = decode(&message) {
+            if args.until.is_some_and(|until| event.recorded_at > until) {
+                break;
+            }
+            // The server starts at the first message it stored at --since, by its own
+            // clock (nats-server 2.9 at the stream's start when --since is after its last
+            // message): the event's own time decides.
+            if args.since.is_none_or(|since| event.recorded_at >= since) {
+                match output {
+                    Output::Json => crate::write_stdout(&serde_json::to_string(&event)?)?,
+                    Output::Text => crate::write_stdout(&list_line(&event))?,
+                }
+                printed += 1;
+            }
+        }
+        if sequence >= end || pending == 0 || args.limit.is_some_and(|limit| printed >= limit) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// What [`Watch::next`] got.
+#[derive(Debug)]
+pub enum Next<M> {
+    /// The next message.
+    Message(M),
+    /// No message for the idle time asked for.
+    Idle,
+    /// The stream ended.
+    End,
+}
+
+/// What to do about the connection at a check, given how long it has been lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Connected, as before.
+    Fine,
+    /// Just lost: say so.
+    Lost,
+    /// Still lost, within the timeout.
+    Waiting,
+    /// Back after being lost: say so.
+    Back,
+    /// Lost for longer than the timeout: give up.
+    GiveUp,
+}
+
+/// The pure decision of [`Watch`]: `connected` now, lost since `lost_for` ago (if it was).
+pub fn verdict(connected: bool, lost_for: Option<Duration>, timeout: Duration) -> Verdict {
+    match (connected, lost_for) {
+        (true, None) => Verdict::Fine,
+        (true, Some(_)) => Verdict::Back,
+        (false, None) => Verdict::Lost,
+        (false, Some(lost)) if lost >= timeout => Verdict::GiveUp,
+        (false, Some(_)) => Verdict::Waiting,
+    }
+}
+
+/// Watches the NATS connection of a command that follows a stream: the stream itself
+/// just waits while the server is away, so the watch says on stderr that the connection
+/// was lost, and fails once it has been lost for longer than the reconnect timeout.
+#[derive(Debug)]
+pub struct Watch {
+    client: async_nats::Client,
+    url: String,
+    timeout: Duration,
+    lost_since: Option<Instant>,
+}
+
+/// How often the connection state is looked at.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+
+impl Watch {
+    /// A watch on `client`, connected to `url` (shown without its password).
+    pub fn new(client: &async_nats::Client, url: &str, timeout: Duration) -> Self {
+        Self {
+            client: client.clone(),
+            url: flexcore_config::url_text::redact(url),
+            timeout,
+            lost_since: None,
+        }
+    }
+
+    /// Whether the connection is up now.
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    fn check(&mut self) -> anyhow::Result<()> {
+        let lost_for = self.lost_since.map(|since| since.elapsed());
+        match verdict(self.connected(), lost_for, self.timeout) {
+            Verdict::Fine | Verdict::Waiting => {}
+            Verdict::Lost => {
+                eprintln!(
+                    "flexctl: lost the connection to NATS at {}, reconnecting (giving up after {})",
+                    self.url,
+                    crate::duration::format_duration(self.timeout)
+                );
+                self.lost_since = Some(Instant::now());
+            }
+            Verdict::Back => {
+                eprintln!("flexctl: reconnected to NATS at {}", self.url);
+                self.lost_since = None;
+            }
+            Verdict::GiveUp => anyhow::bail!(
+                "lost the connection to NATS at {} and could not reconnect within {} (--reconnect-timeout)",
+                self.url,
+                crate::duration::format_duration(self.timeout)
+            ),
+        }
+        Ok(())
+    }
+
+    /// The next item of `stream`; [`Next::Idle`] after `idle` without one (when given).
+    /// Errors of the stream while the connection is lost are the outage, not the end;
+    /// others end the command.
+    pub async fn next<M, E>(
+        &mut self,
+        stream: &mut (impl Stream<Item = Result<M, E>> + Unpin),
+        idle: Option<Duration>,
+    ) -> anyhow::Result<Next<M>>
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let idle_at = idle.map(|idle| Instant::now() + idle);
+        let mut tick = tokio::time::interval(WATCH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let idle_sleep = async {
+                match idle_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                item = stream.next() => match item {
+                    None => return Ok(Next::End),
+                    Some(Ok(message)) => {
+                        self.check()?;
+                        return Ok(Next::Message(message));
+                    }
+                    Some(Err(error)) if !self.connected() => {
+                        tracing::debug!(%error, "reading the stream while disconnected");
+                        self.check()?;
+                    }
+                    Some(Err(error)) => return Err(anyhow::Error::new(error).context("reading the stream")),
+                },
+                _ = tick.tick() => self.check()?,
+                () = idle_sleep => return Ok(Next::Idle),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -145,5 +469,47 @@ mod tests {
         assert!(filter_subject(None, Some("run.")).is_err());
         assert!(filter_subject(None, Some("a.b.c")).is_err());
         assert!(filter_subject(None, Some(">")).is_err());
+    }
+
+    #[test]
+    fn a_window_of_n_ends_at_the_last_sequence() {
+        assert_eq!(window_start(10, 1), 10);
+        assert_eq!(window_start(10, 4), 7);
+        assert_eq!(window_start(10, 10), 1);
+        assert_eq!(window_start(10, 50), 1);
+        assert_eq!(window_start(0, 3), 1);
+    }
+
+    #[test]
+    fn times_are_rfc3339_or_a_duration_ago() {
+        let t = parse_time("2026-01-31T12:00:00Z").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-01-31T12:00:00+00:00");
+        let t = parse_time("2026-01-31T13:00:00+01:00").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-01-31T12:00:00+00:00");
+        let ago = Utc::now() - parse_time("1h").unwrap();
+        assert!((3599..=3601).contains(&ago.num_seconds()), "{ago}");
+        let error = parse_time("yesterday").unwrap_err();
+        assert!(error.contains("RFC 3339"), "{error}");
+    }
+
+    #[test]
+    fn since_becomes_a_start_time() {
+        assert_eq!(list_start(None).unwrap(), DeliverPolicy::All);
+        let since = parse_time("2026-01-31T12:00:00.5Z").unwrap();
+        let DeliverPolicy::ByStartTime { start_time } = list_start(Some(since)).unwrap() else {
+            panic!("not by start time")
+        };
+        assert_eq!(start_time.unix_timestamp(), since.timestamp());
+        assert_eq!(start_time.millisecond(), 500);
+    }
+
+    #[test]
+    fn a_lost_connection_is_announced_then_given_up_on_after_the_timeout() {
+        let timeout = Duration::from_secs(30);
+        assert_eq!(verdict(true, None, timeout), Verdict::Fine);
+        assert_eq!(verdict(false, None, timeout), Verdict::Lost);
+        assert_eq!(verdict(false, Some(Duration::from_secs(29)), timeout), Verdict::Waiting);
+        assert_eq!(verdict(false, Some(timeout), timeout), Verdict::GiveUp);
+        assert_eq!(verdict(true, Some(Duration::from_secs(29)), timeout), Verdict::Back);
     }
 }

@@ -85,6 +85,25 @@ impl Nats {
     /// [`Nats::connections`], logged in as `identity` instead of the login's identity
     /// when given.
     pub async fn connections_as(&self, clients: usize, identity: Option<&Identity>) -> anyhow::Result<Vec<Client>> {
+        self.connections_with(clients, identity, Some(3)).await
+    }
+
+    /// One connection that keeps trying to reconnect after the server goes away, for the
+    /// commands that follow a stream (`events tail`, `run logs --follow`): they watch it and
+    /// give up themselves after their `--reconnect-timeout` (see `crate::events::Watch`).
+    pub async fn connect_following(&self) -> anyhow::Result<Client> {
+        self.connections_with(1, None, None)
+            .await?
+            .pop()
+            .ok_or_else(|| anyhow::anyhow!("no NATS connection"))
+    }
+
+    async fn connections_with(
+        &self,
+        clients: usize,
+        identity: Option<&Identity>,
+        max_reconnects: Option<usize>,
+    ) -> anyhow::Result<Vec<Client>> {
         let login = &self.login;
         let identity = identity.or(login.identity.as_ref());
         let path = |p: Option<&PathBuf>| p.map(|p| p.display().to_string()).unwrap_or_default();
@@ -104,7 +123,7 @@ impl Nats {
         for _ in 0..count {
             // A CLI gives up on a server that is not there rather than waiting for it.
             let client = flexcore_service::connect::nats_with("flexctl", &settings, identity, |o| {
-                o.max_reconnects(Some(3))
+                o.max_reconnects(max_reconnects)
             })
             .await
             .context(

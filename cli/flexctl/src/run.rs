@@ -83,9 +83,14 @@ pub struct CancelArgs {
 pub struct LogsArgs {
     /// Run id.
     pub run: Uuid,
-    /// Keep following new lines until Ctrl-C.
+    /// Keep printing new lines until the run is over and all its lines are printed (or
+    /// Ctrl-C).
     #[arg(long)]
     pub follow: bool,
+    /// With --follow: give up (exit non-zero) when the connection to NATS is lost for
+    /// this long.
+    #[arg(long, default_value = crate::events::RECONNECT_TIMEOUT, value_parser = crate::duration::parse_duration)]
+    pub reconnect_timeout: Duration,
 }
 
 /// `run list` filters.
@@ -158,7 +163,7 @@ pub async fn run(nats: &Nats, command: &RunCommand, output: Output) -> anyhow::R
             let result = json!({"run_id": args.run, "version": accepted.version});
             table::emit(output, &result, || format!("cancel of run {} recorded", args.run))
         }
-        RunCommand::Logs(args) => logs(api.client(), args, output).await,
+        RunCommand::Logs(args) => logs(nats, &api, args.run, args, output).await,
     }
 }
 
@@ -454,38 +459,64 @@ pub async fn start_with(api: &Api, request: &StartRequest<'_>, output: Output) -
     }
     bar.finish_and_clear();
     outcome.seconds = Some(started.elapsed().as_secs_f64());
+    outcome.queued_seconds = timeline.queued_seconds();
+    outcome.running_seconds = timeline.running_seconds();
     Ok(outcome)
 }
 
-/// Prints a run's log lines from `FLEXCORE_LOGS`.
-async fn logs(client: &async_nats::Client, args: &LogsArgs, output: Output) -> anyhow::Result<()> {
+/// Prints a run's log lines from `FLEXCORE_LOGS`; with `--follow`, new ones too, until the
+/// run is over and its lines are all printed (or the connection to NATS is lost for longer
+/// than `--reconnect-timeout`).
+async fn logs(nats: &Nats, api: &Api, run_id: Uuid, args: &LogsArgs, output: Output) -> anyhow::Result<()> {
+    // Following takes a while: a connection that reconnects, watched (crate::events::Watch).
+    let following = match args.follow {
+        true => Some(Api::new(nats.typed(nats.connect_following().await?))),
+        false => None,
+    };
+    let api = following.as_ref().unwrap_or(api);
+    let client = api.client();
     let js = async_nats::jetstream::new(client.clone());
-    let subject = subjects::run_logs(args.run);
+    let subject = subjects::run_logs(run_id);
     let stream = js.get_stream(subjects::LOGS_STREAM).await.with_context(|| {
         format!(
             "the {} stream is not there: has a runner ever run?",
             subjects::LOGS_STREAM
-    outcome.queued_seconds = timeline.queued_seconds();
-    outcome.running_seconds = timeline.running_seconds();
         )
     })?;
     if !args.follow && stream.get_last_raw_message_by_subject(&subject).await.is_err() {
         return crate::write_stdout(&format!(
             "no log lines for run {} (its plugins wrote nothing to stderr, or the lines expired)",
-            args.run
+            run_id
         ));
     }
     let consumer = stream
         .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-            filter_subject: subject,
+            filter_subject: subject.clone(),
             deliver_policy: DeliverPolicy::All,
             ..Default::default()
         })
         .await?;
     let mut messages = consumer.messages().await?;
-    while let Some(message) = messages.next().await {
-        let message = message?;
-        let pending = message.info().map(|i| i.pending).unwrap_or(0);
+    let mut watch = crate::events::Watch::new(client, &nats.url, args.reconnect_timeout);
+    // Stream sequence of the last line read (0: none yet).
+    let mut read_up_to = 0;
+    let idle = args.follow.then_some(LOGS_IDLE_CHECK);
+    loop {
+        let message = match watch.next(&mut messages, idle).await? {
+            crate::events::Next::End => break,
+            crate::events::Next::Idle => {
+                // Bounded: the typed client retries a query while nobody answers, and the
+                // watch must get back to the connection soon.
+                let over = async { run_over(api, run_id).await && drained(&stream, &subject, read_up_to).await };
+                if watch.connected() && tokio::time::timeout(LOGS_IDLE_CHECK * 3, over).await.unwrap_or(false) {
+                    break;
+                }
+                continue;
+            }
+            crate::events::Next::Message(message) => message,
+        };
+        let (sequence, pending) = message.info().map_or((0, 0), |i| (i.stream_sequence, i.pending));
+        read_up_to = read_up_to.max(sequence);
         match serde_json::from_slice::<RunLogLine>(&message.payload) {
             Ok(line) => match output {
                 Output::Json => crate::write_stdout(&serde_json::to_string(&line)?)?,
@@ -505,6 +536,38 @@ async fn logs(client: &async_nats::Client, args: &LogsArgs, output: Output) -> a
         }
     }
     Ok(())
+}
+
+/// How long `run logs --follow` waits without a new line before it asks whether the run
+/// is over.
+const LOGS_IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// Whether the run is in a final state (a failure still to be retried is not).
+fn is_over(state: &str) -> bool {
+    matches!(state, "succeeded" | "failed" | "cancelled" | "timed_out")
+}
+
+/// Whether the run is over, as the read model says (not yet, when it cannot say).
+async fn run_over(api: &Api, run_id: Uuid) -> bool {
+    match api.query::<RunView>("run.get", &json!({"id": run_id})).await {
+        Ok(run) => is_over(&run.state),
+        Err(error) => {
+            tracing::debug!(%error, "asking whether the run is over");
+            false
+        }
+    }
+}
+
+/// Whether every line of the run stored so far has been read (up to `read_up_to`).
+async fn drained(stream: &async_nats::jetstream::stream::Stream, subject: &str, read_up_to: u64) -> bool {
+    match stream.get_last_raw_message_by_subject(subject).await {
+        Ok(last) => last.sequence <= read_up_to,
+        // No line at all (or none left): nothing to wait for.
+        Err(error) => matches!(
+            error.kind(),
+            async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound
+        ),
+    }
 }
 
 fn list_text(runs: &[RunView]) -> String {

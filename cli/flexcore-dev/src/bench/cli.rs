@@ -173,15 +173,9 @@ pub struct PipelineArgs {
 /// Options of `flexctl bench commands`.
 #[derive(Debug, Clone, Args)]
 pub struct CommandsArgs {
-    /// PostgreSQL server of the raw ceiling (phase 2; flexctl never reads FlexCore's own
-    /// tables).
-    #[arg(
-        long,
-        env = "FLEXCORE__DATABASE__URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/flexcore",
-        hide_env_values = true
-    )]
-    pub database_url: String,
+    /// `--database-url`.
+    #[command(flatten)]
+    pub database: crate::cli::DatabaseArgs,
     /// Concurrent clients (and Postgres connections in the raw phase).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub clients: u32,
@@ -298,7 +292,7 @@ pub async fn run(globals: &Globals, command: &BenchCommand) -> anyhow::Result<()
         BenchCommand::Commands(args) => {
             let config = BenchConfig {
                 nats,
-                database_url: args.database_url.clone(),
+                database_url: args.database.url.clone(),
                 clients: usize::try_from(args.clients)?,
                 duration: args.duration,
                 warmup: args.warmup,
@@ -319,18 +313,12 @@ pub async fn run(globals: &Globals, command: &BenchCommand) -> anyhow::Result<()
     }
 }
 
-#[allow(clippy::print_stdout)]
-fn print_stdout(text: &str) {
-    print!("{text}");
-}
-
 /// Prints `value` as pretty JSON, or the text `text` makes.
 fn print_json_or<T: serde::Serialize>(value: &T, output: Output, text: impl FnOnce() -> String) -> anyhow::Result<()> {
     match output {
-        Output::Text => print_stdout(&text()),
-        Output::Json => print_stdout(&format!("{}\n", serde_json::to_string_pretty(value)?)),
+        Output::Text => flexctl::write_stdout_raw(text().as_bytes()),
+        Output::Json => flexctl::write_stdout(&serde_json::to_string_pretty(value)?),
     }
-    Ok(())
 }
 
 fn print_figures(figures: &[bench::projection::Figures], output: Output) -> anyhow::Result<()> {

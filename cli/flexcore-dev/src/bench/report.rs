@@ -155,14 +155,13 @@ fn errors_line<'a>(errors: impl Iterator<Item = (&'a String, &'a u64)>) -> Strin
     }
 }
 
-/// Prints the report to stdout in the chosen format.
-#[allow(clippy::print_stdout)] // The report is the command's output.
+/// Prints the report to stdout in the chosen format (a closed stdout is an error,
+/// which flexctl's main treats as a quiet exit).
 pub fn print(report: &Report, output: Output) -> anyhow::Result<()> {
     match output {
-        Output::Text => print!("{}", report.text()),
-        Output::Json => println!("{}", serde_json::to_string(report)?),
+        Output::Text => flexctl::write_stdout_raw(report.text().as_bytes()),
+        Output::Json => flexctl::write_stdout(&serde_json::to_string(report)?),
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ mod list_all;
 mod plugin;
 mod run_start;
 mod schedule;
+mod streams;
 
 /// The API on `client`, signing as the `flexctl` identity (role admin), as `flexctl` with
 /// `--nkey-seed-file` does.
