@@ -54,7 +54,11 @@ class Unanswered(Exception):
 def parse_args() -> argparse.Namespace:
     env = os.environ.get
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--nats-url", default=env("NATS_URL", "nats://127.0.0.1:4222"))
+    # FLEXCORE__NATS__URL as `flexctl dev` prints it to export (and flexctl reads), else the
+    # nats tools' NATS_URL.
+    p.add_argument(
+        "--nats-url", default=env("FLEXCORE__NATS__URL") or env("NATS_URL") or "nats://127.0.0.1:4222"
+    )
     p.add_argument(
         "--nkey-seed-file",
         default=env("FLEXCORE_NKEY_SEED_FILE"),

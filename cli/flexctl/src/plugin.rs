@@ -237,7 +237,8 @@ pub enum PluginCommand {
     List(ListArgs),
     /// Show one plugin (id or name@version).
     Show(PluginTarget),
-    /// Deprecate: existing pipelines keep working, new pipelines get a warning.
+    /// Deprecate: only a mark, shown with its reason by `plugin list` and `plugin show`;
+    /// pipelines may still use it (nothing warns when they do).
     Deprecate(ReasonArgs),
     /// Disable: no pipeline may use it and runs using it fail.
     Disable(ReasonArgs),

@@ -8,6 +8,7 @@ mod service;
 
 mod dev;
 mod list_all;
+mod docs_commands;
 mod plugin;
 mod run_start;
 mod schedule;
