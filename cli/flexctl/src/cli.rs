@@ -127,6 +127,9 @@ pub enum Command {
     /// Pipelines: create -f FILE, list, show, update, pause, resume, archive.
     #[command(subcommand)]
     Pipeline(crate::pipeline::PipelineCommand),
+    /// Create or update a pipeline and its schedules to match a file; shows the difference
+    /// (`--dry-run`: only shows and checks it).
+    Apply(crate::apply::ApplyArgs),
     /// Runs: start [--follow], list, show, cancel, logs.
     #[command(subcommand)]
     Run(crate::run::RunCommand),
@@ -228,6 +231,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dev(_) | Command::Bench(_) => Err(crate::tools::exec(std::env::args_os())),
         Command::Plugin(command) => crate::plugin::run(&globals.nats()?, command, output).await,
         Command::Pipeline(command) => crate::pipeline::run(&globals.nats()?, command, output).await,
+        Command::Apply(args) => crate::apply::run(&globals.nats()?, args, output).await,
         Command::Run(command) => crate::run::run(&globals.nats()?, command, output).await,
         Command::Schedule(command) => crate::schedule::run(&globals.nats()?, command, output).await,
         Command::Events(EventsCommand::Tail(args)) => crate::events::tail(&globals.nats()?, args, output).await,

@@ -15,6 +15,7 @@
 //! The other modules are one command each (`api` is the typed client they share).
 
 pub mod api;
+pub mod apply;
 pub mod api_key;
 pub mod cli;
 pub mod duration;

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::api::{Api, ApiError};
+use crate::apply::ApplyOptions;
 use crate::cli::Output;
 use crate::nats::Nats;
 use crate::pipeline_file::{self, Loaded};
@@ -24,7 +25,8 @@ pub enum PipelineCommand {
     List(ListArgs),
     /// Show one pipeline: definition, bookmark, last run, schedules.
     Show(Target),
-    /// Replace a pipeline's definition (steps, policies, owner, tags) with a file's.
+    /// Make a pipeline what a file says (steps, policies, owner, tags, schedules) and show
+    /// the difference; `flexctl apply -f FILE` does the same, finding it by the file's name.
     Update(UpdateArgs),
     /// Pause: no new runs start (runs in flight finish).
     Pause(ReasonArgs),
@@ -40,8 +42,9 @@ pub struct FileArgs {
     /// The pipeline file (YAML).
     #[arg(short = 'f', long = "file")]
     pub file: PathBuf,
-    /// Check the file (locally and against the registered plugins' config schemas is
-    /// done by the service; this only checks the file itself) without sending anything.
+    /// Check the file without creating anything: the command service decides the create
+    /// as a dry run (registered plugins, their kinds and config schemas, the name free),
+    /// the schedules are checked as the service decodes them; errors name their line.
     #[arg(long)]
     pub dry_run: bool,
 }
@@ -58,9 +61,13 @@ pub struct Target {
 pub struct UpdateArgs {
     /// Pipeline id or name.
     pub pipeline: String,
-    /// The pipeline file (YAML); its name must be the pipeline's, its schedules are ignored.
+    /// The pipeline file (YAML); its name must be the pipeline's. With a `schedules:` key,
+    /// the pipeline's schedules become the file's (see --keep-unlisted-schedules).
     #[arg(short = 'f', long = "file")]
     pub file: PathBuf,
+    /// `--dry-run`, `--keep-unlisted-schedules`.
+    #[command(flatten)]
+    pub options: ApplyOptions,
 }
 
 /// A pipeline and a reason.
@@ -92,25 +99,56 @@ pub struct ListArgs {
 
 /// Runs a `pipeline` subcommand.
 pub async fn run(nats: &Nats, command: &PipelineCommand, output: Output) -> anyhow::Result<()> {
-    if let PipelineCommand::Create(args) = command {
-        if args.dry_run {
-            let loaded = pipeline_file::load(&args.file)?;
-            return crate::write_stdout(&format!(
-                "{}: pipeline {} with {} step(s) and {} schedule(s) is well-formed",
-                args.file.display(),
-                loaded.pipeline.name.as_str(),
-                loaded.pipeline.steps.len(),
-                loaded.pipeline.schedules.len()
-            ));
+    // The file first: its own mistakes need no server.
+    let loaded = match command {
+        PipelineCommand::Create(FileArgs { file, .. }) | PipelineCommand::Update(UpdateArgs { file, .. }) => {
+            Some(pipeline_file::load(file)?)
         }
-    }
+        _ => None,
+    };
     let api = nats.api().await?;
-    match command {
-        PipelineCommand::Create(args) => {
-            let loaded = pipeline_file::load(&args.file)?;
+    match (command, loaded) {
+        (PipelineCommand::Create(args), Some(loaded)) if args.dry_run => {
+            crate::apply::check_create(&api, &loaded).await?;
+            let checked = Checked {
+                file: args.file.clone(),
+                pipeline: loaded.pipeline.name.to_string(),
+                steps: loaded.pipeline.steps.len(),
+                schedules: loaded.pipeline.schedules.len(),
+                valid: true,
+                dry_run: true,
+            };
+            table::emit(output, &checked, || checked.text())
+        }
+        (PipelineCommand::Create(_), Some(loaded)) => {
             let created = create(&api, &loaded).await?;
             table::emit(output, &created, || created.text())
         }
+        (PipelineCommand::Update(args), Some(loaded)) => {
+            let id = api.pipeline_id(&args.pipeline).await?;
+            let current: PipelineView = api.query("pipeline.get", &json!({"id": id})).await?;
+            if current.name != loaded.pipeline.name.as_str() {
+                return Err(loaded.error_at(
+                    "name",
+                    &format!(
+                        "the file is pipeline {:?} but {} is {:?}; a pipeline cannot be renamed",
+                        loaded.pipeline.name.as_str(),
+                        args.pipeline,
+                        current.name
+                    ),
+                ));
+            }
+            let outcome = crate::apply::apply(&api, &loaded, Some(current), &args.options).await?;
+            table::emit(output, &outcome, || outcome.text())
+        }
+        (command, _) => others(api, command, output).await,
+    }
+}
+
+/// The commands that take no file.
+async fn others(api: Api, command: &PipelineCommand, output: Output) -> anyhow::Result<()> {
+    match command {
+        PipelineCommand::Create(_) | PipelineCommand::Update(_) => Ok(()),
         PipelineCommand::List(args) => {
             let filter = json!({"state": args.state, "name": args.name, "tag": args.tag, "sort_by": "name", "order": "asc",
                                 "limit": args.limit.clamp(1, 1000)});
@@ -125,37 +163,6 @@ pub async fn run(nats: &Nats, command: &PipelineCommand, output: Output) -> anyh
                 .await?;
             let both = json!({"pipeline": pipeline, "schedules": schedules});
             table::emit(output, &both, || show_text(&pipeline, &schedules))
-        }
-        PipelineCommand::Update(args) => {
-            let loaded = pipeline_file::load(&args.file)?;
-            let id = api.pipeline_id(&args.pipeline).await?;
-            let current: PipelineView = api.query("pipeline.get", &json!({"id": id})).await?;
-            if current.name != loaded.pipeline.name.as_str() {
-                return Err(loaded.error_at(
-                    "name",
-                    &format!(
-                        "the file is pipeline {:?} but {} is {:?}; a pipeline cannot be renamed",
-                        loaded.pipeline.name.as_str(),
-                        args.pipeline,
-                        current.name
-                    ),
-                ));
-            }
-            let mut body = serde_json::to_value(&loaded.pipeline)?;
-            if let Some(map) = body.as_object_mut() {
-                map.remove("name");
-                map.insert("pipeline_id".into(), json!(id));
-                map.entry("description").or_insert(Value::Null);
-            }
-            let body = strip_nulls(body);
-            let accepted = api
-                .command("pipeline.update", &body)
-                .await
-                .map_err(|e| explain(&loaded, "", e))?;
-            let result = json!({"pipeline_id": id, "version": accepted.version});
-            table::emit(output, &result, || {
-                format!("updated pipeline {} (version {})", current.name, accepted.version)
-            })
         }
         PipelineCommand::Pause(args) => simple(&api, "pause", &args.pipeline, args.reason.as_deref(), output).await,
         PipelineCommand::Resume(target) => simple(&api, "resume", &target.pipeline, None, output).await,
@@ -187,6 +194,35 @@ async fn simple(api: &Api, action: &str, pipeline: &str, reason: Option<&str>, o
     table::emit(output, &result, || format!("pipeline {pipeline}: {action} done"))
 }
 
+/// What `pipeline create --dry-run` found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Checked {
+    /// The file.
+    pub file: PathBuf,
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// Its steps.
+    pub steps: usize,
+    /// Its schedules.
+    pub schedules: usize,
+    /// Always true (an invalid file is an error).
+    pub valid: bool,
+    /// Always true: nothing was created.
+    pub dry_run: bool,
+}
+
+impl Checked {
+    fn text(&self) -> String {
+        format!(
+            "{}: pipeline {} with {} step(s) and {} schedule(s) is valid (checked by the command service); nothing was created",
+            self.file.display(),
+            self.pipeline,
+            self.steps,
+            self.schedules
+        )
+    }
+}
+
 /// What `pipeline create` made.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Created {
@@ -212,18 +248,10 @@ impl Created {
 /// Creates the pipeline of a loaded file, then its schedules.
 pub async fn create(api: &Api, loaded: &Loaded) -> anyhow::Result<Created> {
     let body = strip_nulls(serde_json::to_value(&loaded.pipeline)?);
-    let accepted = api.command("pipeline.create", &body).await.map_err(|e| {
-        if e.reason() == Some(flexcore_contracts::ErrorReason::Unique) {
-            anyhow::anyhow!(
-                "{}: {e}\nhint: `flexctl pipeline update {} -f {}` changes the existing pipeline",
-                loaded.path.display(),
-                loaded.pipeline.name.as_str(),
-                loaded.path.display()
-            )
-        } else {
-            explain(loaded, "", e)
-        }
-    })?;
+    let accepted = api
+        .command("pipeline.create", &body)
+        .await
+        .map_err(|e| explain_create(loaded, e))?;
     let pipeline_id = accepted.aggregate_id;
     let mut schedule_ids = Vec::new();
     for (i, schedule) in loaded.pipeline.schedules.iter().enumerate() {
@@ -243,7 +271,24 @@ pub async fn create(api: &Api, loaded: &Loaded) -> anyhow::Result<Created> {
     })
 }
 
-fn explain(loaded: &Loaded, prefix: &str, e: ApiError) -> anyhow::Error {
+/// A refusal of `pipeline.create`: a name taken says how to change that pipeline instead.
+pub(crate) fn explain_create(loaded: &Loaded, e: ApiError) -> anyhow::Error {
+    if e.reason() == Some(flexcore_contracts::ErrorReason::Unique) {
+        anyhow::anyhow!(
+            "{}:{}: {e}\nhint: `flexctl pipeline update {} -f {}` (or `flexctl apply -f {}`) changes the existing pipeline to match the file",
+            loaded.path.display(),
+            loaded.document.position("name").map_or(1, |p| p.line),
+            loaded.pipeline.name.as_str(),
+            loaded.path.display(),
+            loaded.path.display()
+        )
+    } else {
+        explain(loaded, "", e)
+    }
+}
+
+/// A refusal about the file (at `prefix` in it) pointing at its line; other errors as they are.
+pub(crate) fn explain(loaded: &Loaded, prefix: &str, e: ApiError) -> anyhow::Error {
     match e.refusal() {
         Some(error) => loaded.refusal(prefix, error),
         None => e.into(),

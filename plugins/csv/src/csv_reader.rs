@@ -4,7 +4,7 @@
 
 use std::io::BufRead;
 
-use flexcore_plugin_sdk::PluginError;
+use flexcore_plugin_sdk::{FailureKind, PluginError};
 
 /// Reads records (lists of fields) from a [`BufRead`].
 pub struct CsvReader<R> {
@@ -91,10 +91,13 @@ impl<R: BufRead> CsvReader<R> {
                 return Ok(true);
             }
             if !self.read_line()? {
-                return Err(PluginError::msg(format_args!(
-                    "unterminated quoted field in the record starting on line {}",
-                    self.record_line
-                )));
+                return Err(PluginError::new(
+                    FailureKind::Data,
+                    format_args!(
+                        "unterminated quoted field in the record starting on line {}",
+                        self.record_line
+                    ),
+                ));
             }
         }
     }

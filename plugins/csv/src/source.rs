@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use flexcore_plugin_sdk::serde_json::{self, json, Map, Value};
-use flexcore_plugin_sdk::PluginError;
+use flexcore_plugin_sdk::{FailureKind, PluginError};
 use serde::Deserialize;
 
 use crate::csv_reader::CsvReader;
@@ -66,14 +66,26 @@ pub struct SourceFile {
 /// The files `config.path` names, in a stable order.
 pub fn files(config: &Config) -> Result<Vec<SourceFile>, PluginError> {
     let path = &config.path;
-    let meta = std::fs::metadata(path).map_err(|e| context(path, e))?;
+    // A missing file (66) or one outside the granted directories (77) fails the run at
+    // once: another attempt would find the same.
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        // WASI reports a path outside every grant as missing too.
+        std::io::ErrorKind::NotFound => PluginError::new(
+            FailureKind::NoInput,
+            format_args!(
+                "{}: {e} (the plugin sees only its granted directories, by their guest paths)",
+                path.display()
+            ),
+        ),
+        _ => io_error(path, &e),
+    })?;
     let candidates = if meta.is_dir() {
         let mut paths = Vec::new();
-        for entry in std::fs::read_dir(path).map_err(|e| context(path, e))? {
-            let entry = entry.map_err(|e| context(path, e))?;
+        for entry in std::fs::read_dir(path).map_err(|e| io_error(path, &e))? {
+            let entry = entry.map_err(|e| io_error(path, &e))?;
             let p = entry.path();
             let wanted = Format::of(&p).is_some_and(|f| config.format.is_none_or(|c| c == f));
-            if wanted && entry.file_type().map_err(|e| context(&p, e))?.is_file() {
+            if wanted && entry.file_type().map_err(|e| io_error(&p, &e))?.is_file() {
                 paths.push(p);
             }
         }
@@ -86,7 +98,10 @@ pub fn files(config: &Config) -> Result<Vec<SourceFile>, PluginError> {
         .into_iter()
         .map(|path| {
             let format = config.format.or_else(|| Format::of(&path)).ok_or_else(|| {
-                PluginError::msg(format_args!("{}: unknown file type; set \"format\"", path.display()))
+                PluginError::new(
+                    FailureKind::Config,
+                    format_args!("{}: unknown file type; set \"format\"", path.display()),
+                )
             })?;
             let stream = match &config.stream {
                 Some(stream) => stream.clone(),
@@ -138,13 +153,16 @@ pub fn rows(
             let mut fields = Vec::with_capacity(columns.len());
             while reader.next_record(&mut fields).map_err(|e| context(&file.path, e))? {
                 if fields.len() > columns.len() {
-                    return Err(PluginError::msg(format_args!(
-                        "{} line {}: {} fields but the header has {}",
-                        file.path.display(),
-                        reader.record_line(),
-                        fields.len(),
-                        columns.len()
-                    )));
+                    return Err(PluginError::new(
+                        FailureKind::Data,
+                        format_args!(
+                            "{} line {}: {} fields but the header has {}",
+                            file.path.display(),
+                            reader.record_line(),
+                            fields.len(),
+                            columns.len()
+                        ),
+                    ));
                 }
                 let row = columns
                     .iter()
@@ -161,17 +179,28 @@ pub fn rows(
 fn open(path: &Path) -> Result<BufReader<File>, PluginError> {
     File::open(path)
         .map(|f| BufReader::with_capacity(64 * 1024, f))
-        .map_err(|e| context(path, e))
+        .map_err(|e| io_error(path, &e))
 }
 
-fn context(path: &Path, e: impl std::fmt::Display) -> PluginError {
-    PluginError::msg(format_args!("{}: {e}", path.display()))
+/// An I/O error on `path`, classified (a missing file is permanent, a failed read not).
+fn io_error(path: &Path, e: &std::io::Error) -> PluginError {
+    PluginError::io(path.display(), e)
+}
+
+/// `e` about `path`, keeping its kind.
+fn context(path: &Path, e: PluginError) -> PluginError {
+    PluginError::new(e.kind(), format_args!("{}: {e}", path.display()))
+}
+
+/// Malformed content in `path`: permanent until the file changes.
+fn bad_data(path: &Path, what: impl std::fmt::Display) -> PluginError {
+    PluginError::new(FailureKind::Data, format_args!("{}: {what}", path.display()))
 }
 
 fn header<R: BufRead>(reader: &mut CsvReader<R>, path: &Path) -> Result<Vec<String>, PluginError> {
     let mut columns = Vec::new();
     if !reader.next_record(&mut columns).map_err(|e| context(path, e))? {
-        return Err(context(path, "empty CSV file (no header row)"));
+        return Err(bad_data(path, "empty CSV file (no header row)"));
     }
     if let Some(first) = columns.first_mut() {
         // Spreadsheet exports often start with a UTF-8 byte-order mark.
@@ -187,7 +216,7 @@ fn header<R: BufRead>(reader: &mut CsvReader<R>, path: &Path) -> Result<Vec<Stri
     let mut sorted: Vec<&String> = columns.iter().collect();
     sorted.sort();
     if let Some(pair) = sorted.windows(2).find(|pair| pair[0] == pair[1]) {
-        return Err(context(
+        return Err(bad_data(
             path,
             format_args!("duplicate column {:?} in the header", pair[0]),
         ));
@@ -204,7 +233,7 @@ fn jsonl_rows(
     let mut number = 0u64;
     loop {
         line.clear();
-        if reader.read_line(&mut line).map_err(|e| context(&file.path, e))? == 0 {
+        if reader.read_line(&mut line).map_err(|e| io_error(&file.path, &e))? == 0 {
             return Ok(());
         }
         number += 1;
@@ -213,8 +242,8 @@ fn jsonl_rows(
         }
         match serde_json::from_str(&line) {
             Ok(Value::Object(row)) => f(row)?,
-            Ok(_) => return Err(context(&file.path, format_args!("line {number} is not a JSON object"))),
-            Err(e) => return Err(context(&file.path, format_args!("line {number} is not JSON: {e}"))),
+            Ok(_) => return Err(bad_data(&file.path, format_args!("line {number} is not a JSON object"))),
+            Err(e) => return Err(bad_data(&file.path, format_args!("line {number} is not JSON: {e}"))),
         }
     }
 }

@@ -51,7 +51,7 @@ impl Sink {
     /// Checks the config and creates the directory.
     pub fn new(config: Config) -> Result<Sink, PluginError> {
         std::fs::create_dir_all(&config.directory)
-            .map_err(|e| PluginError::msg(format_args!("cannot create {}: {e}", config.directory.display())))?;
+            .map_err(|e| PluginError::io(format_args!("cannot create {}", config.directory.display()), &e))?;
         Ok(Sink {
             config,
             files: BTreeMap::new(),
@@ -119,9 +119,7 @@ impl Sink {
         } else {
             options.write(true).truncate(true);
         }
-        let file = options
-            .open(&path)
-            .map_err(|e| PluginError::msg(format_args!("{}: {e}", path.display())))?;
+        let file = options.open(&path).map_err(|e| PluginError::io(path.display(), &e))?;
         Ok(Target {
             writer: BufWriter::with_capacity(64 * 1024, file),
             records: 0,

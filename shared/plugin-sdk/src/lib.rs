@@ -21,9 +21,12 @@
 //!   loops [`transform`], [`load`] behind them), [`exit_code`].
 //! - `log` — [`log`], [`metric_counter`], [`metric_timer`] on stderr.
 //! - `error` — [`PluginError`].
+//! - `exit` — [`FailureKind`]: the exit-status convention (BSD sysexits) that tells the
+//!   runner whether a retry can help.
 
 mod args;
 mod error;
+mod exit;
 mod io;
 mod log;
 mod message;
@@ -31,6 +34,7 @@ mod run;
 
 pub use args::{Args, ArgsError};
 pub use error::PluginError;
+pub use exit::FailureKind;
 pub use io::{Input, Output, OUTPUT_BUFFER};
 pub use log::{log, metric_counter, metric_timer, Level};
 pub use message::{Message, ProtocolError};

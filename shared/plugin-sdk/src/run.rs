@@ -127,13 +127,15 @@ where
 }
 
 /// Maps a plugin's result to its exit code: 0 on success or when stdout was closed
-/// by the next stage (quietly), otherwise the error goes to stderr and the code is 1.
+/// by the next stage (quietly), otherwise the error goes to stderr (as the last line, which
+/// the runner puts into the run's error) and the code is its kind's
+/// ([`crate::FailureKind::exit_status`]).
 pub fn exit_code(result: Result<(), PluginError>) -> ExitCode {
     match result {
         Ok(()) | Err(PluginError::OutputClosed) => ExitCode::SUCCESS,
         Err(e) => {
             log(Level::Error, &e);
-            ExitCode::FAILURE
+            ExitCode::from(e.kind().exit_status())
         }
     }
 }

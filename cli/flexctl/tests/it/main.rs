@@ -6,6 +6,7 @@
 #[path = "../common/service.rs"]
 mod service;
 
+mod apply;
 mod dev;
 mod list_all;
 mod docs_commands;

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use flexcore_plugin_sdk::FailureKind;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
@@ -45,8 +46,9 @@ pub struct ExecFailure {
     /// The 0-based index of the stage at fault, when one is.
     pub step: Option<usize>,
     /// Whether running the same execution again may succeed. True for non-zero exits
-    /// (a source may be briefly down) and for runner-internal errors; false for limits,
-    /// traps, protocol errors, digests and cancellations.
+    /// outside the permanent sysexits statuses (a source may be briefly down) and for
+    /// runner-internal errors; false for exits 64, 65, 66, 77 and 78 ([`FailureKind`]),
+    /// limits, traps, protocol errors, digests and cancellations.
     pub retryable: bool,
 }
 
@@ -62,6 +64,34 @@ impl ExecFailure {
 
     pub(crate) fn at(step: usize, name: &str, code: &str, what: impl std::fmt::Display, retryable: bool) -> Self {
         Self::new(code, format!("step {step} ({name}): {what}"), Some(step), retryable)
+    }
+
+    /// A stage that exited with non-zero `status`: `exited with status 66 (no input)`,
+    /// retryable unless the status is a permanent one of the sysexits convention
+    /// ([`FailureKind::is_permanent`]).
+    pub(crate) fn exited(step: usize, name: &str, status: i32) -> Self {
+        let kind = FailureKind::from_exit_status(status);
+        let what = match kind {
+            Some(kind) if kind != FailureKind::Other => format!("exited with status {status} ({})", kind.describe()),
+            _ => format!("exited with status {status}"),
+        };
+        let permanent = kind.is_some_and(FailureKind::is_permanent);
+        Self::at(step, name, code::EXIT_STATUS, what, !permanent)
+    }
+
+    /// Appends the stage's last words (its last non-empty stderr line, already redacted)
+    /// to the message, without the log level the plugin SDK and Singer taps put first:
+    /// `…: exited with status 66 (no input): /in/a.csv: No such file or directory`.
+    pub(crate) fn with_last_words(mut self, line: &str) -> Self {
+        let line = line.trim();
+        let words = match line.split_once(' ').unwrap_or((line, "")) {
+            ("ERROR" | "CRITICAL" | "FATAL", rest) => rest.trim_start(),
+            _ => line,
+        };
+        if !words.is_empty() {
+            self.message = format!("{}: {words}", self.message);
+        }
+        self
     }
 
     pub(crate) fn cancelled() -> Self {
@@ -155,5 +185,52 @@ impl Control {
 
     pub(crate) fn failure(&self) -> Option<ExecFailure> {
         self.first.lock().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permanent_exit_statuses_are_not_retryable_and_say_what_they_mean() {
+        for (status, what) in [
+            (64, "usage error"),
+            (65, "data error"),
+            (66, "no input"),
+            (77, "permission denied"),
+            (78, "config error"),
+        ] {
+            let f = ExecFailure::exited(0, "csv", status);
+            assert!(!f.retryable, "{status}");
+            assert_eq!(f.message, format!("step 0 (csv): exited with status {status} ({what})"));
+        }
+    }
+
+    #[test]
+    fn other_exit_statuses_stay_retryable() {
+        let f = ExecFailure::exited(1, "jsonl", 75);
+        assert!(f.retryable);
+        assert_eq!(f.message, "step 1 (jsonl): exited with status 75 (temporary failure)");
+        for status in [1, 2, 3, 74, 126, 255] {
+            assert!(ExecFailure::exited(0, "p", status).retryable, "{status}");
+        }
+        assert_eq!(
+            ExecFailure::exited(0, "p", 1).message,
+            "step 0 (p): exited with status 1"
+        );
+    }
+
+    #[test]
+    fn the_last_words_follow_without_their_log_level() {
+        let f = ExecFailure::exited(0, "csv", 66).with_last_words("ERROR /in/a.csv: No such file or directory\n");
+        assert_eq!(
+            f.message,
+            "step 0 (csv): exited with status 66 (no input): /in/a.csv: No such file or directory"
+        );
+        let f = ExecFailure::exited(0, "tap", 1).with_last_words("Traceback: KeyError 'x'");
+        assert_eq!(f.message, "step 0 (tap): exited with status 1: Traceback: KeyError 'x'");
+        let f = ExecFailure::exited(0, "tap", 1).with_last_words("ERROR ");
+        assert_eq!(f.message, "step 0 (tap): exited with status 1");
     }
 }

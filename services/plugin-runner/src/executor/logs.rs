@@ -62,7 +62,9 @@ fn text(line: &[u8], truncated: bool, max: usize, redactor: &Redactor) -> String
 }
 
 /// Forwards `input` until its end (the stage's end), even after an abort: a failing
-/// stage's last words are usually the useful ones.
+/// stage's last words are usually the useful ones. Returns them: the last non-blank line,
+/// redacted and cut like the logged ones (even one the rate limit dropped), which a
+/// failed exit quotes in the run's error.
 pub(crate) async fn forward(
     input: PipeReader,
     step: usize,
@@ -70,7 +72,7 @@ pub(crate) async fn forward(
     events: &Emitter,
     max_line_bytes: usize,
     lines_per_second: u32,
-) {
+) -> Option<String> {
     let redactor = events.redactor().clone();
     let mut lines = Lines::new(max_line_bytes.saturating_add(redactor.lookahead()));
     let mut window = Window {
@@ -80,7 +82,13 @@ pub(crate) async fn forward(
         per_second: lines_per_second,
     };
     let mut batch: Vec<String> = Vec::new();
+    let mut last: (Vec<u8>, bool) = (Vec::new(), false);
     let mut collect = |line: &[u8], truncated: bool, batch: &mut Vec<String>| {
+        if !line.trim_ascii().is_empty() {
+            last.0.clear();
+            last.0.extend_from_slice(line);
+            last.1 = truncated;
+        }
         match window.admit(Instant::now()) {
             Admit::Yes => batch.push(text(line, truncated, max_line_bytes, &redactor)),
             Admit::Announce => batch.push(format!(
@@ -109,9 +117,11 @@ pub(crate) async fn forward(
                 .await;
         }
         if chunk.is_none() {
-            return;
+            break;
         }
     }
+    let (line, truncated) = last;
+    (!line.is_empty()).then(|| text(&line, truncated, max_line_bytes, &redactor))
 }
 
 #[cfg(test)]

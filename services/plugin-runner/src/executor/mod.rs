@@ -57,6 +57,9 @@ use crate::sandbox::Sandbox;
 const ABORT_GRACE: Duration = Duration::from_secs(2);
 /// How long a checkpoint may wait for room in the event channel once aborted.
 const EMIT_GRACE: Duration = Duration::from_millis(250);
+/// How long a stage that exited non-zero waits for its stderr forwarder to reach the last
+/// line (it may be waiting for room in the event channel) before failing without it.
+const LAST_WORDS_WAIT: Duration = Duration::from_secs(1);
 
 /// What an execution reports while it runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -239,8 +242,10 @@ fn spawn_all(
 
         let (events, name) = (emitter.clone(), stage.name.clone());
         let (max_line, per_second) = (defaults.max_log_line_bytes, defaults.log_lines_per_second);
+        let (last_words_tx, last_words) = tokio::sync::oneshot::channel();
         tasks.spawn(async move {
-            logs::forward(stderr_reader, i, &name, &events, max_line, per_second).await;
+            let last = logs::forward(stderr_reader, i, &name, &events, max_line, per_second).await;
+            let _ = last_words_tx.send(last);
             Ok(Output::Done)
         });
 
@@ -299,8 +304,25 @@ fn spawn_all(
                     process::run(&stage, &wrap, executable, args, io, &abort).await
                 }
             };
+            // A plugin that exited non-zero said why on stderr: its last line goes into the
+            // failure. Only stderr closes first (its forwarder then ends); the neighbours'
+            // pipes stay open until the failure is recorded, so they do not take the blame.
+            let result = match result {
+                Err(Stop::Failed(failure)) if failure.code == code::EXIT_STATUS => {
+                    drop(stderr);
+                    let last = tokio::time::timeout(LAST_WORDS_WAIT, last_words).await;
+                    match last {
+                        Ok(Ok(Some(line))) => Err(Stop::Failed(failure.with_last_words(&line))),
+                        _ => Err(Stop::Failed(failure)),
+                    }
+                }
+                other => {
+                    drop(stderr);
+                    other
+                }
+            };
             ctl.report(&result);
-            drop((stdin, stdout, stderr));
+            drop((stdin, stdout));
             result.map(|()| Output::Done)
         };
         tasks.spawn(stage_task.instrument(span));

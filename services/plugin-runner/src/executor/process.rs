@@ -144,7 +144,7 @@ pub(crate) async fn run(
                             executable.display()
                         )
                     }
-                    (Some(code), _) => format!("exited with status {code}"),
+                    (Some(code), _) => return Err(ExecFailure::exited(stage.index, &stage.name, code).into()),
                     (None, Some(signal)) => format!("was killed by signal {signal}"),
                     (None, None) => format!("ended with {status}"),
                 };

@@ -136,7 +136,7 @@ pub(crate) async fn run(
         if io.stdout.reader_closed() {
             return Err(closed_early(stage).into());
         }
-        return Err(fail(code::EXIT_STATUS, format!("exited with status {status}"), true).into());
+        return Err(ExecFailure::exited(stage.index, &stage.name, *status).into());
     }
     if abort.is_cancelled() {
         return Err(Stop::Aborted);

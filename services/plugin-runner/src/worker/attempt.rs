@@ -518,6 +518,11 @@ async fn stages(ctx: &Context, def: &AttemptDefinition) -> Result<Vec<Stage>, Fa
                         flexcore_plugin_store::PluginStoreError::TooLarge { .. } => {
                             failure(executor::code::MODULE_LIMIT, what, Some(i), false)
                         }
+                        // The store could not be reached: another attempt (or runner) may.
+                        flexcore_plugin_store::PluginStoreError::Nats { .. } => {
+                            failure(executor::code::SANDBOX, what, Some(i), true)
+                        }
+                        // Missing or corrupt: permanent until someone registers it again.
                         _ => failure("digest", what, Some(i), false),
                     }
                 })?

@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-const PLUGINS: [&str; 5] = ["generator", "mapper", "discard", "jsonl", "misbehave"];
+const PLUGINS: [&str; 6] = ["generator", "mapper", "discard", "jsonl", "misbehave", "csv"];
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

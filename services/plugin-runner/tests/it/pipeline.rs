@@ -89,7 +89,10 @@ async fn stages_log_to_events_with_their_step() {
     let ran = run(stages).await;
     let failure = ran.failure();
     assert_eq!(failure.code, code::EXIT_STATUS, "{failure:?}");
-    assert_eq!(failure.message, "step 1 (failing): exited with status 2");
+    assert_eq!(
+        failure.message,
+        "step 1 (failing): exited with status 2: misbehave: failing on purpose"
+    );
     assert!(failure.retryable);
     assert!(ran.events.iter().any(|e| matches!(e,
         flexcore_runner::executor::ExecEvent::Log { step: 1, plugin, line }

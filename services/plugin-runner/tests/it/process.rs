@@ -183,6 +183,6 @@ async fn a_native_flood_is_cut_at_its_cap_and_a_failure_is_an_exit_status() {
     ])
     .await;
     let failure = ran.failure();
-    assert_eq!(failure.message, "step 0 (failing): exited with status 4");
+    assert_eq!(failure.message, "step 0 (failing): exited with status 4: oops");
     assert!(ran.logs().contains(&"oops"));
 }
