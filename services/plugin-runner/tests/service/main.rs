@@ -7,6 +7,7 @@ mod lifecycle;
 mod metrics;
 mod process_and_secrets;
 mod python_example;
+mod retries;
 mod secret_leaks;
 
 use std::path::{Path, PathBuf};
