@@ -17,17 +17,20 @@ use std::path::PathBuf;
 
 use clap::Args;
 use flexcore_contracts::commands::CreatePipeline;
-use flexcore_contracts::model::ScheduleSpec;
 use flexcore_contracts::views::{PipelineView, ScheduleView};
 use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+mod schedules;
+
+pub use schedules::{schedule_changes, ScheduleChange};
+
 use crate::api::Api;
 use crate::cli::Output;
 use crate::nats::Nats;
 use crate::pipeline::{explain, strip_nulls};
-use crate::pipeline_file::{self, Loaded, ScheduleEntry};
+use crate::pipeline_file::{self, Loaded};
 use crate::table;
 
 /// `flexctl apply -f FILE`.
@@ -63,27 +66,6 @@ pub struct FieldChange {
     pub from: Value,
     /// Its value in the file (`null`: absent).
     pub to: Value,
-}
-
-/// What happens to one schedule.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ScheduleChange {
-    /// `create`, `update`, `replace` (an update cannot unset `start_at`/`end_at`: deleted
-    /// and created again), `delete`, `keep` (unlisted, kept) or `unchanged`.
-    pub action: &'static str,
-    /// The server's schedule (none for `create`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub schedule_id: Option<Uuid>,
-    /// Its position in the file (none for `delete` and `keep`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub index: Option<usize>,
-    /// Cron expression.
-    pub cron: String,
-    /// Time zone.
-    pub timezone: String,
-    /// The fields that change (`paused` included).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub changes: Vec<FieldChange>,
 }
 
 /// The difference between a file and the server, and what was done about it.
@@ -222,7 +204,7 @@ pub async fn apply(
                 .map_err(|e| explain(loaded, "", e))?;
         }
         for change in &outcome.schedules {
-            schedule_commands(api, loaded, current.pipeline_id, change, dry_run).await?;
+            schedules::schedule_commands(api, loaded, current.pipeline_id, change, dry_run).await?;
         }
     }
     Ok(outcome)
@@ -381,158 +363,72 @@ fn step_value<T: Serialize>(step: Option<&T>) -> Value {
     }
 }
 
-/// Pairs the file's schedules with the server's (same spec first, then same cron and
-/// time zone) and says what happens to each.
-pub fn schedule_changes(
-    file: &[ScheduleEntry],
-    server: &[ScheduleView],
-    keep_unlisted: bool,
-) -> anyhow::Result<Vec<ScheduleChange>> {
-    let specs: Vec<ScheduleSpec> = file.iter().map(ScheduleEntry::spec).collect::<Result<_, _>>()?;
-    let mut taken = vec![false; server.len()];
-    let mut matched: Vec<Option<usize>> = vec![None; file.len()];
-    let same_key = |a: &ScheduleSpec, b: &ScheduleSpec| a.cron == b.cron && a.timezone == b.timezone;
-    for pass in [true, false] {
-        for (i, spec) in specs.iter().enumerate() {
-            if matched[i].is_some() {
-                continue;
-            }
-            let found = server
-                .iter()
-                .enumerate()
-                .position(|(j, s)| !taken[j] && if pass { s.spec == *spec } else { same_key(&s.spec, spec) });
-            if let Some(j) = found {
-                taken[j] = true;
-                matched[i] = Some(j);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    for (i, (entry, spec)) in file.iter().zip(&specs).enumerate() {
-        let Some(j) = matched[i] else {
-            out.push(ScheduleChange {
-                action: "create",
-                schedule_id: None,
-                index: Some(i),
-                cron: spec.cron.clone(),
-                timezone: spec.timezone.clone(),
-                changes: Vec::new(),
-            });
-            continue;
-        };
-        let current = &server[j];
-        let (from, to) = (json!(current.spec), json!(spec));
-        let mut changes = Vec::new();
-        for key in [
-            "cron",
-            "timezone",
-            "overlap",
-            "catchup_window_seconds",
-            "catchup_cap",
-            "jitter_seconds",
-            "start_at",
-            "end_at",
-        ] {
-            if from.get(key) != to.get(key) {
-                changes.push(FieldChange {
-                    field: key.to_owned(),
-                    from: from.get(key).cloned().unwrap_or(Value::Null),
-                    to: to.get(key).cloned().unwrap_or(Value::Null),
-                });
-            }
-        }
-        // An update cannot take a bound away: such a schedule is made again.
-        let unsets = changes.iter().any(|c| c.to.is_null());
-        let paused = current.state == "paused";
-        if paused != entry.paused {
-            changes.push(FieldChange {
-                field: "paused".to_owned(),
-                from: json!(paused),
-                to: json!(entry.paused),
-            });
-        }
-        out.push(ScheduleChange {
-            action: match (changes.is_empty(), unsets) {
-                (true, _) => "unchanged",
-                (false, true) => "replace",
-                (false, false) => "update",
-            },
-            schedule_id: Some(current.schedule_id),
-            index: Some(i),
-            cron: spec.cron.clone(),
-            timezone: spec.timezone.clone(),
-            changes,
-        });
-    }
-    for s in server.iter().zip(&taken).filter(|(_, taken)| !**taken).map(|(s, _)| s) {
-        out.push(ScheduleChange {
-            action: if keep_unlisted { "keep" } else { "delete" },
-            schedule_id: Some(s.schedule_id),
-            index: None,
-            cron: s.spec.cron.clone(),
-            timezone: s.spec.timezone.clone(),
-            changes: Vec::new(),
-        });
-    }
-    Ok(out)
-}
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
 
-/// Sends the commands of one schedule change (as dry runs when `dry_run`).
-async fn schedule_commands(
-    api: &Api,
-    loaded: &Loaded,
-    pipeline_id: Uuid,
-    change: &ScheduleChange,
-    dry_run: bool,
-) -> anyhow::Result<()> {
-    let at = change.index.map(|i| format!("schedules[{i}]")).unwrap_or_default();
-    let send = |name: &'static str, mut body: Value| {
-        let at = at.clone();
-        async move {
-            if dry_run {
-                body["dry_run"] = json!(true);
+    use super::*;
+
+    fn view(tags: Value, config: Value) -> PipelineView {
+        let step = |plugin: &str, kind: &str, config: Value| json!({"plugin": plugin, "plugin_id": Uuid::nil(), "kind": kind, "runtime": "wasm", "config": config});
+        serde_json::from_value(json!({
+            "pipeline_id": Uuid::nil(), "name": "p", "owner": "o", "description": "d", "tags": tags, "state": "active",
+            "definition_version": 1, "bookmark": null, "created_at": "2026-01-01T00:00:00Z",
+            "updated_at": "2026-01-01T00:00:00Z", "aggregate_version": 1,
+            "definition": {
+                "steps": [step("csv@1.0.0", "extractor", config), step("jsonl@1.0.0", "loader", json!({}))],
+                "max_active_runs": 1, "run_timeout_seconds": 3600,
+                "retry": {"max_attempts": 3, "initial_backoff_seconds": 10, "max_backoff_seconds": 600, "multiplier": 2.0}
             }
-            api.command(name, &body)
-                .await
-                .map(|_| ())
-                .map_err(|e| explain(loaded, &at, e))
-        }
-    };
-    let entry = change.index.and_then(|i| loaded.pipeline.schedules.get(i));
-    let id = change.schedule_id;
-    let create_body = || -> anyhow::Result<Value> {
-        let mut body = serde_json::to_value(entry.ok_or_else(|| anyhow::anyhow!("no schedule to create"))?)?;
-        body["pipeline_id"] = json!(pipeline_id);
-        Ok(body)
-    };
-    match change.action {
-        "create" => send("schedule.create", create_body()?).await,
-        "delete" => send("schedule.delete", json!({"schedule_id": id})).await,
-        "replace" => {
-            // A dry run of the create would be checked against the schedule still there:
-            // nothing about it conflicts, so both are checked independently.
-            send("schedule.delete", json!({"schedule_id": id})).await?;
-            send("schedule.create", create_body()?).await
-        }
-        "update" => {
-            let mut body = json!({"schedule_id": id});
-            let mut pause = None;
-            for c in &change.changes {
-                if c.field == "paused" {
-                    pause = Some(c.to == json!(true));
-                } else {
-                    body[c.field.as_str()] = c.to.clone();
-                }
-            }
-            if body.as_object().is_some_and(|b| b.len() > 1) {
-                send("schedule.update", body).await?;
-            }
-            match pause {
-                Some(true) => send("schedule.pause", json!({"schedule_id": id})).await,
-                Some(false) => send("schedule.resume", json!({"schedule_id": id})).await,
-                None => Ok(()),
-            }
-        }
-        _ => Ok(()),
+        }))
+        .unwrap()
+    }
+
+    fn desired(text: &str) -> CreatePipeline {
+        let loaded = pipeline_file::parse(std::path::Path::new("p.yaml"), text).unwrap();
+        super::desired(&loaded).unwrap()
+    }
+
+    const FILE: &str = "name: p\nowner: o\ndescription: d\ntags: [a]\nsteps:\n  - plugin: csv@1.0.0\n    config: {x: 1}\n  - plugin: jsonl@1.0.0\n";
+
+    #[test]
+    fn a_file_matching_the_server_has_no_changes_and_defaults_count_as_given() {
+        assert_eq!(
+            pipeline_changes(&view(json!(["a"]), json!({"x": 1})), &desired(FILE)),
+            []
+        );
+    }
+
+    #[test]
+    fn changes_name_the_field_as_the_file_writes_it() {
+        let file = FILE
+            .replace("description: d\n", "")
+            .replace("{x: 1}", "{x: 2}")
+            .replace("tags: [a]", "tags: [a, b]\nretry: {max_attempts: 1}")
+            + "  - plugin: extra@1.0.0\n";
+        let changes = pipeline_changes(&view(json!(["a"]), json!({"x": 1})), &desired(&file));
+        let fields: Vec<&str> = changes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "description",
+                "tags",
+                "steps[0].config",
+                "steps[2]",
+                "retry.max_attempts"
+            ]
+        );
+        assert_eq!(changes[4].from, json!(3));
+        assert_eq!(changes[4].to, json!(1));
+        // The update sends exactly the changed fields; no description clears it.
+        let body = update_body(Uuid::nil(), &desired(&file), &changes, true).unwrap();
+        let mut keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            ["description", "dry_run", "pipeline_id", "retry", "steps", "tags"]
+        );
+        assert_eq!(body["description"], json!(""));
+        assert_eq!(body["steps"].as_array().map(Vec::len), Some(3));
     }
 }
