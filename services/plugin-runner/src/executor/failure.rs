@@ -21,7 +21,9 @@ pub mod code {
     pub const PROTOCOL: &str = "protocol";
     /// A stage wrote more than its stdout or stderr cap.
     pub const OUTPUT_LIMIT: &str = "output_limit";
-    /// A stage exited with a non-zero status (or a process was killed by a signal).
+    /// A stage exited with a non-zero status (or a process was killed by a signal); not
+    /// retryable for the permanent sysexits statuses 64, 65, 66, 77 and 78. The message
+    /// ends with the stage's last stderr line.
     pub const EXIT_STATUS: &str = "exit_status";
     /// The execution was cancelled by its caller.
     pub const CANCELLED: &str = "cancelled";

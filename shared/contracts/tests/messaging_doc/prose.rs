@@ -167,7 +167,11 @@ applied). Every message body is an envelope whose `data` is the event's payload 
 /// Introduction of the run failure codes.
 pub const FAILURE_CODES: &str = r#"`run.failed` carries a `RunError`; its `code` is set by the runner. Limits (`timeout`,
 `memory`, `output_limit`), traps, protocol errors, digests and secrets are not retryable; a
-non-zero exit and a definition not (yet) readable are. `sandbox` failures are retryable
+definition not (yet) readable is. A non-zero exit is retryable unless its status is one of
+the permanent ones of the BSD sysexits convention (64 usage, 65 data, 66 no input, 77 no
+permission, 78 config: [plugins.md](plugins.md#exit-statuses)); its message names the
+status and ends with the plugin's last stderr line (`step 0 (csv@1.0.0): exited with
+status 66 (no input): /data/in.csv: No such file or directory …`). `sandbox` failures are retryable
 when the runner itself failed (e.g. its instance pool is exhausted) and not when the
 module or its grants are at fault (it does not compile or link, a granted directory
 cannot be opened, a fuel limit on a runner that does not meter fuel). A retryable failure
