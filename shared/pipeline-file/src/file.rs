@@ -14,13 +14,15 @@
 //!   - plugin: generator@1.0.0
 //!     config: {records: 1000}
 //!   - plugin: discard@1.0.0
-//! schedules:                   # optional; created with the pipeline
+//! schedules:                   # optional; created with the pipeline (`flexctl apply`
+//!                              # makes the pipeline's schedules exactly these)
 //!   - cron: "*/5 * * * *"
 //!     timezone: Europe/Berlin
 //!     overlap: skip
 //! ```
 //!
-//! Errors, found here or by the command service, name the file, line and column.
+//! Errors, found here or by the command service, name the file, line and column: a
+//! value's, an unknown key's own, a missing key's mapping's key (see [`crate::yaml`]).
 
 use std::path::{Path, PathBuf};
 
