@@ -289,3 +289,86 @@ async fn a_follower_that_loses_nats_says_so_and_gives_up_after_the_reconnect_tim
         assert!(stderr.contains("could not reconnect within 2s"), "{args:?}: {stderr}");
     }
 }
+
+/// A scripted projection service answering `run.get` for `run` in the state `state` says.
+fn answer_run_get(
+    client: async_nats::Client,
+    run: Uuid,
+    state: std::sync::Arc<std::sync::Mutex<&'static str>>,
+) -> tokio::task::JoinHandle<()> {
+    use futures::StreamExt as _;
+    tokio::spawn(async move {
+        let mut requests = client.subscribe("flexcore.qry.run.get").await.unwrap();
+        while let Some(message) = requests.next().await {
+            let now = chrono::Utc::now();
+            let view = json!({
+                "run_id": run, "pipeline_id": Uuid::nil(), "pipeline_name": "p",
+                "state": *state.lock().unwrap(), "trigger": "manual", "definition_version": 1,
+                "attempt": 1, "attempts": [], "counters": {}, "records_total": 0,
+                "last_state": {}, "requested_at": now, "updated_at": now, "aggregate_version": 3,
+            });
+            let reply = json!({"ok": true, "data": view, "position": 3});
+            let reply_to = message.reply.unwrap();
+            client
+                .publish(reply_to, serde_json::to_vec(&reply).unwrap().into())
+                .await
+                .unwrap();
+        }
+    })
+}
+
+/// `run logs --follow` prints the lines stored and new ones, and exits (0) once the run is
+/// over and every line is printed.
+// Two threads: the scripted service answers while the test blocks on the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_logs_follow_ends_when_the_run_is_over_and_its_lines_are_printed() {
+    let nats = TestNats::start().await.unwrap();
+    let client = nats.client().await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let run = Uuid::now_v7();
+    let state = std::sync::Arc::new(std::sync::Mutex::new("running"));
+    let responder = answer_run_get(client, run, state.clone());
+    let line = |n: u64| {
+        let line = json!({"run_id": run, "attempt": 1, "step": 0, "plugin": "csv", "line": format!("line {n}"),
+                          "at": chrono::Utc::now()});
+        (format!("flexcore.log.run.{run}"), line)
+    };
+    for n in 1..=3 {
+        publish(&js, line(n)).await;
+    }
+    let id = run.to_string();
+    let mut child = flexctl(&nats, &["run", "logs", &id, "--follow", "--output", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = read_lines(&mut out, 3);
+    // Still running: it follows.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "run logs --follow ended while the run runs"
+    );
+    publish(&js, line(4)).await;
+    lines.extend(read_lines(&mut out, 1));
+    // Over: it ends on its own.
+    *state.lock().unwrap() = "succeeded";
+    let status = wait_exit(&mut child, Duration::from_secs(20));
+    let stderr = stderr_of(&mut child);
+    assert!(status.success(), "{status:?}: {stderr}");
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "", "no more lines");
+    let texts: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["line"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(texts, ["line 1", "line 2", "line 3", "line 4"]);
+    responder.abort();
+}
