@@ -1,102 +1,82 @@
 #!/usr/bin/env bash
-# The walk-through of README.md as one script: create a pipeline from already registered
-# plugins, run it, follow the run's events, with nothing but the `nats` CLI and `jq`.
+# The shell walk-through (examples/shell/README.md) as one script: create a pipeline from
+# already registered plugins, run it and follow it to its end, with nothing but `flexctl`
+# (--output json) and `jq` (Debian: `apt-get install jq`).
 #
-#   examples/shell/walkthrough.sh [RECORDS]      # NATS_URL (default nats://127.0.0.1:4222)
+#   examples/shell/walkthrough.sh [RECORDS]
 #
-# FlexCore's NATS requires an identity: NATS_NKEY names the application's seed file (e.g.
-# .flexcore/keys/app.nk of `flexctl dev`); replies come to its inbox prefix _INBOX.app. The
-# commands go unsigned (the nats CLI does not sign): they count as role client with actor
-# "unsigned" (docs/security.md).
+# flexctl reads where NATS is and who the operator is from FLEXCORE__NATS__URL,
+# FLEXCORE__NATS__NKEY_SEED_FILE and FLEXCORE__SECURITY__IDENTITIES_FILE (`flexctl dev`
+# prints the lines to export); FLEXCTL names the binary (default: flexctl on PATH).
 #
 # Plugins as `flexctl dev` registers them: FLEXCORE_EXTRACTOR (generator@0.1.0),
-# FLEXCORE_LOADER (jsonl@0.1.0, granted /output). FLEXCORE_TIMEOUT: seconds (60).
+# FLEXCORE_LOADER (jsonl@0.1.0, granted /output). FLEXCORE_TIMEOUT: how long to follow
+# the run (60s).
 # Exit status: 0 run succeeded, 1 run failed/cancelled/timed out, 2 command rejected,
 # 3 no answer in time.
 set -euo pipefail
 
-for tool in nats jq; do
+flexctl="${FLEXCTL:-flexctl}"
+for tool in "$flexctl" jq; do
     command -v "$tool" >/dev/null || { echo "walkthrough.sh: $tool is not installed (see README.md)" >&2; exit 3; }
 done
-export NATS_URL="${NATS_URL:-nats://127.0.0.1:4222}"
 records="${1:-100}"
 extractor="${FLEXCORE_EXTRACTOR:-generator@0.1.0}"
 loader="${FLEXCORE_LOADER:-jsonl@0.1.0}"
-timeout="${FLEXCORE_TIMEOUT:-60}"
+timeout="${FLEXCORE_TIMEOUT:-60s}"
+[[ "$timeout" =~ ^[0-9]+$ ]] && timeout="${timeout}s"
 
-login=()
-if [[ -n "${NATS_NKEY:-}" ]]; then
-    login=(--nkey "$NATS_NKEY" --inbox-prefix "_INBOX.${FLEXCORE_IDENTITY:-app}")
-fi
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
 
-uuid() { cat /proc/sys/kernel/random/uuid 2>/dev/null || uuidgen | tr 'A-F' 'a-f'; }
-
-# send SUBJECT BODY: prints the accepted reply; exits 2 on a rejection, 3 without a reply.
-send() {
-    local reply
-    reply="$(nats request --raw "${login[@]}" "$1" "$2" 2>/dev/null || true)"
-    if [[ -z "$reply" ]]; then
-        echo "error: $1: no reply; is flexcore-command running at $NATS_URL?" >&2
-        exit 3
+# call ARGS…: flexctl with JSON output; its result on stdout. A failure is a JSON error on
+# stderr (docs/flexctl.md, "Errors"): its code decides the exit status.
+call() {
+    if "$flexctl" "$@" --output json 2>"$work/error"; then
+        return 0
     fi
-    if [[ "$(jq -r .ok <<<"$reply")" != true ]]; then
-        jq -r --arg s "$1" '"error: \($s) rejected (\(.error.code)): \(.error.message)"' <<<"$reply" >&2
-        exit 2
-    fi
-    printf '%s\n' "$reply"
+    local code
+    code="$(jq -r '.error.code // "failed"' "$work/error" 2>/dev/null || echo failed)"
+    jq -r '"error (\(.error.code)): \(.error.message)"' "$work/error" 2>/dev/null >&2 || cat "$work/error" >&2
+    case "$code" in
+        run_not_succeeded | follow_timed_out) exit 1 ;;
+        unavailable) exit 3 ;;
+        *) exit 2 ;;
+    esac
 }
 
-# 1. The pipeline: a unique name (names are unique among non-archived pipelines) and a
-#    command_id, so resending this exact request cannot create a second one.
-name="shell-example-$(uuid | cut -c1-8)"
+# 1. The pipeline, as a pipeline file: a unique name (names are unique among non-archived
+#    pipelines), one extractor, one loader.
+name="shell-example-$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')"
 loader_config='{}'
-[[ "$loader" == jsonl@* ]] && loader_config='{"directory":"/output/shell-example"}'
-body="$(jq -nc --arg id "$(uuid)" --arg name "$name" --arg e "$extractor" --arg l "$loader" \
-    --argjson n "$records" --argjson lc "$loader_config" \
-    '{command_id: $id, name: $name, owner: "shell-example",
-      steps: [{plugin: $e, config: {records: $n, stream: "shell_example"}}, {plugin: $l, config: $lc}]}')"
-pipeline_id="$(send flexcore.cmd.pipeline.create "$body" | jq -r .aggregate_id)"
+[[ "$loader" == jsonl@* ]] && loader_config='{directory: /output/shell-example}'
+cat >"$work/pipeline.yaml" <<EOF
+name: $name
+owner: shell-example
+steps:
+  - plugin: $extractor
+    config: {records: $records, stream: shell_example}
+  - plugin: $loader
+    config: $loader_config
+EOF
+pipeline_id="$(call pipeline create -f "$work/pipeline.yaml" | jq -r .pipeline_id)"
 echo "pipeline $name created: $pipeline_id"
 
-# 2. Follow the run before it exists: we choose its id, and a JetStream subscription that
-#    delivers all stored messages cannot miss an event, whenever it starts.
-run_id="$(uuid)"
-events="$(mktemp)"
-nats subscribe "${login[@]}" --all --raw "flexcore.evt.run.$run_id.>" >"$events" 2>/dev/null &
-follower=$!
-trap 'kill "$follower" 2>/dev/null || true; rm -f "$events"' EXIT
+# 2. Run it and follow it to its end. The idempotency key makes the request safe to
+#    repeat: run again with the same key after "no answer", and it is the same run.
+key="walkthrough-$name"
+outcome="$(call run start "$name" --follow --timeout "$timeout" --idempotency-key "$key")"
+run_id="$(jq -r .run_id <<<"$outcome")"
+echo "run $run_id followed to its end"
 
-# 3. Request the run.
-send flexcore.cmd.run.request "$(jq -nc --arg id "$(uuid)" --arg p "$pipeline_id" --arg r "$run_id" \
-    '{command_id: $id, pipeline_id: $p, run_id: $r}')" >/dev/null
-echo "run $run_id requested"
-
-# 4. Print each event type as it arrives; stop at the run's end. (A failure or timeout with
-#    "final": false is followed by a retry.)
-printed=0
-deadline=$((SECONDS + timeout))
-while ((SECONDS < deadline)); do
-    mapfile -t seen < <(jq -R -c 'fromjson? // empty' "$events")
-    for event in "${seen[@]:printed}"; do
-        type="$(jq -r .type <<<"$event")"
-        echo "$type"
-        case "$type" in
-            run.succeeded)
-                jq -r '"run.succeeded: \([.data.counters[]] | add // 0) records \(.data.counters | tojson)"' <<<"$event"
-                exit 0 ;;
-            run.cancelled)
-                jq -r '"run.cancelled: \(.data.reason // "no reason given")"' <<<"$event" >&2
-                exit 1 ;;
-            run.failed | run.timed_out)
-                if [[ "$(jq -r .data.final <<<"$event")" == true ]]; then
-                    jq -c '.data.error // .data.reason' <<<"$event" >&2
-                    exit 1
-                fi
-                echo "  attempt $(jq -r .data.attempt <<<"$event") ended, a retry follows" ;;
-        esac
-    done
-    printed=${#seen[@]}
-    sleep 0.5
+# 3. Its events, from the event stream (JSON Lines: one event a line). The read model
+#    says how many there are (its version) once it has caught up with the run's end.
+state="$(jq -r .state <<<"$outcome")"
+for _ in $(seq 1 50); do
+    view="$(call run show "$run_id")"
+    [[ "$(jq -r .state <<<"$view")" == "$state" ]] && break
+    sleep 0.2
 done
-echo "error: run $run_id did not finish within $timeout s" >&2
-exit 3
+events="$(jq -r .aggregate_version <<<"$view")"
+call events tail --aggregate "$run_id" --all --count "$events" | jq -r .type
+jq -r '"run.\(.state): \([.counters[]] | add // 0) records \(.counters | tojson) (queued \(.queued_seconds) s, running \(.running_seconds) s)"' <<<"$outcome"

@@ -38,6 +38,32 @@ impl std::fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
+/// A refusal told in other words (e.g. at the line of a file it is about): prints as
+/// `text`, and keeps the refusal's code and details for `--output json`.
+#[derive(Debug)]
+pub struct Explained {
+    /// What is printed.
+    pub text: String,
+    /// The refusal.
+    pub error: ClientError,
+}
+
+impl std::fmt::Display for Explained {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for Explained {}
+
+/// `explanation` (its text) of refusal `error`, keeping the refusal's code for JSON.
+pub fn explained(explanation: &anyhow::Error, error: ClientError) -> anyhow::Error {
+    anyhow::Error::new(Explained {
+        text: format!("{explanation:#}"),
+        error,
+    })
+}
+
 /// The JSON document of `error` (see the module documentation).
 pub fn to_json(error: &anyhow::Error) -> Value {
     let (code, details) = classify(error);
@@ -52,7 +78,10 @@ fn classify(error: &anyhow::Error) -> (String, Value) {
         return (failure.code.to_owned(), failure.details.clone());
     }
     for cause in error.chain() {
-        if let Some(client) = cause.downcast_ref::<ClientError>() {
+        let client = cause
+            .downcast_ref::<ClientError>()
+            .or_else(|| cause.downcast_ref::<Explained>().map(|e| &e.error));
+        if let Some(client) = client {
             return match client {
                 ClientError::Refused { what, error } => {
                     let mut details = serde_json::to_value(&error.details).unwrap_or_else(|_| json!({}));
@@ -224,6 +253,26 @@ mod tests {
         let io = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::NotFound)).context("reading p.yaml");
         assert_eq!(to_json(&io)["error"]["code"], "io");
         assert_eq!(to_json(&anyhow::anyhow!("something else"))["error"]["code"], "failed");
+    }
+
+    #[test]
+    fn a_refusal_told_at_a_files_line_keeps_its_code() {
+        let refused = ClientError::Refused {
+            what: "pipeline.create".to_owned(),
+            error: ErrorBody::at(
+                ErrorReason::NotFound,
+                "/steps/1/plugin",
+                "plugin nope@1.0.0 is not registered",
+            ),
+        };
+        let error = explained(
+            &anyhow::anyhow!("p.yaml:7:13: plugin nope@1.0.0 is not registered"),
+            refused,
+        );
+        assert_eq!(format!("{error:#}"), "p.yaml:7:13: plugin nope@1.0.0 is not registered");
+        let json = to_json(&error);
+        assert_eq!(json["error"]["code"], "not_found", "{json}");
+        assert_eq!(json["error"]["details"]["path"], "/steps/1/plugin", "{json}");
     }
 
     #[test]

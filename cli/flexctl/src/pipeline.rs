@@ -274,14 +274,15 @@ pub async fn create(api: &Api, loaded: &Loaded) -> anyhow::Result<Created> {
 /// A refusal of `pipeline.create`: a name taken says how to change that pipeline instead.
 pub(crate) fn explain_create(loaded: &Loaded, e: ApiError) -> anyhow::Error {
     if e.reason() == Some(flexcore_contracts::ErrorReason::Unique) {
-        anyhow::anyhow!(
+        let text = anyhow::anyhow!(
             "{}:{}: {e}\nhint: `flexctl pipeline update {} -f {}` (or `flexctl apply -f {}`) changes the existing pipeline to match the file",
             loaded.path.display(),
             loaded.document.position("name").map_or(1, |p| p.line),
             loaded.pipeline.name.as_str(),
             loaded.path.display(),
             loaded.path.display()
-        )
+        );
+        crate::error::explained(&text, e)
     } else {
         explain(loaded, "", e)
     }
@@ -289,8 +290,9 @@ pub(crate) fn explain_create(loaded: &Loaded, e: ApiError) -> anyhow::Error {
 
 /// A refusal about the file (at `prefix` in it) pointing at its line; other errors as they are.
 pub(crate) fn explain(loaded: &Loaded, prefix: &str, e: ApiError) -> anyhow::Error {
-    match e.refusal() {
-        Some(error) => loaded.refusal(prefix, error),
+    // The refusal's code stays for `--output json`.
+    match e.refusal().map(|error| loaded.refusal(prefix, error)) {
+        Some(text) => crate::error::explained(&text, e),
         None => e.into(),
     }
 }

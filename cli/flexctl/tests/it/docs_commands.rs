@@ -29,7 +29,11 @@ fn workspace() -> PathBuf {
 
 /// The docs whose commands run, and which part of each: `None` is the whole file, a
 /// heading is its section (to the next heading of any level).
-const DOCS: &[(&str, Option<&str>)] = &[("README.md", Some("## Quick start")), ("docs/flexctl.md", None)];
+const DOCS: &[(&str, Option<&str>)] = &[
+    ("README.md", Some("## Quick start")),
+    ("docs/flexctl.md", None),
+    ("examples/shell/README.md", None),
+];
 
 /// Commands (by how they start, comments stripped) that cannot run in a test, and why.
 const SKIP: &[(&str, &str)] = &[
@@ -68,7 +72,8 @@ const EXPECT: &[(&str, &str)] = &[
     ("flexctl pipeline list", "demo"),
     ("flexctl run start demo --follow", "succeeded"),
     ("flexctl plugin list", "generator"),
-    ("curl -s $API/runs/$RUN |", "\"succeeded\""),
+    ("flexctl pipeline create -f broken.yaml", "not_found"),
+    ("examples/shell/walkthrough.sh 100", "run.succeeded: 100 records"),
 ];
 
 /// One command shown in the docs: where, and its text (continuation lines joined,
@@ -135,13 +140,25 @@ fn blocks(file: &str, markdown: &str, section: Option<&str>) -> Vec<Block> {
 }
 
 /// The commands of a block's lines: a line continued by `\` or by an open quote joins the
-/// next, comments go, and `;` outside quotes and `$(…)` separates commands.
+/// next, comments go, and `;` outside quotes and `$(…)` separates commands; a here-document
+/// (`<<'EOF'` … `EOF`) belongs to its command as it is.
 fn commands(file: &str, lines: &[(usize, &str)]) -> Vec<Shown> {
-    let mut out = Vec::new();
+    let mut out: Vec<Shown> = Vec::new();
     let mut current = String::new();
     let mut start = 0;
     let mut scan = Scan::default();
+    let mut here_document: Option<String> = None;
     for &(number, line) in lines {
+        if let Some(end) = &here_document {
+            if let Some(command) = out.last_mut() {
+                command.text.push('\n');
+                command.text.push_str(line);
+            }
+            if line.trim() == end {
+                here_document = None;
+            }
+            continue;
+        }
         if current.is_empty() {
             start = number;
         }
@@ -152,6 +169,7 @@ fn commands(file: &str, lines: &[(usize, &str)]) -> Vec<Shown> {
             if !last || !continued {
                 let text = current.trim().to_owned();
                 if !text.is_empty() {
+                    here_document = here_document_end(&text);
                     out.push(Shown {
                         file: file.to_owned(),
                         line: start,
@@ -167,6 +185,16 @@ fn commands(file: &str, lines: &[(usize, &str)]) -> Vec<Shown> {
         }
     }
     out
+}
+
+/// The word that ends the here-document `text` starts (`cat > f <<'EOF'`: `EOF`).
+fn here_document_end(text: &str) -> Option<String> {
+    let (_, rest) = text.split_once("<<")?;
+    if rest.starts_with('<') {
+        return None;
+    }
+    let word = rest.trim_start_matches('-').split_whitespace().next()?;
+    Some(word.trim_matches(|c| c == '\'' || c == '"').to_owned())
 }
 
 /// Where a scan of shell text is: inside which quotes and how deep in `$(…)`.
@@ -259,7 +287,12 @@ fn flexctl_words(text: &str) -> Option<Vec<String>> {
     }
     let end = all[start..]
         .iter()
-        .position(|w| w.starts_with('>') || w.starts_with('<') || matches!(w.as_str(), "|" | "&&" | "||"))
+        .position(|w| {
+            // A redirection (`>f`, `2>&1`, `<in`) or what joins the next command.
+            w.trim_start_matches(|c: char| c.is_ascii_digit())
+                .starts_with(['>', '<'])
+                || matches!(w.as_str(), "|" | "&&" | "||")
+        })
         .map_or(all.len(), |n| start + n);
     Some(all[start..end].to_vec())
 }
@@ -359,6 +392,17 @@ fn blocks_split_into_commands_as_a_shell_would() {
     assert_eq!(found[0].commands[2].line, 6);
     assert_eq!(found[0].commands[3].line, 8);
     assert!(!found[0].skip && found[1].skip);
+
+    let here = "```sh\ncat > p.yaml <<'EOF'\nname: x # not a comment\nEOF\nflexctl x -f p.yaml\n```\n";
+    let found = blocks("f.md", here, None);
+    let texts: Vec<&str> = found[0].commands.iter().map(|c| c.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        [
+            "cat > p.yaml <<'EOF'\nname: x # not a comment\nEOF",
+            "flexctl x -f p.yaml"
+        ]
+    );
 }
 
 #[test]
@@ -380,6 +424,10 @@ fn shown_commands_are_recognised() {
         ["flexctl", "completions", "bash"]
     );
     assert_eq!(flexctl_words("echo flexctl"), None);
+    assert_eq!(
+        flexctl_words("flexctl status 2>&1 >/dev/null").unwrap(),
+        ["flexctl", "status"]
+    );
     assert!(follows("flexctl events tail --last 20") && !follows("flexctl events tail --count 3"));
     assert!(follows("flexctl run logs R --follow") && !follows("flexctl run start demo --follow"));
     assert_eq!(
