@@ -126,7 +126,9 @@ fn pin_steps(steps: &[StepSpec], loaded: &Loaded) -> Result<Vec<PinnedStep>, Dom
             .ok_or_else(|| DomainError::NotFoundAt {
                 path: format!("/steps/{i}/plugin"),
                 message: format!(
-                    "step {i}: plugin {reference} is not registered; register it first with plugin.register"
+                    "step {i}: plugin {reference} is not registered; register it first: \
+                     `flexctl plugin register FILE --name NAME --version VERSION --kind KIND` \
+                     or POST /api/v1/flexcore/plugins"
                 ),
             })?;
         if plugin.status == PluginStatus::Disabled {
@@ -270,8 +272,10 @@ pub(crate) fn pause(c: &PausePipeline, loaded: &Loaded) -> Result<Decision, Doma
     not_archived(p, "paused")?;
     if p.status != PipelineStatus::Active {
         return Err(DomainError::InvalidState(format!(
-            "pipeline {} is already paused; resume it with pipeline.resume",
-            p.name
+            "pipeline {name} is already paused; resume it: `flexctl pipeline resume {name}` \
+             or POST /api/v1/flexcore/pipelines/{id}/resume",
+            name = p.name,
+            id = p.id
         )));
     }
     Ok(Decision::one(

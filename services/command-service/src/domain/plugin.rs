@@ -91,9 +91,12 @@ impl Aggregate for Plugin {
 }
 
 fn load(id: Uuid, loaded: &Loaded) -> Result<&Plugin, DomainError> {
-    loaded
-        .plugin(id)
-        .ok_or_else(|| DomainError::NotFound(format!("plugin {id} does not exist; register it with plugin.register")))
+    loaded.plugin(id).ok_or_else(|| {
+        DomainError::NotFound(format!(
+                "plugin {id} does not exist; list the registered ones: `flexctl plugin list` or \
+                 GET /api/v1/flexcore/plugins; register one: `flexctl plugin register` or POST /api/v1/flexcore/plugins"
+            ))
+    })
 }
 
 /// `plugin.register`. The body's own rules (a wasm plugin has a digest and no executable,

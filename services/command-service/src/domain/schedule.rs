@@ -149,8 +149,9 @@ pub(crate) fn pause(c: &PauseSchedule, loaded: &Loaded) -> Result<Decision, Doma
     s.not_deleted("paused")?;
     if s.status != ScheduleStatus::Active {
         return Err(DomainError::InvalidState(format!(
-            "schedule {} is already paused; resume it with schedule.resume",
-            s.id
+            "schedule {id} is already paused; resume it: `flexctl schedule resume {id}` \
+             or POST /api/v1/flexcore/schedules/{id}/resume",
+            id = s.id
         )));
     }
     Ok(Decision::one(

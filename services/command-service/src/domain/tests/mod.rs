@@ -7,6 +7,7 @@ mod api;
 mod pipeline;
 mod pipeline_lifecycle;
 mod plugin;
+mod refusal_texts;
 mod run;
 mod schedule;
 

@@ -142,7 +142,16 @@ fn pause_and_resume_toggle_between_active_and_paused() {
     world.exec(by_id("pause"));
     assert_eq!(world.pipeline(PIPELINE).status, PipelineStatus::Paused);
     let e = then_error(world.when(by_id("pause")), ErrorCode::InvalidState);
-    assert!(e.to_string().contains("is already paused"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("is already paused; resume it: `flexctl pipeline resume "),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .ends_with(&format!("or POST /api/v1/flexcore/pipelines/{PIPELINE}/resume")),
+        "{e}"
+    );
     world.exec(by_id("resume"));
     assert_eq!(world.pipeline(PIPELINE).status, PipelineStatus::Active);
 }

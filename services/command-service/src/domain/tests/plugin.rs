@@ -213,6 +213,10 @@ fn lifecycle_commands_in_the_wrong_state_name_the_current_state() {
 fn lifecycle_commands_on_an_unknown_plugin_are_not_found() {
     for action in ["deprecate", "disable", "enable"] {
         let e = then_error(World::default().when(lifecycle(action)), ErrorCode::NotFound);
-        assert!(e.to_string().contains("does not exist"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("does not exist; list the registered ones: `flexctl plugin list`"),
+            "{e}"
+        );
     }
 }

@@ -189,7 +189,14 @@ fn pause_and_resume_toggle() {
     assert_eq!(data, json!({"reason": "holiday"}));
     world.exec(by_id("pause"));
     assert_eq!(world.schedule(SCHEDULE).status, ScheduleStatus::Paused);
-    then_error(world.when(by_id("pause")), ErrorCode::InvalidState);
+    let e = then_error(world.when(by_id("pause")), ErrorCode::InvalidState);
+    assert!(
+        e.to_string().ends_with(&format!(
+            "schedule {SCHEDULE} is already paused; resume it: `flexctl schedule resume {SCHEDULE}` \
+             or POST /api/v1/flexcore/schedules/{SCHEDULE}/resume"
+        )),
+        "{e}"
+    );
     then_one(world.when(by_id("resume")), SCHEDULE, "schedule.resumed");
     world.exec(by_id("resume"));
     assert_eq!(world.schedule(SCHEDULE).status, ScheduleStatus::Active);
