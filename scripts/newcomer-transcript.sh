@@ -32,7 +32,10 @@ database_url="${server%/*}/flexcore_transcript"
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 nats_url="nats://127.0.0.1:$(free_port)"
 http_port="$(free_port)"
-state="$(mktemp -d /tmp/flexcore-transcript-XXXXXX)"
+# The reader's checkout stands in a directory of its own, the stack's state in .flexcore/.
+checkout="$(mktemp -d /tmp/flexcore-transcript-XXXXXX)"
+state="$checkout/.flexcore"
+mkdir "$state"
 psql "${server%/*}/postgres" -qc 'DROP DATABASE IF EXISTS flexcore_transcript' >/dev/null
 
 "$bin/flexctl" --nats-url "$nats_url" dev --database-url "$database_url" --state-dir "$state" \
@@ -40,7 +43,7 @@ psql "${server%/*}/postgres" -qc 'DROP DATABASE IF EXISTS flexcore_transcript' >
 dev=$!
 cleanup() {
     kill -INT "$dev" 2>/dev/null && wait "$dev" 2>/dev/null || true
-    rm -rf "$state"
+    rm -rf "$checkout"
 }
 trap cleanup EXIT
 for _ in $(seq 1 480); do
@@ -59,7 +62,16 @@ export FLEXCORE__NATS__NKEY_SEED_FILE="$state/keys/flexctl.nk" FLEXCORE__SECURIT
 # No slot of the demo's schedule may start a run while the transcript starts its own.
 flexctl schedule list --pipeline demo --output json | jq -r '.[].schedule_id' | xargs -r -n1 flexctl schedule pause >/dev/null
 
-transcript="$state/transcript.md"
+transcript="$checkout/transcript.md"
+cd "$checkout"
+cat >broken.yaml <<'EOF'
+name: broken
+owner: me
+steps:
+  - plugin: generator@0.1.0
+    config: {records: many}
+  - plugin: jsonl@0.1.0
+EOF
 show() {
     printf '$ %s\n' "$*" >>"$transcript"
     # Output as a reader sees it, tidied: no colours, the stack's paths as in the docs.
@@ -79,6 +91,8 @@ run_id="$(flexctl run list --pipeline demo --limit 1 --output json | jq -r '.[0]
 show flexctl run list --pipeline demo
 show flexctl run show "$run_id"
 show flexctl events tail --aggregate "$run_id" --all --count 4
+show cat broken.yaml
+show flexctl pipeline create -f broken.yaml
 show flexctl run show 00000000-0000-7000-8000-000000000000 --output json
 sed -i '$ d' "$transcript"
 {
@@ -88,6 +102,7 @@ sed -i '$ d' "$transcript"
 } >>"$transcript"
 
 # Replace what is between the markers (markers included) with the new transcript.
+cd "$root"
 python3 - "$doc" "$transcript" "$begin" "$end" <<'EOF'
 import sys
 doc, transcript, begin, end = sys.argv[1:]
