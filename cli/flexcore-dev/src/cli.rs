@@ -43,8 +43,9 @@ pub struct DatabaseArgs {
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a whole local FlexCore: Postgres and NATS (found or started), the four
-    /// services, the example plugins, a demo pipeline and schedule. Ctrl-C stops it.
+    /// Run a whole local FlexCore: Postgres and NATS (found or started), the five
+    /// services, the example plugins, a demo pipeline and schedule. Ctrl-C, SIGTERM or
+    /// SIGHUP stops it; a service that exits is restarted.
     Dev(DevArgs),
     /// Benchmarks.
     #[command(subcommand)]

@@ -21,8 +21,12 @@
 //!    `plugins/build.sh`), creates the pipeline of `examples/demo.yaml` (with its
 //!    schedule), runs it once and follows the run, then prints what to try next.
 //!
-//! Ctrl-C stops the services (SIGTERM, then SIGKILL after a grace period) and the
-//! servers it started. Running it again reuses everything: plugins and the demo pipeline
+//! Ctrl-C, SIGTERM and SIGHUP stop the services (SIGTERM, then SIGKILL after a grace
+//! period) and the servers it started. Once the stack is up, a service or the nats-server
+//! it started that exits is started again after a back-off (1 s, doubled for each crash
+//! within 10 s of a start; the fifth such crash in a row stops the stack with the reason:
+//! `supervise`). The private Postgres is not a child (pg_ctl runs it as a daemon, with its
+//! own log), so it is not restarted; the one-shot `setup` is not either. Running it again reuses everything: plugins and the demo pipeline
 //! that exist are left alone.
 
 use std::path::{Path, PathBuf};
@@ -35,7 +39,10 @@ use flexcore_config::url_text::redact;
 use sqlx::{Connection as _, Executor as _, PgConnection};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use crate::supervise::{self, Decision, Restarts, StopSignals};
 
 use flexcore_security::kit::{Kit, ACCOUNTS_FILE, IDENTITIES_FILE, STANDARD};
 use flexcore_security::{Identity, Trust};
@@ -106,6 +113,62 @@ pub struct DevArgs {
 struct Started {
     name: &'static str,
     child: Child,
+    /// How to start it again when it exits on its own (`None`: it is not restarted).
+    relaunch: Option<Relaunch>,
+    /// When it was (last) started.
+    since: Instant,
+    restarts: Restarts,
+}
+
+impl Started {
+    fn new(name: &'static str, child: Child, relaunch: Option<Relaunch>) -> Self {
+        Self {
+            name,
+            child,
+            relaunch,
+            since: Instant::now(),
+            restarts: Restarts::default(),
+        }
+    }
+}
+
+/// How to start a supervised process again: its command line and environment, its
+/// colour, and where to report that it exited.
+struct Relaunch {
+    template: Command,
+    colour: usize,
+    exited: Exited,
+}
+
+/// Where a supervised process reports that its output ended (it exited).
+type Exited = tokio::sync::mpsc::UnboundedSender<&'static str>;
+
+impl Relaunch {
+    /// Spawns `template` as `name` and keeps it to spawn again.
+    fn spawn(name: &'static str, template: Command, colour: usize, exited: &Exited) -> anyhow::Result<(Child, Self)> {
+        let relaunch = Self {
+            template,
+            colour,
+            exited: exited.clone(),
+        };
+        Ok((relaunch.again(name)?, relaunch))
+    }
+
+    fn again(&self, name: &'static str) -> anyhow::Result<Child> {
+        let template = self.template.as_std();
+        let mut command = Command::new(template.get_program());
+        command.args(template.get_args());
+        for (key, value) in template.get_envs() {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+        if let Some(dir) = template.get_current_dir() {
+            command.current_dir(dir);
+        }
+        spawn_prefixed(name, command, self.colour, Some(self.exited.clone()))
+    }
 }
 
 /// Runs `flexctl dev` with the NATS server and login of `globals`, logged in as the
@@ -117,11 +180,12 @@ pub async fn run(globals: &Globals, args: &DevArgs) -> anyhow::Result<()> {
     let state_dir = args.state_dir.canonicalize()?;
     let stop = CancellationToken::new();
     let token = stop.clone();
+    // Ctrl-C, SIGTERM and SIGHUP all stop the stack, children included.
+    let mut signals = StopSignals::listen().context("listening for Ctrl-C, SIGTERM and SIGHUP")?;
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            say("Ctrl-C: stopping");
-            token.cancel();
-        }
+        let signal = signals.recv().await;
+        say(&format!("{signal}: stopping"));
+        token.cancel();
     });
     let mut servers = Servers::default();
     let nats = Nats::new(&globals.nats_url, login);
@@ -151,10 +215,17 @@ async fn stack(
         identity: Some(identity),
         ..nats.login.clone()
     };
-    let nats_url = nats_server(&Nats::new(&nats.url, login.clone()), state_dir, &keys, servers).await?;
+    let (exited_tx, mut exited) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
+    let nats_url = nats_server(
+        &Nats::new(&nats.url, login.clone()),
+        state_dir,
+        &keys,
+        servers,
+        &exited_tx,
+    )
+    .await?;
     let urls = (database_url.as_str(), nats_url.as_str());
     set_up_streams(&binaries[0], urls, &keys, &args.log_format).await?;
-    let (exited_tx, mut exited) = tokio::sync::mpsc::unbounded_channel::<(&'static str, String)>();
     for (i, (name, binary)) in services.iter().zip(&binaries).enumerate() {
         let admin = match args.admin_port {
             0 => 0,
@@ -176,8 +247,8 @@ async fn stack(
                 .env("FLEXCORE__GATEWAY__API_KEYS_FILE", state_dir.join(API_KEYS_FILE))
                 .env("FLEXCORE__GATEWAY__ANONYMOUS_ROLE", anonymous);
         }
-        let child = spawn_prefixed(name, command, i, Some(exited_tx.clone()))?;
-        servers.services.push(Started { name, child });
+        let (child, relaunch) = Relaunch::spawn(name, command, i, &exited_tx)?;
+        servers.services.push(Started::new(name, child, Some(relaunch)));
     }
     let api = Nats::new(&nats_url, login).api().await?;
     wait_ready(&api, !args.no_runner, stop).await?;
@@ -202,10 +273,13 @@ async fn stack(
             bail!("the demo run did not succeed")
         };
     }
-    say("running; Ctrl-C stops everything");
-    tokio::select! {
-        () = stop.cancelled() => Ok(()),
-        Some((name, status)) = exited.recv() => bail!("{name} exited ({status}); stopping the others"),
+    say("running; Ctrl-C (or SIGTERM, SIGHUP) stops everything; a service that exits is restarted");
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return Ok(()),
+            Some(name) = exited.recv() => servers.restart(name, stop).await?,
+        }
     }
 }
 
@@ -218,6 +292,57 @@ struct Servers {
 }
 
 impl Servers {
+    /// `name` exited (its output ended): starts it again after a back-off, or gives up on
+    /// it (an error, which stops the stack) after repeated fast crashes.
+    async fn restart(&mut self, name: &str, stop: &CancellationToken) -> anyhow::Result<()> {
+        let Some(started) = self
+            .services
+            .iter_mut()
+            .chain(self.nats.iter_mut())
+            .find(|s| s.name == name)
+        else {
+            return Ok(());
+        };
+        // The output ends as the process exits (or closes it on its way out).
+        let status = match tokio::time::timeout(Duration::from_secs(5), started.child.wait()).await {
+            Ok(Ok(status)) => status.to_string(),
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => {
+                let _ = started.child.kill().await;
+                "closed its output; killed".to_owned()
+            }
+        };
+        if stop.is_cancelled() {
+            // Stopping anyway (a Ctrl-C at the terminal reaches the services too).
+            return Ok(());
+        }
+        let ran_for = started.since.elapsed().as_secs_f64();
+        let Some(relaunch) = started.relaunch.as_ref() else {
+            bail!("{name} exited ({status}); stopping the others");
+        };
+        match started.restarts.after_exit(started.since.elapsed()) {
+            Decision::GiveUp(crashes) => bail!(
+                "{name} exited {crashes} times in a row within {} s of starting (last: {status}): giving up on it \
+                 and stopping the stack; its log lines above say why",
+                supervise::FAST.as_secs()
+            ),
+            Decision::Restart(delay) => {
+                say(&format!(
+                    "{name} exited ({status}) after {ran_for:.1} s; restarting it in {} s",
+                    delay.as_secs()
+                ));
+                tokio::select! {
+                    () = stop.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(delay) => {}
+                }
+                started.child = relaunch.again(started.name)?;
+                started.since = Instant::now();
+                say(&format!("restarted {name}"));
+            }
+        }
+        Ok(())
+    }
+
     async fn stop(&mut self) {
         for started in self.services.iter_mut().rev() {
             terminate(started).await;
@@ -492,7 +617,13 @@ fn identities(state_dir: &Path) -> anyhow::Result<(PathBuf, Identity)> {
 /// Uses the NATS server of `nats` (logging in as its login says: `flexctl`) or, when
 /// nothing listens there, starts `nats-server -js` on its port with the identities of
 /// `keys`. Returns the URL of the server in use.
-async fn nats_server(nats: &Nats, state_dir: &Path, keys: &Path, servers: &mut Servers) -> anyhow::Result<String> {
+async fn nats_server(
+    nats: &Nats,
+    state_dir: &Path,
+    keys: &Path,
+    servers: &mut Servers,
+    exited: &Exited,
+) -> anyhow::Result<String> {
     let url = nats.url.as_str();
     let (host, port) = nats_address(url);
     let shown = redact(url);
@@ -553,11 +684,9 @@ async fn nats_server(nats: &Nats, state_dir: &Path, keys: &Path, servers: &mut S
     .with_context(|| format!("writing {}", config.display()))?;
     let mut command = Command::new(&binary);
     command.arg("-c").arg(&config).arg("-l").arg(&log);
-    let child = spawn_prefixed("nats-server", command, 4, None)?;
-    servers.nats = Some(Started {
-        name: "nats-server",
-        child,
-    });
+    // Restarted like a service when it exits: same port, config and store.
+    let (child, relaunch) = Relaunch::spawn("nats-server", command, 4, exited)?;
+    servers.nats = Some(Started::new("nats-server", child, Some(relaunch)));
     let local = format!("nats://127.0.0.1:{port}");
     for _ in 0..50 {
         if Nats::new(&local, nats.login.clone()).connect().await.is_ok() {
@@ -636,7 +765,7 @@ fn spawn_prefixed(
     name: &'static str,
     mut command: Command,
     colour: usize,
-    exited: Option<tokio::sync::mpsc::UnboundedSender<(&'static str, String)>>,
+    exited: Option<Exited>,
 ) -> anyhow::Result<Child> {
     let mut child = command
         .stdin(Stdio::null())
@@ -672,7 +801,7 @@ fn spawn_prefixed(
         tokio::spawn(async move {
             // Both pipes closed: the process is gone (or closed them on its way out).
             while done_rx.recv().await.is_some() {}
-            let _ = exited.send((name, "its output ended".to_owned()));
+            let _ = exited.send(name);
         });
     }
     Ok(child)

@@ -10,6 +10,8 @@
 //!   dispatch.
 //! - [`dev`]: `flexctl dev`, a whole FlexCore on one machine (Postgres, NATS, identities,
 //!   the services, the demo).
+//! - [`supervise`]: what stops `dev` (Ctrl-C, SIGTERM, SIGHUP) and the restart policy
+//!   of the processes it starts.
 //! - [`bench`]: the benchmarks (`docs/benchmarks.md`):
 //!   - `bench/cli.rs`: the `bench` subcommands, their options, and printing the reports;
 //!   - `bench/mod.rs`: [`bench::BenchConfig`], [`bench::run`] (phase order of
@@ -31,3 +33,4 @@
 pub mod bench;
 pub mod cli;
 pub mod dev;
+pub mod supervise;

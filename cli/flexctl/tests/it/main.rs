@@ -8,6 +8,7 @@ mod service;
 
 mod apply;
 mod dev;
+mod dev_signals;
 mod list_all;
 mod docs_commands;
 mod plugin;
