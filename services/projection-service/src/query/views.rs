@@ -161,7 +161,10 @@ pub async fn get(pool: &PgPool, target: Target, id: Uuid) -> Result<OpaqueJson, 
         return Err(ErrorBody::at(
             ErrorReason::NotFound,
             "/id",
-            format!("no {what} with id {id}; list them with {what}.list"),
+            format!(
+                "no {what} with id {id}; list them: `flexctl {what} list` or GET /api/v1/flexcore/{}",
+                spec.name
+            ),
         ));
     };
     let (doc, extra) = spec.doc(&row)?;
@@ -319,7 +322,7 @@ pub async fn plugin_stats(pool: &PgPool, id: Uuid) -> Result<PluginStatsView, Er
         return Err(ErrorBody::at(
             ErrorReason::NotFound,
             "/id",
-            format!("no plugin with id {id}; list them with plugin.list"),
+            format!("no plugin with id {id}; list them: `flexctl plugin list` or GET /api/v1/flexcore/plugins"),
         ));
     };
     /// A run state's count, average duration (finished states) and last request.
@@ -418,7 +421,8 @@ pub async fn request_rebuild(pool: &PgPool, kind: Kind) -> Result<RebuildStatus,
         Ok(None) => Err(ErrorBody::new(
             ErrorReason::RebuildRunning,
             format!(
-                "a rebuild of {} is already requested or running; follow it with projection.list",
+                "a rebuild of {} is already requested or running; follow it: `flexctl projection list` \
+                 or GET /api/v1/flexcore/status",
                 kind.name()
             ),
         )),

@@ -140,6 +140,22 @@ async fn malformed_queries_get_clear_errors() {
     let missing = Uuid::new_v4();
     let reply = s.query("plugin.get", json!({"id": missing})).await;
     assert_eq!(reply["error"]["code"], json!("not_found"), "{reply}");
+    // It says how an operator lists them, not which NATS query would.
+    assert_eq!(
+        reply["error"]["message"],
+        json!(format!(
+            "no plugin with id {missing}; list them: `flexctl plugin list` or GET /api/v1/flexcore/plugins"
+        )),
+        "{reply}"
+    );
+    let reply = s.query("run.get", json!({"id": missing})).await;
+    assert_eq!(
+        reply["error"]["message"],
+        json!(format!(
+            "no run with id {missing}; list them: `flexctl run list` or GET /api/v1/flexcore/runs"
+        )),
+        "{reply}"
+    );
     // Still serving.
     assert_eq!(s.query("stats.get", json!({})).await["ok"], json!(true));
     s.stop().await;
