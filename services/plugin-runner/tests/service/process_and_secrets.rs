@@ -85,6 +85,12 @@ async fn secrets_are_resolved_at_run_time_and_never_recorded() {
     let run_id = run["aggregate_id"].as_str().unwrap();
     let failed = s.wait_event(run_id, "run.failed", Duration::from_secs(60)).await;
     assert_eq!(failed["error"]["code"], json!("exit_status"), "{failed}");
+    // The error quotes the plugin's last stderr line, with the secret redacted.
+    assert_eq!(
+        failed["error"]["message"],
+        json!("step 0 (leaky@1.0.0): exited with status 3: cannot open [redacted]: No such file or directory (os error 44)"),
+        "{failed}"
+    );
 
     // The plugin did see the resolved value: its log line says so, redacted.
     let logs = match logs {
