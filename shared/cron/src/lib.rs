@@ -11,6 +11,13 @@
 //!   at 03:00 CEST). Several such slots collapse into that one instant.
 //! - A local time that exists twice (the hour repeated when clocks fall back) fires once,
 //!   at its first occurrence; the repeated hour fires nothing a second time.
+//!
+//! # Layout
+//!
+//! - this file — [`parse_cron`], [`parse_zone`], [`Calendar`] (slots under the DST rule),
+//!   [`jitter`], [`CalendarError`].
+//! - `fields` — which field of a refused expression is at fault and what it allows
+//!   (`minute field "61" is out of range 0–59`).
 
 use chrono::{DateTime, Duration, LocalResult, NaiveDateTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
