@@ -24,7 +24,7 @@ use std::time::Duration;
 use async_nats::{HeaderMap, RequestErrorKind};
 use bytes::Bytes;
 use flexcore_contracts::commands::{CommandBody, CommandMeta};
-use flexcore_contracts::envelope::{HEADER_CORRELATION_ID, HEADER_ON_BEHALF_OF};
+use flexcore_contracts::envelope::{HEADER_CORRELATION_ID, HEADER_ON_BEHALF_OF, HEADER_REQUESTED_BY};
 use flexcore_contracts::queries::{QueryOk, QueryReply};
 use flexcore_contracts::reply::Accepted;
 use flexcore_contracts::{subjects, CommandReply, ErrorBody, ErrorCode, ErrorReason};
@@ -184,6 +184,8 @@ pub struct Client {
     identity: Option<Identity>,
     /// `<api role>:<caller>` of the gateway's commands ([`Client::on_behalf_of`]).
     on_behalf: Option<String>,
+    /// Who says they asked ([`Client::requested_by`]).
+    requested_by: Option<String>,
     timeout: Duration,
 }
 
@@ -251,6 +253,7 @@ impl Client {
             nats,
             identity: None,
             on_behalf: None,
+            requested_by: None,
             timeout: Duration::from_secs(10),
         }
     }
@@ -273,6 +276,18 @@ impl Client {
         let mut client = self.clone();
         client.on_behalf = Some(format!("{role}:{name}"));
         Ok(client)
+    }
+
+    /// Names who asked for this client's commands (`user@host`; header
+    /// `Flexcore-Requested-By`): recorded as the events' `requested_by`, a claim kept
+    /// apart from the actor (the signer's verified identity, or `unsigned`). Refused for a
+    /// name the command service would refuse (1 to 200 printable characters).
+    pub fn requested_by(mut self, name: &str) -> Result<Self, String> {
+        if name.trim().is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+            return Err("a requester's name is 1 to 200 printable characters, not all blank".to_owned());
+        }
+        self.requested_by = Some(name.to_owned());
+        Ok(self)
     }
 
     /// The identity commands are signed as, if any.
@@ -347,6 +362,9 @@ impl Client {
         }
         if let Some(caller) = &self.on_behalf {
             headers.insert(HEADER_ON_BEHALF_OF, caller.as_str());
+        }
+        if let Some(requester) = &self.requested_by {
+            headers.insert(HEADER_REQUESTED_BY, requester.as_str());
         }
         let reply = self.request(
             what,

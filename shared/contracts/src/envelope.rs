@@ -33,6 +33,10 @@ pub const HEADER_SIGNATURE: &str = "Flexcore-Signature";
 /// Header of a command the gateway sends for a caller of the HTTP API:
 /// `<api role>:<caller>` (e.g. `operator:key:ci`), covered by the signature.
 pub const HEADER_ON_BEHALF_OF: &str = "Flexcore-On-Behalf-Of";
+/// Optional command header: who says they asked for the command (`user@host`, or a
+/// configured principal; flexctl sends it). A claim, never verified: it is recorded apart
+/// from the actor (`metadata.requested_by`) and never replaces or changes it.
+pub const HEADER_REQUESTED_BY: &str = "Flexcore-Requested-By";
 /// Header of every reply and presence announcement naming the service and its version that
 /// sent it (`flexcore-command/0.1.0`); not signed, for display only.
 pub const HEADER_SERVICE: &str = "Flexcore-Service";
@@ -77,6 +81,11 @@ pub struct EventMetadata {
     /// `unsigned` for an unsigned command accepted as role `client`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
+    /// Who the sender says asked for it (`Flexcore-Requested-By`, e.g. `alice@laptop`
+    /// from flexctl): a claim the command service does not verify, kept apart from
+    /// `actor`, which alone says who is accountable (it is the verified identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
     /// W3C `traceparent` of the command handling span, to continue the trace downstream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,

@@ -113,6 +113,12 @@ pub struct ListQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_FILTER_CHARS))]
     pub tag: Option<String>,
+    /// Filter by id prefix (plugins, pipelines, runs, schedules): lowercase hex digits of
+    /// the id without hyphens, e.g. `01a24157ab`; a range on the id, so it is cheap for
+    /// any number of items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[0-9a-f]{1,32}$"))]
+    pub id_prefix: Option<String>,
     /// Filter by pipeline (runs, schedules).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline_id: Option<Uuid>,
@@ -241,15 +247,21 @@ pub const ALL: &[&str] = &[
 pub fn list_rules(view: &str) -> Option<(&'static [&'static str], &'static [&'static str])> {
     Some(match view {
         "plugin" => (
-            &["state", "name", "kind", "since", "until"],
+            &["state", "name", "kind", "id_prefix", "since", "until"],
             &["time", "updated", "name"],
         ),
         "pipeline" => (
-            &["state", "name", "owner", "tag", "since", "until"],
+            &["state", "name", "owner", "tag", "id_prefix", "since", "until"],
             &["time", "updated", "name"],
         ),
-        "run" => (&["state", "pipeline_id", "since", "until"], &["time", "updated"]),
-        "schedule" => (&["state", "pipeline_id", "since", "until"], &["time", "updated"]),
+        "run" => (
+            &["state", "pipeline_id", "id_prefix", "since", "until"],
+            &["time", "updated"],
+        ),
+        "schedule" => (
+            &["state", "pipeline_id", "id_prefix", "since", "until"],
+            &["time", "updated"],
+        ),
         "event" => (
             &["aggregate_id", "aggregate_type", "event_type", "since", "until"],
             &["time"],

@@ -217,6 +217,10 @@ pub struct ScheduleView {
     pub schedule_id: Uuid,
     /// The pipeline it runs.
     pub pipeline_id: Uuid,
+    /// The pipeline's name (looked up at query time; absent while the pipeline is not
+    /// projected yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_name: Option<String>,
     /// Timing and policies.
     pub spec: ScheduleSpec,
     /// `active`, `paused` or `deleted`.

@@ -539,6 +539,18 @@ mod tests {
     }
 
     #[test]
+    fn only_admins_rebuild_projections() {
+        // The gateway relays HTTP callers' rebuilds only for API role admin (its queries.rs).
+        for role in Role::ALL {
+            assert_eq!(
+                may_publish(role, "flexcore.qry.projection.rebuild"),
+                matches!(role, Role::Admin | Role::Gateway),
+                "{role}"
+            );
+        }
+    }
+
+    #[test]
     fn replies_only_in_the_own_inbox() {
         for role in Role::ALL {
             let p = of(role, "alice");

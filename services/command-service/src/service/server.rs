@@ -297,9 +297,12 @@ async fn answer(
     (max_payload, bus_limit, max_module): (usize, usize, u64),
 ) -> CommandReply {
     // Who sent it, then what it is, then whether that sender may send it.
-    let headers = auth
-        .sender(message)
-        .and_then(|sender| Ok((label_header(message, envelope::HEADER_CORRELATION_ID)?, sender)));
+    let headers = auth.sender(message).and_then(|sender| {
+        let correlation = label_header(message, envelope::HEADER_CORRELATION_ID)?;
+        // A claim: checked as a label and stored as `requested_by`, never as the actor.
+        let requested_by = label_header(message, envelope::HEADER_REQUESTED_BY)?;
+        Ok(((correlation, requested_by), sender))
+    });
     let decoded = headers.and_then(|headers| Ok((headers, decode(message, max_payload)?)));
     let authorized = decoded.and_then(|((correlation, sender), (meta, command))| {
         sender.authority.authorize(&command).map_err(|refusal| {
@@ -327,7 +330,7 @@ async fn answer(
             return CommandReply::rejected(error);
         }
     };
-    let ((correlation_id, actor), prepared) = prepared;
+    let (((correlation_id, requested_by), actor), prepared) = prepared;
     // The correlation id the events get (see the executor): the header's, else the command id.
     let correlation = correlation_id
         .clone()
@@ -344,6 +347,7 @@ async fn answer(
     let ctx = RequestContext {
         correlation_id,
         actor,
+        requested_by,
         // This span's context, so what the events cause (relay, projections, the run)
         // continues under the command handling; the client's own (when valid) when spans
         // are not exported.

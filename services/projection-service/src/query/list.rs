@@ -130,6 +130,27 @@ fn decode_cursor(cursor: &str, sort: &str) -> Result<(String, String), ErrorBody
     Ok((value.to_owned(), key.to_owned()))
 }
 
+/// The ids starting with `prefix` (hex digits of an id without hyphens) as the range of
+/// ids from the lowest to the highest with that prefix: UUIDs order as their bytes, so an
+/// index on the id answers it, however many rows there are.
+pub fn id_range(prefix: &str) -> Result<(uuid::Uuid, uuid::Uuid), ErrorBody> {
+    let bad = || {
+        ErrorBody::at(
+            ErrorReason::InvalidValue,
+            "/id_prefix",
+            format!("id_prefix {prefix:?} is not 1 to 32 lowercase hex digits (an id's start, without hyphens)"),
+        )
+    };
+    if prefix.is_empty() || prefix.len() > 32 || !prefix.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(bad());
+    }
+    let pad = |fill: char| {
+        let text: String = prefix.chars().chain(std::iter::repeat(fill)).take(32).collect();
+        uuid::Uuid::parse_str(&text).map_err(|_| bad())
+    };
+    Ok((pad('0')?, pad('f')?))
+}
+
 /// One page: up to `limit` rows' documents, each with the cursor after it.
 pub async fn page(pool: &PgPool, spec: &ListSpec, q: &ListQuery) -> Result<Page, ErrorBody> {
     // The schema bounds it to 1..=1000.
@@ -181,6 +202,13 @@ pub async fn page(pool: &PgPool, spec: &ListSpec, q: &ListQuery) -> Result<Page,
     if let Some(tag) = &q.tag {
         b.push(" AND (doc->'tags')::jsonb ? ").push_bind(tag.clone());
     }
+    if let Some(prefix) = &q.id_prefix {
+        let (low, high) = id_range(prefix)?;
+        b.push(format!(" AND {} BETWEEN ", spec.key.0))
+            .push_bind(low)
+            .push(" AND ")
+            .push_bind(high);
+    }
     if let Some(id) = q.pipeline_id {
         b.push(" AND pipeline_id = ").push_bind(id);
     }
@@ -231,6 +259,19 @@ pub async fn page(pool: &PgPool, spec: &ListSpec, q: &ListQuery) -> Result<Page,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_prefix_is_the_range_of_ids_that_start_with_it() {
+        let (low, high) = id_range("01a24157ab").unwrap();
+        assert_eq!(low.to_string(), "01a24157-ab00-0000-0000-000000000000");
+        assert_eq!(high.to_string(), "01a24157-abff-ffff-ffff-ffffffffffff");
+        let full = "0190a0000000700080000000000000aa";
+        assert_eq!(id_range(full).unwrap(), (full.parse().unwrap(), full.parse().unwrap()));
+        for bad in ["", "01A2", "01a2-41", "xyz", &"0".repeat(33)] {
+            let error = id_range(bad).unwrap_err();
+            assert_eq!(error.details.reason, ErrorReason::InvalidValue, "{bad:?}");
+        }
+    }
 
     #[test]
     fn cursors_round_trip_and_refuse_tampering_or_another_sort() {

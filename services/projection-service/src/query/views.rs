@@ -128,7 +128,10 @@ const SCHEDULES: ListSpec = ListSpec {
     updated: Some("updated_at"),
     name_column: None,
     window: "created_at",
-    extra: &[],
+    extra: &[(
+        "(SELECT to_jsonb(p.name) FROM read.pipelines p WHERE p.pipeline_id = v.pipeline_id)",
+        "x_pipeline_name",
+    )],
 };
 
 /// The audit log.
@@ -200,6 +203,9 @@ fn enrich(
                     .flatten()
             }) {
                 added.push(("next_fire", serde_json::json!(next)));
+            }
+            if let Some(name) = extra.get("x_pipeline_name").filter(|n| n.is_string()) {
+                added.push(("pipeline_name", name.clone()));
             }
         }
         Target::Pipeline => {

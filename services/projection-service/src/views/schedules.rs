@@ -39,6 +39,8 @@ impl Entity for ScheduleView {
         Ok(ScheduleView {
             schedule_id: e.schedule_id,
             pipeline_id: e.pipeline_id,
+            // Added at query time, from the pipelines view.
+            pipeline_name: None,
             spec: e.spec,
             state: state.as_str().into(),
             slots_skipped: 0,
