@@ -151,7 +151,7 @@ async fn last_matching(
     stream: &mut jetstream::stream::Stream,
     filter: &str,
     n: u64,
-) -> anyhow::Result<(OrderedConsumer, u64)> {
+) -> anyhow::Result<(OrderedConsumer, DeliverPolicy, u64)> {
     let last = stream
         .info()
         .await
@@ -161,11 +161,11 @@ async fn last_matching(
     let mut window = n;
     loop {
         let start = window_start(last, window);
-        let consumer =
-            ordered_consumer(stream, filter, DeliverPolicy::ByStartSequence { start_sequence: start }).await?;
+        let deliver = DeliverPolicy::ByStartSequence { start_sequence: start };
+        let consumer = ordered_consumer(stream, filter, deliver).await?;
         let pending = consumer.cached_info().num_pending;
         if pending >= n || start <= 1 {
-            return Ok((consumer, pending.saturating_sub(n)));
+            return Ok((consumer, deliver, pending.saturating_sub(n)));
         }
         // Not used: removed now rather than when the server times it out.
         let _ = stream.delete_consumer(&consumer.cached_info().name).await;
@@ -207,20 +207,31 @@ pub async fn tail(nats: &Nats, args: &TailArgs, output: Output) -> anyhow::Resul
     let client = nats.connect_following().await?;
     let filter = filter_subject(args.aggregate, args.event_type.as_deref())?;
     let mut stream = events_stream(&client).await?;
-    let (consumer, mut skip) = if args.all {
-        (ordered_consumer(&stream, &filter, DeliverPolicy::All).await?, 0)
+    let (consumer, deliver, mut skip) = if args.all {
+        let deliver = DeliverPolicy::All;
+        (ordered_consumer(&stream, &filter, deliver).await?, deliver, 0)
     } else if args.last > 0 {
         last_matching(&mut stream, &filter, args.last).await?
     } else {
-        (ordered_consumer(&stream, &filter, DeliverPolicy::New).await?, 0)
+        // What `DeliverPolicy::New` means, as a position to start again from.
+        let last = stream
+            .info()
+            .await
+            .context("reading the events stream's state")?
+            .state
+            .last_sequence;
+        let deliver = DeliverPolicy::ByStartSequence {
+            start_sequence: last + 1,
+        };
+        (ordered_consumer(&stream, &filter, deliver).await?, deliver, 0)
     };
-    let mut messages = consumer.messages().await.context("reading the events stream")?;
     if output == Output::Text {
         tracing::info!(filter, "following events (Ctrl-C stops)");
     }
-    let mut watch = Watch::new(&client, &nats.url, args.reconnect_timeout);
+    let watch = Watch::new(&client, &nats.url, args.reconnect_timeout);
+    let mut follow = Follow::new(stream, filter, deliver, consumer, watch).await?;
     let mut seen = 0;
-    while let Next::Message(message) = watch.next(&mut messages, None).await? {
+    while let Next::Message(message) = follow.next(None).await? {
         if skip > 0 {
             skip -= 1;
             continue;
@@ -280,14 +291,15 @@ pub async fn list(nats: &Nats, args: &ListArgs, output: Output) -> anyhow::Resul
     if end == 0 {
         return Ok(());
     }
-    let consumer = ordered_consumer(&stream, &filter, list_start(args.since)?).await?;
+    let deliver = list_start(args.since)?;
+    let consumer = ordered_consumer(&stream, &filter, deliver).await?;
     if consumer.cached_info().num_pending == 0 {
         return Ok(());
     }
-    let mut messages = consumer.messages().await.context("reading the events stream")?;
-    let mut watch = Watch::new(&client, &nats.url, args.reconnect_timeout);
+    let watch = Watch::new(&client, &nats.url, args.reconnect_timeout);
+    let mut follow = Follow::new(stream, filter, deliver, consumer, watch).await?;
     let mut printed = 0;
-    while let Next::Message(message) = watch.next(&mut messages, None).await? {
+    while let Next::Message(message) = follow.next(None).await? {
         let info = message
             .info()
             .map_err(|e| anyhow::anyhow!("an event without its stream position: {e}"))?;
@@ -326,6 +338,81 @@ pub enum Next<M> {
     Idle,
     /// The stream ended.
     End,
+    /// The stream failed while connected (e.g. the server forgot the consumer).
+    Broken(anyhow::Error),
+}
+
+/// An ordered consumer read under a [`Watch`], created again from the position after the
+/// last message read when the server forgot it (a restarted server forgets the consumers
+/// it kept in memory, and async-nats then reports "consumer not found").
+pub struct Follow {
+    stream: jetstream::stream::Stream,
+    filter: String,
+    /// Where to start again when nothing was read yet.
+    deliver: DeliverPolicy,
+    /// The stream position after the last message read.
+    next_sequence: Option<u64>,
+    messages: Ordered,
+    watch: Watch,
+    broken_in_a_row: u32,
+}
+
+/// Consumers created again in a row, with no message in between, before giving up.
+const MAX_RECREATED: u32 = 3;
+
+impl Follow {
+    /// Reads `consumer` (made on `stream` with `filter` and `deliver`) under `watch`.
+    pub async fn new(
+        stream: jetstream::stream::Stream,
+        filter: String,
+        deliver: DeliverPolicy,
+        consumer: OrderedConsumer,
+        watch: Watch,
+    ) -> anyhow::Result<Self> {
+        let messages = consumer.messages().await.context("reading the stream")?;
+        Ok(Self {
+            stream,
+            filter,
+            deliver,
+            next_sequence: None,
+            messages,
+            watch,
+            broken_in_a_row: 0,
+        })
+    }
+
+    /// Whether the connection is up now.
+    pub fn connected(&self) -> bool {
+        self.watch.connected()
+    }
+
+    /// The next message ([`Watch::next`]), never [`Next::Broken`]: a broken consumer is
+    /// made again, [`MAX_RECREATED`] times in a row at most.
+    pub async fn next(&mut self, idle: Option<Duration>) -> anyhow::Result<Next<jetstream::Message>> {
+        loop {
+            match self.watch.next(&mut self.messages, idle).await? {
+                Next::Message(message) => {
+                    self.broken_in_a_row = 0;
+                    if let Ok(info) = message.info() {
+                        self.next_sequence = Some(info.stream_sequence + 1);
+                    }
+                    return Ok(Next::Message(message));
+                }
+                Next::Broken(error) if self.broken_in_a_row < MAX_RECREATED => {
+                    self.broken_in_a_row += 1;
+                    let deliver = match self.next_sequence {
+                        Some(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
+                        None => self.deliver,
+                    };
+                    tracing::debug!(error = format!("{error:#}"), "reading on with a new consumer");
+                    let consumer = ordered_consumer(&self.stream, &self.filter, deliver).await?;
+                    self.messages = consumer.messages().await.context("reading the stream")?;
+                }
+                Next::Broken(error) => return Err(error),
+                other => return Ok(other),
+            }
+        }
+    }
 }
 
 /// What to do about the connection at a check, given how long it has been lost.
@@ -441,7 +528,9 @@ impl Watch {
                         tracing::debug!(%error, "reading the stream while disconnected");
                         self.check()?;
                     }
-                    Some(Err(error)) => return Err(anyhow::Error::new(error).context("reading the stream")),
+                    Some(Err(error)) => {
+                        return Ok(Next::Broken(anyhow::Error::new(error).context("reading the stream")));
+                    }
                 },
                 _ = tick.tick() => self.check()?,
                 () = idle_sleep => return Ok(Next::Idle),

@@ -496,19 +496,20 @@ async fn logs(nats: &Nats, api: &Api, run_id: Uuid, args: &LogsArgs, output: Out
             ..Default::default()
         })
         .await?;
-    let mut messages = consumer.messages().await?;
-    let mut watch = crate::events::Watch::new(client, &nats.url, args.reconnect_timeout);
+    let watch = crate::events::Watch::new(client, &nats.url, args.reconnect_timeout);
+    let mut follow =
+        crate::events::Follow::new(stream.clone(), subject.clone(), DeliverPolicy::All, consumer, watch).await?;
     // Stream sequence of the last line read (0: none yet).
     let mut read_up_to = 0;
     let idle = args.follow.then_some(LOGS_IDLE_CHECK);
     loop {
-        let message = match watch.next(&mut messages, idle).await? {
-            crate::events::Next::End => break,
+        let message = match follow.next(idle).await? {
+            crate::events::Next::End | crate::events::Next::Broken(_) => break,
             crate::events::Next::Idle => {
                 // Bounded: the typed client retries a query while nobody answers, and the
                 // watch must get back to the connection soon.
                 let over = async { run_over(api, run_id).await && drained(&stream, &subject, read_up_to).await };
-                if watch.connected() && tokio::time::timeout(LOGS_IDLE_CHECK * 3, over).await.unwrap_or(false) {
+                if follow.connected() && tokio::time::timeout(LOGS_IDLE_CHECK * 3, over).await.unwrap_or(false) {
                     break;
                 }
                 continue;

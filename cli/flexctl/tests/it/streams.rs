@@ -372,3 +372,40 @@ async fn run_logs_follow_ends_when_the_run_is_over_and_its_lines_are_printed() {
     assert_eq!(texts, ["line 1", "line 2", "line 3", "line 4"]);
     responder.abort();
 }
+
+/// A follower whose NATS server comes back within `--reconnect-timeout` says so and goes
+/// on with the events appended after it.
+#[tokio::test]
+async fn a_follower_goes_on_when_nats_comes_back() {
+    let mut nats = TestNats::start().await.unwrap();
+    six_events(&nats).await;
+    let mut child = flexctl(
+        &nats,
+        &["events", "tail", "--output", "json", "--reconnect-timeout", "60s"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    nats.stop();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    nats.restart().await.unwrap();
+    publish(
+        &nats.jetstream().await.unwrap(),
+        event(7, "run", Uuid::now_v7(), "requested", "x"),
+    )
+    .await;
+    let next = tokio::task::spawn_blocking(move || read_lines(&mut out, 1));
+    let next = tokio::time::timeout(Duration::from_secs(60), next).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let stderr = stderr_of(&mut child);
+    let Ok(Ok(next)) = next else {
+        panic!("no event after NATS came back: {next:?}; stderr:\n{stderr}")
+    };
+    assert_eq!(positions(&next), [7], "{stderr}");
+    assert!(stderr.contains("lost the connection to NATS"), "{stderr}");
+    assert!(stderr.contains("reconnected to NATS"), "{stderr}");
+}
