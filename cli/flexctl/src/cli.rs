@@ -124,7 +124,7 @@ pub enum Command {
     /// Plugins: register, list, show, deprecate, disable, enable.
     #[command(subcommand)]
     Plugin(crate::plugin::PluginCommand),
-    /// Pipelines: create -f FILE, list, show, update, pause, resume, archive.
+    /// Pipelines: create -f FILE, list, show, update, pause, resume, archive, delete (= archive).
     #[command(subcommand)]
     Pipeline(crate::pipeline::PipelineCommand),
     /// Create or update a pipeline and its schedules to match a file; shows the difference
@@ -133,7 +133,7 @@ pub enum Command {
     /// Runs: start [--follow], list, show, cancel, logs.
     #[command(subcommand)]
     Run(crate::run::RunCommand),
-    /// Schedules: create, list, pause, resume, delete, backfill.
+    /// Schedules: create, list, show, update, pause, resume, delete, backfill.
     #[command(subcommand)]
     Schedule(crate::schedule::ScheduleCommand),
     /// Events: tail (live from the event stream), list (the stored ones, an audit log).
@@ -141,6 +141,12 @@ pub enum Command {
     Events(EventsCommand),
     /// Services seen, projection lag, queue depth, runner slots.
     Status,
+    /// Read models: list (positions, lag), rebuild (admin only).
+    #[command(subcommand)]
+    Projection(crate::projection::ProjectionCommand),
+    /// Names and ids for shell completion (the scripts of `completions` call it).
+    #[command(name = "__complete", hide = true)]
+    Complete(crate::complete::CompleteArgs),
     /// Identities (NKeys) of a deployment: init, add, remove, accounts.
     #[command(subcommand)]
     Security(crate::security::SecurityCommand),
@@ -237,6 +243,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events(EventsCommand::Tail(args)) => crate::events::tail(&globals.nats()?, args, output).await,
         Command::Events(EventsCommand::List(args)) => crate::events::list(&globals.nats()?, args, output).await,
         Command::Status => crate::status::run(&globals.nats()?, output).await,
+        Command::Projection(command) => crate::projection::run(&globals.nats()?, command, output).await,
+        Command::Complete(args) => crate::complete::run(&globals.nats()?, args).await,
         Command::Security(command) => crate::security::run(command),
         Command::ApiKey(command) => crate::api_key::run(command, output),
         Command::Completions { shell } => {
@@ -244,6 +252,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             // Into a buffer first: clap_complete panics when its writer fails.
             let mut script = Vec::new();
             clap_complete::generate(*shell, &mut Cli::command(), "flexctl", &mut script);
+            script.extend_from_slice(crate::complete::dynamic(*shell).as_bytes());
             crate::write_stdout_raw(&script)
         }
     }

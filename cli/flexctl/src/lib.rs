@@ -4,7 +4,11 @@
 //! - [`cli`]: the command line (clap derive), its global options, and dispatch.
 //! - [`duration`]: the `30s` / `2m` / `500ms` parser used by duration options.
 //! - [`error`]: how a failure is printed (`error: …`, or JSON with `--output json`).
+//! - [`api`]: the typed client, and [`api::Api::resolve`], where every id, id prefix or
+//!   name given on the command line becomes an id.
+//! - [`complete`]: `flexctl __complete`, names and ids for the shell completion scripts.
 //! - [`plugin`]: `flexctl plugin register` (upload + register).
+//! - [`projection`]: `flexctl projection list|rebuild`.
 //! - [`schedule`]: `flexctl schedule backfill`.
 //! - [`security`]: `flexctl security init|add|remove|accounts`, a deployment's identities.
 //! - [`nats`]: the server and login every NATS connection uses, passed down from the
@@ -18,6 +22,7 @@ pub mod api;
 pub mod apply;
 pub mod api_key;
 pub mod cli;
+pub mod complete;
 pub mod duration;
 pub mod error;
 pub mod events;
@@ -25,6 +30,7 @@ pub mod nats;
 pub mod pipeline;
 pub use flexcore_pipeline_file::pipeline_file;
 pub mod plugin;
+pub mod projection;
 pub mod run;
 pub mod schedule;
 pub mod security;

@@ -1,10 +1,11 @@
-//! `flexctl pipeline create -f FILE | list | show | update | pause | resume | archive`.
+//! `flexctl pipeline create -f FILE | list | show | update | pause | resume | archive | delete`.
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use flexcore_contracts::commands::{ArchivePipeline, PausePipeline, ResumePipeline};
+use flexcore_contracts::lifecycle::PipelineStatus;
 use flexcore_contracts::views::{PipelineView, ScheduleView};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -32,8 +33,12 @@ pub enum PipelineCommand {
     Pause(ReasonArgs),
     /// Resume a paused pipeline.
     Resume(Target),
-    /// Archive for good: no more runs, the name stays taken.
+    /// Archive for good: no more runs, its schedules stop; the name is free for a new pipeline.
     Archive(ReasonArgs),
+    /// The same as archive: FlexCore's history is an immutable event log, so a pipeline
+    /// is never erased; archiving is final (no more runs, its schedules stop firing) and
+    /// it stays listed, as `archived` (`pipeline list --state active` leaves it out).
+    Delete(ReasonArgs),
 }
 
 /// `-f FILE`.
@@ -83,8 +88,8 @@ pub struct ReasonArgs {
 /// `pipeline list` filters.
 #[derive(Debug, Clone, Args)]
 pub struct ListArgs {
-    /// Only this state (active, paused, archived).
-    #[arg(long)]
+    /// Only pipelines in this state.
+    #[arg(long, value_parser = table::states(PipelineStatus::ALL, PipelineStatus::as_str))]
     pub state: Option<String>,
     /// Only names matching (exact, or a prefix ending in `*`).
     #[arg(long)]
@@ -167,6 +172,12 @@ async fn others(api: Api, command: &PipelineCommand, output: Output) -> anyhow::
         PipelineCommand::Pause(args) => simple(&api, "pause", &args.pipeline, args.reason.as_deref(), output).await,
         PipelineCommand::Resume(target) => simple(&api, "resume", &target.pipeline, None, output).await,
         PipelineCommand::Archive(args) => simple(&api, "archive", &args.pipeline, args.reason.as_deref(), output).await,
+        PipelineCommand::Delete(args) => {
+            tracing::info!(
+                "pipeline delete archives: the event log keeps the pipeline's history; an archived pipeline runs no more"
+            );
+            simple(&api, "archive", &args.pipeline, args.reason.as_deref(), output).await
+        }
     }
 }
 
@@ -307,7 +318,8 @@ pub fn strip_nulls(mut value: Value) -> Value {
 
 fn list_text(items: &[PipelineView]) -> String {
     let mut t = Table::new(&["NAME", "STATE", "STEPS", "LAST RUN", "NEXT FIRE", "OWNER", "ID"]);
-    for p in items {
+    let ids = table::short_ids(&items.iter().map(|p| p.pipeline_id).collect::<Vec<_>>());
+    for (p, id) in items.iter().zip(ids) {
         let steps = p
             .definition
             .steps
@@ -326,7 +338,7 @@ fn list_text(items: &[PipelineView]) -> String {
             last,
             table::time(p.next_fire),
             p.owner.clone(),
-            p.pipeline_id.to_string(),
+            id,
         ]);
     }
     t.render("no pipelines (create one: flexctl pipeline create -f examples/demo.yaml)")

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _};
 use clap::{Args, ValueEnum};
 use flexcore_contracts::commands::{DeprecatePlugin, DisablePlugin, EnablePlugin, RegisterPlugin};
+use flexcore_contracts::lifecycle::PluginStatus;
 use flexcore_contracts::model::{DirAccess, DirGrant, Grants, PluginKind, PluginRuntime, ResourceLimits};
 use flexcore_contracts::views::PluginView;
 use flexcore_contracts::{ids, ErrorReason};
@@ -269,8 +270,8 @@ pub struct ListArgs {
     /// Only this kind (extractor, transformer, loader).
     #[arg(long)]
     pub kind: Option<String>,
-    /// Only this state (active, deprecated, disabled).
-    #[arg(long)]
+    /// Only plugins in this state.
+    #[arg(long, value_parser = crate::table::states(PluginStatus::ALL, PluginStatus::as_str))]
     pub state: Option<String>,
     /// Only names matching (exact, or a prefix ending in `*`).
     #[arg(long)]
@@ -329,7 +330,8 @@ fn lower<T: serde::Serialize>(v: &T) -> String {
 
 fn list_text(items: &[PluginView]) -> String {
     let mut t = crate::table::Table::new(&["NAME", "VERSION", "KIND", "RUNTIME", "STATE", "DIGEST", "ID"]);
-    for p in items {
+    let ids = crate::table::short_ids(&items.iter().map(|p| p.plugin_id).collect::<Vec<_>>());
+    for (p, id) in items.iter().zip(ids) {
         t.row(vec![
             p.name.clone(),
             p.version.clone(),
@@ -339,7 +341,7 @@ fn list_text(items: &[PluginView]) -> String {
             p.module_digest
                 .as_deref()
                 .map_or_else(|| "-".to_owned(), |d| d.chars().take(19).collect()),
-            p.plugin_id.to_string(),
+            id,
         ]);
     }
     t.render("no plugins (register one: flexctl plugin register FILE.wasm --name … --version … --kind …)")

@@ -16,9 +16,10 @@ use anyhow::{bail, Context as _};
 use chrono::{DateTime, Utc};
 use clap::{Args, ValueEnum};
 use flexcore_contracts::commands::{
-    CreateSchedule, DeleteSchedule, PauseSchedule, RequestRun, ResumeSchedule, SkipSlot,
+    CreateSchedule, DeleteSchedule, PauseSchedule, RequestRun, ResumeSchedule, SkipSlot, UpdateSchedule,
 };
 use flexcore_contracts::ids::scheduled_run_id;
+use flexcore_contracts::lifecycle::ScheduleStatus;
 use flexcore_contracts::model::{OverlapPolicy, RunTrigger};
 use flexcore_contracts::views::{RunView, ScheduleView};
 use flexcore_contracts::ErrorCode;
@@ -38,8 +39,8 @@ const POLL: Duration = Duration::from_millis(500);
 /// Options of `flexctl schedule backfill`.
 #[derive(Debug, Clone, Args)]
 pub struct BackfillArgs {
-    /// The schedule.
-    pub schedule_id: Uuid,
+    /// The schedule: its id or a unique prefix of it.
+    pub schedule_id: String,
     /// First instant (inclusive, RFC 3339, e.g. 2026-11-01T00:00:00Z).
     #[arg(long)]
     pub from: DateTime<Utc>,
@@ -109,6 +110,7 @@ pub async fn backfill(nats: &Nats, args: &BackfillArgs, output: Output) -> anyho
 
 /// The backfill itself (separate from printing, for tests).
 pub async fn run_backfill(api: &Api, args: &BackfillArgs) -> anyhow::Result<Vec<SlotLine>> {
+    let schedule_id = api.schedule_id(&args.schedule_id).await?;
     if args.to < args.from {
         bail!("--to ({}) is before --from ({})", args.to, args.from);
     }
@@ -119,11 +121,11 @@ pub async fn run_backfill(api: &Api, args: &BackfillArgs) -> anyhow::Result<Vec<
         );
     }
     let schedule: ScheduleView = api
-        .query("schedule.get", &json!({"id": args.schedule_id}))
+        .query("schedule.get", &json!({"id": schedule_id}))
         .await
-        .with_context(|| format!("reading schedule {}", args.schedule_id))?;
-    if schedule.state == "deleted" {
-        bail!("schedule {} is deleted: it requests no more runs", args.schedule_id);
+        .with_context(|| format!("reading schedule {schedule_id}"))?;
+    if schedule.state == ScheduleStatus::Deleted.as_str() {
+        bail!("schedule {schedule_id} is deleted: it requests no more runs");
     }
     let mut spec = schedule.spec.clone();
     spec.start_at = Some(args.from);
@@ -141,7 +143,7 @@ pub async fn run_backfill(api: &Api, args: &BackfillArgs) -> anyhow::Result<Vec<
     let mut lines = Vec::with_capacity(slots.len());
     let mut previous: Option<Uuid> = None;
     for slot in slots {
-        let run_id = scheduled_run_id(args.schedule_id, slot);
+        let run_id = scheduled_run_id(schedule_id, slot);
         if args.overlap == BackfillOverlap::BufferOne {
             if let Some(run) = previous {
                 wait_finished(api, run).await?;
@@ -151,7 +153,7 @@ pub async fn run_backfill(api: &Api, args: &BackfillArgs) -> anyhow::Result<Vec<
             run_id: Some(run_id),
             pipeline_id: schedule.pipeline_id,
             trigger: RunTrigger::Backfill,
-            schedule_id: Some(args.schedule_id),
+            schedule_id: Some(schedule_id),
             scheduled_for: Some(slot),
         };
         let result = loop {
@@ -161,7 +163,7 @@ pub async fn run_backfill(api: &Api, args: &BackfillArgs) -> anyhow::Result<Vec<
                 Err(e) if e.reason() == Some(flexcore_contracts::ErrorReason::MaxActiveRuns) => match args.overlap {
                     BackfillOverlap::Skip => {
                         let skip = SkipSlot {
-                            schedule_id: args.schedule_id,
+                            schedule_id,
                             slot,
                             reason: "backfill_overlap".parse()?,
                         };
@@ -205,6 +207,11 @@ pub enum ScheduleCommand {
     Create(CreateArgs),
     /// List schedules.
     List(ListArgs),
+    /// Show one schedule: its spec, state, next fire, skipped and missed slots.
+    Show(ScheduleTarget),
+    /// Change a schedule's timing or policies (only the options given change); its
+    /// state (paused or not) stays as it is.
+    Update(UpdateArgs),
     /// Pause a schedule: its slots are not fired (nor caught up) while paused.
     Pause(ScheduleTarget),
     /// Resume a paused schedule.
@@ -219,8 +226,74 @@ pub enum ScheduleCommand {
 /// A schedule by id.
 #[derive(Debug, Clone, Args)]
 pub struct ScheduleTarget {
-    /// Schedule id.
-    pub schedule_id: Uuid,
+    /// Schedule id, or a unique prefix of it (as `schedule list` shows it).
+    pub schedule_id: String,
+}
+
+/// `schedule update`: the options given replace the schedule's; the others stay.
+#[derive(Debug, Clone, Args)]
+pub struct UpdateArgs {
+    /// Schedule id, or a unique prefix of it.
+    pub schedule_id: String,
+    /// New cron expression: 5 fields (minute hour day month weekday) or 6 (seconds first).
+    #[arg(long)]
+    pub cron: Option<String>,
+    /// New IANA time zone, e.g. Europe/Berlin.
+    #[arg(long)]
+    pub timezone: Option<String>,
+    /// New overlap policy.
+    #[arg(long, value_enum)]
+    pub overlap: Option<Overlap>,
+    /// New catch-up window (seconds).
+    #[arg(long)]
+    pub catchup_window: Option<u64>,
+    /// New catch-up cap.
+    #[arg(long)]
+    pub catchup_cap: Option<u32>,
+    /// New jitter (seconds).
+    #[arg(long)]
+    pub jitter: Option<u64>,
+    /// New start bound (RFC 3339).
+    #[arg(long)]
+    pub start_at: Option<DateTime<Utc>>,
+    /// New end bound (RFC 3339).
+    #[arg(long)]
+    pub end_at: Option<DateTime<Utc>>,
+}
+
+impl UpdateArgs {
+    /// The `schedule.update` command for `schedule_id`; refused when nothing would change.
+    pub fn command(&self, schedule_id: Uuid) -> anyhow::Result<UpdateSchedule> {
+        let update = UpdateSchedule {
+            schedule_id,
+            cron: self.cron.clone(),
+            timezone: self.timezone.clone(),
+            overlap: self.overlap.map(Overlap::policy),
+            catchup_window_seconds: self.catchup_window,
+            catchup_cap: self.catchup_cap,
+            jitter_seconds: self.jitter,
+            start_at: self.start_at,
+            end_at: self.end_at,
+        };
+        let unchanged = UpdateSchedule {
+            schedule_id,
+            cron: None,
+            timezone: None,
+            overlap: None,
+            catchup_window_seconds: None,
+            catchup_cap: None,
+            jitter_seconds: None,
+            start_at: None,
+            end_at: None,
+        };
+        if update == unchanged {
+            bail!(
+                "nothing to update: give at least one of --cron, --timezone, --overlap, --catchup-window, \
+                 --catchup-cap, --jitter, --start-at, --end-at"
+            );
+        }
+        Ok(update)
+    }
 }
 
 /// `schedule list` filters.
@@ -229,8 +302,8 @@ pub struct ListArgs {
     /// Only schedules of this pipeline (id or name).
     #[arg(long)]
     pub pipeline: Option<String>,
-    /// Only this state (active, paused, deleted).
-    #[arg(long)]
+    /// Only schedules in this state.
+    #[arg(long, value_parser = crate::table::states(ScheduleStatus::ALL, ScheduleStatus::as_str))]
     pub state: Option<String>,
     /// At most this many.
     #[arg(long, default_value_t = 100)]
@@ -283,6 +356,17 @@ pub enum Overlap {
     Allow,
 }
 
+impl Overlap {
+    /// The contract's policy.
+    pub fn policy(self) -> OverlapPolicy {
+        match self {
+            Overlap::Skip => OverlapPolicy::Skip,
+            Overlap::BufferOne => OverlapPolicy::BufferOne,
+            Overlap::Allow => OverlapPolicy::Allow,
+        }
+    }
+}
+
 /// Runs a `schedule` subcommand.
 pub async fn run(nats: &Nats, command: &ScheduleCommand, output: Output) -> anyhow::Result<()> {
     if let ScheduleCommand::Backfill(args) = command {
@@ -297,11 +381,7 @@ pub async fn run(nats: &Nats, command: &ScheduleCommand, output: Output) -> anyh
                 pipeline_id,
                 cron: a.cron.clone(),
                 timezone: a.timezone.clone(),
-                overlap: match a.overlap {
-                    Overlap::Skip => OverlapPolicy::Skip,
-                    Overlap::BufferOne => OverlapPolicy::BufferOne,
-                    Overlap::Allow => OverlapPolicy::Allow,
-                },
+                overlap: a.overlap.policy(),
                 catchup_window_seconds: a.catchup_window,
                 catchup_cap: a.catchup_cap,
                 jitter_seconds: a.jitter,
@@ -327,14 +407,28 @@ pub async fn run(nats: &Nats, command: &ScheduleCommand, output: Output) -> anyh
                 .await?;
             crate::table::emit(output, &items, || table(&items))
         }
-        ScheduleCommand::Pause(t) => simple(&api, "pause", t.schedule_id, output).await,
-        ScheduleCommand::Resume(t) => simple(&api, "resume", t.schedule_id, output).await,
-        ScheduleCommand::Delete(t) => simple(&api, "delete", t.schedule_id, output).await,
+        ScheduleCommand::Show(t) => {
+            let id = api.schedule_id(&t.schedule_id).await?;
+            let schedule: ScheduleView = api.query("schedule.get", &json!({"id": id})).await?;
+            crate::table::emit(output, &schedule, || show_text(&schedule))
+        }
+        ScheduleCommand::Update(a) => {
+            let id = api.schedule_id(&a.schedule_id).await?;
+            let accepted = api.send(&a.command(id)?).await?;
+            let result = json!({"schedule_id": id, "version": accepted.version});
+            crate::table::emit(output, &result, || {
+                format!("updated schedule {id} (version {})", accepted.version)
+            })
+        }
+        ScheduleCommand::Pause(t) => simple(&api, "pause", &t.schedule_id, output).await,
+        ScheduleCommand::Resume(t) => simple(&api, "resume", &t.schedule_id, output).await,
+        ScheduleCommand::Delete(t) => simple(&api, "delete", &t.schedule_id, output).await,
         ScheduleCommand::Backfill(_) => Ok(()),
     }
 }
 
-async fn simple(api: &Api, action: &str, id: Uuid, output: Output) -> anyhow::Result<()> {
+async fn simple(api: &Api, action: &str, reference: &str, output: Output) -> anyhow::Result<()> {
+    let id = api.schedule_id(reference).await?;
     let accepted = match action {
         "pause" => {
             api.send(&PauseSchedule {
@@ -363,9 +457,10 @@ pub fn table(items: &[ScheduleView]) -> String {
         "MISSED",
         "PIPELINE",
     ]);
-    for s in items {
+    let ids = crate::table::short_ids(&items.iter().map(|s| s.schedule_id).collect::<Vec<_>>());
+    for (s, id) in items.iter().zip(ids) {
         t.row(vec![
-            s.schedule_id.to_string(),
+            id,
             s.state.clone(),
             s.spec.cron.clone(),
             s.spec.timezone.clone(),
@@ -376,8 +471,110 @@ pub fn table(items: &[ScheduleView]) -> String {
             crate::table::time(s.next_fire),
             s.slots_skipped.to_string(),
             s.slots_missed.to_string(),
-            crate::table::short(s.pipeline_id),
+            pipeline_label(s),
         ]);
     }
     t.render("no schedules")
+}
+
+/// A schedule's pipeline in a table: its name and short id (the id alone while the
+/// pipeline's name is not known).
+fn pipeline_label(s: &ScheduleView) -> String {
+    match &s.pipeline_name {
+        Some(name) => format!("{name} ({})", crate::table::short(s.pipeline_id)),
+        None => crate::table::short(s.pipeline_id),
+    }
+}
+
+fn lower<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// One schedule as key/value lines.
+pub fn show_text(s: &ScheduleView) -> String {
+    let spec = &s.spec;
+    let bound = |t: Option<DateTime<Utc>>| t.map_or_else(|| "-".to_owned(), |t| t.to_rfc3339());
+    crate::table::fields(&[
+        ("schedule", s.schedule_id.to_string()),
+        (
+            "pipeline",
+            format!("{} ({})", s.pipeline_name.as_deref().unwrap_or("?"), s.pipeline_id),
+        ),
+        ("state", s.state.clone()),
+        ("cron", format!("{} in {}", spec.cron, spec.timezone)),
+        ("overlap", lower(&spec.overlap)),
+        (
+            "catch-up",
+            format!(
+                "{} s back, at most {} slot(s)",
+                spec.catchup_window_seconds, spec.catchup_cap
+            ),
+        ),
+        ("jitter", format!("{} s", spec.jitter_seconds)),
+        ("start at", bound(spec.start_at)),
+        ("end at", bound(spec.end_at)),
+        ("next fire", crate::table::time(s.next_fire)),
+        (
+            "skipped",
+            format!(
+                "{}{}",
+                s.slots_skipped,
+                s.last_skipped
+                    .as_ref()
+                    .map(|l| format!(" (last {} at {})", l.reason, l.slot.to_rfc3339()))
+                    .unwrap_or_default()
+            ),
+        ),
+        (
+            "missed",
+            format!(
+                "{}{}",
+                s.slots_missed,
+                s.last_missed
+                    .map(|t| format!(" (last {})", t.to_rfc3339()))
+                    .unwrap_or_default()
+            ),
+        ),
+        ("created", crate::table::time(Some(s.created_at))),
+        ("updated", crate::table::time(Some(s.updated_at))),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[test]
+    fn an_update_changes_only_what_is_given_and_something_must_be() {
+        let id = Uuid::now_v7();
+        let parse = |args: &[&str]| {
+            let cli =
+                crate::cli::Cli::try_parse_from([&["flexctl", "schedule", "update", "ab12"], args].concat()).unwrap();
+            let crate::cli::Command::Schedule(ScheduleCommand::Update(update)) = cli.command else {
+                panic!("not schedule update")
+            };
+            update
+        };
+        let update = parse(&["--cron", "*/5 * * * *", "--overlap", "buffer-one"])
+            .command(id)
+            .unwrap();
+        assert_eq!(update.cron.as_deref(), Some("*/5 * * * *"));
+        assert_eq!(update.overlap, Some(OverlapPolicy::BufferOne));
+        assert_eq!((update.timezone, update.jitter_seconds), (None, None));
+        let error = parse(&[]).command(id).unwrap_err().to_string();
+        assert!(error.contains("nothing to update"), "{error}");
+    }
+
+    #[test]
+    fn list_states_are_the_lifecycle_s() {
+        let error = crate::cli::Cli::try_parse_from(["flexctl", "schedule", "list", "--state", "bogus"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("active, paused, deleted"), "{error}");
+        assert!(crate::cli::Cli::try_parse_from(["flexctl", "schedule", "list", "--state", "paused"]).is_ok());
+    }
 }

@@ -104,7 +104,7 @@ fn four_hours() -> (DateTime<Utc>, DateTime<Utc>) {
 fn args(schedule: Uuid, overlap: BackfillOverlap) -> BackfillArgs {
     let (from, to) = four_hours();
     BackfillArgs {
-        schedule_id: schedule,
+        schedule_id: schedule.to_string(),
         from,
         to,
         overlap,
