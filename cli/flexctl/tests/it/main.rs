@@ -15,6 +15,7 @@ mod operator;
 mod plugin;
 mod run_start;
 mod schedule;
+mod status;
 mod streams;
 
 /// The API on `client`, signing as the `flexctl` identity (role admin), as `flexctl` with
