@@ -68,18 +68,16 @@ const PROCESSES: [&str; 6] = [
     "flexcore-gateway",
 ];
 
-#[tokio::test]
-async fn flexctl_dev_restarts_a_killed_service_and_sigterm_stops_every_child() {
-    flexcore_testkit::init_tracing();
-    let db = TestDb::create_empty().await.unwrap();
-    let state = tempfile::tempdir().unwrap();
+/// A `flexctl dev --no-demo` of its own (a nats-server it starts, an empty database, a
+/// state directory), up: the process, its pid and its log.
+async fn start_dev(db: &TestDb, state: &Path) -> (std::process::Child, i32, PathBuf) {
     let nats_url = format!("nats://127.0.0.1:{}", flexcore_testkit::unused_port().unwrap());
     let http_port = flexcore_testkit::unused_port().unwrap().to_string();
-    let log = state.path().join("dev.log");
+    let log = state.join("dev.log");
     let file = std::fs::File::create(&log).unwrap();
-    let mut stack = Command::new(env!("CARGO_BIN_EXE_flexctl"))
+    let stack = Command::new(env!("CARGO_BIN_EXE_flexctl"))
         .args(["--nats-url", &nats_url, "dev", "--no-demo", "--database-url", &db.url])
-        .args(["--state-dir", state.path().to_str().unwrap()])
+        .args(["--state-dir", state.to_str().unwrap()])
         .args(["--admin-port", "0", "--http-port", &http_port])
         .env("FLEXCORE_CONFIG_DIR", workspace().join("config"))
         .env_remove("FLEXCORE__NATS__URL")
@@ -99,6 +97,33 @@ async fn flexctl_dev_restarts_a_killed_service_and_sigterm_stops_every_child() {
         text.contains("try next")
     })
     .await;
+    (stack, pid, log)
+}
+
+/// Sends `signal` to `flexctl dev`, which must stop every child and exit cleanly.
+async fn stop_with(mut stack: std::process::Child, pid: i32, log: &Path, signal: Signal, name: &str) {
+    let running = children(pid);
+    assert!(running.len() >= PROCESSES.len(), "{running:?}");
+    kill_process(Pid::from_raw(pid).unwrap(), signal).unwrap();
+    let status = tokio::task::spawn_blocking(move || stack.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let text = log_text(log);
+    assert!(status.success(), "flexctl dev exited {status}:\n{text}");
+    assert!(text.contains(&format!("{name}: stopping")), "{text}");
+    wait_for("every child to be gone", Duration::from_secs(10), || {
+        running.iter().all(|(p, _)| program(*p).is_none())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn flexctl_dev_restarts_a_killed_service_and_sigterm_stops_every_child() {
+    flexcore_testkit::init_tracing();
+    let db = TestDb::create_empty().await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let (mut stack, pid, log) = start_dev(&db, state.path()).await;
 
     // One process: flexctl became flexcore-dev, which started every child itself.
     assert_eq!(program(pid).as_deref(), Some("flexcore-dev"));
@@ -124,17 +149,14 @@ async fn flexctl_dev_restarts_a_killed_service_and_sigterm_stops_every_child() {
     assert_eq!(program(nats).as_deref(), Some("nats-server"), "NATS was left alone");
 
     // SIGTERM stops everything, as Ctrl-C does.
-    let running = children(pid);
-    kill_process(Pid::from_raw(pid).unwrap(), Signal::TERM).unwrap();
-    let status = tokio::task::spawn_blocking(move || stack.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    let text = log_text(&log);
-    assert!(status.success(), "flexctl dev exited {status}:\n{text}");
-    assert!(text.contains("SIGTERM: stopping"), "{text}");
-    wait_for("every child to be gone", Duration::from_secs(10), || {
-        running.iter().all(|(p, _)| program(*p).is_none())
-    })
-    .await;
+    stop_with(stack, pid, &log, Signal::TERM, "SIGTERM").await;
+}
+
+#[tokio::test]
+async fn sighup_stops_flexctl_dev_and_every_child() {
+    flexcore_testkit::init_tracing();
+    let db = TestDb::create_empty().await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let (stack, pid, log) = start_dev(&db, state.path()).await;
+    stop_with(stack, pid, &log, Signal::HUP, "SIGHUP").await;
 }
