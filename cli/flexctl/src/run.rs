@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use flexcore_client::ClientError;
 use flexcore_contracts::commands::{CancelRun, RequestRun};
+use flexcore_contracts::lifecycle::RunStatus;
 use flexcore_contracts::model::RunTrigger;
 use flexcore_contracts::views::RunView;
 use flexcore_contracts::work::RunLogLine;
@@ -16,13 +17,13 @@ use futures::StreamExt as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::{json, Value};
-use uuid::Uuid;
 use tracing::Instrument as _;
+use uuid::Uuid;
 
 use crate::api::Api;
 use crate::cli::Output;
-use crate::nats::Nats;
 use crate::error::Failure;
+use crate::nats::Nats;
 use crate::pipeline::strip_nulls;
 use crate::table::{self, Table};
 
@@ -53,26 +54,26 @@ pub struct StartArgs {
     /// Give up following after this long (e.g. 10m); the run itself goes on.
     #[arg(long, default_value = "1h", value_parser = crate::duration::parse_duration)]
     pub timeout: Duration,
-}
     /// Makes the request idempotent: the same key (for the same pipeline) always means the
     /// same run, requested once however often the command is repeated (a repeat after
     /// "did not answer in time" reports, and with --follow follows, that run). Without
     /// it a fresh key is drawn, and printed when the request goes unanswered.
     #[arg(long, value_name = "KEY")]
     pub idempotency_key: Option<String>,
+}
 
 /// A run by id.
 #[derive(Debug, Clone, Args)]
 pub struct RunTarget {
-    /// Run id.
-    pub run: Uuid,
+    /// Run id, or a unique prefix of it (as `run list` shows it).
+    pub run: String,
 }
 
 /// `run cancel`.
 #[derive(Debug, Clone, Args)]
 pub struct CancelArgs {
-    /// Run id.
-    pub run: Uuid,
+    /// Run id, or a unique prefix of it.
+    pub run: String,
     /// Why (recorded in the event).
     #[arg(long)]
     pub reason: Option<String>,
@@ -81,8 +82,8 @@ pub struct CancelArgs {
 /// `run logs`.
 #[derive(Debug, Clone, Args)]
 pub struct LogsArgs {
-    /// Run id.
-    pub run: Uuid,
+    /// Run id, or a unique prefix of it.
+    pub run: String,
     /// Keep printing new lines until the run is over and all its lines are printed (or
     /// Ctrl-C).
     #[arg(long)]
@@ -99,8 +100,8 @@ pub struct ListArgs {
     /// Only runs of this pipeline (id or name).
     #[arg(long)]
     pub pipeline: Option<String>,
-    /// Only this state (requested, running, succeeded, failed, cancelled, timed_out, …).
-    #[arg(long)]
+    /// Only runs in this state.
+    #[arg(long, value_parser = table::states(RunStatus::ALL, RunStatus::as_str))]
     pub state: Option<String>,
     /// At most this many.
     #[arg(long, default_value_t = 50)]
@@ -151,19 +152,24 @@ pub async fn run(nats: &Nats, command: &RunCommand, output: Output) -> anyhow::R
             table::emit(output, &runs, || list_text(&runs))
         }
         RunCommand::Show(target) => {
-            let run: RunView = api.query("run.get", &json!({"id": target.run})).await?;
+            let run_id = api.run_id(&target.run).await?;
+            let run: RunView = api.query("run.get", &json!({"id": run_id})).await?;
             table::emit(output, &run, || show_text(&run))
         }
         RunCommand::Cancel(args) => {
+            let run_id = api.run_id(&args.run).await?;
             let cancel = CancelRun {
-                run_id: args.run,
+                run_id,
                 reason: args.reason.clone(),
             };
             let accepted = api.send(&cancel).await?;
-            let result = json!({"run_id": args.run, "version": accepted.version});
-            table::emit(output, &result, || format!("cancel of run {} recorded", args.run))
+            let result = json!({"run_id": run_id, "version": accepted.version});
+            table::emit(output, &result, || format!("cancel of run {run_id} recorded"))
         }
-        RunCommand::Logs(args) => logs(nats, &api, args.run, args, output).await,
+        RunCommand::Logs(args) => {
+            let run_id = api.run_id(&args.run).await?;
+            logs(nats, &api, run_id, args, output).await
+        }
     }
 }
 
@@ -184,6 +190,14 @@ pub struct Outcome {
     /// Seconds from request to end, when followed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seconds: Option<f64>,
+    /// Of those, seconds waiting for a runner: from the request to the first claim (to
+    /// the end, if no runner ever claimed it), by the events' `recorded_at`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queued_seconds: Option<f64>,
+    /// Seconds from the first claim to the end (retries' back-off included), by the
+    /// events' `recorded_at`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running_seconds: Option<f64>,
 }
 
 impl Outcome {
@@ -194,15 +208,12 @@ impl Outcome {
                 self.run_id, self.run_id, self.run_id
             );
         }
+        let split = match (self.queued_seconds, self.running_seconds) {
+            (Some(queued), Some(running)) => format!(" (queued {queued:.1} s, running {running:.1} s)"),
+            (Some(queued), None) => format!(" (queued {queued:.1} s, never claimed)"),
+            _ => String::new(),
+        };
         format!(
-    /// Of those, seconds waiting for a runner: from the request to the first claim (to
-    /// the end, if no runner ever claimed it), by the events' `recorded_at`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub queued_seconds: Option<f64>,
-    /// Seconds from the first claim to the end (retries' back-off included), by the
-    /// events' `recorded_at`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub running_seconds: Option<f64>,
             "run {} {} after {} attempt(s) in {:.1} s{split}; records: {}",
             self.run_id,
             self.state,
@@ -213,22 +224,6 @@ impl Outcome {
     }
 }
 
-        let split = match (self.queued_seconds, self.running_seconds) {
-            (Some(queued), Some(running)) => format!(" (queued {queued:.1} s, running {running:.1} s)"),
-            (Some(queued), None) => format!(" (queued {queued:.1} s, never claimed)"),
-            _ => String::new(),
-        };
-fn records_text(counters: &Value) -> String {
-    let Some(map) = counters.as_object().filter(|m| !m.is_empty()) else {
-        return "0".to_owned();
-    };
-    map.iter()
-        .map(|(stream, n)| format!("{stream}={n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn total(counters: &Value) -> u64 {
 /// When a followed run was requested, first claimed and ended, by its events' `recorded_at`
 /// (the command service's clock, so flexctl's own clock and latency do not count).
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -294,6 +289,17 @@ pub fn request_ids(pipeline_id: Uuid, idempotency_key: &str) -> (Uuid, Uuid) {
     (run_id, flexcore_client::command_id(run_id, "request"))
 }
 
+fn records_text(counters: &Value) -> String {
+    let Some(map) = counters.as_object().filter(|m| !m.is_empty()) else {
+        return "0".to_owned();
+    };
+    map.iter()
+        .map(|(stream, n)| format!("{stream}={n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn total(counters: &Value) -> u64 {
     counters
         .as_object()
         .map_or(0, |m| m.values().filter_map(Value::as_u64).sum())
@@ -372,7 +378,10 @@ pub async fn start_with(api: &Api, request: &StartRequest<'_>, output: Output) -
         counters: json!({}),
         error: None,
         seconds: None,
+        queued_seconds: None,
+        running_seconds: None,
     };
+    let mut timeline = Timeline::default();
     let Some(events) = events.as_mut() else {
         return Ok(outcome);
     };
@@ -383,10 +392,7 @@ pub async fn start_with(api: &Api, request: &StartRequest<'_>, output: Output) -
     };
     bar.set_style(
         ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
-        queued_seconds: None,
-        running_seconds: None,
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    let mut timeline = Timeline::default();
     );
     bar.enable_steady_tick(Duration::from_millis(120));
     bar.set_message(format!("run {run_id} requested"));
@@ -582,9 +588,10 @@ fn list_text(runs: &[RunView]) -> String {
         "REQUESTED",
         "DURATION",
     ]);
-    for r in runs {
+    let ids = table::short_ids(&runs.iter().map(|r| r.run_id).collect::<Vec<_>>());
+    for (r, id) in runs.iter().zip(ids) {
         t.row(vec![
-            r.run_id.to_string(),
+            id,
             r.pipeline_name.clone(),
             r.state.clone(),
             format!("{:?}", r.trigger).to_lowercase(),
