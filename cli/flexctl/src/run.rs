@@ -507,6 +507,8 @@ async fn logs(nats: &Nats, api: &Api, run_id: Uuid, args: &LogsArgs, output: Out
         crate::events::Follow::new(stream.clone(), subject.clone(), DeliverPolicy::All, consumer, watch).await?;
     // Stream sequence of the last line read (0: none yet).
     let mut read_up_to = 0;
+    // Since when the read model has said there is no such run.
+    let mut missing_since: Option<std::time::Instant> = None;
     let idle = args.follow.then_some(LOGS_IDLE_CHECK);
     loop {
         let message = match follow.next(idle).await? {
@@ -514,9 +516,24 @@ async fn logs(nats: &Nats, api: &Api, run_id: Uuid, args: &LogsArgs, output: Out
             crate::events::Next::Idle => {
                 // Bounded: the typed client retries a query while nobody answers, and the
                 // watch must get back to the connection soon.
-                let over = async { run_over(api, run_id).await && drained(&stream, &subject, read_up_to).await };
-                if follow.connected() && tokio::time::timeout(LOGS_IDLE_CHECK * 3, over).await.unwrap_or(false) {
-                    break;
+                if !follow.connected() {
+                    continue;
+                }
+                let now = async {
+                    match run_now(api, run_id).await {
+                        RunNow::Over if !drained(&stream, &subject, read_up_to).await => RunNow::Going,
+                        now => now,
+                    }
+                };
+                match tokio::time::timeout(LOGS_IDLE_CHECK * 3, now).await {
+                    Ok(RunNow::Over) => break,
+                    Ok(RunNow::Missing) => {
+                        // A run just requested may not be in the read model yet.
+                        if missing_since.get_or_insert_with(std::time::Instant::now).elapsed() > RUN_MISSING_FOR {
+                            anyhow::bail!("there is no run {run_id}: `flexctl run list` lists the runs");
+                        }
+                    }
+                    _ => missing_since = None,
                 }
                 continue;
             }
@@ -554,13 +571,29 @@ fn is_over(state: &str) -> bool {
     matches!(state, "succeeded" | "failed" | "cancelled" | "timed_out")
 }
 
-/// Whether the run is over, as the read model says (not yet, when it cannot say).
-async fn run_over(api: &Api, run_id: Uuid) -> bool {
+/// How long `run logs --follow` waits for a run the read model does not know.
+const RUN_MISSING_FOR: Duration = Duration::from_secs(10);
+
+/// Where a followed run is, as the read model says.
+enum RunNow {
+    /// In a final state.
+    Over,
+    /// Not over yet.
+    Going,
+    /// There is no such run.
+    Missing,
+    /// No answer.
+    Unknown,
+}
+
+async fn run_now(api: &Api, run_id: Uuid) -> RunNow {
     match api.query::<RunView>("run.get", &json!({"id": run_id})).await {
-        Ok(run) => is_over(&run.state),
+        Ok(run) if is_over(&run.state) => RunNow::Over,
+        Ok(_) => RunNow::Going,
+        Err(error) if error.refusal().is_some_and(|r| r.code.as_str() == "not_found") => RunNow::Missing,
         Err(error) => {
             tracing::debug!(%error, "asking whether the run is over");
-            false
+            RunNow::Unknown
         }
     }
 }

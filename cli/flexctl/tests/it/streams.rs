@@ -301,9 +301,21 @@ fn answer_run_get(
         let mut requests = client.subscribe("flexcore.qry.run.get").await.unwrap();
         while let Some(message) = requests.next().await {
             let now = chrono::Utc::now();
+            let state = *state.lock().unwrap();
+            if state == "missing" {
+                let reply = json!({"ok": false, "error": {
+                    "code": "not_found", "message": "no such run",
+                    "details": {"reason": "not_found", "path": "/id"}}});
+                let reply_to = message.reply.unwrap();
+                client
+                    .publish(reply_to, serde_json::to_vec(&reply).unwrap().into())
+                    .await
+                    .unwrap();
+                continue;
+            }
             let view = json!({
                 "run_id": run, "pipeline_id": Uuid::nil(), "pipeline_name": "p",
-                "state": *state.lock().unwrap(), "trigger": "manual", "definition_version": 1,
+                "state": state, "trigger": "manual", "definition_version": 1,
                 "attempt": 1, "attempts": [], "counters": {}, "records_total": 0,
                 "last_state": {}, "requested_at": now, "updated_at": now, "aggregate_version": 3,
             });
@@ -408,4 +420,25 @@ async fn a_follower_goes_on_when_nats_comes_back() {
     assert_eq!(positions(&next), [7], "{stderr}");
     assert!(stderr.contains("lost the connection to NATS"), "{stderr}");
     assert!(stderr.contains("reconnected to NATS"), "{stderr}");
+}
+
+/// `run logs --follow` of a run the read model does not know fails with a clear error
+/// (after 10 s: a run just requested may not be there yet) instead of waiting for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_logs_follow_of_an_unknown_run_fails_clearly() {
+    let nats = TestNats::start().await.unwrap();
+    let run = Uuid::now_v7();
+    let state = std::sync::Arc::new(std::sync::Mutex::new("missing"));
+    let responder = answer_run_get(nats.client().await.unwrap(), run, state);
+    let id = run.to_string();
+    let mut child = flexctl(&nats, &["run", "logs", &id, "--follow"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    let stderr = stderr_of(&mut child);
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("there is no run {run}")), "{stderr}");
+    responder.abort();
 }
