@@ -17,6 +17,7 @@
 //! without a stack: every `$ flexctl …` line in it must parse.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Parser as _;
 
@@ -225,6 +226,14 @@ fn every_flexctl_command_shown_parses() {
 #[tokio::test]
 async fn the_commands_the_docs_show_run_against_a_live_stack() {
     flexcore_testkit::init_tracing();
+    let tools = std::process::Command::new("bash")
+        .args(["-c", "command -v jq && command -v curl"])
+        .output()
+        .unwrap();
+    assert!(
+        tools.status.success(),
+        "the docs' commands use jq and curl (Debian: apt-get install jq curl)"
+    );
     let blocks: Vec<Block> = shown_blocks().into_iter().filter(|b| !b.skip).collect();
     for shown in blocks.iter().flat_map(|b| &b.commands) {
         let left = unknown_placeholders(&substitute(&shown.text, 0));
@@ -271,6 +280,18 @@ async fn the_commands_the_docs_show_run_against_a_live_stack() {
     );
     assert!(ran >= 10, "only {ran} commands ran");
 
+    // The docs' backfill may have started a demo run: the demo takes one at a time.
+    flexcore_testkit::wait_until(Duration::from_secs(120), "no demo run active", || {
+        let out = stack.flexctl("run list --pipeline demo --output json");
+        let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let active = runs.as_array().is_none_or(|runs| {
+            runs.iter()
+                .any(|r| matches!(r["state"].as_str(), Some("requested" | "running")))
+        });
+        std::future::ready(!active)
+    })
+    .await
+    .unwrap();
     run_start_in_json(&stack);
 }
 
