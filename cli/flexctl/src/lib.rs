@@ -7,6 +7,8 @@
 //! - [`api`]: the typed client, and [`api::Api::resolve`], where every id, id prefix or
 //!   name given on the command line becomes an id.
 //! - [`complete`]: `flexctl __complete`, names and ids for the shell completion scripts.
+//! - [`follow`]: following a stream (`events tail|list`, `run logs --follow`): the watch on
+//!   the NATS connection and consumers made again after the server forgot them.
 //! - [`plugin`]: `flexctl plugin register` (upload + register).
 //! - [`projection`]: `flexctl projection list|rebuild`.
 //! - [`schedule`]: `flexctl schedule backfill`.
@@ -26,6 +28,7 @@ pub mod complete;
 pub mod duration;
 pub mod error;
 pub mod events;
+pub mod follow;
 pub mod nats;
 pub mod pipeline;
 pub use flexcore_pipeline_file::pipeline_file;

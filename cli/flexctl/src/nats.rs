@@ -90,7 +90,7 @@ impl Nats {
 
     /// One connection that keeps trying to reconnect after the server goes away, for the
     /// commands that follow a stream (`events tail`, `run logs --follow`): they watch it and
-    /// give up themselves after their `--reconnect-timeout` (see `crate::events::Watch`).
+    /// give up themselves after their `--reconnect-timeout` (see `crate::follow::Watch`).
     pub async fn connect_following(&self) -> anyhow::Result<Client> {
         self.connections_with(1, None, None)
             .await?

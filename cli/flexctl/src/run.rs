@@ -90,7 +90,7 @@ pub struct LogsArgs {
     pub follow: bool,
     /// With --follow: give up (exit non-zero) when the connection to NATS is lost for
     /// this long.
-    #[arg(long, default_value = crate::events::RECONNECT_TIMEOUT, value_parser = crate::duration::parse_duration)]
+    #[arg(long, default_value = crate::follow::RECONNECT_TIMEOUT, value_parser = crate::duration::parse_duration)]
     pub reconnect_timeout: Duration,
 }
 
@@ -474,7 +474,7 @@ pub async fn start_with(api: &Api, request: &StartRequest<'_>, output: Output) -
 /// run is over and its lines are all printed (or the connection to NATS is lost for longer
 /// than `--reconnect-timeout`).
 async fn logs(nats: &Nats, api: &Api, run_id: Uuid, args: &LogsArgs, output: Output) -> anyhow::Result<()> {
-    // Following takes a while: a connection that reconnects, watched (crate::events::Watch).
+    // Following takes a while: a connection that reconnects, watched (crate::follow::Watch).
     let following = match args.follow {
         true => Some(Api::new(nats.typed(nats.connect_following().await?))),
         false => None,
@@ -502,9 +502,9 @@ async fn logs(nats: &Nats, api: &Api, run_id: Uuid, args: &LogsArgs, output: Out
             ..Default::default()
         })
         .await?;
-    let watch = crate::events::Watch::new(client, &nats.url, args.reconnect_timeout);
+    let watch = crate::follow::Watch::new(client, &nats.url, args.reconnect_timeout);
     let mut follow =
-        crate::events::Follow::new(stream.clone(), subject.clone(), DeliverPolicy::All, consumer, watch).await?;
+        crate::follow::Follow::new(stream.clone(), subject.clone(), DeliverPolicy::All, consumer, watch).await?;
     // Stream sequence of the last line read (0: none yet).
     let mut read_up_to = 0;
     // Since when the read model has said there is no such run.
@@ -512,8 +512,8 @@ async fn logs(nats: &Nats, api: &Api, run_id: Uuid, args: &LogsArgs, output: Out
     let idle = args.follow.then_some(LOGS_IDLE_CHECK);
     loop {
         let message = match follow.next(idle).await? {
-            crate::events::Next::End | crate::events::Next::Broken(_) => break,
-            crate::events::Next::Idle => {
+            crate::follow::Next::End | crate::follow::Next::Broken(_) => break,
+            crate::follow::Next::Idle => {
                 // Bounded: the typed client retries a query while nobody answers, and the
                 // watch must get back to the connection soon.
                 if !follow.connected() {
@@ -537,7 +537,7 @@ async fn logs(nats: &Nats, api: &Api, run_id: Uuid, args: &LogsArgs, output: Out
                 }
                 continue;
             }
-            crate::events::Next::Message(message) => message,
+            crate::follow::Next::Message(message) => message,
         };
         let (sequence, pending) = message.info().map_or((0, 0), |i| (i.stream_sequence, i.pending));
         read_up_to = read_up_to.max(sequence);
