@@ -136,9 +136,10 @@ async fn flexctl_dev_restarts_a_killed_service_and_sigterm_stops_every_child() {
     let (scheduler, _) = before.iter().find(|(_, n)| n == "flexcore-scheduler").unwrap().clone();
     kill_process(Pid::from_raw(scheduler).unwrap(), Signal::KILL).unwrap();
     wait_for("the scheduler to be restarted", Duration::from_secs(60), || {
-        children(pid)
-            .iter()
-            .any(|(p, n)| n == "flexcore-scheduler" && *p != scheduler)
+        log_text(&log).contains("restarted flexcore-scheduler")
+            && children(pid)
+                .iter()
+                .any(|(p, n)| n == "flexcore-scheduler" && *p != scheduler)
     })
     .await;
     let text = log_text(&log);
