@@ -9,13 +9,15 @@
 //! `not_found`, `conflict`, `invalid_state`, `unauthorized`, `payload_too_large`, `stale`;
 //! `details` is then the refusal's details: `reason`, `path`, …), or one of flexctl's own:
 //! `unavailable` (no answer: `details.reason` is `no_responders`, `timed_out`, `transient`,
-//! `connection` or `stopped`), `protocol` (an answer flexctl could not read), `usage` (a
+//! `connection` or `stopped`; or no connection: `connection`, with `server`), `unauthorized`
+//! also when NATS refuses flexctl's login (`details.reason` `nats_login`), `protocol` (an answer flexctl could not read), `usage` (a
 //! command line clap refused), `io` (a file or the terminal), a [`Failure`]'s code
 //! (`run_failed`, `run_not_finished`, …) and `failed` for any other failure.
 
 use std::ffi::OsString;
 
 use flexcore_client::{ClientError, Unanswered};
+use flexcore_service::connect::ConnectError;
 use serde_json::{json, Value};
 
 /// A failure with a code of flexctl's own, for `--output json` (e.g. a followed run that
@@ -101,11 +103,36 @@ fn classify(error: &anyhow::Error) -> (String, Value) {
                 ClientError::Protocol { what, .. } => ("protocol".to_owned(), json!({"request": what})),
             };
         }
+        if let Some(connect) = cause.downcast_ref::<ConnectError>() {
+            return connect_failure(connect);
+        }
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
             return ("io".to_owned(), json!({"kind": io.kind().to_string()}));
         }
     }
     ("failed".to_owned(), json!({}))
+}
+
+/// A connection flexctl could not open: `unauthorized` when NATS refused the login,
+/// `unavailable` otherwise (`details.reason` `connection`).
+fn connect_failure(error: &ConnectError) -> (String, Value) {
+    use async_nats::ConnectErrorKind as Kind;
+    match error {
+        ConnectError::Nats { cause, .. } => match cause.kind() {
+            Kind::Authentication | Kind::AuthorizationViolation => (
+                "unauthorized".to_owned(),
+                json!({"reason": "nats_login", "server": "nats"}),
+            ),
+            _ => (
+                "unavailable".to_owned(),
+                json!({"reason": "connection", "server": "nats"}),
+            ),
+        },
+        ConnectError::Postgres(_) => (
+            "unavailable".to_owned(),
+            json!({"reason": "connection", "server": "postgres"}),
+        ),
+    }
 }
 
 /// How a request went unanswered (`details.reason` of an `unavailable` error):
@@ -253,6 +280,27 @@ mod tests {
         let io = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::NotFound)).context("reading p.yaml");
         assert_eq!(to_json(&io)["error"]["code"], "io");
         assert_eq!(to_json(&anyhow::anyhow!("something else"))["error"]["code"], "failed");
+    }
+
+    #[tokio::test]
+    async fn no_nats_server_is_unavailable() {
+        let nats = crate::nats::Nats::new(
+            "nats://127.0.0.1:1",
+            crate::nats::NatsLogin {
+                user: String::new(),
+                password: flexcore_config::Secret::new(""),
+                identity: None,
+                tls_ca_file: None,
+                tls_client: None,
+            },
+        );
+        let error = nats.connect().await.unwrap_err();
+        let json = to_json(&error);
+        assert_eq!(json["error"]["code"], "unavailable", "{json}");
+        assert_eq!(
+            json["error"]["details"],
+            json!({"reason": "connection", "server": "nats"})
+        );
     }
 
     #[test]
