@@ -58,7 +58,7 @@ pub struct StartArgs {
     /// same run, requested once however often the command is repeated (a repeat after
     /// "did not answer in time" reports, and with --follow follows, that run). Without
     /// it a fresh key is drawn, and printed when the request goes unanswered.
-    #[arg(long, value_name = "KEY")]
+    #[arg(long, value_name = "KEY", value_parser = idempotency_key)]
     pub idempotency_key: Option<String>,
 }
 
@@ -279,6 +279,23 @@ pub struct StartRequest<'a> {
     pub follow: bool,
     /// Give up following after this long.
     pub timeout: Duration,
+}
+
+/// A `--idempotency-key`: 1 to 200 characters, none of them whitespace or control
+/// characters, so that the hint printing it can be pasted back into a shell as it is.
+fn idempotency_key(key: &str) -> Result<String, String> {
+    if key.is_empty() || key.chars().count() > 200 {
+        return Err("an idempotency key has 1 to 200 characters".to_owned());
+    }
+    if key
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || "'\"\\$`;&|<>()*?!#~".contains(c))
+    {
+        return Err(format!(
+            "{key:?}: an idempotency key has no spaces, quotes or shell characters (e.g. nightly-2026-12-06)"
+        ));
+    }
+    Ok(key.to_owned())
 }
 
 /// The run id and the command id of `run start --idempotency-key KEY` on a pipeline: the
@@ -750,5 +767,12 @@ mod tests {
             panic!("not run start")
         };
         assert_eq!(args.idempotency_key.as_deref(), Some("k1"));
+        for bad in ["", "two words", "a;b", "$(x)", &"k".repeat(201)] {
+            let error = crate::cli::Cli::try_parse_from(["flexctl", "run", "start", "demo", "--idempotency-key", bad])
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("idempotency key"), "{bad:?}: {error}");
+        }
+        assert_eq!(idempotency_key("nightly-2026-12-06:1").unwrap(), "nightly-2026-12-06:1");
     }
 }
