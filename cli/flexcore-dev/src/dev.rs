@@ -42,7 +42,7 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::supervise::{self, Decision, Restarts, StopSignals};
+use crate::supervise::{self, Decision, Exited, Relaunch, Started, StopSignals};
 
 use flexcore_security::kit::{Kit, ACCOUNTS_FILE, IDENTITIES_FILE, STANDARD};
 use flexcore_security::{Identity, Trust};
@@ -107,68 +107,6 @@ pub struct DevArgs {
     /// which plays the runner itself). Implies --no-demo.
     #[arg(long)]
     pub no_runner: bool,
-}
-
-/// Something `flexctl dev` started and stops at the end.
-struct Started {
-    name: &'static str,
-    child: Child,
-    /// How to start it again when it exits on its own (`None`: it is not restarted).
-    relaunch: Option<Relaunch>,
-    /// When it was (last) started.
-    since: Instant,
-    restarts: Restarts,
-}
-
-impl Started {
-    fn new(name: &'static str, child: Child, relaunch: Option<Relaunch>) -> Self {
-        Self {
-            name,
-            child,
-            relaunch,
-            since: Instant::now(),
-            restarts: Restarts::default(),
-        }
-    }
-}
-
-/// How to start a supervised process again: its command line and environment, its
-/// colour, and where to report that it exited.
-struct Relaunch {
-    template: Command,
-    colour: usize,
-    exited: Exited,
-}
-
-/// Where a supervised process reports that its output ended (it exited).
-type Exited = tokio::sync::mpsc::UnboundedSender<&'static str>;
-
-impl Relaunch {
-    /// Spawns `template` as `name` and keeps it to spawn again.
-    fn spawn(name: &'static str, template: Command, colour: usize, exited: &Exited) -> anyhow::Result<(Child, Self)> {
-        let relaunch = Self {
-            template,
-            colour,
-            exited: exited.clone(),
-        };
-        Ok((relaunch.again(name)?, relaunch))
-    }
-
-    fn again(&self, name: &'static str) -> anyhow::Result<Child> {
-        let template = self.template.as_std();
-        let mut command = Command::new(template.get_program());
-        command.args(template.get_args());
-        for (key, value) in template.get_envs() {
-            match value {
-                Some(value) => command.env(key, value),
-                None => command.env_remove(key),
-            };
-        }
-        if let Some(dir) = template.get_current_dir() {
-            command.current_dir(dir);
-        }
-        spawn_prefixed(name, command, self.colour, Some(self.exited.clone()))
-    }
 }
 
 /// Runs `flexctl dev` with the NATS server and login of `globals`, logged in as the
@@ -761,7 +699,7 @@ async fn set_up_streams(
 }
 
 /// Spawns `command` with stdout and stderr piped into prefixed, coloured lines.
-fn spawn_prefixed(
+pub(crate) fn spawn_prefixed(
     name: &'static str,
     mut command: Command,
     colour: usize,

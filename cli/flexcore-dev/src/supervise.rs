@@ -1,10 +1,13 @@
 //! How `flexctl dev` stops and keeps its processes up: the signals that stop the whole
 //! stack (Ctrl-C, SIGTERM, SIGHUP), and the restart policy of a process that exits on its
-//! own (restarted with back-off; given up on after repeated fast crashes).
+//! own (restarted with back-off; given up on after repeated fast crashes), and what it
+//! keeps of each process to start it again.
 
 use std::time::Duration;
 
+use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::time::Instant;
 
 /// The signals that stop `flexctl dev`, listened to from the moment this is made (before,
 /// SIGTERM and SIGHUP would kill the process and leave its children running).
@@ -70,6 +73,74 @@ impl Restarts {
             return Decision::GiveUp(self.fast_in_a_row);
         }
         Decision::Restart(FIRST_DELAY * 2u32.pow(self.fast_in_a_row))
+    }
+}
+
+/// Something `flexctl dev` started and stops at the end.
+pub(crate) struct Started {
+    pub(crate) name: &'static str,
+    pub(crate) child: Child,
+    /// How to start it again when it exits on its own (`None`: it is not restarted).
+    pub(crate) relaunch: Option<Relaunch>,
+    /// When it was (last) started.
+    pub(crate) since: Instant,
+    /// Its restart policy.
+    pub(crate) restarts: Restarts,
+}
+
+impl Started {
+    pub(crate) fn new(name: &'static str, child: Child, relaunch: Option<Relaunch>) -> Self {
+        Self {
+            name,
+            child,
+            relaunch,
+            since: Instant::now(),
+            restarts: Restarts::default(),
+        }
+    }
+}
+
+/// How to start a supervised process again: its command line and environment, its
+/// colour, and where to report that it exited.
+pub(crate) struct Relaunch {
+    template: Command,
+    colour: usize,
+    exited: Exited,
+}
+
+/// Where a supervised process reports that its output ended (it exited).
+pub(crate) type Exited = tokio::sync::mpsc::UnboundedSender<&'static str>;
+
+impl Relaunch {
+    /// Spawns `template` as `name` and keeps it to spawn again.
+    pub(crate) fn spawn(
+        name: &'static str,
+        template: Command,
+        colour: usize,
+        exited: &Exited,
+    ) -> anyhow::Result<(Child, Self)> {
+        let relaunch = Self {
+            template,
+            colour,
+            exited: exited.clone(),
+        };
+        Ok((relaunch.again(name)?, relaunch))
+    }
+
+    pub(crate) fn again(&self, name: &'static str) -> anyhow::Result<Child> {
+        let template = self.template.as_std();
+        let mut command = Command::new(template.get_program());
+        command.args(template.get_args());
+        for (key, value) in template.get_envs() {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+        if let Some(dir) = template.get_current_dir() {
+            command.current_dir(dir);
+        }
+        crate::dev::spawn_prefixed(name, command, self.colour, Some(self.exited.clone()))
     }
 }
 
