@@ -70,7 +70,7 @@ const PROCESSES: [&str; 6] = [
 
 /// A `flexctl dev --no-demo` of its own (a nats-server it starts, an empty database, a
 /// state directory), up: the process, its pid and its log.
-async fn start_dev(db: &TestDb, state: &Path) -> (std::process::Child, i32, PathBuf) {
+async fn start_dev(db: &TestDb, state: &Path, extra: &[&str]) -> (std::process::Child, i32, PathBuf) {
     let nats_url = format!("nats://127.0.0.1:{}", flexcore_testkit::unused_port().unwrap());
     let http_port = flexcore_testkit::unused_port().unwrap().to_string();
     let log = state.join("dev.log");
@@ -79,6 +79,7 @@ async fn start_dev(db: &TestDb, state: &Path) -> (std::process::Child, i32, Path
         .args(["--nats-url", &nats_url, "dev", "--no-demo", "--database-url", &db.url])
         .args(["--state-dir", state.to_str().unwrap()])
         .args(["--admin-port", "0", "--http-port", &http_port])
+        .args(extra)
         .env("FLEXCORE_CONFIG_DIR", workspace().join("config"))
         .env_remove("FLEXCORE__NATS__URL")
         .current_dir(workspace())
@@ -123,7 +124,7 @@ async fn flexctl_dev_restarts_a_killed_service_and_sigterm_stops_every_child() {
     flexcore_testkit::init_tracing();
     let db = TestDb::create_empty().await.unwrap();
     let state = tempfile::tempdir().unwrap();
-    let (mut stack, pid, log) = start_dev(&db, state.path()).await;
+    let (mut stack, pid, log) = start_dev(&db, state.path(), &[]).await;
 
     // One process: flexctl became flexcore-dev, which started every child itself.
     assert_eq!(program(pid).as_deref(), Some("flexcore-dev"));
@@ -158,6 +159,74 @@ async fn sighup_stops_flexctl_dev_and_every_child() {
     flexcore_testkit::init_tracing();
     let db = TestDb::create_empty().await.unwrap();
     let state = tempfile::tempdir().unwrap();
-    let (stack, pid, log) = start_dev(&db, state.path()).await;
+    let (stack, pid, log) = start_dev(&db, state.path(), &[]).await;
     stop_with(stack, pid, &log, Signal::HUP, "SIGHUP").await;
+}
+
+/// A service that keeps crashing right after each restart is given up on after five fast
+/// exits in a row: flexctl dev says so, stops every child and fails.
+#[tokio::test]
+async fn a_service_that_keeps_crashing_is_given_up_on_and_the_stack_stops() {
+    use std::os::unix::fs::PermissionsExt as _;
+    flexcore_testkit::init_tracing();
+    let db = TestDb::create_empty().await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    // The real binaries, but a scheduler that runs once and crashes at every restart.
+    let bin = tempfile::tempdir().unwrap();
+    let real = PathBuf::from(env!("CARGO_BIN_EXE_flexctl"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    for name in PROCESSES
+        .iter()
+        .filter(|n| n.starts_with("flexcore-") && **n != "flexcore-scheduler")
+    {
+        std::os::unix::fs::symlink(real.join(name), bin.path().join(name)).unwrap();
+    }
+    let script = bin.path().join("flexcore-scheduler");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nif [ ! -e \"$0.started\" ]; then touch \"$0.started\"; exec {} \"$@\"; fi\n\
+             echo 'crashing on purpose' >&2\nexit 3\n",
+            real.join("flexcore-scheduler").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let bin_dir = bin.path().to_str().unwrap().to_owned();
+    let (mut stack, pid, log) = start_dev(&db, state.path(), &["--bin-dir", &bin_dir]).await;
+    let running = children(pid);
+    let (scheduler, _) = running.iter().find(|(_, n)| n == "flexcore-scheduler").unwrap().clone();
+    kill_process(Pid::from_raw(scheduler).unwrap(), Signal::KILL).unwrap();
+    // Back-off 1-2, 4, 8, 16 s: about 30 s before it gives up.
+    let status = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(status) = stack.try_wait().unwrap() {
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = stack.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .await
+    .unwrap();
+    let text = log_text(&log);
+    let status = status.unwrap_or_else(|| panic!("flexctl dev did not give up:\n{text}"));
+    assert!(!status.success(), "{text}");
+    assert!(text.contains("crashing on purpose"), "{text}");
+    assert!(
+        text.contains("flexcore-scheduler exited 5 times in a row within 10 s of starting"),
+        "{text}"
+    );
+    assert!(text.contains("giving up on it and stopping the stack"), "{text}");
+    wait_for("every child to be gone", Duration::from_secs(10), || {
+        running.iter().all(|(p, _)| program(*p).is_none())
+    })
+    .await;
 }
