@@ -184,6 +184,9 @@ impl Api {
             IdKind::Run | IdKind::Schedule => {}
         }
         let Some(prefix) = id_prefix(reference) else {
+            if kind == IdKind::Pipeline {
+                anyhow::bail!("no pipeline named {reference:?}; `flexctl pipeline list` shows them");
+            }
             anyhow::bail!("{reference:?} is not {}", kind.what_is_accepted());
         };
         let candidates = self.candidates(kind, &prefix, AMBIGUOUS_SHOWN + 1).await?;

@@ -176,6 +176,7 @@ fn same_millisecond() -> (Uuid, Uuid) {
 async fn ids_are_taken_by_unique_prefix_or_name_and_an_ambiguous_prefix_lists_the_candidates() {
     let e = env().await;
     let pipeline = e.pipeline("orders").await;
+    e.projected("pipeline", pipeline).await;
     let (a, b) = same_millisecond();
     e.request_run(pipeline, a).await;
     e.request_run(pipeline, b).await;
@@ -206,6 +207,8 @@ async fn ids_are_taken_by_unique_prefix_or_name_and_an_ambiguous_prefix_lists_th
     assert!(error.contains("no run with an id starting with"), "{error}");
     let error = e.api.run_id("not-an-id").await.unwrap_err().to_string();
     assert!(error.contains("is not a run id or id prefix"), "{error}");
+    let error = e.api.pipeline_id("no-such-pipeline").await.unwrap_err().to_string();
+    assert!(error.contains("no pipeline named \"no-such-pipeline\""), "{error}");
 
     // The same through the binary: `run show` with the short id `run list` shows.
     let list = e.ok(&["run", "list"]).await;
@@ -245,6 +248,7 @@ async fn lists_refuse_unknown_states_and_say_which_there_are() {
 async fn schedules_show_update_and_list_with_their_pipeline_s_name() {
     let e = env().await;
     let pipeline = e.pipeline("nightly").await;
+    e.projected("pipeline", pipeline).await;
     let schedule = e
         .command(
             "schedule.create",
@@ -376,7 +380,8 @@ async fn the_completion_helper_lists_names_and_ids_from_the_live_read_models() {
 #[tokio::test]
 async fn events_record_the_operator_as_a_claim_apart_from_the_verified_actor() {
     let e = env().await;
-    e.pipeline("audited").await;
+    let audited = e.pipeline("audited").await;
+    e.projected("pipeline", audited).await;
     // Signed (--nkey-seed-file): the actor is the verified identity, the claim is apart.
     let out = e.ok(&["pipeline", "pause", "audited", "--output", "json"]).await;
     let id: Uuid = serde_json::from_str::<Value>(&out).unwrap()["pipeline_id"]
@@ -384,6 +389,7 @@ async fn events_record_the_operator_as_a_claim_apart_from_the_verified_actor() {
         .unwrap()
         .parse()
         .unwrap();
+    assert_eq!(id, audited);
     let last = e.metadata(id).await.pop().unwrap();
     assert_eq!(last["actor"], json!("flexctl"), "{last}");
     assert_eq!(last["requested_by"], json!("alice@example.com"), "{last}");
