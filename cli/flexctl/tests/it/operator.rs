@@ -429,4 +429,31 @@ async fn events_record_the_operator_as_a_claim_apart_from_the_verified_actor() {
         (&last["actor"], &last["requested_by"]),
         (&json!("unsigned"), &json!("flexctl"))
     );
+
+    // A claim is a label: one too long is refused, naming the header.
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(
+        flexcore_contracts::envelope::HEADER_REQUESTED_BY,
+        "x".repeat(201).as_str(),
+    );
+    let body = json!({"pipeline_id": id, "command_id": Uuid::new_v4()});
+    let reply = e
+        .nats
+        .client_as("app")
+        .await
+        .unwrap()
+        .request_with_headers(
+            "flexcore.cmd.pipeline.resume",
+            headers,
+            serde_json::to_vec(&body).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(reply["error"]["details"]["reason"], json!("invalid_value"), "{reply}");
+    assert_eq!(
+        reply["error"]["details"]["header"],
+        json!("Flexcore-Requested-By"),
+        "{reply}"
+    );
 }

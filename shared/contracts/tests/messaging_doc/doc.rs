@@ -265,6 +265,7 @@ fn headers_section() -> String {
     out.push_str("Optional headers of a command request:\n\n| Header | Meaning |\n|---|---|\n");
     let command = [
         envelope::HEADER_CORRELATION_ID,
+        envelope::HEADER_REQUESTED_BY,
         envelope::HEADER_SIGNER,
         envelope::HEADER_SIGNED_AT,
         envelope::HEADER_SIGNATURE,

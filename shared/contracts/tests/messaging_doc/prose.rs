@@ -59,6 +59,10 @@ pub const COMMAND_HEADERS: &[(&str, &str)] = &[
         "Stamped on every event the command writes (`metadata.correlation_id`); defaults to the `command_id` when absent.",
     ),
     (
+        "Flexcore-Requested-By",
+        "Who says they asked (flexctl sends `FLEXCTL_PRINCIPAL` or `user@host`): stored on every event the command writes as `metadata.requested_by`, an unverified claim beside `metadata.actor` (which only the signature decides) and never in its place.",
+    ),
+    (
         "Flexcore-Signer",
         "The NKey public key of the identity that signed the command. Its name in the identities file is recorded on every event as `metadata.actor`, and its role decides which commands it may send (docs/security.md); an unsigned command counts as role `client` with actor `unsigned`, or is refused where `security.unsigned_commands` is `refuse`.",
     ),
@@ -143,11 +147,13 @@ would be, with `dry_run: true` in the reply, but nothing is written, no `command
 recorded, and `global_position` is 0 (`flexctl pipeline create --dry-run` and
 `flexctl apply --dry-run` use it to check a file). A payload larger
 than `command.max_payload_bytes` or the NATS server's `max_payload` is refused with
-`payload_too_large`. The optional header `Flexcore-Correlation-Id` is a label (1-200
-printable characters); other values are refused with `invalid_value` (`details.header`
-names the header). Who sent a command is never taken from a header: it is the identity
-whose signature verifies (`unauthorized` when that identity's role may not send the
-command, `details.actor` naming it). A `traceparent` that is not a valid W3C trace
+`payload_too_large`. The optional headers `Flexcore-Correlation-Id` and
+`Flexcore-Requested-By` are labels (1-200 printable characters); other values are refused
+with `invalid_value` (`details.header` names the header). Who sent a command is never
+taken from a header: it is the identity whose signature verifies (`unauthorized` when
+that identity's role may not send the command, `details.actor` naming it);
+`Flexcore-Requested-By` (flexctl sends `user@host`) is only a claim of who asked, stored
+as the events' `metadata.requested_by` beside `metadata.actor`, never in its place. A `traceparent` that is not a valid W3C trace
 context is ignored: the command starts a new trace.
 
 "Sent by" names the FlexCore services that send a command themselves; clients, `flexctl`
