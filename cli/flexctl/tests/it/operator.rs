@@ -371,10 +371,44 @@ async fn the_completion_helper_lists_names_and_ids_from_the_live_read_models() {
         .unwrap();
     assert!(out.status.success() && out.stdout.is_empty());
 
-    // The bash script calls it where a pipeline or run is expected.
-    let script = e.ok(&["completions", "bash"]).await;
-    assert!(script.contains("flexctl __complete \"$kind\""), "{script}");
-    assert!(script.contains("complete -F _flexctl_items"), "{script}");
+    // Bash completes them where a pipeline or run is expected, past global options, and
+    // leaves the rest to clap's completion.
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_flexctl")).parent().unwrap();
+    let complete = |line: &'static str| {
+        let script = format!(
+            "source <(flexctl completions bash)\nCOMP_WORDS=({line}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1))\n\
+             COMP_LINE=\"${{COMP_WORDS[*]}}\"; COMP_POINT=${{#COMP_LINE}}\n_flexctl_items flexctl\nprintf '%s\\n' \"${{COMPREPLY[@]}}\""
+        );
+        let mut bash = tokio::process::Command::new("bash");
+        bash.arg("-c")
+            .arg(script)
+            .env(
+                "PATH",
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()),
+            )
+            .env("FLEXCORE__NATS__URL", format!("nats://127.0.0.1:{}", e.nats.port()))
+            .env("FLEXCORE__NATS__NKEY_SEED_FILE", e.nats.seed_file("flexctl"))
+            .env("FLEXCORE__SECURITY__IDENTITIES_FILE", e.nats.identities_file());
+        async move {
+            let out = bash.output().await.unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout).unwrap()
+        }
+    };
+    assert_eq!(
+        words(complete(r#"flexctl --output json run start "alp""#).await),
+        ["alpha-orders", "alpha-refunds"]
+    );
+    assert_eq!(
+        words(complete(r#"flexctl run show """#).await),
+        [flexctl::table::short(run)]
+    );
+    assert_eq!(words(complete(r#"flexctl run list --pipeline "b""#).await), ["beta"]);
+    let subcommands = complete(r#"flexctl run "s""#).await;
+    assert!(
+        subcommands.contains("show") && subcommands.contains("start"),
+        "{subcommands}"
+    );
 }
 
 #[tokio::test]
