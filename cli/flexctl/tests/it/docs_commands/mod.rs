@@ -252,6 +252,8 @@ async fn the_commands_the_docs_show_run_against_a_live_stack() {
         "schedule list --pipeline demo --output json | jq -r '.[].schedule_id' | xargs -n1 flexctl schedule pause",
     );
     assert!(paused.status.success(), "{}", String::from_utf8_lossy(&paused.stderr));
+    // A slot may have fired before the pause.
+    no_demo_run_active(&stack).await;
 
     let dir = tempfile::tempdir().unwrap();
     let mut problems = Vec::new();
@@ -280,19 +282,25 @@ async fn the_commands_the_docs_show_run_against_a_live_stack() {
     );
     assert!(ran >= 10, "only {ran} commands ran");
 
-    // The docs' backfill may have started a demo run: the demo takes one at a time.
+    // The docs' backfill may have started a demo run.
+    no_demo_run_active(&stack).await;
+    run_start_in_json(&stack);
+}
+
+/// Waits until no run of the demo is active: it takes one at a time, so a run the docs
+/// start would be refused meanwhile.
+async fn no_demo_run_active(stack: &Stack) {
     flexcore_testkit::wait_until(Duration::from_secs(120), "no demo run active", || {
         let out = stack.flexctl("run list --pipeline demo --output json");
         let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         let active = runs.as_array().is_none_or(|runs| {
             runs.iter()
-                .any(|r| matches!(r["state"].as_str(), Some("requested" | "running")))
+                .any(|r| matches!(r["state"].as_str(), Some("requested" | "running" | "awaiting_retry")))
         });
         std::future::ready(!active)
     })
     .await
     .unwrap();
-    run_start_in_json(&stack);
 }
 
 /// `run start --output json` on the live stack: the time queued and running, a repeat

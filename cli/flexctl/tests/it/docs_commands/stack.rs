@@ -114,7 +114,7 @@ impl Stack {
             let follower = follows(&text);
             // flexctl itself is stopped when it takes too long (a follower after a while).
             let command = match (words(&text).first().map(String::as_str), follower) {
-                (Some("flexctl"), true) => format!("timeout -s INT 8 {text}"),
+                (Some("flexctl"), true) => format!("timeout -s INT 20 {text}"),
                 (Some("flexctl"), false) => format!("timeout -s INT 300 {text}"),
                 _ => text.clone(),
             };
