@@ -34,6 +34,15 @@ impl Corpus {
                 "owner" | "tag" => label(&mut self.rng).into(),
                 "pipeline_id" => self.pick(|w| &w.pipelines),
                 "aggregate_id" => self.pick(|w| &w.pipelines),
+                // The start of an id (one of the world's, or any), 1 to 32 hex digits.
+                "id_prefix" => {
+                    let id = self.pick(|w| &w.pipelines);
+                    let hex = id
+                        .as_str()
+                        .map_or_else(|| uuid(&mut self.rng).simple().to_string(), |s| s.replace('-', ""));
+                    let digits = self.rng.random_range(1..=32);
+                    hex[..digits].into()
+                }
                 "aggregate_type" => (*["pipeline", "run", "plugin", "schedule"]
                     .choose(&mut self.rng)
                     .unwrap_or(&"run"))
