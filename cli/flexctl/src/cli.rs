@@ -116,8 +116,10 @@ pub enum Output {
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a whole local FlexCore: Postgres and NATS (found or started), the four
-    /// services, the example plugins, a demo pipeline and schedule. Ctrl-C stops it.
+    /// Run a whole local FlexCore: Postgres and NATS (found or started), the services
+    /// (command, projection, scheduler, runner, HTTP gateway), the example plugins, a demo
+    /// pipeline and schedule. A service that exits is restarted; Ctrl-C, SIGTERM or SIGHUP
+    /// stops it all.
     /// Run by flexcore-dev (next to flexctl); `flexctl dev --help` lists its options.
     #[command(disable_help_flag = true)]
     Dev(crate::tools::Forwarded),

@@ -24,9 +24,10 @@ use crate::nats::Nats;
 /// Options of `flexctl events tail`.
 #[derive(Debug, Clone, Args)]
 pub struct TailArgs {
-    /// Only events of this aggregate (a pipeline, run, plugin or schedule id).
-    #[arg(long)]
-    pub aggregate: Option<Uuid>,
+    /// Only events of this aggregate: a pipeline, run, plugin or schedule, by id, unique id
+    /// prefix, pipeline name or plugin name@version.
+    #[arg(long, value_name = "ID|NAME")]
+    pub aggregate: Option<String>,
     /// Only events of this type, e.g. `run.succeeded` (or an aggregate type: `run`).
     #[arg(long = "type", value_name = "TYPE")]
     pub event_type: Option<String>,
@@ -48,9 +49,10 @@ pub struct TailArgs {
 /// Options of `flexctl events list`.
 #[derive(Debug, Clone, Args)]
 pub struct ListArgs {
-    /// Only events of this aggregate (a pipeline, run, plugin or schedule id).
-    #[arg(long)]
-    pub aggregate: Option<Uuid>,
+    /// Only events of this aggregate: a pipeline, run, plugin or schedule, by id, unique id
+    /// prefix, pipeline name or plugin name@version.
+    #[arg(long, value_name = "ID|NAME")]
+    pub aggregate: Option<String>,
     /// Only events of this type, e.g. `run.succeeded` (or an aggregate type: `run`).
     #[arg(long = "type", value_name = "TYPE")]
     pub event_type: Option<String>,
@@ -180,10 +182,26 @@ pub fn list_line(e: &EventEnvelope) -> String {
     )
 }
 
+/// The aggregate `--aggregate` names (an id, a unique prefix or a name, resolved by the
+/// projection service: [`crate::api::Api::aggregate_id`]), if given.
+async fn aggregate_id(nats: &Nats, reference: Option<&str>) -> anyhow::Result<Option<Uuid>> {
+    match reference {
+        None => Ok(None),
+        Some(reference) => match Uuid::parse_str(reference.trim()) {
+            // A whole id needs no projection service.
+            Ok(id) => Ok(Some(id)),
+            Err(_) => Ok(Some(
+                nats.api().await?.aggregate_id(reference).await.context("--aggregate")?,
+            )),
+        },
+    }
+}
+
 /// Runs `flexctl events tail`.
 pub async fn tail(nats: &Nats, args: &TailArgs, output: Output) -> anyhow::Result<()> {
+    let aggregate = aggregate_id(nats, args.aggregate.as_deref()).await?;
     let client = nats.connect_following().await?;
-    let filter = filter_subject(args.aggregate, args.event_type.as_deref())?;
+    let filter = filter_subject(aggregate, args.event_type.as_deref())?;
     let mut stream = events_stream(&client).await?;
     let (consumer, deliver, mut skip) = if args.all {
         let deliver = DeliverPolicy::All;
@@ -256,8 +274,9 @@ pub async fn list(nats: &Nats, args: &ListArgs, output: Output) -> anyhow::Resul
     if let (Some(since), Some(until)) = (args.since, args.until) {
         anyhow::ensure!(since <= until, "--since {since} is after --until {until}");
     }
+    let aggregate = aggregate_id(nats, args.aggregate.as_deref()).await?;
     let client = nats.connect_following().await?;
-    let filter = filter_subject(args.aggregate, args.event_type.as_deref())?;
+    let filter = filter_subject(aggregate, args.event_type.as_deref())?;
     let mut stream = events_stream(&client).await?;
     // The end: what is stored now. Later events are for `events tail`.
     let end = stream

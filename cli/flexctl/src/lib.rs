@@ -21,8 +21,8 @@
 //! The other modules are one command each (`api` is the typed client they share).
 
 pub mod api;
-pub mod apply;
 pub mod api_key;
+pub mod apply;
 pub mod cli;
 pub mod complete;
 pub mod duration;

@@ -507,10 +507,16 @@ async fn logs(nats: &Nats, api: &Api, run_id: Uuid, args: &LogsArgs, output: Out
         )
     })?;
     if !args.follow && stream.get_last_raw_message_by_subject(&subject).await.is_err() {
-        return crate::write_stdout(&format!(
-            "no log lines for run {} (its plugins wrote nothing to stderr, or the lines expired)",
-            run_id
-        ));
+        let message =
+            format!("no log lines for run {run_id} (its plugins wrote nothing to stderr, or the lines expired)");
+        return match output {
+            // JSON Lines: no line at all; the explanation goes where logs go.
+            Output::Json => {
+                tracing::info!("{message}");
+                Ok(())
+            }
+            Output::Text => crate::write_stdout(&message),
+        };
     }
     let consumer = stream
         .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {

@@ -221,6 +221,19 @@ async fn ids_are_taken_by_unique_prefix_or_name_and_an_ambiguous_prefix_lists_th
     assert!(error.contains("ambiguous") && error.contains(&b.to_string()), "{error}");
     let cancel = e.ok(&["run", "cancel", &shown[1], "--output", "json"]).await;
     assert_eq!(serde_json::from_str::<Value>(&cancel).unwrap()["run_id"], json!(b));
+
+    // The events commands take the same short id for --aggregate.
+    let events = e
+        .ok(&["events", "list", "--aggregate", &shown[1], "--output", "json"])
+        .await;
+    let events: Vec<Value> = events.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(!events.is_empty(), "no event of run {b}");
+    assert!(
+        events.iter().all(|event| event["aggregate_id"] == json!(b)),
+        "{events:?}"
+    );
+    let error = e.fails(&["events", "list", "--aggregate", &hex(a)[..8]]).await;
+    assert!(error.contains("--aggregate") && error.contains("ambiguous"), "{error}");
 }
 
 #[tokio::test]
