@@ -247,7 +247,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status => crate::status::run(&globals.nats()?, output).await,
         Command::Projection(command) => crate::projection::run(&globals.nats()?, command, output).await,
         Command::Complete(args) => crate::complete::run(&globals.nats()?, args).await,
-        Command::Security(command) => crate::security::run(command),
+        Command::Security(command) => crate::security::run(command, output),
         Command::ApiKey(command) => crate::api_key::run(command, output),
         Command::Completions { shell } => {
             use clap::CommandFactory as _;

@@ -16,6 +16,10 @@ use anyhow::{bail, Context as _};
 use clap::{Args, Subcommand};
 use flexcore_security::kit::{self, Kit, ACCOUNTS_FILE, IDENTITIES_FILE, STANDARD};
 use flexcore_security::{Role, Trust};
+use serde_json::json;
+
+use crate::cli::Output;
+use crate::table;
 
 /// `flexctl security …`.
 #[derive(Debug, Subcommand)]
@@ -68,40 +72,57 @@ pub struct AccountsArgs {
     pub identities: PathBuf,
 }
 
-/// Runs a `flexctl security` command.
-pub fn run(command: &SecurityCommand) -> anyhow::Result<()> {
+/// Runs a `flexctl security` command; with `--output json`, one JSON object says what was
+/// written where.
+pub fn run(command: &SecurityCommand, output: Output) -> anyhow::Result<()> {
     match command {
-        SecurityCommand::Init(args) => init(&args.dir),
+        SecurityCommand::Init(args) => init(&args.dir, output),
         SecurityCommand::Add(args) => {
             let role: Role = args.role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
             let seed = kit::add_to_dir(&args.dir, &args.name, role)?;
-            crate::write_stdout(&format!(
-                "added {} (role {role}); its seed: {}\nnext: give the services {} and the server {} (nats-server --signal reload)",
-                args.name,
-                seed.display(),
-                args.dir.join(IDENTITIES_FILE).display(),
-                args.dir.join(ACCOUNTS_FILE).display()
-            ))
+            let (identities, accounts) = (args.dir.join(IDENTITIES_FILE), args.dir.join(ACCOUNTS_FILE));
+            let result = json!({
+                "added": args.name, "role": role.to_string(), "seed_file": seed,
+                "identities_file": identities, "accounts_file": accounts,
+            });
+            table::emit(output, &result, || {
+                format!(
+                    "added {} (role {role}); its seed: {}\n{}",
+                    args.name,
+                    seed.display(),
+                    next_step(&identities, &accounts)
+                )
+            })
         }
         SecurityCommand::Remove(args) => {
             kit::remove_from_dir(&args.dir, &args.name)?;
-            crate::write_stdout(&format!(
-                "removed {}\nnext: give the services {} and the server {} (nats-server --signal reload)",
-                args.name,
-                args.dir.join(IDENTITIES_FILE).display(),
-                args.dir.join(ACCOUNTS_FILE).display()
-            ))
+            let (identities, accounts) = (args.dir.join(IDENTITIES_FILE), args.dir.join(ACCOUNTS_FILE));
+            let result = json!({"removed": args.name, "identities_file": identities, "accounts_file": accounts});
+            table::emit(output, &result, || {
+                format!("removed {}\n{}", args.name, next_step(&identities, &accounts))
+            })
         }
         SecurityCommand::Accounts(args) => {
             let trust = Trust::load(&args.identities)?;
             let mut identities: Vec<_> = trust.identities().cloned().collect();
             identities.sort_by(|a, b| a.name.cmp(&b.name));
-            crate::write_stdout(kit::accounts_block(&identities, &[]).trim_end())
+            let block = kit::accounts_block(&identities, &[]);
+            let block = block.trim_end();
+            table::emit(output, &json!({"accounts": block}), || block.to_owned())
         }
     }
 }
 
-fn init(dir: &Path) -> anyhow::Result<()> {
+/// What to do after the identities changed.
+fn next_step(identities: &Path, accounts: &Path) -> String {
+    format!(
+        "next: give the services {} and the server {} (nats-server --signal reload)",
+        identities.display(),
+        accounts.display()
+    )
+}
+
+fn init(dir: &Path, output: Output) -> anyhow::Result<()> {
     if dir.join(IDENTITIES_FILE).exists() {
         bail!(
             "{} exists: keep it, or add identities with `flexctl security add --dir {} NAME ROLE`",
@@ -112,16 +133,22 @@ fn init(dir: &Path) -> anyhow::Result<()> {
     let seeds = Kit::generate(&STANDARD)
         .write(dir)
         .with_context(|| format!("writing {}", dir.display()))?;
-    crate::write_stdout(&format!(
-        "wrote {} identities to {}:\n  {}        the identities file (every service: security.identities_file)\n  {}   the nats-server accounts block (include it in the server's config)\n{}",
-        seeds.len(),
-        dir.display(),
-        IDENTITIES_FILE,
-        ACCOUNTS_FILE,
-        seeds
-            .iter()
-            .map(|s| format!("  {}  a seed (0600): nats.nkey_seed_file of that identity", s.display()))
-            .collect::<Vec<_>>()
-            .join("\n")
-    ))
+    let result = json!({
+        "dir": dir, "identities_file": dir.join(IDENTITIES_FILE),
+        "accounts_file": dir.join(ACCOUNTS_FILE), "seed_files": seeds,
+    });
+    table::emit(output, &result, || {
+        format!(
+            "wrote {} identities to {}:\n  {}        the identities file (every service: security.identities_file)\n  {}   the nats-server accounts block (include it in the server's config)\n{}",
+            seeds.len(),
+            dir.display(),
+            IDENTITIES_FILE,
+            ACCOUNTS_FILE,
+            seeds
+                .iter()
+                .map(|s| format!("  {}  a seed (0600): nats.nkey_seed_file of that identity", s.display()))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })
 }

@@ -15,6 +15,7 @@ mod operator;
 mod plugin;
 mod run_start;
 mod schedule;
+mod security;
 mod status;
 mod streams;
 
