@@ -149,6 +149,21 @@ impl Env {
         }
     }
 
+    /// The reply to command `name` on pipeline `pipeline`, sent unsigned as `app` with the
+    /// claim `requested_by` in its `Flexcore-Requested-By` header.
+    async fn claiming(&self, name: &str, pipeline: Uuid, requested_by: &str) -> Value {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(flexcore_contracts::envelope::HEADER_REQUESTED_BY, requested_by);
+        let body = json!({"pipeline_id": pipeline, "command_id": Uuid::new_v4()});
+        let client = self.nats.client_as("app").await.unwrap();
+        let subject = format!("flexcore.cmd.{name}");
+        let reply = client
+            .request_with_headers(subject, headers, serde_json::to_vec(&body).unwrap().into())
+            .await
+            .unwrap();
+        serde_json::from_slice(&reply.payload).unwrap()
+    }
+
     /// The metadata of every event of `aggregate`, in order.
     async fn metadata(&self, aggregate: Uuid) -> Vec<Value> {
         let rows: Vec<(sqlx::types::Json<Value>,)> =
@@ -452,25 +467,8 @@ async fn events_record_the_operator_as_a_claim_apart_from_the_verified_actor() {
     assert_eq!(last["requested_by"], json!(flexctl::api::requester()), "{last}");
 
     // A claim can never stand in for the actor: a forged header changes only itself.
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(flexcore_contracts::envelope::HEADER_REQUESTED_BY, "flexctl");
-    let body = json!({"pipeline_id": id, "command_id": Uuid::new_v4()});
-    let reply = e
-        .nats
-        .client_as("app")
-        .await
-        .unwrap()
-        .request_with_headers(
-            "flexcore.cmd.pipeline.pause",
-            headers,
-            serde_json::to_vec(&body).unwrap().into(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        serde_json::from_slice::<Value>(&reply.payload).unwrap()["ok"],
-        json!(true)
-    );
+    let reply = e.claiming("pipeline.pause", id, "flexctl").await;
+    assert_eq!(reply["ok"], json!(true), "{reply}");
     let last = e.metadata(id).await.pop().unwrap();
     assert_eq!(
         (&last["actor"], &last["requested_by"]),
@@ -478,25 +476,7 @@ async fn events_record_the_operator_as_a_claim_apart_from_the_verified_actor() {
     );
 
     // A claim is a label: one too long is refused, naming the header.
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(
-        flexcore_contracts::envelope::HEADER_REQUESTED_BY,
-        "x".repeat(201).as_str(),
-    );
-    let body = json!({"pipeline_id": id, "command_id": Uuid::new_v4()});
-    let reply = e
-        .nats
-        .client_as("app")
-        .await
-        .unwrap()
-        .request_with_headers(
-            "flexcore.cmd.pipeline.resume",
-            headers,
-            serde_json::to_vec(&body).unwrap().into(),
-        )
-        .await
-        .unwrap();
-    let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
+    let reply = e.claiming("pipeline.resume", id, &"x".repeat(201)).await;
     assert_eq!(reply["error"]["details"]["reason"], json!("invalid_value"), "{reply}");
     assert_eq!(
         reply["error"]["details"]["header"],

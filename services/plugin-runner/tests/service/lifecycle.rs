@@ -229,20 +229,7 @@ async fn a_tampered_module_is_refused_with_a_digest_error() {
 #[tokio::test]
 async fn a_killed_runner_is_replaced_and_the_next_attempt_resumes() {
     let s = stack(None).await;
-    let scheduler = flexcore_config::SchedulerSettings::default();
-    let (client, stop) = (s.nats.client_as("scheduler").await.unwrap(), s.shutdown.clone());
-    let credentials = s.nats.credentials("scheduler").unwrap();
-    tokio::spawn(async move {
-        flexcore_scheduler::run(
-            &scheduler,
-            client,
-            credentials,
-            Duration::from_secs(5),
-            flexcore_scheduler::Clock::System,
-            stop,
-        )
-        .await
-    });
+    s.spawn_scheduler().await;
     let generator = s.register_plain("flexcore-plugin-generator", "gen", "extractor").await;
     let discard = s.register_plain("flexcore-plugin-discard", "discard", "loader").await;
     let pipeline = s

@@ -143,6 +143,25 @@ pub async fn stack(runner: Option<RunnerConfig>) -> Stack {
 }
 
 impl Stack {
+    /// Starts a scheduler (the one that retries failed attempts) on this stack, stopped
+    /// with it.
+    pub async fn spawn_scheduler(&self) {
+        let scheduler = flexcore_config::SchedulerSettings::default();
+        let (client, stop) = (self.nats.client_as("scheduler").await.unwrap(), self.shutdown.clone());
+        let credentials = self.nats.credentials("scheduler").unwrap();
+        tokio::spawn(async move {
+            flexcore_scheduler::run(
+                &scheduler,
+                client,
+                credentials,
+                Duration::from_secs(5),
+                flexcore_scheduler::Clock::System,
+                stop,
+            )
+            .await
+        });
+    }
+
     pub async fn send(&self, command: &str, body: Value) -> Value {
         let (a, c) = command.split_once('.').unwrap();
         let reply = self

@@ -16,20 +16,7 @@ async fn stack_with_scheduler() -> Stack {
         prefix: "FLEXCORE_TEST_SECRET_".into(),
     };
     let s = stack(Some(runner_config(Duration::from_secs(10), secrets))).await;
-    let scheduler = flexcore_config::SchedulerSettings::default();
-    let (client, stop) = (s.nats.client_as("scheduler").await.unwrap(), s.shutdown.clone());
-    let credentials = s.nats.credentials("scheduler").unwrap();
-    tokio::spawn(async move {
-        flexcore_scheduler::run(
-            &scheduler,
-            client,
-            credentials,
-            Duration::from_secs(5),
-            flexcore_scheduler::Clock::System,
-            stop,
-        )
-        .await
-    });
+    s.spawn_scheduler().await;
     s
 }
 
