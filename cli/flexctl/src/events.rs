@@ -21,9 +21,9 @@ use crate::cli::Output;
 use crate::follow::{ordered_consumer, Follow, Next, OrderedConsumer, Watch, RECONNECT_TIMEOUT};
 use crate::nats::Nats;
 
-/// Options of `flexctl events tail`.
+/// Which events `events tail` and `events list` print.
 #[derive(Debug, Clone, Args)]
-pub struct TailArgs {
+pub struct Filter {
     /// Only events of this aggregate: a pipeline, run, plugin or schedule, by id, unique id
     /// prefix, pipeline name or plugin name@version.
     #[arg(long, value_name = "ID|NAME")]
@@ -31,6 +31,14 @@ pub struct TailArgs {
     /// Only events of this type, e.g. `run.succeeded` (or an aggregate type: `run`).
     #[arg(long = "type", value_name = "TYPE")]
     pub event_type: Option<String>,
+}
+
+/// Options of `flexctl events tail`.
+#[derive(Debug, Clone, Args)]
+pub struct TailArgs {
+    /// Which events.
+    #[command(flatten)]
+    pub filter: Filter,
     /// First print the last N stored events that match --aggregate and --type (exactly N,
     /// or all of them when fewer are stored), then follow new ones. 0: only new ones.
     #[arg(long, default_value_t = 0, value_name = "N")]
@@ -49,13 +57,9 @@ pub struct TailArgs {
 /// Options of `flexctl events list`.
 #[derive(Debug, Clone, Args)]
 pub struct ListArgs {
-    /// Only events of this aggregate: a pipeline, run, plugin or schedule, by id, unique id
-    /// prefix, pipeline name or plugin name@version.
-    #[arg(long, value_name = "ID|NAME")]
-    pub aggregate: Option<String>,
-    /// Only events of this type, e.g. `run.succeeded` (or an aggregate type: `run`).
-    #[arg(long = "type", value_name = "TYPE")]
-    pub event_type: Option<String>,
+    /// Which events.
+    #[command(flatten)]
+    pub filter: Filter,
     /// Only events recorded at or after this time: RFC 3339 (`2026-01-31T12:00:00Z`) or a
     /// duration ago (`1h`, `2d`).
     #[arg(long, value_name = "TIME|DURATION", value_parser = parse_time)]
@@ -199,9 +203,9 @@ async fn aggregate_id(nats: &Nats, reference: Option<&str>) -> anyhow::Result<Op
 
 /// Runs `flexctl events tail`.
 pub async fn tail(nats: &Nats, args: &TailArgs, output: Output) -> anyhow::Result<()> {
-    let aggregate = aggregate_id(nats, args.aggregate.as_deref()).await?;
+    let aggregate = aggregate_id(nats, args.filter.aggregate.as_deref()).await?;
     let client = nats.connect_following().await?;
-    let filter = filter_subject(aggregate, args.event_type.as_deref())?;
+    let filter = filter_subject(aggregate, args.filter.event_type.as_deref())?;
     let mut stream = events_stream(&client).await?;
     let (consumer, deliver, mut skip) = if args.all {
         let deliver = DeliverPolicy::All;
@@ -274,9 +278,9 @@ pub async fn list(nats: &Nats, args: &ListArgs, output: Output) -> anyhow::Resul
     if let (Some(since), Some(until)) = (args.since, args.until) {
         anyhow::ensure!(since <= until, "--since {since} is after --until {until}");
     }
-    let aggregate = aggregate_id(nats, args.aggregate.as_deref()).await?;
+    let aggregate = aggregate_id(nats, args.filter.aggregate.as_deref()).await?;
     let client = nats.connect_following().await?;
-    let filter = filter_subject(aggregate, args.event_type.as_deref())?;
+    let filter = filter_subject(aggregate, args.filter.event_type.as_deref())?;
     let mut stream = events_stream(&client).await?;
     // The end: what is stored now. Later events are for `events tail`.
     let end = stream
