@@ -14,10 +14,12 @@
 //! `--keep-unlisted-schedules`; a file without a `schedules:` key leaves them all alone.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 use flexcore_contracts::commands::CreatePipeline;
 use flexcore_contracts::views::{PipelineView, ScheduleView};
+use flexcore_contracts::ErrorReason;
 use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -26,7 +28,7 @@ mod schedules;
 
 pub use schedules::{schedule_changes, ScheduleChange};
 
-use crate::api::Api;
+use crate::api::{Api, ApiError};
 use crate::cli::Output;
 use crate::nats::Nats;
 use crate::pipeline::{explain, strip_nulls};
@@ -163,8 +165,20 @@ pub async fn apply(
         None => find(api, name).await?,
     };
     let managed = loaded.document.value.get("schedules").is_some();
-    let Some(current) = existing else {
-        return create(api, loaded, options.dry_run).await;
+    let current = match existing {
+        Some(current) => current,
+        None => match create(api, loaded, options.dry_run).await {
+            // The name is taken by a pipeline the read model does not show yet (created
+            // moments ago): once it does, that is the pipeline to update.
+            Err(error) => match taken_by(&error) {
+                Some(owner) => match projected(api, owner).await? {
+                    Some(current) => current,
+                    None => return Err(error),
+                },
+                None => return Err(error),
+            },
+            created => return created,
+        },
     };
     let desired = desired(loaded)?;
     let changes = pipeline_changes(&current, &desired);
@@ -208,6 +222,41 @@ pub async fn apply(
         }
     }
     Ok(outcome)
+}
+
+/// The unique scope of pipeline names in the command service's refusals (`details.scope`).
+const PIPELINE_NAME_SCOPE: &str = "pipeline_name";
+
+/// The pipeline holding the file's name, when `error` is the command service refusing a
+/// create because the name is taken (its `owner` detail).
+fn taken_by(error: &anyhow::Error) -> Option<Uuid> {
+    let refusal = error.chain().find_map(|cause| {
+        cause
+            .downcast_ref::<ApiError>()
+            .or_else(|| cause.downcast_ref::<crate::error::Explained>().map(|e| &e.error))
+    })?;
+    let body = refusal.refusal()?;
+    let scope = body.details.extra.get("scope").and_then(Value::as_str);
+    if refusal.reason() != Some(ErrorReason::Unique) || scope != Some(PIPELINE_NAME_SCOPE) {
+        return None;
+    }
+    body.details.extra.get("owner")?.as_str()?.parse().ok()
+}
+
+/// Pipeline `id` as the read model shows it, waiting up to 10 s for it to get there.
+async fn projected(api: &Api, id: Uuid) -> anyhow::Result<Option<PipelineView>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match api.query::<PipelineView>("pipeline.get", &json!({"id": id})).await {
+            Ok(view) if view.state != "archived" => return Ok(Some(view)),
+            Ok(_) => return Ok(None),
+            Err(e) if e.reason() == Some(ErrorReason::NotFound) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) if e.reason() == Some(ErrorReason::NotFound) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// A pipeline that does not exist yet: the create checked by the command service (a dry
@@ -368,6 +417,34 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn a_create_refused_for_a_taken_pipeline_name_names_the_pipeline_to_update() {
+        let owner = Uuid::now_v7();
+        let refusal = |scope: &str| {
+            let body =
+                flexcore_contracts::ErrorBody::new(ErrorReason::Unique, "pipeline name \"orders\" is already used")
+                    .with("scope", scope)
+                    .with("owner", owner.to_string());
+            ApiError::Refused {
+                what: "pipeline.create".into(),
+                error: body,
+            }
+        };
+        // As create reports it (explained at the file's line), or bare.
+        let explained = crate::error::explained(&anyhow::anyhow!("demo.yaml:1: taken"), refusal("pipeline_name"));
+        assert_eq!(taken_by(&explained), Some(owner));
+        assert_eq!(taken_by(&anyhow::Error::new(refusal("pipeline_name"))), Some(owner));
+        // Any other refusal or scope is not a pipeline to update.
+        assert_eq!(taken_by(&anyhow::Error::new(refusal("something_else"))), None);
+        let invalid = ApiError::Refused {
+            what: "pipeline.create".into(),
+            error: flexcore_contracts::ErrorBody::new(ErrorReason::InvalidValue, "bad")
+                .with("owner", owner.to_string()),
+        };
+        assert_eq!(taken_by(&anyhow::Error::new(invalid)), None);
+        assert_eq!(taken_by(&anyhow::anyhow!("no answer")), None);
+    }
 
     fn view(tags: Value, config: Value) -> PipelineView {
         let step = |plugin: &str, kind: &str, config: Value| json!({"plugin": plugin, "plugin_id": Uuid::nil(), "kind": kind, "runtime": "wasm", "config": config});

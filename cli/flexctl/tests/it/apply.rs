@@ -335,3 +335,24 @@ async fn apply_creates_then_shows_and_applies_only_the_difference_and_is_idempot
     );
     env.service.shutdown.cancel();
 }
+
+/// `apply` right after the pipeline was created (before the read model shows it): the
+/// create it tries is refused as a taken name, and it updates that pipeline instead of
+/// failing (the pipeline it names is the one the refusal says holds the name).
+#[tokio::test]
+async fn apply_right_after_a_create_updates_the_new_pipeline() {
+    let env = env().await;
+    let loaded = env.load(
+        "fresh.yaml",
+        "name: fresh\nowner: me\nsteps:\n  - plugin: csv@1.0.0\n    config: {path: /in}\n  - plugin: jsonl@1.0.0\n",
+    );
+    let created = flexctl::pipeline::create(&env.api, &loaded).await.unwrap();
+    let changed = env.load(
+        "fresh2.yaml",
+        "name: fresh\nowner: someone-else\nsteps:\n  - plugin: csv@1.0.0\n    config: {path: /in}\n  - plugin: jsonl@1.0.0\n",
+    );
+    let outcome = env.apply(&changed, false).await.unwrap();
+    assert_eq!(outcome.pipeline_id, Some(created.pipeline_id));
+    assert_eq!(outcome.action, "update");
+    env.converged(&changed).await;
+}
