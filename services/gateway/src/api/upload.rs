@@ -154,7 +154,7 @@ fn metadata_with_digest(metadata: &[u8], digest: &str) -> Result<Bytes, Problem>
     let fields: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(metadata).map_err(|e| {
         Problem::invalid(
             "part:metadata",
-            format!("the metadata part must be a JSON object (the plugin.register body): {e}"),
+            format!("the metadata part must be a JSON object (the fields of a JSON POST /api/v1/flexcore/plugins: name, version, kind, …): {e}"),
         )
     })?;
     if let Some(runtime) = fields.get("runtime") {
@@ -202,7 +202,7 @@ async fn read_parts(multipart: &mut Multipart, limit: u64) -> Result<Parts, Prob
     let missing = |name: &str| {
         Problem::invalid(
             format!("part:{name}"),
-            format!("the part {name} is missing: an upload has the parts `metadata` (the plugin.register body, JSON) and `module` (the .wasm)"),
+            format!("the part {name} is missing: an upload has the parts `metadata` (JSON: the fields of a JSON POST /api/v1/flexcore/plugins without module_digest) and `module` (the .wasm)"),
         )
     };
     let metadata = metadata.ok_or_else(|| missing("metadata"))?;
