@@ -69,7 +69,7 @@ pub fn explained(explanation: &anyhow::Error, error: ClientError) -> anyhow::Err
 /// The JSON document of `error` (see the module documentation).
 pub fn to_json(error: &anyhow::Error) -> Value {
     let (code, details) = classify(error);
-    json!({"error": {"code": code, "message": format!("{error:#}"), "details": details}})
+    json!({"error": {"code": code, "message": text(error), "details": details}})
 }
 
 /// The code and details of the first cause in `error`'s chain that has them.
@@ -156,7 +156,35 @@ pub fn print(args: &[OsString], error: &anyhow::Error) {
     if json_requested(args) {
         eprintln!("{}", to_json(error));
     } else {
-        eprintln!("error: {error:#}");
+        eprintln!("error: {}", text(error));
+    }
+}
+
+/// `error` as one line for people: its causes joined by `: ` (as `{:#}` prints them), a
+/// service's refusal as its message and code (`no run with id …; list them: … (not_found)`)
+/// rather than the request's NATS name (which the JSON form keeps in `details.request`).
+pub fn text(error: &anyhow::Error) -> String {
+    error
+        .chain()
+        .map(|cause| match cause.downcast_ref::<ClientError>() {
+            Some(client) => client_text(client),
+            None => cause.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// A client error for people: a refusal as its message and code, anything else as it is.
+pub fn client_text(error: &ClientError) -> String {
+    match error {
+        ClientError::Refused { error, .. } => {
+            let (code, reason) = (error.code.to_string(), error.details.reason.to_string());
+            match code == reason {
+                true => format!("{} ({code})", error.message),
+                false => format!("{} ({code}: {reason})", error.message),
+            }
+        }
+        other => other.to_string(),
     }
 }
 
@@ -235,9 +263,18 @@ mod tests {
         assert_eq!(json["error"]["details"]["path"], "/owner", "{json}");
         assert_eq!(json["error"]["details"]["request"], "pipeline.create", "{json}");
         let message = json["error"]["message"].as_str().unwrap();
-        assert!(
-            message.starts_with("creating p.yaml: ") && message.contains("owner is required"),
+        assert_eq!(
+            message, "creating p.yaml: owner is required (validation_failed: missing_field)",
             "{json}"
+        );
+        // People read the same words, without the request's NATS name.
+        let not_found = ClientError::Refused {
+            what: "run.get".to_owned(),
+            error: ErrorBody::new(ErrorReason::NotFound, "no run with id 1; list them: `flexctl run list`"),
+        };
+        assert_eq!(
+            text(&anyhow::Error::new(not_found)),
+            "no run with id 1; list them: `flexctl run list` (not_found)"
         );
     }
 

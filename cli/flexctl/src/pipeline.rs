@@ -286,9 +286,10 @@ pub async fn create(api: &Api, loaded: &Loaded) -> anyhow::Result<Created> {
 pub(crate) fn explain_create(loaded: &Loaded, e: ApiError) -> anyhow::Error {
     if e.reason() == Some(flexcore_contracts::ErrorReason::Unique) {
         let text = anyhow::anyhow!(
-            "{}:{}: {e}\nhint: `flexctl pipeline update {} -f {}` (or `flexctl apply -f {}`) changes the existing pipeline to match the file",
+            "{}:{}: {}\nhint: `flexctl pipeline update {} -f {}` (or `flexctl apply -f {}`) changes the existing pipeline to match the file",
             loaded.path.display(),
             loaded.document.position("name").map_or(1, |p| p.line),
+            crate::error::client_text(&e),
             loaded.pipeline.name.as_str(),
             loaded.path.display(),
             loaded.path.display()

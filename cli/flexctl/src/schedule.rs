@@ -169,12 +169,14 @@ pub async fn run_backfill(api: &Api, args: &BackfillArgs) -> anyhow::Result<Vec<
                         };
                         match api.send(&skip).await {
                             Ok(_) => break SlotResult::Skipped,
-                            Err(e) => bail!("slot {slot}: recording the skip: {e}"),
+                            Err(e) => {
+                                return Err(anyhow::Error::new(e).context(format!("slot {slot}: recording the skip")))
+                            }
                         }
                     }
                     BackfillOverlap::BufferOne | BackfillOverlap::Allow => tokio::time::sleep(POLL).await,
                 },
-                Err(e) => bail!("slot {slot}: {e}"),
+                Err(e) => return Err(anyhow::Error::new(e).context(format!("slot {slot}"))),
             }
         };
         tracing::info!(%slot, %run_id, ?result, "backfill slot");
