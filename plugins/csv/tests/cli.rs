@@ -132,7 +132,11 @@ fn missing_file_fails_clearly() {
         .arg(&config)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        out.status.code(),
+        Some(66),
+        "a missing input file is EX_NOINPUT (permanent)"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.starts_with("ERROR ") && stderr.contains("nope.csv"), "{stderr}");
 }

@@ -51,6 +51,10 @@ fn invalid_input_fails() {
         .unwrap();
     child.stdin.take().unwrap().write_all(b"{not json\n").unwrap();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        out.status.code(),
+        Some(65),
+        "input that is not Singer is EX_DATAERR (permanent)"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("ERROR line 1: line is not JSON"));
 }

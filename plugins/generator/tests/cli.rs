@@ -44,7 +44,7 @@ fn missing_config_fails_clearly() {
     let out = Command::new(env!("CARGO_BIN_EXE_flexcore-plugin-generator"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(78), "a missing config is EX_CONFIG (permanent)");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "ERROR no --config file given\n");
 }
 

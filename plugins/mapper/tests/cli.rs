@@ -74,6 +74,10 @@ fn bad_config_fails_clearly() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        out.status.code(),
+        Some(78),
+        "a config that does not parse is EX_CONFIG (permanent)"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown variant `like`"));
 }
