@@ -117,7 +117,11 @@ async fn schemathesis_finds_no_server_error_and_no_response_outside_the_document
             // run (and a run requested here has no runner); both are checked in api.rs.
             .args(["--exclude-path-regex", "(/events/stream|/logs/stream)$"])
             .args(["--phases", "examples,coverage,fuzzing,stateful"])
-            .args(["--max-examples", "25", "--seed", "20261205", "--workers", "2"])
+            // One worker: CPython 3.11's `ast` module miscounts its recursion depth when
+            // two threads parse at once (python/cpython#106905), which Hypothesis does to
+            // describe a strategy, and the run then ends in "AST constructor recursion
+            // depth mismatch", a failure of the tool rather than of the API.
+            .args(["--max-examples", "25", "--seed", "20261205", "--workers", "1"])
             .args(["--request-timeout", "20", "--no-color"])
             .args(["--report", "junit", "--report-junit-path", junit.to_str().unwrap()])
             .args(["--generation-database", "none"])
