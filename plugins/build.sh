@@ -6,6 +6,9 @@
 #   plugins/build.sh --locked        # e.g. in CI
 #
 # Honours CARGO_TARGET_DIR. The .wasm files stay under target/ (gitignored).
+#
+# The modules use WebAssembly SIMD (`+simd128`, which wasmtime enables by default), unless
+# CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS is set (it replaces these flags; empty: none).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,6 +37,7 @@ args=()
 for package in "${packages[@]}"; do
     args+=(-p "$package")
 done
+export CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS="${CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS--C target-feature=+simd128}"
 cargo build --release --target "$triple" "${args[@]}" "$@"
 
 mkdir -p "$target_dir/plugins"
