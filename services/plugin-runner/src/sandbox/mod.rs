@@ -89,8 +89,9 @@ pub struct SandboxConfig {
     pub pooling: bool,
     /// Most wasm instances alive at once (one per running wasm stage): the pool's size.
     pub max_instances: u32,
-    /// Largest linear memory any instance may ever reach; also each memory's virtual
-    /// address-space reservation. Stage limits above it are clamped to it.
+    /// Largest linear memory any instance may ever reach. Stage limits above it are
+    /// clamped to it. (Each memory's virtual address-space reservation is 4 GiB, or this
+    /// if larger, so that compiled code needs no bounds checks.)
     pub max_memory_bytes: u64,
     /// Meter fuel. Needed for stages with a fuel limit; costs some throughput for all.
     pub fuel_metering: bool,
@@ -241,6 +242,19 @@ impl std::fmt::Debug for Sandbox {
     }
 }
 
+/// Address space reserved for a 32-bit linear memory so that, with the guard region
+/// after it, no address a guest can form leaves the reservation: Cranelift then emits no
+/// bounds check (and no Spectre guard) on any load or store (wasmtime's own default on
+/// 64-bit hosts). The pool reserves it per instance; it is virtual only.
+const FULL_RESERVATION: u64 = 4 << 30;
+
+/// The reservation of each linear memory: [`FULL_RESERVATION`], or more if memories may
+/// grow larger. How large a memory may really grow stays `max_memory_bytes` (the pool's
+/// `max_memory_size` and every store's limiter).
+fn memory_reservation(max_memory_bytes: u64) -> u64 {
+    max_memory_bytes.max(FULL_RESERVATION)
+}
+
 impl Sandbox {
     /// Makes the private work directory (removing those of runners that are gone), builds
     /// the engine and starts the epoch ticker thread.
@@ -251,7 +265,7 @@ impl Sandbox {
         let mut wasm = Config::new();
         compile::CodegenFlags {
             fuel: config.fuel_metering,
-            memory_reservation: config.max_memory_bytes,
+            memory_reservation: memory_reservation(config.max_memory_bytes),
         }
         .apply(&mut wasm);
         let (engine, pooling) = if config.pooling {
@@ -286,7 +300,7 @@ impl Sandbox {
         };
         let flags = compile::CodegenFlags {
             fuel: config.fuel_metering,
-            memory_reservation: config.max_memory_bytes,
+            memory_reservation: memory_reservation(config.max_memory_bytes),
         };
         let modules = ModuleCache::new(&engine, config.compile.clone(), config.cache, flags)?;
         let ticker = Ticker::start(&engine, config.epoch_tick)?;
@@ -390,6 +404,12 @@ impl Drop for Ticker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memories_reserve_enough_address_space_to_need_no_bounds_checks() {
+        assert_eq!(memory_reservation(1 << 30), 4 << 30);
+        assert_eq!(memory_reservation(8 << 30), 8 << 30);
+    }
 
     #[test]
     fn a_pool_the_host_cannot_reserve_falls_back_to_on_demand() {
