@@ -42,9 +42,9 @@ impl<R: BufRead> CsvReader<R> {
     /// Reads the next record into `fields` (cleared first); `false` at end of input.
     /// Blank lines are skipped.
     pub fn next_record(&mut self, fields: &mut Vec<String>) -> Result<bool, PluginError> {
-        fields.clear();
         loop {
             if !self.read_line()? {
+                fields.clear();
                 return Ok(false);
             }
             if !self.line.trim_end_matches(['\r', '\n']).is_empty() {
@@ -52,6 +52,26 @@ impl<R: BufRead> CsvReader<R> {
             }
         }
         self.record_line = self.line_number;
+        if !self.line.contains('"') {
+            // No quotes: the record is this line, split at every comma (the strings of
+            // the previous record are reused).
+            let content = self.line.strip_suffix('\n').unwrap_or(&self.line);
+            let content = content.strip_suffix('\r').unwrap_or(content);
+            let mut n = 0;
+            for part in content.split(',') {
+                match fields.get_mut(n) {
+                    Some(field) => {
+                        field.clear();
+                        field.push_str(part);
+                    }
+                    None => fields.push(part.to_owned()),
+                }
+                n += 1;
+            }
+            fields.truncate(n);
+            return Ok(true);
+        }
+        fields.clear();
         let mut field = String::new();
         let mut in_quotes = false;
         // Whether the current field started with a quote (so its closing quote is syntax).
@@ -137,6 +157,16 @@ mod tests {
         assert!(reader.next_record(&mut fields).unwrap());
         assert_eq!(fields, vec!["last", "3"]);
         assert!(!reader.next_record(&mut fields).unwrap());
+    }
+
+    #[test]
+    fn lines_without_quotes_split_like_quoted_ones() {
+        assert_eq!(
+            parse("a,b\r\r\nx\ry,,\r\n,\n\nlast"),
+            vec![vec!["a", "b\r"], vec!["x\ry", "", ""], vec!["", ""], vec!["last"]]
+        );
+        // Fewer fields than the record before: none of its fields are left over.
+        assert_eq!(parse("1,2,3\n4\n"), vec![vec!["1", "2", "3"], vec!["4"]]);
     }
 
     #[test]

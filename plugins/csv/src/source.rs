@@ -147,33 +147,42 @@ pub fn rows(
 ) -> Result<(), PluginError> {
     match file.format {
         Format::Jsonl => jsonl_rows(file, f),
-        Format::Csv => {
-            let mut reader = CsvReader::new(open(&file.path)?);
-            let columns = header(&mut reader, &file.path)?;
-            let mut fields = Vec::with_capacity(columns.len());
-            while reader.next_record(&mut fields).map_err(|e| context(&file.path, e))? {
-                if fields.len() > columns.len() {
-                    return Err(PluginError::new(
-                        FailureKind::Data,
-                        format_args!(
-                            "{} line {}: {} fields but the header has {}",
-                            file.path.display(),
-                            reader.record_line(),
-                            fields.len(),
-                            columns.len()
-                        ),
-                    ));
-                }
-                let row = columns
-                    .iter()
-                    .cloned()
-                    .zip(fields.drain(..).map(Value::String))
-                    .collect();
-                f(row)?;
-            }
-            Ok(())
-        }
+        Format::Csv => csv_rows(file, |columns, fields| {
+            let row = columns
+                .iter()
+                .cloned()
+                .zip(fields.iter().cloned().map(Value::String))
+                .collect();
+            f(row)
+        }),
     }
+}
+
+/// Calls `f` with the header's columns and each row's fields (a short row has fewer
+/// fields than columns; a longer one is an error), without building JSON objects.
+pub fn csv_rows(
+    file: &SourceFile,
+    mut f: impl FnMut(&[String], &[String]) -> Result<(), PluginError>,
+) -> Result<(), PluginError> {
+    let mut reader = CsvReader::new(open(&file.path)?);
+    let columns = header(&mut reader, &file.path)?;
+    let mut fields = Vec::with_capacity(columns.len());
+    while reader.next_record(&mut fields).map_err(|e| context(&file.path, e))? {
+        if fields.len() > columns.len() {
+            return Err(PluginError::new(
+                FailureKind::Data,
+                format_args!(
+                    "{} line {}: {} fields but the header has {}",
+                    file.path.display(),
+                    reader.record_line(),
+                    fields.len(),
+                    columns.len()
+                ),
+            ));
+        }
+        f(&columns, &fields)?;
+    }
+    Ok(())
 }
 
 fn open(path: &Path) -> Result<BufReader<File>, PluginError> {

@@ -3,10 +3,10 @@
 use std::io::Write;
 
 use flexcore_plugin_sdk::serde_json::{json, Value};
-use flexcore_plugin_sdk::{log, metric_counter, Level, Message, Output, PluginError};
+use flexcore_plugin_sdk::{log, metric_counter, write_json_str, Level, Message, Output, PluginError};
 
 use crate::bookmark::Bookmarks;
-use crate::source::{self, Config};
+use crate::source::{self, Config, Format};
 
 /// Emit a STATE after this many records (incremental syncs only).
 const STATE_EVERY: u64 = 1000;
@@ -32,6 +32,36 @@ pub fn sync<W: Write>(config: &Config, state: Option<Value>, out: &mut Output<W>
             bookmark_properties: config.replication_key.clone().map(|key| vec![key]),
         })?;
         let mut count = 0u64;
+        if key.is_none() && file.format == Format::Csv {
+            // No bookmarks to keep: each row is written as JSON text straight from its
+            // fields (the same bytes the object would serialise to).
+            let mut keys: Vec<Vec<u8>> = Vec::new();
+            source::csv_rows(file, |columns, fields| {
+                if keys.len() != columns.len() {
+                    keys = columns.iter().map(|c| json_key(c)).collect();
+                }
+                out.write_record_with(&file.stream, None, None, |w| {
+                    w.write_all(b"{")?;
+                    for (i, (key, field)) in keys.iter().zip(fields).enumerate() {
+                        if i > 0 {
+                            w.write_all(b",")?;
+                        }
+                        w.write_all(key)?;
+                        write_json_str(&mut *w, field)?;
+                    }
+                    w.write_all(b"}")
+                })?;
+                count += 1;
+                total += 1;
+                Ok(())
+            })?;
+            metric_counter(
+                "record_count",
+                count,
+                &[("stream", &file.stream), ("file", &file.path.to_string_lossy())],
+            );
+            continue;
+        }
         source::rows(file, |record| {
             if let Some(key) = key {
                 let progress = bookmarks.stream(&file.stream);
@@ -55,6 +85,15 @@ pub fn sync<W: Write>(config: &Config, state: Option<Value>, out: &mut Output<W>
         );
     }
     out.write(&Message::state(bookmarks.state(true)))
+}
+
+/// `"<column>":` as JSON text.
+fn json_key(column: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(column.len() + 3);
+    // Writing a string into a Vec cannot fail.
+    let _ = write_json_str(&mut key, column);
+    key.push(b':');
+    key
 }
 
 /// Writes a catalog with one entry per stream (the first file of a stream gives its schema).

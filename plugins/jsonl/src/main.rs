@@ -11,11 +11,12 @@ mod sink;
 
 use std::process::ExitCode;
 
-use flexcore_plugin_sdk::{run_loader, LoaderEvent};
+use flexcore_plugin_sdk::{run_raw_loader, RawLoaderEvent};
 
 fn main() -> ExitCode {
-    run_loader(|args| {
+    // Records arrive as JSON text and are written as they came: no tree per record.
+    run_raw_loader(|args| {
         let mut sink = sink::Sink::new(args.config()?)?;
-        Ok(move |event: LoaderEvent<'_>| sink.handle(event))
+        Ok(move |event: RawLoaderEvent<'_>| sink.handle(event))
     })
 }

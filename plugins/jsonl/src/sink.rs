@@ -5,8 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
-use flexcore_plugin_sdk::serde_json;
-use flexcore_plugin_sdk::{metric_counter, LoaderAction, LoaderEvent, Message, PluginError};
+use flexcore_plugin_sdk::{metric_counter, LoaderAction, PluginError, RawLoaderEvent, RawRecord};
 use serde::Deserialize;
 
 /// The plugin's config (see `config.schema.json`).
@@ -61,18 +60,18 @@ impl Sink {
     }
 
     /// Handles one loader event.
-    pub fn handle(&mut self, event: LoaderEvent<'_>) -> Result<LoaderAction, PluginError> {
+    pub fn handle(&mut self, event: RawLoaderEvent<'_>) -> Result<LoaderAction, PluginError> {
         match event {
-            LoaderEvent::Message(message @ Message::Record { .. }) => {
-                self.write(&message)?;
+            RawLoaderEvent::Record(record) => {
+                self.write(&record)?;
                 Ok(LoaderAction::Pending)
             }
-            LoaderEvent::Message(_) => Ok(LoaderAction::Pending),
-            LoaderEvent::State(_) => {
+            RawLoaderEvent::Message(_) => Ok(LoaderAction::Pending),
+            RawLoaderEvent::State(_) => {
                 self.make_durable()?;
                 Ok(LoaderAction::Durable)
             }
-            LoaderEvent::End => {
+            RawLoaderEvent::End => {
                 self.make_durable()?;
                 for (name, target) in &self.files {
                     metric_counter("record_count", target.records, &[("file", name)]);
@@ -82,12 +81,11 @@ impl Sink {
         }
     }
 
-    fn write(&mut self, message: &Message) -> Result<(), PluginError> {
-        let Message::Record { stream, record, .. } = message else {
-            return Ok(());
-        };
+    /// Appends the record (or, with one shared file, the whole RECORD message) as the
+    /// JSON text it arrived as.
+    fn write(&mut self, record: &RawRecord<'_>) -> Result<(), PluginError> {
         let name = if self.config.file_per_stream {
-            file_name(stream)
+            file_name(&record.stream)
         } else {
             SHARED_FILE.to_owned()
         };
@@ -99,9 +97,9 @@ impl Sink {
             return Ok(());
         };
         if self.config.file_per_stream {
-            serde_json::to_writer(&mut target.writer, record).map_err(io::Error::from)?;
+            target.writer.write_all(record.record.get().as_bytes())?;
         } else {
-            message.write_to(&mut target.writer)?;
+            record.write_to(&mut target.writer)?;
         }
         target.writer.write_all(b"\n")?;
         target.records += 1;

@@ -10,11 +10,18 @@ mod rules;
 
 use std::process::ExitCode;
 
-use flexcore_plugin_sdk::{run_transformer, Message};
+use flexcore_plugin_sdk::{run_raw_transformer, Output, Parsed};
 
 fn main() -> ExitCode {
-    run_transformer(|args| {
+    // RECORDs arrive as JSON text and only their top-level fields are taken apart.
+    run_raw_transformer(|args| {
         let config: rules::Config = args.config()?;
-        Ok(move |message: Message| Ok(config.apply(message).into_iter().collect()))
+        Ok(move |parsed: Parsed<'_>, out: &mut Output| match parsed {
+            Parsed::Record(record) => config.apply_raw(&record, out),
+            Parsed::Message(message) => match config.apply(message) {
+                Some(mapped) => out.write(&mapped),
+                None => Ok(()),
+            },
+        })
     })
 }

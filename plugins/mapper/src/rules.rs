@@ -1,11 +1,16 @@
 //! Mapping rules. For each record, in this order: `filter` (on input field names),
 //! `rename`, `drop`, `keep` (on output names), `set`.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Write;
 
-use flexcore_plugin_sdk::serde_json::{json, Map, Value};
-use flexcore_plugin_sdk::{log, Level, Message};
+use flexcore_plugin_sdk::serde_json::value::RawValue;
+use flexcore_plugin_sdk::serde_json::{self, json, Map, Value};
+use flexcore_plugin_sdk::{log, write_json_str, Level, Message, Output, PluginError, RawRecord};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 /// The plugin's config (see `config.schema.json`).
@@ -108,6 +113,36 @@ impl Config {
         }
     }
 
+    /// Maps one RECORD given as JSON text and writes the result (nothing if the filter
+    /// drops it): the same fields in the same order as [`Config::apply`] gives, without a
+    /// JSON tree (field values stay text; only a filtered field is parsed).
+    pub fn apply_raw<W: Write>(&self, record: &RawRecord<'_>, out: &mut Output<W>) -> Result<(), PluginError> {
+        let Some(rules) = self.rules(&record.stream) else {
+            return out.write_raw_record(record);
+        };
+        let RawFields(raw) = serde_json::from_str(record.record.get())
+            .map_err(|e| PluginError::msg(format_args!("a record that was checked does not parse: {e}")))?;
+        let mut fields: Vec<(Cow<'_, str>, Field<'_>)> = raw.into_iter().map(|(k, v)| (k, Field::Raw(v))).collect();
+        if !rules.map_raw(&mut fields) {
+            return Ok(());
+        }
+        out.write_record_with(&record.stream, record.time_extracted.as_deref(), record.version, |w| {
+            w.write_all(b"{")?;
+            for (i, (name, value)) in fields.iter().enumerate() {
+                if i > 0 {
+                    w.write_all(b",")?;
+                }
+                write_json_str(&mut *w, name)?;
+                w.write_all(b":")?;
+                match value {
+                    Field::Raw(raw) => w.write_all(raw.get().as_bytes())?,
+                    Field::Set(value) => serde_json::to_writer(&mut *w, value).map_err(std::io::Error::from)?,
+                }
+            }
+            w.write_all(b"}")
+        })
+    }
+
     fn rules(&self, stream: &str) -> Option<&StreamRules> {
         self.streams.get(stream).or_else(|| self.streams.get("*"))
     }
@@ -124,6 +159,49 @@ impl StreamRules {
         self.map_fields(fields);
         for (name, value) in &self.set {
             fields.insert(name.clone(), value.clone());
+        }
+        true
+    }
+
+    /// [`StreamRules::map_record`] on fields kept as text, with the same map semantics
+    /// (an existing name is replaced in place, a new one appended, a removal moves the
+    /// last field into the gap), so the fields come out in the same order.
+    fn map_raw<'a>(&'a self, fields: &mut Vec<(Cow<'a, str>, Field<'a>)>) -> bool {
+        fn position(fields: &[(Cow<'_, str>, Field<'_>)], name: &str) -> Option<usize> {
+            fields.iter().position(|(n, _)| n == name)
+        }
+        fn insert<'a>(fields: &mut Vec<(Cow<'a, str>, Field<'a>)>, name: Cow<'a, str>, value: Field<'a>) {
+            match position(fields, &name) {
+                Some(i) => fields[i].1 = value,
+                None => fields.push((name, value)),
+            }
+        }
+        if let Some(filter) = &self.filter {
+            let value = match position(fields, &filter.field).map(|i| &fields[i].1) {
+                Some(Field::Raw(raw)) => serde_json::from_str::<Value>(raw.get()).ok(),
+                Some(Field::Set(value)) => Some((*value).clone()),
+                None => None,
+            };
+            if !filter.matches(value.as_ref()) {
+                return false;
+            }
+        }
+        for (old, new) in &self.rename {
+            if let Some(i) = position(fields, old) {
+                let (_, value) = fields.swap_remove(i);
+                insert(fields, Cow::Borrowed(new.as_str()), value);
+            }
+        }
+        for name in &self.drop {
+            if let Some(i) = position(fields, name) {
+                fields.swap_remove(i);
+            }
+        }
+        if let Some(keep) = &self.keep {
+            fields.retain(|(name, _)| keep.iter().any(|k| k == name));
+        }
+        for (name, value) in &self.set {
+            insert(fields, Cow::Borrowed(name.as_str()), Field::Set(value));
         }
         true
     }
@@ -190,6 +268,64 @@ impl StreamRules {
         if let Some(bookmarks) = bookmark_properties {
             self.map_names(stream, "bookmark property", bookmarks);
         }
+    }
+}
+
+/// A record field's value in [`Config::apply_raw`]: the text it came as, or a `set` constant.
+enum Field<'a> {
+    Raw(&'a RawValue),
+    Set(&'a Value),
+}
+
+/// A JSON object's fields as text, in order; a repeated name keeps its first place and
+/// its last value (as a parsed object would).
+struct RawFields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+/// An object key, borrowed from the text unless it had escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawFields<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawFields<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut fields: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some((Key(name), value)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
+                    match fields.iter_mut().find(|(n, _)| *n == name) {
+                        Some(field) => field.1 = value,
+                        None => fields.push((name, value)),
+                    }
+                }
+                Ok(RawFields(fields))
+            }
+        }
+        deserializer.deserialize_map(V)
     }
 }
 
@@ -266,6 +402,41 @@ mod tests {
         assert_eq!(c.apply(other.clone()), Some(other));
         let state = Message::state(json!({"x": 1}));
         assert_eq!(c.apply(state.clone()), Some(state));
+    }
+
+    /// Runs `line` through both paths; both must write the same fields in the same order.
+    fn both(c: &Config, line: &str) -> (String, String) {
+        use flexcore_plugin_sdk::{parse_raw, Parsed};
+        let Parsed::Record(raw) = parse_raw(line).unwrap() else {
+            panic!("not a record")
+        };
+        let mut fast = Output::new(Vec::new());
+        c.apply_raw(&raw, &mut fast).unwrap();
+        let mut slow = Output::new(Vec::new());
+        if let Some(m) = c.apply(Message::parse_line(line).unwrap()) {
+            slow.write(&m).unwrap();
+        }
+        let text = |o: Output<Vec<u8>>| String::from_utf8(o.into_inner().unwrap()).unwrap();
+        (text(fast), text(slow))
+    }
+
+    #[test]
+    fn raw_records_map_like_parsed_ones() {
+        let c = config(json!({"s": {
+            "filter": {"field": "n", "op": "gt", "value": 5},
+            "rename": {"n": "count", "a": "b", "z": "a"}, "drop": ["secret"], "set": {"src": "x", "b": [1]}},
+            "t": {"keep": ["k", "j"], "rename": {"i": "k"}}}));
+        for line in [
+            r#"{"type":"RECORD","stream":"s","record":{"n":"7","a":1,"secret":2,"z":{"deep":[1,2]},"q":null}}"#,
+            r#"{"type":"RECORD","stream":"s","record":{"secret":0,"n":9,"n":6,"x\"y":"v"},"version":2}"#,
+            r#"{"type":"RECORD","stream":"s","record":{"n":5}}"#,
+            r#"{"type":"RECORD","stream":"s","record":{}}"#,
+            r#"{"type":"RECORD","stream":"t","record":{"j":1,"i":2,"k":3,"l":4},"time_extracted":"t"}"#,
+            r#"{"type":"RECORD","stream":"u","record":{"j":1}}"#,
+        ] {
+            let (fast, slow) = both(&c, line);
+            assert_eq!(fast, slow, "{line}");
+        }
     }
 
     #[test]

@@ -51,6 +51,11 @@ impl<W: Write> Output<W> {
         self.writer.write_all(b"\n").map_err(PluginError::from_output)
     }
 
+    /// The buffered writer, for writing a line in pieces (the caller ends it with `\n`).
+    pub(crate) fn writer_mut(&mut self) -> &mut BufWriter<W> {
+        &mut self.writer
+    }
+
     /// Flushes the buffer to the underlying writer.
     pub fn flush(&mut self) -> Result<(), PluginError> {
         self.writer.flush().map_err(PluginError::from_output)
@@ -96,24 +101,37 @@ impl<R: BufRead> Input<R> {
     }
 }
 
+impl<R: BufRead> Input<R> {
+    /// Reads the next line that is not blank into the buffer; `false` at the end.
+    pub(crate) fn read_message_line(&mut self) -> Result<bool, PluginError> {
+        loop {
+            self.buf.clear();
+            if self.reader.read_line(&mut self.buf).map_err(PluginError::Io)? == 0 {
+                return Ok(false);
+            }
+            self.line += 1;
+            if !self.buf.trim().is_empty() {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// The line [`Input::read_message_line`] read last.
+    pub(crate) fn current_line(&self) -> &str {
+        &self.buf
+    }
+}
+
 impl<R: BufRead> Iterator for Input<R> {
     type Item = Result<Message, PluginError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            self.buf.clear();
-            match self.reader.read_line(&mut self.buf) {
-                Ok(0) => return None,
-                Ok(_) => {}
-                Err(e) => return Some(Err(PluginError::Io(e))),
+        match self.read_message_line() {
+            Ok(false) => None,
+            Ok(true) => {
+                Some(Message::parse_line(&self.buf).map_err(|error| PluginError::Protocol { line: self.line, error }))
             }
-            self.line += 1;
-            if self.buf.trim().is_empty() {
-                continue;
-            }
-            return Some(
-                Message::parse_line(&self.buf).map_err(|error| PluginError::Protocol { line: self.line, error }),
-            );
+            Err(e) => Some(Err(e)),
         }
     }
 }

@@ -19,6 +19,9 @@
 //! - `io` — [`Output`] (buffered stdout writer) and [`Input`] (stdin message iterator).
 //! - `run` — [`run_extractor`], [`run_transformer`], [`run_loader`] (and the testable
 //!   loops [`transform`], [`load`] behind them), [`exit_code`].
+//! - `raw` — the same with RECORDs left as JSON text ([`parse_raw`], [`RawRecord`],
+//!   [`Input::next_raw`], [`Output::write_raw_record`], [`run_raw_loader`],
+//!   [`run_raw_transformer`]) for plugins that forward records without a JSON tree each.
 //! - `log` — [`log`], [`metric_counter`], [`metric_timer`] on stderr.
 //! - `error` — [`PluginError`].
 //! - `exit` — [`FailureKind`]: the exit-status convention (BSD sysexits) that tells the
@@ -30,6 +33,7 @@ mod exit;
 mod io;
 mod log;
 mod message;
+mod raw;
 mod run;
 
 pub use args::{Args, ArgsError};
@@ -38,6 +42,10 @@ pub use exit::FailureKind;
 pub use io::{Input, Output, OUTPUT_BUFFER};
 pub use log::{log, metric_counter, metric_timer, Level};
 pub use message::{Message, ProtocolError};
+pub use raw::{
+    load_raw, parse_raw, run_raw_loader, run_raw_transformer, transform_raw, write_json_str, write_record, Parsed,
+    RawLoaderEvent, RawRecord,
+};
 pub use run::{exit_code, load, run_extractor, run_loader, run_transformer, transform, LoaderAction, LoaderEvent};
 /// Re-exported so plugins build their JSON with the same `serde_json` as the SDK.
 pub use serde_json;

@@ -103,13 +103,33 @@ where
             Message::State { value } => f(LoaderEvent::State(held.insert(value)))?,
             other => f(LoaderEvent::Message(other))?,
         };
-        if action == LoaderAction::Durable {
-            if let Some(value) = held.take() {
-                output.write(&Message::State { value })?;
-            }
+        echo_if_durable(action, &mut held, output)?;
+    }
+    let action = f(LoaderEvent::End)?;
+    finish_load(action, held, output)
+}
+
+/// Echoes the held STATE if the loader said everything so far is durable.
+pub(crate) fn echo_if_durable<W: Write>(
+    action: LoaderAction,
+    held: &mut Option<Value>,
+    output: &mut Output<W>,
+) -> Result<(), PluginError> {
+    if action == LoaderAction::Durable {
+        if let Some(value) = held.take() {
+            output.write(&Message::State { value })?;
         }
     }
-    match f(LoaderEvent::End)? {
+    Ok(())
+}
+
+/// The end of a loader's input: `action` is its answer to the end.
+pub(crate) fn finish_load<W: Write>(
+    action: LoaderAction,
+    mut held: Option<Value>,
+    output: &mut Output<W>,
+) -> Result<(), PluginError> {
+    match action {
         LoaderAction::Durable => {
             if let Some(value) = held.take() {
                 output.write(&Message::State { value })?;
