@@ -25,6 +25,7 @@
 //!   - `bench/report.rs`: the report (text and JSON);
 //!   - `bench/record.rs`: machine facts and the Markdown row appended by `--record`;
 //!   - `bench/pipeline.rs`: `bench pipeline` (the plugin runner in process);
+//!   - `bench/csv.rs`: `bench csv` (a CSV → JSONL run end to end through the services);
 //!   - `bench/projection.rs`: `bench lag|queries|rebuild`;
 //!   - `bench/http.rs`: `bench http` (the gateway against NATS);
 //!   - `bench/console.rs`: `bench console` (the web console's pages);

@@ -22,6 +22,11 @@ pub enum BenchCommand {
     /// small runs and peak RSS. Needs plugins/build.sh and
     /// `cargo build --release -p flexcore-plugin-generator -p flexcore-plugin-mapper -p flexcore-plugin-discard`.
     Pipeline(PipelineArgs),
+    /// A CSV → JSONL pipeline end to end through a running stack (`flexctl dev`): writes
+    /// a CSV of N rows of 8 columns into the csv plugin's granted directory, runs the
+    /// pipeline once through the command service and a runner, checks the output holds
+    /// every row, and reports rows/s and the runner's CPU seconds per million rows.
+    Csv(CsvArgs),
     /// Event → read-model lag: open-loop pipeline toggles at a fixed rate, each followed
     /// by a `pipeline.get` with `min_position` (needs flexcore-command and
     /// flexcore-projection running).
@@ -170,6 +175,26 @@ pub struct PipelineArgs {
     pub concurrent: usize,
 }
 
+/// Options of `flexctl bench csv`.
+#[derive(Debug, Clone, Args)]
+pub struct CsvArgs {
+    /// Data rows in the CSV.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rows: u64,
+    /// The stack's state directory (as given to `flexctl dev --state-dir`).
+    #[arg(long, default_value = ".flexcore")]
+    pub state_dir: PathBuf,
+    /// Directory with the example plugins' .wasm files (built by plugins/build.sh).
+    #[arg(long, default_value = "target/plugins")]
+    pub plugins_dir: PathBuf,
+    /// Source of the example plugins' config schemas.
+    #[arg(long, default_value = "plugins")]
+    pub plugins_src: PathBuf,
+    /// How long the run may take, e.g. 10m.
+    #[arg(long, default_value = "10m", value_parser = parse_positive_duration)]
+    pub timeout: Duration,
+}
+
 /// Options of `flexctl bench commands`.
 #[derive(Debug, Clone, Args)]
 pub struct CommandsArgs {
@@ -216,6 +241,17 @@ pub async fn run(globals: &Globals, command: &BenchCommand) -> anyhow::Result<()
                 concurrent: args.concurrent,
             };
             let report = bench::pipeline::run_bench(&config).await?;
+            print_json_or(&report, output, || report.text())
+        }
+        BenchCommand::Csv(args) => {
+            let config = bench::csv::CsvBench {
+                rows: args.rows,
+                state_dir: args.state_dir.clone(),
+                plugins_dir: args.plugins_dir.clone(),
+                plugins_src: args.plugins_src.clone(),
+                timeout: args.timeout,
+            };
+            let report = bench::csv::run(&nats, &config).await?;
             print_json_or(&report, output, || report.text())
         }
         BenchCommand::Lag(args) => {

@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod commands;
 pub mod console;
+pub mod csv;
 pub mod http;
 pub mod pipeline;
 pub mod projection;
