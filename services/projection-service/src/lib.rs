@@ -5,8 +5,8 @@
 //!   engine that folds a batch of events into their rows; `views` holds each entity's fold.
 //! - [`tables`]: table layouts and generations (blue/green), [`store`]: the checkpoint row
 //!   and the exactly-once batch transaction.
-//! - [`worker`]: per projection, leadership, catch-up from Postgres and the live JetStream
-//!   consumer; [`rebuild`]: replays into a new generation and swaps it in.
+//! - [`worker`]: leadership, catch-up from Postgres and the live JetStream consumer, one
+//!   for all projections; [`rebuild`]: replays into a new generation and swaps it in.
 //! - [`positions`]: every replica's view of each projection's checkpoint (for `min_position`).
 //! - [`query`]: the NATS query API.
 //! - [`metrics`]: projection lag and query metrics, and the readiness checks.
@@ -36,7 +36,6 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use positions::Positions;
-use projection::Kind;
 use query::QueryContext;
 use worker::Shared;
 
@@ -199,9 +198,7 @@ pub async fn run(
             trust: credentials.trust.clone(),
             verified: Arc::new(flexcore_security::VerifiedCache::new(worker::VERIFIED_CACHE)),
         };
-        for kind in Kind::ALL {
-            tasks.push(tokio::spawn(worker::run(kind, shared.clone(), stop.clone())));
-        }
+        tasks.push(tokio::spawn(worker::run(shared, stop.clone())));
     }
     let ctx = Arc::new(QueryContext {
         pool,

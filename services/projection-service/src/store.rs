@@ -177,7 +177,7 @@ pub async fn load(conn: &mut PgConnection, kind: Kind, lock: bool) -> Result<Liv
     })
 }
 
-/// Whether the log holds exactly `count` events in `(from, to]`: the check of [`advance`]
+/// Whether the log holds exactly `count` events in `(from, to]`: the check of [`commit_all`]
 /// on its own, for an event store in another database.
 async fn contiguous(log: &PgPool, from: Checkpoint, to: Checkpoint, count: usize) -> Result<bool, ProjectionError> {
     let held: i64 = sqlx::query_scalar(
@@ -194,51 +194,8 @@ async fn contiguous(log: &PgPool, from: Checkpoint, to: Checkpoint, count: usize
     Ok(held == i64::try_from(count).unwrap_or(i64::MAX))
 }
 
-/// Moves the checkpoint from `from` to `to` by `count` events, only if it still is at
-/// `from` in `generation` and — unless `verified` — the log holds exactly `count` events
-/// in `(from, to]`: a batch read from JetStream is applied only when nothing in between
-/// is missing. Every event up to `to` is committed (the relay read it below the
-/// transaction horizon), so the count is exact. One statement, so a batch that changes
-/// no row costs one round trip. False when it did not move.
-async fn advance<'e, E: sqlx::PgExecutor<'e>>(
-    executor: E,
-    kind: Kind,
-    generation: u32,
-    from: Checkpoint,
-    to: Checkpoint,
-    count: usize,
-    verified: bool,
-) -> Result<bool, ProjectionError> {
-    let count = i64::try_from(count).unwrap_or(i64::MAX);
-    let moved = sqlx::query(
-        "UPDATE read.projections SET transaction_id = $5::text::xid8, global_position = $6, \
-           events_applied = events_applied + $7, updated_at = now() \
-         WHERE name = $1 AND generation = $2 AND transaction_id = $3::text::xid8 AND global_position = $4 \
-           AND ($8 OR (SELECT count(*) FROM events \
-                WHERE (transaction_id, global_position) > ($3::text::xid8, $4) \
-                  AND (transaction_id, global_position) <= ($5::text::xid8, $6)) = $7)",
-    )
-    .bind(kind.name())
-    .bind(i32::try_from(generation).unwrap_or(i32::MAX))
-    .bind(from.transaction_id.to_string())
-    .bind(i64::try_from(from.global_position).unwrap_or(i64::MAX))
-    .bind(to.transaction_id.to_string())
-    .bind(i64::try_from(to.global_position).unwrap_or(i64::MAX))
-    .bind(count)
-    .bind(verified)
-    .execute(executor)
-    .await?
-    .rows_affected();
-    Ok(moved == 1)
-}
-
 /// Applies the events after `live.checkpoint` and moves the checkpoint, in one
-/// transaction whose last statement moves the checkpoint only if nobody else moved it and
-/// nothing is missing before the batch (see [`advance`]); otherwise it rolls back.
-/// `verified` batches come from the event store (contiguous by construction). When the
-/// event store is another database (`separate_log`), the check that nothing is missing
-/// runs there first, in its own statement: the log up to the batch's last event is
-/// committed and immutable, so its answer cannot change before this transaction commits.
+/// transaction (see [`commit_all`], of which this is the one-projection case).
 pub async fn commit_batch(
     pool: &PgPool,
     separate_log: Option<&PgPool>,
@@ -247,50 +204,132 @@ pub async fn commit_batch(
     events: &[RecordedEvent],
     verified: bool,
 ) -> Result<Committed, ProjectionError> {
-    // In reading order, without anything at or below the checkpoint or repeated.
-    let mut fresh: Vec<&RecordedEvent> = Vec::with_capacity(events.len());
-    let mut last = live.checkpoint;
-    for event in events {
-        if event.checkpoint() > last {
-            last = event.checkpoint();
-            fresh.push(event);
+    commit_all(pool, separate_log, &mut [(kind, live)], events, verified).await
+}
+
+/// Applies `events` (in reading order) to every projection of `projections`, each from
+/// its own checkpoint on (an event at or below a projection's checkpoint is dropped for
+/// it), and moves their checkpoints, all in one transaction whose last statement moves
+/// every checkpoint only if nobody else moved it and — unless `verified` — the log holds
+/// exactly the events applied after it (nothing is missing before the batch); otherwise
+/// the transaction rolls back and nothing moves. `verified` batches come from the event
+/// store (contiguous by construction). When the event store is another database
+/// (`separate_log`), the check that nothing is missing runs there first: the log up to
+/// the batch's last event is committed and immutable, so its answer cannot change before
+/// this transaction commits.
+///
+/// One delivery, decode and transaction per batch for all projections; each keeps its
+/// own row in `read.projections` (generation and checkpoint), so exactly-once effects,
+/// rebuilds and catch-up stay per projection.
+pub async fn commit_all(
+    pool: &PgPool,
+    separate_log: Option<&PgPool>,
+    projections: &mut [(Kind, &mut Live)],
+    events: &[RecordedEvent],
+    verified: bool,
+) -> Result<Committed, ProjectionError> {
+    // Per projection: in reading order, without anything at or below its checkpoint.
+    let mut plans: Vec<(usize, Vec<&RecordedEvent>, Checkpoint)> = Vec::with_capacity(projections.len());
+    for (i, (_, live)) in projections.iter().enumerate() {
+        let mut fresh: Vec<&RecordedEvent> = Vec::with_capacity(events.len());
+        let mut last = live.checkpoint;
+        for event in events {
+            if event.checkpoint() > last {
+                last = event.checkpoint();
+                fresh.push(event);
+            }
+        }
+        if !fresh.is_empty() {
+            plans.push((i, fresh, last));
         }
     }
-    if fresh.is_empty() {
+    if plans.is_empty() {
         return Ok(Committed::Skipped);
     }
-    let (from, generation) = (live.checkpoint, live.generation);
-    let verified = match separate_log {
-        Some(log) if !verified => contiguous(log, from, last, fresh.len()).await?,
-        _ => verified,
-    };
-    let (moved, changed) = if !verified && separate_log.is_some() {
-        (false, 0)
-    } else if kind.concerns(&fresh) {
-        let mut tx = pool.begin().await?;
-        let changed = kind.apply(&mut tx, generation, &fresh).await?;
-        let moved = advance(&mut *tx, kind, generation, from, last, fresh.len(), verified).await?;
-        if moved {
-            tx.commit().await?;
+    let mut verified = verified;
+    if let (Some(log), false) = (separate_log, verified) {
+        // One check per distinct starting point (usually one for all).
+        let mut checked: Vec<(Checkpoint, Checkpoint, usize)> = Vec::new();
+        for (i, fresh, last) in &plans {
+            let key = (projections[*i].1.checkpoint, *last, fresh.len());
+            if !checked.contains(&key) {
+                if !contiguous(log, key.0, key.1, key.2).await? {
+                    return Ok(Committed::Gap);
+                }
+                checked.push(key);
+            }
         }
-        (moved, changed)
-    } else {
-        (
-            advance(pool, kind, generation, from, last, fresh.len(), verified).await?,
-            0,
-        )
-    };
-    if moved {
-        live.checkpoint = last;
+        verified = true;
+    }
+    let mut tx = pool.begin().await?;
+    let mut changed = 0;
+    for (i, fresh, _) in &plans {
+        let (kind, live) = &projections[*i];
+        if kind.concerns(fresh) {
+            changed += kind.apply(&mut tx, live.generation, fresh).await?;
+        }
+    }
+    let mut names = Vec::with_capacity(plans.len());
+    let mut generations = Vec::with_capacity(plans.len());
+    let mut from_tx = Vec::with_capacity(plans.len());
+    let mut from_pos = Vec::with_capacity(plans.len());
+    let mut to_tx = Vec::with_capacity(plans.len());
+    let mut to_pos = Vec::with_capacity(plans.len());
+    let mut counts = Vec::with_capacity(plans.len());
+    for (i, fresh, last) in &plans {
+        let (kind, live) = &projections[*i];
+        names.push(kind.name());
+        generations.push(i32::try_from(live.generation).unwrap_or(i32::MAX));
+        from_tx.push(live.checkpoint.transaction_id.to_string());
+        from_pos.push(i64::try_from(live.checkpoint.global_position).unwrap_or(i64::MAX));
+        to_tx.push(last.transaction_id.to_string());
+        to_pos.push(i64::try_from(last.global_position).unwrap_or(i64::MAX));
+        counts.push(i64::try_from(fresh.len()).unwrap_or(i64::MAX));
+    }
+    // Every checkpoint in one statement: each row moves only if it still is where this
+    // batch starts in the caller's generation and the log holds exactly the events
+    // applied after it (every event up to the batch's last is committed: the relay read
+    // it below the transaction horizon, so the count is exact).
+    let moved = sqlx::query(
+        "UPDATE read.projections p SET transaction_id = b.to_tx::xid8, global_position = b.to_pos, \
+           events_applied = p.events_applied + b.n, updated_at = now() \
+         FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::bigint[]) \
+           AS b(name, generation, from_tx, from_pos, to_tx, to_pos, n) \
+         WHERE p.name = b.name AND p.generation = b.generation \
+           AND p.transaction_id = b.from_tx::xid8 AND p.global_position = b.from_pos \
+           AND ($8 OR (SELECT count(*) FROM events \
+                WHERE (transaction_id, global_position) > (b.from_tx::xid8, b.from_pos) \
+                  AND (transaction_id, global_position) <= (b.to_tx::xid8, b.to_pos)) = b.n)",
+    )
+    .bind(&names)
+    .bind(&generations)
+    .bind(&from_tx)
+    .bind(&from_pos)
+    .bind(&to_tx)
+    .bind(&to_pos)
+    .bind(&counts)
+    .bind(verified)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if moved == plans.len() as u64 {
+        tx.commit().await?;
+        for (i, _, last) in &plans {
+            projections[*i].1.checkpoint = *last;
+        }
         return Ok(Committed::Applied(changed));
     }
+    tx.rollback().await?;
     let mut conn = pool.acquire().await?;
-    let stored = load(&mut conn, kind, false).await?;
-    if stored != *live {
-        *live = stored;
-        return Ok(Committed::Resync);
+    let mut resynced = false;
+    for (kind, live) in projections.iter_mut() {
+        let stored = load(&mut conn, *kind, false).await?;
+        if stored != **live {
+            **live = stored;
+            resynced = true;
+        }
     }
-    Ok(Committed::Gap)
+    Ok(if resynced { Committed::Resync } else { Committed::Gap })
 }
 
 /// The latest rebuild status of `kind`.

@@ -1,14 +1,21 @@
-//! One worker per projection per replica. Workers compete for a session advisory lock;
-//! the leader catches up from the event store, then applies the live event stream from
-//! its durable JetStream consumer (one cumulative ack per chunk) in batches, and runs
-//! requested rebuilds.
+//! One worker per replica for all projections. Workers compete for the projections'
+//! session advisory locks (all of them, in one order); the leader catches up from the
+//! event store, then applies the live event stream from one durable JetStream consumer
+//! (one cumulative ack per chunk) in batches — each event delivered, verified and
+//! decoded once, and each chunk applied to every projection in one transaction that
+//! also moves every projection's own checkpoint row — and runs requested rebuilds.
 //!
 //! Correctness never rests on JetStream or on leadership: every batch is applied in a
-//! transaction that drops what is at or below the checkpoint and commits only if the
-//! checkpoint row still holds the batch's starting point and nothing is missing in
-//! between (otherwise the missing events are read from Postgres, the source of truth). So a redelivery, a duplicate, a
-//! message lost to stream limits or two workers that both think they lead can neither
-//! skip nor double-apply an event.
+//! transaction that drops, per projection, what is at or below its checkpoint and commits
+//! only if each checkpoint row still holds the batch's starting point and nothing is
+//! missing in between (otherwise the missing events are read from Postgres, the source of
+//! truth). So a redelivery, a duplicate, a message lost to stream limits or two workers
+//! that both think they lead can neither skip nor double-apply an event.
+//!
+//! A projection whose rebuild is in its last stretch (holding its [`Live`]) is left out
+//! of the live batches meanwhile, so it blocks none of the others; once swapped in, the
+//! next batch finds it behind (or ahead) and the shared catch-up reads the log from the
+//! earliest checkpoint, each projection taking only what follows its own.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +28,7 @@ use flexcore_telemetry::propagation;
 use futures::StreamExt;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgPool};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ProjectionError;
@@ -48,8 +55,7 @@ pub struct Shared {
     pub identity: flexcore_security::Identity,
     /// The identities file: an event message counts only if the command service signed it.
     pub trust: flexcore_security::Trust,
-    /// Event messages already verified, shared by the workers (each view receives every
-    /// event: one signature check per event, not one per view).
+    /// Event messages already verified (a redelivered message is not checked again).
     pub verified: Arc<flexcore_security::VerifiedCache>,
 }
 
@@ -64,13 +70,24 @@ impl Shared {
 /// views can drift apart by within one replica.
 pub const VERIFIED_CACHE: usize = 65_536;
 
-/// Runs the worker of `kind` until `shutdown`: competes for leadership and leads while
-/// it holds it, starting over after any error.
-pub async fn run(kind: Kind, shared: Shared, shutdown: CancellationToken) {
+/// The durable JetStream consumer of the one worker that applies every projection.
+/// Named like the audit projection's consumer of old (the projection identity may use
+/// only [`flexcore_security::permissions::PROJECTION_CONSUMERS`]): the audit view
+/// receives every event anyway. The other four are removed when found.
+pub const DURABLE: &str = "projection-audit";
+
+/// Each projection's [`Live`], behind its own lock: the worker applies live batches to
+/// every projection whose lock it gets at once; a rebuild holds its projection's lock
+/// for the last stretch and the swap, and that projection catches up afterwards.
+pub type Lives = Vec<(Kind, Arc<Mutex<Live>>)>;
+
+/// Runs this replica's projection worker until `shutdown`: competes for leadership of
+/// all projections and leads while it holds it, starting over after any error.
+pub async fn run(shared: Shared, shutdown: CancellationToken) {
     let db = (*shared.pool.connect_options()).clone();
     while !shutdown.is_cancelled() {
-        if let Err(error) = lead(kind, &shared, &db, &shutdown).await {
-            tracing::warn!(projection = kind.name(), %error, "projection worker stopped; retrying");
+        if let Err(error) = lead(&shared, &db, &shutdown).await {
+            tracing::warn!(%error, "projection worker stopped; retrying");
         }
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -79,23 +96,32 @@ pub async fn run(kind: Kind, shared: Shared, shutdown: CancellationToken) {
     }
 }
 
-async fn lead(
-    kind: Kind,
-    shared: &Shared,
-    db: &PgConnectOptions,
-    shutdown: &CancellationToken,
-) -> Result<(), ProjectionError> {
+/// Takes every projection's leader lock (in one order, so two replicas cannot split
+/// them); false, holding none, when another replica holds any of them.
+async fn try_lead(lock: &mut sqlx::PgConnection) -> Result<bool, ProjectionError> {
+    for kind in Kind::ALL {
+        let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(kind.lock_key())
+            .fetch_one(&mut *lock)
+            .await?;
+        if !leader {
+            sqlx::query("SELECT pg_advisory_unlock_all()")
+                .execute(&mut *lock)
+                .await?;
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+async fn lead(shared: &Shared, db: &PgConnectOptions, shutdown: &CancellationToken) -> Result<(), ProjectionError> {
     let mut lock = db
         .clone()
         .application_name("flexcore-projection-leader")
         .connect()
         .await?;
     loop {
-        let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(kind.lock_key())
-            .fetch_one(&mut lock)
-            .await?;
-        if leader {
+        if try_lead(&mut lock).await? {
             break;
         }
         tokio::select! {
@@ -104,20 +130,24 @@ async fn lead(
         }
         lock.ping().await?;
     }
-    tracing::info!(projection = kind.name(), "projection leadership acquired");
+    tracing::info!("projection leadership acquired");
+    let mut lives: Lives = Vec::with_capacity(Kind::ALL.len());
     let mut conn = shared.pool.acquire().await?;
-    let live = Arc::new(Mutex::new(store::load(&mut conn, kind, false).await?));
+    for kind in Kind::ALL {
+        lives.push((kind, Arc::new(Mutex::new(store::load(&mut conn, kind, false).await?))));
+    }
     drop(conn);
-    rebuild::resume_interrupted(&shared.pool, kind).await?;
+    for kind in Kind::ALL {
+        rebuild::resume_interrupted(&shared.pool, kind).await?;
+    }
 
     let js = jetstream::new(shared.nats.clone());
     let Some(stream) = flexcore_service::streams::wait_for(&js, subjects::EVENTS_STREAM, shutdown).await else {
         return Ok(());
     };
-    let durable = format!("projection-{}", kind.name());
     let config = consumer::pull::Config {
-        durable_name: Some(durable.clone()),
-        description: Some(format!("flexcore-projection: the {} read model", kind.name())),
+        durable_name: Some(DURABLE.to_owned()),
+        description: Some("flexcore-projection: every read model".to_owned()),
         // Older events come from Postgres on catch-up; the stream only feeds the tail.
         deliver_policy: consumer::DeliverPolicy::New,
         // One cumulative acknowledgement per applied chunk. Redelivery is no safety net
@@ -127,15 +157,24 @@ async fn lead(
         max_ack_pending: 100_000,
         ..Default::default()
     };
-    // A consumer left by an older version with another ack policy is replaced.
-    if let Ok(mut existing) = stream.get_consumer::<consumer::pull::Config>(&durable).await {
+    // A consumer left by an older version with another ack policy is replaced, and the
+    // per-projection consumers of older versions are removed (nobody reads them).
+    if let Ok(mut existing) = stream.get_consumer::<consumer::pull::Config>(DURABLE).await {
         let info = existing.info().await.map_err(ProjectionError::nats)?;
         if info.config.ack_policy != consumer::AckPolicy::All {
-            stream.delete_consumer(&durable).await.map_err(ProjectionError::nats)?;
+            stream.delete_consumer(DURABLE).await.map_err(ProjectionError::nats)?;
+        }
+    }
+    for kind in Kind::ALL {
+        let old = format!("projection-{}", kind.name());
+        if old != DURABLE && stream.get_consumer::<consumer::pull::Config>(&old).await.is_ok() {
+            if let Err(error) = stream.delete_consumer(&old).await {
+                tracing::debug!(consumer = old, %error, "old projection consumer not removed");
+            }
         }
     }
     let consumer: consumer::PullConsumer = stream
-        .get_or_create_consumer(&durable, config)
+        .get_or_create_consumer(DURABLE, config)
         .await
         .map_err(ProjectionError::nats)?;
     let mut messages = consumer
@@ -146,17 +185,20 @@ async fn lead(
         .map_err(ProjectionError::nats)?
         .ready_chunks(shared.settings.batch_size.max(1));
 
-    catch_up(kind, shared, &mut *live.lock().await).await?;
+    {
+        let mut guards = lock_all(&lives).await;
+        catch_up(shared, &mut entries(&mut guards)).await?;
+    }
 
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut rebuilding: Option<tokio::task::JoinHandle<()>> = None;
+    let mut rebuilding: Vec<(Kind, tokio::task::JoinHandle<()>)> = Vec::new();
     let result = loop {
         tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
             chunk = messages.next() => {
                 let Some(chunk) = chunk else { break Err(ProjectionError::nats("the event consumer ended")) };
-                if let Err(error) = apply_chunk(kind, shared, &live, chunk).await {
+                if let Err(error) = apply_chunk(shared, &lives, chunk).await {
                     break Err(error);
                 }
             }
@@ -164,53 +206,88 @@ async fn lead(
                 if let Err(error) = lock.ping().await {
                     break Err(error.into());
                 }
-                if rebuilding.as_ref().is_some_and(tokio::task::JoinHandle::is_finished) {
-                    rebuilding = None;
+                rebuilding.retain(|(_, task)| !task.is_finished());
+                let mut failed = None;
+                for (kind, live) in &lives {
+                    if rebuilding.iter().any(|(k, _)| k == kind) {
+                        continue;
+                    }
+                    match rebuild::requested(&shared.pool, *kind).await {
+                        Ok(true) => rebuilding.push((
+                            *kind,
+                            tokio::spawn(rebuild::run(*kind, shared.clone(), live.clone())),
+                        )),
+                        Ok(false) => {}
+                        Err(error) => failed = Some(error),
+                    }
                 }
-                if rebuilding.is_none() && rebuild::requested(&shared.pool, kind).await? {
-                    rebuilding = Some(tokio::spawn(rebuild::run(kind, shared.clone(), live.clone())));
+                if let Some(error) = failed {
+                    break Err(error);
                 }
             }
         }
     };
-    if let Some(task) = rebuilding {
+    for (_, task) in rebuilding {
         task.abort();
     }
     result
 }
 
-/// Applies the event store from the checkpoint up to the transaction horizon.
-pub async fn catch_up(kind: Kind, shared: &Shared, live: &mut Live) -> Result<u64, ProjectionError> {
+type Guards = Vec<(Kind, OwnedMutexGuard<Live>)>;
+
+/// Every projection's lock, waiting for each.
+async fn lock_all(lives: &Lives) -> Guards {
+    let mut guards = Vec::with_capacity(lives.len());
+    for (kind, live) in lives {
+        guards.push((*kind, live.clone().lock_owned().await));
+    }
+    guards
+}
+
+fn entries(guards: &mut Guards) -> Vec<(Kind, &mut Live)> {
+    guards.iter_mut().map(|(kind, guard)| (*kind, &mut **guard)).collect()
+}
+
+/// Applies the event store from the projections' checkpoints (the earliest of them on)
+/// up to the transaction horizon, every projection in the same transactions; returns how
+/// many events were read.
+pub async fn catch_up(shared: &Shared, projections: &mut [(Kind, &mut Live)]) -> Result<u64, ProjectionError> {
     let mut total = 0;
     loop {
-        let batch =
-            flexcore_eventstore::read_all_with(shared.log(), live.checkpoint, shared.settings.replay_batch_size)
-                .await?;
+        let Some(after) = projections.iter().map(|(_, live)| live.checkpoint).min() else {
+            return Ok(total);
+        };
+        let batch = flexcore_eventstore::read_all_with(shared.log(), after, shared.settings.replay_batch_size).await?;
         if batch.is_empty() {
             return Ok(total);
         }
         let n = batch.len() as u64;
-        match store::commit_batch(&shared.pool, None, kind, live, &batch, true).await? {
+        match store::commit_all(&shared.pool, None, projections, &batch, true).await? {
             Committed::Applied(_) | Committed::Skipped => {
                 total += n;
-                shared.positions.advance(kind, live.checkpoint);
-                announce(&shared.nats, &shared.identity, kind, live.checkpoint).await;
+                announce_all(shared, projections).await;
             }
             Committed::Resync | Committed::Gap => {}
         }
     }
 }
 
+async fn announce_all(shared: &Shared, projections: &[(Kind, &mut Live)]) {
+    for (kind, live) in projections {
+        shared.positions.advance(*kind, live.checkpoint);
+        announce(&shared.nats, &shared.identity, *kind, live.checkpoint).await;
+    }
+}
+
 async fn apply_chunk(
-    kind: Kind,
     shared: &Shared,
-    live: &Mutex<Live>,
+    lives: &Lives,
     chunk: Vec<Result<jetstream::Message, consumer::pull::MessagesError>>,
 ) -> Result<(), ProjectionError> {
     let mut events = Vec::with_capacity(chunk.len());
     let mut last = None;
-    // While spans are exported: one per traced event this projection applies, open until
-    // the batch is committed.
+    // While spans are exported: one per traced event and projection it concerns, open
+    // until the batch is committed.
     let mut spans = Vec::new();
     for item in chunk {
         let message = item.map_err(ProjectionError::nats)?;
@@ -221,34 +298,43 @@ async fn apply_chunk(
             .trust
             .verify_message_cached(&message.message, &[Role::Command], &shared.verified)
         {
-            tracing::warn!(projection = kind.name(), subject = %message.subject, %why, "event message not signed by the command service; ignored");
+            tracing::warn!(subject = %message.subject, %why, "event message not signed by the command service; ignored");
             last = Some(message);
             continue;
         }
         match decode(&message) {
             Ok(event) => {
-                if propagation::carried(message.headers.as_ref()) && kind.concerns(&[&event]) {
-                    spans.push(apply_span(kind, &event, &message));
+                if propagation::carried(message.headers.as_ref()) {
+                    for kind in Kind::ALL {
+                        if kind.concerns(&[&event]) {
+                            spans.push(apply_span(kind, &event, &message));
+                        }
+                    }
                 }
                 events.push(event);
             }
             // The contiguity check notices the hole and the event store fills it.
             Err(why) => {
-                tracing::warn!(projection = kind.name(), subject = %message.subject, why, "undecodable event message")
+                tracing::warn!(subject = %message.subject, why, "undecodable event message")
             }
         }
         last = Some(message);
     }
     {
-        let mut live = live.lock().await;
+        // Every projection not held by a rebuild's last stretch; one held is skipped (its
+        // checkpoint stays behind) and caught up from the event store with a later chunk.
+        let mut guards: Guards = lives
+            .iter()
+            .filter_map(|(kind, live)| Some((*kind, live.clone().try_lock_owned().ok()?)))
+            .collect();
+        let mut projections = entries(&mut guards);
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match store::commit_batch(
+            match store::commit_all(
                 &shared.pool,
                 shared.separate_log.as_ref(),
-                kind,
-                &mut live,
+                &mut projections,
                 &events,
                 false,
             )
@@ -256,7 +342,7 @@ async fn apply_chunk(
             {
                 Committed::Applied(_) | Committed::Skipped => break,
                 Committed::Gap | Committed::Resync if attempts < 4 => {
-                    catch_up(kind, shared, &mut live).await?;
+                    catch_up(shared, &mut projections).await?;
                 }
                 other => {
                     return Err(ProjectionError::Invariant(format!(
@@ -265,8 +351,7 @@ async fn apply_chunk(
                 }
             }
         }
-        shared.positions.advance(kind, live.checkpoint);
-        announce(&shared.nats, &shared.identity, kind, live.checkpoint).await;
+        announce_all(shared, &projections).await;
     }
     drop(spans);
     // Acknowledges the whole chunk (AckPolicy::All).
