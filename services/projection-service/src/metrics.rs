@@ -63,6 +63,15 @@ pub async fn sample(databases: Databases, stop: CancellationToken) {
 
 /// Counts one answered query: the `subject` it came on and its `reply`.
 pub fn record_query(subject: &str, reply: &QueryReply) {
+    let status = match reply {
+        QueryReply::Ok(_) => "ok",
+        QueryReply::Err(err) => err.error.code.as_str(),
+    };
+    record_query_status(subject, status);
+}
+
+/// Counts one answered query whose reply has `status` (`ok` or the refusal's error code).
+pub fn record_query_status(subject: &str, status: &'static str) {
     let query_type = subjects::parse_query(subject)
         .and_then(|(view, operation)| {
             KNOWN.iter().copied().find(|known| {
@@ -73,10 +82,6 @@ pub fn record_query(subject: &str, reply: &QueryReply) {
             })
         })
         .unwrap_or("unknown");
-    let status = match reply {
-        QueryReply::Ok(_) => "ok",
-        QueryReply::Err(err) => err.error.code.as_str(),
-    };
     shared::projections().query(query_type, status);
 }
 

@@ -3,8 +3,8 @@
 //! schema before a list is built.
 
 use flexcore_contracts::queries::{ListQuery, SortKey, SortOrder, MAX_LIMIT};
-use flexcore_contracts::{ErrorBody, ErrorReason, OpaqueJson};
-use sqlx::types::Json;
+use flexcore_contracts::{ErrorBody, ErrorReason};
+use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
 /// Default page size.
@@ -27,55 +27,58 @@ pub struct ListSpec {
     pub name_column: Option<&'static str>,
     /// Column filtered by `since`/`until`.
     pub window: &'static str,
-    /// Extra JSON columns computed per row (`(sql expression over alias v, name)`), for
+    /// Extra columns computed per row (`, <expr> AS x_…`, over alias `v` and `joins`), for
     /// the handler to fold into the row's document.
-    pub extra: &'static [(&'static str, &'static str)],
+    pub extra: &'static str,
+    /// Joins after `FROM <view> AS v` the extra columns read (`LEFT JOIN LATERAL …`);
+    /// their columns are named `x_…` so that the filters' bare column names stay the view's.
+    pub joins: &'static str,
 }
 
 /// One listed item: its document (exact text) and the cursor that continues after it.
 #[derive(Debug, Clone)]
-pub struct Item {
-    /// The document.
-    pub doc: OpaqueJson,
-    /// The extra columns' values, by name.
-    pub extra: serde_json::Map<String, serde_json::Value>,
+pub struct Item<E = ()> {
+    /// The document's text exactly as stored: a `json` column, so valid JSON (Postgres
+    /// checks the text on input) and written into the reply as it is, not parsed again.
+    pub doc: String,
+    /// The extra columns, as the handler decoded them.
+    pub extra: E,
     /// The cursor of the rows after this one.
     pub cursor: String,
 }
 
 /// A page of items, and whether rows follow it.
-#[derive(Debug, Clone, Default)]
-pub struct Page {
+#[derive(Debug, Clone)]
+pub struct Page<E = ()> {
     /// The items, in order.
-    pub items: Vec<Item>,
+    pub items: Vec<Item<E>>,
     /// More rows follow the last item.
     pub more: bool,
 }
 
-impl ListSpec {
-    /// `, <expr> AS <name>` for every extra column.
-    pub fn extra_sql(&self) -> String {
-        self.extra
-            .iter()
-            .map(|(expr, name)| format!(", {expr} AS {name}"))
-            .collect()
-    }
-
-    /// The row's `doc` (exactly as stored) and its extra columns.
-    pub fn doc(
-        &self,
-        row: &sqlx::postgres::PgRow,
-    ) -> Result<(OpaqueJson, serde_json::Map<String, serde_json::Value>), ErrorBody> {
-        let Json(doc): Json<OpaqueJson> = row.try_get("doc").map_err(super::db_error)?;
-        let mut extra = serde_json::Map::new();
-        for (_, name) in self.extra {
-            let value: Option<Json<serde_json::Value>> = row.try_get(*name).map_err(super::db_error)?;
-            if let Some(Json(value)) = value {
-                extra.insert((*name).to_owned(), value);
-            }
+impl<E> Default for Page<E> {
+    fn default() -> Self {
+        Self {
+            items: Vec::new(),
+            more: false,
         }
-        Ok((doc, extra))
     }
+}
+
+impl ListSpec {
+    /// `SELECT doc::text AS doc<extra> FROM <view> AS v<joins>`: the document's text as
+    /// stored (`json` keeps it exactly), without a round trip through a JSON parser.
+    pub fn select(&self, columns: &str) -> String {
+        format!(
+            "SELECT v.doc::text AS doc{columns}{} FROM {} AS v{}",
+            self.extra, self.view, self.joins
+        )
+    }
+}
+
+/// A row's document text.
+pub fn doc(row: &sqlx::postgres::PgRow) -> Result<String, ErrorBody> {
+    row.try_get("doc").map_err(super::db_error)
 }
 
 fn not_applicable(path: &str, message: String) -> ErrorBody {
@@ -151,8 +154,14 @@ pub fn id_range(prefix: &str) -> Result<(uuid::Uuid, uuid::Uuid), ErrorBody> {
     Ok((pad('0')?, pad('f')?))
 }
 
-/// One page: up to `limit` rows' documents, each with the cursor after it.
-pub async fn page(pool: &PgPool, spec: &ListSpec, q: &ListQuery) -> Result<Page, ErrorBody> {
+/// One page: up to `limit` rows' documents, each with the cursor after it and its extra
+/// columns as `extra` decodes them.
+pub async fn page<E>(
+    pool: &PgPool,
+    spec: &ListSpec,
+    q: &ListQuery,
+    extra: impl Fn(&PgRow) -> Result<E, ErrorBody>,
+) -> Result<Page<E>, ErrorBody> {
     // The schema bounds it to 1..=1000.
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let (sort_col, sort_type) = match q.sort_by {
@@ -179,11 +188,10 @@ pub async fn page(pool: &PgPool, spec: &ListSpec, q: &ListQuery) -> Result<Page,
         SortOrder::Asc => (">", "ASC"),
         SortOrder::Desc => ("<", "DESC"),
     };
-    let mut b: QueryBuilder<Postgres> = QueryBuilder::new(format!(
-        "SELECT doc, {sort_col}::text AS sort_value, {key_col}::text AS key_value{} FROM {} AS v WHERE true",
-        spec.extra_sql(),
-        spec.view
-    ));
+    let mut b: QueryBuilder<Postgres> = QueryBuilder::new(spec.select(&format!(
+        ", v.{sort_col}::text AS sort_value, v.{key_col}::text AS key_value"
+    )));
+    b.push(" WHERE true");
     if let Some(state) = &q.state {
         b.push(" AND state = ").push_bind(state.clone());
     }
@@ -244,13 +252,12 @@ pub async fn page(pool: &PgPool, spec: &ListSpec, q: &ListQuery) -> Result<Page,
     let more = rows.len() > limit as usize;
     let mut items = Vec::with_capacity(rows.len().min(limit as usize));
     for row in rows.iter().take(limit as usize) {
-        let (doc, extra) = spec.doc(row)?;
-        let value: String = row.try_get("sort_value").map_err(super::db_error)?;
-        let key: String = row.try_get("key_value").map_err(super::db_error)?;
+        let value: &str = row.try_get("sort_value").map_err(super::db_error)?;
+        let key: &str = row.try_get("key_value").map_err(super::db_error)?;
         items.push(Item {
-            doc,
-            extra,
-            cursor: encode_cursor(sort, &value, &key),
+            doc: doc(row)?,
+            extra: extra(row)?,
+            cursor: encode_cursor(sort, value, key),
         });
     }
     Ok(Page { items, more })

@@ -8,6 +8,7 @@
 //! - `stats.get` ([`StatsQuery`]);
 //! - `projection.list` (positions, lag, rebuild progress) and `projection.rebuild`.
 
+mod batch;
 mod list;
 mod upcoming;
 mod views;
@@ -16,9 +17,9 @@ use std::sync::Arc;
 
 use async_nats::{Client, Message};
 use flexcore_contracts::queries::{
-    self, GetById, ListQuery, ProjectionsQuery, QueryErr, QueryOk, QueryReply, RebuildRequest, StatsQuery,
+    self, GetById, ListQuery, ProjectionsQuery, QueryErr, QueryReply, RebuildRequest, StatsQuery,
 };
-use flexcore_contracts::{subjects, ErrorBody, ErrorReason, OpaqueJson};
+use flexcore_contracts::{subjects, ErrorBody, ErrorReason};
 use flexcore_telemetry::propagation;
 use sqlx::PgPool;
 use tokio::time::Instant;
@@ -66,6 +67,7 @@ pub async fn serve(client: Client, ctx: Arc<QueryContext>, shutdown: Cancellatio
         shutdown_grace: ctx.settings.shutdown_grace,
     };
     let replies = client.clone();
+    let gets = Arc::new(batch::Gets::start(&ctx.pool));
     flexcore_service::serve(
         client,
         subjects::QUERIES_WILDCARD,
@@ -74,14 +76,14 @@ pub async fn serve(client: Client, ctx: Arc<QueryContext>, shutdown: Cancellatio
         limits,
         shutdown,
         move |message| {
-            let (client, ctx) = (replies.clone(), ctx.clone());
-            async move { handle(&client, &ctx, message).await }
+            let (client, ctx, gets) = (replies.clone(), ctx.clone(), gets.clone());
+            async move { handle(&client, &ctx, &gets, message).await }
         },
     )
     .await
 }
 
-async fn handle(client: &Client, ctx: &QueryContext, message: Message) {
+async fn handle(client: &Client, ctx: &QueryContext, gets: &batch::Gets, message: Message) {
     let Some(reply_to) = message.reply.clone() else {
         tracing::debug!(subject = %message.subject, "query without a reply subject dropped: send it as a request");
         return;
@@ -96,24 +98,68 @@ async fn handle(client: &Client, ctx: &QueryContext, message: Message) {
         tracing::Span::none()
     };
     let limit = client.max_payload();
-    let reply = match answer(ctx, &message, limit).instrument(span).await {
-        Ok(ok) => QueryReply::Ok(ok),
-        Err(error) => QueryReply::Err(QueryErr { ok: false, error }),
+    let body = match answer(ctx, gets, &message, limit).instrument(span).await {
+        Ok(answer) => {
+            crate::metrics::record_query_status(message.subject.as_str(), "ok");
+            answer.encode()
+        }
+        Err(error) => {
+            let reply = QueryReply::Err(QueryErr { ok: false, error });
+            crate::metrics::record_query(message.subject.as_str(), &reply);
+            serde_json::to_vec(&reply).unwrap_or_else(|e| {
+                flexcore_service::reply::error_body(&ErrorBody::new(
+                    ErrorReason::Internal,
+                    format!("reply encoding failed: {e}"),
+                ))
+            })
+        }
     };
-    crate::metrics::record_query(message.subject.as_str(), &reply);
-    let body = serde_json::to_vec(&reply).unwrap_or_else(|e| {
-        flexcore_service::reply::error_body(&ErrorBody::new(
-            ErrorReason::Internal,
-            format!("reply encoding failed: {e}"),
-        ))
-    });
     flexcore_service::reply::send(client, reply_to, body, crate::SERVICE).await;
+}
+
+/// A successful query's reply (the contract's `QueryOk`), written without a JSON
+/// serialiser: `data` is JSON text taken as it is, documents from the read models' `json`
+/// columns (Postgres accepts only valid JSON into them) with fields serialised here
+/// appended, so that the reply never parses and re-encodes what Postgres already holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The item (`get`) or items (`list`): one JSON value's text.
+    pub data: String,
+    /// Cursor of the next page, when there is one.
+    pub next_cursor: Option<String>,
+    /// The global position the view had processed when it answered.
+    pub position: u64,
+}
+
+impl Answer {
+    /// `{"ok":true,"data":…,"next_cursor":…,"position":…}`, byte for byte what
+    /// `serde_json::to_vec(&QueryReply::Ok(QueryOk { … }))` writes.
+    pub fn encode(&self) -> Vec<u8> {
+        let cursor = self.next_cursor.as_ref().map_or(0, |c| c.len() + 20);
+        let mut out = Vec::with_capacity(self.data.len() + cursor + 48);
+        out.extend_from_slice(b"{\"ok\":true,\"data\":");
+        out.extend_from_slice(self.data.as_bytes());
+        if let Some(cursor) = &self.next_cursor {
+            out.extend_from_slice(b",\"next_cursor\":");
+            // A string always serialises.
+            let _ = serde_json::to_writer(&mut out, cursor);
+        }
+        out.extend_from_slice(b",\"position\":");
+        out.extend_from_slice(self.position.to_string().as_bytes());
+        out.push(b'}');
+        out
+    }
 }
 
 /// The answer to one query message; `reply_limit` is the largest reply the NATS server
 /// accepts: lists are cut to fit (with a `next_cursor`), a single item too large for it
 /// is a `payload_too_large` refusal.
-pub async fn answer(ctx: &QueryContext, message: &Message, reply_limit: usize) -> Result<QueryOk, ErrorBody> {
+async fn answer(
+    ctx: &QueryContext,
+    gets: &batch::Gets,
+    message: &Message,
+    reply_limit: usize,
+) -> Result<Answer, ErrorBody> {
     let max = ctx.settings.max_payload_bytes.min(reply_limit);
     if message.payload.len() > max {
         return Err(ErrorBody::new(
@@ -166,19 +212,21 @@ pub async fn answer(ctx: &QueryContext, message: &Message, reply_limit: usize) -
         ("event", _) => {
             let q: ListQuery = queries::decode(&name, body)?;
             reach(ctx, &[Kind::Audit], q.min_position).await?;
-            let page = list::page(&ctx.pool, &views::EVENTS, &q).await?;
+            let page = list::page(&ctx.pool, &views::EVENTS, &q, |_| Ok(())).await?;
             fitted(ctx, Kind::Audit, page, budget)
         }
         (view, "get") => {
             let target = views::Target::parse(view).ok_or_else(unknown)?;
             let q: GetById = queries::decode(&name, body)?;
             reach(ctx, target.reads(), q.min_position).await?;
-            let doc = views::get(&ctx.pool, target, q.id).await?;
-            if doc.as_str().len() > budget {
-                return Err(item_too_large(doc.as_str().len(), budget));
+            let doc = gets
+                .get(target, q.id)
+                .await?
+                .ok_or_else(|| views::not_found(target, q.id))?;
+            if doc.len() > budget {
+                return Err(item_too_large(doc.len(), budget));
             }
-            Ok(QueryOk {
-                ok: true,
+            Ok(Answer {
                 data: doc,
                 next_cursor: None,
                 position: ctx.positions.get(target.kind()).global_position,
@@ -199,11 +247,9 @@ fn ok<T: serde::Serialize>(
     kind: Kind,
     data: &T,
     next_cursor: Option<String>,
-) -> Result<QueryOk, ErrorBody> {
-    let text = serde_json::to_string(data).map_err(|e| ErrorBody::new(ErrorReason::Internal, e.to_string()))?;
-    let data = OpaqueJson::parse(&text).map_err(|e| ErrorBody::new(ErrorReason::Internal, e.to_string()))?;
-    Ok(QueryOk {
-        ok: true,
+) -> Result<Answer, ErrorBody> {
+    let data = serde_json::to_string(data).map_err(|e| ErrorBody::new(ErrorReason::Internal, e.to_string()))?;
+    Ok(Answer {
         data,
         next_cursor,
         position: ctx.positions.get(kind).global_position,
@@ -226,8 +272,8 @@ fn item_too_large(size: usize, budget: usize) -> ErrorBody {
 /// and carrying `details.next_cursor`, the cursor that continues after it, so a client can
 /// skip it and page on.
 fn first_item_too_large(kind: Kind, item: &Item, budget: usize) -> ErrorBody {
-    let id = item_id(kind, item.doc.as_str());
-    let size = item.doc.as_str().len();
+    let id = item_id(kind, &item.doc);
+    let size = item.doc.len();
     let named = id.as_deref().map_or_else(String::new, |id| format!(" {id}"));
     let mut error = ErrorBody::new(
         ErrorReason::TooLarge,
@@ -261,11 +307,13 @@ fn item_id(kind: Kind, doc: &str) -> Option<String> {
 /// after the last one taken when any were left out (or the page has more). A first item
 /// that alone does not fit is a `payload_too_large` refusal whose `details.next_cursor`
 /// continues after it.
-fn fitted(ctx: &QueryContext, kind: Kind, page: Page, budget: usize) -> Result<QueryOk, ErrorBody> {
-    let mut data = String::from("[");
+fn fitted(ctx: &QueryContext, kind: Kind, page: Page, budget: usize) -> Result<Answer, ErrorBody> {
+    let size = page.items.iter().map(|item| item.doc.len() + 1).sum::<usize>() + 2;
+    let mut data = String::with_capacity(size.min(budget));
+    data.push('[');
     let mut taken = 0;
     for item in &page.items {
-        if data.len() + item.doc.as_str().len() + 2 > budget {
+        if data.len() + item.doc.len() + 2 > budget {
             if taken == 0 {
                 return Err(first_item_too_large(kind, item, budget));
             }
@@ -274,7 +322,7 @@ fn fitted(ctx: &QueryContext, kind: Kind, page: Page, budget: usize) -> Result<Q
         if taken > 0 {
             data.push(',');
         }
-        data.push_str(item.doc.as_str());
+        data.push_str(&item.doc);
         taken += 1;
     }
     data.push(']');
@@ -283,9 +331,8 @@ fn fitted(ctx: &QueryContext, kind: Kind, page: Page, budget: usize) -> Result<Q
     } else {
         None
     };
-    Ok(QueryOk {
-        ok: true,
-        data: OpaqueJson::parse(&data).map_err(|e| ErrorBody::new(ErrorReason::Internal, e.to_string()))?,
+    Ok(Answer {
+        data,
         next_cursor,
         position: ctx.positions.get(kind).global_position,
     })
@@ -354,13 +401,38 @@ async fn reach(ctx: &QueryContext, kinds: &[Kind], min_position: Option<u64>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flexcore_contracts::queries::QueryOk;
+    use flexcore_contracts::OpaqueJson;
+
+    #[test]
+    fn an_answer_encodes_as_the_contract_s_query_ok_does() {
+        let data = r#"[{"name":"a \"b\"","n":1.50,"nested":{"x":[1,2]}},{"z":null}]"#;
+        for next_cursor in [None, Some("7464\u{1f}\"x\"".to_owned())] {
+            let answer = Answer {
+                data: data.to_owned(),
+                next_cursor: next_cursor.clone(),
+                position: 9_007_199_254_740_991,
+            };
+            let expected = serde_json::to_vec(&QueryReply::Ok(QueryOk {
+                ok: true,
+                data: OpaqueJson::parse(data).unwrap(),
+                next_cursor,
+                position: 9_007_199_254_740_991,
+            }))
+            .unwrap();
+            assert_eq!(
+                String::from_utf8(answer.encode()).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+        }
+    }
 
     #[test]
     fn a_first_item_too_large_is_refused_with_its_id_and_the_cursor_after_it() {
         let doc = format!(r#"{{"name":"big","pipeline_id":"p-1","blob":"{}"}}"#, "x".repeat(200));
         let item = Item {
-            doc: OpaqueJson::parse(&doc).unwrap(),
-            extra: serde_json::Map::new(),
+            doc: doc.clone(),
+            extra: (),
             cursor: "c0ffee".into(),
         };
         let error = first_item_too_large(Kind::Pipelines, &item, 100);
@@ -374,7 +446,7 @@ mod tests {
         assert!(error.message.contains("p-1"), "{}", error.message);
         // Without its id field the item is still skippable, just not named.
         let item = Item {
-            doc: OpaqueJson::parse(r#"{"x":1}"#).unwrap(),
+            doc: r#"{"x":1}"#.to_owned(),
             ..item
         };
         let error = first_item_too_large(Kind::Audit, &item, 1);

@@ -1,21 +1,23 @@
 //! Handlers of the entity views, statistics and projection administration.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
 
 use chrono::{DateTime, Utc};
-use flexcore_contracts::lifecycle::{PipelineStatus, RunStatus, ScheduleStatus};
+use flexcore_contracts::lifecycle::{PipelineStatus, RunStatus};
 use flexcore_contracts::model::ScheduleSpec;
 use flexcore_contracts::queries::ListQuery;
 use flexcore_contracts::views::{
-    PluginStatsView, ProjectionStatus, RebuildStatus, RunStateStats, RunSummary, ScheduleView, StatsView,
+    PluginStatsView, ProjectionStatus, RebuildStatus, RunStateStats, RunSummary, StatsView,
 };
-use flexcore_contracts::{ErrorBody, ErrorReason, OpaqueJson};
+use flexcore_contracts::{ErrorBody, ErrorReason};
+use sqlx::postgres::PgRow;
 use sqlx::types::Json;
-use sqlx::PgPool;
+use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::db_error;
-use super::list::{self, ListSpec, Page};
+use super::list::{self, Item, ListSpec, Page};
 use crate::positions::checkpoint;
 use crate::projection::Kind;
 use crate::store;
@@ -24,13 +26,13 @@ use crate::store;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     /// `plugin.*`
-    Plugin,
+    Plugin = 0,
     /// `pipeline.*`
-    Pipeline,
+    Pipeline = 1,
     /// `run.*`
-    Run,
+    Run = 2,
     /// `schedule.*`
-    Schedule,
+    Schedule = 3,
 }
 
 impl Target {
@@ -83,9 +85,12 @@ const PLUGINS: ListSpec = ListSpec {
     updated: Some("updated_at"),
     name_column: Some("name"),
     window: "created_at",
-    extra: &[],
+    extra: "",
+    joins: "",
 };
 
+/// A pipeline's state and latest run (one probe of the runs' `(pipeline_id, requested_at,
+/// run_id)` index) as typed columns, and its active schedules' specs (null without any).
 const PIPELINES: ListSpec = ListSpec {
     name: "pipelines",
     view: "read.pipelines",
@@ -94,19 +99,12 @@ const PIPELINES: ListSpec = ListSpec {
     updated: Some("updated_at"),
     name_column: Some("name"),
     window: "created_at",
-    extra: &[
-        (
-            "(SELECT jsonb_build_object('run_id', r.run_id, 'state', r.state, 'requested_at', r.requested_at, \
-               'finished_at', r.finished_at) FROM read.runs r WHERE r.pipeline_id = v.pipeline_id \
-               ORDER BY r.requested_at DESC, r.run_id DESC LIMIT 1)",
-            "x_last_run",
-        ),
-        (
-            "(SELECT json_agg(s.doc->'spec') FROM read.schedules s \
-               WHERE s.pipeline_id = v.pipeline_id AND s.state = 'active')",
-            "x_schedules",
-        ),
-    ],
+    extra: ", v.state AS x_state, lr.x_run_id, lr.x_run_state, lr.x_requested_at, lr.x_finished_at, \
+            (SELECT json_agg(s.doc->'spec') FROM read.schedules s \
+               WHERE s.pipeline_id = v.pipeline_id AND s.state = 'active')::text AS x_schedules",
+    joins: " LEFT JOIN LATERAL (SELECT r.run_id AS x_run_id, r.state AS x_run_state, \
+               r.requested_at AS x_requested_at, r.finished_at AS x_finished_at FROM read.runs r \
+               WHERE r.pipeline_id = v.pipeline_id ORDER BY r.requested_at DESC, r.run_id DESC LIMIT 1) lr ON true",
 };
 
 const RUNS: ListSpec = ListSpec {
@@ -117,9 +115,11 @@ const RUNS: ListSpec = ListSpec {
     updated: Some("updated_at"),
     name_column: None,
     window: "requested_at",
-    extra: &[],
+    extra: "",
+    joins: "",
 };
 
+/// A schedule's spec when it is active (for its next fire) and its pipeline's name.
 const SCHEDULES: ListSpec = ListSpec {
     name: "schedules",
     view: "read.schedules",
@@ -128,10 +128,9 @@ const SCHEDULES: ListSpec = ListSpec {
     updated: Some("updated_at"),
     name_column: None,
     window: "created_at",
-    extra: &[(
-        "(SELECT to_jsonb(p.name) FROM read.pipelines p WHERE p.pipeline_id = v.pipeline_id)",
-        "x_pipeline_name",
-    )],
+    extra: ", CASE WHEN v.state = 'active' THEN (v.doc->'spec')::text END AS x_spec, \
+            (SELECT p.name FROM read.pipelines p WHERE p.pipeline_id = v.pipeline_id) AS x_pipeline_name",
+    joins: "",
 };
 
 /// The audit log.
@@ -143,123 +142,160 @@ pub const EVENTS: ListSpec = ListSpec {
     updated: None,
     name_column: None,
     window: "recorded_at",
-    extra: &[],
+    extra: "",
+    joins: "",
 };
 
-/// `<view>.get`: one statement (a pipeline's last run and schedules come with it).
-pub async fn get(pool: &PgPool, target: Target, id: Uuid) -> Result<OpaqueJson, ErrorBody> {
-    let spec = target.spec();
-    let row = sqlx::query(&format!(
-        "SELECT doc{} FROM {} AS v WHERE {} = $1",
-        spec.extra_sql(),
-        spec.view,
-        spec.key.0
-    ))
-    .bind(id)
-    .fetch_optional(pool)
-    .await
-    .map_err(db_error)?;
-    let Some(row) = row else {
-        let what = spec.name.trim_end_matches('s');
-        return Err(ErrorBody::at(
-            ErrorReason::NotFound,
-            "/id",
+/// What a row adds to its document at query time, from its extra columns.
+#[derive(Debug, Default)]
+pub struct Extra {
+    /// A pipeline's latest run.
+    last_run: Option<RunSummary>,
+    /// The schedule specs whose next fire a pipeline (its active schedules, when it is
+    /// active) or a schedule (when active) shows.
+    specs: Vec<ScheduleSpec>,
+    /// A schedule's pipeline's name.
+    pipeline_name: Option<String>,
+}
+
+impl Target {
+    /// Decodes a row's extra columns (those of the target's [`ListSpec::extra`]).
+    fn extra(self, row: &PgRow) -> Result<Extra, ErrorBody> {
+        let get = |name: &str| row.try_get::<Option<&str>, _>(name).map_err(db_error);
+        match self {
+            Self::Plugin | Self::Run => Ok(Extra::default()),
+            Self::Pipeline => {
+                let run_id: Option<Uuid> = row.try_get("x_run_id").map_err(db_error)?;
+                let last_run = match run_id {
+                    Some(run_id) => Some(RunSummary {
+                        run_id,
+                        state: row.try_get("x_run_state").map_err(db_error)?,
+                        requested_at: row.try_get("x_requested_at").map_err(db_error)?,
+                        finished_at: row.try_get("x_finished_at").map_err(db_error)?,
+                    }),
+                    None => None,
+                };
+                // A paused or archived pipeline has no next fire: its specs are not read.
+                let active = get("x_state")? == Some(PipelineStatus::Active.as_str());
+                let specs = match get("x_schedules")? {
+                    Some(specs) if active => serde_json::from_str(specs).unwrap_or_default(),
+                    _ => Vec::new(),
+                };
+                Ok(Extra {
+                    last_run,
+                    specs,
+                    pipeline_name: None,
+                })
+            }
+            Self::Schedule => Ok(Extra {
+                last_run: None,
+                specs: get("x_spec")?
+                    .and_then(|spec| serde_json::from_str(spec).ok())
+                    .into_iter()
+                    .collect(),
+                pipeline_name: get("x_pipeline_name")?.map(str::to_owned),
+            }),
+        }
+    }
+}
+
+/// `<view>.get` of every id in `ids` (one statement: a pipeline's last run and schedules
+/// come with it; prepared once per connection, its text being the same for any ids): the
+/// documents found, by id.
+pub async fn get_many(pool: &PgPool, target: Target, ids: &[Uuid]) -> Result<HashMap<Uuid, String>, ErrorBody> {
+    static SQL: OnceLock<[String; 4]> = OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        [Target::Plugin, Target::Pipeline, Target::Run, Target::Schedule].map(|target| {
+            let spec = target.spec();
+            let key = spec.key.0;
             format!(
-                "no {what} with id {id}; list them: `flexctl {what} list` or GET /api/v1/flexcore/{}",
-                spec.name
-            ),
-        ));
-    };
-    let (doc, extra) = spec.doc(&row)?;
-    Ok(enrich(target, doc, &extra, Utc::now()))
+                "{} WHERE v.{key} = ANY($1)",
+                spec.select(&format!(", v.{key} AS x_key"))
+            )
+        })
+    });
+    let rows = sqlx::query(&sql[target as usize])
+        .bind(ids)
+        .fetch_all(pool)
+        .await
+        .map_err(db_error)?;
+    let now = Utc::now();
+    let mut docs = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let id: Uuid = row.try_get("x_key").map_err(db_error)?;
+        docs.insert(id, enrich(list::doc(row)?, &target.extra(row)?, now));
+    }
+    Ok(docs)
+}
+
+/// The refusal of a `<view>.get` whose id is not in the view.
+pub fn not_found(target: Target, id: Uuid) -> ErrorBody {
+    let spec = target.spec();
+    let what = spec.name.trim_end_matches('s');
+    ErrorBody::at(
+        ErrorReason::NotFound,
+        "/id",
+        format!(
+            "no {what} with id {id}; list them: `flexctl {what} list` or GET /api/v1/flexcore/{}",
+            spec.name
+        ),
+    )
 }
 
 /// `<view>.list`.
 pub async fn list(pool: &PgPool, target: Target, q: &ListQuery) -> Result<Page, ErrorBody> {
-    let mut page = list::page(pool, target.spec(), q).await?;
+    let page = list::page(pool, target.spec(), q, |row| target.extra(row)).await?;
     let now = Utc::now();
-    for item in &mut page.items {
-        item.doc = enrich(target, std::mem::take(&mut item.doc), &item.extra, now);
-    }
-    Ok(page)
+    Ok(Page {
+        items: page
+            .items
+            .into_iter()
+            .map(|item| Item {
+                doc: enrich(item.doc, &item.extra, now),
+                extra: (),
+                cursor: item.cursor,
+            })
+            .collect(),
+        more: page.more,
+    })
 }
 
-/// Adds what is computed at query time: a pipeline's last run (from its `x_last_run`
-/// column) and next fire (from its active schedules, `x_schedules`), a schedule's next fire.
-/// The stored document's text is kept as it is; the fields are appended to it.
-fn enrich(
-    target: Target,
-    doc: OpaqueJson,
-    extra: &serde_json::Map<String, serde_json::Value>,
-    now: DateTime<Utc>,
-) -> OpaqueJson {
-    let mut added: Vec<(&str, serde_json::Value)> = Vec::new();
-    match target {
-        Target::Schedule => {
-            let view: Option<ScheduleView> = doc.decode().ok();
-            if let Some(next) = view.and_then(|v| {
-                (v.state == ScheduleStatus::Active.as_str())
-                    .then(|| next_fire(&v.spec, now))
-                    .flatten()
-            }) {
-                added.push(("next_fire", serde_json::json!(next)));
-            }
-            if let Some(name) = extra.get("x_pipeline_name").filter(|n| n.is_string()) {
-                added.push(("pipeline_name", name.clone()));
-            }
-        }
-        Target::Pipeline => {
-            #[derive(serde::Deserialize)]
-            struct State {
-                state: String,
-            }
-            let active = doc
-                .decode::<State>()
-                .is_ok_and(|s| s.state == PipelineStatus::Active.as_str());
-            let last_run = extra
-                .get("x_last_run")
-                .and_then(|r| serde_json::from_value::<RunSummary>(r.clone()).ok());
-            let schedules = extra
-                .get("x_schedules")
-                .and_then(|s| serde_json::from_value::<Vec<ScheduleSpec>>(s.clone()).ok())
-                .unwrap_or_default();
-            let next = schedules
-                .iter()
-                .filter_map(|s| next_fire(s, now))
-                .min()
-                .filter(|_| active);
-            if let Some(run) = last_run.and_then(|r| serde_json::to_value(r).ok()) {
-                added.push(("last_run", run));
-            }
-            if let Some(next) = next {
-                added.push(("next_fire", serde_json::json!(next)));
-            }
-        }
-        Target::Plugin | Target::Run => {}
-    }
-    with_fields(doc, &added)
-}
-
-/// `doc` (an object's text) with `fields` appended.
-fn with_fields(doc: OpaqueJson, fields: &[(&str, serde_json::Value)]) -> OpaqueJson {
-    if fields.is_empty() {
+/// Adds what is computed at query time: a pipeline's last run and next fire (from its
+/// active schedules), a schedule's next fire and pipeline name. The stored document's
+/// text is kept as it is; the fields are appended to it.
+fn enrich(doc: String, extra: &Extra, now: DateTime<Utc>) -> String {
+    let next = extra.specs.iter().filter_map(|s| next_fire(s, now)).min();
+    if extra.last_run.is_none() && next.is_none() && extra.pipeline_name.is_none() {
         return doc;
     }
-    let text = doc.as_str().trim_end();
+    let text = doc.trim_end();
     let Some(body) = text.strip_suffix('}') else { return doc };
-    let mut out = body.to_owned();
+    let mut out = String::with_capacity(doc.len() + 200);
+    out.push_str(body);
     let mut empty = body.trim_end().ends_with('{');
-    for (name, value) in fields {
+    let mut field = |name: &str, value: Result<String, serde_json::Error>| {
+        // Values built here always encode; one that did not would be left out.
+        let Ok(value) = value else { return };
         if !empty {
             out.push(',');
         }
         empty = false;
-        out.push_str(&serde_json::Value::from(*name).to_string());
-        out.push(':');
-        out.push_str(&value.to_string());
+        out.push('"');
+        out.push_str(name);
+        out.push_str("\":");
+        out.push_str(&value);
+    };
+    if let Some(run) = &extra.last_run {
+        field("last_run", serde_json::to_string(run));
+    }
+    if let Some(next) = next {
+        field("next_fire", serde_json::to_string(&next));
+    }
+    if let Some(name) = &extra.pipeline_name {
+        field("pipeline_name", serde_json::to_string(name));
     }
     out.push('}');
-    OpaqueJson::parse(&out).unwrap_or(doc)
+    out
 }
 
 /// The first slot of `spec` after `now` within its bounds (the scheduler's rule: 5 or 6
@@ -440,6 +476,7 @@ pub async fn request_rebuild(pool: &PgPool, kind: Kind) -> Result<RebuildStatus,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flexcore_contracts::lifecycle::ScheduleStatus;
     use flexcore_contracts::model::OverlapPolicy;
 
     fn spec(cron: &str, tz: &str) -> ScheduleSpec {
@@ -453,6 +490,49 @@ mod tests {
             start_at: None,
             end_at: None,
         }
+    }
+
+    #[test]
+    fn the_state_the_sql_names_active_is_the_contract_s() {
+        // PIPELINES and SCHEDULES write it as a literal.
+        assert_eq!(ScheduleStatus::Active.as_str(), "active");
+        assert!(PIPELINES.extra.contains("s.state = 'active'"));
+        assert!(SCHEDULES.extra.contains("v.state = 'active'"));
+    }
+
+    #[test]
+    fn fields_are_appended_to_the_stored_text_as_it_is() {
+        let now: DateTime<Utc> = "2026-11-24T10:15:00Z".parse().unwrap();
+        let run = RunSummary {
+            run_id: Uuid::from_u128(7),
+            state: "succeeded".into(),
+            requested_at: "2026-11-24T10:00:00.5Z".parse().unwrap(),
+            finished_at: None,
+        };
+        let extra = Extra {
+            last_run: Some(run.clone()),
+            specs: vec![spec("0 12 * * *", "UTC")],
+            pipeline_name: Some("n\"1".into()),
+        };
+        let doc = r#"{"b": 1.50, "a":"x" } "#.to_owned();
+        let out = enrich(doc, &extra, now);
+        assert_eq!(
+            out,
+            format!(
+                r#"{{"b": 1.50, "a":"x" ,"last_run":{},"next_fire":"2026-11-24T12:00:00Z","pipeline_name":"n\"1"}}"#,
+                serde_json::to_string(&run).unwrap()
+            )
+        );
+        let parsed: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(parsed["last_run"]["requested_at"], "2026-11-24T10:00:00.500Z");
+        // Nothing to add, or not an object: unchanged.
+        assert_eq!(enrich("{}".into(), &Extra::default(), now), "{}");
+        assert_eq!(enrich("[]".into(), &extra, now), "[]");
+        let only = Extra {
+            pipeline_name: Some("p".into()),
+            ..Extra::default()
+        };
+        assert_eq!(enrich("{ }".into(), &only, now), r#"{ "pipeline_name":"p"}"#);
     }
 
     #[test]
