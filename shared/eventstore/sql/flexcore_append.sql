@@ -8,12 +8,20 @@
 -- (shared/eventstore/tests/it/append_sql.rs checks both). To change it: edit it here,
 -- then add a migration that drops the old signature if it changed and repeats this
 -- definition (CREATE OR REPLACE FUNCTION when the signature stays).
+--
+-- A batch's plain appends (events and a command-log entry, nothing else: no unique keys,
+-- slots or version checks) are written first by one set-based statement in one
+-- sub-block: one subtransaction for all of them instead of one each. Should that
+-- statement hit a unique violation (a version taken, a command id already logged), it is
+-- rolled back and those commands take the per-command path below like the others, each
+-- in its own sub-block, and get their exact outcome there. The commands of a batch are
+-- concurrent, so any order between them is a valid one.
 
 CREATE FUNCTION flexcore_append(batch jsonb, bodies text[]) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     req       jsonb;
     c         jsonb;
-    results   jsonb[] := '{}';
+    results   jsonb[];
     outcome   jsonb;
     positions jsonb;
     stored    jsonb;
@@ -23,17 +31,74 @@ DECLARE
     cname     text;
     stale_id  text;
     any_ok    boolean := false;
+    i         integer := 0;
+    plain     integer[];
+    written   jsonb;
 BEGIN
+    results := array_fill(NULL::jsonb, ARRAY[jsonb_array_length(batch)]);
+    SELECT array_agg(t.n::integer) INTO plain
+      FROM jsonb_array_elements(batch) WITH ORDINALITY AS t(r, n)
+     WHERE jsonb_array_length(coalesce(t.r->'events', '[]')) > 0
+       AND jsonb_array_length(coalesce(t.r->'claims', '[]')) = 0
+       AND jsonb_array_length(coalesce(t.r->'releases', '[]')) = 0
+       AND coalesce(jsonb_typeof(t.r->'slot_acquire'), 'null') <> 'object'
+       AND coalesce(jsonb_typeof(t.r->'slot_release'), 'null') <> 'object'
+       AND NOT t.r ? 'checks';
+    IF plain IS NOT NULL THEN
+        BEGIN
+            WITH reqs AS (
+                SELECT t.n::integer AS n, t.r
+                  FROM jsonb_array_elements(batch) WITH ORDINALITY AS t(r, n)
+                 WHERE t.n = ANY (plain)
+            ), evs AS (
+                SELECT reqs.n, e.m, (e.e->>'event_id')::uuid AS event_id, e.e
+                  FROM reqs, jsonb_array_elements(reqs.r->'events') WITH ORDINALITY AS e(e, m)
+            ), ins AS (
+                INSERT INTO events (event_id, aggregate_type, aggregate_id, version, event_type,
+                                    schema_version, data, metadata)
+                SELECT evs.event_id, evs.e->>'aggregate_type', (evs.e->>'aggregate_id')::uuid,
+                       (evs.e->>'version')::bigint, evs.e->>'event_type',
+                       (evs.e->>'schema_version')::integer, bodies[(evs.e->>'body')::int]::json,
+                       evs.e->'metadata'
+                  FROM evs
+                 ORDER BY evs.n, evs.m
+                RETURNING event_id, global_position
+            ), pos AS (
+                SELECT evs.n, jsonb_agg(ins.global_position ORDER BY ins.global_position) AS positions,
+                       max(ins.global_position) AS last
+                  FROM ins JOIN evs USING (event_id)
+                 GROUP BY evs.n
+            ), logged AS (
+                INSERT INTO command_log (command_id, command_type, payload_hash, reply)
+                SELECT (reqs.r->>'command_id')::uuid, reqs.r->>'command_type', reqs.r->>'payload_hash',
+                       coalesce(reqs.r->'reply', '{}'::jsonb) || jsonb_build_object('global_position', pos.last)
+                  FROM reqs JOIN pos USING (n)
+                 WHERE reqs.r->>'command_id' IS NOT NULL
+            )
+            SELECT jsonb_object_agg(pos.n::text, pos.positions) INTO written FROM pos;
+            FOREACH i IN ARRAY plain LOOP
+                results[i] := jsonb_build_object('status', 'ok', 'positions', written->(i::text));
+            END LOOP;
+            any_ok := true;
+        EXCEPTION
+            WHEN unique_violation THEN
+                -- Rolled back: each of them takes the per-command path below.
+                NULL;
+        END;
+    END IF;
+    i := 0;
     FOR req IN SELECT value FROM jsonb_array_elements(batch) LOOP
+        i := i + 1;
+        CONTINUE WHEN results[i] IS NOT NULL;
         outcome := NULL;
         BEGIN
             IF req->>'command_id' IS NOT NULL THEN
                 SELECT reply, command_type, payload_hash INTO found_log
                   FROM command_log WHERE command_id = (req->>'command_id')::uuid;
                 IF FOUND THEN
-                    results := array_append(results, jsonb_build_object(
+                    results[i] := jsonb_build_object(
                         'status', 'duplicate', 'reply', found_log.reply,
-                        'command_type', found_log.command_type, 'payload_hash', found_log.payload_hash));
+                        'command_type', found_log.command_type, 'payload_hash', found_log.payload_hash);
                     CONTINUE;
                 END IF;
             END IF;
@@ -108,7 +173,7 @@ BEGIN
                 INSERT INTO command_log (command_id, command_type, payload_hash, reply)
                 VALUES ((req->>'command_id')::uuid, req->>'command_type', req->>'payload_hash', stored);
             END IF;
-            results := array_append(results, jsonb_build_object('status', 'ok', 'positions', positions));
+            results[i] := jsonb_build_object('status', 'ok', 'positions', positions);
             any_ok := true;
         EXCEPTION
             WHEN unique_violation THEN
@@ -117,15 +182,15 @@ BEGIN
                     -- The same command id committed concurrently: answer with its reply.
                     SELECT reply, command_type, payload_hash INTO found_log
                       FROM command_log WHERE command_id = (req->>'command_id')::uuid;
-                    results := array_append(results, jsonb_build_object(
+                    results[i] := jsonb_build_object(
                         'status', 'duplicate', 'reply', found_log.reply,
-                        'command_type', found_log.command_type, 'payload_hash', found_log.payload_hash));
+                        'command_type', found_log.command_type, 'payload_hash', found_log.payload_hash);
                 ELSE
-                    results := array_append(results, jsonb_build_object(
-                        'status', 'conflict', 'constraint', cname));
+                    results[i] := jsonb_build_object(
+                        'status', 'conflict', 'constraint', cname);
                 END IF;
             WHEN SQLSTATE 'FC001' THEN
-                results := array_append(results, outcome);
+                results[i] := outcome;
         END;
     END LOOP;
     IF any_ok THEN
