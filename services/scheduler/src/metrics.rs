@@ -5,9 +5,16 @@
 use flexcore_contracts::subjects;
 use flexcore_service::admin::Checks;
 
-/// The readiness checks of a scheduler replica: NATS and the events stream it follows.
+/// What a replica serves once it has replayed the event log and fires (the readiness
+/// check `serving:schedules`).
+pub const SERVING: &str = "schedules";
+
+/// The readiness checks of a scheduler replica: NATS, the events stream it follows, and
+/// that it has replayed the log up to where the stream stood at its start and fires
+/// (`serving:schedules`): before that it knows neither its schedules nor its runs' leases.
 pub fn checks(client: &async_nats::Client) -> Checks {
     Checks::new()
         .nats(client.clone())
         .stream(client.clone(), subjects::EVENTS_STREAM)
+        .serving(SERVING)
 }

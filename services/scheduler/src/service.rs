@@ -3,7 +3,7 @@
 //! the commands [`Core`] decides on with bounded concurrency; replies come back as
 //! [`Outcome`]s.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -93,22 +93,25 @@ async fn replica(
     let members = Members::new(instance.clone(), settings.presence_interval * 3);
     let mut core = Core::new(tuning, members);
     let (outcomes_tx, mut outcomes) = mpsc::channel::<(Action, Outcome)>(4096);
-    let sender = Sender {
-        client: flexcore_client::Client::new(client.clone())
+    let sender = Sender::start(
+        flexcore_client::Client::new(client.clone())
             .with_identity(credentials.identity.clone())
             .with_timeout(request_timeout),
-        permits: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
-        outcomes: outcomes_tx,
-        stop: shutdown.clone(),
-    };
+        settings.max_in_flight,
+        outcomes_tx,
+        shutdown.clone(),
+    );
     let mut last_sequence = 0u64;
     let mut events = follow(&stream, last_sequence).await?;
     // Reconnections so far: after one the ordered consumer (in the server's memory) may be
     // gone, and async-nats notices only after two missed idle heartbeats (tens of
     // seconds), so the consumer is created again at once.
     let mut connects = client.statistics().connects.load(Ordering::Relaxed);
+    // Held while the replica is live: readiness says `serving:schedules` from then on.
+    let mut serving = None;
     if replay_to == 0 {
         core.go_live(clock.now());
+        serving = Some(flexcore_service::admin::Serving::start(crate::metrics::SERVING));
     }
     let Credentials { identity, trust } = credentials;
     announce(&client, &identity, &instance, true).await;
@@ -120,7 +123,12 @@ async fn replica(
         let deadline = core.next_deadline();
         tokio::select! {
             () = shutdown.cancelled() => break,
-            message = events.next() => match message {
+            // While a burst of commands waits to be sent (10,000 slots due in the same
+            // second), the log's events wait: verifying and folding the burst's own
+            // `run.requested` events would take CPU from sending it. Nothing due in the
+            // burst depends on them (the runs are `requesting` already), and the loop
+            // wakes at every command's outcome, so following resumes as the burst drains.
+            message = events.next(), if !sender.is_backlogged() => match message {
                 Some(Ok(message)) => {
                     let (sequence, pending) = message
                         .info()
@@ -168,6 +176,7 @@ async fn replica(
                     }
                     if !core.is_live() && (sequence >= replay_to || pending == 0) {
                         core.go_live(clock.now());
+                        serving = Some(flexcore_service::admin::Serving::start(crate::metrics::SERVING));
                         let (schedules, runs, timers) = core.counts();
                         tracing::info!(schedules, runs, timers, "log replayed; firing");
                     }
@@ -233,6 +242,7 @@ async fn replica(
             }
         }
     }
+    drop(serving);
     announce(&client, &identity, &instance, false).await;
     let _ = tokio::time::timeout(flexcore_service::FLUSH_TIMEOUT, client.flush()).await;
     match failure {
@@ -339,40 +349,81 @@ fn instance_id(settings: &SchedulerSettings) -> String {
 }
 
 /// Sends commands with bounded concurrency and reports how each ended.
+///
+/// Actions wait in a queue (a few dozen bytes each) and a dispatcher starts a task per
+/// action only once it holds one of `max_in_flight` permits: a minute boundary that makes
+/// 10,000 slots due at once then holds 10,000 queued actions, not 10,000 parked tasks
+/// with a request future each (which made most of the replica's memory).
 struct Sender {
-    client: flexcore_client::Client,
-    permits: Arc<Semaphore>,
-    outcomes: mpsc::Sender<(Action, Outcome)>,
-    /// Stops retries at shutdown.
-    stop: CancellationToken,
+    queue: mpsc::UnboundedSender<(Action, flexcore_service::in_flight::Tracked)>,
+    /// Actions queued and not yet handed to a task.
+    backlog: Arc<AtomicUsize>,
 }
 
 impl Sender {
-    fn send(&self, action: Action) {
-        let client = self.client.clone();
-        let permits = self.permits.clone();
-        let outcomes = self.outcomes.clone();
-        let retry = Retry::attempts(SEND_ATTEMPTS).stopping_at(self.stop.clone());
-        // A fired slot starts a trace of its own; a retry or time-out continues the run's.
-        // The command service continues either.
-        let span = if propagation::enabled() {
-            let span = tracing::info_span!(target: flexcore_telemetry::TRACE_ONLY, parent: None, "scheduler.command", command = action.command());
-            propagation::set_parent_traceparent(&span, action.traceparent());
-            span
-        } else {
-            tracing::Span::none()
-        };
+    /// Starts the dispatcher; it ends when the sender is dropped or at `stop`.
+    fn start(
+        client: flexcore_client::Client,
+        max_in_flight: usize,
+        outcomes: mpsc::Sender<(Action, Outcome)>,
+        stop: CancellationToken,
+    ) -> Self {
+        let (queue, mut queued) = mpsc::unbounded_channel::<(Action, flexcore_service::in_flight::Tracked)>();
+        let permits = Arc::new(Semaphore::new(max_in_flight.max(1)));
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let waiting = backlog.clone();
         tokio::spawn(async move {
-            let _tracked = flexcore_service::in_flight::track("scheduler commands");
-            let Ok(_permit) = permits.acquire_owned().await else {
-                return;
-            };
-            let outcome = deliver(&client, &action, retry).instrument(span).await;
-            if let Outcome::Refused(why) = &outcome {
-                tracing::debug!(?action, %why, "command refused");
+            loop {
+                let permit = tokio::select! {
+                    () = stop.cancelled() => return,
+                    permit = permits.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => return,
+                    },
+                };
+                let Some((action, tracked)) = queued.recv().await else {
+                    return;
+                };
+                waiting.fetch_sub(1, Ordering::Relaxed);
+                let client = client.clone();
+                let outcomes = outcomes.clone();
+                let retry = Retry::attempts(SEND_ATTEMPTS).stopping_at(stop.clone());
+                // A fired slot starts a trace of its own; a retry or time-out continues the
+                // run's. The command service continues either.
+                let span = if propagation::enabled() {
+                    let span = tracing::info_span!(target: flexcore_telemetry::TRACE_ONLY, parent: None, "scheduler.command", command = action.command());
+                    propagation::set_parent_traceparent(&span, action.traceparent());
+                    span
+                } else {
+                    tracing::Span::none()
+                };
+                tokio::spawn(async move {
+                    let _tracked = tracked;
+                    let _permit = permit;
+                    let outcome = deliver(&client, &action, retry).instrument(span).await;
+                    if let Outcome::Refused(why) = &outcome {
+                        tracing::debug!(?action, %why, "command refused");
+                    }
+                    let _ = outcomes.send((action, outcome)).await;
+                });
             }
-            let _ = outcomes.send((action, outcome)).await;
         });
+        Self { queue, backlog }
+    }
+
+    /// True while actions wait for one of the `max_in_flight` permits (a burst of due
+    /// slots is being sent).
+    fn is_backlogged(&self) -> bool {
+        self.backlog.load(Ordering::Relaxed) > 0
+    }
+
+    fn send(&self, action: Action) {
+        let tracked = flexcore_service::in_flight::track("scheduler commands");
+        // Fails only once the dispatcher stopped (shutdown): nothing is sent then anyway.
+        self.backlog.fetch_add(1, Ordering::Relaxed);
+        if self.queue.send((action, tracked)).is_err() {
+            self.backlog.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 

@@ -38,7 +38,7 @@ fn whole_second(t: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_fire_lag_histogram_counts_a_fired_slot_and_ready_needs_the_events_stream() {
+async fn the_fire_lag_histogram_counts_a_fired_slot_and_ready_needs_the_stream_and_the_log_replayed() {
     flexcore_testkit::init_tracing();
     let db = TestDb::create().await.unwrap();
     let nats = TestNats::start().await.unwrap();
@@ -60,13 +60,16 @@ async fn the_fire_lag_histogram_counts_a_fired_slot_and_ready_needs_the_events_s
         .await
         .unwrap()
         .unwrap();
-    wait_until(WAIT, "ready (events stream there)", || async {
-        scrape::ready(addr).await.0 == 200
+    // The stream is there, but no replica has replayed the log: not ready yet.
+    wait_until(WAIT, "the events stream there", || async {
+        let (_, body) = scrape::ready(addr).await;
+        scrape::check_ok(&body, "stream:FLEXCORE_EVENTS") == Some(true)
     })
     .await
     .unwrap();
-    let (_, body) = scrape::ready(addr).await;
-    assert_eq!(scrape::check_ok(&body, "stream:FLEXCORE_EVENTS"), Some(true), "{body}");
+    let (status, body) = scrape::ready(addr).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(scrape::check_ok(&body, "serving:schedules"), Some(false), "{body}");
     flexcore_testkit::nats::commands_answered(&client).await.unwrap();
 
     let digest = format!("sha256:{}", "ab".repeat(32));
@@ -120,6 +123,14 @@ async fn the_fire_lag_histogram_counts_a_fired_slot_and_ready_needs_the_events_s
     .await;
     let before = scrape::scrape(addr).await;
     assert!(registered.is_ok(), "registered at start: {}", before.text);
+    // Ready once the replica has replayed the log (a few events here).
+    wait_until(WAIT, "ready (the log replayed)", || async {
+        scrape::ready(addr).await.0 == 200
+    })
+    .await
+    .unwrap();
+    let (_, body) = scrape::ready(addr).await;
+    assert_eq!(scrape::check_ok(&body, "serving:schedules"), Some(true), "{body}");
 
     // The clock jumps 3 s past the next minute's slot: it fires 3 s late (whether the
     // replica was live before the jump or goes live after it: a catch-up of one slot).
