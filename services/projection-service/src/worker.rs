@@ -130,7 +130,10 @@ async fn lead(shared: &Shared, db: &PgConnectOptions, shutdown: &CancellationTok
         }
         lock.ping().await?;
     }
-    tracing::info!("projection leadership acquired");
+    // One line per projection (operators and the fault tests follow each one's leader).
+    for kind in Kind::ALL {
+        tracing::info!(projection = kind.name(), "projection leadership acquired");
+    }
     let mut lives: Lives = Vec::with_capacity(Kind::ALL.len());
     let mut conn = shared.pool.acquire().await?;
     for kind in Kind::ALL {
