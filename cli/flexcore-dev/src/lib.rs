@@ -27,6 +27,7 @@
 //!   - `bench/pipeline.rs`: `bench pipeline` (the plugin runner in process);
 //!   - `bench/csv.rs`: `bench csv` (a CSV → JSONL run end to end through the services);
 //!   - `bench/projection.rs`: `bench lag|queries|rebuild`;
+//!   - `bench/cold_start.rs`: `bench cold-start` (each service's start to ready with a long log);
 //!   - `bench/http.rs`: `bench http` (the gateway against NATS);
 //!   - `bench/console.rs`: `bench console` (the web console's pages);
 //!   - `bench/schedules.rs`: `bench schedules` (scheduler fire lag).

@@ -50,6 +50,35 @@ pub enum BenchCommand {
     /// flexcore-command and one or more flexcore-scheduler running); reports fire lag,
     /// duplicate and missing runs, and the schedulers' RSS.
     Schedules(SchedulesArgs),
+    /// Service cold start with a long log: seeds the log (set-based inserts of valid
+    /// pipeline toggles) until it holds --events events, lets the relay publish them, then
+    /// starts each service alone (the binaries of --bin-dir) and times it to its first
+    /// `200` from `/health/ready`.
+    ColdStart(ColdStartArgs),
+}
+
+/// Options of `flexctl bench cold-start`.
+#[derive(Debug, Clone, Args)]
+pub struct ColdStartArgs {
+    /// `--database-url`: the stack's database (the services' and the seeding's).
+    #[command(flatten)]
+    pub database: crate::cli::DatabaseArgs,
+    /// Events the log should hold (seeded when it holds fewer).
+    #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub events: u64,
+    /// Directory of the service binaries (default: beside this executable).
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+    /// Directory of the services' seeds (`<identity>.nk`) and `identities.json`, e.g. the
+    /// one `flexctl security init --dir` wrote; none for a NATS server without accounts.
+    #[arg(long)]
+    pub keys_dir: Option<PathBuf>,
+    /// Admin port each service is started with (one at a time).
+    #[arg(long, default_value_t = 9190)]
+    pub admin_port: u16,
+    /// Services to time, in order.
+    #[arg(long = "service", default_values_t = ["flexcore-command".to_owned(), "flexcore-projection".to_owned(), "flexcore-scheduler".to_owned(), "flexcore-runner".to_owned()])]
+    pub services: Vec<String>,
 }
 
 /// Options of `flexctl bench schedules`.
@@ -291,6 +320,26 @@ pub async fn run(globals: &Globals, command: &BenchCommand) -> anyhow::Result<()
         }
         BenchCommand::Schedules(args) => {
             let figures = bench::schedules::run(&nats, usize::try_from(args.schedules)?, args.minutes).await?;
+            print_json_or(&figures, output, || figures.text())
+        }
+        BenchCommand::ColdStart(args) => {
+            let bin_dir = match &args.bin_dir {
+                Some(dir) => dir.clone(),
+                None => std::env::current_exe()?
+                    .parent()
+                    .map(std::path::Path::to_path_buf)
+                    .ok_or_else(|| anyhow::anyhow!("no directory of this executable; pass --bin-dir"))?,
+            };
+            let bench = bench::cold_start::ColdStartBench {
+                nats,
+                database_url: args.database.url.clone(),
+                events: args.events,
+                bin_dir,
+                keys_dir: args.keys_dir.clone(),
+                admin_port: args.admin_port,
+                services: args.services.clone(),
+            };
+            let figures = bench::cold_start::run(&bench).await?;
             print_json_or(&figures, output, || figures.text())
         }
         BenchCommand::Console(args) => {

@@ -8,6 +8,7 @@
 //! warm-up and window: the ceiling one-event-per-transaction writes could reach.
 
 pub mod cli;
+pub mod cold_start;
 pub mod commands;
 pub mod console;
 pub mod csv;
