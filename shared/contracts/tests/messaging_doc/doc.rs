@@ -164,7 +164,7 @@ fn subjects_section() -> String {
     ));
     out.push_str("| Stream or bucket | Subjects | Created by | Retention | Consumed by |\n|---|---|---|---|---|\n");
     out.push_str(&format!(
-        "| `{}` | `{}` | `flexcore-command setup` (the setup identity: created, or updated when `streams.*` changed) | limits: `streams.events_max_age_days` (0 = forever), file storage, `streams.replicas`, duplicate window `streams.duplicate_window_seconds`, direct get allowed | durable pull consumers `projection-<name>` (one per projection), ordered consumers of each scheduler replica, runners' direct gets by subject |\n",
+        "| `{}` | `{}` | `flexcore-command setup` (the setup identity: created, or updated when `streams.*` changed) | limits: `streams.events_max_age_days` (0 = forever), file storage, `streams.replicas`, duplicate window `streams.duplicate_window_seconds`, direct get allowed | the durable pull consumer `projection-audit` through which a projection service's one worker applies all five projections (the older `projection-<name>` durables are deleted when found), ordered consumers of each scheduler replica, runners' direct gets by subject |\n",
         subjects::EVENTS_STREAM,
         subjects::EVENTS_WILDCARD
     ));
