@@ -31,33 +31,16 @@ pg_port=${PGPORT:-5432}
 nats_port=${NATS_PORT:-4335}
 db="flexcore_cold_$$"
 work=$(mktemp -d /tmp/flexcore-cold.XXXXXX)
-psql_() { psql -h "$pg_host" -p "$pg_port" -U postgres -v ON_ERROR_STOP=1 -qtA "$@"; }
+# shellcheck source=scripts/lib/bench-stack.sh
+source "$(dirname "$0")/lib/bench-stack.sh"
 
-nats_pid=""
-cleanup() {
-  set +e
-  if [[ -n $nats_pid ]]; then kill "$nats_pid" 2>/dev/null; wait "$nats_pid" 2>/dev/null; fi
-  psql_ -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-psql_ -d postgres -c "CREATE DATABASE $db" >/dev/null
-"$flexctl" security init --dir "$work/keys" >/dev/null
-printf 'listen: "127.0.0.1:%s"\nmax_payload: 1MB\njetstream { store_dir: "%s", max_file_store: 64GB }\ninclude ./keys/nats-accounts.conf\n' \
-  "$nats_port" "$work/nats" >"$work/nats.conf"
-nats-server -c "$work/nats.conf" >"$work/nats.log" 2>&1 &
-nats_pid=$!
-for _ in $(seq 1 100); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$nats_port") 2>/dev/null && break
-  kill -0 "$nats_pid" 2>/dev/null || { cat "$work/nats.log" >&2; exit 1; }
-  sleep 0.1
-done
+stack_database
+stack_identities "max_file_store: 64GB"
+stack_nats
 
 export FLEXCORE__DATABASE__URL="postgres://postgres@$pg_host:$pg_port/$db"
 export FLEXCORE__NATS__URL="nats://127.0.0.1:$nats_port"
-FLEXCORE__NATS__NKEY_SEED_FILE="$work/keys/setup.nk" FLEXCORE__SECURITY__IDENTITIES_FILE="$work/keys/identities.json" \
-  "$bin_dir/flexcore-command" setup >"$work/setup.log" 2>&1
+stack_setup
 "$flexctl" --nats-url "$FLEXCORE__NATS__URL" --nkey-seed-file "$work/keys/flexctl.nk" \
   --identities-file "$work/keys/identities.json" bench cold-start --bin-dir "$bin_dir" --keys-dir "$work/keys" \
   --database-url "$FLEXCORE__DATABASE__URL" "${bench_args[@]}"

@@ -72,53 +72,34 @@ pg_port=${PGPORT:-5432}
 nats_port=${NATS_PORT:-4333}
 db="flexcore_overhead_$$"
 work=$(mktemp -d /tmp/flexcore-overhead.XXXXXX)
-psql_() { psql -h "$pg_host" -p "$pg_port" -U postgres -v ON_ERROR_STOP=1 -qtA "$@"; }
+# shellcheck source=scripts/lib/bench-stack.sh
+source "$(dirname "$0")/lib/bench-stack.sh"
 
 service_pid=""
 projection_pid=""
-nats_pid=""
-cleanup() {
-  # Every step runs whatever the one before returned (a killed process's status is not 0).
-  set +e
-  if [[ -n $service_pid ]]; then kill "$service_pid" 2>/dev/null; wait "$service_pid" 2>/dev/null; fi
-  if [[ -n $projection_pid ]]; then kill "$projection_pid" 2>/dev/null; wait "$projection_pid" 2>/dev/null; fi
-  if [[ -n $nats_pid ]]; then kill "$nats_pid" 2>/dev/null; wait "$nats_pid" 2>/dev/null; fi
-  psql_ -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-psql_ -d postgres -c "CREATE DATABASE $db" >/dev/null
+stack_database
 login=()
 if $open; then
-  nats-server -a 127.0.0.1 -p "$nats_port" -js -sd "$work/nats" >"$work/nats.log" 2>&1 &
+  stack_nats -a 127.0.0.1 -p "$nats_port" -js -sd "$work/nats"
 else
-  "$flexctl" security init --dir "$work/keys" >/dev/null
-  printf 'listen: "127.0.0.1:%s"\nmax_payload: 1MB\njetstream { store_dir: "%s" }\ninclude ./keys/nats-accounts.conf\n' \
-    "$nats_port" "$work/nats" >"$work/nats.conf"
+  stack_identities
   # Diagnostic: FLEXCORE_BENCH_NO_PERMISSIONS=1 keeps the identities but drops their
   # permission lists, to tell their cost in nats-server apart from that of signatures.
   if [[ -n ${FLEXCORE_BENCH_NO_PERMISSIONS:-} ]]; then
     sed -i -E 's/, permissions: \{.*\} \}$/ }/' "$work/keys/nats-accounts.conf"
   fi
-  nats-server -c "$work/nats.conf" >"$work/nats.log" 2>&1 &
+  stack_nats
   export FLEXCORE__NATS__NKEY_SEED_FILE="$work/keys/command.nk"
   export FLEXCORE__SECURITY__IDENTITIES_FILE="$work/keys/identities.json"
   login=(--nkey-seed-file "$work/keys/flexctl.nk" --identities-file "$work/keys/identities.json")
 fi
-nats_pid=$!
-for _ in $(seq 1 100); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$nats_port") 2>/dev/null && break
-  kill -0 "$nats_pid" 2>/dev/null || { cat "$work/nats.log" >&2; exit 1; }
-  sleep 0.1
-done
 
 export FLEXCORE__DATABASE__URL="postgres://postgres@$pg_host:$pg_port/$db"
 export FLEXCORE__NATS__URL="nats://127.0.0.1:$nats_port"
 export FLEXCORE__TELEMETRY__LOG_FORMAT=json
 [[ -n $otlp ]] && export FLEXCORE__TELEMETRY__OTLP_ENDPOINT="$otlp"
 if ! $open; then
-  FLEXCORE__NATS__NKEY_SEED_FILE="$work/keys/setup.nk" "$bin_dir/flexcore-command" setup >"$work/setup.log" 2>&1 ||
+  stack_setup ||
     echo "(no setup in this build: its command service creates the streams)" >&2
 fi
 launcher=()
@@ -127,18 +108,8 @@ if $callgrind; then
 fi
 "${launcher[@]}" "$bin_dir/flexcore-command" >"$work/service.log" 2>&1 &
 service_pid=$!
+stack_pids+=("$service_pid")
 
-# Waits until process PID has logged MARKER in LOG (at most 5 minutes); its log if it died.
-wait_logged() {
-  local log=$1 pid=$2 marker=$3
-  for _ in $(seq 1 600); do
-    grep -q "$marker" "$log" 2>/dev/null && return 0
-    kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; exit 1; }
-    sleep 0.5
-  done
-  echo "$log: no '$marker' within 5 minutes" >&2
-  exit 1
-}
 # Ready once it answers commands (the bench's setup needs that).
 wait_logged "$work/service.log" "$service_pid" 'serving commands'
 if $projection; then
@@ -146,6 +117,7 @@ if $projection; then
   $open || projection_login=(env FLEXCORE__NATS__NKEY_SEED_FILE="$work/keys/projection.nk")
   "${projection_login[@]}" "$bin_dir/flexcore-projection" >"$work/projection.log" 2>&1 &
   projection_pid=$!
+  stack_pids+=("$projection_pid")
   wait_logged "$work/projection.log" "$projection_pid" 'serving queries'
 fi
 sleep 1

@@ -39,57 +39,29 @@ pg_port=${PGPORT:-5432}
 nats_port=${NATS_PORT:-4334}
 db="flexcore_schedules_$$"
 work=$(mktemp -d /tmp/flexcore-schedules.XXXXXX)
-psql_() { psql -h "$pg_host" -p "$pg_port" -U postgres -v ON_ERROR_STOP=1 -qtA "$@"; }
+# shellcheck source=scripts/lib/bench-stack.sh
+source "$(dirname "$0")/lib/bench-stack.sh"
 
-pids=()
-nats_pid=""
-cleanup() {
-  set +e
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
-  if [[ -n $nats_pid ]]; then kill "$nats_pid" 2>/dev/null; wait "$nats_pid" 2>/dev/null; fi
-  psql_ -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-psql_ -d postgres -c "CREATE DATABASE $db" >/dev/null
-"$flexctl" security init --dir "$work/keys" >/dev/null
-printf 'listen: "127.0.0.1:%s"\nmax_payload: 1MB\njetstream { store_dir: "%s" }\ninclude ./keys/nats-accounts.conf\n' \
-  "$nats_port" "$work/nats" >"$work/nats.conf"
-nats-server -c "$work/nats.conf" >"$work/nats.log" 2>&1 &
-nats_pid=$!
-for _ in $(seq 1 100); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$nats_port") 2>/dev/null && break
-  kill -0 "$nats_pid" 2>/dev/null || { cat "$work/nats.log" >&2; exit 1; }
-  sleep 0.1
-done
+stack_database
+stack_identities
+stack_nats
 
 export FLEXCORE__DATABASE__URL="postgres://postgres@$pg_host:$pg_port/$db"
 export FLEXCORE__NATS__URL="nats://127.0.0.1:$nats_port"
 export FLEXCORE__TELEMETRY__LOG_FORMAT=json
 export FLEXCORE__SECURITY__IDENTITIES_FILE="$work/keys/identities.json"
-FLEXCORE__NATS__NKEY_SEED_FILE="$work/keys/setup.nk" "$bin_dir/flexcore-command" setup >"$work/setup.log" 2>&1
+stack_setup
 
-wait_logged() {
-  local log=$1 pid=$2 marker=$3
-  for _ in $(seq 1 600); do
-    grep -q "$marker" "$log" 2>/dev/null && return 0
-    kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; exit 1; }
-    sleep 0.5
-  done
-  echo "$log: no '$marker' within 5 minutes" >&2
-  exit 1
-}
 FLEXCORE__NATS__NKEY_SEED_FILE="$work/keys/command.nk" "$bin_dir/flexcore-command" >"$work/command.log" 2>&1 &
 command_pid=$!
-pids+=("$command_pid")
+stack_pids+=("$command_pid")
 wait_logged "$work/command.log" "$command_pid" 'serving commands'
 scheduler_pids=()
 for i in $(seq 1 "$replicas"); do
   FLEXCORE__NATS__NKEY_SEED_FILE="$work/keys/scheduler.nk" FLEXCORE__SCHEDULER__INSTANCE_ID="bench-$i" \
     "$bin_dir/flexcore-scheduler" >"$work/scheduler-$i.log" 2>&1 &
   scheduler_pids+=($!)
-  pids+=($!)
+  stack_pids+=($!)
 done
 for i in $(seq 1 "$replicas"); do
   wait_logged "$work/scheduler-$i.log" "${scheduler_pids[$((i - 1))]}" 'scheduler started'
@@ -108,7 +80,7 @@ n0=$(ticks "$nats_pid")
   done
 ) >"$work/cpu.log" 2>/dev/null &
 sampler=$!
-pids+=("$sampler")
+stack_pids+=("$sampler")
 "$flexctl" --nats-url "$FLEXCORE__NATS__URL" --nkey-seed-file "$work/keys/flexctl.nk" \
   --identities-file "$work/keys/identities.json" bench schedules "${bench_args[@]}"
 kill "$sampler" 2>/dev/null || true
