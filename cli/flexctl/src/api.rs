@@ -9,7 +9,7 @@ use flexcore_client::{Client, ClientError, Retry};
 use flexcore_contracts::commands::CommandBody;
 use flexcore_contracts::queries::QueryOk;
 use flexcore_contracts::reply::Accepted;
-use flexcore_contracts::ErrorReason;
+use flexcore_contracts::{ErrorCode, ErrorReason};
 use flexcore_telemetry::propagation;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -94,6 +94,34 @@ impl Api {
             what: name.to_owned(),
             message: format!("unexpected data in the reply: {e}"),
         })
+    }
+
+    /// Waits until the read model behind `query` (`pipeline.get`, …) has applied global
+    /// position `position`, written by this flexctl a moment ago, so that the commands
+    /// after it read their own write (a name resolved, a list showing it). Asks with
+    /// `min_position` (each ask waits up to `projection.min_position_timeout_ms`) while the
+    /// answer is `stale`, for at most [`SETTLE_TIMEOUT`]; a read model that has not caught
+    /// up by then is a warning, not an error: the write itself succeeded.
+    pub async fn settle(&self, query: &str, id: Uuid, position: u64) {
+        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        let body = json!({"id": id, "min_position": position});
+        loop {
+            match self.query_raw(query, &body).await {
+                Err(e) if e.is(ErrorCode::Stale) && tokio::time::Instant::now() < deadline => {}
+                Err(e) if e.is(ErrorCode::Stale) => {
+                    tracing::warn!(
+                        "the read models have not reached position {position} after {}s; until they do, queries may not show {id} yet",
+                        SETTLE_TIMEOUT.as_secs()
+                    );
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!("could not read {id} back ({query}): {e}");
+                    return;
+                }
+                Ok(_) => return,
+            }
+        }
     }
 
     /// Every item of a list query, following `next_cursor` up to `max` items. An item too
@@ -275,6 +303,9 @@ impl Api {
         Ok(items.iter().filter_map(|item| Candidate::of(kind, item)).collect())
     }
 }
+
+/// How long [`Api::settle`] waits for the read models to show a write.
+pub const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// How many candidates an ambiguous reference's error lists.
 const AMBIGUOUS_SHOWN: usize = 10;

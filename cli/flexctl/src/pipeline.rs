@@ -264,6 +264,7 @@ pub async fn create(api: &Api, loaded: &Loaded) -> anyhow::Result<Created> {
         .await
         .map_err(|e| explain_create(loaded, e))?;
     let pipeline_id = accepted.aggregate_id;
+    let mut written = accepted.global_position;
     let mut schedule_ids = Vec::new();
     for (i, schedule) in loaded.pipeline.schedules.iter().enumerate() {
         let mut body = serde_json::to_value(schedule)?;
@@ -273,8 +274,12 @@ pub async fn create(api: &Api, loaded: &Loaded) -> anyhow::Result<Created> {
             .await
             .map_err(|e| explain(loaded, &format!("schedules[{i}]"), e))
             .with_context(|| format!("pipeline {pipeline_id} was created; schedule {i} was not"))?;
+        written = written.max(accepted.global_position);
         schedule_ids.push(accepted.aggregate_id);
     }
+    // The next command often names the pipeline (`run start NAME`), which the read model
+    // resolves: return once it shows what was just written.
+    api.settle("pipeline.get", pipeline_id, written).await;
     Ok(Created {
         pipeline_id,
         name: loaded.pipeline.name.to_string(),
