@@ -41,6 +41,7 @@ use flexcore_contracts::ids::scheduled_run_id;
 use flexcore_contracts::lifecycle::{PipelineStatus, RunStatus, ScheduleStatus};
 use flexcore_contracts::model::{OverlapPolicy, RetryPolicy, RunTrigger, ScheduleSpec, TimeoutReason};
 use flexcore_cron::Calendar;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::members::Members;
@@ -179,7 +180,19 @@ struct Schedule {
     calendar: Option<Calendar>,
     status: ScheduleStatus,
     cursor: DateTime<Utc>,
+    /// The cursor as the log alone moves it: `cursor` also moves past slots this replica
+    /// acted on before the log shows the outcome (and back when a command fails), which
+    /// a snapshot must not carry ([`Core::state`]).
+    logged: DateTime<Utc>,
     buffered: Option<DateTime<Utc>>,
+}
+
+impl Schedule {
+    /// The log shows an outcome for every slot up to `at`.
+    fn logged_up_to(&mut self, at: DateTime<Utc>) {
+        self.cursor = self.cursor.max(at);
+        self.logged = self.logged.max(at);
+    }
 }
 
 #[derive(Debug)]
@@ -196,6 +209,74 @@ struct Run {
     traceparent: Option<String>,
     /// Correlation id of the run's request: everything the run causes shares it.
     correlation_id: Option<String>,
+}
+
+/// The log-derived part of a [`Core`] ([`Core::state`]), as a snapshot carries it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    /// Every schedule not deleted.
+    pub schedules: Vec<ScheduleState>,
+    /// Every pipeline seen, with its unfinished runs.
+    pub pipelines: Vec<PipelineState>,
+    /// Every unfinished run.
+    pub runs: Vec<RunState>,
+}
+
+/// A schedule in a [`State`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleState {
+    /// The schedule.
+    pub id: Uuid,
+    /// Its pipeline.
+    pub pipeline_id: Uuid,
+    /// Its timing and policies.
+    pub spec: ScheduleSpec,
+    /// Its status.
+    pub status: ScheduleStatus,
+    /// Every slot up to here has an outcome in the log (or predates the schedule).
+    pub cursor: DateTime<Utc>,
+}
+
+/// A pipeline in a [`State`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineState {
+    /// The pipeline.
+    pub id: Uuid,
+    /// Its status.
+    pub status: PipelineStatus,
+    /// Its unfinished runs.
+    pub active: Vec<Uuid>,
+}
+
+/// An unfinished run in a [`State`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunState {
+    /// The run.
+    pub id: Uuid,
+    /// Its pipeline.
+    pub pipeline_id: Uuid,
+    /// Its current attempt.
+    pub attempt: u32,
+    /// Its status.
+    pub status: RunStatus,
+    /// The retry policy of its definition.
+    pub retry: RetryPolicy,
+    /// When it times out for good, if its pipeline has a run timeout.
+    pub timeout_at: Option<DateTime<Utc>>,
+    /// Its attempt's lease, in milliseconds.
+    pub lease_ms: i64,
+    /// Its last sign of life.
+    pub last_seen: DateTime<Utc>,
+    /// When it is retried, while it awaits a retry.
+    pub retry_at: Option<DateTime<Utc>>,
+    /// `traceparent` of the latest event that carried one.
+    pub traceparent: Option<String>,
+    /// Correlation id of its request.
+    pub correlation_id: Option<String>,
 }
 
 /// Everything one replica knows.
@@ -246,6 +327,111 @@ impl Core {
     /// The membership view.
     pub fn members(&self) -> &Members {
         &self.members
+    }
+
+    /// What the log folded so far says, and nothing this replica decided or heard: the
+    /// cursors as the log moves them, no buffered slot, no run this replica is requesting,
+    /// no timer. A core [`restored`](Self::restore) from it and fed the rest of the log is
+    /// the core a replay of the whole log gives (heartbeats aside, which only postpone a
+    /// lease expiry and are superseded when the restored core goes live).
+    pub fn state(&self) -> State {
+        let mut schedules: Vec<ScheduleState> = self
+            .schedules
+            .iter()
+            .map(|(id, s)| ScheduleState {
+                id: *id,
+                pipeline_id: s.pipeline_id,
+                spec: s.spec.clone(),
+                status: s.status,
+                cursor: s.logged,
+            })
+            .collect();
+        schedules.sort_by_key(|s| s.id);
+        let mut pipelines: Vec<PipelineState> = self
+            .pipelines
+            .iter()
+            .map(|(id, p)| {
+                let mut active: Vec<Uuid> = p.active.iter().copied().collect();
+                active.sort();
+                PipelineState {
+                    id: *id,
+                    status: p.status,
+                    active,
+                }
+            })
+            .collect();
+        pipelines.sort_by_key(|p| p.id);
+        let mut runs: Vec<RunState> = self
+            .runs
+            .iter()
+            .map(|(id, r)| RunState {
+                id: *id,
+                pipeline_id: r.pipeline_id,
+                attempt: r.attempt,
+                status: r.status,
+                retry: r.retry.clone(),
+                timeout_at: r.timeout_at,
+                lease_ms: r.lease.num_milliseconds(),
+                last_seen: r.last_seen,
+                retry_at: r.retry_at,
+                traceparent: r.traceparent.clone(),
+                correlation_id: r.correlation_id.clone(),
+            })
+            .collect();
+        runs.sort_by_key(|r| r.id);
+        State {
+            schedules,
+            pipelines,
+            runs,
+        }
+    }
+
+    /// A core that has folded the log as far as `state` was taken ([`Self::state`]); not
+    /// live, so the rest of the log follows before anything is armed.
+    pub fn restore(tuning: Tuning, members: Members, state: State) -> Self {
+        let mut core = Self::new(tuning, members);
+        for s in state.schedules {
+            core.schedules.insert(
+                s.id,
+                Schedule {
+                    pipeline_id: s.pipeline_id,
+                    calendar: Calendar::new(&s.spec).ok(),
+                    spec: s.spec,
+                    status: s.status,
+                    cursor: s.cursor,
+                    logged: s.cursor,
+                    buffered: None,
+                },
+            );
+        }
+        for p in state.pipelines {
+            core.pipelines.insert(
+                p.id,
+                Pipeline {
+                    status: p.status,
+                    active: p.active.into_iter().collect(),
+                    requesting: HashSet::new(),
+                },
+            );
+        }
+        for r in state.runs {
+            core.runs.insert(
+                r.id,
+                Run {
+                    pipeline_id: r.pipeline_id,
+                    attempt: r.attempt,
+                    status: r.status,
+                    retry: r.retry,
+                    timeout_at: r.timeout_at,
+                    lease: Duration::milliseconds(r.lease_ms),
+                    last_seen: r.last_seen,
+                    retry_at: r.retry_at,
+                    traceparent: r.traceparent,
+                    correlation_id: r.correlation_id,
+                },
+            );
+        }
+        core
     }
 
     /// The log is replayed: running attempts get a full lease from now (their heartbeats
@@ -343,6 +529,7 @@ impl Core {
                     spec: c.spec.clone(),
                     status,
                     cursor: at,
+                    logged: at,
                     buffered: None,
                 },
             );
@@ -358,18 +545,18 @@ impl Core {
             ScheduleEvent::Updated(u) => {
                 s.calendar = Calendar::new(&u.spec).ok();
                 s.spec = u.spec;
-                s.cursor = s.cursor.max(at);
+                s.logged_up_to(at);
             }
             ScheduleEvent::Paused(_) => s.buffered = None,
             // Slots passed while paused are not caught up.
-            ScheduleEvent::Resumed(_) => s.cursor = s.cursor.max(at),
+            ScheduleEvent::Resumed(_) => s.logged_up_to(at),
             ScheduleEvent::Deleted(_) => {
                 self.schedules.remove(&id);
             }
-            ScheduleEvent::SlotSkipped(k) => s.cursor = s.cursor.max(k.slot),
+            ScheduleEvent::SlotSkipped(k) => s.logged_up_to(k.slot),
             ScheduleEvent::SlotsMissed(m) => {
                 if let Some(last) = m.slots.iter().max() {
-                    s.cursor = s.cursor.max(*last);
+                    s.logged_up_to(*last);
                 }
             }
         }
@@ -387,7 +574,7 @@ impl Core {
             pipeline.requesting.remove(&id);
             if let (Some(schedule_id), Some(slot), RunTrigger::Schedule) = (r.schedule_id, r.scheduled_for, r.trigger) {
                 if let Some(s) = self.schedules.get_mut(&schedule_id) {
-                    s.cursor = s.cursor.max(slot);
+                    s.logged_up_to(slot);
                     if s.buffered == Some(slot) {
                         s.buffered = None;
                     }

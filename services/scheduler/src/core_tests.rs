@@ -547,3 +547,138 @@ fn an_undecodable_event_is_an_error_that_changes_nothing_and_other_aggregates_ar
     let widget = envelope("widget", Uuid::nil(), "widget.made", json!({}), at, None);
     assert!(c.apply(&plugin).is_ok() && c.apply(&widget).is_ok());
 }
+
+/// The events of a schedule with a buffered slot, a run claimed and failed: everything a
+/// state carries.
+fn busy_log() -> Vec<EventEnvelope> {
+    let mut c = core();
+    let mut log = Vec::new();
+    let mut record = |c: &mut Core, aggregate: &str, id: Uuid, event_type: &str, data: Value, at: &str| {
+        let e = envelope(
+            aggregate,
+            id,
+            event_type,
+            data,
+            t(at),
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        );
+        c.apply(&e).unwrap();
+        log.push(e);
+    };
+    let spec = json!({"cron": "* * * * *", "timezone": "UTC", "overlap": "buffer_one", "catchup_window_seconds": 3600, "catchup_cap": 1, "jitter_seconds": 0});
+    let definition = json!({"steps": [], "max_active_runs": 5, "run_timeout_seconds": 3600,
+        "retry": {"max_attempts": 3, "initial_backoff_seconds": 10, "max_backoff_seconds": 600, "multiplier": 2.0}});
+    record(
+        &mut c,
+        "pipeline",
+        PIPELINE,
+        "pipeline.created",
+        json!({"pipeline_id": PIPELINE, "name": "orders", "owner": "team", "tags": [], "definition": definition}),
+        "2026-11-24T10:00:30Z",
+    );
+    record(
+        &mut c,
+        "schedule",
+        SCHEDULE,
+        "schedule.created",
+        json!({"schedule_id": SCHEDULE, "pipeline_id": PIPELINE, "spec": spec, "paused": false}),
+        "2026-11-24T10:00:30Z",
+    );
+    record(
+        &mut c,
+        "run",
+        RUN,
+        "run.requested",
+        json!({"run_id": RUN, "pipeline_id": PIPELINE, "pipeline_name": "orders", "definition_version": 1,
+               "definition": definition, "attempt": 1, "trigger": "manual"}),
+        "2026-11-24T10:00:40Z",
+    );
+    record(
+        &mut c,
+        "run",
+        RUN,
+        "run.claimed",
+        json!({"attempt": 1, "runner_id": "r1", "lease_seconds": 30, "resume_state": null}),
+        "2026-11-24T10:00:41Z",
+    );
+    record(
+        &mut c,
+        "schedule",
+        SCHEDULE,
+        "schedule.slot_skipped",
+        json!({"slot": "2026-11-24T10:01:00Z", "reason": "overlap"}),
+        "2026-11-24T10:01:00Z",
+    );
+    record(
+        &mut c,
+        "run",
+        RUN,
+        "run.failed",
+        json!({"attempt": 1, "error": {"code": "x", "message": "y"}, "retryable": true, "final": false, "counters": {}}),
+        "2026-11-24T10:01:05Z",
+    );
+    log
+}
+
+#[test]
+fn a_state_holds_what_the_log_says_and_nothing_a_live_replica_decided() {
+    let log = busy_log();
+    let mut replayed = core();
+    let mut live = core();
+    live.go_live(t("2026-11-24T10:00:00Z"));
+    for e in &log {
+        replayed.apply(e).unwrap();
+        live.apply(e).unwrap();
+    }
+    // The live replica acts: it retries the run, buffers 10:02 (the run is not finished),
+    // moves its cursor and hears a heartbeat; none of it is in the log.
+    live.heartbeat(RUN, 1, t("2026-11-24T10:01:30Z"));
+    let acted = live.due(t("2026-11-24T10:02:00Z"));
+    assert!(
+        matches!(acted[..], [Action::Retry { run_id: RUN, .. }]),
+        "a retry, and 10:02 waits in the buffer: {acted:?}"
+    );
+    assert_eq!(live.state(), replayed.state());
+    let state = replayed.state();
+    assert_eq!(state.schedules[0].cursor, t("2026-11-24T10:01:00Z"), "{state:?}");
+    assert_eq!(state.runs[0].status, RunStatus::AwaitingRetry, "{state:?}");
+    assert_eq!(state.pipelines[0].active, [RUN]);
+}
+
+#[test]
+fn a_restored_core_fed_the_rest_of_the_log_acts_as_one_that_replayed_it_all() {
+    let log = busy_log();
+    for cut in 0..=log.len() {
+        let mut whole = core();
+        let mut first = core();
+        for e in &log {
+            whole.apply(e).unwrap();
+        }
+        for e in &log[..cut] {
+            first.apply(e).unwrap();
+        }
+        // The state goes through its wire form, as a snapshot does.
+        let wire = serde_json::to_vec(&first.state()).unwrap();
+        let mut restored = Core::restore(
+            core().tuning,
+            Members::new("me".into(), std::time::Duration::from_secs(3)),
+            serde_json::from_slice(&wire).unwrap(),
+        );
+        for e in &log[cut..] {
+            restored.apply(e).unwrap();
+        }
+        assert_eq!(restored.state(), whole.state(), "cut after {cut} events");
+        let now = t("2026-11-24T10:01:10Z");
+        whole.go_live(now);
+        restored.go_live(now);
+        assert_eq!(
+            restored.next_deadline(),
+            whole.next_deadline(),
+            "cut after {cut} events"
+        );
+        for at in ["2026-11-24T10:01:15Z", "2026-11-24T10:02:00Z", "2026-11-24T10:05:00Z"] {
+            assert_eq!(restored.due(t(at)), whole.due(t(at)), "cut after {cut} events, at {at}");
+        }
+        assert_eq!(restored.counts(), whole.counts());
+    }
+}

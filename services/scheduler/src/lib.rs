@@ -15,6 +15,7 @@ pub mod core;
 pub mod members;
 pub mod metrics;
 pub mod service;
+pub mod snapshot;
 pub mod timers;
 
 /// This service and its version, as its replies and announcements name it

@@ -30,6 +30,7 @@ use uuid::Uuid;
 use crate::clock::Clock;
 use crate::core::{Action, Core, Outcome, Tuning};
 use crate::members::Members;
+use crate::snapshot;
 
 /// How long after acting on a key the scheduler checks it again if the log shows nothing.
 const RECHECK_AFTER: Duration = Duration::from_secs(10);
@@ -91,7 +92,30 @@ async fn replica(
         max_catchup_slots: settings.max_catchup_slots.max(1),
     };
     let members = Members::new(instance.clone(), settings.presence_interval * 3);
-    let mut core = Core::new(tuning, members);
+    let mut last_sequence = 0u64;
+    let mut core = match snapshot::load(&js, &credentials.trust, &stream).await {
+        Ok(Some(snapshot)) => {
+            last_sequence = snapshot.sequence;
+            let core = Core::restore(tuning, members, snapshot.state);
+            let (schedules, runs, _) = core.counts();
+            tracing::info!(
+                sequence = snapshot.sequence,
+                schedules,
+                runs,
+                "starting from the scheduler snapshot; folding the events after it"
+            );
+            core
+        }
+        Ok(None) => Core::new(tuning, members),
+        Err(error) => {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "not starting from the scheduler snapshot; replaying the whole event log"
+            );
+            Core::new(tuning, members)
+        }
+    };
+    let mut snapshots = snapshot::Writer::new(settings, last_sequence);
     let (outcomes_tx, mut outcomes) = mpsc::channel::<(Action, Outcome)>(4096);
     let sender = Sender::start(
         flexcore_client::Client::new(client.clone())
@@ -101,7 +125,6 @@ async fn replica(
         outcomes_tx,
         shutdown.clone(),
     );
-    let mut last_sequence = 0u64;
     let mut events = follow(&stream, last_sequence).await?;
     // Reconnections so far: after one the ordered consumer (in the server's memory) may be
     // gone, and async-nats notices only after two missed idle heartbeats (tens of
@@ -109,7 +132,7 @@ async fn replica(
     let mut connects = client.statistics().connects.load(Ordering::Relaxed);
     // Held while the replica is live: readiness says `serving:schedules` from then on.
     let mut serving = None;
-    if replay_to == 0 {
+    if replay_to <= last_sequence {
         core.go_live(clock.now());
         serving = Some(flexcore_service::admin::Serving::start(crate::metrics::SERVING));
     }
@@ -140,6 +163,7 @@ async fn replica(
                         continue;
                     }
                     last_sequence = sequence;
+                    snapshots.folded(sequence, &message);
                     // Only what the command service's relay signed is history.
                     let trusted = trust.verify_message(&message, &[Role::Command], None);
                     let applied = match trusted.map(|_| serde_json::from_slice::<EventEnvelope>(&message.payload)) {
@@ -180,6 +204,7 @@ async fn replica(
                         let (schedules, runs, timers) = core.counts();
                         tracing::info!(schedules, runs, timers, "log replayed; firing");
                     }
+                    snapshots.maybe_write(&js, &identity, &core, client.server_info().max_payload);
                 }
                 Some(Err(error)) => {
                     tracing::warn!(%error, last_sequence, "event stream error; following again");
@@ -213,6 +238,8 @@ async fn replica(
                 }
                 announce(&client, &identity, &instance, true).await;
                 core.expire_members(Instant::now());
+                // A snapshot that came due while the previous one was being written.
+                snapshots.maybe_write(&js, &identity, &core, client.server_info().max_payload);
             }
             Some((action, outcome)) = outcomes.recv() => {
                 if let Outcome::Failed(why) = &outcome {

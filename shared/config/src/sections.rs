@@ -227,6 +227,13 @@ pub struct SchedulerSettings {
     /// exits (milliseconds).
     #[serde(rename = "shutdown_grace_ms", deserialize_with = "crate::duration::millis")]
     pub shutdown_grace: Duration,
+    /// A snapshot of the scheduler's state is written once this many events have been
+    /// folded since the last one (a replica starts from the latest snapshot and folds
+    /// only the events after it); 0 = never write one.
+    pub snapshot_every_events: u64,
+    /// At most one snapshot per this interval (milliseconds).
+    #[serde(rename = "snapshot_min_interval_ms", deserialize_with = "crate::duration::millis")]
+    pub snapshot_min_interval: Duration,
 }
 
 /// The per-service admin HTTP server (`/health/live`, `/health/ready`, `/metrics`).

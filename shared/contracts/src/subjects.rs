@@ -108,6 +108,19 @@ pub const RUN_HEARTBEATS_WILDCARD: &str = "flexcore.sys.run.*.heartbeat";
 /// slots and timers out among the replicas they hear.
 pub const SCHEDULER_PRESENCE: &str = "flexcore.sys.scheduler.presence";
 
+/// JetStream stream holding the scheduler's latest snapshot, one message per subject
+/// (`flexcore.state.scheduler.<chunk>`): a replica starts from it instead of replaying the
+/// whole event log (docs/architecture.md, "Scheduler snapshots").
+pub const SCHEDULER_STATE_STREAM: &str = "FLEXCORE_SCHEDULER";
+/// Wildcard of the scheduler snapshot's chunks (the subjects of [`SCHEDULER_STATE_STREAM`]).
+pub const SCHEDULER_STATE_WILDCARD: &str = "flexcore.state.scheduler.*";
+
+/// Subject of chunk `index` of the scheduler's snapshot: `flexcore.state.scheduler.<index>`
+/// (0 is the manifest, written last).
+pub fn scheduler_state(index: u32) -> String {
+    format!("{ROOT}.state.scheduler.{index}")
+}
+
 /// Subject on which every runner announces its slots (core NATS), for `flexctl status`.
 pub const RUNNER_PRESENCE: &str = "flexcore.sys.runner.presence";
 
@@ -137,5 +150,15 @@ mod tests {
             event("pipeline", id, "pipeline.state_committed"),
             format!("flexcore.evt.pipeline.{id}.state_committed")
         );
+    }
+
+    #[test]
+    fn scheduler_snapshot_chunks_are_the_subjects_of_their_stream_and_no_other() {
+        assert_eq!(scheduler_state(0), "flexcore.state.scheduler.0");
+        assert_eq!(
+            SCHEDULER_STATE_WILDCARD.rsplit_once('.').map(|(prefix, _)| prefix),
+            scheduler_state(7).rsplit_once('.').map(|(prefix, _)| prefix)
+        );
+        assert!(!scheduler_state(1).starts_with("flexcore.sys."));
     }
 }

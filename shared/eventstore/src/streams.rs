@@ -85,6 +85,23 @@ pub fn logs_stream_config(settings: &StreamSettings) -> stream::Config {
     }
 }
 
+/// The configuration of `FLEXCORE_SCHEDULER`: the scheduler's latest snapshot, kept as
+/// the last message of each chunk's subject.
+pub fn scheduler_state_stream_config(settings: &StreamSettings) -> stream::Config {
+    stream::Config {
+        name: subjects::SCHEDULER_STATE_STREAM.to_owned(),
+        description: Some(
+            "FlexCore scheduler snapshot: where a replica starts instead of replaying the whole log".to_owned(),
+        ),
+        subjects: vec![subjects::SCHEDULER_STATE_WILDCARD.to_owned()],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        max_messages_per_subject: 1,
+        num_replicas: settings.replicas.max(1),
+        ..Default::default()
+    }
+}
+
 /// Creates the event and work streams that do not exist and updates those whose settings
 /// differ.
 pub async fn ensure_streams(js: &jetstream::Context, settings: &StreamSettings) -> Result<(), StoreError> {
@@ -97,6 +114,7 @@ pub async fn ensure_streams(js: &jetstream::Context, settings: &StreamSettings) 
 pub async fn setup(js: &jetstream::Context, settings: &StreamSettings) -> Result<(), StoreError> {
     ensure_streams(js, settings).await?;
     ensure(js, logs_stream_config(settings)).await?;
+    ensure(js, scheduler_state_stream_config(settings)).await?;
     let bucket_stream = format!("OBJ_{}", flexcore_plugin_store::BUCKET);
     let max_bytes = settings
         .plugins_max_bytes
@@ -187,4 +205,5 @@ fn differs(current: &stream::Config, wanted: &stream::Config) -> bool {
         || current.num_replicas != wanted.num_replicas
         || current.description != wanted.description
         || current.allow_direct != wanted.allow_direct
+        || current.max_messages_per_subject != wanted.max_messages_per_subject
 }

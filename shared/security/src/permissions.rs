@@ -5,7 +5,8 @@
 //! (served by `command`), events `flexcore.evt.…` and run work `flexcore.work.run.<id>`
 //! (published by the relay of `command` only), queries `flexcore.qry.<view>.<operation>`
 //! (served by `projection`), plugin logs `flexcore.log.run.<id>` (from runners),
-//! `flexcore.sys.…` (signed positions, heartbeats and presence), and every identity's
+//! `flexcore.sys.…` (signed positions, heartbeats and presence), the scheduler's snapshot
+//! `flexcore.state.scheduler.<chunk>` (schedulers alone write and read it), and every identity's
 //! replies under its own inbox prefix `_INBOX.<name>.>`. Applications may follow the
 //! events (read-only).
 //!
@@ -149,13 +150,14 @@ fn service_commands() -> Vec<String> {
     commands
 }
 
-/// The system's streams: the event log, the work queue, the run logs and the plugin
-/// modules.
-pub const SYSTEM_STREAMS: [&str; 4] = [
+/// The system's streams: the event log, the work queue, the run logs, the plugin
+/// modules and the scheduler's snapshot.
+pub const SYSTEM_STREAMS: [&str; 5] = [
     subjects::EVENTS_STREAM,
     subjects::WORK_STREAM,
     subjects::LOGS_STREAM,
     PLUGINS_STREAM,
+    subjects::SCHEDULER_STATE_STREAM,
 ];
 
 /// Creating, changing, deleting and purging streams: denied to everyone (the few
@@ -221,6 +223,9 @@ pub fn of(role: Role, name: &str) -> Permissions {
             p.publish_allow.push(api("INFO"));
             p.publish_allow.extend(stream_reads(events));
             p.publish_allow.extend(ephemeral(events));
+            // Its snapshot: written and read by schedulers alone.
+            own(&mut p.publish_allow, &[subjects::SCHEDULER_STATE_WILDCARD]);
+            p.publish_allow.extend(stream_reads(subjects::SCHEDULER_STATE_STREAM));
             own(
                 &mut p.subscribe_allow,
                 &[subjects::SCHEDULER_PRESENCE, subjects::RUN_HEARTBEATS_WILDCARD],
@@ -414,6 +419,26 @@ mod tests {
                 "{role}"
             );
         }
+    }
+
+    #[test]
+    fn only_schedulers_write_and_read_the_scheduler_snapshot() {
+        for role in Role::ALL {
+            assert_eq!(
+                may_publish(role, "flexcore.state.scheduler.0"),
+                role == Role::Scheduler,
+                "{role}"
+            );
+            if role != Role::Admin {
+                assert_eq!(
+                    may_publish(role, "$JS.API.STREAM.MSG.GET.FLEXCORE_SCHEDULER"),
+                    role == Role::Scheduler,
+                    "{role}"
+                );
+            }
+        }
+        assert!(!may_publish(Role::Scheduler, "$JS.API.STREAM.PURGE.FLEXCORE_SCHEDULER"));
+        assert!(!may_publish(Role::Scheduler, "flexcore.state.other.0"));
     }
 
     #[test]

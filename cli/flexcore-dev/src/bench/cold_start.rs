@@ -14,7 +14,9 @@
 //! 3. The relay of that `flexcore-command` publishes them to `FLEXCORE_EVENTS` (signed);
 //!    the bench waits until the relay checkpoint reaches the end of the log, so the stream
 //!    holds exactly the log. Then, when its cold start is to be timed, `flexcore-projection`
-//!    starts and catches up (timed, but not a cold start: a first catch-up), and both stop.
+//!    starts and catches up (timed, but not a cold start: a first catch-up); likewise
+//!    `flexcore-scheduler` replays the whole log once and writes its snapshot (timed);
+//!    then they stop.
 //! 4. Measured: each service in turn (command, projection, scheduler, runner) starts alone
 //!    and the bench polls its `/health/ready` every 10 ms until it answers `200`; the
 //!    time from spawn to that answer is the service's cold start. The service is stopped
@@ -80,6 +82,9 @@ pub struct ColdStartFigures {
     pub relay_seconds: f64,
     /// Seconds the projection service needed for its first catch-up (not a cold start).
     pub projection_catch_up_seconds: f64,
+    /// Seconds the scheduler needed to replay the whole log and write its first snapshot
+    /// (not a cold start: the one after it starts from that snapshot).
+    pub scheduler_first_replay_seconds: f64,
     /// Each service's cold start.
     pub services: Vec<ServiceStart>,
 }
@@ -101,8 +106,13 @@ impl ColdStartFigures {
     /// Human-readable lines.
     pub fn text(&self) -> String {
         let mut out = format!(
-            "log: {} events ({} seeded in {:.1} s; relayed {:.1} s later; projection's first catch-up {:.1} s)\n",
-            self.events_in_log, self.seeded, self.seed_seconds, self.relay_seconds, self.projection_catch_up_seconds
+            "log: {} events ({} seeded in {:.1} s; relayed {:.1} s later; projection's first catch-up {:.1} s; scheduler's first replay and snapshot {:.1} s)\n",
+            self.events_in_log,
+            self.seeded,
+            self.seed_seconds,
+            self.relay_seconds,
+            self.projection_catch_up_seconds,
+            self.scheduler_first_replay_seconds
         );
         for s in &self.services {
             out.push_str(&format!(
@@ -140,6 +150,18 @@ pub async fn run(bench: &ColdStartBench) -> anyhow::Result<ColdStartFigures> {
         projection_catch_up_seconds = caught_up_at.elapsed().as_secs_f64();
         projection.stop().await;
     }
+    // The scheduler's first start replays the whole log and then writes a snapshot, which
+    // the timed start begins from.
+    let mut scheduler_first_replay_seconds = 0.0;
+    if bench.services.iter().any(|s| s == "flexcore-scheduler") {
+        let port = bench.admin_port.checked_add(1).context("--admin-port too high")?;
+        let mut scheduler = Service::start(bench, &logs, "flexcore-scheduler", port)?;
+        let replayed_at = Instant::now();
+        scheduler.ready(port).await?;
+        scheduler.logged("scheduler snapshot written").await?;
+        scheduler_first_replay_seconds = replayed_at.elapsed().as_secs_f64();
+        scheduler.stop().await;
+    }
     command.stop().await;
 
     let mut services = Vec::new();
@@ -156,6 +178,7 @@ pub async fn run(bench: &ColdStartBench) -> anyhow::Result<ColdStartFigures> {
         seed_seconds,
         relay_seconds,
         projection_catch_up_seconds,
+        scheduler_first_replay_seconds,
         services,
     })
 }
@@ -390,6 +413,21 @@ impl Service {
                 bail!("{} not ready within {READY_WITHIN:?}", self.name);
             }
             tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits until the service's log has a line containing `needle`.
+    async fn logged(&mut self, needle: &str) -> anyhow::Result<()> {
+        loop {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if log.contains(needle) {
+                return Ok(());
+            }
+            self.alive()?;
+            if self.started.elapsed() > READY_WITHIN {
+                bail!("{} did not log {needle:?} within {READY_WITHIN:?}", self.name);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 

@@ -7,6 +7,7 @@ mod firing;
 mod log;
 mod process;
 mod runs;
+mod snapshot;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,11 +94,17 @@ impl Stack {
     /// is taken over within half a second of real time; the takeover grace is long in clock
     /// time, since tests move the clock by many seconds in a few milliseconds.
     pub fn replica(&self, name: &str) -> Replica {
+        self.replica_with(name, SchedulerSettings::default())
+    }
+
+    /// [`Self::replica`] with `settings` (its instance id, presence and grace are the
+    /// tests').
+    pub fn replica_with(&self, name: &str, settings: SchedulerSettings) -> Replica {
         let settings = SchedulerSettings {
             instance_id: name.to_owned(),
             presence_interval: Duration::from_millis(150),
             takeover_grace: Duration::from_millis(30_000),
-            ..SchedulerSettings::default()
+            ..settings
         };
         let stop = self.shutdown.child_token();
         let (client, clock, token) = (self.client.clone(), Clock::Manual(self.clock.clone()), stop.clone());

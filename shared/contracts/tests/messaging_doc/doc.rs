@@ -139,6 +139,13 @@ fn subjects_section() -> String {
         ));
     }
     rows.push((
+        "flexcore.state.scheduler.<chunk>".to_owned(),
+        format!("JetStream stream `{}`", subjects::SCHEDULER_STATE_STREAM),
+        "the `flexcore-scheduler` replica owning the nil id",
+        "every `flexcore-scheduler` replica, at its start",
+        "internal: the scheduler's snapshot, gzip-compressed JSON in chunks; chunk 0 is its manifest (docs/architecture.md, \"Scheduler snapshots\")".to_owned(),
+    ));
+    rows.push((
         subjects::projection_position("<name>"),
         "core NATS publish".to_owned(),
         "the leader of each projection",
@@ -153,7 +160,7 @@ fn subjects_section() -> String {
     }
     out.push_str(&format!(
         "\nThe event subject's last token is the event type without its aggregate prefix \
-         (`state_committed` for `pipeline.state_committed`). Wildcards: `{}`, `{}`, `{}`, `{}`, `{}`, `{}`, `{}`.\n\n",
+         (`state_committed` for `pipeline.state_committed`). Wildcards: `{}`, `{}`, `{}`, `{}`, `{}`, `{}`, `{}`, `{}`.\n\n",
         subjects::COMMANDS_WILDCARD,
         subjects::EVENTS_WILDCARD,
         subjects::QUERIES_WILDCARD,
@@ -161,6 +168,7 @@ fn subjects_section() -> String {
         subjects::LOGS_WILDCARD,
         subjects::RUN_HEARTBEATS_WILDCARD,
         subjects::PROJECTION_POSITIONS_WILDCARD,
+        subjects::SCHEDULER_STATE_WILDCARD,
     ));
     out.push_str("| Stream or bucket | Subjects | Created by | Retention | Consumed by |\n|---|---|---|---|---|\n");
     out.push_str(&format!(
@@ -177,6 +185,11 @@ fn subjects_section() -> String {
         "| `{}` | `{}` | `flexcore-command setup` | max age `runner.log_retention_days`, `streams.replicas` | nothing in FlexCore |\n",
         subjects::LOGS_STREAM,
         subjects::LOGS_WILDCARD
+    ));
+    out.push_str(&format!(
+        "| `{}` | `{}` | `flexcore-command setup` | one message per subject (the latest snapshot), `streams.replicas`; written by schedulers only | each `flexcore-scheduler` replica at its start (last message per subject) |\n",
+        subjects::SCHEDULER_STATE_STREAM,
+        subjects::SCHEDULER_STATE_WILDCARD
     ));
     out.push_str(&format!(
         "| object store `{bucket}` | — | `flexcore-command setup` | kept; all modules together at most `streams.plugins_max_bytes` | runners download modules by digest (object name `sha256:<hex>`) |\n\n"
@@ -233,6 +246,9 @@ fn check_subjects_covered(source: &str) {
         "RUN_HEARTBEATS_WILDCARD",
         "SCHEDULER_PRESENCE",
         "RUNNER_PRESENCE",
+        "SCHEDULER_STATE_STREAM",
+        "SCHEDULER_STATE_WILDCARD",
+        "scheduler_state",
         "run_logs",
         "command",
         "parse_command",
