@@ -32,13 +32,19 @@ const READ_AGGREGATES_SQL: &str = concat!(
 /// Reads the global log after `after` in (transaction_id, global_position) order, only
 /// below the oldest running transaction: an event whose transaction is still open blocks
 /// every later one, so none is ever skipped.
-const READ_ALL_SQL: &str = concat!(
+///
+/// `ORDER BY` names the table's columns (`events.transaction_id`): a bare
+/// `transaction_id` would be the select list's `transaction_id::text::bigint` alias,
+/// which no index provides, so every read sorted all the events after the checkpoint
+/// (about 0.2 s a batch with a backlog of half a million, as the generic plan of the
+/// prepared statement; the relay published a backlog at 2.6k events/s).
+pub const READ_ALL_SQL: &str = concat!(
     "SELECT ",
     event_columns!(),
     " FROM events \
      WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
        AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-     ORDER BY transaction_id, global_position \
+     ORDER BY events.transaction_id, events.global_position \
      LIMIT $3"
 );
 

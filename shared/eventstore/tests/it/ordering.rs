@@ -61,3 +61,38 @@ async fn global_reader_never_skips_a_late_commit_with_a_lower_position() {
     assert_eq!(positions.len(), 21);
     assert!(seen.windows(2).all(|w| w[0].checkpoint() < w[1].checkpoint()));
 }
+
+/// The global reader's statement, as the generic plan of a prepared statement (what a
+/// long-lived reader such as the relay ends up with), walks the `(transaction_id,
+/// global_position)` index from the checkpoint and stops at its limit: no plan that sorts
+/// every event after the checkpoint, whose cost grows with the backlog.
+#[tokio::test]
+async fn the_global_reader_walks_the_index_whatever_the_backlog() {
+    let db = TestDb::create().await.unwrap();
+    sqlx::query(
+        "INSERT INTO events (event_id, aggregate_type, aggregate_id, version, event_type, schema_version, data, metadata) \
+         SELECT gen_random_uuid(), 'pipeline', gen_random_uuid(), 1, 'pipeline.paused', 1, '{}', '{}' \
+         FROM generate_series(1, 20000)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE events").execute(&db.pool).await.unwrap();
+    let mut conn = db.pool.acquire().await.unwrap();
+    sqlx::query("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let statement = flexcore_eventstore::store::READ_ALL_SQL.replace("$1::text::xid8", "$1::xid8");
+    sqlx::query(&format!("PREPARE global_read(xid8, bigint, bigint) AS {statement}"))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar("EXPLAIN EXECUTE global_read('0', 0, 1000)")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let plan = plan.join("\n");
+    assert!(plan.contains("Index Scan using events_transaction_order"), "{plan}");
+    assert!(!plan.contains("Sort"), "{plan}");
+}
