@@ -66,6 +66,9 @@ pub struct ColdStartArgs {
     /// Events the log should hold (seeded when it holds fewer).
     #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub events: u64,
+    /// Schedules created (once a year each) before seeding: the scheduler's state.
+    #[arg(long, default_value_t = 10_000)]
+    pub schedules: usize,
     /// Directory of the service binaries (default: beside this executable).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
@@ -334,6 +337,7 @@ pub async fn run(globals: &Globals, command: &BenchCommand) -> anyhow::Result<()
                 nats,
                 database_url: args.database.url.clone(),
                 events: args.events,
+                schedules: args.schedules,
                 bin_dir,
                 keys_dir: args.keys_dir.clone(),
                 admin_port: args.admin_port,

@@ -6,6 +6,8 @@
 //!
 //! 1. `flexcore-command` starts (migrations, streams); 64 bench pipelines are created and
 //!    paused and resumed once through commands, so the log holds real toggles of each.
+//!    Then `--schedules` schedules (10,000 by default) over those pipelines, firing once a
+//!    year: what the scheduler keeps in memory and its snapshot carries.
 //! 2. Seeding, until the log holds `--events` events: set-based `INSERT … SELECT` over
 //!    `generate_series`, a million rows per statement, of further pause/resume toggles of
 //!    those pipelines, copying the type, schema version, data and metadata of their real
@@ -28,7 +30,10 @@ use std::str::FromStr as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use futures::future::join_all;
+use flexcore_client::Client;
+use flexcore_contracts::commands::CreateSchedule;
+use flexcore_contracts::model::OverlapPolicy;
+use futures::future::{join_all, try_join_all};
 use serde::Serialize;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::ConnectOptions as _;
@@ -37,7 +42,7 @@ use uuid::Uuid;
 
 use flexctl::nats::Nats;
 
-use super::commands::{connect, Outcome, Toggle, CLIENTS_PER_CONNECTION};
+use super::commands::{connect, send, Outcome, Toggle, CLIENTS_PER_CONNECTION};
 use super::setup;
 
 /// Pipelines whose toggles fill the log.
@@ -58,6 +63,8 @@ pub struct ColdStartBench {
     pub database_url: String,
     /// Events the log should hold.
     pub events: u64,
+    /// Schedules created before seeding (the scheduler's state and snapshot).
+    pub schedules: usize,
     /// Directory of the service binaries.
     pub bin_dir: PathBuf,
     /// Directory of the services' seeds (`<identity>.nk`) and `identities.json`; `None`
@@ -85,6 +92,8 @@ pub struct ColdStartFigures {
     /// Seconds the scheduler needed to replay the whole log and write its first snapshot
     /// (not a cold start: the one after it starts from that snapshot).
     pub scheduler_first_replay_seconds: f64,
+    /// The size of that snapshot (compressed), in bytes.
+    pub scheduler_snapshot_bytes: u64,
     /// Each service's cold start.
     pub services: Vec<ServiceStart>,
 }
@@ -106,13 +115,14 @@ impl ColdStartFigures {
     /// Human-readable lines.
     pub fn text(&self) -> String {
         let mut out = format!(
-            "log: {} events ({} seeded in {:.1} s; relayed {:.1} s later; projection's first catch-up {:.1} s; scheduler's first replay and snapshot {:.1} s)\n",
+            "log: {} events ({} seeded in {:.1} s; relayed {:.1} s later; projection's first catch-up {:.1} s; scheduler's first replay and snapshot {:.1} s, {} bytes)\n",
             self.events_in_log,
             self.seeded,
             self.seed_seconds,
             self.relay_seconds,
             self.projection_catch_up_seconds,
-            self.scheduler_first_replay_seconds
+            self.scheduler_first_replay_seconds,
+            self.scheduler_snapshot_bytes
         );
         for s in &self.services {
             out.push_str(&format!(
@@ -153,13 +163,18 @@ pub async fn run(bench: &ColdStartBench) -> anyhow::Result<ColdStartFigures> {
     // The scheduler's first start replays the whole log and then writes a snapshot, which
     // the timed start begins from.
     let mut scheduler_first_replay_seconds = 0.0;
+    let mut scheduler_snapshot_bytes = 0;
     if bench.services.iter().any(|s| s == "flexcore-scheduler") {
         let port = bench.admin_port.checked_add(1).context("--admin-port too high")?;
         let mut scheduler = Service::start(bench, &logs, "flexcore-scheduler", port)?;
         let replayed_at = Instant::now();
         scheduler.ready(port).await?;
-        scheduler.logged("scheduler snapshot written").await?;
+        let written = scheduler.logged("scheduler snapshot written").await?;
         scheduler_first_replay_seconds = replayed_at.elapsed().as_secs_f64();
+        scheduler_snapshot_bytes = serde_json::from_str::<serde_json::Value>(&written)
+            .ok()
+            .and_then(|line| line["fields"]["bytes"].as_u64())
+            .unwrap_or(0);
         scheduler.stop().await;
     }
     command.stop().await;
@@ -179,6 +194,7 @@ pub async fn run(bench: &ColdStartBench) -> anyhow::Result<ColdStartFigures> {
         relay_seconds,
         projection_catch_up_seconds,
         scheduler_first_replay_seconds,
+        scheduler_snapshot_bytes,
         services,
     })
 }
@@ -201,6 +217,40 @@ async fn log_end(db: &PgPool) -> anyhow::Result<u64> {
         .await
         .context("reading the end of the log")?;
     Ok(u64::try_from(end).unwrap_or(0))
+}
+
+/// `count` schedules spread over `pipelines`, through commands, each firing once a year
+/// (1 January, 03:00 UTC): what a scheduler keeps in memory and its snapshot carries,
+/// which no slot disturbs during the bench.
+async fn create_schedules(connections: &[Client], pipelines: &[Uuid], count: usize) -> anyhow::Result<()> {
+    const BATCH: usize = 1000;
+    for start in (0..count).step_by(BATCH) {
+        let batch = (start..(start + BATCH).min(count)).map(|i| {
+            let client = &connections[(i / CLIENTS_PER_CONNECTION) % connections.len()];
+            let body = CreateSchedule {
+                schedule_id: None,
+                pipeline_id: pipelines[i % pipelines.len()],
+                cron: "0 3 1 1 *".to_owned(),
+                timezone: "UTC".to_owned(),
+                overlap: OverlapPolicy::Skip,
+                catchup_window_seconds: 3600,
+                catchup_cap: 1,
+                jitter_seconds: 0,
+                start_at: None,
+                end_at: None,
+                paused: false,
+            };
+            async move {
+                match send(client, &body).await {
+                    Outcome::Accepted => Ok(()),
+                    other => Err(anyhow::anyhow!("schedule.create: {other:?}")),
+                }
+            }
+        });
+        try_join_all(batch).await?;
+    }
+    tracing::info!(count, "schedules created");
+    Ok(())
 }
 
 /// Fills the log up to `bench.events` events; returns how many it inserted.
@@ -230,6 +280,7 @@ async fn seed(bench: &ColdStartBench, db: &PgPool) -> anyhow::Result<u64> {
     for result in join_all(toggled).await {
         result?;
     }
+    create_schedules(&connections, &ids, bench.schedules).await?;
     let templates: Vec<(String, i32, String, String)> = sqlx::query_as(
         "SELECT DISTINCT ON (event_type) event_type, schema_version, data::text, metadata::text
            FROM events WHERE aggregate_id = ANY($1) AND event_type IN ('pipeline.paused', 'pipeline.resumed')
@@ -416,12 +467,12 @@ impl Service {
         }
     }
 
-    /// Waits until the service's log has a line containing `needle`.
-    async fn logged(&mut self, needle: &str) -> anyhow::Result<()> {
+    /// Waits until the service's log has a line containing `needle`; returns it.
+    async fn logged(&mut self, needle: &str) -> anyhow::Result<String> {
         loop {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            if log.contains(needle) {
-                return Ok(());
+            if let Some(line) = log.lines().find(|line| line.contains(needle)) {
+                return Ok(line.to_owned());
             }
             self.alive()?;
             if self.started.elapsed() > READY_WITHIN {
