@@ -9,12 +9,12 @@ use std::time::Instant;
 use chrono::Utc;
 use flexcore_contracts::views::RebuildStatus;
 use flexcore_eventstore::{Checkpoint, RecordedEvent};
-use sqlx::PgPool;
-use tokio::sync::Mutex;
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::{mpsc, Mutex};
 
 use crate::error::ProjectionError;
 use crate::positions::announce;
-use crate::projection::Kind;
+use crate::projection::{Kind, AUDIT};
 use crate::store::{self, Live};
 use crate::tables;
 use crate::worker::Shared;
@@ -88,11 +88,14 @@ async fn rebuild(
     tracing::info!(projection = kind.name(), generation, target, "rebuild started");
     tables::create_generation(&mut conn, spec, generation, false).await?;
 
+    // The log is read one batch ahead of the one being applied: a task reads (and
+    // decodes) the next batch from the event store while this one is written.
     let mut checkpoint = Checkpoint::default();
     let mut last_report = Instant::now();
     let batch_size = shared.settings.replay_batch_size;
-    loop {
-        let batch = flexcore_eventstore::read_all_with(shared.log(), checkpoint, batch_size).await?;
+    let mut batches = read_ahead(shared.log().clone(), checkpoint, batch_size);
+    while let Some(batch) = batches.recv().await {
+        let batch = batch?;
         replay(kind, shared, generation, &batch, &mut checkpoint).await?;
         status.processed += batch.len() as u64;
         if last_report.elapsed().as_secs() >= 1 {
@@ -100,11 +103,10 @@ async fn rebuild(
             status.events_per_second = Some(rate(status.processed, started));
             store::save_rebuild_status(&mut conn, kind, status).await?;
         }
-        if (batch.len() as i64) < batch_size {
-            break;
-        }
     }
-    tables::index_generation(&mut conn, spec, generation).await?;
+    let replayed = started.elapsed();
+    tables::index_generation_in_parallel(&shared.pool, spec, generation, 2).await?;
+    let indexed = started.elapsed();
 
     // The last stretch with the live worker paused, then the swap.
     let mut live = live.lock().await;
@@ -157,6 +159,9 @@ async fn rebuild(
         generation,
         events = status.processed,
         events_per_second = status.events_per_second,
+        replay_seconds = replayed.as_secs_f64(),
+        index_seconds = (indexed - replayed).as_secs_f64(),
+        last_stretch_seconds = (started.elapsed() - indexed).as_secs_f64(),
         "rebuild swapped in"
     );
     tables::drop_generation(&mut conn, spec, old).await?;
@@ -172,11 +177,116 @@ async fn replay(
 ) -> Result<(), ProjectionError> {
     let Some(last) = batch.last() else { return Ok(()) };
     let mut tx = shared.pool.begin().await?;
-    let events: Vec<&RecordedEvent> = batch.iter().collect();
-    kind.apply(&mut tx, generation, &events).await?;
+    if kind == Kind::Audit {
+        copy_audit(&mut tx, generation, batch).await?;
+    } else {
+        let events: Vec<&RecordedEvent> = batch.iter().collect();
+        kind.apply(&mut tx, generation, &events).await?;
+    }
     tx.commit().await?;
     *checkpoint = last.checkpoint();
     Ok(())
+}
+
+/// Reads the log after `from` in batches of `batch_size` on a task of its own, at most
+/// two batches ahead of the receiver; the channel closes after the first short batch
+/// (the end of the log as the reader saw it) or after an error. Dropping the receiver
+/// stops the task.
+fn read_ahead(
+    log: PgPool,
+    from: Checkpoint,
+    batch_size: i64,
+) -> mpsc::Receiver<Result<Vec<RecordedEvent>, ProjectionError>> {
+    let (sender, receiver) = mpsc::channel(2);
+    tokio::spawn(async move {
+        let mut after = from;
+        loop {
+            let batch = flexcore_eventstore::read_all_with(&log, after, batch_size)
+                .await
+                .map_err(ProjectionError::from);
+            let more = match &batch {
+                Ok(events) => {
+                    if let Some(last) = events.last() {
+                        after = last.checkpoint();
+                    }
+                    i64::try_from(events.len()).unwrap_or(i64::MAX) >= batch_size
+                }
+                Err(_) => false,
+            };
+            let empty = batch.as_ref().is_ok_and(Vec::is_empty);
+            if (!empty && sender.send(batch).await.is_err()) || !more {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+/// Writes a batch to a generation's audit table with `COPY` (text format): a rebuild's
+/// batches are contiguous and new to the shadow table, so there is nothing to skip, and
+/// `COPY` spares the server the JSON array the live path sends. The rows are the ones
+/// the live path writes (the same columns, the envelope's JSON text as `doc`).
+async fn copy_audit(conn: &mut PgConnection, generation: u32, batch: &[RecordedEvent]) -> Result<u64, ProjectionError> {
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    let data = audit_copy_text(batch)?;
+    let columns = AUDIT
+        .columns
+        .iter()
+        .map(|(name, _)| *name)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut copy = conn
+        .copy_in_raw(&format!("COPY {} ({columns}) FROM STDIN", AUDIT.table(generation)))
+        .await?;
+    if let Err(error) = copy.send(data).await {
+        let _ = copy.abort("the rebuild failed to send its rows").await;
+        return Err(error.into());
+    }
+    Ok(copy.finish().await?)
+}
+
+/// The `COPY … FROM STDIN` text of audit rows: columns in [`AUDIT`] order, tab-separated,
+/// one row a line, with backslash, tab, newline and carriage return escaped.
+fn audit_copy_text(batch: &[RecordedEvent]) -> Result<Vec<u8>, ProjectionError> {
+    use std::io::Write as _;
+    let mut out: Vec<u8> = Vec::with_capacity(batch.len() * 768);
+    let mut doc: Vec<u8> = Vec::with_capacity(1024);
+    for e in batch {
+        write!(out, "{}\t{}\t{}\t", e.global_position, e.transaction_id, e.event_id).map_err(io)?;
+        escape_copy(&mut out, e.aggregate_type.as_bytes());
+        write!(out, "\t{}\t{}\t", e.aggregate_id, e.version).map_err(io)?;
+        escape_copy(&mut out, e.event_type.as_bytes());
+        write!(
+            out,
+            "\t{}\t",
+            e.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+        )
+        .map_err(io)?;
+        doc.clear();
+        serde_json::to_writer(&mut doc, &e.to_envelope())?;
+        escape_copy(&mut out, &doc);
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+fn io(error: std::io::Error) -> ProjectionError {
+    ProjectionError::Invariant(format!("writing COPY rows: {error}"))
+}
+
+/// Appends `text` to a `COPY` text-format field.
+fn escape_copy(out: &mut Vec<u8>, text: &[u8]) {
+    for &b in text {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(b),
+        }
+    }
 }
 
 fn rate(events: u64, since: Instant) -> f64 {

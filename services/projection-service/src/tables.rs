@@ -6,7 +6,7 @@
 //! re-points the views in the same transaction that moves the checkpoint.
 
 use futures::future::BoxFuture;
-use sqlx::PgConnection;
+use sqlx::{Connection as _, PgConnection, PgPool};
 
 use crate::error::ProjectionError;
 
@@ -214,6 +214,44 @@ pub async fn index_generation(
     generation: u32,
 ) -> Result<(), ProjectionError> {
     execute_all(conn, spec.index_sql(generation)).await
+}
+
+/// Adds the secondary indexes of a generation, up to `connections` at a time (each on a
+/// pooled connection of its own, with room for its sort in memory), then analyses it: a
+/// rebuild's last step before it pauses the live worker.
+pub async fn index_generation_in_parallel(
+    pool: &PgPool,
+    spec: &TableSpec,
+    generation: u32,
+    connections: usize,
+) -> Result<(), ProjectionError> {
+    let table = spec.table(generation);
+    let queue = std::sync::Mutex::new(
+        spec.indexes
+            .iter()
+            .map(|cols| format!("CREATE INDEX ON {table} {cols}"))
+            .collect::<Vec<_>>()
+            .into_iter(),
+    );
+    let next = || queue.lock().ok().and_then(|mut q| q.next());
+    let workers = (0..connections.clamp(1, spec.indexes.len().max(1))).map(|_| async {
+        let mut conn = pool.acquire().await?;
+        while let Some(statement) = next() {
+            let mut tx = conn.begin().await?;
+            sqlx::query("SET LOCAL maintenance_work_mem = '256MB'")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(&statement).persistent(false).execute(&mut *tx).await?;
+            tx.commit().await?;
+        }
+        Ok::<_, ProjectionError>(())
+    });
+    futures::future::try_join_all(workers).await?;
+    sqlx::query(&format!("ANALYZE {table}"))
+        .persistent(false)
+        .execute(pool)
+        .await?;
+    Ok(())
 }
 
 /// Adds `columns` (nullable, whatever the spec says) to a generation's table and
