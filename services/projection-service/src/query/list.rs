@@ -2,6 +2,7 @@
 //! keys a view has is the contract's (`queries::list_rules`), checked by the query's
 //! schema before a list is built.
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use flexcore_contracts::queries::{ListQuery, SortKey, SortOrder, MAX_LIMIT};
 use flexcore_contracts::{ErrorBody, ErrorReason};
 use sqlx::postgres::PgRow;
@@ -44,7 +45,66 @@ pub struct Item<E = ()> {
     /// The extra columns, as the handler decoded them.
     pub extra: E,
     /// The cursor of the rows after this one.
-    pub cursor: String,
+    pub cursor: Cursor,
+}
+
+/// The cursor after a row: its sort value and key as read (binary, not text), encoded
+/// only when a reply carries it ([`Cursor::text`]): a page shows one cursor, that of the
+/// last item it holds, so formatting one per row was work thrown away.
+#[derive(Debug, Clone)]
+pub struct Cursor {
+    sort: &'static str,
+    value: Bound,
+    key: Bound,
+}
+
+/// A sort value or key, as its column's type.
+#[derive(Debug, Clone)]
+enum Bound {
+    Time(DateTime<Utc>),
+    Int(i64),
+    Id(uuid::Uuid),
+    Text(String),
+}
+
+impl Bound {
+    /// The column `name` of `row`, of SQL type `ty` (`timestamptz`, `bigint`, `uuid`, `text`).
+    fn read(row: &PgRow, name: &str, ty: &str) -> Result<Self, sqlx::Error> {
+        Ok(match ty {
+            "timestamptz" => Self::Time(row.try_get(name)?),
+            "bigint" => Self::Int(row.try_get(name)?),
+            "uuid" => Self::Id(row.try_get(name)?),
+            _ => Self::Text(row.try_get(name)?),
+        })
+    }
+
+    /// Text the column's type casts back to the same value (a time to the microsecond,
+    /// Postgres' precision).
+    fn text(&self) -> String {
+        match self {
+            Self::Time(t) => t.to_rfc3339_opts(SecondsFormat::Micros, true),
+            Self::Int(n) => n.to_string(),
+            Self::Id(id) => id.to_string(),
+            Self::Text(text) => text.clone(),
+        }
+    }
+}
+
+impl Cursor {
+    /// The opaque text a reply carries (`next_cursor`) and a query passes back (`cursor`).
+    pub fn text(&self) -> String {
+        encode_cursor(self.sort, &self.value.text(), &self.key.text())
+    }
+
+    /// The cursor after the `events` row at global position `position` (tests).
+    #[cfg(test)]
+    pub fn of_position(position: i64) -> Self {
+        Self {
+            sort: "ta",
+            value: Bound::Int(position),
+            key: Bound::Int(position),
+        }
+    }
 }
 
 /// A page of items, and whether rows follow it.
@@ -188,9 +248,10 @@ pub async fn page<E>(
         SortOrder::Asc => (">", "ASC"),
         SortOrder::Desc => ("<", "DESC"),
     };
-    let mut b: QueryBuilder<Postgres> = QueryBuilder::new(spec.select(&format!(
-        ", v.{sort_col}::text AS sort_value, v.{key_col}::text AS key_value"
-    )));
+    // Typed, not `::text`: Postgres would format a time and a UUID for every row, of which
+    // only the last shown becomes a cursor (`Cursor::text`).
+    let mut b: QueryBuilder<Postgres> =
+        QueryBuilder::new(spec.select(&format!(", v.{sort_col} AS sort_value, v.{key_col} AS key_value")));
     b.push(" WHERE true");
     if let Some(state) = &q.state {
         b.push(" AND state = ").push_bind(state.clone());
@@ -252,12 +313,15 @@ pub async fn page<E>(
     let more = rows.len() > limit as usize;
     let mut items = Vec::with_capacity(rows.len().min(limit as usize));
     for row in rows.iter().take(limit as usize) {
-        let value: &str = row.try_get("sort_value").map_err(super::db_error)?;
-        let key: &str = row.try_get("key_value").map_err(super::db_error)?;
+        let cursor = Cursor {
+            sort,
+            value: Bound::read(row, "sort_value", sort_type).map_err(super::db_error)?,
+            key: Bound::read(row, "key_value", key_type).map_err(super::db_error)?,
+        };
         items.push(Item {
             doc: doc(row)?,
             extra: extra(row)?,
-            cursor: encode_cursor(sort, value, key),
+            cursor,
         });
     }
     Ok(Page { items, more })
@@ -290,5 +354,38 @@ mod tests {
         assert!(decode_cursor(&c, "na").is_err());
         assert!(decode_cursor("zz", "td").is_err());
         assert!(decode_cursor(&hex::encode("td\u{1f}x"), "td").is_err());
+    }
+
+    #[test]
+    fn a_cursor_s_values_are_text_their_columns_cast_back_exactly() {
+        let time: DateTime<Utc> = "2026-11-24T10:00:00.000120Z".parse().unwrap();
+        let id = uuid::Uuid::parse_str("0190a000-0000-7000-8000-0000000000aa").unwrap();
+        let cursor = Cursor {
+            sort: "td",
+            value: Bound::Time(time),
+            key: Bound::Id(id),
+        };
+        let (value, key) = decode_cursor(&cursor.text(), "td").unwrap();
+        assert_eq!(value, "2026-11-24T10:00:00.000120Z");
+        assert_eq!(value.parse::<DateTime<Utc>>().unwrap(), time);
+        assert_eq!(key, id.to_string());
+        let by_name = Cursor {
+            sort: "na",
+            value: Bound::Text("a\u{1f}b".into()),
+            key: Bound::Int(-7),
+        };
+        assert!(
+            decode_cursor(&by_name.text(), "na").is_err(),
+            "a separator in a name is refused, as before"
+        );
+        let events = Cursor {
+            sort: "ta",
+            value: Bound::Int(42),
+            key: Bound::Int(42),
+        };
+        assert_eq!(
+            decode_cursor(&events.text(), "ta").unwrap(),
+            ("42".to_owned(), "42".to_owned())
+        );
     }
 }

@@ -29,7 +29,7 @@ use tracing::Instrument as _;
 use crate::positions::{checkpoint, Positions};
 use crate::projection::Kind;
 
-pub use list::{Item, ListSpec, Page, DEFAULT_LIMIT};
+pub use list::{Cursor, Item, ListSpec, Page, DEFAULT_LIMIT};
 
 /// What query handlers share.
 pub struct QueryContext {
@@ -283,7 +283,7 @@ fn first_item_too_large(kind: Kind, item: &Item, budget: usize) -> ErrorBody {
     )
     .with("size", size)
     .with("limit", budget)
-    .with("next_cursor", item.cursor.clone());
+    .with("next_cursor", item.cursor.text());
     if let Some(id) = id {
         error = error.with("id", id);
     }
@@ -327,7 +327,7 @@ fn fitted(ctx: &QueryContext, kind: Kind, page: Page, budget: usize) -> Result<A
     }
     data.push(']');
     let next_cursor = if taken < page.items.len() || page.more {
-        page.items.get(taken.saturating_sub(1)).map(|item| item.cursor.clone())
+        page.items.get(taken.saturating_sub(1)).map(|item| item.cursor.text())
     } else {
         None
     };
@@ -433,13 +433,14 @@ mod tests {
         let item = Item {
             doc: doc.clone(),
             extra: (),
-            cursor: "c0ffee".into(),
+            cursor: list::Cursor::of_position(7),
         };
+        let cursor = item.cursor.text();
         let error = first_item_too_large(Kind::Pipelines, &item, 100);
         assert_eq!(error.code.as_str(), "payload_too_large");
         assert_eq!(error.details.reason, ErrorReason::TooLarge);
         let details = &error.details.extra;
-        assert_eq!(details["next_cursor"], "c0ffee");
+        assert_eq!(details["next_cursor"], cursor.as_str());
         assert_eq!(details["id"], "p-1");
         assert_eq!(details["size"], doc.len());
         assert_eq!(details["limit"], 100);
@@ -450,7 +451,7 @@ mod tests {
             ..item
         };
         let error = first_item_too_large(Kind::Audit, &item, 1);
-        assert_eq!(error.details.extra["next_cursor"], "c0ffee");
+        assert_eq!(error.details.extra["next_cursor"], cursor.as_str());
         assert!(!error.details.extra.contains_key("id"));
     }
 }

@@ -90,7 +90,8 @@ const PLUGINS: ListSpec = ListSpec {
 };
 
 /// A pipeline's state and latest run (one probe of the runs' `(pipeline_id, requested_at,
-/// run_id)` index) as typed columns, and its active schedules' specs (null without any).
+/// run_id)` index) as typed columns, and its active schedules' specs (null without any,
+/// and not read for a pipeline that is not active: it has no next fire).
 const PIPELINES: ListSpec = ListSpec {
     name: "pipelines",
     view: "read.pipelines",
@@ -100,8 +101,8 @@ const PIPELINES: ListSpec = ListSpec {
     name_column: Some("name"),
     window: "created_at",
     extra: ", v.state AS x_state, lr.x_run_id, lr.x_run_state, lr.x_requested_at, lr.x_finished_at, \
-            (SELECT json_agg(s.doc->'spec') FROM read.schedules s \
-               WHERE s.pipeline_id = v.pipeline_id AND s.state = 'active')::text AS x_schedules",
+            CASE WHEN v.state = 'active' THEN (SELECT json_agg(s.doc->'spec') FROM read.schedules s \
+               WHERE s.pipeline_id = v.pipeline_id AND s.state = 'active')::text END AS x_schedules",
     joins: " LEFT JOIN LATERAL (SELECT r.run_id AS x_run_id, r.state AS x_run_state, \
                r.requested_at AS x_requested_at, r.finished_at AS x_finished_at FROM read.runs r \
                WHERE r.pipeline_id = v.pipeline_id ORDER BY r.requested_at DESC, r.run_id DESC LIMIT 1) lr ON true",
@@ -497,6 +498,8 @@ mod tests {
         // PIPELINES and SCHEDULES write it as a literal.
         assert_eq!(ScheduleStatus::Active.as_str(), "active");
         assert!(PIPELINES.extra.contains("s.state = 'active'"));
+        assert_eq!(PipelineStatus::Active.as_str(), "active");
+        assert!(PIPELINES.extra.contains("WHEN v.state = 'active'"));
         assert!(SCHEDULES.extra.contains("v.state = 'active'"));
     }
 
