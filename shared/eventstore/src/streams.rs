@@ -205,5 +205,28 @@ fn differs(current: &stream::Config, wanted: &stream::Config) -> bool {
         || current.num_replicas != wanted.num_replicas
         || current.description != wanted.description
         || current.allow_direct != wanted.allow_direct
-        || current.max_messages_per_subject != wanted.max_messages_per_subject
+        // The server reports an unset per-subject limit as -1, the client's default is 0.
+        || current.max_messages_per_subject.max(0) != wanted.max_messages_per_subject.max(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unset_per_subject_limit_as_the_server_reports_it_is_no_difference() {
+        let settings = StreamSettings::default();
+        for wanted in [
+            events_stream_config(&settings),
+            scheduler_state_stream_config(&settings),
+        ] {
+            let mut reported = wanted.clone();
+            if reported.max_messages_per_subject == 0 {
+                reported.max_messages_per_subject = -1;
+            }
+            assert!(!differs(&reported, &wanted), "{}", wanted.name);
+            reported.max_messages_per_subject = 5;
+            assert!(differs(&reported, &wanted), "{}", wanted.name);
+        }
+    }
 }
