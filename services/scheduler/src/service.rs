@@ -204,7 +204,7 @@ async fn replica(
                         let (schedules, runs, timers) = core.counts();
                         tracing::info!(schedules, runs, timers, "log replayed; firing");
                     }
-                    snapshots.maybe_write(&js, &identity, &core, client.server_info().max_payload);
+                    snapshots.maybe_write(&js, &identity, &core);
                 }
                 Some(Err(error)) => {
                     tracing::warn!(%error, last_sequence, "event stream error; following again");
@@ -239,7 +239,7 @@ async fn replica(
                 announce(&client, &identity, &instance, true).await;
                 core.expire_members(Instant::now());
                 // A snapshot that came due while the previous one was being written.
-                snapshots.maybe_write(&js, &identity, &core, client.server_info().max_payload);
+                snapshots.maybe_write(&js, &identity, &core);
             }
             Some((action, outcome)) = outcomes.recv() => {
                 if let Outcome::Failed(why) = &outcome {

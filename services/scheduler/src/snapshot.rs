@@ -122,8 +122,9 @@ impl Writer {
 
     /// Writes `core`'s state as of the last message folded, if one is due and this
     /// replica is live and the one of its peers that writes snapshots (the owner of the
-    /// nil id: one writer at a time, whose parts do not interleave with another's).
-    pub fn maybe_write(&mut self, js: &jetstream::Context, identity: &Identity, core: &Core, max_payload: usize) {
+    /// nil id: one writer at a time, whose parts do not interleave with another's). The
+    /// server's `max_payload`, which sizes the chunks, is read only then, not per event.
+    pub fn maybe_write(&mut self, js: &jetstream::Context, identity: &Identity, core: &Core) {
         if self.every == 0 || self.since < self.every {
             return;
         }
@@ -146,6 +147,7 @@ impl Writer {
         };
         self.since = 0;
         self.last_written = Some(Instant::now());
+        let max_payload = js.client().server_info().max_payload;
         let (js, identity) = (js.clone(), identity.clone());
         self.in_flight = Some(tokio::spawn(async move {
             let sequence = snapshot.sequence;
