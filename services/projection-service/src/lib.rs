@@ -12,6 +12,7 @@
 //! - [`metrics`]: projection lag and query metrics, and the readiness checks.
 //! - [`run`]: wires them together until shutdown; `main.rs` only loads config and connects.
 
+pub mod derived;
 pub mod error;
 pub mod metrics;
 pub mod positions;
@@ -197,6 +198,7 @@ pub async fn run(
             identity: credentials.identity.clone(),
             trust: credentials.trust.clone(),
             verified: Arc::new(flexcore_security::VerifiedCache::new(worker::VERIFIED_CACHE)),
+            derived_stale: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         };
         tasks.push(tokio::spawn(worker::run(shared, stop.clone())));
     }

@@ -337,6 +337,7 @@ pub const AUDIT: TableSpec = TableSpec {
     ],
     counts: false,
     minutes: false,
+    derived: &[],
 };
 
 async fn apply_audit(

@@ -148,10 +148,19 @@ async fn rebuild(
     .execute(&mut *tx)
     .await?;
     store::save_rebuild_status(&mut tx, kind, status).await?;
+    if kind == Kind::Pipelines {
+        // The rebuilt rows have their derived columns still to compute.
+        crate::derived::refresh_all(&mut tx, generation).await?;
+    }
     tables::swap_views(&mut tx, spec, generation).await?;
     tx.commit().await?;
     *live = Live { generation, checkpoint };
     drop(live);
+    if matches!(kind, Kind::Pipelines | Kind::Runs | Kind::Schedules) {
+        // Batches applied meanwhile, or a new fold of runs or schedules, may have left
+        // some out of date: the worker recomputes them all.
+        shared.derived_stale.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     shared.positions.advance(kind, checkpoint);
     announce(&shared.nats, &shared.identity, kind, checkpoint).await;
     tracing::info!(

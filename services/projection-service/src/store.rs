@@ -7,6 +7,7 @@ use flexcore_eventstore::{Checkpoint, RecordedEvent};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 
+use crate::derived;
 use crate::error::ProjectionError;
 use crate::positions::checkpoint;
 use crate::projection::Kind;
@@ -130,8 +131,7 @@ pub async fn upgrade_layouts(pool: &PgPool) -> Result<Vec<(Kind, Outdated)>, Pro
             outdated.push(Outdated::MissingMinutes);
         }
         let missing: Vec<&(&str, &str)> = spec
-            .columns
-            .iter()
+            .all_columns()
             .filter(|(name, _)| !columns.iter().any(|(have, _)| have == name))
             .collect();
         if !missing.is_empty() {
@@ -204,7 +204,8 @@ pub async fn commit_batch(
     events: &[RecordedEvent],
     verified: bool,
 ) -> Result<Committed, ProjectionError> {
-    commit_all(pool, separate_log, &mut [(kind, live)], events, verified).await
+    let stale = std::sync::atomic::AtomicBool::new(false);
+    commit_all(pool, separate_log, &mut [(kind, live)], events, verified, &stale).await
 }
 
 /// Applies `events` (in reading order) to every projection of `projections`, each from
@@ -221,12 +222,18 @@ pub async fn commit_batch(
 /// One delivery, decode and transaction per batch for all projections; each keeps its
 /// own row in `read.projections` (generation and checkpoint), so exactly-once effects,
 /// rebuilds and catch-up stay per projection.
+///
+/// The same transaction recomputes the derived columns of the pipelines the batch
+/// touched ([`derived::refresh`]) when the pipelines projection is one of
+/// `projections`; when it is not (a rebuild holds it), `derived_stale` is set instead,
+/// for the worker to recompute them all once it can.
 pub async fn commit_all(
     pool: &PgPool,
     separate_log: Option<&PgPool>,
     projections: &mut [(Kind, &mut Live)],
     events: &[RecordedEvent],
     verified: bool,
+    derived_stale: &std::sync::atomic::AtomicBool,
 ) -> Result<Committed, ProjectionError> {
     // Per projection: in reading order, without anything at or below its checkpoint.
     let mut plans: Vec<(usize, Vec<&RecordedEvent>, Checkpoint)> = Vec::with_capacity(projections.len());
@@ -263,10 +270,20 @@ pub async fn commit_all(
     }
     let mut tx = pool.begin().await?;
     let mut changed = 0;
+    let mut touched = derived::Touched::default();
     for (i, fresh, _) in &plans {
         let (kind, live) = &projections[*i];
         if kind.concerns(fresh) {
             changed += kind.apply(&mut tx, live.generation, fresh).await?;
+            touched.add(*kind, fresh);
+        }
+    }
+    if !touched.is_empty() {
+        match projections.iter().find(|(kind, _)| *kind == Kind::Pipelines) {
+            Some((_, pipelines)) => {
+                derived::refresh(&mut tx, pipelines.generation, &touched).await?;
+            }
+            None => derived_stale.store(true, std::sync::atomic::Ordering::Relaxed),
         }
     }
     let mut names = Vec::with_capacity(plans.len());

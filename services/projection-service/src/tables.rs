@@ -26,6 +26,10 @@ pub struct TableSpec {
     /// Whether a per-minute activity table goes with it (`read.<base>_minutes`: rows
     /// requested, finished and failed in each minute; see `Entity::activity`).
     pub minutes: bool,
+    /// Nullable columns not taken from the document but kept up to date from other
+    /// projections' rows (see `crate::derived`): created with the table, left out of
+    /// the upsert (a new row has them null, an updated row keeps them).
+    pub derived: &'static [(&'static str, &'static str)],
 }
 
 impl TableSpec {
@@ -35,8 +39,19 @@ impl TableSpec {
     pub fn layout(&self) -> String {
         use sha2::Digest as _;
         let text = format!(
-            "key {}; columns {:?}; indexes {:?}; counts {}; minutes {}",
-            self.key, self.columns, self.indexes, self.counts, self.minutes
+            "key {}; columns {:?}; indexes {:?}; counts {}; minutes {}{}",
+            self.key,
+            self.columns,
+            self.indexes,
+            self.counts,
+            self.minutes,
+            // Absent from the text when empty: the layouts recorded before derived
+            // columns existed stay current.
+            if self.derived.is_empty() {
+                String::new()
+            } else {
+                format!("; derived {:?}", self.derived)
+            }
         );
         hex::encode(&sha2::Sha256::digest(text.as_bytes())[..8])
     }
@@ -68,6 +83,11 @@ impl TableSpec {
              finished bigint NOT NULL DEFAULT 0, failed bigint NOT NULL DEFAULT 0)",
             self.minutes_table(generation)
         )
+    }
+
+    /// Every column of the table: the document's, then the derived ones.
+    pub fn all_columns(&self) -> impl Iterator<Item = &(&'static str, &'static str)> {
+        self.columns.iter().chain(self.derived)
     }
 
     /// The view queries read.
@@ -102,8 +122,7 @@ impl TableSpec {
     fn create_sql(&self, generation: u32) -> Vec<String> {
         let table = self.table(generation);
         let columns = self
-            .columns
-            .iter()
+            .all_columns()
             .map(|(name, ty)| format!("{name} {ty}"))
             .collect::<Vec<_>>()
             .join(", ");
@@ -311,6 +330,7 @@ mod tests {
         indexes: &["(state)"],
         counts: true,
         minutes: false,
+        derived: &[],
     };
 
     #[test]
@@ -325,6 +345,25 @@ mod tests {
             .swap_sql(4)
             .contains(&"CREATE VIEW read.things AS SELECT * FROM read.things_g4".to_owned()));
         assert!(SPEC.create_sql(1).iter().any(|s| s.contains("read.things_counts_g1")));
+    }
+
+    #[test]
+    fn derived_columns_are_created_but_not_upserted() {
+        let spec = TableSpec {
+            derived: &[("extra", "text")],
+            ..SPEC
+        };
+        assert!(spec
+            .create_sql(1)
+            .iter()
+            .any(|s| s.contains("doc json NOT NULL, extra text")));
+        assert_eq!(
+            spec.upsert_sql(2),
+            SPEC.upsert_sql(2),
+            "an upsert leaves them as they are"
+        );
+        assert_ne!(spec.layout(), SPEC.layout());
+        assert_eq!(spec.all_columns().count(), 4);
     }
 
     #[test]
@@ -345,7 +384,11 @@ mod tests {
         };
         let without_counts = TableSpec { counts: false, ..SPEC };
         let renamed_view = TableSpec { base: "stuff", ..SPEC };
-        for changed in [&retyped, &reindexed, &without_counts] {
+        let with_derived = TableSpec {
+            derived: &[("extra", "text")],
+            ..SPEC
+        };
+        for changed in [&retyped, &reindexed, &without_counts, &with_derived] {
             assert_ne!(changed.layout(), SPEC.layout(), "{changed:?}");
         }
         assert_eq!(

@@ -17,6 +17,7 @@
 //! next batch finds it behind (or ahead) and the shared catch-up reads the log from the
 //! earliest checkpoint, each projection taking only what follows its own.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,6 +58,10 @@ pub struct Shared {
     pub trust: flexcore_security::Trust,
     /// Event messages already verified (a redelivered message is not checked again).
     pub verified: Arc<flexcore_security::VerifiedCache>,
+    /// Set when the pipelines' derived columns may be out of date as a whole (a rebuild
+    /// swapped in one of the models they come from, or a batch was applied while the
+    /// pipelines model was held): the leader recomputes them all within a second.
+    pub derived_stale: Arc<AtomicBool>,
 }
 
 impl Shared {
@@ -134,6 +139,8 @@ async fn lead(shared: &Shared, db: &PgConnectOptions, shutdown: &CancellationTok
     for kind in Kind::ALL {
         tracing::info!(projection = kind.name(), "projection leadership acquired");
     }
+    // Whatever the last leader left undone (or a version without them never did).
+    shared.derived_stale.store(true, Ordering::Relaxed);
     let mut lives: Lives = Vec::with_capacity(Kind::ALL.len());
     let mut conn = shared.pool.acquire().await?;
     for kind in Kind::ALL {
@@ -209,6 +216,9 @@ async fn lead(shared: &Shared, db: &PgConnectOptions, shutdown: &CancellationTok
                 if let Err(error) = lock.ping().await {
                     break Err(error.into());
                 }
+                if let Err(error) = refresh_derived(shared, &lives).await {
+                    break Err(error);
+                }
                 rebuilding.retain(|(_, task)| !task.is_finished());
                 let mut failed = None;
                 for (kind, live) in &lives {
@@ -234,6 +244,40 @@ async fn lead(shared: &Shared, db: &PgConnectOptions, shutdown: &CancellationTok
         task.abort();
     }
     result
+}
+
+/// Recomputes every pipeline's derived columns ([`crate::derived`]) if they are marked
+/// stale and no rebuild holds the pipelines model (else it stays marked, for the next
+/// tick).
+async fn refresh_derived(shared: &Shared, lives: &Lives) -> Result<(), ProjectionError> {
+    if !shared.derived_stale.swap(false, Ordering::Relaxed) {
+        return Ok(());
+    }
+    let held = lives
+        .iter()
+        .find(|(kind, _)| *kind == Kind::Pipelines)
+        .and_then(|(_, live)| live.clone().try_lock_owned().ok());
+    let Some(pipelines) = held else {
+        shared.derived_stale.store(true, Ordering::Relaxed);
+        return Ok(());
+    };
+    let refreshed = async {
+        let mut tx = shared.pool.begin().await?;
+        let written = crate::derived::refresh_all(&mut tx, pipelines.generation).await?;
+        tx.commit().await?;
+        Ok::<_, ProjectionError>(written)
+    }
+    .await;
+    match refreshed {
+        Ok(written) => {
+            tracing::debug!(written, "pipelines' derived columns recomputed");
+            Ok(())
+        }
+        Err(error) => {
+            shared.derived_stale.store(true, Ordering::Relaxed);
+            Err(error)
+        }
+    }
 }
 
 type Guards = Vec<(Kind, OwnedMutexGuard<Live>)>;
@@ -265,7 +309,7 @@ pub async fn catch_up(shared: &Shared, projections: &mut [(Kind, &mut Live)]) ->
             return Ok(total);
         }
         let n = batch.len() as u64;
-        match store::commit_all(&shared.pool, None, projections, &batch, true).await? {
+        match store::commit_all(&shared.pool, None, projections, &batch, true, &shared.derived_stale).await? {
             Committed::Applied(_) | Committed::Skipped => {
                 total += n;
                 announce_all(shared, projections).await;
@@ -340,6 +384,7 @@ async fn apply_chunk(
                 &mut projections,
                 &events,
                 false,
+                &shared.derived_stale,
             )
             .await?
             {

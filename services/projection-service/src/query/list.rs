@@ -28,12 +28,10 @@ pub struct ListSpec {
     pub name_column: Option<&'static str>,
     /// Column filtered by `since`/`until`.
     pub window: &'static str,
-    /// Extra columns computed per row (`, <expr> AS x_…`, over alias `v` and `joins`), for
-    /// the handler to fold into the row's document.
+    /// Extra columns computed per row (`, <expr> AS x_…`, over alias `v`), for the handler
+    /// to fold into the row's document; named `x_…` so that the filters' bare column names
+    /// stay the view's.
     pub extra: &'static str,
-    /// Joins after `FROM <view> AS v` the extra columns read (`LEFT JOIN LATERAL …`);
-    /// their columns are named `x_…` so that the filters' bare column names stay the view's.
-    pub joins: &'static str,
 }
 
 /// One listed item: its document (exact text) and the cursor that continues after it.
@@ -116,12 +114,12 @@ impl<E> Default for Page<E> {
 }
 
 impl ListSpec {
-    /// `SELECT doc::text AS doc<extra> FROM <view> AS v<joins>`: the document's text as
-    /// stored (`json` keeps it exactly), without a round trip through a JSON parser.
+    /// `SELECT doc::text AS doc<extra> FROM <view> AS v`: the document's text as stored
+    /// (`json` keeps it exactly), without a round trip through a JSON parser.
     pub fn select(&self, columns: &str) -> String {
         format!(
-            "SELECT v.doc::text AS doc{columns}{} FROM {} AS v{}",
-            self.extra, self.view, self.joins
+            "SELECT v.doc::text AS doc{columns}{} FROM {} AS v",
+            self.extra, self.view
         )
     }
 }

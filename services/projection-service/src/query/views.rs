@@ -86,12 +86,11 @@ const PLUGINS: ListSpec = ListSpec {
     name_column: Some("name"),
     window: "created_at",
     extra: "",
-    joins: "",
 };
 
-/// A pipeline's state and latest run (one probe of the runs' `(pipeline_id, requested_at,
-/// run_id)` index) as typed columns, and its active schedules' specs (null without any,
-/// and not read for a pipeline that is not active: it has no next fire).
+/// A pipeline's state, latest run and active schedules' specs, from its own row
+/// (`crate::derived`); the specs are not read for a pipeline that is not active (it has
+/// no next fire).
 const PIPELINES: ListSpec = ListSpec {
     name: "pipelines",
     view: "read.pipelines",
@@ -100,12 +99,9 @@ const PIPELINES: ListSpec = ListSpec {
     updated: Some("updated_at"),
     name_column: Some("name"),
     window: "created_at",
-    extra: ", v.state AS x_state, lr.x_run_id, lr.x_run_state, lr.x_requested_at, lr.x_finished_at, \
-            CASE WHEN v.state = 'active' THEN (SELECT json_agg(s.doc->'spec') FROM read.schedules s \
-               WHERE s.pipeline_id = v.pipeline_id AND s.state = 'active')::text END AS x_schedules",
-    joins: " LEFT JOIN LATERAL (SELECT r.run_id AS x_run_id, r.state AS x_run_state, \
-               r.requested_at AS x_requested_at, r.finished_at AS x_finished_at FROM read.runs r \
-               WHERE r.pipeline_id = v.pipeline_id ORDER BY r.requested_at DESC, r.run_id DESC LIMIT 1) lr ON true",
+    extra: ", v.state AS x_state, v.last_run_id AS x_run_id, v.last_run_state AS x_run_state, \
+            v.last_run_requested_at AS x_requested_at, v.last_run_finished_at AS x_finished_at, \
+            CASE WHEN v.state = 'active' THEN v.schedule_specs END AS x_schedules",
 };
 
 const RUNS: ListSpec = ListSpec {
@@ -117,7 +113,6 @@ const RUNS: ListSpec = ListSpec {
     name_column: None,
     window: "requested_at",
     extra: "",
-    joins: "",
 };
 
 /// A schedule's spec when it is active (for its next fire) and its pipeline's name.
@@ -131,7 +126,6 @@ const SCHEDULES: ListSpec = ListSpec {
     window: "created_at",
     extra: ", CASE WHEN v.state = 'active' THEN (v.doc->'spec')::text END AS x_spec, \
             (SELECT p.name FROM read.pipelines p WHERE p.pipeline_id = v.pipeline_id) AS x_pipeline_name",
-    joins: "",
 };
 
 /// The audit log.
@@ -144,7 +138,6 @@ pub const EVENTS: ListSpec = ListSpec {
     name_column: None,
     window: "recorded_at",
     extra: "",
-    joins: "",
 };
 
 /// What a row adds to its document at query time, from its extra columns.
@@ -495,9 +488,8 @@ mod tests {
 
     #[test]
     fn the_state_the_sql_names_active_is_the_contract_s() {
-        // PIPELINES and SCHEDULES write it as a literal.
+        // PIPELINES and SCHEDULES write it as a literal (and `crate::derived` too).
         assert_eq!(ScheduleStatus::Active.as_str(), "active");
-        assert!(PIPELINES.extra.contains("s.state = 'active'"));
         assert_eq!(PipelineStatus::Active.as_str(), "active");
         assert!(PIPELINES.extra.contains("WHEN v.state = 'active'"));
         assert!(SCHEDULES.extra.contains("v.state = 'active'"));

@@ -30,6 +30,16 @@ impl Entity for PipelineView {
         ],
         counts: true,
         minutes: false,
+        // What a pipeline shows of other aggregates, kept on its row so that lists and
+        // gets read one row per pipeline (`crate::derived`): its latest run, and the
+        // specs of its active schedules (a JSON array, null without any).
+        derived: &[
+            ("last_run_id", "uuid"),
+            ("last_run_state", "text"),
+            ("last_run_requested_at", "timestamptz"),
+            ("last_run_finished_at", "timestamptz"),
+            ("schedule_specs", "text"),
+        ],
     };
     const AGGREGATE: &'static str = PipelineEvent::AGGREGATE_TYPE;
 

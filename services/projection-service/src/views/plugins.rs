@@ -31,6 +31,7 @@ impl Entity for PluginView {
         ],
         counts: true,
         minutes: false,
+        derived: &[],
     };
     const AGGREGATE: &'static str = PluginEvent::AGGREGATE_TYPE;
 

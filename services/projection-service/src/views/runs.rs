@@ -35,6 +35,7 @@ impl Entity for RunView {
         ],
         counts: true,
         minutes: true,
+        derived: &[],
     };
     const AGGREGATE: &'static str = RunEvent::AGGREGATE_TYPE;
 

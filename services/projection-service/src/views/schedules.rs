@@ -28,6 +28,7 @@ impl Entity for ScheduleView {
         ],
         counts: true,
         minutes: false,
+        derived: &[],
     };
     const AGGREGATE: &'static str = ScheduleEvent::AGGREGATE_TYPE;
 

@@ -2,6 +2,9 @@
 //! independent recomputation from the event store.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -145,6 +148,74 @@ pub async fn assert_read_models_match(s: &Stack) {
         .await
         .unwrap();
     assert_eq!(audit, events, "the audit log holds exactly the event log");
+    // Each pipeline's row carries its latest run and its active schedules' specs (after a
+    // rebuild swapped one of the three in, the worker recomputes them within a second).
+    let settled = flexcore_testkit::wait_until(Duration::from_secs(10), "derived columns", || async {
+        derived_mismatches(read).await.is_empty()
+    })
+    .await;
+    if settled.is_err() {
+        panic!("read.pipelines derived columns: {:#?}", derived_mismatches(read).await);
+    }
+}
+
+/// The pipelines whose derived columns differ from their runs and schedules rows,
+/// recomputed here.
+async fn derived_mismatches(read: &PgPool) -> Vec<String> {
+    type LastRun = (Uuid, String, DateTime<Utc>, Option<DateTime<Utc>>);
+    type RunRow = (Uuid, Uuid, String, DateTime<Utc>, Option<DateTime<Utc>>);
+    let runs: Vec<RunRow> =
+        sqlx::query_as("SELECT run_id, pipeline_id, state, requested_at, finished_at FROM read.runs")
+            .fetch_all(read)
+            .await
+            .unwrap();
+    let mut last: BTreeMap<Uuid, LastRun> = BTreeMap::new();
+    for (run_id, pipeline_id, state, requested_at, finished_at) in runs {
+        let newer = last
+            .get(&pipeline_id)
+            .is_none_or(|(id, _, at, _)| (requested_at, run_id) > (*at, *id));
+        if newer {
+            last.insert(pipeline_id, (run_id, state, requested_at, finished_at));
+        }
+    }
+    let schedules: Vec<(Uuid, Uuid, Value)> = sqlx::query_as(
+        "SELECT schedule_id, pipeline_id, doc->'spec' FROM read.schedules WHERE state = 'active' ORDER BY schedule_id",
+    )
+    .fetch_all(read)
+    .await
+    .unwrap();
+    let mut specs: BTreeMap<Uuid, Vec<Value>> = BTreeMap::new();
+    for (_, pipeline_id, spec) in schedules {
+        specs.entry(pipeline_id).or_default().push(spec);
+    }
+    type Row = (
+        Uuid,
+        Option<Uuid>,
+        Option<String>,
+        Option<DateTime<Utc>>,
+        Option<DateTime<Utc>>,
+        Option<String>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT pipeline_id, last_run_id, last_run_state, last_run_requested_at, last_run_finished_at, schedule_specs          FROM read.pipelines",
+    )
+    .fetch_all(read)
+    .await
+    .unwrap();
+    let mut wrong = Vec::new();
+    for (id, run_id, state, requested_at, finished_at, stored_specs) in rows {
+        let have = run_id.map(|run_id| (run_id, state.unwrap_or_default(), requested_at.unwrap(), finished_at));
+        let want = last.get(&id).cloned();
+        if have != want {
+            wrong.push(format!("pipeline {id}: last run {have:?}, expected {want:?}"));
+        }
+        let have: Option<Value> = stored_specs.map(|s| serde_json::from_str(&s).unwrap());
+        let want = specs.get(&id).map(|s| json!(s));
+        if have != want {
+            wrong.push(format!("pipeline {id}: schedule specs {have:?}, expected {want:?}"));
+        }
+    }
+    wrong
 }
 
 #[tokio::test]
