@@ -7,8 +7,9 @@
 //! They are never folded from events: they are recomputed from the runs and schedules
 //! rows, with the statement a query would run, for the pipelines a batch touched
 //! ([`refresh`], inside the worker's transaction that applied the batch) or for all of
-//! them ([`refresh_all`]: after a rebuild of any of the three, and when a replica starts
-//! to lead). A recomputation writes only rows whose values differ, and the derived
+//! them ([`refresh_all`]: in a pipelines rebuild's swap, after a runs or schedules
+//! rebuild, after a batch applied while a rebuild held the pipelines model, and when a
+//! replica starts to lead). A recomputation writes only rows whose values differ, and the derived
 //! columns are not indexed, so those updates can be HOT.
 
 use flexcore_contracts::events::{PipelineEvent, RunEvent, ScheduleEvent};

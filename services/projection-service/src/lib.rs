@@ -198,7 +198,8 @@ pub async fn run(
             identity: credentials.identity.clone(),
             trust: credentials.trust.clone(),
             verified: Arc::new(flexcore_security::VerifiedCache::new(worker::VERIFIED_CACHE)),
-            derived_stale: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            // Marked by each leadership (`worker::lead`).
+            derived_stale: Arc::default(),
         };
         tasks.push(tokio::spawn(worker::run(shared, stop.clone())));
     }

@@ -156,9 +156,10 @@ async fn rebuild(
     tx.commit().await?;
     *live = Live { generation, checkpoint };
     drop(live);
-    if matches!(kind, Kind::Pipelines | Kind::Runs | Kind::Schedules) {
-        // Batches applied meanwhile, or a new fold of runs or schedules, may have left
-        // some out of date: the worker recomputes them all.
+    if matches!(kind, Kind::Runs | Kind::Schedules) {
+        // A new fold of runs or schedules may change what pipelines show: the worker
+        // recomputes them all. (A pipelines swap filled its own above; a batch applied
+        // while it held the model marked them stale itself, in `store::commit_all`.)
         shared.derived_stale.store(true, std::sync::atomic::Ordering::Relaxed);
     }
     shared.positions.advance(kind, checkpoint);
