@@ -24,7 +24,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer};
 use flexcore_contracts::{envelope, subjects, EventEnvelope};
 use flexcore_eventstore::RecordedEvent;
-use flexcore_security::Role;
+use flexcore_security::{Role, Signed, VerifyError};
 use flexcore_telemetry::propagation;
 use futures::StreamExt;
 use sqlx::postgres::PgConnectOptions;
@@ -336,15 +336,23 @@ async fn apply_chunk(
     // While spans are exported: one per traced event and projection it concerns, open
     // until the batch is committed.
     let mut spans = Vec::new();
-    for item in chunk {
-        let message = item.map_err(ProjectionError::nats)?;
+    let messages = chunk
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ProjectionError::nats)?;
+    // The chunk's signatures are checked together (one batch equation).
+    let signed: Vec<Signed<'_>> = messages.iter().map(|m| Signed::from(&m.message)).collect();
+    let verdicts: Vec<Result<(), VerifyError>> = shared
+        .trust
+        .verify_all(&signed, &[Role::Command], None, Some(&shared.verified))
+        .into_iter()
+        .map(|verdict| verdict.map(|_| ()))
+        .collect();
+    for (message, verdict) in messages.into_iter().zip(verdicts) {
         // Only what the relay published: anything else on the stream (published despite
         // the permissions) is skipped like an undecodable message, and the event store
         // fills the position it claimed.
-        if let Err(why) = shared
-            .trust
-            .verify_message_cached(&message.message, &[Role::Command], &shared.verified)
-        {
+        if let Err(why) = verdict {
             tracing::warn!(subject = %message.subject, %why, "event message not signed by the command service; ignored");
             last = Some(message);
             continue;

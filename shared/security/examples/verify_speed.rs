@@ -1,10 +1,11 @@
-//! How long signing and verifying one event-sized message takes here, and verifying it
-//! again through a [`VerifiedCache`] (what the projection's second to fifth views pay).
+//! How long signing and verifying one event-sized message takes here, verifying it again
+//! through a [`VerifiedCache`], and verifying 64 different ones together
+//! ([`Trust::verify_all`], one batch equation).
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 use std::time::Instant;
 
 use flexcore_security::kit::Kit;
-use flexcore_security::{Identity, Role, VerifiedCache};
+use flexcore_security::{Identity, Role, Signed, Trust, VerifiedCache};
 
 fn main() {
     let kit = Kit::generate(&[("command", Role::Command)]);
@@ -47,8 +48,31 @@ fn main() {
     for _ in 0..n {
         trust.verify_message_cached(&message, &[Role::Command], &cache).unwrap();
     }
+    let cached = started.elapsed() / n;
+    let batch: Vec<(String, async_nats::HeaderMap)> = (0..64)
+        .map(|i| {
+            let subject = format!("flexcore.evt.run.{i}.requested");
+            let headers = identity.signed_headers(&subject, &body);
+            (subject, headers)
+        })
+        .collect();
+    let signed: Vec<Signed<'_>> = batch
+        .iter()
+        .map(|(subject, headers)| Signed {
+            subject,
+            headers: Some(headers),
+            body: &body,
+        })
+        .collect();
+    let rounds = n / 64;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        let verdicts = Trust::verify_all(&trust, &signed, &[Role::Command], None, None);
+        assert!(verdicts.iter().all(Result::is_ok));
+    }
+    let together = started.elapsed() / (rounds * 64);
     println!(
-        "sign {sign:?}/message, verify {verify:?}/message, verify again (cached) {:?}/message",
-        started.elapsed() / n
+        "sign {sign:?}/message, verify {verify:?}/message, verify again (cached) {cached:?}/message, \
+         verify 64 together {together:?}/message"
     );
 }

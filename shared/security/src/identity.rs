@@ -12,6 +12,7 @@ use flexcore_contracts::envelope::{HEADER_SIGNATURE, HEADER_SIGNED_AT, HEADER_SI
 use nkeys::KeyPair;
 use serde::{Deserialize, Serialize};
 
+use crate::batch::{self, Check};
 use crate::sign::{check_fresh, now_ms, signed_bytes};
 use crate::{Role, VerifyError};
 
@@ -69,7 +70,8 @@ struct TrustFile {
 
 struct Trusted {
     identity: TrustedIdentity,
-    key: KeyPair,
+    /// Its public key, ready for signature checks.
+    verifying: ed25519_dalek::VerifyingKey,
 }
 
 /// The identities file: who exists, with which role and key. Every service loads it;
@@ -122,9 +124,11 @@ impl Trust {
                     identity.name
                 )));
             }
-            let key = KeyPair::from_public_key(&identity.public_key)
+            let verifying = KeyPair::from_public_key(&identity.public_key)
                 .ok()
                 .filter(|key| identity.public_key.starts_with('U') && key.public_key() == identity.public_key)
+                .and_then(|_| nkeys::from_public_key(&identity.public_key).ok())
+                .and_then(|(_, raw)| ed25519_dalek::VerifyingKey::from_bytes(&raw).ok())
                 .ok_or_else(|| {
                     SecurityError::Invalid(format!(
                         "{}: public_key {:?} is not an NKey user public key (U…)",
@@ -137,7 +141,7 @@ impl Trust {
                     identity.name, identity.public_key
                 )));
             }
-            by_key.insert(identity.public_key.clone(), Trusted { identity, key });
+            by_key.insert(identity.public_key.clone(), Trusted { identity, verifying });
         }
         Ok(Self {
             by_key: Arc::new(by_key),
@@ -227,6 +231,33 @@ impl Trust {
         )
     }
 
+    /// Checks each of `messages` as [`Self::verify`] does (with `cache` as
+    /// [`Self::verify_message_cached`] when given), checking their signatures together in
+    /// one batch equation: about half the CPU of checking them one by one.
+    pub fn verify_all<'m>(
+        &self,
+        messages: &[Signed<'m>],
+        roles: &[Role],
+        freshness: Option<Duration>,
+        cache: Option<&VerifiedCache>,
+    ) -> Vec<Result<&TrustedIdentity, VerifyError>> {
+        let claims: Vec<Result<Claim<'_>, VerifyError>> = messages.iter().map(|m| self.claim(m, cache)).collect();
+        let checks: Vec<&Check> = claims
+            .iter()
+            .filter_map(|claim| claim.as_ref().ok()?.check.as_ref())
+            .collect();
+        let mut verdicts = batch::verify_all(&checks).into_iter();
+        claims
+            .into_iter()
+            .zip(messages)
+            .map(|(claim, message)| {
+                let claim = claim?;
+                let holds = claim.check.is_none() || verdicts.next().unwrap_or(false);
+                claim.settle(holds, message.headers, roles, freshness, cache)
+            })
+            .collect()
+    }
+
     fn check(
         &self,
         subject: &str,
@@ -236,7 +267,16 @@ impl Trust {
         freshness: Option<Duration>,
         cache: Option<&VerifiedCache>,
     ) -> Result<&TrustedIdentity, VerifyError> {
-        let headers = headers.ok_or(VerifyError::Unsigned)?;
+        let message = Signed { subject, headers, body };
+        let claim = self.claim(&message, cache)?;
+        let holds = claim.check.as_ref().is_none_or(Check::holds);
+        claim.settle(holds, headers, roles, freshness, cache)
+    }
+
+    /// Who `message` claims to be signed by, and the signature check that would prove it
+    /// (none when `cache` knows it verified).
+    fn claim(&self, message: &Signed<'_>, cache: Option<&VerifiedCache>) -> Result<Claim<'_>, VerifyError> {
+        let headers = message.headers.ok_or(VerifyError::Unsigned)?;
         let signature = headers.get(HEADER_SIGNATURE).ok_or(VerifyError::Unsigned)?;
         let signer = headers
             .get(HEADER_SIGNER)
@@ -246,23 +286,81 @@ impl Trust {
             .by_key
             .get(signer)
             .ok_or_else(|| VerifyError::UnknownSigner(signer.to_owned()))?;
-        let signed = signed_bytes(subject, headers, body);
+        let signed = signed_bytes(message.subject, headers, message.body);
         // Everything the signature covers (the signer included) and the signature.
-        let key = cache.map(|_| VerifiedCache::key(&signed, signature.as_str()));
-        let known = matches!((cache, &key), (Some(cache), Some(key)) if cache.contains(key));
-        if !known {
-            let signature = BASE64
-                .decode(signature.as_str())
-                .map_err(|_| VerifyError::Malformed(HEADER_SIGNATURE))?;
-            trusted
-                .key
-                .verify(&signed, &signature)
-                .map_err(|_| VerifyError::BadSignature {
-                    signer: trusted.identity.name.clone(),
-                })?;
-            if let (Some(cache), Some(key)) = (cache, key) {
-                cache.insert(key);
-            }
+        let cache_key = cache.map(|_| VerifiedCache::key(&signed, signature.as_str()));
+        if matches!((cache, &cache_key), (Some(cache), Some(key)) if cache.contains(key)) {
+            return Ok(Claim {
+                trusted,
+                check: None,
+                cache_key: None,
+            });
+        }
+        let signature = BASE64
+            .decode(signature.as_str())
+            .ok()
+            .and_then(|bytes| ed25519_dalek::Signature::from_slice(&bytes).ok())
+            .ok_or(VerifyError::Malformed(HEADER_SIGNATURE))?;
+        Ok(Claim {
+            trusted,
+            check: Some(Check {
+                signed,
+                signature,
+                key: trusted.verifying,
+            }),
+            cache_key,
+        })
+    }
+}
+
+/// A received message to check: its subject, headers and body.
+#[derive(Debug, Clone, Copy)]
+pub struct Signed<'a> {
+    /// The subject it came on.
+    pub subject: &'a str,
+    /// Its headers (a signed message has them).
+    pub headers: Option<&'a HeaderMap>,
+    /// Its body.
+    pub body: &'a [u8],
+}
+
+impl<'a> From<&'a async_nats::Message> for Signed<'a> {
+    fn from(message: &'a async_nats::Message) -> Self {
+        Self {
+            subject: message.subject.as_str(),
+            headers: message.headers.as_ref(),
+            body: &message.payload,
+        }
+    }
+}
+
+/// A message's claimed signer and the check of its signature (none when a cache
+/// remembers it verified).
+struct Claim<'t> {
+    trusted: &'t Trusted,
+    check: Option<Check>,
+    cache_key: Option<[u8; 32]>,
+}
+
+impl<'t> Claim<'t> {
+    /// The signer, once the signature `holds`, if its role is one of `roles` and it
+    /// signed within `freshness`.
+    fn settle(
+        self,
+        holds: bool,
+        headers: Option<&HeaderMap>,
+        roles: &[Role],
+        freshness: Option<Duration>,
+        cache: Option<&VerifiedCache>,
+    ) -> Result<&'t TrustedIdentity, VerifyError> {
+        let trusted = self.trusted;
+        if !holds {
+            return Err(VerifyError::BadSignature {
+                signer: trusted.identity.name.clone(),
+            });
+        }
+        if let (Some(cache), Some(key)) = (cache, self.cache_key) {
+            cache.insert(key);
         }
         if !roles.contains(&trusted.identity.role) {
             return Err(VerifyError::WrongRole {
@@ -271,7 +369,7 @@ impl Trust {
                 expected: roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" or "),
             });
         }
-        if let Some(limit) = freshness {
+        if let (Some(limit), Some(headers)) = (freshness, headers) {
             check_fresh(headers, limit)?;
         }
         Ok(&trusted.identity)
@@ -663,5 +761,96 @@ mod tests {
             identity.require(Role::Runner),
             Err(SecurityError::WrongRole { .. })
         ));
+    }
+
+    /// Every way a message can fail, among good ones.
+    fn mixed_batch(trust: &Trust, keys: &[KeyPair]) -> Vec<(String, HeaderMap, Vec<u8>)> {
+        let command = Identity::from_seed(&seed(&keys[0]), trust).unwrap();
+        let app = Identity::from_seed(&seed(&keys[1]), trust).unwrap();
+        let stranger_key = KeyPair::new_user();
+        let stranger = Identity {
+            entry: TrustedIdentity {
+                name: "stranger".into(),
+                role: Role::Command,
+                public_key: stranger_key.public_key(),
+            },
+            seed: Arc::from(seed(&stranger_key)),
+            key: Arc::new(stranger_key),
+        };
+        let mut out = Vec::new();
+        for i in 0..12 {
+            let subject = format!("flexcore.evt.run.{i}.requested");
+            let body = format!("{{\"n\":{i}}}").into_bytes();
+            let mut headers = HeaderMap::new();
+            match i {
+                3 => app.sign(&subject, &mut headers, &body),
+                5 => stranger.sign(&subject, &mut headers, &body),
+                7 => {
+                    command.sign(&subject, &mut headers, &body);
+                    headers.insert(HEADER_SIGNATURE, "not base64!");
+                }
+                _ => command.sign(&subject, &mut headers, &body),
+            }
+            let body = if i == 9 { b"{\"n\":-9}".to_vec() } else { body };
+            out.push((subject, headers, body));
+        }
+        out.push(("flexcore.evt.unsigned".into(), HeaderMap::new(), b"{}".to_vec()));
+        out
+    }
+
+    fn verdict(result: Result<&TrustedIdentity, VerifyError>) -> String {
+        match result {
+            Ok(identity) => format!("ok {}", identity.name),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_batch_gives_each_message_the_verdict_of_a_single_check() {
+        let (trust, keys) = trust_of(&[("command", Role::Command), ("app", Role::Client)]);
+        let batch = mixed_batch(&trust, &keys);
+        let signed: Vec<Signed<'_>> = batch
+            .iter()
+            .map(|(subject, headers, body)| Signed {
+                subject,
+                headers: Some(headers),
+                body,
+            })
+            .collect();
+        let alone: Vec<String> = signed
+            .iter()
+            .map(|m| verdict(trust.verify(m.subject, m.headers, m.body, &[Role::Command], None)))
+            .collect();
+        assert_eq!(alone.iter().filter(|v| v.starts_with("ok")).count(), 8, "{alone:#?}");
+        for (i, expected) in [
+            (3, "role client"),
+            (5, "not in the identities file"),
+            (7, "malformed"),
+            (9, "forged"),
+        ] {
+            assert!(alone[i].contains(expected), "#{i}: {}", alone[i]);
+        }
+        assert!(alone[12].contains("not signed"), "{}", alone[12]);
+        let together: Vec<String> = trust
+            .verify_all(&signed, &[Role::Command], None, None)
+            .into_iter()
+            .map(verdict)
+            .collect();
+        assert_eq!(together, alone);
+        // Through a cache: twice, the second time from memory, with the same verdicts.
+        let cache = VerifiedCache::new(64);
+        for _ in 0..2 {
+            let cached: Vec<String> = trust
+                .verify_all(&signed, &[Role::Command], None, Some(&cache))
+                .into_iter()
+                .map(verdict)
+                .collect();
+            assert_eq!(cached, alone);
+        }
+        assert_eq!(
+            cache.seen.lock().unwrap().1.len(),
+            9,
+            "what verified, the client's message too"
+        );
     }
 }

@@ -15,6 +15,7 @@
 //!
 //! docs/security.md describes the threat model these implement.
 
+mod batch;
 pub mod identity;
 pub mod kit;
 pub mod permissions;
@@ -22,7 +23,7 @@ pub mod policy;
 mod role;
 mod sign;
 
-pub use identity::{Identity, SecurityError, Trust, TrustedIdentity, VerifiedCache};
+pub use identity::{Identity, SecurityError, Signed, Trust, TrustedIdentity, VerifiedCache};
 
 /// Who a process is, and whom it trusts.
 #[derive(Debug, Clone)]
