@@ -95,11 +95,16 @@ async fn a_batch_from_the_stream_with_a_gap_is_refused_when_the_log_is_in_anothe
     s.register_plugins().await;
     s.create_pipeline("gap").await;
     let log = &s.db.pool;
-    // Every command was answered after its commit: all its events are in the log.
-    let events = flexcore_eventstore::read_all_with(log, Checkpoint::default(), 100)
-        .await
-        .unwrap();
-    assert!(events.len() >= 3, "two plugins and a pipeline: {events:?}");
+    // Every command was answered after its commit: all its events are in the log. The
+    // global reader returns them once no older transaction is open anywhere on the server
+    // (the other tests' databases too), so it is asked until it does.
+    let read = || flexcore_eventstore::read_all_with(log, Checkpoint::default(), 100);
+    let all_read = flexcore_testkit::wait_until(std::time::Duration::from_secs(10), "the log read", || async {
+        read().await.is_ok_and(|events| events.len() >= 3)
+    })
+    .await;
+    let events = read().await.unwrap();
+    assert!(all_read.is_ok(), "two plugins and a pipeline: {events:?}");
     let n = events.len();
 
     let settings = s.projection_settings();
