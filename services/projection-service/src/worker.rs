@@ -24,7 +24,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer};
 use flexcore_contracts::{envelope, subjects, EventEnvelope};
 use flexcore_eventstore::RecordedEvent;
-use flexcore_security::{Role, Signed, VerifyError};
+use flexcore_security::{Role, Signed};
 use flexcore_telemetry::propagation;
 use futures::StreamExt;
 use sqlx::postgres::PgConnectOptions;
@@ -342,12 +342,9 @@ async fn apply_chunk(
         .map_err(ProjectionError::nats)?;
     // The chunk's signatures are checked together (one batch equation).
     let signed: Vec<Signed<'_>> = messages.iter().map(|m| Signed::from(&m.message)).collect();
-    let verdicts: Vec<Result<(), VerifyError>> = shared
+    let verdicts = shared
         .trust
-        .verify_all(&signed, &[Role::Command], None, Some(&shared.verified))
-        .into_iter()
-        .map(|verdict| verdict.map(|_| ()))
-        .collect();
+        .verify_all(&signed, &[Role::Command], None, Some(&shared.verified));
     for (message, verdict) in messages.into_iter().zip(verdicts) {
         // Only what the relay published: anything else on the stream (published despite
         // the permissions) is skipped like an undecodable message, and the event store

@@ -18,10 +18,10 @@ use flexcore_contracts::ids::scheduled_run_id;
 use flexcore_contracts::model::RunTrigger;
 use flexcore_contracts::work::{RunHeartbeat, SchedulerPresence};
 use flexcore_contracts::{subjects, ErrorReason};
-use flexcore_security::{Identity, Role, Signed, Trust, VerifyError, PRESENCE_FRESHNESS};
+use flexcore_security::{Identity, Role, Signed, Trust, PRESENCE_FRESHNESS};
 use flexcore_service::security::Credentials;
 use flexcore_telemetry::propagation;
-use futures::{FutureExt as _, StreamExt};
+use futures::StreamExt;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -151,28 +151,25 @@ async fn replica(
             // `run.requested` events would take CPU from sending it. Nothing due in the
             // burst depends on them (the runs are `requesting` already), and the loop
             // wakes at every command's outcome, so following resumes as the burst drains.
-            message = events.next(), if !sender.is_backlogged() => match message {
-                Some(Ok(first)) => {
-                    // What has arrived with it is folded with it, the signatures checked
-                    // together (one batch equation: a catch-up's main cost halves).
-                    let mut batch = vec![first];
-                    let mut ended = None;
-                    while batch.len() < FOLD_BATCH {
-                        match events.next().now_or_never() {
-                            Some(Some(Ok(message))) => batch.push(message),
-                            Some(end) => {
-                                ended = Some(end);
+            chunk = events.next(), if !sender.is_backlogged() => match chunk {
+                Some(chunk) => {
+                    // The messages that arrived together are folded together, their
+                    // signatures checked in one batch equation (a catch-up's main cost
+                    // halves). What follows an error comes again from the consumer
+                    // followed anew.
+                    let mut batch = Vec::with_capacity(chunk.len());
+                    let mut failed = None;
+                    for item in chunk {
+                        match item {
+                            Ok(message) => batch.push(message),
+                            Err(error) => {
+                                failed = Some(error);
                                 break;
                             }
-                            None => break,
                         }
                     }
                     let signed: Vec<Signed<'_>> = batch.iter().map(|m| Signed::from(&m.message)).collect();
-                    let verdicts: Vec<Result<(), VerifyError>> = trust
-                        .verify_all(&signed, &[Role::Command], None, None)
-                        .into_iter()
-                        .map(|verdict| verdict.map(|_| ()))
-                        .collect();
+                    let verdicts = trust.verify_all(&signed, &[Role::Command], None, None);
                     for (message, trusted) in batch.into_iter().zip(verdicts) {
                         let (sequence, pending) = message
                             .info()
@@ -226,20 +223,11 @@ async fn replica(
                         }
                         snapshots.maybe_write(&js, &identity, &core);
                     }
-                    if let Some(end) = ended {
-                        let why = match end {
-                            Some(Err(error)) => error.to_string(),
-                            _ => "the consumer ended".to_owned(),
-                        };
-                        tracing::warn!(why, last_sequence, "event stream error; following again");
+                    if let Some(error) = failed {
+                        tracing::warn!(%error, last_sequence, "event stream error; following again");
                         let Some(again) = follow_again(&stream, last_sequence, &shutdown).await else { break };
                         events = again;
                     }
-                }
-                Some(Err(error)) => {
-                    tracing::warn!(%error, last_sequence, "event stream error; following again");
-                    let Some(again) = follow_again(&stream, last_sequence, &shutdown).await else { break };
-                    events = again;
                 }
                 None => {
                     tracing::warn!(last_sequence, "event consumer ended; following again");
@@ -327,11 +315,7 @@ async fn events_stream(js: &jetstream::Context, shutdown: &CancellationToken) ->
 }
 
 /// [`follow`], tried every second until it succeeds (NATS may be down); `None` on shutdown.
-async fn follow_again(
-    stream: &jetstream::stream::Stream,
-    after: u64,
-    shutdown: &CancellationToken,
-) -> Option<jetstream::consumer::pull::Ordered> {
+async fn follow_again(stream: &jetstream::stream::Stream, after: u64, shutdown: &CancellationToken) -> Option<Events> {
     loop {
         match follow(stream, after).await {
             Ok(events) => return Some(events),
@@ -348,8 +332,11 @@ async fn follow_again(
     }
 }
 
+/// The events stream's messages as they arrive, in chunks of what has arrived together.
+type Events = futures::stream::ReadyChunks<jetstream::consumer::pull::Ordered>;
+
 /// An ordered consumer of every event after stream sequence `after`.
-async fn follow(stream: &jetstream::stream::Stream, after: u64) -> anyhow::Result<jetstream::consumer::pull::Ordered> {
+async fn follow(stream: &jetstream::stream::Stream, after: u64) -> anyhow::Result<Events> {
     let deliver_policy = if after == 0 {
         DeliverPolicy::All
     } else {
@@ -365,7 +352,8 @@ async fn follow(stream: &jetstream::stream::Stream, after: u64) -> anyhow::Resul
         })
         .await
         .context("creating the scheduler's ordered consumer")?;
-    consumer.messages().await.context("following the events stream")
+    let messages = consumer.messages().await.context("following the events stream")?;
+    Ok(messages.ready_chunks(FOLD_BATCH))
 }
 
 /// The body of a core NATS message signed by an identity of `role` lately (heartbeats and

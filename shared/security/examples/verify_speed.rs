@@ -1,11 +1,11 @@
 //! How long signing and verifying one event-sized message takes here, verifying it again
 //! through a [`VerifiedCache`], and verifying 64 different ones together
-//! ([`Trust::verify_all`], one batch equation).
+//! ([`flexcore_security::Trust::verify_all`], one batch equation).
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 use std::time::Instant;
 
 use flexcore_security::kit::Kit;
-use flexcore_security::{Identity, Role, Signed, Trust, VerifiedCache};
+use flexcore_security::{Identity, Role, Signed, VerifiedCache};
 
 fn main() {
     let kit = Kit::generate(&[("command", Role::Command)]);
@@ -67,7 +67,7 @@ fn main() {
     let rounds = n / 64;
     let started = Instant::now();
     for _ in 0..rounds {
-        let verdicts = Trust::verify_all(&trust, &signed, &[Role::Command], None, None);
+        let verdicts = trust.verify_all(&signed, &[Role::Command], None, None);
         assert!(verdicts.iter().all(Result::is_ok));
     }
     let together = started.elapsed() / (rounds * 64);
