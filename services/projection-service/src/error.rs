@@ -30,6 +30,10 @@ pub enum ProjectionError {
     /// A state the projection cannot continue from (reported, then retried).
     #[error("{0}")]
     Invariant(String),
+    /// The leader stopped leading (shutdown or an error) while a rebuild ran: the rebuild
+    /// stopped between two batches and stays `running`, for the next leader to restart.
+    #[error("stopped: this replica no longer leads")]
+    Stopped,
     /// A row of a read model could not be (de)serialised.
     #[error("read model row: {0}")]
     Row(serde_json::Error),

@@ -11,6 +11,7 @@ use flexcore_contracts::views::RebuildStatus;
 use flexcore_eventstore::{Checkpoint, RecordedEvent};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{mpsc, Mutex};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::ProjectionError;
 use crate::positions::announce;
@@ -45,12 +46,22 @@ pub async fn resume_interrupted(pool: &PgPool, kind: Kind) -> Result<(), Project
 }
 
 /// Runs the requested rebuild of `kind`; failures are recorded in its status.
-pub async fn run(kind: Kind, shared: Shared, live: Arc<Mutex<Live>>) {
+///
+/// `stop` ends it between two batches (never inside a statement: a task aborted while
+/// `BEGIN` is in flight could hand its pooled connection back inside a transaction); it
+/// then stays `running`, and the next leader restarts it ([`resume_interrupted`]).
+pub async fn run(kind: Kind, shared: Shared, live: Arc<Mutex<Live>>, stop: CancellationToken) {
     let Ok(Some(mut status)) = store::rebuild_status(&shared.pool, kind).await else {
         return;
     };
     let from = live.lock().await.generation;
-    if let Err(error) = rebuild(kind, &shared, &live, &mut status).await {
+    let result = rebuild(kind, &shared, &live, &mut status, &stop).await;
+    if let Err(ProjectionError::Stopped) = result {
+        tracing::info!(
+            projection = kind.name(),
+            "rebuild stopped with the leadership; the next leader restarts it"
+        );
+    } else if let Err(error) = result {
         tracing::error!(projection = kind.name(), %error, "rebuild failed");
         status.state = "failed".into();
         status.error = Some(error.to_string());
@@ -69,6 +80,7 @@ async fn rebuild(
     shared: &Shared,
     live: &Mutex<Live>,
     status: &mut RebuildStatus,
+    stop: &CancellationToken,
 ) -> Result<(), ProjectionError> {
     let spec = kind.table();
     let old = live.lock().await.generation;
@@ -94,8 +106,15 @@ async fn rebuild(
     let mut last_report = Instant::now();
     let batch_size = shared.settings.replay_batch_size;
     let mut batches = read_ahead(shared.log().clone(), checkpoint, batch_size);
-    while let Some(batch) = batches.recv().await {
-        let batch = batch?;
+    loop {
+        let batch = tokio::select! {
+            biased;
+            () = stop.cancelled() => return Err(ProjectionError::Stopped),
+            batch = batches.recv() => match batch {
+                Some(batch) => batch?,
+                None => break,
+            },
+        };
         replay(kind, shared, generation, &batch, &mut checkpoint).await?;
         status.processed += batch.len() as u64;
         if last_report.elapsed().as_secs() >= 1 {
@@ -105,12 +124,18 @@ async fn rebuild(
         }
     }
     let replayed = started.elapsed();
+    if stop.is_cancelled() {
+        return Err(ProjectionError::Stopped);
+    }
     tables::index_generation_in_parallel(&shared.pool, spec, generation, 2).await?;
     let indexed = started.elapsed();
 
     // The last stretch with the live worker paused, then the swap.
     let mut live = live.lock().await;
     loop {
+        if stop.is_cancelled() {
+            return Err(ProjectionError::Stopped);
+        }
         let batch = flexcore_eventstore::read_all_with(shared.log(), checkpoint, batch_size).await?;
         if batch.is_empty() {
             if checkpoint >= live.checkpoint {

@@ -210,10 +210,10 @@ pub async fn commit_batch(
 
 /// Applies `events` (in reading order) to every projection of `projections`, each from
 /// its own checkpoint on (an event at or below a projection's checkpoint is dropped for
-/// it), and moves their checkpoints, all in one transaction whose last statement moves
+/// it), and moves their checkpoints, all in one transaction whose first statement moves
 /// every checkpoint only if nobody else moved it and — unless `verified` — the log holds
 /// exactly the events applied after it (nothing is missing before the batch); otherwise
-/// the transaction rolls back and nothing moves. `verified` batches come from the event
+/// the transaction rolls back, nothing is applied and nothing moves. `verified` batches come from the event
 /// store (contiguous by construction). When the event store is another database
 /// (`separate_log`), the check that nothing is missing runs there first: the log up to
 /// the batch's last event is committed and immutable, so its answer cannot change before
@@ -269,23 +269,6 @@ pub async fn commit_all(
         verified = true;
     }
     let mut tx = pool.begin().await?;
-    let mut changed = 0;
-    let mut touched = derived::Touched::default();
-    for (i, fresh, _) in &plans {
-        let (kind, live) = &projections[*i];
-        if kind.concerns(fresh) {
-            changed += kind.apply(&mut tx, live.generation, fresh).await?;
-            touched.add(*kind, fresh);
-        }
-    }
-    if !touched.is_empty() {
-        match projections.iter().find(|(kind, _)| *kind == Kind::Pipelines) {
-            Some((_, pipelines)) => {
-                derived::refresh(&mut tx, pipelines.generation, &touched).await?;
-            }
-            None => derived_stale.store(true, std::sync::atomic::Ordering::Relaxed),
-        }
-    }
     let mut names = Vec::with_capacity(plans.len());
     let mut generations = Vec::with_capacity(plans.len());
     let mut from_tx = Vec::with_capacity(plans.len());
@@ -303,8 +286,8 @@ pub async fn commit_all(
         to_pos.push(i64::try_from(last.global_position).unwrap_or(i64::MAX));
         counts.push(i64::try_from(fresh.len()).unwrap_or(i64::MAX));
     }
-    // Every checkpoint in one statement: each row moves only if it still is where this
-    // batch starts in the caller's generation and the log holds exactly the events
+    // Every checkpoint in one statement, first (it is the same transaction): each row
+    // moves only if it still is where this batch starts in the caller's generation and the log holds exactly the events
     // applied after it (every event up to the batch's last is committed: the relay read
     // it below the transaction horizon, so the count is exact).
     let moved = sqlx::query(
@@ -329,14 +312,40 @@ pub async fn commit_all(
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    if moved == plans.len() as u64 {
-        tx.commit().await?;
-        for (i, _, last) in &plans {
-            projections[*i].1.checkpoint = *last;
-        }
-        return Ok(Committed::Applied(changed));
+    if moved != plans.len() as u64 {
+        tx.rollback().await?;
+        return resync(pool, projections).await;
     }
-    tx.rollback().await?;
+    // Only now, with every checkpoint known to precede the batch, are the events applied:
+    // a batch after a hole (e.g. events a rebuild's last stretch held a projection from)
+    // may refer to rows the hole would have created, which the projections rightly refuse.
+    let mut changed = 0;
+    let mut touched = derived::Touched::default();
+    for (i, fresh, _) in &plans {
+        let (kind, live) = &projections[*i];
+        if kind.concerns(fresh) {
+            changed += kind.apply(&mut tx, live.generation, fresh).await?;
+            touched.add(*kind, fresh);
+        }
+    }
+    if !touched.is_empty() {
+        match projections.iter().find(|(kind, _)| *kind == Kind::Pipelines) {
+            Some((_, pipelines)) => {
+                derived::refresh(&mut tx, pipelines.generation, &touched).await?;
+            }
+            None => derived_stale.store(true, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+    tx.commit().await?;
+    for (i, _, last) in &plans {
+        projections[*i].1.checkpoint = *last;
+    }
+    Ok(Committed::Applied(changed))
+}
+
+/// After a batch found a checkpoint elsewhere than where it started: each projection's
+/// stored state is loaded; `Resync` when one differed from the caller's, else `Gap`.
+async fn resync(pool: &PgPool, projections: &mut [(Kind, &mut Live)]) -> Result<Committed, ProjectionError> {
     let mut conn = pool.acquire().await?;
     let mut resynced = false;
     for (kind, live) in projections.iter_mut() {

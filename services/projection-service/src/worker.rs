@@ -203,6 +203,7 @@ async fn lead(shared: &Shared, db: &PgConnectOptions, shutdown: &CancellationTok
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut rebuilding: Vec<(Kind, tokio::task::JoinHandle<()>)> = Vec::new();
+    let stop_rebuilds = CancellationToken::new();
     let result = loop {
         tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
@@ -228,7 +229,7 @@ async fn lead(shared: &Shared, db: &PgConnectOptions, shutdown: &CancellationTok
                     match rebuild::requested(&shared.pool, *kind).await {
                         Ok(true) => rebuilding.push((
                             *kind,
-                            tokio::spawn(rebuild::run(*kind, shared.clone(), live.clone())),
+                            tokio::spawn(rebuild::run(*kind, shared.clone(), live.clone(), stop_rebuilds.clone())),
                         )),
                         Ok(false) => {}
                         Err(error) => failed = Some(error),
@@ -240,8 +241,14 @@ async fn lead(shared: &Shared, db: &PgConnectOptions, shutdown: &CancellationTok
             }
         }
     };
-    for (_, task) in rebuilding {
-        task.abort();
+    // Rebuilds stop between two batches, and are awaited while the leader lock is still
+    // held (no other replica leads while one writes). Not aborted: a task aborted while
+    // its `BEGIN` is in flight hands its pooled connection back inside a transaction.
+    stop_rebuilds.cancel();
+    for (kind, task) in rebuilding {
+        if let Err(error) = task.await {
+            tracing::error!(projection = kind.name(), %error, "rebuild task failed");
+        }
     }
     result
 }

@@ -189,3 +189,59 @@ async fn a_rebuilt_audit_log_holds_exactly_the_rows_the_live_worker_wrote() {
     assert_read_models_match(&s).await;
     s.stop().await;
 }
+
+/// A leader that stops while its rebuild runs stops the rebuild between two batches (it is
+/// not aborted mid-statement, which could leave a pooled connection inside a transaction),
+/// leaves it `running`, and the next leader restarts it from the start.
+#[tokio::test]
+async fn a_rebuild_stopped_with_its_leader_is_restarted_by_the_next_one() {
+    let mut s = stack(false).await;
+    s.register_plugins().await;
+    crate::burst(&s, "i", 40, 8).await;
+    // The first leader replays one event per transaction: its rebuild takes a while.
+    let mut settings = s.projection_settings();
+    settings.projection.replay_batch_size = 1;
+    let (databases, nats) = flexcore_projection::connect(&settings).await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let first = tokio::spawn({
+        let stop = stop.clone();
+        async move { flexcore_projection::run(&settings, nats, databases, stop).await }
+    });
+    s.caught_up().await;
+    let state = || async {
+        sqlx::query_scalar::<_, Option<String>>("SELECT rebuild->>'state' FROM read.projections WHERE name = 'audit'")
+            .fetch_one(&s.db.pool)
+            .await
+            .unwrap()
+    };
+    let status = s.data("projection.rebuild", json!({"name": "audit"})).await;
+    assert_eq!(status["state"], json!("requested"));
+    flexcore_testkit::wait_until(Duration::from_secs(30), "the rebuild running", || async {
+        state().await.as_deref() == Some("running")
+    })
+    .await
+    .unwrap();
+
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(30), first)
+        .await
+        .expect("the leader stops with its rebuild")
+        .unwrap()
+        .unwrap();
+    assert_eq!(state().await.as_deref(), Some("running"), "left for the next leader");
+    let in_transaction: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+    )
+    .fetch_one(&s.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(in_transaction, 0, "a connection was left inside a transaction");
+
+    s.spawn_projection().await;
+    let list = s.rebuilt(&["audit"]).await;
+    assert_eq!(projection(&list, "audit")["generation"], json!(2));
+    crate::burst(&s, "i2", 2, 2).await;
+    s.caught_up().await;
+    assert_read_models_match(&s).await;
+    s.stop().await;
+}

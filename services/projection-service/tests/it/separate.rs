@@ -135,3 +135,70 @@ async fn a_batch_from_the_stream_with_a_gap_is_refused_when_the_log_is_in_anothe
     assert_eq!(audit, n as i64);
     s.stop().await;
 }
+
+/// A batch after a hole whose events refer to a row the hole would have created (here a
+/// pipeline paused whose creation is missing, as after a rebuild's last stretch held the
+/// pipelines model from a chunk) is refused as a gap, before anything is applied: the
+/// projection's own check ("no pipeline row") must not stop the worker first.
+#[tokio::test]
+async fn a_batch_after_a_hole_is_a_gap_even_when_it_refers_to_what_the_hole_creates() {
+    use flexcore_eventstore::Checkpoint;
+    use flexcore_projection::projection::Kind;
+    use flexcore_projection::store::{self, Committed};
+
+    let s = stack_in(Layout::Shared, false).await;
+    s.register_plugins().await;
+    let (pipeline, _) = s.create_pipeline("hole").await;
+    s.ok(
+        "pipeline.pause",
+        json!({"pipeline_id": pipeline, "reason": "maintenance"}),
+    )
+    .await;
+    let log = &s.db.pool;
+    let read = || flexcore_eventstore::read_all_with(log, Checkpoint::default(), 100);
+    let all_read = flexcore_testkit::wait_until(std::time::Duration::from_secs(10), "the log read", || async {
+        read().await.is_ok_and(|events| events.len() >= 4)
+    })
+    .await;
+    let events = read().await.unwrap();
+    assert!(all_read.is_ok(), "two plugins, a pipeline and its pause: {events:?}");
+    let created = events
+        .iter()
+        .position(|e| e.event_type == "pipeline.created")
+        .expect("the pipeline's creation");
+    assert!(events[created + 1..].iter().any(|e| e.event_type == "pipeline.paused"));
+    let mut holed = events.clone();
+    holed.remove(created);
+
+    let settings = s.projection_settings();
+    let (databases, _nats) = flexcore_projection::connect(&settings).await.unwrap();
+    store::init(&databases.read).await.unwrap();
+    let mut conn = databases.read.acquire().await.unwrap();
+    let mut live = store::load(&mut conn, Kind::Pipelines, false).await.unwrap();
+    drop(conn);
+
+    let committed = store::commit_batch(&databases.read, None, Kind::Pipelines, &mut live, &holed, false).await;
+    assert!(
+        matches!(committed, Ok(Committed::Gap)),
+        "a batch with a hole: {committed:?}"
+    );
+    assert_eq!(live.checkpoint, Checkpoint::default());
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM read.pipelines")
+        .fetch_one(&databases.read)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0, "nothing of the refused batch was applied");
+
+    // The whole log: applied, the pipeline paused.
+    let committed = store::commit_batch(&databases.read, None, Kind::Pipelines, &mut live, &events, false)
+        .await
+        .unwrap();
+    assert!(matches!(committed, Committed::Applied(_)), "{committed:?}");
+    let state: String = sqlx::query_scalar("SELECT state FROM read.pipelines WHERE pipeline_id = $1")
+        .bind(pipeline)
+        .fetch_one(&databases.read)
+        .await
+        .unwrap();
+    assert_eq!(state, "paused");
+    s.stop().await;
+}
