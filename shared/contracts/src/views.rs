@@ -326,7 +326,8 @@ pub struct RunStateStats {
 /// Progress of a projection rebuild, inside [`ProjectionStatus`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RebuildStatus {
-    /// `requested`, `running`, `done`, `failed` or `interrupted`.
+    /// `requested`, `running`, `done` or `failed`. A rebuild whose leader stopped stays
+    /// `running` until the next leader restarts it (its `error` then says so).
     pub state: String,
     /// The generation being built.
     #[serde(default, skip_serializing_if = "Option::is_none")]
