@@ -19,6 +19,9 @@
 //! - `fields` — which field of a refused expression is at fault and what it allows
 //!   (`minute field "61" is out of range 0–59`).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
 use chrono::{DateTime, Duration, LocalResult, NaiveDateTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds};
@@ -83,10 +86,45 @@ pub fn parse_zone(name: &str) -> Result<Tz, CalendarError> {
 /// needs 3,600); beyond it the schedule is treated as having no further slot.
 const MAX_STEPS: usize = 100_000;
 
+/// The parsed form of `expr`, shared by every calendar of the same expression.
+///
+/// A parsed [`Cron`] is about 5 kB (croner keeps a byte per possible year, 1 to 5000): a
+/// scheduler with 10,000 schedules held 50 MB of them, mostly the same few expressions
+/// (`0 * * * *`). Calendars now share one per distinct expression in use; an expression
+/// no calendar uses any more is dropped (its entry is swept when the table has doubled).
+fn shared_cron(expr: &str) -> Result<Arc<Cron>, CalendarError> {
+    struct Table {
+        crons: HashMap<Box<str>, Weak<Cron>>,
+        /// Sweep dead entries when the table reaches this size.
+        sweep_at: usize,
+    }
+    static TABLE: OnceLock<Mutex<Table>> = OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        Mutex::new(Table {
+            crons: HashMap::new(),
+            sweep_at: 64,
+        })
+    });
+    // A panic elsewhere while the lock was held leaves the table consistent (every entry
+    // is a whole insert), so a poisoned lock is taken as it is.
+    let mut table = table.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(cron) = table.crons.get(expr).and_then(Weak::upgrade) {
+        return Ok(cron);
+    }
+    let cron = Arc::new(parse_cron(expr)?);
+    if table.crons.len() >= table.sweep_at {
+        table.crons.retain(|_, cron| cron.strong_count() > 0);
+        table.sweep_at = (table.crons.len() * 2).max(64);
+    }
+    table.crons.insert(expr.into(), Arc::downgrade(&cron));
+    Ok(cron)
+}
+
 /// The slots of one schedule.
 #[derive(Debug, Clone)]
 pub struct Calendar {
-    cron: Cron,
+    /// Shared with every calendar of the same expression ([`shared_cron`]).
+    cron: Arc<Cron>,
     tz: Tz,
     start_at: Option<DateTime<Utc>>,
     end_at: Option<DateTime<Utc>>,
@@ -96,7 +134,7 @@ impl Calendar {
     /// The calendar of a schedule spec.
     pub fn new(spec: &ScheduleSpec) -> Result<Self, CalendarError> {
         Ok(Self {
-            cron: parse_cron(&spec.cron)?,
+            cron: shared_cron(&spec.cron)?,
             tz: parse_zone(&spec.timezone)?,
             start_at: spec.start_at,
             end_at: spec.end_at,
@@ -218,6 +256,45 @@ mod tests {
             .into_iter()
             .map(|t| t.to_rfc3339())
             .collect()
+    }
+
+    #[test]
+    fn calendars_of_one_expression_share_its_parsed_form_until_none_uses_it() {
+        // An expression no other test uses (the table is the process's).
+        let expr = "7 3 * * 1";
+        let a = Calendar::new(&spec(expr, "UTC")).unwrap();
+        let b = Calendar::new(&spec(expr, "Europe/Berlin")).unwrap();
+        assert!(Arc::ptr_eq(&a.cron, &b.cron), "one parsed cron per expression");
+        let other = Calendar::new(&spec("8 3 * * 1", "UTC")).unwrap();
+        assert!(!Arc::ptr_eq(&a.cron, &other.cron));
+        // Shared, the calendars still compute their own slots (their zones differ).
+        assert_eq!(
+            daily(&a, "2027-01-04T00:00:00Z", "2027-01-05T00:00:00Z"),
+            ["2027-01-04T03:07:00+00:00"]
+        );
+        assert_eq!(
+            daily(&b, "2027-01-04T00:00:00Z", "2027-01-05T00:00:00Z"),
+            ["2027-01-04T02:07:00+00:00"]
+        );
+        // Once no calendar uses it, it is freed; the table's sweeps keep only live ones.
+        let weak = Arc::downgrade(&a.cron);
+        drop((a, b));
+        assert!(weak.upgrade().is_none(), "the parsed cron outlived its calendars");
+        let many: Vec<Calendar> = (0..200)
+            .map(|i| Calendar::new(&spec(&format!("{} {} * * *", i % 60, i / 60), "UTC")).unwrap())
+            .collect();
+        drop(many);
+        let again = Calendar::new(&spec(expr, "UTC")).unwrap();
+        assert_eq!(
+            Arc::strong_count(&again.cron),
+            1,
+            "parsed anew, held by this calendar only"
+        );
+        // An invalid expression is refused as before (nothing is shared for it).
+        assert!(matches!(
+            Calendar::new(&spec("61 * * * *", "UTC")),
+            Err(CalendarError::Cron { .. })
+        ));
     }
 
     #[test]
