@@ -71,6 +71,13 @@ impl Kind {
         0x6678_7072_6f6a_0000 + self as i64
     }
 
+    /// Transaction advisory-lock key of its rebuild's record: each rebuild batch holds it
+    /// shared, a leader taking the rebuild over holds it alone while it rewrites the
+    /// record ([`crate::rebuild`]).
+    pub fn rebuild_lock_key(self) -> i64 {
+        self.lock_key() + 0x100
+    }
+
     /// Whether any of `events` changes this projection's rows.
     pub fn concerns(self, events: &[&RecordedEvent]) -> bool {
         let aggregate = match self {

@@ -9,6 +9,7 @@ use std::time::Instant;
 use chrono::Utc;
 use flexcore_contracts::views::RebuildStatus;
 use flexcore_eventstore::{Checkpoint, RecordedEvent};
+use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{mpsc, Mutex};
 use tokio_util::sync::CancellationToken;
@@ -38,8 +39,15 @@ pub async fn resume_interrupted(pool: &PgPool, kind: Kind) -> Result<(), Project
             );
             status.state = "requested".into();
             status.error = Some("interrupted by a leader change; restarted".into());
-            let mut conn = pool.acquire().await?;
-            store::save_rebuild_status(&mut conn, kind, &status).await?;
+            // Alone with the record: a batch of the old leader's run still in flight ends
+            // first, and the run finds the record changed at its next one.
+            let mut tx = pool.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(kind.rebuild_lock_key())
+                .execute(&mut *tx)
+                .await?;
+            store::save_rebuild_status(&mut tx, kind, &status).await?;
+            tx.commit().await?;
         }
     }
     Ok(())
@@ -49,28 +57,124 @@ pub async fn resume_interrupted(pool: &PgPool, kind: Kind) -> Result<(), Project
 ///
 /// `stop` ends it between two batches (never inside a statement: a task aborted while
 /// `BEGIN` is in flight could hand its pooled connection back inside a transaction); it
-/// then stays `running`, and the next leader restarts it ([`resume_interrupted`]).
+/// then stays `running`, and the next leader restarts it ([`resume_interrupted`]). A run
+/// whose leader lost its lock without noticing at once is fenced off by its [`Record`].
 pub async fn run(kind: Kind, shared: Shared, live: Arc<Mutex<Live>>, stop: CancellationToken) {
     let Ok(Some(mut status)) = store::rebuild_status(&shared.pool, kind).await else {
         return;
     };
     let from = live.lock().await.generation;
-    let result = rebuild(kind, &shared, &live, &mut status, &stop).await;
-    if let Err(ProjectionError::Stopped) = result {
-        tracing::info!(
-            projection = kind.name(),
-            "rebuild stopped with the leadership; the next leader restarts it"
-        );
-    } else if let Err(error) = result {
-        tracing::error!(projection = kind.name(), %error, "rebuild failed");
-        status.state = "failed".into();
-        status.error = Some(error.to_string());
-        status.finished_at = Some(Utc::now());
-        if let Ok(mut conn) = shared.pool.acquire().await {
-            let _ = store::save_rebuild_status(&mut conn, kind, &status).await;
-            if let Some(generation) = status.generation.filter(|g| *g != from) {
-                let _ = tables::drop_generation(&mut conn, kind.table(), generation).await;
+    let mut record = None;
+    let result = rebuild(kind, &shared, &live, &mut status, &mut record, &stop).await;
+    match result {
+        Ok(()) => {}
+        // An error once the leader stopped is the stop's doing (its connections may be
+        // gone): the next leader restarts the rebuild, and owns what it wrote.
+        Err(error) if stop.is_cancelled() || matches!(error, ProjectionError::Stopped) => {
+            tracing::info!(
+                projection = kind.name(),
+                %error,
+                "rebuild stopped with the leadership; the next leader restarts it"
+            );
+        }
+        Err(error) => {
+            tracing::error!(projection = kind.name(), %error, "rebuild failed");
+            status.state = "failed".into();
+            status.error = Some(error.to_string());
+            status.finished_at = Some(Utc::now());
+            if let Ok(mut conn) = shared.pool.acquire().await {
+                let recorded = match &mut record {
+                    Some(record) => record.write(&mut conn, &status).await,
+                    None => Record::claim(&mut conn, kind, &status).await.map(drop),
+                };
+                // Its tables are dropped only while the rebuild is still this run's.
+                if recorded.is_ok() {
+                    if let Some(generation) = status.generation.filter(|g| *g != from) {
+                        let _ = tables::drop_generation(&mut conn, kind.table(), generation).await;
+                    }
+                }
             }
+        }
+    }
+}
+
+/// A rebuild's status as this run last wrote it. Every later write is a compare-and-set
+/// on the whole document, and every batch holds the row as written (`FOR SHARE`): a run
+/// whose leader lost its lock (a dead connection is noticed only at the next ping) stops
+/// at its next write or batch once the next leader has taken the rebuild over
+/// ([`resume_interrupted`] rewrites the row), instead of writing into or swapping in the
+/// tables that leader builds anew.
+pub(crate) struct Record {
+    kind: Kind,
+    written: RebuildStatus,
+}
+
+impl Record {
+    /// Writes `status` over the `requested` one this run was started for.
+    async fn claim(conn: &mut PgConnection, kind: Kind, status: &RebuildStatus) -> Result<Self, ProjectionError> {
+        let claimed =
+            sqlx::query("UPDATE read.projections SET rebuild = $2 WHERE name = $1 AND rebuild->>'state' = 'requested'")
+                .bind(kind.name())
+                .bind(Json(status))
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+        if claimed == 0 {
+            return Err(ProjectionError::Stopped);
+        }
+        Ok(Self {
+            kind,
+            written: status.clone(),
+        })
+    }
+
+    /// Writes `status` (committed with `conn`'s statement).
+    async fn write(&mut self, conn: &mut PgConnection, status: &RebuildStatus) -> Result<(), ProjectionError> {
+        self.write_in(conn, status).await?;
+        self.written = status.clone();
+        Ok(())
+    }
+
+    /// Writes `status` in `conn`'s transaction; the caller calls [`Record::committed`]
+    /// once it commits.
+    async fn write_in(&self, conn: &mut PgConnection, status: &RebuildStatus) -> Result<(), ProjectionError> {
+        let written = sqlx::query("UPDATE read.projections SET rebuild = $2 WHERE name = $1 AND rebuild = $3")
+            .bind(self.kind.name())
+            .bind(Json(status))
+            .bind(Json(&self.written))
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+        if written == 0 {
+            return Err(ProjectionError::Stopped);
+        }
+        Ok(())
+    }
+
+    fn committed(&mut self, status: &RebuildStatus) {
+        self.written = status.clone();
+    }
+
+    /// Checks that the rebuild is still this run's and keeps a takeover out until `conn`'s
+    /// transaction ends: the rebuild's lock shared (the live worker, which writes the same
+    /// row, takes no part in it), then the row as this run wrote it.
+    async fn hold(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        // Two statements: the check's snapshot must be taken after the lock is granted
+        // (one statement's snapshot predates its waiting for the lock).
+        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+            .bind(self.kind.rebuild_lock_key())
+            .execute(&mut *conn)
+            .await?;
+        let ours: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM read.projections WHERE name = $1 AND rebuild = $2)")
+                .bind(self.kind.name())
+                .bind(Json(&self.written))
+                .fetch_one(&mut *conn)
+                .await?;
+        if ours {
+            Ok(())
+        } else {
+            Err(ProjectionError::Stopped)
         }
     }
 }
@@ -80,6 +184,7 @@ async fn rebuild(
     shared: &Shared,
     live: &Mutex<Live>,
     status: &mut RebuildStatus,
+    record: &mut Option<Record>,
     stop: &CancellationToken,
 ) -> Result<(), ProjectionError> {
     let spec = kind.table();
@@ -96,7 +201,7 @@ async fn rebuild(
     status.started_at = Some(Utc::now());
     status.error = None;
     let mut conn = shared.pool.acquire().await?;
-    store::save_rebuild_status(&mut conn, kind, status).await?;
+    let record = record.insert(Record::claim(&mut conn, kind, status).await?);
     tracing::info!(projection = kind.name(), generation, target, "rebuild started");
     tables::create_generation(&mut conn, spec, generation, false).await?;
 
@@ -115,12 +220,12 @@ async fn rebuild(
                 None => break,
             },
         };
-        replay(kind, shared, generation, &batch, &mut checkpoint).await?;
+        replay(kind, shared, generation, &batch, &mut checkpoint, record).await?;
         status.processed += batch.len() as u64;
         if last_report.elapsed().as_secs() >= 1 {
             last_report = Instant::now();
             status.events_per_second = Some(rate(status.processed, started));
-            store::save_rebuild_status(&mut conn, kind, status).await?;
+            record.write(&mut conn, status).await?;
         }
     }
     let replayed = started.elapsed();
@@ -146,7 +251,7 @@ async fn rebuild(
                 live.checkpoint
             )));
         }
-        replay(kind, shared, generation, &batch, &mut checkpoint).await?;
+        replay(kind, shared, generation, &batch, &mut checkpoint, record).await?;
         status.processed += batch.len() as u64;
     }
     let mut tx = shared.pool.begin().await?;
@@ -172,13 +277,14 @@ async fn rebuild(
     .bind(spec.layout())
     .execute(&mut *tx)
     .await?;
-    store::save_rebuild_status(&mut tx, kind, status).await?;
+    record.write_in(&mut tx, status).await?;
     if kind == Kind::Pipelines {
         // The rebuilt rows have their derived columns still to compute.
         crate::derived::refresh_all(&mut tx, generation).await?;
     }
     tables::swap_views(&mut tx, spec, generation).await?;
     tx.commit().await?;
+    record.committed(status);
     *live = Live { generation, checkpoint };
     drop(live);
     if matches!(kind, Kind::Runs | Kind::Schedules) {
@@ -209,9 +315,11 @@ async fn replay(
     generation: u32,
     batch: &[RecordedEvent],
     checkpoint: &mut Checkpoint,
+    record: &Record,
 ) -> Result<(), ProjectionError> {
     let Some(last) = batch.last() else { return Ok(()) };
     let mut tx = shared.pool.begin().await?;
+    record.hold(&mut tx).await?;
     if kind == Kind::Audit {
         copy_audit(&mut tx, generation, batch).await?;
     } else {

@@ -287,9 +287,10 @@ pub async fn commit_all(
         counts.push(i64::try_from(fresh.len()).unwrap_or(i64::MAX));
     }
     // Every checkpoint in one statement, first (it is the same transaction): each row
-    // moves only if it still is where this batch starts in the caller's generation and the log holds exactly the events
-    // applied after it (every event up to the batch's last is committed: the relay read
-    // it below the transaction horizon, so the count is exact).
+    // moves only if it still is where this batch starts in the caller's generation and
+    // the log holds exactly the events applied after it (every event up to the batch's
+    // last is committed: the relay read it below the transaction horizon, so the count
+    // is exact).
     let moved = sqlx::query(
         "UPDATE read.projections p SET transaction_id = b.to_tx::xid8, global_position = b.to_pos, \
            events_applied = p.events_applied + b.n, updated_at = now() \

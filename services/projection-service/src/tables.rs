@@ -254,18 +254,30 @@ pub async fn index_generation_in_parallel(
     );
     let next = || queue.lock().ok().and_then(|mut q| q.next());
     let workers = (0..connections.clamp(1, spec.indexes.len().max(1))).map(|_| async {
-        let mut conn = pool.acquire().await?;
-        while let Some(statement) = next() {
-            let mut tx = conn.begin().await?;
-            sqlx::query("SET LOCAL maintenance_work_mem = '256MB'")
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(&statement).persistent(false).execute(&mut *tx).await?;
-            tx.commit().await?;
+        let built = async {
+            let mut conn = pool.acquire().await?;
+            while let Some(statement) = next() {
+                let mut tx = conn.begin().await?;
+                sqlx::query("SET LOCAL maintenance_work_mem = '256MB'")
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(&statement).persistent(false).execute(&mut *tx).await?;
+                tx.commit().await?;
+            }
+            Ok::<_, ProjectionError>(())
         }
-        Ok::<_, ProjectionError>(())
+        .await;
+        if built.is_err() {
+            // The others stop after their current index.
+            while next().is_some() {}
+        }
+        built
     });
-    futures::future::try_join_all(workers).await?;
+    // Every worker runs to its end (the first error is reported after): one dropped
+    // mid-statement could hand its pooled connection back inside a transaction.
+    for result in futures::future::join_all(workers).await {
+        result?;
+    }
     sqlx::query(&format!("ANALYZE {table}"))
         .persistent(false)
         .execute(pool)

@@ -241,9 +241,10 @@ async fn lead(shared: &Shared, db: &PgConnectOptions, shutdown: &CancellationTok
             }
         }
     };
-    // Rebuilds stop between two batches, and are awaited while the leader lock is still
-    // held (no other replica leads while one writes). Not aborted: a task aborted while
-    // its `BEGIN` is in flight hands its pooled connection back inside a transaction.
+    // Rebuilds stop between two batches, and are awaited before the leader lock is let go
+    // (unless its connection died and took the lock with it: then a rebuild's writes are
+    // fenced by its record, `rebuild::Record`). Not aborted: a task aborted while its
+    // `BEGIN` is in flight hands its pooled connection back inside a transaction.
     stop_rebuilds.cancel();
     for (kind, task) in rebuilding {
         if let Err(error) = task.await {

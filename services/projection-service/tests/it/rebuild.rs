@@ -245,3 +245,57 @@ async fn a_rebuild_stopped_with_its_leader_is_restarted_by_the_next_one() {
     assert_read_models_match(&s).await;
     s.stop().await;
 }
+
+/// A rebuild taken over while its run still goes on (the run's leader lost its lock and
+/// has not noticed yet; here the takeover is made by hand while the leader lives): the
+/// old run stops at its next batch, writes nothing more and swaps nothing in, and the
+/// rebuild that completes is one started after the takeover.
+#[tokio::test]
+async fn a_rebuild_taken_over_stops_its_old_run() {
+    use flexcore_projection::projection::Kind;
+
+    let s = stack(false).await;
+    s.register_plugins().await;
+    crate::burst(&s, "t", 40, 8).await;
+    let mut settings = s.projection_settings();
+    settings.projection.replay_batch_size = 1;
+    let (databases, nats) = flexcore_projection::connect(&settings).await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let leader = tokio::spawn({
+        let stop = stop.clone();
+        async move { flexcore_projection::run(&settings, nats, databases, stop).await }
+    });
+    s.caught_up().await;
+    let status = || async {
+        sqlx::query_scalar::<_, serde_json::Value>("SELECT rebuild FROM read.projections WHERE name = 'audit'")
+            .fetch_one(&s.db.pool)
+            .await
+            .unwrap()
+    };
+    s.data("projection.rebuild", json!({"name": "audit"})).await;
+    flexcore_testkit::wait_until(Duration::from_secs(30), "the rebuild running", || async {
+        status().await["state"] == json!("running")
+    })
+    .await
+    .unwrap();
+    let first = status().await["started_at"].clone();
+
+    // The takeover: what a new leader does first.
+    flexcore_projection::rebuild::resume_interrupted(&s.db.pool, Kind::Audit)
+        .await
+        .unwrap();
+    let list = s.rebuilt(&["audit"]).await;
+    let audit = projection(&list, "audit");
+    assert_eq!(audit["generation"], json!(2), "{audit}");
+    let done = status().await;
+    assert_ne!(
+        done["started_at"], first,
+        "the old run swapped its rebuild in after the takeover: {done}"
+    );
+    crate::burst(&s, "t2", 2, 2).await;
+    s.caught_up().await;
+    assert_read_models_match(&s).await;
+    stop.cancel();
+    leader.await.unwrap().unwrap();
+    s.stop().await;
+}

@@ -85,6 +85,21 @@ async fn the_event_store_connections_of_a_separate_layout_cannot_write() {
     s.stop().await;
 }
 
+/// The whole event log, at least `expected` events (`what` they are). Every command was
+/// answered after its commit, so all its events are in the log; the global reader returns
+/// them once no older transaction is open anywhere on the server (the other tests'
+/// databases too), so it is asked until it does.
+async fn whole_log(s: &crate::Stack, expected: usize, what: &str) -> Vec<flexcore_eventstore::RecordedEvent> {
+    let read = || flexcore_eventstore::read_all_with(&s.db.pool, flexcore_eventstore::Checkpoint::default(), 100);
+    let all_read = flexcore_testkit::wait_until(std::time::Duration::from_secs(10), "the log read", || async {
+        read().await.is_ok_and(|events| events.len() >= expected)
+    })
+    .await;
+    let events = read().await.unwrap();
+    assert!(all_read.is_ok(), "{what}: {events:?}");
+    events
+}
+
 #[tokio::test]
 async fn a_batch_from_the_stream_with_a_gap_is_refused_when_the_log_is_in_another_database() {
     use flexcore_eventstore::Checkpoint;
@@ -94,17 +109,7 @@ async fn a_batch_from_the_stream_with_a_gap_is_refused_when_the_log_is_in_anothe
     let s = stack_in(Layout::Separate, false).await;
     s.register_plugins().await;
     s.create_pipeline("gap").await;
-    let log = &s.db.pool;
-    // Every command was answered after its commit: all its events are in the log. The
-    // global reader returns them once no older transaction is open anywhere on the server
-    // (the other tests' databases too), so it is asked until it does.
-    let read = || flexcore_eventstore::read_all_with(log, Checkpoint::default(), 100);
-    let all_read = flexcore_testkit::wait_until(std::time::Duration::from_secs(10), "the log read", || async {
-        read().await.is_ok_and(|events| events.len() >= 3)
-    })
-    .await;
-    let events = read().await.unwrap();
-    assert!(all_read.is_ok(), "two plugins and a pipeline: {events:?}");
+    let events = whole_log(&s, 3, "two plugins and a pipeline").await;
     let n = events.len();
 
     let settings = s.projection_settings();
@@ -154,14 +159,7 @@ async fn a_batch_after_a_hole_is_a_gap_even_when_it_refers_to_what_the_hole_crea
         json!({"pipeline_id": pipeline, "reason": "maintenance"}),
     )
     .await;
-    let log = &s.db.pool;
-    let read = || flexcore_eventstore::read_all_with(log, Checkpoint::default(), 100);
-    let all_read = flexcore_testkit::wait_until(std::time::Duration::from_secs(10), "the log read", || async {
-        read().await.is_ok_and(|events| events.len() >= 4)
-    })
-    .await;
-    let events = read().await.unwrap();
-    assert!(all_read.is_ok(), "two plugins, a pipeline and its pause: {events:?}");
+    let events = whole_log(&s, 4, "two plugins, a pipeline and its pause").await;
     let created = events
         .iter()
         .position(|e| e.event_type == "pipeline.created")
