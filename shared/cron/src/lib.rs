@@ -20,7 +20,7 @@
 //!   (`minute field "61" is out of range 0–59`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::{DateTime, Duration, LocalResult, NaiveDateTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -90,35 +90,43 @@ const MAX_STEPS: usize = 100_000;
 ///
 /// A parsed [`Cron`] is about 5 kB (croner keeps a byte per possible year, 1 to 5000): a
 /// scheduler with 10,000 schedules held 50 MB of them, mostly the same few expressions
-/// (`0 * * * *`). Calendars now share one per distinct expression in use; an expression
-/// no calendar uses any more is dropped (its entry is swept when the table has doubled).
+/// (`0 * * * *`). Calendars now share one per distinct expression. The table keeps the
+/// ones no calendar holds too (a query computing next fires parses each row's expression
+/// once, not per row) until it has grown to twice its size after the last sweep, at least
+/// [`KEPT`] entries; a sweep drops every entry no calendar holds.
 fn shared_cron(expr: &str) -> Result<Arc<Cron>, CalendarError> {
     struct Table {
-        crons: HashMap<Box<str>, Weak<Cron>>,
-        /// Sweep dead entries when the table reaches this size.
-        sweep_at: usize,
+        crons: HashMap<Box<str>, Arc<Cron>>,
+        /// Sweep when the table exceeds this size.
+        sweep_above: usize,
     }
     static TABLE: OnceLock<Mutex<Table>> = OnceLock::new();
     let table = TABLE.get_or_init(|| {
         Mutex::new(Table {
             crons: HashMap::new(),
-            sweep_at: 64,
+            sweep_above: KEPT,
         })
     });
     // A panic elsewhere while the lock was held leaves the table consistent (every entry
     // is a whole insert), so a poisoned lock is taken as it is.
-    let mut table = table.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(cron) = table.crons.get(expr).and_then(Weak::upgrade) {
-        return Ok(cron);
+    let lock = || table.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(cron) = lock().crons.get(expr) {
+        return Ok(cron.clone());
     }
-    let cron = Arc::new(parse_cron(expr)?);
-    if table.crons.len() >= table.sweep_at {
-        table.crons.retain(|_, cron| cron.strong_count() > 0);
-        table.sweep_at = (table.crons.len() * 2).max(64);
+    // Parsed outside the lock; a parse another thread inserted meanwhile wins.
+    let parsed = Arc::new(parse_cron(expr)?);
+    let mut table = lock();
+    let cron = table.crons.entry(expr.into()).or_insert(parsed).clone();
+    if table.crons.len() > table.sweep_above {
+        table.crons.retain(|_, cron| Arc::strong_count(cron) > 1);
+        table.sweep_above = (table.crons.len() * 2).max(KEPT);
     }
-    table.crons.insert(expr.into(), Arc::downgrade(&cron));
     Ok(cron)
 }
+
+/// Entries the table of parsed crons may reach before its first sweep (at most about
+/// 1.3 MB of parses no calendar holds).
+const KEPT: usize = 256;
 
 /// The slots of one schedule.
 #[derive(Debug, Clone)]
@@ -276,19 +284,23 @@ mod tests {
             daily(&b, "2027-01-04T00:00:00Z", "2027-01-05T00:00:00Z"),
             ["2027-01-04T02:07:00+00:00"]
         );
-        // Once no calendar uses it, it is freed; the table's sweeps keep only live ones.
+        // Once no calendar holds it, the table keeps it until a sweep, which frees it.
         let weak = Arc::downgrade(&a.cron);
         drop((a, b));
-        assert!(weak.upgrade().is_none(), "the parsed cron outlived its calendars");
-        let many: Vec<Calendar> = (0..200)
+        assert!(weak.upgrade().is_some(), "kept for the next calendar of the expression");
+        let many: Vec<Calendar> = (0..2 * KEPT + 1)
             .map(|i| Calendar::new(&spec(&format!("{} {} * * *", i % 60, i / 60), "UTC")).unwrap())
             .collect();
         drop(many);
+        assert!(
+            weak.upgrade().is_none(),
+            "the parsed cron outlived its calendars past a sweep"
+        );
         let again = Calendar::new(&spec(expr, "UTC")).unwrap();
         assert_eq!(
             Arc::strong_count(&again.cron),
-            1,
-            "parsed anew, held by this calendar only"
+            2,
+            "parsed anew, held by the table and this calendar"
         );
         // An invalid expression is refused as before (nothing is shared for it).
         assert!(matches!(
