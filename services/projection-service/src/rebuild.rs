@@ -10,6 +10,7 @@ use chrono::Utc;
 use flexcore_contracts::views::RebuildStatus;
 use flexcore_eventstore::{Checkpoint, RecordedEvent};
 use sqlx::types::Json;
+use sqlx::Connection as _;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{mpsc, Mutex};
 use tokio_util::sync::CancellationToken;
@@ -21,35 +22,47 @@ use crate::store::{self, Live};
 use crate::tables;
 use crate::worker::Shared;
 
-/// Whether a rebuild of `kind` waits to be run.
-pub async fn requested(pool: &PgPool, kind: Kind) -> Result<bool, ProjectionError> {
-    Ok(store::rebuild_status(pool, kind)
-        .await?
-        .is_some_and(|s| s.state == "requested"))
+/// Whether a rebuild of `kind` is due to be run by a leader that runs none of `kind`:
+/// one is requested, or one is left `running` that no run carries on (a run that failed
+/// and could not record it), which is requested again first ([`resume_interrupted`]).
+pub async fn due(pool: &PgPool, kind: Kind) -> Result<bool, ProjectionError> {
+    let state = store::rebuild_status(pool, kind).await?.map(|s| s.state);
+    match state.as_deref() {
+        Some("requested") => Ok(true),
+        Some("running") => {
+            resume_interrupted(pool, kind).await?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
 }
 
-/// A rebuild left `running` by a leader that died is requested again (its half-built
-/// tables are replaced when it restarts).
+/// A rebuild left `running` by a leader that died (or by a run that could not record its
+/// failure) is requested again (its half-built tables are dropped when it restarts). Done
+/// holding the rebuild's lock alone, on the row as it is then: a batch of the old run
+/// still in flight ends first, and the run finds the record changed at its next step.
 pub async fn resume_interrupted(pool: &PgPool, kind: Kind) -> Result<(), ProjectionError> {
-    if let Some(mut status) = store::rebuild_status(pool, kind).await? {
-        if status.state == "running" {
-            tracing::warn!(
-                projection = kind.name(),
-                "restarting a rebuild interrupted by a leader change"
-            );
-            status.state = "requested".into();
-            status.error = Some("interrupted by a leader change; restarted".into());
-            // Alone with the record: a batch of the old leader's run still in flight ends
-            // first, and the run finds the record changed at its next one.
-            let mut tx = pool.begin().await?;
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(kind.rebuild_lock_key())
-                .execute(&mut *tx)
-                .await?;
-            store::save_rebuild_status(&mut tx, kind, &status).await?;
-            tx.commit().await?;
-        }
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(kind.rebuild_lock_key())
+        .execute(&mut *tx)
+        .await?;
+    let status: Option<Json<RebuildStatus>> = sqlx::query_scalar(
+        "SELECT rebuild FROM read.projections WHERE name = $1 AND rebuild->>'state' = 'running' FOR UPDATE",
+    )
+    .bind(kind.name())
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(Json(mut status)) = status {
+        tracing::warn!(
+            projection = kind.name(),
+            "restarting a rebuild no run carries on (interrupted by a leader change, or a failure not recorded)"
+        );
+        status.state = "requested".into();
+        status.error = Some("interrupted by a leader change; restarted".into());
+        store::save_rebuild_status(&mut tx, kind, &status).await?;
     }
+    tx.commit().await?;
     Ok(())
 }
 
@@ -159,8 +172,12 @@ impl Record {
     /// transaction ends: the rebuild's lock shared (the live worker, which writes the same
     /// row, takes no part in it), then the row as this run wrote it.
     async fn hold(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
-        // Two statements: the check's snapshot must be taken after the lock is granted
-        // (one statement's snapshot predates its waiting for the lock).
+        // Two statements, read committed: the check's snapshot must be taken after the
+        // lock is granted (one statement's snapshot predates its waiting for the lock,
+        // and a repeatable-read transaction's its first statement).
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            .execute(&mut *conn)
+            .await?;
         sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
             .bind(self.kind.rebuild_lock_key())
             .execute(&mut *conn)
@@ -189,7 +206,10 @@ async fn rebuild(
 ) -> Result<(), ProjectionError> {
     let spec = kind.table();
     let old = live.lock().await.generation;
-    let generation = old + 1;
+    // Past any generation an earlier run built: a run taken over may still be writing
+    // its tables, which must not be this run's.
+    let earlier = status.generation.filter(|g| *g > old);
+    let generation = old.max(earlier.unwrap_or(0)) + 1;
     let target: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
         .fetch_one(shared.log())
         .await?;
@@ -203,7 +223,16 @@ async fn rebuild(
     let mut conn = shared.pool.acquire().await?;
     let record = record.insert(Record::claim(&mut conn, kind, status).await?);
     tracing::info!(projection = kind.name(), generation, target, "rebuild started");
-    tables::create_generation(&mut conn, spec, generation, false).await?;
+    {
+        let mut tx = conn.begin().await?;
+        record.hold(&mut tx).await?;
+        if let Some(earlier) = earlier {
+            // What a run interrupted or failed left (its failure path may not have run).
+            tables::drop_generation(&mut tx, spec, earlier).await?;
+        }
+        tables::create_generation(&mut tx, spec, generation, false).await?;
+        tx.commit().await?;
+    }
 
     // The log is read one batch ahead of the one being applied: a task reads (and
     // decodes) the next batch from the event store while this one is written.
@@ -255,6 +284,8 @@ async fn rebuild(
         status.processed += batch.len() as u64;
     }
     let mut tx = shared.pool.begin().await?;
+    // The rebuild's lock, then the row (the order of `resume_interrupted`).
+    record.hold(&mut tx).await?;
     let stored = store::load(&mut tx, kind, true).await?;
     if stored.generation != old {
         return Err(ProjectionError::Invariant(format!(
@@ -305,7 +336,10 @@ async fn rebuild(
         last_stretch_seconds = (started.elapsed() - indexed).as_secs_f64(),
         "rebuild swapped in"
     );
-    tables::drop_generation(&mut conn, spec, old).await?;
+    // Swapped in: a failure from here on is no failure of the rebuild.
+    if let Err(error) = tables::drop_generation(&mut conn, spec, old).await {
+        tracing::warn!(projection = kind.name(), generation = old, %error, "the old generation was not dropped");
+    }
     Ok(())
 }
 

@@ -141,15 +141,17 @@ async fn lead(shared: &Shared, db: &PgConnectOptions, shutdown: &CancellationTok
     }
     // Whatever the last leader left undone (or a version without them never did).
     shared.derived_stale.store(true, Ordering::Relaxed);
+    // Rebuilds the last leader left running are taken over first (a run of its that
+    // still goes on may swap in before: the models are loaded after).
+    for kind in Kind::ALL {
+        rebuild::resume_interrupted(&shared.pool, kind).await?;
+    }
     let mut lives: Lives = Vec::with_capacity(Kind::ALL.len());
     let mut conn = shared.pool.acquire().await?;
     for kind in Kind::ALL {
         lives.push((kind, Arc::new(Mutex::new(store::load(&mut conn, kind, false).await?))));
     }
     drop(conn);
-    for kind in Kind::ALL {
-        rebuild::resume_interrupted(&shared.pool, kind).await?;
-    }
 
     let js = jetstream::new(shared.nats.clone());
     let Some(stream) = flexcore_service::streams::wait_for(&js, subjects::EVENTS_STREAM, shutdown).await else {
@@ -226,7 +228,7 @@ async fn lead(shared: &Shared, db: &PgConnectOptions, shutdown: &CancellationTok
                     if rebuilding.iter().any(|(k, _)| k == kind) {
                         continue;
                     }
-                    match rebuild::requested(&shared.pool, *kind).await {
+                    match rebuild::due(&shared.pool, *kind).await {
                         Ok(true) => rebuilding.push((
                             *kind,
                             tokio::spawn(rebuild::run(*kind, shared.clone(), live.clone(), stop_rebuilds.clone())),

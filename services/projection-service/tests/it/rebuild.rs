@@ -239,7 +239,13 @@ async fn a_rebuild_stopped_with_its_leader_is_restarted_by_the_next_one() {
 
     s.spawn_projection().await;
     let list = s.rebuilt(&["audit"]).await;
-    assert_eq!(projection(&list, "audit")["generation"], json!(2));
+    // Built past the stopped run's generation 2, whose tables are dropped.
+    assert_eq!(projection(&list, "audit")["generation"], json!(3));
+    let left: Option<String> = sqlx::query_scalar("SELECT to_regclass('read.events_g2')::text")
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, None, "the stopped run's tables are left");
     crate::burst(&s, "i2", 2, 2).await;
     s.caught_up().await;
     assert_read_models_match(&s).await;
@@ -247,55 +253,99 @@ async fn a_rebuild_stopped_with_its_leader_is_restarted_by_the_next_one() {
 }
 
 /// A rebuild taken over while its run still goes on (the run's leader lost its lock and
-/// has not noticed yet; here the takeover is made by hand while the leader lives): the
-/// old run stops at its next batch, writes nothing more and swaps nothing in, and the
-/// rebuild that completes is one started after the takeover.
+/// has not noticed yet; here the takeover is made by hand while the leader lives): the run
+/// is held at its first locked step by a session holding the rebuild's lock, as a new
+/// leader's takeover holds it; once let go, the run finds the record no longer its own and
+/// stops before building anything. The next leader's run builds past its generation.
 #[tokio::test]
 async fn a_rebuild_taken_over_stops_its_old_run() {
     use flexcore_projection::projection::Kind;
 
-    let s = stack(false).await;
+    let mut s = stack(false).await;
     s.register_plugins().await;
-    crate::burst(&s, "t", 40, 8).await;
-    let mut settings = s.projection_settings();
-    settings.projection.replay_batch_size = 1;
+    crate::burst(&s, "t", 6, 6).await;
+    let settings = s.projection_settings();
     let (databases, nats) = flexcore_projection::connect(&settings).await.unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
-    let leader = tokio::spawn({
+    let first = tokio::spawn({
         let stop = stop.clone();
         async move { flexcore_projection::run(&settings, nats, databases, stop).await }
     });
     s.caught_up().await;
-    let status = || async {
-        sqlx::query_scalar::<_, serde_json::Value>("SELECT rebuild FROM read.projections WHERE name = 'audit'")
-            .fetch_one(&s.db.pool)
-            .await
-            .unwrap()
+    let pool = s.db.pool.clone();
+    let status = || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, serde_json::Value>("SELECT rebuild FROM read.projections WHERE name = 'audit'")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
     };
+    let table_exists = |name: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<String>>(&format!("SELECT to_regclass('{name}')::text"))
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                .is_some()
+        }
+    };
+    let mut session = pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(Kind::Audit.rebuild_lock_key())
+        .execute(&mut *session)
+        .await
+        .unwrap();
     s.data("projection.rebuild", json!({"name": "audit"})).await;
-    flexcore_testkit::wait_until(Duration::from_secs(30), "the rebuild running", || async {
+    flexcore_testkit::wait_until(Duration::from_secs(30), "the rebuild claimed", || async {
         status().await["state"] == json!("running")
     })
     .await
     .unwrap();
-    let first = status().await["started_at"].clone();
+    let claimed = status().await;
+    assert_eq!(claimed["generation"], json!(2), "{claimed}");
 
-    // The takeover: what a new leader does first.
-    flexcore_projection::rebuild::resume_interrupted(&s.db.pool, Kind::Audit)
+    // The takeover, as a new leader makes it (`rebuild::resume_interrupted`), then the
+    // old leader stops (awaiting its rebuild's end).
+    sqlx::query(
+        "UPDATE read.projections SET rebuild = jsonb_set(rebuild, '{state}', '\"requested\"') WHERE name = 'audit'",
+    )
+    .execute(&mut *session)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(Kind::Audit.rebuild_lock_key())
+        .execute(&mut *session)
         .await
         .unwrap();
+    drop(session);
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(30), first)
+        .await
+        .expect("the old leader stops")
+        .unwrap()
+        .unwrap();
+    assert!(
+        !table_exists("read.events_g2").await,
+        "the old run built its tables after the takeover"
+    );
+    let after = status().await;
+    assert_eq!(
+        after["state"],
+        json!("requested"),
+        "the old run wrote over the takeover: {after}"
+    );
+    assert_eq!(after["started_at"], claimed["started_at"]);
+
+    s.spawn_projection().await;
     let list = s.rebuilt(&["audit"]).await;
     let audit = projection(&list, "audit");
-    assert_eq!(audit["generation"], json!(2), "{audit}");
-    let done = status().await;
-    assert_ne!(
-        done["started_at"], first,
-        "the old run swapped its rebuild in after the takeover: {done}"
-    );
+    assert_eq!(audit["generation"], json!(3), "{audit}");
+    assert!(!table_exists("read.events_g2").await);
     crate::burst(&s, "t2", 2, 2).await;
     s.caught_up().await;
     assert_read_models_match(&s).await;
-    stop.cancel();
-    leader.await.unwrap().unwrap();
     s.stop().await;
 }
