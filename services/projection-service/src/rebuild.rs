@@ -112,11 +112,12 @@ pub async fn run(kind: Kind, shared: Shared, live: Arc<Mutex<Live>>, stop: Cance
 }
 
 /// A rebuild's status as this run last wrote it. Every later write is a compare-and-set
-/// on the whole document, and every batch holds the row as written (`FOR SHARE`): a run
-/// whose leader lost its lock (a dead connection is noticed only at the next ping) stops
-/// at its next write or batch once the next leader has taken the rebuild over
-/// ([`resume_interrupted`] rewrites the row), instead of writing into or swapping in the
-/// tables that leader builds anew.
+/// on the whole document, and every transaction that writes tables checks the document
+/// under the rebuild's advisory lock held shared ([`Record::hold`]): a run whose leader
+/// lost its lock (a dead connection is noticed only at the next ping) stops at its next
+/// write or batch once the next leader has taken the rebuild over ([`resume_interrupted`]
+/// rewrites the document holding that lock alone), instead of writing into or swapping
+/// in tables of its own while the next leader builds its own.
 pub(crate) struct Record {
     kind: Kind,
     written: RebuildStatus,
