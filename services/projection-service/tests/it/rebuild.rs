@@ -190,6 +190,71 @@ async fn a_rebuilt_audit_log_holds_exactly_the_rows_the_live_worker_wrote() {
     s.stop().await;
 }
 
+/// A projection service in-process with a stop of its own (a leader the test stops), its
+/// rebuilds replaying `replay_batch_size` events per transaction; caught up.
+async fn own_leader(
+    s: &crate::Stack,
+    replay_batch_size: i64,
+) -> (
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let mut settings = s.projection_settings();
+    settings.projection.replay_batch_size = replay_batch_size;
+    let (databases, nats) = flexcore_projection::connect(&settings).await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let leader = tokio::spawn({
+        let stop = stop.clone();
+        async move { flexcore_projection::run(&settings, nats, databases, stop).await }
+    });
+    s.caught_up().await;
+    (stop, leader)
+}
+
+/// Stops a leader of [`own_leader`] and waits (bounded) until it has ended.
+async fn stop_leader(
+    (stop, leader): (
+        tokio_util::sync::CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    ),
+) {
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(30), leader)
+        .await
+        .expect("the leader stops with its rebuild")
+        .unwrap()
+        .unwrap();
+}
+
+/// The audit projection's rebuild record.
+async fn audit_rebuild(pool: &sqlx::PgPool) -> serde_json::Value {
+    sqlx::query_scalar::<_, Option<serde_json::Value>>("SELECT rebuild FROM read.projections WHERE name = 'audit'")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+        .unwrap_or_default()
+}
+
+/// Waits until the audit rebuild's record says `running`; the record then.
+async fn audit_rebuild_running(pool: &sqlx::PgPool) -> serde_json::Value {
+    flexcore_testkit::wait_until(Duration::from_secs(30), "the rebuild running", || async {
+        audit_rebuild(pool).await["state"] == json!("running")
+    })
+    .await
+    .unwrap();
+    audit_rebuild(pool).await
+}
+
+/// Whether the table (or view) `name` exists.
+async fn exists(pool: &sqlx::PgPool, name: &str) -> bool {
+    sqlx::query_scalar::<_, Option<String>>("SELECT to_regclass($1)::text")
+        .bind(name)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+        .is_some()
+}
+
 /// A leader that stops while its rebuild runs stops the rebuild between two batches (it is
 /// not aborted mid-statement, which could leave a pooled connection inside a transaction),
 /// leaves it `running`, and the next leader restarts it from the start.
@@ -199,40 +264,22 @@ async fn a_rebuild_stopped_with_its_leader_is_restarted_by_the_next_one() {
     s.register_plugins().await;
     crate::burst(&s, "i", 40, 8).await;
     // The first leader replays one event per transaction: its rebuild takes a while.
-    let mut settings = s.projection_settings();
-    settings.projection.replay_batch_size = 1;
-    let (databases, nats) = flexcore_projection::connect(&settings).await.unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let first = tokio::spawn({
-        let stop = stop.clone();
-        async move { flexcore_projection::run(&settings, nats, databases, stop).await }
-    });
-    s.caught_up().await;
-    let state = || async {
-        sqlx::query_scalar::<_, Option<String>>("SELECT rebuild->>'state' FROM read.projections WHERE name = 'audit'")
-            .fetch_one(&s.db.pool)
-            .await
-            .unwrap()
-    };
+    let first = own_leader(&s, 1).await;
+    let pool = s.db.pool.clone();
     let status = s.data("projection.rebuild", json!({"name": "audit"})).await;
     assert_eq!(status["state"], json!("requested"));
-    flexcore_testkit::wait_until(Duration::from_secs(30), "the rebuild running", || async {
-        state().await.as_deref() == Some("running")
-    })
-    .await
-    .unwrap();
+    audit_rebuild_running(&pool).await;
 
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(30), first)
-        .await
-        .expect("the leader stops with its rebuild")
-        .unwrap()
-        .unwrap();
-    assert_eq!(state().await.as_deref(), Some("running"), "left for the next leader");
+    stop_leader(first).await;
+    assert_eq!(
+        audit_rebuild(&pool).await["state"],
+        json!("running"),
+        "left for the next leader"
+    );
     let in_transaction: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
     )
-    .fetch_one(&s.db.pool)
+    .fetch_one(&pool)
     .await
     .unwrap();
     assert_eq!(in_transaction, 0, "a connection was left inside a transaction");
@@ -241,11 +288,10 @@ async fn a_rebuild_stopped_with_its_leader_is_restarted_by_the_next_one() {
     let list = s.rebuilt(&["audit"]).await;
     // Built past the stopped run's generation 2, whose tables are dropped.
     assert_eq!(projection(&list, "audit")["generation"], json!(3));
-    let left: Option<String> = sqlx::query_scalar("SELECT to_regclass('read.events_g2')::text")
-        .fetch_one(&s.db.pool)
-        .await
-        .unwrap();
-    assert_eq!(left, None, "the stopped run's tables are left");
+    assert!(
+        !exists(&pool, "read.events_g2").await,
+        "the stopped run's tables are left"
+    );
     crate::burst(&s, "i2", 2, 2).await;
     s.caught_up().await;
     assert_read_models_match(&s).await;
@@ -264,34 +310,8 @@ async fn a_rebuild_taken_over_stops_its_old_run() {
     let mut s = stack(false).await;
     s.register_plugins().await;
     crate::burst(&s, "t", 6, 6).await;
-    let settings = s.projection_settings();
-    let (databases, nats) = flexcore_projection::connect(&settings).await.unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let first = tokio::spawn({
-        let stop = stop.clone();
-        async move { flexcore_projection::run(&settings, nats, databases, stop).await }
-    });
-    s.caught_up().await;
+    let first = own_leader(&s, 5000).await;
     let pool = s.db.pool.clone();
-    let status = || {
-        let pool = pool.clone();
-        async move {
-            sqlx::query_scalar::<_, serde_json::Value>("SELECT rebuild FROM read.projections WHERE name = 'audit'")
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-        }
-    };
-    let table_exists = |name: &'static str| {
-        let pool = pool.clone();
-        async move {
-            sqlx::query_scalar::<_, Option<String>>(&format!("SELECT to_regclass('{name}')::text"))
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-                .is_some()
-        }
-    };
     let mut session = pool.acquire().await.unwrap();
     sqlx::query("SELECT pg_advisory_lock($1)")
         .bind(Kind::Audit.rebuild_lock_key())
@@ -299,12 +319,7 @@ async fn a_rebuild_taken_over_stops_its_old_run() {
         .await
         .unwrap();
     s.data("projection.rebuild", json!({"name": "audit"})).await;
-    flexcore_testkit::wait_until(Duration::from_secs(30), "the rebuild claimed", || async {
-        status().await["state"] == json!("running")
-    })
-    .await
-    .unwrap();
-    let claimed = status().await;
+    let claimed = audit_rebuild_running(&pool).await;
     assert_eq!(claimed["generation"], json!(2), "{claimed}");
 
     // The takeover, as a new leader makes it (`rebuild::resume_interrupted`), then the
@@ -321,17 +336,12 @@ async fn a_rebuild_taken_over_stops_its_old_run() {
         .await
         .unwrap();
     drop(session);
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(30), first)
-        .await
-        .expect("the old leader stops")
-        .unwrap()
-        .unwrap();
+    stop_leader(first).await;
     assert!(
-        !table_exists("read.events_g2").await,
+        !exists(&pool, "read.events_g2").await,
         "the old run built its tables after the takeover"
     );
-    let after = status().await;
+    let after = audit_rebuild(&pool).await;
     assert_eq!(
         after["state"],
         json!("requested"),
@@ -343,7 +353,7 @@ async fn a_rebuild_taken_over_stops_its_old_run() {
     let list = s.rebuilt(&["audit"]).await;
     let audit = projection(&list, "audit");
     assert_eq!(audit["generation"], json!(3), "{audit}");
-    assert!(!table_exists("read.events_g2").await);
+    assert!(!exists(&pool, "read.events_g2").await);
     crate::burst(&s, "t2", 2, 2).await;
     s.caught_up().await;
     assert_read_models_match(&s).await;
