@@ -30,9 +30,10 @@ pub enum ProjectionError {
     /// A state the projection cannot continue from (reported, then retried).
     #[error("{0}")]
     Invariant(String),
-    /// The leader stopped leading (shutdown or an error) while a rebuild ran: the rebuild
-    /// stopped between two batches and stays `running`, for the next leader to restart.
-    #[error("stopped: this replica no longer leads")]
+    /// A rebuild run is no longer the rebuild's: its leader stopped leading (shutdown or
+    /// an error; the run stopped between two batches and stays `running` for the next
+    /// leader to restart), or the next leader took the rebuild over.
+    #[error("stopped: the rebuild is no longer this run's")]
     Stopped,
     /// A row of a read model could not be (de)serialised.
     #[error("read model row: {0}")]
