@@ -258,8 +258,11 @@ async fn a_schedule_created_just_after_a_nats_restart_fires() {
     s.nats.restart().await.unwrap();
     // The command service reconnects too: the request is sent until it is answered.
     let body = json!({"pipeline_id": pipeline, "cron": "* * * * * *", "overlap": "allow"});
+    // A refusal comes at once while nobody listens (no responders, or this client still
+    // reconnecting), so the attempts are spread over 20 s rather than counted.
     let mut reply = None;
-    for _ in 0..20 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
         let request = s
             .client
             .request("flexcore.cmd.schedule.create", body.to_string().into());
@@ -267,6 +270,7 @@ async fn a_schedule_created_just_after_a_nats_restart_fires() {
             reply = Some(serde_json::from_slice::<serde_json::Value>(&answer.payload).unwrap());
             break;
         }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let reply = reply.expect("schedule.create answered after the restart");
     assert_eq!(reply["ok"], json!(true), "{reply}");
