@@ -9,6 +9,7 @@ mod exact;
 mod fuzz;
 mod hostile;
 mod janitor;
+mod rebuild;
 mod relay;
 #[path = "../../../../shared/service/tests/support/scrape.rs"]
 mod scrape;
