@@ -8,7 +8,9 @@
 # A BUILD_DIR holds a release build laid out as target/ is: release/ (the service
 # binaries, flexctl, flexcore-dev and the native plugin binaries, from `cargo build
 # --release --workspace --bins`) and wasm32-wasip1/release/*.wasm (the modules of
-# plugins/build.sh). A copy of those two keeps a build. The stacks are the scripts' own
+# plugins/build.sh), and config/ (the commit's config directory: every process of that
+# build's runs loads it, as FLEXCORE_CONFIG_DIR, since an older build refuses the keys a
+# newer base.yaml has). A copy of those three keeps a build. The stacks are the scripts' own
 # (scripts/bench-overhead.sh, bench-schedules.sh, bench-cold-start.sh: a fresh database and
 # a private nats-server each), driven by FLEXCTL (default: the first BUILD_DIR's flexctl),
 # except `pipeline`, whose sandbox is flexctl's own and so runs each build's flexctl.
@@ -27,7 +29,7 @@
 # /tmp); the figures' lines are printed as they come. Needs what those scripts need
 # (Postgres at PGHOST/PGPORT, nats-server). About 15 minutes per build.
 set -euo pipefail
-usage() { sed -n '2,27p' "$0" >&2; exit 2; }
+usage() { sed -n '2,30p' "$0" >&2; exit 2; }
 all=(pipeline queries lag2000 lag5000 commands schedules rebuild coldstart)
 only=("${all[@]}")
 logs=""
@@ -47,6 +49,7 @@ for dir in "$@"; do
   for b in flexcore-command flexcore-projection flexcore-scheduler flexcore-runner flexctl; do
     [[ -x $dir/release/$b ]] || { echo "no release/$b in $dir" >&2; exit 1; }
   done
+  [[ -f $dir/config/base.yaml ]] || { echo "no config/base.yaml in $dir" >&2; exit 1; }
   builds+=("$dir")
 done
 for name in "${only[@]}"; do
@@ -63,6 +66,7 @@ figures='records/s|native is|queries/s|pages/s|p50|p99|commands/s|raw|cpu:|fire 
 
 run() {
   local name=$1 n=$2 build=$3 bin=$3/release
+  export FLEXCORE_CONFIG_DIR=$build/config
   case "$name" in
     pipeline) "$bin/flexctl" bench pipeline --target-dir "$build" ;;
     queries) "$scripts/bench-overhead.sh" "$bin" --projection --bench queries -- --clients 64 --duration 20s --warmup 3s ;;
