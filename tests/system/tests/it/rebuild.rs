@@ -1,6 +1,6 @@
 //! A projection rebuild outlives the process running it: two projection replicas, the
 //! `audit` rebuild replaying one event per transaction, kill -9 of the replica leading it
-//! half-way. The standby takes the projection's lock, finds the rebuild `running` with
+//! part-way through. The standby takes the projection's lock, finds the rebuild `running` with
 //! no task of its own, restarts it past the dead run's generation and swaps it in; the
 //! read model then holds each event of the log once, and the dead run's tables are gone
 //! (ADR 0011; `services/projection-service/tests/it/rebuild.rs` covers the same takeover
