@@ -85,7 +85,7 @@ for name in "${only[@]}"; do
     n=$((n + 1))
     echo "== $name, build $n ($build), $(date -u +%T)"
     if run "$name" "$n" "$build"; then
-      grep -E "$figures" "$logs/$name-$n.log" | grep -v '^{' || true
+      grep -E "$figures" "$logs/$name-$n.log" | grep -v -e '^{' -e 'not ready yet' || true
     else
       echo "FAILED (rc $?): see $logs/$name-$n.log"
       tail -5 "$logs/$name-$n.log"
