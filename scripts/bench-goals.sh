@@ -20,12 +20,12 @@
 #   queries    bench queries, 64 clients, 20 s (pipeline.get and pipeline.list)
 #   lag2000    bench lag --rate 2000, 30 s
 #   lag5000    bench lag --rate 5000, 30 s
-#   commands   bench commands, 64 clients, 20 s, with the raw INSERT ceiling (30 s)
+#   commands   bench commands, 64 clients, 20 s, then the raw INSERT ceiling the same way
 #   schedules  bench schedules, 10,000 schedules firing in one minute
 #   rebuild    bench rebuild --events 1000000 (audit, pipelines)
 #   coldstart  bench cold-start --events 1000000 --schedules 10000
 #
-# Each run's whole output goes to DIR/<benchmark>-<n>.log (default: a new directory under
+# Each run's whole output goes to DIR/<seq>-<benchmark>-<build n>.log (default: a new directory under
 # /tmp); the figures' lines are printed as they come. Needs what those scripts need
 # (Postgres at PGHOST/PGPORT, nats-server). About 15 minutes per build.
 set -euo pipefail
@@ -65,7 +65,7 @@ echo "logs in $logs; driver $FLEXCTL; $(grep -m1 'model name' /proc/cpuinfo | cu
 figures='records/s|native is|queries/s|pages/s|p50|p99|commands/s|raw|cpu:|fire lag|RSS|cpu during|dup|events/s|ready|replay|snapshot|publishes'
 
 run() {
-  local name=$1 n=$2 build=$3 bin=$3/release
+  local log=$1 name=$2 build=$3 bin=$3/release
   export FLEXCORE_CONFIG_DIR=$build/config
   case "$name" in
     pipeline) "$bin/flexctl" bench pipeline --target-dir "$build" ;;
@@ -76,19 +76,22 @@ run() {
     schedules) "$scripts/bench-schedules.sh" "$bin" ;;
     rebuild) "$scripts/bench-overhead.sh" "$bin" --projection --bench rebuild -- --events 1000000 ;;
     coldstart) "$scripts/bench-cold-start.sh" "$bin" -- --events 1000000 --schedules 10000 ;;
-  esac >"$logs/$name-$n.log" 2>&1
+  esac >"$log" 2>&1
 }
 
+seq=0
 for name in "${only[@]}"; do
+  seq=$((seq + 1))
   n=0
   for build in "${builds[@]}"; do
     n=$((n + 1))
+    log="$logs/$seq-$name-$n.log"
     echo "== $name, build $n ($build), $(date -u +%T)"
-    if run "$name" "$n" "$build"; then
-      grep -E "$figures" "$logs/$name-$n.log" | grep -v -e '^{' -e 'not ready yet' || true
+    if run "$log" "$name" "$build"; then
+      grep -E "$figures" "$log" | grep -v -e '^{' -e 'not ready yet' || true
     else
-      echo "FAILED (rc $?): see $logs/$name-$n.log"
-      tail -5 "$logs/$name-$n.log"
+      echo "FAILED (rc $?): see $log"
+      tail -5 "$log"
     fi
   done
 done
