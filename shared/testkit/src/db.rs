@@ -123,6 +123,16 @@ impl TestDb {
     }
 }
 
+/// Whether the table (or view) `name` (schema-qualified, e.g. `read.events_g2`) exists.
+pub async fn table_exists(pool: &PgPool, name: &str) -> anyhow::Result<bool> {
+    let found: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+        .bind(name)
+        .fetch_one(pool)
+        .await
+        .with_context(|| format!("looking up table {name}"))?;
+    Ok(found.is_some())
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         // The test's runtime may be a current-thread one (or already gone), so the drop

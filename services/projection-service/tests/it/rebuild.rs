@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use flexcore_testkit::db::table_exists;
 use serde_json::json;
 
 use crate::consistency::assert_read_models_match;
@@ -46,7 +47,7 @@ async fn a_rebuild_swaps_in_while_queries_keep_being_answered() {
     // The old generation is dropped (right after the swap commits, so it may still be
     // there for a moment), the new one serves and keeps being updated.
     flexcore_testkit::wait_until(Duration::from_secs(10), "read.runs_g1 dropped", || async {
-        !exists(&s.db.pool, "read.runs_g1").await
+        !table_exists(&s.db.pool, "read.runs_g1").await.unwrap()
     })
     .await
     .unwrap();
@@ -241,16 +242,6 @@ async fn audit_rebuild_running(pool: &sqlx::PgPool) -> serde_json::Value {
     audit_rebuild(pool).await
 }
 
-/// Whether the table (or view) `name` exists.
-async fn exists(pool: &sqlx::PgPool, name: &str) -> bool {
-    sqlx::query_scalar::<_, Option<String>>("SELECT to_regclass($1)::text")
-        .bind(name)
-        .fetch_one(pool)
-        .await
-        .unwrap()
-        .is_some()
-}
-
 /// A leader that stops while its rebuild runs stops the rebuild between two batches (it is
 /// not aborted mid-statement, which could leave a pooled connection inside a transaction),
 /// leaves it `running`, and the next leader restarts it from the start.
@@ -285,7 +276,7 @@ async fn a_rebuild_stopped_with_its_leader_is_restarted_by_the_next_one() {
     // Built past the stopped run's generation 2, whose tables are dropped.
     assert_eq!(projection(&list, "audit")["generation"], json!(3));
     assert!(
-        !exists(&pool, "read.events_g2").await,
+        !table_exists(&pool, "read.events_g2").await.unwrap(),
         "the stopped run's tables are left"
     );
     crate::burst(&s, "i2", 2, 2).await;
@@ -334,7 +325,7 @@ async fn a_rebuild_taken_over_stops_its_old_run() {
     drop(session);
     stop_leader(first).await;
     assert!(
-        !exists(&pool, "read.events_g2").await,
+        !table_exists(&pool, "read.events_g2").await.unwrap(),
         "the old run built its tables after the takeover"
     );
     let after = audit_rebuild(&pool).await;
@@ -349,7 +340,7 @@ async fn a_rebuild_taken_over_stops_its_old_run() {
     let list = s.rebuilt(&["audit"]).await;
     let audit = projection(&list, "audit");
     assert_eq!(audit["generation"], json!(3), "{audit}");
-    assert!(!exists(&pool, "read.events_g2").await);
+    assert!(!table_exists(&pool, "read.events_g2").await.unwrap());
     crate::burst(&s, "t2", 2, 2).await;
     s.caught_up().await;
     assert_read_models_match(&s).await;

@@ -12,9 +12,9 @@ use flexcore_client::{Client, Retry};
 use flexcore_contracts::commands::RegisterPlugin;
 use flexcore_contracts::views::{ProjectionStatus, RebuildStatus};
 use flexcore_system_tests::cluster::{Cluster, Layout, Replica, Service, FAILOVER_BOUND};
+use flexcore_testkit::db::table_exists;
 use futures::StreamExt as _;
 use serde_json::json;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 /// Events in the log before the rebuild: seconds of replay at one per transaction (the
@@ -44,14 +44,12 @@ async fn audit_until(api: &Client, what: &str, done: impl Fn(&RebuildStatus) -> 
     }
 }
 
-/// Whether table `name` exists.
-async fn exists(db: &PgPool, name: &str) -> bool {
-    sqlx::query_scalar::<_, Option<String>>("SELECT to_regclass($1)::text")
-        .bind(name)
-        .fetch_one(db)
-        .await
-        .unwrap()
-        .is_some()
+/// A plugin registration: a `process` plugin named `name` (one `plugin.registered` event).
+fn plugin(name: &str) -> RegisterPlugin {
+    serde_json::from_value(json!({
+        "name": name, "version": "1.0.0", "kind": "extractor", "runtime": "process", "executable": "/bin/true"
+    }))
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,12 +70,7 @@ async fn a_rebuild_whose_process_is_killed_is_finished_by_the_standby() {
         .map(|i| {
             let api = api.clone();
             async move {
-                let plugin: RegisterPlugin = serde_json::from_value(json!({
-                    "name": format!("p{i}"), "version": "1.0.0", "kind": "extractor",
-                    "runtime": "process", "executable": "/bin/true"
-                }))
-                .unwrap();
-                api.command(&plugin)
+                api.command(&plugin(&format!("p{i}")))
                     .id(flexcore_client::command_id(scope, &i.to_string()))
                     .retry(Retry::attempts(10))
                     .send()
@@ -105,7 +98,8 @@ async fn a_rebuild_whose_process_is_killed_is_finished_by_the_standby() {
         r.state == "running" && r.processed > 0 && r.processed < r.target
     })
     .await;
-    let dead_generation = running.rebuild.as_ref().and_then(|r| r.generation).unwrap();
+    let progress = running.rebuild.expect("the rebuild's status");
+    let dead_generation = progress.generation.expect("the running rebuild's generation");
     let leader = cluster
         .projection_leader("audit")
         .expect("the audit projection's leader");
@@ -115,8 +109,8 @@ async fn a_rebuild_whose_process_is_killed_is_finished_by_the_standby() {
     // For docs/benchmarks.md (run with --no-capture).
     eprintln!(
         "rebuild fail-over: {} of {} events replayed when {leader} was killed; swapped in by the standby {:.2?} later",
-        running.rebuild.as_ref().map_or(0, |r| r.processed),
-        running.rebuild.as_ref().map_or(0, |r| r.target),
+        progress.processed,
+        progress.target,
         killed.elapsed()
     );
     let rebuild = done.rebuild.unwrap();
@@ -128,7 +122,9 @@ async fn a_rebuild_whose_process_is_killed_is_finished_by_the_standby() {
     assert!(done.generation > before);
     assert_eq!(rebuild.generation, Some(done.generation));
     assert!(
-        !exists(&cluster.db, &format!("read.events_g{dead_generation}")).await,
+        !table_exists(&cluster.db, &format!("read.events_g{dead_generation}"))
+            .await
+            .unwrap(),
         "the dead run's tables are left"
     );
     let standby = Replica {
@@ -151,11 +147,7 @@ async fn a_rebuild_whose_process_is_killed_is_finished_by_the_standby() {
     // The killed replica comes back as a standby; the model follows new events.
     cluster.spawn_replica(leader);
     cluster.wait_replica_ready(leader, Duration::from_secs(60)).await;
-    let plugin: RegisterPlugin = serde_json::from_value(json!({
-        "name": "after", "version": "1.0.0", "kind": "extractor", "runtime": "process", "executable": "/bin/true"
-    }))
-    .unwrap();
-    let accepted = api.command(&plugin).send().await.unwrap();
+    let accepted = api.command(&plugin("after")).send().await.unwrap();
     flexcore_testkit::wait_until(FAILOVER_BOUND, "the new event applied", || {
         let api = api.clone();
         async move { audit(&api).await.position >= accepted.global_position }
