@@ -4,12 +4,13 @@
 # every stream at three replicas), the numbers in docs/benchmarks.md ("Replicas").
 #
 #   scripts/bench-replicas.sh [--replicas "1 2 3"] [--duration 20s] [--clients 64]
-#                             [--rate 1000] [--out FILE]
+#                             [--rate 1000] [--commands-only] [--out FILE]
 #
 #   --replicas LIST  replica counts to measure, each on a fresh stack (default "1 2 3")
 #   --duration D     measured window of each benchmark (default 20s; 3 s warm-up each)
 #   --clients N      clients of `flexctl bench commands` and `bench queries` (default 64)
 #   --rate R         commands per second of `flexctl bench lag` (default 1000)
+#   --commands-only  only `bench commands` (no lag, no queries)
 #   --out FILE       append the results to FILE (default: stdout only)
 #
 # For each count N: a fresh database on the local PostgreSQL (127.0.0.1:5432, trust auth;
@@ -26,11 +27,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,22p' "$0" >&2; exit 2; }
+usage() { sed -n '2,26p' "$0" >&2; exit 2; }
 replicas="1 2 3"
 duration=20s
 clients=64
 rate=1000
+commands_only=""
 out=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -38,6 +40,7 @@ while [[ $# -gt 0 ]]; do
     --duration) duration="$2"; shift ;;
     --clients) clients="$2"; shift ;;
     --rate) rate="$2"; shift ;;
+    --commands-only) commands_only=1; shift; continue ;;
     --out) out="$2"; shift ;;
     *) usage ;;
   esac
@@ -151,8 +154,10 @@ for n in $replicas; do
     echo
     echo '```'
     "${flexctl[@]}" bench commands --clients "$clients" --duration "$duration" --warmup 3s --skip-raw 2>>"$work/bench.log"
-    "${flexctl[@]}" bench lag --rate "$rate" --duration "$duration" --warmup 3s 2>>"$work/bench.log"
-    "${flexctl[@]}" bench queries --clients "$clients" --duration "$duration" --warmup 3s 2>>"$work/bench.log"
+    if [[ -z $commands_only ]]; then
+      "${flexctl[@]}" bench lag --rate "$rate" --duration "$duration" --warmup 3s 2>>"$work/bench.log"
+      "${flexctl[@]}" bench queries --clients "$clients" --duration "$duration" --warmup 3s 2>>"$work/bench.log"
+    fi
     # The first error of each kind in each phase, with its message.
     grep -h 'first error of its kind' "$work/bench.log" | sed 's/^/  /' || true
     echo '```'

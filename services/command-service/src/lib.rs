@@ -109,6 +109,7 @@ pub async fn run(
         GroupCommitConfig {
             writers: c.writers,
             batch_max: c.batch_max_commands,
+            linger: c.batch_linger,
         },
     );
     let executor = Arc::new(Executor::new(store, c.aggregate_cache_size, c.conflict_retries));

@@ -147,6 +147,11 @@ pub struct CommandSettings {
     /// costs a look-up in `pg_subtrans` (ADR 0002).
     #[serde(deserialize_with = "batch_max_commands")]
     pub batch_max_commands: usize,
+    /// Longest a group-commit writer holds a batch open for commands of this replica that
+    /// are still deciding, and a group reader its batch for the reads they may still make
+    /// (0–100 ms; 0: never). A lone command is never held.
+    #[serde(rename = "batch_linger_ms", deserialize_with = "batch_linger")]
+    pub batch_linger: Duration,
     /// Aggregates kept in memory between commands.
     pub aggregate_cache_size: usize,
     /// Retries of a command after an optimistic-concurrency conflict.
@@ -404,6 +409,21 @@ fn batch_max_commands<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D
         )))
     }
 }
+
+/// `command.batch_linger_ms`: at most [`MAX_BATCH_LINGER`].
+fn batch_linger<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let value = crate::duration::millis(d)?;
+    if value <= MAX_BATCH_LINGER {
+        Ok(value)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "a batch linger of {value:?} is over {MAX_BATCH_LINGER:?}: every command deciding beside another could wait that long for its commit"
+        )))
+    }
+}
+
+/// The longest `command.batch_linger_ms`.
+pub const MAX_BATCH_LINGER: Duration = Duration::from_millis(100);
 
 /// `command.writers`: 1 to 64 (each holds a connection while it commits).
 fn writers<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {

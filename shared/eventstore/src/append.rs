@@ -3,6 +3,8 @@
 //! commit for up to `batch_max` commands — so throughput grows with concurrency instead
 //! of being bound by one fsync per command.
 
+use std::sync::Arc;
+
 use flexcore_telemetry::propagation;
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
@@ -11,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use crate::batch::{self, SharedQueue};
+use crate::batch::{self, Announced, Awaiting, Expected, SharedQueue};
 use crate::error::StoreError;
 use crate::model::{AppendOutcome, AppendRequest, StoredCommand};
 
@@ -30,6 +32,10 @@ pub struct GroupCommitConfig {
     pub writers: usize,
     /// Most commands per transaction.
     pub batch_max: usize,
+    /// Longest a writer holds a batch open for commands announced with
+    /// [`GroupCommitter::announce`], and a group reader its batch for the reads such
+    /// commands may still make (zero: never; nothing announced: no wait).
+    pub linger: std::time::Duration,
 }
 
 impl Default for GroupCommitConfig {
@@ -37,6 +43,7 @@ impl Default for GroupCommitConfig {
         Self {
             writers: 4,
             batch_max: 64,
+            linger: std::time::Duration::from_millis(1),
         }
     }
 }
@@ -50,16 +57,38 @@ type Queued = (AppendRequest, Reply, tracing::Span);
 #[derive(Clone)]
 pub struct GroupCommitter {
     tx: mpsc::Sender<Queued>,
+    expected: Arc<Expected>,
 }
 
 impl GroupCommitter {
     /// Starts `config.writers` writer tasks on `pool`. They stop when every handle is dropped.
     pub fn start(pool: PgPool, config: GroupCommitConfig) -> Self {
         let (tx, rx) = batch::queue(config.batch_max.max(1) * config.writers.max(1) * 4);
+        let expected = Arc::new(Expected::default());
         for _ in 0..config.writers.max(1) {
-            tokio::spawn(writer(pool.clone(), rx.clone(), config.batch_max.max(1)));
+            tokio::spawn(writer(
+                pool.clone(),
+                rx.clone(),
+                Arc::clone(&expected),
+                config.batch_max.max(1),
+                config.linger,
+            ));
         }
-        Self { tx }
+        Self { tx, expected }
+    }
+
+    /// The announcements, for a group reader that waits for them as well.
+    pub(crate) fn expected(&self) -> Arc<Expected> {
+        Arc::clone(&self.expected)
+    }
+
+    /// Announces an append that will probably follow soon (a command that is deciding):
+    /// until the returned guard is dropped, a writer whose batch has room waits up to
+    /// the configured linger for it, so that concurrent commands share a commit even
+    /// when they reach the committer a little apart. Hand the guard to
+    /// [`GroupCommitter::append_announced`], or drop it when nothing will be appended.
+    pub fn announce(&self) -> Announced {
+        self.expected.announce()
     }
 
     /// Appends one command's writes; resolves when its batch has committed. While spans
@@ -68,6 +97,17 @@ impl GroupCommitter {
     /// `eventstore.commit` span is a child of the first append in it and linked to the
     /// others.
     pub async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        self.append_announced(request, None).await
+    }
+
+    /// [`GroupCommitter::append`] of the append `announced` announced: the announcement
+    /// ends once the request is queued (so a writer never closes a batch it was about to
+    /// join), or when this fails.
+    pub async fn append_announced(
+        &self,
+        request: AppendRequest,
+        announced: Option<Announced>,
+    ) -> Result<AppendOutcome, StoreError> {
         let sampled = || {
             request
                 .events
@@ -89,6 +129,7 @@ impl GroupCommitter {
         let queued = (request, reply, span.clone());
         async move {
             self.tx.send(queued).await.map_err(|_| StoreError::Closed)?;
+            drop(announced);
             rx.await.map_err(|_| StoreError::Closed)?
         }
         .instrument(span)
@@ -96,8 +137,14 @@ impl GroupCommitter {
     }
 }
 
-async fn writer(pool: PgPool, rx: SharedQueue<Queued>, batch_max: usize) {
-    while let Some(batch) = batch::next_batch(&rx, batch_max).await {
+async fn writer(
+    pool: PgPool,
+    rx: SharedQueue<Queued>,
+    expected: Arc<Expected>,
+    batch_max: usize,
+    linger: std::time::Duration,
+) {
+    while let Some(batch) = batch::next_batch_expecting(&rx, batch_max, &expected, Awaiting::All, linger).await {
         let mut requests = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
         let mut spans = Vec::with_capacity(batch.len());

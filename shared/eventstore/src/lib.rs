@@ -28,6 +28,7 @@ pub mod relay;
 pub mod store;
 pub mod streams;
 
+pub use batch::Announced;
 pub use error::StoreError;
 pub use model::{
     AppendOutcome, AppendRequest, Checkpoint, NewEvent, RecordedEvent, SlotClaim, StoredCommand, UniqueKey,

@@ -10,7 +10,10 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::batch::{self, SharedQueue};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::batch::{self, Awaiting, Expected, SharedQueue};
 use crate::error::StoreError;
 use crate::model::RecordedEvent;
 
@@ -30,11 +33,13 @@ pub(crate) struct GroupReader {
 }
 
 impl GroupReader {
-    /// Starts the reader tasks on `pool`. They stop when every handle is dropped.
-    pub(crate) fn start(pool: PgPool) -> Self {
+    /// Starts the reader tasks on `pool`. They stop when every handle is dropped. A
+    /// reader holds its batch open up to `linger` while more commands are announced in
+    /// `expected` than it holds reads (another command deciding may be about to read).
+    pub(crate) fn start(pool: PgPool, expected: Arc<Expected>, linger: Duration) -> Self {
         let (tx, rx) = batch::queue(BATCH_MAX_AGGREGATES * READERS);
         for _ in 0..READERS {
-            tokio::spawn(reader(pool.clone(), rx.clone()));
+            tokio::spawn(reader(pool.clone(), rx.clone(), Arc::clone(&expected), linger));
         }
         Self { tx }
     }
@@ -48,10 +53,11 @@ impl GroupReader {
     }
 }
 
-async fn reader(pool: PgPool, rx: SharedQueue<Queued>) {
+async fn reader(pool: PgPool, rx: SharedQueue<Queued>, expected: Arc<Expected>, linger: Duration) {
     // Requests name one to a few aggregates each: a batch of this many stays within
     // BATCH_MAX_AGGREGATES in all but odd cases (and a larger query is still correct).
-    while let Some(batch) = batch::next_batch(&rx, BATCH_MAX_AGGREGATES / 4).await {
+    let max = BATCH_MAX_AGGREGATES / 4;
+    while let Some(batch) = batch::next_batch_expecting(&rx, max, &expected, Awaiting::BeyondBatch, linger).await {
         if let [(wanted, _)] = batch.as_slice() {
             let result = crate::store::read_aggregates_with(&pool, wanted).await;
             if let Some((_, reply)) = batch.into_iter().next() {

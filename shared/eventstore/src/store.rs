@@ -96,7 +96,7 @@ impl EventStore {
     /// Wraps a pool and starts the group committer.
     pub fn new(pool: PgPool, config: GroupCommitConfig) -> Self {
         let committer = GroupCommitter::start(pool.clone(), config);
-        let reader = GroupReader::start(pool.clone());
+        let reader = GroupReader::start(pool.clone(), committer.expected(), config.linger);
         Self {
             pool,
             committer,
@@ -109,9 +109,25 @@ impl EventStore {
         &self.pool
     }
 
+    /// Announces an append that will probably follow soon (see
+    /// [`GroupCommitter::announce`]).
+    pub fn announce_append(&self) -> crate::Announced {
+        self.committer.announce()
+    }
+
     /// Appends one command's writes atomically; concurrent calls share commits.
     pub async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
         self.committer.append(request).await
+    }
+
+    /// [`EventStore::append`] of an announced append (see
+    /// [`GroupCommitter::append_announced`]).
+    pub async fn append_announced(
+        &self,
+        request: AppendRequest,
+        announced: Option<crate::Announced>,
+    ) -> Result<AppendOutcome, StoreError> {
+        self.committer.append_announced(request, announced).await
     }
 
     /// Events of one aggregate with a version above `after_version`, in version order.

@@ -11,7 +11,7 @@ use flexcore_contracts::commands::{Command, CommandMeta};
 use flexcore_contracts::reply::{Accepted, EventRef};
 use flexcore_contracts::{CommandReply, ErrorBody, ErrorReason, EventMetadata};
 use flexcore_eventstore::{
-    AppendOutcome, AppendRequest, EventStore, NewEvent, SlotClaim, StoreError, UniqueKey, VersionCheck,
+    Announced, AppendOutcome, AppendRequest, EventStore, NewEvent, SlotClaim, StoreError, UniqueKey, VersionCheck,
 };
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -186,6 +186,9 @@ impl Executor {
         let _serialised = self.locks[stripe].lock().await;
         // A dry run has no append to prove a cached state current: it reads the log.
         let mut fresh = self.staleness.read_first() || meta.dry_run;
+        // This command will most likely append soon: a writer with a batch open may wait
+        // for it (a little) rather than commit without it.
+        let mut announced = (!meta.dry_run).then(|| self.store.announce_append());
         for retry in 0..=self.conflict_retries {
             if retry > 0 {
                 // Another replica wrote the same aggregate: back off a little, with jitter,
@@ -193,7 +196,7 @@ impl Executor {
                 let jitter = rand::random_range(0..2u64 << retry.min(5));
                 tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
             }
-            match self.attempt(&job, fresh).await? {
+            match self.attempt(&job, fresh, &mut announced).await? {
                 Attempt::Done(reply) => return Ok(reply),
                 Attempt::Retry => fresh = true,
             }
@@ -208,7 +211,12 @@ impl Executor {
         ))
     }
 
-    async fn attempt(&self, job: &Job<'_>, fresh: bool) -> Result<Attempt, ErrorBody> {
+    async fn attempt(
+        &self,
+        job: &Job<'_>,
+        fresh: bool,
+        announced: &mut Option<Announced>,
+    ) -> Result<Attempt, ErrorBody> {
         let Job {
             meta, command, target, ..
         } = *job;
@@ -241,7 +249,11 @@ impl Executor {
             target_version,
         } = plan;
         let (request, refs) = self.request(job, events, constraints, checks, target_version)?;
-        let outcome = self.store.append(request).await.map_err(store_error)?;
+        let outcome = self
+            .store
+            .append_announced(request, announced.take())
+            .await
+            .map_err(store_error)?;
         if snapshot.source(target.id) == Some(Source::Cached) {
             // The addressed aggregate was decided on its cached state: the append tells
             // whether that state was current.

@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use flexcore_config::Settings;
 
 use crate::{config_dir, vars};
@@ -73,4 +75,18 @@ fn a_batch_stays_within_the_subtransaction_cache_and_writers_within_bounds() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("subtransaction"), "{err}");
+}
+
+#[test]
+fn the_batch_linger_is_read_as_a_duration_and_bounded() {
+    let default = Settings::load_with(None, None, vars(&[])).unwrap();
+    assert_eq!(default.command.batch_linger, Duration::from_millis(1));
+    let finer = Settings::load_with(None, None, vars(&[("FLEXCORE__COMMAND__BATCH_LINGER_MS", "500us")])).unwrap();
+    assert_eq!(finer.command.batch_linger, Duration::from_micros(500));
+    let off = Settings::load_with(None, None, vars(&[("FLEXCORE__COMMAND__BATCH_LINGER_MS", "0")])).unwrap();
+    assert_eq!(off.command.batch_linger, Duration::ZERO);
+    let err = Settings::load_with(None, None, vars(&[("FLEXCORE__COMMAND__BATCH_LINGER_MS", "101")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("batch_linger_ms") && err.contains("over 100ms"), "{err}");
 }

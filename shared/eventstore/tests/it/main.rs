@@ -3,6 +3,7 @@
 
 mod append;
 mod append_sql;
+mod linger;
 mod ordering;
 mod relay;
 
@@ -17,6 +18,7 @@ pub fn store(db: &flexcore_testkit::TestDb) -> EventStore {
         GroupCommitConfig {
             writers: 4,
             batch_max: 32,
+            linger: std::time::Duration::from_millis(1),
         },
     )
 }
