@@ -79,10 +79,10 @@ pub(crate) enum Awaiting {
     BeyondBatch,
 }
 
-/// The next batch: what has queued up (see [`drain`]), then, while the batch has room and
-/// announced commands are still to come, up to `linger` more for them: the batch closes when it is full, when none is
-/// awaited any more, or at the deadline. Nothing awaited, no wait: a lone request is
-/// taken at once.
+/// The next batch: what has queued up (see [`drain`]), then, while the batch has room
+/// and announced commands are still to come, up to `linger` more for them. The batch
+/// closes when it is full, when none is awaited any more, or at the deadline. Nothing
+/// awaited, no wait: a lone request is taken at once.
 pub(crate) async fn next_batch_expecting<T>(
     queue: &SharedQueue<T>,
     max: usize,

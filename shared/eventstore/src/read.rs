@@ -5,13 +5,12 @@
 //! command doubled Postgres's CPU per command, one per batch costs a fraction of it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
-
-use std::sync::Arc;
-use std::time::Duration;
 
 use crate::batch::{self, Awaiting, Expected, SharedQueue};
 use crate::error::StoreError;
