@@ -207,6 +207,7 @@ pub async fn run(
         pool,
         separate_log: databases.separate_log,
         positions,
+        pages: query::PageCache::new(settings.projection.list_cache_bytes),
         settings: settings.projection.clone(),
         upcoming: Default::default(),
     });

@@ -6,6 +6,8 @@
 //!   column, so a rolled-back append's unused positions count too: an upper bound that is
 //!   0 exactly when the projection has applied the newest event.
 //! - `flexcore_queries_executed_total{query_type,status}`, counted by the query loop.
+//! - `flexcore_list_cache_lookups_total{outcome}`: list queries answered from a kept page
+//!   (`hit`) or read (`miss`); see `crate::query::PageCache`.
 //! - Readiness: NATS, Postgres (both databases when the read models have their own), the events stream, and every projection within
 //!   `admin.ready_max_lag_events` of the head.
 
@@ -83,6 +85,11 @@ pub fn record_query_status(subject: &str, status: &'static str) {
         })
         .unwrap_or("unknown");
     shared::projections().query(query_type, status);
+}
+
+/// Counts one list query looked up among the kept pages.
+pub fn record_list_cache(hit: bool) {
+    shared::projections().list_cache(hit);
 }
 
 /// The readiness checks of the projection service: NATS, Postgres (the read models'

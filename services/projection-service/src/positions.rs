@@ -41,6 +41,12 @@ impl Positions {
         self.senders.get(&kind).map(|s| *s.borrow()).unwrap_or_default()
     }
 
+    /// The latest known checkpoint of every projection, in [`Kind::ALL`] order: it
+    /// changes whenever any projection applies an event.
+    pub fn stamp(&self) -> Vec<Checkpoint> {
+        Kind::ALL.into_iter().map(|kind| self.get(kind)).collect()
+    }
+
     /// Moves `kind` forward to `checkpoint` (never back).
     pub fn advance(&self, kind: Kind, checkpoint: Checkpoint) {
         if let Some(sender) = self.senders.get(&kind) {

@@ -208,6 +208,9 @@ pub struct ProjectionSettings {
     /// Time given to in-flight queries at shutdown, in milliseconds.
     #[serde(rename = "shutdown_grace_ms", deserialize_with = "crate::duration::millis")]
     pub shutdown_grace: Duration,
+    /// Bytes of recent list pages kept to answer an identical list query again while no
+    /// event has been applied since (each page for at most a second); 0 = keep none.
+    pub list_cache_bytes: usize,
 }
 
 /// The scheduler.

@@ -28,6 +28,7 @@ const EXPORTED: &[&str] = &[
     "flexcore_relay_lag_seconds",
     "flexcore_projection_lag_events",
     "flexcore_queries_executed_total",
+    "flexcore_list_cache_lookups_total",
     "flexcore_plugin_executions_total",
     "flexcore_run_records_total",
     "flexcore_runner_slots_busy",

@@ -9,6 +9,7 @@
 //! - `projection.list` (positions, lag, rebuild progress) and `projection.rebuild`.
 
 mod batch;
+mod cache;
 mod list;
 mod upcoming;
 mod views;
@@ -16,6 +17,7 @@ mod views;
 use std::sync::Arc;
 
 use async_nats::{Client, Message};
+use chrono::{DateTime, Utc};
 use flexcore_contracts::queries::{
     self, GetById, ListQuery, ProjectionsQuery, QueryErr, QueryReply, RebuildRequest, StatsQuery,
 };
@@ -29,6 +31,7 @@ use tracing::Instrument as _;
 use crate::positions::{checkpoint, Positions};
 use crate::projection::Kind;
 
+pub use cache::PageCache;
 pub use list::{Cursor, Item, ListSpec, Page, DEFAULT_LIMIT};
 
 /// What query handlers share.
@@ -44,6 +47,8 @@ pub struct QueryContext {
     pub settings: flexcore_config::ProjectionSettings,
     /// The next schedule fires, kept between queries.
     pub upcoming: upcoming::Upcoming,
+    /// Recent list pages.
+    pub pages: PageCache,
 }
 
 impl QueryContext {
@@ -212,8 +217,8 @@ async fn answer(
         ("event", _) => {
             let q: ListQuery = queries::decode(&name, body)?;
             reach(ctx, &[Kind::Audit], q.min_position).await?;
-            let page = list::page(&ctx.pool, &views::EVENTS, &q, |_| Ok(())).await?;
-            fitted(ctx, Kind::Audit, page, budget)
+            let read = async { Ok((list::page(&ctx.pool, &views::EVENTS, &q, |_| Ok(())).await?, None)) };
+            list_answer(ctx, &name, Kind::Audit, &q, budget, read).await
         }
         (view, "get") => {
             let target = views::Target::parse(view).ok_or_else(unknown)?;
@@ -236,8 +241,15 @@ async fn answer(
             let target = views::Target::parse(view).ok_or_else(unknown)?;
             let q: ListQuery = queries::decode(&name, body)?;
             reach(ctx, target.reads(), q.min_position).await?;
-            let page = views::list(&ctx.pool, target, &q).await?;
-            fitted(ctx, target.kind(), page, budget)
+            list_answer(
+                ctx,
+                &name,
+                target.kind(),
+                &q,
+                budget,
+                views::list(&ctx.pool, target, &q),
+            )
+            .await
         }
     }
 }
@@ -301,6 +313,46 @@ fn item_id(kind: Kind, doc: &str) -> Option<String> {
     };
     let fields: std::collections::HashMap<String, &serde_json::value::RawValue> = serde_json::from_str(doc).ok()?;
     serde_json::from_str(fields.get(field)?.get()).ok()
+}
+
+/// A list page's answer: the kept one when nothing it shows can have changed since it was
+/// read ([`PageCache`]), else `read` fitted into `budget` (and kept). `read` gives the page
+/// and the first next fire it shows.
+async fn list_answer(
+    ctx: &QueryContext,
+    name: &str,
+    kind: Kind,
+    q: &ListQuery,
+    budget: usize,
+    read: impl std::future::Future<Output = Result<(Page, Option<DateTime<Utc>>), ErrorBody>>,
+) -> Result<Answer, ErrorBody> {
+    if !ctx.pages.enabled() {
+        return fitted(ctx, kind, read.await?.0, budget);
+    }
+    // `min_position` is not part of the page: it has been waited for.
+    let key = format!(
+        "{name} {budget} {}",
+        serde_json::to_string(&ListQuery {
+            min_position: None,
+            ..q.clone()
+        })
+        .unwrap_or_default()
+    );
+    let stamp = ctx.positions.stamp();
+    let now = std::time::Instant::now();
+    if let Some(kept) = ctx.pages.get(&key, &stamp, now) {
+        crate::metrics::record_list_cache(true);
+        return Ok(Answer {
+            position: ctx.positions.get(kind).global_position,
+            ..Answer::clone(&kept)
+        });
+    }
+    crate::metrics::record_list_cache(false);
+    let (page, first_fire) = read.await?;
+    let answer = fitted(ctx, kind, page, budget)?;
+    let expires = first_fire.map(|at| now + (at - Utc::now()).to_std().unwrap_or_default());
+    ctx.pages.put(key, stamp, now, expires, Arc::new(answer.clone()));
+    Ok(answer)
 }
 
 /// A page's reply: as many of its items as fit in `budget` bytes, in order, and the cursor

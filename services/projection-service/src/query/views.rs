@@ -217,7 +217,9 @@ pub async fn get_many(pool: &PgPool, target: Target, ids: &[Uuid]) -> Result<Has
     let mut docs = HashMap::with_capacity(rows.len());
     for row in &rows {
         let id: Uuid = row.try_get("x_key").map_err(db_error)?;
-        docs.insert(id, enrich(list::doc(row)?, &target.extra(row)?, now));
+        let extra = target.extra(row)?;
+        let next = next_fire_of(&extra, now);
+        docs.insert(id, enrich(list::doc(row)?, &extra, next));
     }
     Ok(docs)
 }
@@ -236,29 +238,38 @@ pub fn not_found(target: Target, id: Uuid) -> ErrorBody {
     )
 }
 
-/// `<view>.list`.
-pub async fn list(pool: &PgPool, target: Target, q: &ListQuery) -> Result<Page, ErrorBody> {
+/// `<view>.list`, and the first next fire it shows (when the page goes out of date).
+pub async fn list(pool: &PgPool, target: Target, q: &ListQuery) -> Result<(Page, Option<DateTime<Utc>>), ErrorBody> {
     let page = list::page(pool, target.spec(), q, |row| target.extra(row)).await?;
     let now = Utc::now();
-    Ok(Page {
-        items: page
-            .items
-            .into_iter()
-            .map(|item| Item {
-                doc: enrich(item.doc, &item.extra, now),
+    let mut first_fire: Option<DateTime<Utc>> = None;
+    let items = page
+        .items
+        .into_iter()
+        .map(|item| {
+            let next = next_fire_of(&item.extra, now);
+            if let Some(next) = next {
+                first_fire = Some(first_fire.map_or(next, |first| first.min(next)));
+            }
+            Item {
+                doc: enrich(item.doc, &item.extra, next),
                 extra: (),
                 cursor: item.cursor,
-            })
-            .collect(),
-        more: page.more,
-    })
+            }
+        })
+        .collect();
+    Ok((Page { items, more: page.more }, first_fire))
+}
+
+/// The first next fire among an item's active schedules.
+fn next_fire_of(extra: &Extra, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    extra.specs.iter().filter_map(|s| next_fire(s, now)).min()
 }
 
 /// Adds what is computed at query time: a pipeline's last run and next fire (from its
 /// active schedules), a schedule's next fire and pipeline name. The stored document's
 /// text is kept as it is; the fields are appended to it.
-fn enrich(doc: String, extra: &Extra, now: DateTime<Utc>) -> String {
-    let next = extra.specs.iter().filter_map(|s| next_fire(s, now)).min();
+fn enrich(doc: String, extra: &Extra, next: Option<DateTime<Utc>>) -> String {
     if extra.last_run.is_none() && next.is_none() && extra.pipeline_name.is_none() {
         return doc;
     }
@@ -510,7 +521,9 @@ mod tests {
             pipeline_name: Some("n\"1".into()),
         };
         let doc = r#"{"b": 1.50, "a":"x" } "#.to_owned();
-        let out = enrich(doc, &extra, now);
+        let next = next_fire_of(&extra, now);
+        assert_eq!(next, Some("2026-11-24T12:00:00Z".parse().unwrap()));
+        let out = enrich(doc, &extra, next);
         assert_eq!(
             out,
             format!(
@@ -521,13 +534,13 @@ mod tests {
         let parsed: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(parsed["last_run"]["requested_at"], "2026-11-24T10:00:00.500Z");
         // Nothing to add, or not an object: unchanged.
-        assert_eq!(enrich("{}".into(), &Extra::default(), now), "{}");
-        assert_eq!(enrich("[]".into(), &extra, now), "[]");
+        assert_eq!(enrich("{}".into(), &Extra::default(), None), "{}");
+        assert_eq!(enrich("[]".into(), &extra, next), "[]");
         let only = Extra {
             pipeline_name: Some("p".into()),
             ..Extra::default()
         };
-        assert_eq!(enrich("{ }".into(), &only, now), r#"{ "pipeline_name":"p"}"#);
+        assert_eq!(enrich("{ }".into(), &only, None), r#"{ "pipeline_name":"p"}"#);
     }
 
     #[test]

@@ -211,12 +211,16 @@ pub fn store() -> &'static StoreMetrics {
     &METRICS
 }
 
-/// The projection service: `flexcore_projection_lag_events{projection}` and
-/// `flexcore_queries_executed_total{query_type,status}`.
+/// The projection service: `flexcore_projection_lag_events{projection}`,
+/// `flexcore_queries_executed_total{query_type,status}` and
+/// `flexcore_list_cache_lookups_total{outcome}`.
 #[derive(Debug)]
 pub struct ProjectionMetrics {
     lag: Family<[(&'static str, &'static str); 1], Gauge>,
     queries: Family<[(&'static str, &'static str); 2], Counter>,
+    /// `flexcore_list_cache_lookups_total{outcome="hit"}` and `{outcome="miss"}`.
+    list_hit: Counter,
+    list_miss: Counter,
 }
 
 impl ProjectionMetrics {
@@ -231,14 +235,29 @@ impl ProjectionMetrics {
             .get_or_create(&[("query_type", query_type), ("status", status)])
             .inc();
     }
+
+    /// Counts one list query looked up among the kept pages: `hit` when answered from one.
+    pub fn list_cache(&self, hit: bool) {
+        if hit {
+            self.list_hit.inc();
+        } else {
+            self.list_miss.inc();
+        }
+    }
 }
 
 /// The projection service's families.
 pub fn projections() -> &'static ProjectionMetrics {
     static METRICS: LazyLock<ProjectionMetrics> = LazyLock::new(|| {
+        let lookups: Family<[(&'static str, &'static str); 1], Counter> = Family::default();
+        // One statement each (see `commands`).
+        let list_hit = lookups.get_or_create(&[("outcome", "hit")]).clone();
+        let list_miss = lookups.get_or_create(&[("outcome", "miss")]).clone();
         let metrics = ProjectionMetrics {
             lag: Family::default(),
             queries: Family::default(),
+            list_hit,
+            list_miss,
         };
         register(|r| {
             r.register(
@@ -250,6 +269,11 @@ pub fn projections() -> &'static ProjectionMetrics {
                 "flexcore_queries_executed",
                 "Queries answered, by query type and status (ok or the error code)",
                 metrics.queries.clone(),
+            );
+            r.register(
+                "flexcore_list_cache_lookups",
+                "List queries looked up among the recent pages kept: hit when answered from one",
+                lookups,
             );
         });
         metrics
