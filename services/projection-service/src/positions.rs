@@ -4,6 +4,7 @@
 //! `min_position` wait ends as soon as the projection has caught up.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use flexcore_contracts::subjects;
@@ -22,6 +23,9 @@ use crate::projection::Kind;
 #[derive(Debug)]
 pub struct Positions {
     senders: BTreeMap<Kind, watch::Sender<Checkpoint>>,
+    /// Changes to the read models this replica made without moving a checkpoint
+    /// ([`Self::changed_in_place`]).
+    in_place: AtomicU64,
 }
 
 impl Default for Positions {
@@ -31,7 +35,34 @@ impl Default for Positions {
                 .into_iter()
                 .map(|k| (k, watch::Sender::new(Checkpoint::default())))
                 .collect(),
+            in_place: AtomicU64::new(0),
         }
+    }
+}
+
+/// What this replica knew of the read models at one moment: every projection's
+/// checkpoint and how many changes it had made in place. Equal stamps: no event applied
+/// and nothing changed in place in between, as far as this replica knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    checkpoints: Vec<Checkpoint>,
+    in_place: u64,
+}
+
+impl Stamp {
+    /// The checkpoint of `kind` in this stamp.
+    pub fn get(&self, kind: Kind) -> Checkpoint {
+        Kind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .and_then(|i| self.checkpoints.get(i).copied())
+            .unwrap_or_default()
+    }
+
+    /// A stamp of the given checkpoints (in [`Kind::ALL`] order), for tests.
+    #[cfg(test)]
+    pub fn of(checkpoints: Vec<Checkpoint>, in_place: u64) -> Self {
+        Self { checkpoints, in_place }
     }
 }
 
@@ -41,10 +72,20 @@ impl Positions {
         self.senders.get(&kind).map(|s| *s.borrow()).unwrap_or_default()
     }
 
-    /// The latest known checkpoint of every projection, in [`Kind::ALL`] order: it
+    /// The latest known checkpoint of every projection and the changes made in place: it
     /// changes whenever any projection applies an event.
-    pub fn stamp(&self) -> Vec<Checkpoint> {
-        Kind::ALL.into_iter().map(|kind| self.get(kind)).collect()
+    pub fn stamp(&self) -> Stamp {
+        Stamp {
+            in_place: self.in_place.load(Ordering::Acquire),
+            checkpoints: Kind::ALL.into_iter().map(|kind| self.get(kind)).collect(),
+        }
+    }
+
+    /// Records a committed change to the read models that moved no checkpoint (derived
+    /// columns recomputed, a rebuild swapped in at the live checkpoint): pages read
+    /// before it are not answered again here.
+    pub fn changed_in_place(&self) {
+        self.in_place.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Moves `kind` forward to `checkpoint` (never back).
@@ -161,6 +202,24 @@ mod tests {
     use flexcore_security::kit::Kit;
 
     use super::*;
+
+    #[test]
+    fn a_stamp_changes_with_any_checkpoint_and_any_change_in_place() {
+        let positions = Positions::default();
+        let first = positions.stamp();
+        assert_eq!(positions.stamp(), first);
+        positions.advance(Kind::Schedules, checkpoint(5, 9));
+        let advanced = positions.stamp();
+        assert_ne!(advanced, first);
+        assert_eq!(advanced.get(Kind::Schedules), checkpoint(5, 9));
+        assert_eq!(advanced.get(Kind::Pipelines), Checkpoint::default());
+        // Not moving back: the same stamp.
+        positions.advance(Kind::Schedules, checkpoint(4, 8));
+        assert_eq!(positions.stamp(), advanced);
+        positions.changed_in_place();
+        assert_ne!(positions.stamp(), advanced);
+        assert_eq!(positions.stamp().get(Kind::Schedules), checkpoint(5, 9));
+    }
 
     fn message(subject: &str, body: Vec<u8>, headers: async_nats::HeaderMap) -> async_nats::Message {
         async_nats::Message {

@@ -325,6 +325,7 @@ async fn rebuild(
         // while it held the model marked them stale itself, in `store::commit_all`.)
         shared.derived_stale.store(true, std::sync::atomic::Ordering::Relaxed);
     }
+    shared.positions.changed_in_place();
     shared.positions.advance(kind, checkpoint);
     announce(&shared.nats, &shared.identity, kind, checkpoint).await;
     tracing::info!(

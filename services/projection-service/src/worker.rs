@@ -280,6 +280,7 @@ async fn refresh_derived(shared: &Shared, lives: &Lives) -> Result<(), Projectio
     .await;
     match refreshed {
         Ok(written) => {
+            shared.positions.changed_in_place();
             tracing::debug!(written, "pipelines' derived columns recomputed");
             Ok(())
         }

@@ -1,17 +1,22 @@
 //! Recent list pages, answered again while nothing they show can have changed.
 //!
-//! A page is kept with the stamp of the positions this replica knew of every projection
-//! when it read it (taken before the read, so the page shows at least that much). A later
-//! identical query (the same view and filters, cursor and limit; `min_position` aside,
-//! since [`super::reach`] has already waited for it) is answered from the kept page
-//! while the stamp is unchanged: no event has been applied since, so the read models hold
-//! what the page shows. Every applied event, of any projection, changes the stamp.
+//! A page is kept with the [`Stamp`] of what this replica knew of the read models when
+//! it read it: every projection's checkpoint and the changes it made in place (derived
+//! columns recomputed, a rebuild swapped in at the live checkpoint), taken before the
+//! read, so the page shows at least that much. A later identical query (the same view,
+//! filters, cursor and limit; `min_position` aside, since [`super::reach`] has already
+//! waited for it) is answered from the kept page while the stamp is unchanged. Every event
+//! a projection applies changes the stamp.
 //!
 //! A kept page also ends at its expiry: the first next fire it shows (computed at query
 //! time, it would be out of date once that instant passes), and at most [`MAX_AGE`]
-//! after it was read. The age bound covers what the stamp cannot see: a rebuild swapping
-//! in a generation at an unchanged position, seen by a replica that does not lead the
-//! projection when it next loads the positions (once a second, `crate::positions`).
+//! after it was read. The age bound covers what this replica's stamp cannot see: a
+//! replica that does not lead hears of the leader's commits by their announcements
+//! (normally within milliseconds) and reloads every checkpoint once a second
+//! (`crate::positions`), and does not hear of the leader's changes in place at all. So a
+//! page answered by a replica may be older than what another replica answers, by that
+//! long at most, as the reply's `position` shows; read-your-writes (`min_position`) is
+//! unaffected.
 //!
 //! Pages are kept up to a total size in bytes (`projection.list_cache_bytes`; 0 keeps
 //! none), least recently used first out.
@@ -19,16 +24,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flexcore_eventstore::Checkpoint;
 use parking_lot::Mutex;
 
 use super::Answer;
+use crate::positions::Stamp;
 
 /// The longest a page is kept.
 pub const MAX_AGE: Duration = Duration::from_secs(1);
-
-/// What a page was read at: every projection's checkpoint, in [`crate::projection::Kind::ALL`] order.
-pub type Stamp = Vec<Checkpoint>;
 
 /// The kept pages.
 pub struct PageCache {
@@ -139,10 +141,11 @@ mod tests {
     }
 
     fn stamp(position: u64) -> Stamp {
-        vec![flexcore_eventstore::Checkpoint {
+        let checkpoint = flexcore_eventstore::Checkpoint {
             transaction_id: position,
             global_position: position,
-        }]
+        };
+        Stamp::of(vec![checkpoint; 5], 0)
     }
 
     #[test]

@@ -326,32 +326,37 @@ async fn list_answer(
     budget: usize,
     read: impl std::future::Future<Output = Result<(Page, Option<DateTime<Utc>>), ErrorBody>>,
 ) -> Result<Answer, ErrorBody> {
-    if !ctx.pages.enabled() {
-        return fitted(ctx, kind, read.await?.0, budget);
-    }
-    // `min_position` is not part of the page: it has been waited for.
-    let key = format!(
-        "{name} {budget} {}",
+    // `min_position` is not part of the page: it has been waited for. (A query always
+    // serialises; one that did not would not be kept.)
+    let key = ctx.pages.enabled().then(|| {
         serde_json::to_string(&ListQuery {
             min_position: None,
             ..q.clone()
         })
-        .unwrap_or_default()
-    );
+        .ok()
+        .map(|query| format!("{name} {budget} {query}"))
+    });
+    let Some(Some(key)) = key else {
+        return fitted(ctx, kind, read.await?.0, budget);
+    };
     let stamp = ctx.positions.stamp();
     let now = std::time::Instant::now();
     if let Some(kept) = ctx.pages.get(&key, &stamp, now) {
         crate::metrics::record_list_cache(true);
         return Ok(Answer {
-            position: ctx.positions.get(kind).global_position,
+            // The position the page was checked against.
+            position: stamp.get(kind).global_position,
             ..Answer::clone(&kept)
         });
     }
     crate::metrics::record_list_cache(false);
     let (page, first_fire) = read.await?;
     let answer = fitted(ctx, kind, page, budget)?;
-    let expires = first_fire.map(|at| now + (at - Utc::now()).to_std().unwrap_or_default());
-    ctx.pages.put(key, stamp, now, expires, Arc::new(answer.clone()));
+    // A page read while the read models moved on would never be answered again.
+    if ctx.positions.stamp() == stamp {
+        let expires = first_fire.map(|at| now + (at - Utc::now()).to_std().unwrap_or_default());
+        ctx.pages.put(key, stamp, now, expires, Arc::new(answer.clone()));
+    }
     Ok(answer)
 }
 
